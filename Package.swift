@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "moetool",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "moetool", targets: ["moetool"]),
+        .library(name: "SafetensorsFormat", targets: ["SafetensorsFormat"]),
+        .library(name: "Checkpoint", targets: ["Checkpoint"]),
+        .library(name: "Inspection", targets: ["Inspection"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        // System libraries chosen for the project (Debian: libzstd-dev, libjson-c-dev).
+        .systemLibrary(
+            name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(
+            name: "CJSONC", path: "Sources/CJSONC", pkgConfig: "json-c",
+            providers: [.apt(["libjson-c-dev"])]),
+
+        // Strict JSON: exact integers, duplicate keys detected, bounded nesting.
+        .target(name: "StrictJSON"),
+        // The safetensors file format: dtypes, header validation, mapped reader, writer.
+        .target(name: "SafetensorsFormat", dependencies: ["StrictJSON"]),
+        // Checkpoints: single files, sharded directories with an index, config.json.
+        .target(name: "Checkpoint", dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC"]),
+        // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
+        .target(
+            name: "Inspection",
+            dependencies: [
+                "Checkpoint", "SafetensorsFormat", "StrictJSON",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .executableTarget(
+            name: "moetool",
+            dependencies: [
+                "Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+
+        .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat"]),
+        .testTarget(name: "InspectionTests", dependencies: ["Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON"]),
+        .testTarget(name: "MoetoolCLITests", dependencies: ["StrictJSON"]),
+    ]
+)

@@ -1,0 +1,348 @@
+import Dispatch
+import SafetensorsFormat
+import StrictJSON
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A model checkpoint: one safetensors file, a directory holding `model.safetensors`,
+/// or a directory of shards described by `model.safetensors.index.json`. Opening
+/// validates every shard's header and the index against the shards' contents.
+public final class Checkpoint: @unchecked Sendable {
+    public static let indexFileName = "model.safetensors.index.json"
+    public static let singleFileName = "model.safetensors"
+    public static let configFileName = "config.json"
+
+    public enum Layout: String, Sendable {
+        case singleFile = "single_file"
+        case sharded = "sharded"
+    }
+
+    /// The path the user gave.
+    public let path: String
+    /// The directory holding the weights (and config.json).
+    public let directory: String
+    public let layout: Layout
+    /// Shards in the order they are listed (sorted by name).
+    public let files: [SafetensorsFile]
+    /// Each shard's name relative to `directory`.
+    public let fileNames: [String]
+    /// `metadata.total_size` from the index, when present.
+    public let indexTotalSize: UInt64?
+    public let config: ModelConfig?
+    public let configPath: String?
+    public let warnings: [Warning]
+    private let location: [String: (file: Int, tensor: Int)]
+
+    public struct Located: Sendable {
+        public let file: Int
+        public let tensor: TensorInfo
+    }
+
+    /// Every tensor with the index of its file, shard by shard in data order.
+    public var allTensors: [Located] {
+        var out: [Located] = []
+        out.reserveCapacity(tensorCount)
+        for (i, f) in files.enumerated() {
+            for t in f.tensors { out.append(Located(file: i, tensor: t)) }
+        }
+        return out
+    }
+
+    public var tensorCount: Int { files.reduce(0) { $0 + $1.tensors.count } }
+    public var dataBytes: UInt64 { files.reduce(0) { $0 + $1.header.dataBytes } }
+    public var fileBytes: UInt64 { files.reduce(0) { $0 + $1.size } }
+
+    /// Finds a tensor wherever it lives (DeepSeek keeps some scales in another shard than their weight).
+    public func locate(_ name: String) -> Located? {
+        guard let loc = location[name] else { return nil }
+        return Located(file: loc.file, tensor: files[loc.file].tensors[loc.tensor])
+    }
+
+    public func file(_ located: Located) -> SafetensorsFile { files[located.file] }
+
+    /// Opens and validates `path`, listing every problem found when it is refused.
+    public init(path: String) throws(InvalidInput) {
+        self.path = path
+        let root = stripTrailingSlash(path)
+        var problems: [Problem] = []
+        var warnings: [Warning] = []
+
+        guard let kind = fileKind(root) else {
+            throw InvalidInput(Problem(file: path, rule: .unreadable, "no such file or directory"))
+        }
+        var shardNames: [String]
+        var weightMap: [String: String]? = nil
+        var totalSize: UInt64? = nil
+        if kind == .directory {
+            directory = root
+            let index = join(root, Checkpoint.indexFileName)
+            if fileKind(index) != nil {
+                layout = .sharded
+                let parsed = try Checkpoint.readIndex(path: index)
+                weightMap = parsed.weightMap
+                totalSize = parsed.totalSize
+                if totalSize == nil {
+                    warnings.append(Warning(file: index, kind: .noTotalSize, "index has no metadata.total_size; not checked"))
+                }
+                shardNames = Array(Set(parsed.weightMap.values)).sorted()
+            } else if fileKind(join(root, Checkpoint.singleFileName)) != nil {
+                layout = .singleFile
+                shardNames = [Checkpoint.singleFileName]
+            } else {
+                let entries = listDirectory(root)
+                let safetensors = entries.filter { $0.hasSuffix(".safetensors") }.sorted()
+                if safetensors.count == 1 {
+                    layout = .singleFile
+                    shardNames = safetensors
+                } else if entries.contains(where: { $0.hasSuffix(".bin") || $0.hasSuffix(".bin.index.json") || $0.hasSuffix(".pt") || $0.hasSuffix(".pth") }) {
+                    throw InvalidInput(Problem(file: path, rule: .binShard,
+                        "the directory holds PyTorch pickle weights (.bin/.pt), not safetensors"))
+                } else {
+                    let detail = safetensors.isEmpty ? "no .safetensors file" : "\(safetensors.count) .safetensors files but no \(Checkpoint.indexFileName)"
+                    throw InvalidInput(Problem(file: path, rule: .noWeights, "\(detail) in the directory"))
+                }
+            }
+        } else {
+            layout = .singleFile
+            let (dir, base) = splitDirectory(root)
+            directory = dir
+            shardNames = [base]
+        }
+
+        // Shard paths must name regular files inside the directory.
+        let realRoot = realPath(directory) ?? directory
+        var openable: [String] = []
+        for name in shardNames {
+            let display = kind == .directory ? join(root, name) : root
+            if name.hasSuffix(".bin") || name.hasSuffix(".pt") || name.hasSuffix(".pth") {
+                problems.append(Problem(file: display, rule: .binShard, "shard is a PyTorch pickle file, not safetensors"))
+                continue
+            }
+            if kind == .directory {
+                if name.isEmpty || name.hasPrefix("/") || name.split(separator: "/", omittingEmptySubsequences: false).contains("..") {
+                    problems.append(Problem(file: display, rule: .shardPathEscapes,
+                        "shard name \"\(escapeForDisplay(name))\" leaves the checkpoint directory"))
+                    continue
+                }
+                guard fileKind(display) != nil else {
+                    problems.append(Problem(file: display, rule: .shardMissing, "shard listed in the index does not exist"))
+                    continue
+                }
+                if let real = realPath(display), !real.hasPrefix(realRoot.hasSuffix("/") ? realRoot : realRoot + "/") {
+                    problems.append(Problem(file: display, rule: .shardPathEscapes,
+                        "shard resolves to \(escapeForDisplay(real)), outside the checkpoint directory"))
+                    continue
+                }
+            }
+            openable.append(name)
+        }
+
+        // Open and validate shards in parallel.
+        let isDirectory = kind == .directory
+        let toOpen = openable
+        let results = parallelMap(toOpen.count) { i -> Result<SafetensorsFile, InvalidInput> in
+            let full = isDirectory ? join(root, toOpen[i]) : root
+            do throws(InvalidInput) {
+                return .success(try SafetensorsFile(path: full))
+            } catch {
+                return .failure(error)
+            }
+        }
+        var files: [SafetensorsFile] = []
+        var names: [String] = []
+        for (i, r) in results.enumerated() {
+            switch r {
+            case .success(let f):
+                files.append(f)
+                names.append(openable[i])
+                warnings.append(contentsOf: f.header.warnings)
+            case .failure(let e):
+                problems.append(contentsOf: e.problems)
+            }
+        }
+
+        // Where each tensor lives; a name in two shards is an error.
+        var location: [String: (file: Int, tensor: Int)] = [:]
+        location.reserveCapacity(files.reduce(0) { $0 + $1.tensors.count })
+        for (fi, f) in files.enumerated() {
+            for (ti, t) in f.tensors.enumerated() {
+                if let previous = location[t.name] {
+                    problems.append(Problem(file: join(directory, names[fi]), tensor: t.name, rule: .tensorInTwoShards,
+                        "also stored in \(names[previous.file])"))
+                } else {
+                    location[t.name] = (fi, ti)
+                }
+            }
+        }
+
+        if let weightMap {
+            let opened = Set(names)
+            for (fi, f) in files.enumerated() {
+                for t in f.tensors {
+                    switch weightMap[t.name] {
+                    case nil:
+                        problems.append(Problem(file: join(directory, names[fi]), tensor: t.name, rule: .tensorMissingFromWeightMap,
+                            "stored in this shard but absent from the index's weight_map"))
+                    case let listed? where listed != names[fi] && location[t.name]?.file == fi:
+                        problems.append(Problem(file: join(directory, names[fi]), tensor: t.name, rule: .tensorMissingFromShard,
+                            "the index says it is in \(escapeForDisplay(listed)), but it is stored here"))
+                    default: break
+                    }
+                }
+            }
+            for (name, shard) in weightMap.sorted(by: { $0.key < $1.key })
+            where opened.contains(shard) && location[name] == nil {
+                problems.append(Problem(file: join(directory, shard), tensor: name, rule: .tensorMissingFromShard,
+                    "listed in the index's weight_map but not stored in this shard"))
+            }
+            if let totalSize, problems.isEmpty {
+                let sum = files.reduce(0) { $0 + $1.header.dataBytes }
+                if sum != totalSize {
+                    problems.append(Problem(file: join(directory, Checkpoint.indexFileName), rule: .totalSizeMismatch,
+                        "metadata.total_size is \(totalSize) but the shards hold \(sum) bytes of tensor data"))
+                }
+            }
+        }
+
+        // config.json beside the weights.
+        var config: ModelConfig? = nil
+        var configPath: String? = nil
+        let candidate = join(directory, Checkpoint.configFileName)
+        if fileKind(candidate) == .regular {
+            do throws(InvalidInput) {
+                config = ModelConfig(try ConfigReader.read(path: candidate, displayName: candidate))
+                configPath = candidate
+            } catch {
+                problems.append(contentsOf: error.problems)
+            }
+        }
+
+        guard problems.isEmpty else { throw InvalidInput(problems) }
+        self.files = files
+        self.fileNames = names
+        self.indexTotalSize = totalSize
+        self.config = config
+        self.configPath = configPath
+        self.warnings = warnings
+        self.location = location
+    }
+
+    struct Index {
+        var weightMap: [String: String]
+        var totalSize: UInt64?
+    }
+
+    /// Reads `model.safetensors.index.json` strictly: a repeated tensor name is an error.
+    static func readIndex(path: String) throws(InvalidInput) -> Index {
+        let bytes: [UInt8]
+        do {
+            bytes = try readBytes(path)
+        } catch {
+            throw InvalidInput(Problem(file: path, rule: .unreadable, error.message))
+        }
+        let root: JSONValue
+        do {
+            root = try JSONParser.parse(bytes)
+        } catch {
+            throw InvalidInput(Problem(file: path, rule: .indexInvalidJSON, "\(error)"))
+        }
+        guard let object = root.objectValue else {
+            throw InvalidInput(Problem(file: path, rule: .indexInvalid, "index must be a JSON object"))
+        }
+        guard let map = object["weight_map"]?.objectValue else {
+            throw InvalidInput(Problem(file: path, rule: .indexInvalid, "index has no \"weight_map\" object"))
+        }
+        var weightMap: [String: String] = [:]
+        weightMap.reserveCapacity(map.members.count)
+        for (name, value) in map.members {
+            guard let shard = value.stringValue else {
+                throw InvalidInput(Problem(file: path, tensor: name, rule: .indexInvalid,
+                    "weight_map value must be a shard file name, found \(value.kindName)"))
+            }
+            weightMap[name] = shard
+        }
+        var totalSize: UInt64? = nil
+        if let metadata = object["metadata"], metadata != .null {
+            guard let m = metadata.objectValue else {
+                throw InvalidInput(Problem(file: path, rule: .indexInvalid, "\"metadata\" must be an object"))
+            }
+            if let t = m["total_size"], t != .null {
+                // Some exporters write total_size as a float; accept it when it is integral.
+                if let u = t.uint64Value {
+                    totalSize = u
+                } else if let d = t.doubleValue, d >= 0, d == d.rounded(), d < 1.8e19 {
+                    totalSize = UInt64(d)
+                } else {
+                    throw InvalidInput(Problem(file: path, rule: .indexInvalid,
+                        "metadata.total_size must be a byte count, found \(t)"))
+                }
+            }
+        }
+        return Index(weightMap: weightMap, totalSize: totalSize)
+    }
+}
+
+/// Runs `body` for 0..<count on all cores and returns the results in order.
+public func parallelMap<T>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] {
+    let buffer = UnsafeMutableBufferPointer<T?>.allocate(capacity: count)
+    buffer.initialize(repeating: nil)
+    defer {
+        buffer.deinitialize()
+        buffer.deallocate()
+    }
+    nonisolated(unsafe) let out = buffer
+    DispatchQueue.concurrentPerform(iterations: count) { i in out[i] = body(i) }
+    return buffer.map { $0! }
+}
+
+// MARK: Paths
+
+enum FileKind { case regular, directory, other }
+
+func fileKind(_ path: String) -> FileKind? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    switch st.st_mode & S_IFMT {
+    case S_IFREG: return .regular
+    case S_IFDIR: return .directory
+    default: return .other
+    }
+}
+
+func realPath(_ path: String) -> String? {
+    guard let p = realpath(path, nil) else { return nil }
+    defer { free(p) }
+    return String(cString: p)
+}
+
+func listDirectory(_ path: String) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafePointer(to: entry.pointee.d_name) {
+            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+public func join(_ dir: String, _ name: String) -> String {
+    if dir.isEmpty || dir == "." { return name }
+    return dir.hasSuffix("/") ? dir + name : dir + "/" + name
+}
+
+func stripTrailingSlash(_ path: String) -> String {
+    var p = path
+    while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+    return p
+}
+
+func splitDirectory(_ path: String) -> (String, String) {
+    guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+    let dir = String(path[..<slash])
+    return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
+}

@@ -1,0 +1,67 @@
+import CJSONC
+import SafetensorsFormat
+import StrictJSON
+
+/// Reads config.json with json-c. Configs are written by many tools and are not
+/// a security boundary the way tensor headers are, so the reader is lenient
+/// (json-c's defaults) and converts the result into a `JSONValue` tree.
+public enum ConfigReader {
+    public static func read(path: String, displayName: String) throws(InvalidInput) -> JSONObject {
+        let text: String
+        do {
+            text = try readText(path)
+        } catch {
+            throw InvalidInput(Problem(file: displayName, rule: .configInvalid, error.description))
+        }
+        var err = json_tokener_success
+        guard let root = text.withCString({ json_tokener_parse_verbose($0, &err) }) else {
+            let reason = String(cString: json_tokener_error_desc(err))
+            throw InvalidInput(Problem(file: displayName, rule: .configInvalid, "not valid JSON: \(reason)"))
+        }
+        defer { json_object_put(root) }
+        guard case .object(let object) = convert(root, depth: 0) else {
+            throw InvalidInput(Problem(file: displayName, rule: .configInvalid, "config must be a JSON object"))
+        }
+        return object
+    }
+
+    private static func convert(_ o: OpaquePointer?, depth: Int) -> JSONValue {
+        guard let o, depth < 256 else { return .null }
+        switch json_object_get_type(o) {
+        case json_type_null: return .null
+        case json_type_boolean: return .bool(json_object_get_boolean(o) != 0)
+        case json_type_int: return .number(JSONNumber(text: String(json_object_get_int64(o))))
+        case json_type_double: return .double(json_object_get_double(o))
+        case json_type_string: return .string(String(cString: json_object_get_string(o)))
+        case json_type_array:
+            let n = json_object_array_length(o)
+            return .array((0..<n).map { convert(json_object_array_get_idx(o, $0), depth: depth + 1) })
+        case json_type_object:
+            var object = JSONObject()
+            var it = json_object_iter_begin(o)
+            var end = json_object_iter_end(o)
+            while json_object_iter_equal(&it, &end) == 0 {
+                let name = String(cString: json_object_iter_peek_name(&it))
+                object.append(name, convert(json_object_iter_peek_value(&it), depth: depth + 1))
+                json_object_iter_next(&it)
+            }
+            return .object(object)
+        default: return .null
+        }
+    }
+}
+
+func readText(_ path: String) throws(IOError) -> String {
+    let bytes = try readBytes(path)
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+func readBytes(_ path: String) throws(IOError) -> [UInt8] {
+    let m: MappedFile
+    do {
+        m = try MappedFile(path: path)
+    } catch {
+        throw IOError(path: path, error.description)
+    }
+    return Array(m.bytes(0..<m.size))
+}

@@ -1,0 +1,126 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public struct IOError: Error, Sendable, CustomStringConvertible {
+    public let path: String
+    public let message: String
+    public init(path: String, _ message: String) {
+        self.path = path
+        self.message = message
+    }
+    public init(path: String, _ what: String, errno code: Int32) {
+        self.init(path: path, "\(what): \(String(cString: strerror(code)))")
+    }
+    public var description: String { "\(path): \(message)" }
+}
+
+/// A file written under a temporary name in its final directory and renamed into
+/// place only once complete and flushed to disk, so a crash, a full disk or an
+/// error never leaves a partial file under the final name.
+public final class AtomicFile {
+    public let finalPath: String
+    public let temporaryPath: String
+    private var fd: Int32
+    private var buffer: [UInt8] = []
+    private let bufferLimit = 1 << 20
+    public private(set) var bytesWritten: UInt64 = 0
+    private var finished = false
+
+    public init(path: String) throws {
+        finalPath = path
+        let (dir, base) = splitPath(path)
+        var suffix = UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF
+        var tmp = ""
+        var opened: Int32 = -1
+        for _ in 0..<16 {
+            tmp = (dir.isEmpty ? "" : dir + "/") + ".\(base).tmp-\(getpid())-\(String(suffix, radix: 16))"
+            opened = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            if opened >= 0 || errno != EEXIST { break }
+            suffix &+= 1
+        }
+        guard opened >= 0 else { throw IOError(path: path, "cannot create a temporary file beside it", errno: errno) }
+        fd = opened
+        temporaryPath = tmp
+        buffer.reserveCapacity(bufferLimit)
+    }
+
+    deinit {
+        if !finished { abort() }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        if buffer.count + bytes.count <= bufferLimit {
+            buffer.append(contentsOf: bytes)
+        } else {
+            try flushBuffer()
+            if bytes.count >= bufferLimit { try writeAll(bytes) } else { buffer.append(contentsOf: bytes) }
+        }
+        bytesWritten += UInt64(bytes.count)
+    }
+
+    public func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    private func flushBuffer() throws {
+        guard !buffer.isEmpty else { return }
+        try buffer.withUnsafeBytes { try writeAll($0) }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError(path: finalPath, "write failed", errno: errno)
+            }
+            offset += n
+        }
+    }
+
+    /// Flushes, syncs and renames the file into place, then syncs the directory.
+    public func commit() throws {
+        precondition(!finished, "AtomicFile committed twice")
+        do {
+            try flushBuffer()
+            guard fsync(fd) == 0 else { throw IOError(path: finalPath, "fsync failed", errno: errno) }
+            guard close(fd) == 0 else {
+                fd = -1
+                throw IOError(path: finalPath, "close failed", errno: errno)
+            }
+            fd = -1
+            guard rename(temporaryPath, finalPath) == 0 else {
+                throw IOError(path: finalPath, "cannot rename the finished file into place", errno: errno)
+            }
+        } catch {
+            abort()
+            throw error
+        }
+        finished = true
+        let (dir, _) = splitPath(finalPath)
+        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            _ = fsync(dfd)
+            close(dfd)
+        }
+    }
+
+    /// Discards the temporary file.
+    public func abort() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        if !finished { unlink(temporaryPath) }
+        finished = true
+    }
+}
+
+func splitPath(_ path: String) -> (dir: String, base: String) {
+    guard let slash = path.lastIndex(of: "/") else { return ("", path) }
+    let dir = String(path[..<slash])
+    return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
+}

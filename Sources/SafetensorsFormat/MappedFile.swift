@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A read-only memory map of a whole file. Pages are read from disk only when
+/// touched, so opening a 4 GB shard to read its header costs a few pages.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let size: UInt64
+    /// Identity of the file when it was mapped, to notice a file replaced underneath us.
+    public let device: UInt64
+    public let inode: UInt64
+    public let modificationTime: Int
+    private let base: UnsafeRawPointer?
+
+    public enum OpenError: Error, CustomStringConvertible {
+        case system(String, Int32)
+        case notRegularFile
+        public var description: String {
+            switch self {
+            case .system(let what, let code): return "\(what): \(String(cString: strerror(code)))"
+            case .notRegularFile: return "not a regular file"
+            }
+        }
+    }
+
+    public init(path: String) throws(OpenError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .system("cannot open", errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw .system("cannot stat", errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .notRegularFile }
+        size = UInt64(st.st_size)
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        modificationTime = Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
+        if size == 0 {
+            base = nil
+        } else {
+            let p = mmap(nil, Int(size), PROT_READ, MAP_PRIVATE, fd, 0)
+            guard let p, p != MAP_FAILED else { throw .system("cannot map", errno) }
+            base = UnsafeRawPointer(p)
+        }
+    }
+
+    deinit {
+        if let base { munmap(UnsafeMutableRawPointer(mutating: base), Int(size)) }
+    }
+
+    /// The bytes in `range`, which must lie within the file.
+    public func bytes(_ range: Range<UInt64>) -> UnsafeRawBufferPointer {
+        precondition(range.upperBound <= size, "range past the end of the mapping")
+        guard let base else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + Int(range.lowerBound), count: Int(range.count))
+    }
+
+    /// Tells the kernel we will read `range` front to back (larger read-ahead).
+    public func adviseSequential(_ range: Range<UInt64>) {
+        guard let base, !range.isEmpty else { return }
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + Int(start)), Int(range.upperBound - start), MADV_SEQUENTIAL)
+    }
+
+    /// Lets the kernel drop pages of `range` we are done with, so scanning a
+    /// large file does not grow the resident set.
+    public func adviseDone(_ range: Range<UInt64>) {
+        guard let base, !range.isEmpty else { return }
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (range.lowerBound + page - 1) / page * page
+        guard range.upperBound > start else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base + Int(start)), Int(range.upperBound - start), MADV_DONTNEED)
+    }
+}

@@ -1,0 +1,155 @@
+/// Every way an input can be refused, one case per rule. The raw values are the
+/// stable identifiers shown in messages and in `--json` output.
+public enum Rule: String, Sendable, CaseIterable {
+    // A safetensors file.
+    case unreadable = "unreadable"
+    case fileTooSmall = "file_too_small"
+    case headerTooLarge = "header_too_large"
+    case headerOutOfBounds = "header_out_of_bounds"
+    case headerNotUTF8 = "header_not_utf8"
+    case headerInvalidJSON = "header_invalid_json"
+    case headerTooDeep = "header_too_deep"
+    case invalidInteger = "invalid_integer"
+    case invalidMetadata = "invalid_metadata"
+    case duplicateMetadataKey = "duplicate_metadata_key"
+    case missingField = "missing_field"
+    case invalidField = "invalid_field"
+    case unknownDtype = "unknown_dtype"
+    case duplicateTensor = "duplicate_tensor"
+    case invalidOffsets = "invalid_offsets"
+    case offsetsNotContiguous = "offsets_not_contiguous"
+    case sizeOverflow = "size_overflow"
+    case packedSizeNotByteAligned = "packed_size_not_byte_aligned"
+    case sizeMismatch = "size_mismatch"
+    case trailingBytes = "trailing_bytes"
+    case dataTruncated = "data_truncated"
+    // A checkpoint directory.
+    case noWeights = "no_weights"
+    case indexInvalidJSON = "index_invalid_json"
+    case indexInvalid = "index_invalid"
+    case shardMissing = "shard_missing"
+    case shardPathEscapes = "shard_path_escapes"
+    case binShard = "bin_shard"
+    case tensorMissingFromWeightMap = "tensor_missing_from_weight_map"
+    case tensorMissingFromShard = "tensor_missing_from_shard"
+    case tensorInTwoShards = "tensor_in_two_shards"
+    case totalSizeMismatch = "total_size_mismatch"
+    case configInvalid = "config_invalid"
+
+    /// What the user can do about it.
+    public var hint: String {
+        switch self {
+        case .unreadable: return "check the path and its permissions"
+        case .fileTooSmall, .headerOutOfBounds, .dataTruncated:
+            return "the file looks truncated: download or copy it again"
+        case .headerTooLarge: return "this is not a safetensors file, or it is corrupted (headers are at most 100,000,000 bytes)"
+        case .headerNotUTF8, .headerInvalidJSON, .headerTooDeep, .invalidInteger, .invalidMetadata,
+            .duplicateMetadataKey, .missingField, .invalidField, .unknownDtype, .duplicateTensor:
+            return "the header is malformed: re-export the file with the safetensors library"
+        case .invalidOffsets, .offsetsNotContiguous, .sizeOverflow, .packedSizeNotByteAligned, .sizeMismatch:
+            return "the header does not describe the data: re-export the file with the safetensors library"
+        case .trailingBytes: return "the file has bytes after its last tensor: it was corrupted or appended to"
+        case .noWeights: return "point at a .safetensors file or a checkpoint directory holding model.safetensors or model.safetensors.index.json"
+        case .indexInvalidJSON, .indexInvalid: return "fix or regenerate model.safetensors.index.json"
+        case .shardMissing: return "the checkpoint is incomplete: fetch the missing shard"
+        case .shardPathEscapes: return "shards must be files inside the checkpoint directory; fix the index"
+        case .binShard: return "convert the checkpoint to safetensors first (pickled .bin files are not read)"
+        case .tensorMissingFromWeightMap, .tensorMissingFromShard, .tensorInTwoShards, .totalSizeMismatch:
+            return "the index and the shards disagree: regenerate the index or fetch the shards again"
+        case .configInvalid: return "fix config.json"
+        }
+    }
+}
+
+/// One problem found in an input: which file, which tensor (if one is at fault),
+/// which rule, and the details.
+public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
+    public let file: String
+    public let tensor: String?
+    public let rule: Rule
+    public let message: String
+
+    public init(file: String, tensor: String? = nil, rule: Rule, _ message: String) {
+        self.file = file
+        self.tensor = tensor
+        self.rule = rule
+        self.message = message
+    }
+
+    public var description: String {
+        var s = file + ": "
+        if let tensor { s += "tensor \"\(escapeForDisplay(tensor))\": " }
+        return s + "\(message) [\(rule.rawValue)]; \(rule.hint)"
+    }
+}
+
+/// An input was refused; every problem found is listed.
+public struct InvalidInput: Error, Sendable, CustomStringConvertible {
+    public var problems: [Problem]
+
+    public init(_ problems: [Problem]) { self.problems = problems }
+    public init(_ problem: Problem) { self.problems = [problem] }
+
+    public var description: String { problems.map(\.description).joined(separator: "\n") }
+}
+
+/// Something accepted but worth telling the user.
+public struct Warning: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case leadingWhitespace = "leading_whitespace"
+        case unknownMember = "unknown_member"
+        case noTotalSize = "no_total_size"
+        case expertCountMismatch = "expert_count_mismatch"
+        case configMissing = "config_missing"
+    }
+
+    public let file: String
+    public let tensor: String?
+    public let kind: Kind
+    public let message: String
+
+    public init(file: String, tensor: String? = nil, kind: Kind, _ message: String) {
+        self.file = file
+        self.tensor = tensor
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String {
+        var s = file + ": "
+        if let tensor { s += "tensor \"\(escapeForDisplay(tensor))\": " }
+        return s + message
+    }
+}
+
+/// Makes a name safe to print on a terminal: control characters (C0, DEL, C1)
+/// and the backslash become escapes, so a hostile tensor name cannot move the
+/// cursor or rewrite earlier output.
+public func escapeForDisplay(_ s: String) -> String {
+    var needs = false
+    for u in s.unicodeScalars where u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0) || u == "\\" || isBidiControl(u) {
+        needs = true
+        break
+    }
+    guard needs else { return s }
+    var out = ""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        default:
+            if u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0) || isBidiControl(u) {
+                out += "\\u{" + String(u.value, radix: 16) + "}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out
+}
+
+private func isBidiControl(_ u: Unicode.Scalar) -> Bool {
+    (0x202A...0x202E).contains(u.value) || (0x2066...0x2069).contains(u.value)
+}

@@ -1,0 +1,51 @@
+/// An open, validated safetensors file: its header, and zero-copy views of its
+/// tensors' bytes through a memory map. Views are valid while the file object lives.
+/// Tensor data may sit at any alignment: read it with `loadUnaligned`.
+public final class SafetensorsFile: @unchecked Sendable {
+    public let path: String
+    public let header: SafetensorsHeader
+    public let mapping: MappedFile
+    private let indexByName: [String: Int]
+
+    public var tensors: [TensorInfo] { header.tensors }
+    public var size: UInt64 { mapping.size }
+
+    /// Opens and validates `path`. `displayName` is how errors name the file (defaults to the path).
+    public init(path: String, displayName: String? = nil) throws(InvalidInput) {
+        let name = displayName ?? path
+        self.path = path
+        let mapping: MappedFile
+        do {
+            mapping = try MappedFile(path: path)
+        } catch {
+            throw InvalidInput(Problem(file: name, rule: .unreadable, error.description))
+        }
+        guard mapping.size >= SafetensorsLimits.prefixBytes else {
+            throw InvalidInput(Problem(file: name, rule: .fileTooSmall,
+                "file is \(mapping.size) bytes; a safetensors file starts with an 8-byte header length"))
+        }
+        let prefix = mapping.bytes(0..<8).loadUnaligned(as: UInt64.self).littleEndian
+        let n = try HeaderParser.headerLength(prefix: prefix, fileSize: mapping.size, file: name)
+        header = try HeaderParser.parse(mapping.bytes(8..<(8 + n)), fileSize: mapping.size, file: name)
+        self.mapping = mapping
+        var index: [String: Int] = [:]
+        index.reserveCapacity(header.tensors.count)
+        for (i, t) in header.tensors.enumerated() { index[t.name] = i }
+        indexByName = index
+    }
+
+    public func tensor(named name: String) -> TensorInfo? {
+        indexByName[name].map { header.tensors[$0] }
+    }
+
+    /// The tensor's bytes, straight from the map.
+    public func data(_ tensor: TensorInfo) -> UnsafeRawBufferPointer {
+        let start = header.dataStart
+        return mapping.bytes((start + tensor.begin)..<(start + tensor.end))
+    }
+
+    /// Absolute file offsets of the tensor's bytes.
+    public func fileRange(_ tensor: TensorInfo) -> Range<UInt64> {
+        (header.dataStart + tensor.begin)..<(header.dataStart + tensor.end)
+    }
+}
