@@ -23,6 +23,8 @@ let package = Package(
             name: "CJSONC", path: "Sources/CJSONC", pkgConfig: "json-c",
             providers: [.apt(["libjson-c-dev"])]),
 
+        // Number formats: narrow floats (BF16, F16, FP8 variants) decoded bit-exactly.
+        .target(name: "NumberFormats"),
         // Strict JSON: exact integers, duplicate keys detected, bounded nesting.
         .target(name: "StrictJSON"),
         // The safetensors file format: dtypes, header validation, mapped reader, writer.
@@ -33,7 +35,7 @@ let package = Package(
         .target(
             name: "Inspection",
             dependencies: [
-                "Checkpoint", "SafetensorsFormat", "StrictJSON",
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .executableTarget(
@@ -43,10 +45,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        // Locates and reads the committed fixtures for every test target.
+        .target(name: "FixtureSupport", dependencies: ["StrictJSON"], path: "Tests/FixtureSupport"),
+        .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
-        .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat"]),
-        .testTarget(name: "InspectionTests", dependencies: ["Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON"]),
-        .testTarget(name: "MoetoolCLITests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
+        .testTarget(
+            name: "InspectionTests",
+            dependencies: ["Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "FixtureSupport"]),
+        .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "FixtureSupport"]),
     ]
 )

@@ -1,0 +1,321 @@
+import Checkpoint
+import NumberFormats
+import SafetensorsFormat
+import StrictJSON
+
+/// FP8 weights and their block scales.
+public struct QuantizationSummary: Sendable {
+    public let method: String?
+    public let format: String?
+    public let blockSize: [Int]?
+    public let fp8Weights: Int
+    public let withScale: Int
+    public let withoutScale: [String]
+    /// Scales stored in another shard than their weight (DeepSeek does this).
+    public let scalesInOtherShard: Int
+    /// Scales whose shape is not the block grid of their weight.
+    public let scaleShapeMismatches: [String]
+
+    init(checkpoint: Checkpoint) {
+        let q = checkpoint.config?.quantizationConfig
+        method = q?["quant_method"]?.stringValue
+        format = q?["fmt"]?.stringValue
+        let block = q?["weight_block_size"]?.arrayValue?.compactMap { $0.uint64Value.map(Int.init) }
+        blockSize = block
+        let rows = UInt64(block?.first ?? BlockQuantization.blockSize)
+        let cols = UInt64(block?.last ?? BlockQuantization.blockSize)
+        var fp8 = 0
+        var paired = 0
+        var missing: [String] = []
+        var elsewhere = 0
+        var mismatched: [String] = []
+        for located in checkpoint.allTensors where located.tensor.dtype.isFP8 && located.tensor.name.hasSuffix(".weight") {
+            let t = located.tensor
+            fp8 += 1
+            let scale = checkpoint.locate(t.name + BlockQuantization.scaleSuffix)
+                ?? checkpoint.locate(t.name + BlockQuantization.compressedTensorsScaleSuffix)
+            guard let scale else {
+                missing.append(t.name)
+                continue
+            }
+            paired += 1
+            if scale.file != located.file { elsewhere += 1 }
+            if t.shape.count == 2 {
+                let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
+                if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { mismatched.append(t.name) }
+            }
+        }
+        fp8Weights = fp8
+        withScale = paired
+        withoutScale = missing
+        scalesInOtherShard = elsewhere
+        scaleShapeMismatches = mismatched
+    }
+
+    var isEmpty: Bool { fp8Weights == 0 && method == nil }
+}
+
+/// Everything `moetool inspect` reports about a valid checkpoint. Built from
+/// headers alone; the data passes (`scan`, `checksums`) are filled in on request.
+public struct InspectReport: Sendable {
+    public let checkpoint: Checkpoint
+    public let structure: ModelStructure
+    public let quantization: QuantizationSummary
+    public let parametersByDtype: [(Dtype, UInt64)]
+    public let bytesByDtype: [(Dtype, UInt64)]
+    public var scan: [(name: String, dtype: Dtype, stats: TensorStats)]? = nil
+    public var checksums: [(file: String, sha256: String)]? = nil
+
+    public init(checkpoint: Checkpoint) {
+        self.checkpoint = checkpoint
+        var tensors: [TensorInfo] = []
+        tensors.reserveCapacity(checkpoint.tensorCount)
+        for f in checkpoint.files { tensors.append(contentsOf: f.tensors) }
+        structure = ModelStructure(tensors: tensors, config: checkpoint.config, source: checkpoint.path)
+        quantization = QuantizationSummary(checkpoint: checkpoint)
+        var params: [Dtype: UInt64] = [:]
+        var bytes: [Dtype: UInt64] = [:]
+        for t in tensors {
+            params[t.dtype, default: 0] += t.elementCount
+            bytes[t.dtype, default: 0] += t.byteCount
+        }
+        parametersByDtype = params.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
+        bytesByDtype = bytes.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
+    }
+
+    public var warnings: [Warning] { checkpoint.warnings + structure.warnings }
+
+    // MARK: JSON
+
+    public static let schema = "moetool.inspect/1"
+
+    /// The `--json` document (schema in Docs/inspect.md). `tensorList` is added when listing tensors.
+    public func json(tensorList: JSONValue? = nil) -> JSONValue {
+        var o = JSONObject()
+        o.append("schema", .string(InspectReport.schema))
+        o.append("path", .string(checkpoint.path))
+        o.append("valid", true)
+        o.append("layout", .string(checkpoint.layout.rawValue))
+        o.append("files", .int(checkpoint.files.count))
+        o.append("file_names", .array(checkpoint.fileNames.map { .string($0) }))
+        o.append("file_bytes", .uint(checkpoint.fileBytes))
+        o.append("tensors", .int(checkpoint.tensorCount))
+        o.append("bytes", .uint(checkpoint.dataBytes))
+        o.append("parameters", .uint(structure.totalParameters))
+        o.append("parameters_by_dtype", .object(JSONObject(parametersByDtype.map { ($0.0.rawValue, .uint($0.1)) })))
+        o.append("bytes_by_dtype", .object(JSONObject(bytesByDtype.map { ($0.0.rawValue, .uint($0.1)) })))
+        if let c = checkpoint.config {
+            var cfg = JSONObject()
+            cfg.append("path", .string(checkpoint.configPath ?? ""))
+            cfg.append("model_type", c.modelType.map { .string($0) } ?? .null)
+            cfg.append("architectures", .array(c.architectures.map { .string($0) }))
+            o.append("config", .object(cfg))
+        } else {
+            o.append("config", .null)
+        }
+        o.append("moe", moeJSON())
+        o.append("quantization", quantizationJSON())
+        o.append("warnings", .array(warnings.map(warningJSON)))
+        if let tensorList { o.append("tensor_list", tensorList) }
+        if let scan {
+            o.append("scan", .array(scan.map { item in
+                let s = item.stats
+                return .object(JSONObject([
+                    ("name", .string(item.name)), ("dtype", .string(item.dtype.rawValue)),
+                    ("count", .uint(s.count)), ("nan", .uint(s.nan)), ("pos_inf", .uint(s.posInf)),
+                    ("neg_inf", .uint(s.negInf)),
+                    ("min", s.finite > 0 ? .double(s.min) : .null), ("max", s.finite > 0 ? .double(s.max) : .null),
+                    ("mean", s.finite > 0 ? .double(s.mean) : .null), ("std", s.finite > 0 ? .double(s.std) : .null),
+                ]))
+            }))
+        }
+        if let checksums {
+            o.append("checksums", .object(JSONObject(checksums.map { ($0.file, .string($0.sha256)) })))
+        }
+        return .object(o)
+    }
+
+    func moeJSON() -> JSONValue {
+        let s = structure
+        let config = checkpoint.config
+        var o = JSONObject()
+        o.append("layers", .int(s.decoderLayers))
+        o.append("moe_layers", .int(s.moeLayers))
+        o.append("dense_layers", .int(s.denseLayers))
+        o.append("mtp_layers", .int(s.mtpLayers))
+        o.append("routed_experts", .int(s.routedExperts))
+        o.append("experts_per_token", s.expertsPerToken.map { .int($0) } ?? .null)
+        o.append("shared_experts", .int(s.sharedExperts))
+        o.append("routers", .int(s.routers))
+        o.append("expert_groups", config?.nGroup.map { .int($0) } ?? .null)
+        o.append("topk_groups", config?.topkGroup.map { .int($0) } ?? .null)
+        o.append("expert_layout", .string(s.expertLayout.rawValue))
+        o.append("total_parameters", .uint(s.totalParameters))
+        o.append("active_parameters", s.activeParameters.map { .uint($0) } ?? .null)
+        o.append("routed_parameters", .uint(s.routedParameters))
+        o.append("mtp_parameters", .uint(s.mtpParameters))
+        o.append("layer_details", .array(s.layers.map { l in
+            .object(JSONObject([
+                ("layer", .int(l.index)), ("kind", .string(l.isMTP ? "mtp" : (l.isMoE ? "moe" : "dense"))),
+                ("routed_experts", .int(l.routedExperts)), ("shared_experts", .bool(l.hasSharedExperts)),
+                ("router", .bool(l.hasRouter)), ("parameters", .uint(l.parameters)),
+            ]))
+        }))
+        return .object(o)
+    }
+
+    func quantizationJSON() -> JSONValue {
+        let q = quantization
+        guard !q.isEmpty else { return .null }
+        return .object(JSONObject([
+            ("method", q.method.map { .string($0) } ?? .null),
+            ("fmt", q.format.map { .string($0) } ?? .null),
+            ("weight_block_size", q.blockSize.map { .array($0.map { .int($0) }) } ?? .null),
+            ("fp8_weights", .int(q.fp8Weights)),
+            ("with_scale", .int(q.withScale)),
+            ("without_scale", .array(q.withoutScale.map { .string($0) })),
+            ("scales_in_other_shard", .int(q.scalesInOtherShard)),
+            ("scale_shape_mismatches", .array(q.scaleShapeMismatches.map { .string($0) })),
+        ]))
+    }
+
+    func warningJSON(_ w: Warning) -> JSONValue {
+        .object(JSONObject([
+            ("file", .string(w.file)), ("tensor", w.tensor.map { .string($0) } ?? .null),
+            ("kind", .string(w.kind.rawValue)), ("message", .string(w.message)),
+        ]))
+    }
+
+    /// The `--json` document for a refused input.
+    public static func invalidJSON(path: String, problems: [Problem]) -> JSONValue {
+        .object(JSONObject([
+            ("schema", .string(schema)), ("path", .string(path)), ("valid", false),
+            ("problems", .array(problems.map { p in
+                .object(JSONObject([
+                    ("file", .string(p.file)), ("tensor", p.tensor.map { .string($0) } ?? .null),
+                    ("rule", .string(p.rule.rawValue)), ("message", .string(p.message)), ("hint", .string(p.rule.hint)),
+                ]))
+            })),
+        ]))
+    }
+
+    // MARK: Text
+
+    /// The human summary.
+    public func text() -> String {
+        let s = structure
+        var lines: [String] = []
+        func row(_ label: String, _ value: String) {
+            lines.append(label.padding(toLength: 18, withPad: " ", startingAt: 0) + value)
+        }
+        row("checkpoint", "\(escapeForDisplay(checkpoint.path)) (\(checkpoint.layout == .sharded ? "sharded" : "single file"), \(checkpoint.files.count) file\(checkpoint.files.count == 1 ? "" : "s"), \(formatBytes(checkpoint.fileBytes)))")
+        if let c = checkpoint.config {
+            let arch = c.architectures.isEmpty ? "" : " (\(c.architectures.joined(separator: ", ")))"
+            row("config", "\(c.modelType ?? "unknown model_type")\(arch)")
+        } else {
+            row("config", "none found")
+        }
+        row("tensors", formatCount(UInt64(checkpoint.tensorCount)))
+        row("data", formatBytes(checkpoint.dataBytes))
+        row("parameters", "\(formatParameters(s.totalParameters)) (\(formatCount(s.totalParameters)))")
+        for ((dtype, n), (_, b)) in zip(parametersByDtype, bytesByDtype) {
+            row("  " + dtype.rawValue, "\(formatParameters(n)) params, \(formatBytes(b))")
+        }
+        lines.append("")
+        if s.moeLayers > 0 || s.routedExperts > 0 {
+            lines.append("mixture of experts")
+            var layers = "\(s.decoderLayers) (\(s.denseLayers) dense, \(s.moeLayers) MoE)"
+            if s.mtpLayers > 0 { layers += " + \(s.mtpLayers) MTP" }
+            row("  layers", layers)
+            var experts = "\(s.routedExperts) per MoE layer"
+            if let k = s.expertsPerToken { experts += ", \(k) per token" }
+            if let g = checkpoint.config?.nGroup, g > 1 {
+                experts += "; \(g) groups, top \(checkpoint.config?.topkGroup.map(String.init) ?? "?") groups"
+            }
+            row("  routed experts", experts)
+            row("  shared experts", "\(s.sharedExperts)")
+            row("  expert layout", s.expertLayout == .fused ? "fused (experts.gate_up_proj [E,2I,H])" : "per expert (experts.E.*)")
+            row("  routers", "\(s.routers)")
+            if let active = s.activeParameters {
+                let share = s.totalParameters > 0 ? Double(active) / Double(s.totalParameters) * 100 : 0
+                row("  active/token", "\(formatParameters(active)) of \(formatParameters(s.totalParameters)) (\(String(format1(share)))%)")
+            } else {
+                row("  active/token", "unknown (no experts-per-token in config.json)")
+            }
+            if s.mtpLayers > 0 { row("  MTP params", formatParameters(s.mtpParameters)) }
+        } else {
+            lines.append("dense model: \(s.decoderLayers) layers, no routed experts")
+        }
+        let q = quantization
+        if !q.isEmpty {
+            lines.append("")
+            lines.append("quantization")
+            if let m = q.method {
+                row("  method", "\(m)\(q.format.map { " \($0)" } ?? "")\(q.blockSize.map { ", blocks \($0.map(String.init).joined(separator: "x"))" } ?? "")")
+            }
+            row("  FP8 weights", "\(q.fp8Weights), \(q.withScale) with a block scale")
+            if q.scalesInOtherShard > 0 { row("  scales elsewhere", "\(q.scalesInOtherShard) stored in another shard than their weight") }
+            if !q.withoutScale.isEmpty { row("  missing scales", "\(q.withoutScale.count), e.g. \(escapeForDisplay(q.withoutScale[0]))") }
+            if !q.scaleShapeMismatches.isEmpty {
+                row("  bad scale grid", "\(q.scaleShapeMismatches.count), e.g. \(escapeForDisplay(q.scaleShapeMismatches[0]))")
+            }
+        }
+        let ws = warnings
+        if !ws.isEmpty {
+            lines.append("")
+            lines.append("warnings")
+            for w in ws.prefix(20) { lines.append("  " + w.description) }
+            if ws.count > 20 { lines.append("  ... and \(ws.count - 20) more (see --json)") }
+        }
+        if let checksums {
+            lines.append("")
+            lines.append("sha256")
+            for c in checksums { lines.append("  \(c.sha256)  \(escapeForDisplay(c.file))") }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+func format1(_ x: Double) -> String {
+    let r = (x * 10).rounded() / 10
+    return String(r)
+}
+
+public func formatBytes(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n)
+    var u = 0
+    while v >= 1024 && u < units.count - 1 {
+        v /= 1024
+        u += 1
+    }
+    return u == 0 ? "\(n) B" : "\(format2(v)) \(units[u])"
+}
+
+func format2(_ x: Double) -> String {
+    let r = (x * 100).rounded() / 100
+    var s = String(r)
+    if s.hasSuffix(".0") { s.removeLast(2) }
+    return s
+}
+
+/// 671.03B, 37.55M, 1.2K.
+public func formatParameters(_ n: UInt64) -> String {
+    let v = Double(n)
+    if v >= 1e12 { return format2(v / 1e12) + "T" }
+    if v >= 1e9 { return format2(v / 1e9) + "B" }
+    if v >= 1e6 { return format2(v / 1e6) + "M" }
+    if v >= 1e3 { return format2(v / 1e3) + "K" }
+    return String(n)
+}
+
+/// 91,991.
+public func formatCount(_ n: UInt64) -> String {
+    let s = String(n)
+    var out = ""
+    for (i, c) in s.enumerated() {
+        if i > 0 && (s.count - i) % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return out
+}

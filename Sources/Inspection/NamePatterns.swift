@@ -1,0 +1,148 @@
+import SafetensorsFormat
+
+/// A set of tensors sharing a name template, dtype and shape, whose numeric name
+/// parts form a full Cartesian product, e.g.
+/// `model.layers.{3..60}.mlp.experts.{0..255}.down_proj.weight  F8_E4M3 [7168,2048] x14848`.
+public struct NamePattern: Sendable, Equatable {
+    /// The name with each numeric part replaced by its set of values, like `{3..60}`.
+    public let pattern: String
+    public let dtype: Dtype
+    public let shape: [UInt64]
+    public let count: Int
+    /// The first member in natural name order (used for sorting and as an example).
+    public let firstName: String
+}
+
+/// Collapses tensor names into patterns. Only whole dot-separated parts made of
+/// digits (without leading zeros) are numeric, so `w1` or `layers.01` stay literal.
+///
+/// Positions are merged from the last to the first: members differing only in the
+/// last number merge into a set, then members differing only in the next number
+/// *and* having equal sets merge, and so on. Every resulting pattern is therefore
+/// an exact product: it stands for exactly the names it lists, no more.
+public enum NamePatterns {
+    public static func collapse(_ tensors: [TensorInfo]) -> [NamePattern] {
+        struct Item {
+            var template: [Substring]  // literal parts, with "#" at numeric positions
+            var values: [[Int]]  // per numeric position, a sorted set
+            var dtype: Dtype
+            var shape: [UInt64]
+            var count: Int
+            var firstName: String
+        }
+        var items: [Item] = tensors.map { t in
+            var template: [Substring] = []
+            var values: [[Int]] = []
+            for part in t.name.split(separator: ".", omittingEmptySubsequences: false) {
+                if let v = numericPart(part) {
+                    template.append("#")
+                    values.append([v])
+                } else {
+                    template.append(part)
+                }
+            }
+            return Item(template: template, values: values, dtype: t.dtype, shape: t.shape, count: 1, firstName: t.name)
+        }
+        let maxPositions = items.map(\.values.count).max() ?? 0
+        for position in stride(from: maxPositions - 1, through: 0, by: -1) {
+            struct Key: Hashable {
+                var template: [Substring]
+                var others: [[Int]]
+                var dtype: Dtype
+                var shape: [UInt64]
+            }
+            var groups: [Key: Int] = [:]
+            var merged: [Item] = []
+            for item in items {
+                guard position < item.values.count else {
+                    merged.append(item)
+                    continue
+                }
+                var others = item.values
+                others[position] = []
+                let key = Key(template: item.template, others: others, dtype: item.dtype, shape: item.shape)
+                if let g = groups[key] {
+                    merged[g].values[position].append(contentsOf: item.values[position])
+                    merged[g].count += item.count
+                    if naturalLess(item.firstName, merged[g].firstName) { merged[g].firstName = item.firstName }
+                } else {
+                    groups[key] = merged.count
+                    merged.append(item)
+                }
+            }
+            for i in merged.indices where position < merged[i].values.count {
+                merged[i].values[position] = Array(Set(merged[i].values[position])).sorted()
+            }
+            items = merged
+        }
+        let patterns = items.map { item -> NamePattern in
+            var valueIndex = 0
+            let parts = item.template.map { part -> String in
+                guard part == "#" else { return String(part) }
+                defer { valueIndex += 1 }
+                return formatSet(item.values[valueIndex])
+            }
+            return NamePattern(pattern: parts.joined(separator: "."), dtype: item.dtype, shape: item.shape,
+                               count: item.count, firstName: item.firstName)
+        }
+        return patterns.sorted { naturalLess($0.firstName, $1.firstName) }
+    }
+
+    static func numericPart(_ part: Substring) -> Int? {
+        guard !part.isEmpty, part.count <= 9, part.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        if part.count > 1 && part.first == "0" { return nil }
+        return Int(part)
+    }
+
+    /// `{0..255}` for a run, `{0..3,7,9..10}` for several, a plain number for one.
+    static func formatSet(_ values: [Int]) -> String {
+        if values.count == 1 { return String(values[0]) }
+        var runs: [String] = []
+        var i = 0
+        while i < values.count {
+            var j = i
+            while j + 1 < values.count && values[j + 1] == values[j] + 1 { j += 1 }
+            if j == i {
+                runs.append(String(values[i]))
+            } else if j == i + 1 {
+                runs.append(String(values[i]))
+                runs.append(String(values[j]))
+            } else {
+                runs.append("\(values[i])..\(values[j])")
+            }
+            i = j + 1
+        }
+        return "{" + runs.joined(separator: ",") + "}"
+    }
+}
+
+/// Orders names so that `layers.2` comes before `layers.10`.
+public func naturalLess(_ a: String, _ b: String) -> Bool {
+    var ai = a.utf8.makeIterator()
+    var bi = b.utf8.makeIterator()
+    var ca = ai.next()
+    var cb = bi.next()
+    while let x = ca, let y = cb {
+        let xd = x >= 0x30 && x <= 0x39
+        let yd = y >= 0x30 && y <= 0x39
+        if xd && yd {
+            var nx: UInt64 = 0
+            var ny: UInt64 = 0
+            var lx = 0
+            var ly = 0
+            var cx: UInt8? = x
+            var cy: UInt8? = y
+            while let d = cx, d >= 0x30 && d <= 0x39 { nx = nx &* 10 &+ UInt64(d - 0x30); lx += 1; cx = ai.next() }
+            while let d = cy, d >= 0x30 && d <= 0x39 { ny = ny &* 10 &+ UInt64(d - 0x30); ly += 1; cy = bi.next() }
+            if nx != ny { return nx < ny }
+            if lx != ly { return lx < ly }
+            ca = cx
+            cb = cy
+            continue
+        }
+        if x != y { return x < y }
+        ca = ai.next()
+        cb = bi.next()
+    }
+    return ca == nil && cb != nil
+}

@@ -1,0 +1,183 @@
+import Checkpoint
+import Dispatch
+import NumberFormats
+import SafetensorsFormat
+import Synchronization
+
+/// Statistics of one tensor's values: non-finite counts, and min, max, mean and
+/// standard deviation (population) over the finite values.
+public struct TensorStats: Sendable, Equatable {
+    public var count: UInt64 = 0
+    public var nan: UInt64 = 0
+    public var posInf: UInt64 = 0
+    public var negInf: UInt64 = 0
+    public var min: Double = .infinity
+    public var max: Double = -.infinity
+    /// Finite values seen, their mean and sum of squared deviations (Chan et al.'s M2).
+    public var finite: UInt64 = 0
+    public var mean: Double = 0
+    public var m2: Double = 0
+
+    public init() {}
+
+    public var std: Double { finite > 0 ? (m2 / Double(finite)).squareRoot() : .nan }
+    public var nonFinite: UInt64 { nan + posInf + negInf }
+
+    /// Combines the statistics of two disjoint parts (Chan, Golub and LeVeque).
+    public mutating func merge(_ o: TensorStats) {
+        count += o.count
+        nan += o.nan
+        posInf += o.posInf
+        negInf += o.negInf
+        min = Swift.min(min, o.min)
+        max = Swift.max(max, o.max)
+        guard o.finite > 0 else { return }
+        guard finite > 0 else {
+            finite = o.finite
+            mean = o.mean
+            m2 = o.m2
+            return
+        }
+        let n = Double(finite + o.finite)
+        let delta = o.mean - mean
+        mean += delta * Double(o.finite) / n
+        m2 += o.m2 + delta * delta * Double(finite) * Double(o.finite) / n
+        finite += o.finite
+    }
+}
+
+/// Scans tensor values on all cores, reading through the memory map a chunk at
+/// a time and releasing pages behind it, so memory stays flat on large files.
+public enum TensorScan {
+    /// Elements per unit of parallel work.
+    static let chunkElements = 1 << 22
+
+    public struct Target: Sendable {
+        public let file: SafetensorsFile
+        public let tensor: TensorInfo
+        public init(file: SafetensorsFile, tensor: TensorInfo) {
+            self.file = file
+            self.tensor = tensor
+        }
+    }
+
+    /// Returns one result per target (nil for dtypes that are not floats).
+    /// `progress` is called with bytes done so far, from any thread.
+    public static func scan(_ targets: [Target], threads: Int = 0,
+                            progress: (@Sendable (UInt64) -> Void)? = nil) -> [TensorStats?] {
+        struct Work: Sendable { let target: Int; let range: Range<Int> }
+        var work: [Work] = []
+        for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
+            let n = Int(t.tensor.elementCount)
+            var start = 0
+            while start < n {
+                let end = Swift.min(n, start + chunkElements)
+                work.append(Work(target: i, range: start..<end))
+                start = end
+            }
+        }
+        let chunks = work
+        let partials = parallelMapLimited(chunks.count, threads: threads) { w -> TensorStats in
+            let item = chunks[w]
+            let t = targets[item.target]
+            let data = t.file.data(t.tensor)
+            let size = t.tensor.dtype.bits / 8
+            let stats = scanRange(data, dtype: t.tensor.dtype, range: item.range)
+            let fileRange = t.file.fileRange(t.tensor)
+            let lo = fileRange.lowerBound + UInt64(item.range.lowerBound * size)
+            t.file.mapping.adviseDone(lo..<(lo + UInt64(item.range.count * size)))
+            progress?(UInt64(item.range.count * size))
+            return stats
+        }
+        var results = [TensorStats?](repeating: nil, count: targets.count)
+        for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
+            results[i] = TensorStats()
+        }
+        for (w, p) in zip(work, partials) { results[w.target]!.merge(p) }
+        return results
+    }
+
+    /// Statistics of elements `range` of a tensor's bytes (which may be unaligned).
+    public static func scanRange(_ data: UnsafeRawBufferPointer, dtype: Dtype, range: Range<Int>) -> TensorStats {
+        switch dtype {
+        case .F32: return accumulate(range) { Double(Float(bitPattern: data.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self))) }
+        case .F64: return accumulate(range) { Double(bitPattern: data.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self)) }
+        case .BF16: return accumulate(range) { Double(FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) }
+        case .F16:
+            return FloatDecoding.f16Table.withUnsafeBufferPointer { table in
+                accumulate(range) { Double(table[Int(data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))]) }
+            }
+        case .F8_E4M3: return byteTable(FloatDecoding.e4m3Table, data, range)
+        case .F8_E5M2: return byteTable(FloatDecoding.e5m2Table, data, range)
+        case .F8_E4M3FNUZ: return byteTable(FloatDecoding.e4m3fnuzTable, data, range)
+        case .F8_E5M2FNUZ: return byteTable(FloatDecoding.e5m2fnuzTable, data, range)
+        case .F8_E8M0: return byteTable(FloatDecoding.e8m0Table, data, range)
+        default: return TensorStats()
+        }
+    }
+
+    private static func byteTable(_ table: [Float], _ data: UnsafeRawBufferPointer, _ range: Range<Int>) -> TensorStats {
+        table.withUnsafeBufferPointer { t in accumulate(range) { Double(t[Int(data[$0])]) } }
+    }
+
+    /// One pass with a shift (the first finite value) so that sums of squares stay accurate.
+    @inline(__always)
+    private static func accumulate(_ range: Range<Int>, _ value: (Int) -> Double) -> TensorStats {
+        var s = TensorStats()
+        s.count = UInt64(range.count)
+        var shift = Double.nan
+        var sum = 0.0
+        var sumSquares = 0.0
+        var lo = Double.infinity
+        var hi = -Double.infinity
+        var finite: UInt64 = 0
+        for i in range {
+            let x = value(i)
+            if x.isFinite {
+                if shift.isNaN { shift = x }
+                let d = x - shift
+                sum += d
+                sumSquares += d * d
+                lo = Swift.min(lo, x)
+                hi = Swift.max(hi, x)
+                finite += 1
+            } else if x.isNaN {
+                s.nan += 1
+            } else if x > 0 {
+                s.posInf += 1
+            } else {
+                s.negInf += 1
+            }
+        }
+        s.finite = finite
+        s.min = lo
+        s.max = hi
+        if finite > 0 {
+            let n = Double(finite)
+            s.mean = shift + sum / n
+            s.m2 = Swift.max(0, sumSquares - sum * sum / n)
+        }
+        return s
+    }
+}
+
+/// Like `parallelMap`, on at most `threads` threads (0: all cores).
+public func parallelMapLimited<T: Sendable>(_ count: Int, threads: Int, _ body: @Sendable (Int) -> T) -> [T] {
+    if threads <= 0 { return parallelMap(count, body) }
+    let next = Atomic<Int>(0)
+    let buffer = UnsafeMutableBufferPointer<T?>.allocate(capacity: count)
+    buffer.initialize(repeating: nil)
+    defer {
+        buffer.deinitialize()
+        buffer.deallocate()
+    }
+    nonisolated(unsafe) let out = buffer
+    DispatchQueue.concurrentPerform(iterations: Swift.min(threads, Swift.max(count, 1))) { _ in
+        while true {
+            let i = next.add(1, ordering: .relaxed).oldValue
+            guard i < count else { return }
+            out[i] = body(i)
+        }
+    }
+    return buffer.map { $0! }
+}

@@ -1,0 +1,140 @@
+import ArgumentParser
+import Checkpoint
+import Inspection
+import SafetensorsFormat
+import StrictJSON
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate a safetensors file or checkpoint from its headers and summarise it.",
+        discussion: """
+            PATH is a .safetensors file, a directory holding model.safetensors, or a sharded
+            checkpoint directory with model.safetensors.index.json (and config.json for the MoE view).
+            Every header is validated completely; an invalid input exits 1 with every problem listed.
+            """)
+
+    @Argument(help: "A .safetensors file or a checkpoint directory.")
+    var path: String
+
+    @Flag(help: "Print a JSON document (schema moetool.inspect/1, see Docs/inspect.md) instead of text.")
+    var json = false
+
+    @Flag(help: "List tensors (names collapsed into patterns unless --no-collapse).")
+    var tensors = false
+
+    @Option(help: ArgumentHelp("Only list, scan or count tensors whose name matches this regular expression.", valueName: "regex"))
+    var filter: String?
+
+    @Flag(help: "With --tensors: list every name instead of collapsing numbered names into patterns.")
+    var noCollapse = false
+
+    @Flag(help: "With --tensors --no-collapse: show each tensor's file and data offsets.")
+    var offsets = false
+
+    @Flag(help: "Read the data: NaN/Inf counts, min, max, mean and std for every float tensor.")
+    var scan = false
+
+    @Flag(help: "Read the data: SHA-256 of every file.")
+    var checksum = false
+
+    @Option(help: "Threads for --scan and --checksum (0: all cores).")
+    var threads = 0
+
+    @Flag(name: .shortAndLong, help: "No progress bar.")
+    var quiet = false
+
+    func validate() throws {
+        if offsets && !noCollapse { throw ValidationError("--offsets needs --tensors --no-collapse") }
+        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+        if let filter { _ = try makeRegex(filter) }
+    }
+
+    func makeRegex(_ pattern: String) throws -> Regex<AnyRegexOutput> {
+        do {
+            return try Regex(pattern)
+        } catch {
+            throw ValidationError("--filter: invalid regular expression: \(error)")
+        }
+    }
+
+    func run() throws {
+        let checkpoint: Checkpoint
+        do {
+            checkpoint = try Checkpoint(path: path)
+        } catch {
+            if json {
+                FileHandleOutput.stdout(JSONSerializer.pretty(InspectReport.invalidJSON(path: path, problems: error.problems)))
+            }
+            let shown = error.problems.prefix(200)
+            for p in shown { FileHandleOutput.stderr("error: \(p)\n") }
+            if error.problems.count > shown.count {
+                FileHandleOutput.stderr("error: ... and \(error.problems.count - shown.count) more problems (see --json)\n")
+            }
+            FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(error.problems.count) problem\(error.problems.count == 1 ? "" : "s"))\n")
+            throw ExitStatus.invalidInput
+        }
+
+        var report = InspectReport(checkpoint: checkpoint)
+        let regex = try filter.map(makeRegex)
+        nonisolated(unsafe) let matcher = regex
+        let include: ((String) -> Bool)? = matcher.map { r in { name in name.contains(r) } }
+
+        if scan {
+            let targets = checkpoint.allTensors
+                .filter { include?($0.tensor.name) ?? true }
+                .map { TensorScan.Target(file: checkpoint.file($0), tensor: $0.tensor) }
+            let total = targets.filter { $0.tensor.dtype.isScannableFloat }.reduce(UInt64(0)) { $0 + $1.tensor.byteCount }
+            let bar = ProgressBar(label: "scan", total: total, quiet: quiet)
+            let results = TensorScan.scan(targets, threads: threads, progress: { bar.advance($0) })
+            bar.finish()
+            report.scan = zip(targets, results).compactMap { t, r in r.map { (t.tensor.name, t.tensor.dtype, $0) } }
+        }
+        if checksum {
+            let bar = ProgressBar(label: "sha256", total: checkpoint.fileBytes, quiet: quiet)
+            let digests = FileChecksum.sha256(checkpoint.files, threads: threads, progress: { bar.advance($0) })
+            bar.finish()
+            report.checksums = Array(zip(checkpoint.fileNames, digests)).map { (file: $0.0, sha256: $0.1) }
+        }
+
+        let listing = tensors ? TensorListing(checkpoint: checkpoint, include: include, collapse: !noCollapse) : nil
+        if json {
+            FileHandleOutput.stdout(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets))))
+            return
+        }
+        FileHandleOutput.stdout(report.text())
+        if let listing {
+            FileHandleOutput.stdout("\ntensors\(listing.collapsed ? " (numbered names collapsed; --no-collapse for all)" : "")\n")
+            FileHandleOutput.stdout(listing.text(offsets: offsets))
+        }
+        if let scanned = report.scan {
+            FileHandleOutput.stdout("\nscan\n")
+            FileHandleOutput.stdout(ScanTable.render(scanned))
+        }
+    }
+}
+
+enum ScanTable {
+    static func render(_ rows: [(name: String, dtype: Dtype, stats: TensorStats)]) -> String {
+        func num(_ x: Double, _ ok: Bool) -> String {
+            guard ok else { return "-" }
+            return String(format: "%.6g", x)
+        }
+        let width = min(80, rows.map { escapeForDisplay($0.name).count }.max() ?? 4)
+        var out = "name".padding(toLength: width, withPad: " ", startingAt: 0)
+            + "  dtype        nan    inf          min          max         mean          std\n"
+        for r in rows {
+            let s = r.stats
+            let ok = s.finite > 0
+            out += escapeForDisplay(r.name).padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+            out += r.dtype.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
+            out += String(s.nan).leftPad(6) + " " + String(s.posInf + s.negInf).leftPad(6) + " "
+            out += num(s.min, ok).leftPad(12) + " " + num(s.max, ok).leftPad(12) + " "
+            out += num(s.mean, ok).leftPad(12) + " " + num(s.std, ok).leftPad(12) + "\n"
+        }
+        return out
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}

@@ -1,0 +1,68 @@
+import ArgumentParser
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Exit codes shared by every command: 0 success, 1 invalid input or a failed check, 2 usage error.
+enum ExitStatus {
+    static let invalidInput = ExitCode(1)
+    static let usage = ExitCode(2)
+}
+
+struct Moetool: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "moetool",
+        abstract: "Inspect, convert and plan Mixture-of-Experts safetensors checkpoints.",
+        discussion: """
+            Exit status: 0 success, 1 invalid input (every problem is listed), 2 usage error.
+            """,
+        version: "0.1.0",
+        subcommands: [Inspect.self]
+    )
+}
+
+@main
+enum Main {
+    static func main() {
+        do {
+            var command = try Moetool.parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            exit(code.rawValue)
+        } catch {
+            let code = Moetool.exitCode(for: error)
+            let message = Moetool.fullMessage(for: error)
+            if code == .success {
+                print(message)
+                exit(0)
+            }
+            FileHandleOutput.stderr(message + "\n")
+            exit(ExitStatus.usage.rawValue)
+        }
+    }
+}
+
+enum FileHandleOutput {
+    /// Unbuffered write of the whole string (stdout may be a closed pipe: stop quietly then).
+    private static func writeAll(_ fd: Int32, _ s: String) {
+        var s = s
+        s.withUTF8 { buf in
+            var offset = 0
+            while offset < buf.count {
+                let n = write(fd, buf.baseAddress! + offset, buf.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+
+    static func stdout(_ s: String) {
+        writeAll(1, s)
+    }
+
+    static func stderr(_ s: String) {
+        writeAll(2, s)
+    }
+}

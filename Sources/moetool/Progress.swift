@@ -1,0 +1,51 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A progress bar on standard error, drawn only when it is a terminal: pipelines
+/// and CI logs stay silent.
+final class ProgressBar: Sendable {
+    let label: String
+    let total: UInt64
+    let enabled: Bool
+    private let done = Atomic<UInt64>(0)
+    private let lastDrawn = Atomic<UInt64>(0)
+    private let start = Date()
+
+    init(label: String, total: UInt64, quiet: Bool = false) {
+        self.label = label
+        self.total = max(total, 1)
+        self.enabled = !quiet && isatty(2) != 0
+    }
+
+    func advance(_ bytes: UInt64) {
+        let now = done.add(bytes, ordering: .relaxed).newValue
+        guard enabled else { return }
+        // Redraw about 200 times over the whole run.
+        let step = total / 200 + 1
+        let previous = lastDrawn.load(ordering: .relaxed)
+        guard now >= previous + step || now >= total else { return }
+        guard lastDrawn.compareExchange(expected: previous, desired: now, ordering: .relaxed).exchanged else { return }
+        draw(now)
+    }
+
+    private func draw(_ now: UInt64) {
+        let fraction = min(1, Double(now) / Double(total))
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let elapsed = max(Date().timeIntervalSince(start), 1e-3)
+        let rate = Double(now) / elapsed / 1e6
+        let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+        let line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(Int(rate)) MB/s"
+        FileHandleOutput.stderr(line)
+    }
+
+    func finish() {
+        guard enabled else { return }
+        draw(done.load(ordering: .relaxed))
+        FileHandleOutput.stderr("\n")
+    }
+}
