@@ -33,7 +33,15 @@ public final class Checkpoint: @unchecked Sendable {
     public let config: ModelConfig?
     public let configPath: String?
     public let warnings: [Warning]
-    private let location: [String: (file: Int, tensor: Int)]
+    private let location: [String: Slot]
+
+    /// Where a tensor name was found: the shard the index lists it in (-1: not listed,
+    /// or no index), and the file and position that store it (-1: not stored).
+    struct Slot {
+        var listed: Int32 = -1
+        var file: Int32 = -1
+        var tensor: Int32 = -1
+    }
 
     public struct Located: Sendable {
         public let file: Int
@@ -56,8 +64,8 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// Finds a tensor wherever it lives (DeepSeek keeps some scales in another shard than their weight).
     public func locate(_ name: String) -> Located? {
-        guard let loc = location[name] else { return nil }
-        return Located(file: loc.file, tensor: files[loc.file].tensors[loc.tensor])
+        guard let loc = location[name], loc.file >= 0 else { return nil }
+        return Located(file: Int(loc.file), tensor: files[Int(loc.file)].tensors[Int(loc.tensor)])
     }
 
     public func file(_ located: Located) -> SafetensorsFile { files[located.file] }
@@ -73,20 +81,43 @@ public final class Checkpoint: @unchecked Sendable {
             throw InvalidInput(Problem(file: path, rule: .unreadable, "no such file or directory"))
         }
         var shardNames: [String]
-        var weightMap: [String: String]? = nil
+        var index: Index? = nil
         var totalSize: UInt64? = nil
+        var preopened: [String: Result<SafetensorsFile, InvalidInput>] = [:]
         if kind == .directory {
             directory = root
-            let index = join(root, Checkpoint.indexFileName)
-            if fileKind(index) != nil {
+            let indexPath = join(root, Checkpoint.indexFileName)
+            if fileKind(indexPath) != nil {
                 layout = .sharded
-                let parsed = try Checkpoint.readIndex(path: index)
-                weightMap = parsed.weightMap
+                // Parse the index while the other cores already validate the shards
+                // the directory holds; the index then decides which of them count.
+                let listing = listDirectory(root).filter { $0.hasSuffix(".safetensors") }.sorted()
+                let dir = root
+                let jobs = parallelMap(listing.count + 1) { i -> Opened in
+                    if i == 0 {
+                        do throws(InvalidInput) {
+                            return .index(try Checkpoint.readIndex(path: indexPath))
+                        } catch {
+                            return .failed(error)
+                        }
+                    }
+                    return .shard(Checkpoint.openShard(join(dir, listing[i - 1])))
+                }
+                for (i, job) in jobs.enumerated() where i > 0 {
+                    if case .shard(let r) = job { preopened[listing[i - 1]] = r }
+                }
+                let parsed: Index
+                switch jobs[0] {
+                case .index(let x): parsed = x
+                case .failed(let e): throw e
+                case .shard: fatalError("unreachable")
+                }
                 totalSize = parsed.totalSize
                 if totalSize == nil {
-                    warnings.append(Warning(file: index, kind: .noTotalSize, "index has no metadata.total_size; not checked"))
+                    warnings.append(Warning(file: indexPath, kind: .noTotalSize, "index has no metadata.total_size; not checked"))
                 }
-                shardNames = Array(Set(parsed.weightMap.values)).sorted()
+                shardNames = parsed.shards.sorted()
+                index = parsed
             } else if fileKind(join(root, Checkpoint.singleFileName)) != nil {
                 layout = .singleFile
                 shardNames = [Checkpoint.singleFileName]
@@ -141,15 +172,10 @@ public final class Checkpoint: @unchecked Sendable {
 
         // Open and validate shards in parallel.
         let isDirectory = kind == .directory
-        let toOpen = openable
-        let results = parallelMap(toOpen.count) { i -> Result<SafetensorsFile, InvalidInput> in
-            let full = isDirectory ? join(root, toOpen[i]) : root
-            do throws(InvalidInput) {
-                return .success(try SafetensorsFile(path: full))
-            } catch {
-                return .failure(error)
-            }
-        }
+        let toOpen = openable.filter { preopened[$0] == nil }
+        let opened = parallelMap(toOpen.count) { i in Checkpoint.openShard(isDirectory ? join(root, toOpen[i]) : root) }
+        for (name, r) in zip(toOpen, opened) { preopened[name] = r }
+        let results = openable.map { preopened[$0]! }
         var files: [SafetensorsFile] = []
         var names: [String] = []
         for (i, r) in results.enumerated() {
@@ -163,40 +189,48 @@ public final class Checkpoint: @unchecked Sendable {
             }
         }
 
-        // Where each tensor lives; a name in two shards is an error.
-        var location: [String: (file: Int, tensor: Int)] = [:]
+        // One dictionary says where each name is listed and where it is stored:
+        // a name stored twice, stored but not listed, or listed elsewhere is an error.
+        var location = index?.entries ?? [:]
         location.reserveCapacity(files.reduce(0) { $0 + $1.tensors.count })
+        let listedIndex: [String: Int32] = Dictionary(
+            uniqueKeysWithValues: (index?.shards ?? []).enumerated().map { ($1, Int32($0)) })
+        let sharded = index != nil
         for (fi, f) in files.enumerated() {
+            let here = listedIndex[names[fi]] ?? -1
+            let display = join(directory, names[fi])
             for (ti, t) in f.tensors.enumerated() {
-                if let previous = location[t.name] {
-                    problems.append(Problem(file: join(directory, names[fi]), tensor: t.name, rule: .tensorInTwoShards,
-                        "also stored in \(names[previous.file])"))
-                } else {
-                    location[t.name] = (fi, ti)
+                func record(_ slot: inout Slot) {
+                    if slot.file >= 0 {
+                        problems.append(Problem(file: display, tensor: t.name, rule: .tensorInTwoShards,
+                            "also stored in \(names[Int(slot.file)])"))
+                        return
+                    }
+                    slot.file = Int32(fi)
+                    slot.tensor = Int32(ti)
+                    guard sharded else { return }
+                    if slot.listed < 0 {
+                        problems.append(Problem(file: display, tensor: t.name, rule: .tensorMissingFromWeightMap,
+                            "stored in this shard but absent from the index's weight_map"))
+                    } else if slot.listed != here {
+                        problems.append(Problem(file: display, tensor: t.name, rule: .tensorMissingFromShard,
+                            "the index says it is in \(escapeForDisplay(index!.shards[Int(slot.listed)])), but it is stored here"))
+                    }
                 }
+                record(&location[t.name, default: Slot()])
             }
         }
 
-        if let weightMap {
+        if let index {
             let opened = Set(names)
-            for (fi, f) in files.enumerated() {
-                for t in f.tensors {
-                    switch weightMap[t.name] {
-                    case nil:
-                        problems.append(Problem(file: join(directory, names[fi]), tensor: t.name, rule: .tensorMissingFromWeightMap,
-                            "stored in this shard but absent from the index's weight_map"))
-                    case let listed? where listed != names[fi] && location[t.name]?.file == fi:
-                        problems.append(Problem(file: join(directory, names[fi]), tensor: t.name, rule: .tensorMissingFromShard,
-                            "the index says it is in \(escapeForDisplay(listed)), but it is stored here"))
-                    default: break
-                    }
-                }
-            }
-            for (name, shard) in weightMap.sorted(by: { $0.key < $1.key })
-            where opened.contains(shard) && location[name] == nil {
-                problems.append(Problem(file: join(directory, shard), tensor: name, rule: .tensorMissingFromShard,
+            var absent: [Problem] = []
+            for (name, slot) in location where slot.file < 0 && slot.listed >= 0 {
+                let shard = index.shards[Int(slot.listed)]
+                guard opened.contains(shard) else { continue }
+                absent.append(Problem(file: join(directory, shard), tensor: name, rule: .tensorMissingFromShard,
                     "listed in the index's weight_map but not stored in this shard"))
             }
+            problems.append(contentsOf: absent.sorted { ($0.file, $0.tensor ?? "") < ($1.file, $1.tensor ?? "") })
             if let totalSize, problems.isEmpty {
                 let sum = files.reduce(0) { $0 + $1.header.dataBytes }
                 if sum != totalSize {
@@ -229,42 +263,106 @@ public final class Checkpoint: @unchecked Sendable {
         self.location = location
     }
 
+    enum Opened {
+        case index(Index)
+        case shard(Result<SafetensorsFile, InvalidInput>)
+        case failed(InvalidInput)
+    }
+
+    static func openShard(_ path: String) -> Result<SafetensorsFile, InvalidInput> {
+        do throws(InvalidInput) {
+            return .success(try SafetensorsFile(path: path))
+        } catch {
+            return .failure(error)
+        }
+    }
+
     struct Index {
-        var weightMap: [String: String]
+        /// Every name of the weight_map, with `listed` set to its shard's position in `shards`.
+        var entries: [String: Slot]
+        /// Shard names in order of first appearance.
+        var shards: [String]
         var totalSize: UInt64?
     }
 
     /// Reads `model.safetensors.index.json` strictly: a repeated tensor name is an error.
     static func readIndex(path: String) throws(InvalidInput) -> Index {
-        let bytes: [UInt8]
+        let mapping: MappedFile
         do {
-            bytes = try readBytes(path)
+            mapping = try mapFile(path)
         } catch {
             throw InvalidInput(Problem(file: path, rule: .unreadable, error.message))
         }
-        let root: JSONValue
+        // Walk the document directly: weight_map can hold ~100k entries, and a
+        // generic tree of them would cost more than everything else in `inspect`.
+        var entries: [String: Slot]? = nil
+        var shards: [String] = []
+        var metadata: JSONValue? = nil
         do {
-            root = try JSONParser.parse(bytes)
+            try { (buf: UnsafeRawBufferPointer) throws in
+                try JSONParser.checkEncoding(buf)
+                var scanner = JSONScanner(buf)
+                scanner.skipWhitespace()
+                guard scanner.peek() == UInt8(ascii: "{") else {
+                    throw Problem(file: path, rule: .indexInvalid, "index must be a JSON object")
+                }
+                var seen = Set<String>()
+                try scanner.scanObject(depth: 1) { s, key, offset in
+                    guard seen.insert(key).inserted else {
+                        throw JSONError(.duplicateKey, at: offset, "duplicate key \"\(key)\"")
+                    }
+                    switch key {
+                    case "weight_map":
+                        guard s.peek() == UInt8(ascii: "{") else {
+                            throw Problem(file: path, rule: .indexInvalid, "\"weight_map\" must be an object")
+                        }
+                        var map: [String: Slot] = [:]
+                        map.reserveCapacity(buf.count / 80)
+                        var shardIndex: [String: Int32] = [:]
+                        var last = ""
+                        var lastIndex: Int32 = -1
+                        try s.scanObject(depth: 2) { s, name, offset in
+                            guard s.peek() == UInt8(ascii: "\"") else {
+                                let found = try s.parseValue(depth: 3)
+                                throw Problem(file: path, tensor: name, rule: .indexInvalid,
+                                    "weight_map value must be a shard file name, found \(found.kindName)")
+                            }
+                            // Runs of names share a shard: reuse it without hashing.
+                            let shard = try s.parseString(reusing: last)
+                            if lastIndex < 0 || shard != last {
+                                if let known = shardIndex[shard] {
+                                    lastIndex = known
+                                } else {
+                                    lastIndex = Int32(shards.count)
+                                    shardIndex[shard] = lastIndex
+                                    shards.append(shard)
+                                }
+                                last = shard
+                            }
+                            guard map.updateValue(Slot(listed: lastIndex), forKey: name) == nil else {
+                                throw Problem(file: path, tensor: name, rule: .indexInvalidJSON,
+                                    "tensor listed twice in weight_map (byte \(offset))")
+                            }
+                        }
+                        entries = map
+                    case "metadata":
+                        metadata = try s.parseValue(depth: 2)
+                    default:
+                        _ = try s.parseValue(depth: 2)
+                    }
+                }
+                try scanner.expectEndOfDocument()
+            }(mapping.bytes(0..<mapping.size))
+        } catch let p as Problem {
+            throw InvalidInput(p)
         } catch {
             throw InvalidInput(Problem(file: path, rule: .indexInvalidJSON, "\(error)"))
         }
-        guard let object = root.objectValue else {
-            throw InvalidInput(Problem(file: path, rule: .indexInvalid, "index must be a JSON object"))
-        }
-        guard let map = object["weight_map"]?.objectValue else {
+        guard let entries else {
             throw InvalidInput(Problem(file: path, rule: .indexInvalid, "index has no \"weight_map\" object"))
         }
-        var weightMap: [String: String] = [:]
-        weightMap.reserveCapacity(map.members.count)
-        for (name, value) in map.members {
-            guard let shard = value.stringValue else {
-                throw InvalidInput(Problem(file: path, tensor: name, rule: .indexInvalid,
-                    "weight_map value must be a shard file name, found \(value.kindName)"))
-            }
-            weightMap[name] = shard
-        }
         var totalSize: UInt64? = nil
-        if let metadata = object["metadata"], metadata != .null {
+        if let metadata, metadata != .null {
             guard let m = metadata.objectValue else {
                 throw InvalidInput(Problem(file: path, rule: .indexInvalid, "\"metadata\" must be an object"))
             }
@@ -280,7 +378,7 @@ public final class Checkpoint: @unchecked Sendable {
                 }
             }
         }
-        return Index(weightMap: weightMap, totalSize: totalSize)
+        return Index(entries: entries, shards: shards, totalSize: totalSize)
     }
 }
 

@@ -57,11 +57,14 @@ func readText(_ path: String) throws(IOError) -> String {
 }
 
 func readBytes(_ path: String) throws(IOError) -> [UInt8] {
-    let m: MappedFile
+    let m = try mapFile(path)
+    return Array(m.bytes(0..<m.size))
+}
+
+func mapFile(_ path: String) throws(IOError) -> MappedFile {
     do {
-        m = try MappedFile(path: path)
+        return try MappedFile(path: path)
     } catch {
         throw IOError(path: path, error.description)
     }
-    return Array(m.bytes(0..<m.size))
 }

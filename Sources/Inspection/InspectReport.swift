@@ -29,8 +29,8 @@ public struct QuantizationSummary: Sendable {
         var missing: [String] = []
         var elsewhere = 0
         var mismatched: [String] = []
-        for located in checkpoint.allTensors where located.tensor.dtype.isFP8 && located.tensor.name.hasSuffix(".weight") {
-            let t = located.tensor
+        for (fileIndex, file) in checkpoint.files.enumerated() {
+          for t in file.tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
             fp8 += 1
             let scale = checkpoint.locate(t.name + BlockQuantization.scaleSuffix)
                 ?? checkpoint.locate(t.name + BlockQuantization.compressedTensorsScaleSuffix)
@@ -39,11 +39,12 @@ public struct QuantizationSummary: Sendable {
                 continue
             }
             paired += 1
-            if scale.file != located.file { elsewhere += 1 }
+            if scale.file != fileIndex { elsewhere += 1 }
             if t.shape.count == 2 {
                 let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
                 if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { mismatched.append(t.name) }
             }
+          }
         }
         fp8Weights = fp8
         withScale = paired
@@ -71,8 +72,16 @@ public struct InspectReport: Sendable {
         var tensors: [TensorInfo] = []
         tensors.reserveCapacity(checkpoint.tensorCount)
         for f in checkpoint.files { tensors.append(contentsOf: f.tensors) }
-        structure = ModelStructure(tensors: tensors, config: checkpoint.config, source: checkpoint.path)
-        quantization = QuantizationSummary(checkpoint: checkpoint)
+        // The two views are independent: build them side by side.
+        nonisolated(unsafe) var quantization: QuantizationSummary? = nil
+        let allTensors = tensors
+        let parts = parallelMap(2) { part -> ModelStructure? in
+            if part == 0 { return ModelStructure(tensors: allTensors, config: checkpoint.config, source: checkpoint.path) }
+            quantization = QuantizationSummary(checkpoint: checkpoint)
+            return nil
+        }
+        structure = parts[0]!
+        self.quantization = quantization!
         var params: [Dtype: UInt64] = [:]
         var bytes: [Dtype: UInt64] = [:]
         for t in tensors {

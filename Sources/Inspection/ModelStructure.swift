@@ -20,21 +20,29 @@ public struct TensorRole: Sendable, Equatable {
     /// Mixtral and Llama-style dense models, as written by transformers and by the
     /// original checkpoints.
     public static func classify(_ name: String) -> TensorRole {
-        let parts = name.split(separator: ".", omittingEmptySubsequences: false)
+        var name = name
+        return name.withUTF8 { bytes in
+            withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: bytes.count + 1) { storage in
+                classify(NameParts(bytes, storage: storage))
+            }
+        }
+    }
+
+    private static func classify(_ n: NameParts) -> TensorRole {
         var layer: Int? = nil
-        var rest = parts[...]
-        if let i = parts.firstIndex(of: "layers"), i + 1 < parts.count, let l = Int(parts[i + 1]) {
+        var restStart = 0
+        if let i = n.firstIndex(of: "layers"), i + 1 < n.count, let l = n.number(i + 1) {
             layer = l
-            rest = parts[(i + 2)...]
+            restStart = i + 2
         }
         guard let layer else {
-            if parts.contains("embed_tokens") || parts.contains("wte") || parts.contains("tok_embeddings") {
+            if n.contains("embed_tokens") || n.contains("wte") || n.contains("tok_embeddings") {
                 return TensorRole(kind: .embedding, layer: nil, expert: nil, fused: false)
             }
-            if parts.first == "lm_head" || parts.contains("lm_head") || parts.contains("output") {
+            if n.contains("lm_head") || n.contains("output") {
                 return TensorRole(kind: .lmHead, layer: nil, expert: nil, fused: false)
             }
-            if parts.contains(where: { $0.hasSuffix("norm") }) {
+            if n.contains(where: { n.hasSuffix($0, "norm") }) {
                 return TensorRole(kind: .norm, layer: nil, expert: nil, fused: false)
             }
             return TensorRole(kind: .other, layer: nil, expert: nil, fused: false)
@@ -42,22 +50,92 @@ public struct TensorRole: Sendable, Equatable {
         func role(_ kind: Kind, expert: Int? = nil, fused: Bool = false) -> TensorRole {
             TensorRole(kind: kind, layer: layer, expert: expert, fused: fused)
         }
-        if let i = rest.firstIndex(of: "experts") {
-            if i + 1 < rest.endIndex, let e = Int(rest[i + 1]) { return role(.routedExpert, expert: e) }
+        let rest = restStart..<n.count
+        if let i = n.firstIndex(of: "experts", in: rest) {
+            if i + 1 < n.count, let e = n.number(i + 1) { return role(.routedExpert, expert: e) }
             return role(.routedExpert, fused: true)
         }
-        if rest.contains("shared_experts") || rest.contains("shared_expert") { return role(.sharedExpert) }
-        if rest.contains("shared_expert_gate") { return role(.router) }
-        if rest.contains("gate") || rest.contains("router") {
-            // `mlp.gate.weight`, `block_sparse_moe.gate.weight`, `mlp.router.*`; not `gate_proj`.
-            return role(.router)
+        if n.contains("shared_experts", in: rest) || n.contains("shared_expert", in: rest) { return role(.sharedExpert) }
+        if n.contains("shared_expert_gate", in: rest) { return role(.router) }
+        // `mlp.gate.weight`, `block_sparse_moe.gate.weight`, `mlp.router.*`; not `gate_proj`.
+        if n.contains("gate", in: rest) || n.contains("router", in: rest) { return role(.router) }
+        for marker: StaticString in ["enorm", "hnorm", "eh_proj", "shared_head", "embed_tokens"]
+        where n.contains(marker, in: rest) {
+            return role(.mtp)
         }
-        let mtpParts: Set<Substring> = ["enorm", "hnorm", "eh_proj", "shared_head", "embed_tokens"]
-        if rest.contains(where: { mtpParts.contains($0) }) { return role(.mtp) }
-        if rest.contains("self_attn") || rest.contains("attention") || rest.contains("attn") { return role(.attention) }
-        if rest.contains("mlp") || rest.contains("feed_forward") || rest.contains("block_sparse_moe") { return role(.denseMLP) }
-        if rest.contains(where: { $0.hasSuffix("norm") || $0.hasSuffix("layernorm") }) { return role(.norm) }
+        if n.contains("self_attn", in: rest) || n.contains("attention", in: rest) || n.contains("attn", in: rest) {
+            return role(.attention)
+        }
+        if n.contains("mlp", in: rest) || n.contains("feed_forward", in: rest) || n.contains("block_sparse_moe", in: rest) {
+            return role(.denseMLP)
+        }
+        if rest.contains(where: { n.hasSuffix($0, "norm") }) { return role(.norm) }
         return role(.other)
+    }
+}
+
+/// The dot-separated parts of a tensor name, compared as bytes (names are
+/// classified by the hundred thousand, so this avoids String comparisons).
+struct NameParts {
+    let bytes: UnsafeBufferPointer<UInt8>
+    let ranges: UnsafeMutableBufferPointer<Range<Int>>
+    let count: Int
+
+    /// `storage` needs room for one range per dot plus one.
+    init(_ bytes: UnsafeBufferPointer<UInt8>, storage: UnsafeMutableBufferPointer<Range<Int>>) {
+        self.bytes = bytes
+        ranges = storage
+        var n = 0
+        var start = 0
+        for i in 0..<bytes.count where bytes[i] == UInt8(ascii: ".") {
+            storage.initializeElement(at: n, to: start..<i)
+            n += 1
+            start = i + 1
+        }
+        storage.initializeElement(at: n, to: start..<bytes.count)
+        count = n + 1
+    }
+
+    func equals(_ i: Int, _ literal: StaticString) -> Bool {
+        let r = ranges[i]
+        guard r.count == literal.utf8CodeUnitCount else { return false }
+        let p = literal.utf8Start
+        for k in 0..<r.count where bytes[r.lowerBound + k] != p[k] { return false }
+        return true
+    }
+
+    func hasSuffix(_ i: Int, _ literal: StaticString) -> Bool {
+        let r = ranges[i]
+        let n = literal.utf8CodeUnitCount
+        guard r.count >= n else { return false }
+        let p = literal.utf8Start
+        for k in 0..<n where bytes[r.upperBound - n + k] != p[k] { return false }
+        return true
+    }
+
+    /// The part as a number when it is all digits (at most 9).
+    func number(_ i: Int) -> Int? {
+        let r = ranges[i]
+        guard !r.isEmpty, r.count <= 9 else { return nil }
+        var v = 0
+        for k in r {
+            let c = bytes[k]
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            v = v * 10 + Int(c - 0x30)
+        }
+        return v
+    }
+
+    func firstIndex(of literal: StaticString, in range: Range<Int>? = nil) -> Int? {
+        (range ?? 0..<count).first { equals($0, literal) }
+    }
+
+    func contains(_ literal: StaticString, in range: Range<Int>? = nil) -> Bool {
+        firstIndex(of: literal, in: range) != nil
+    }
+
+    func contains(where predicate: (Int) -> Bool) -> Bool {
+        (0..<count).contains(where: predicate)
     }
 }
 
@@ -114,7 +192,8 @@ public struct ModelStructure: Sendable {
             var params: UInt64 = 0
             var routed: UInt64 = 0
         }
-        var byLayer: [Int: Acc] = [:]
+        var byLayer: [Int: Int] = [:]  // layer -> index into accs
+        var accs: [Acc] = []
         var total: UInt64 = 0
         var sawPerExpert = false
         var sawFused = false
@@ -123,30 +202,36 @@ public struct ModelStructure: Sendable {
             total += n
             let role = TensorRole.classify(t.name)
             guard let l = role.layer else { continue }
-            var acc = byLayer[l, default: Acc()]
-            acc.params += n
+            let slot: Int
+            if let existing = byLayer[l] {
+                slot = existing
+            } else {
+                slot = accs.count
+                byLayer[l] = slot
+                accs.append(Acc())
+            }
+            accs[slot].params += n
             switch role.kind {
             case .routedExpert:
-                acc.routed += n
+                accs[slot].routed += n
                 if let e = role.expert {
-                    acc.experts.insert(e)
+                    accs[slot].experts.insert(e)
                     sawPerExpert = true
                 } else {
                     sawFused = true
-                    if t.shape.count == 3 { acc.fusedExperts = max(acc.fusedExperts, Int(clamping: t.shape[0])) }
+                    if t.shape.count == 3 { accs[slot].fusedExperts = max(accs[slot].fusedExperts, Int(clamping: t.shape[0])) }
                 }
-            case .router: acc.router = true
-            case .sharedExpert: acc.shared = true
-            case .mtp: acc.mtpMarker = true
+            case .router: accs[slot].router = true
+            case .sharedExpert: accs[slot].shared = true
+            case .mtp: accs[slot].mtpMarker = true
             default: break
             }
-            byLayer[l] = acc
         }
 
         let configLayers = config?.numHiddenLayers
         var summaries: [LayerSummary] = []
         for l in byLayer.keys.sorted() {
-            let a = byLayer[l]!
+            let a = accs[byLayer[l]!]
             let isMTP = configLayers.map { l >= $0 } ?? a.mtpMarker
             summaries.append(LayerSummary(
                 index: l, isMTP: isMTP, routedExperts: max(a.experts.count, a.fusedExperts),

@@ -191,6 +191,12 @@ public enum HeaderParser {
                     let found = try s.parseValue(depth: 3)
                     throw Problem(file: file, tensor: name, rule: .invalidField, "\"dtype\" must be a string, found \(found.kindName)")
                 }
+                let start = s.position
+                if let d = s.matchDtype() {
+                    dtype = d
+                    return
+                }
+                s.position = start
                 let text = try s.parseString()
                 guard let d = Dtype(rawValue: text) else {
                     throw Problem(file: file, tensor: name, rule: .unknownDtype,
@@ -290,4 +296,40 @@ public enum HeaderParser {
 
 public func formatShape(_ shape: [UInt64]) -> String {
     "[" + shape.map(String.init).joined(separator: ",") + "]"
+}
+
+extension JSONScanner {
+    /// Matches a plain quoted dtype name (no escapes) against the 22 names without
+    /// allocating a String; nil when it is anything else (the caller then parses it fully).
+    mutating func matchDtype() -> Dtype? {
+        guard peek() == UInt8(ascii: "\"") else { return nil }
+        let start = position + 1
+        var end = start
+        while end < bytes.count, end - start <= 12 {
+            let c = bytes[end]
+            if c == UInt8(ascii: "\"") { break }
+            if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+            end += 1
+        }
+        guard end < bytes.count, bytes[end] == UInt8(ascii: "\"") else { return nil }
+        let length = end - start
+        for d in Dtype.allCases {
+            let name = d.rawValue.utf8
+            guard name.count == length else { continue }
+            var k = start
+            var same = true
+            for c in name {
+                if bytes[k] != c {
+                    same = false
+                    break
+                }
+                k += 1
+            }
+            if same {
+                position = end + 1
+                return d
+            }
+        }
+        return nil
+    }
 }

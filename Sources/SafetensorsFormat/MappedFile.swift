@@ -28,7 +28,8 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws(OpenError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: a FIFO posing as a shard must not hang us; regular files ignore it.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .system("cannot open", errno) }
         defer { close(fd) }
         var st = stat()

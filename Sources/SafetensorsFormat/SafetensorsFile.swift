@@ -1,3 +1,5 @@
+import Synchronization
+
 /// An open, validated safetensors file: its header, and zero-copy views of its
 /// tensors' bytes through a memory map. Views are valid while the file object lives.
 /// Tensor data may sit at any alignment: read it with `loadUnaligned`.
@@ -5,7 +7,8 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     public let header: SafetensorsHeader
     public let mapping: MappedFile
-    private let indexByName: [String: Int]
+    /// Built on first lookup: checkpoints look names up through their own index instead.
+    private let indexByName = Mutex<[String: Int]?>(nil)
 
     public var tensors: [TensorInfo] { header.tensors }
     public var size: UInt64 { mapping.size }
@@ -27,15 +30,22 @@ public final class SafetensorsFile: @unchecked Sendable {
         let prefix = mapping.bytes(0..<8).loadUnaligned(as: UInt64.self).littleEndian
         let n = try HeaderParser.headerLength(prefix: prefix, fileSize: mapping.size, file: name)
         header = try HeaderParser.parse(mapping.bytes(8..<(8 + n)), fileSize: mapping.size, file: name)
+        // The header is parsed into our own structures: let its pages go.
+        mapping.adviseDone(0..<(8 + n))
         self.mapping = mapping
-        var index: [String: Int] = [:]
-        index.reserveCapacity(header.tensors.count)
-        for (i, t) in header.tensors.enumerated() { index[t.name] = i }
-        indexByName = index
     }
 
     public func tensor(named name: String) -> TensorInfo? {
-        indexByName[name].map { header.tensors[$0] }
+        let i: Int? = indexByName.withLock { index in
+            if index == nil {
+                var built: [String: Int] = [:]
+                built.reserveCapacity(header.tensors.count)
+                for (i, t) in header.tensors.enumerated() { built[t.name] = i }
+                index = built
+            }
+            return index![name]
+        }
+        return i.map { header.tensors[$0] }
     }
 
     /// The tensor's bytes, straight from the map.

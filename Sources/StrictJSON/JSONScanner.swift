@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Why a document was refused.
 public struct JSONError: Error, Equatable, Sendable, CustomStringConvertible {
     public enum Kind: String, Sendable {
@@ -157,6 +163,25 @@ public struct JSONScanner {
     }
 
     // MARK: Scalars
+
+    /// Parses a string, returning `previous` itself (no new allocation) when the
+    /// string has the same bytes: for documents that repeat a value many times.
+    public mutating func parseString(reusing previous: String) throws -> String {
+        var previous = previous
+        let start = position + 1
+        let same: Bool = previous.withUTF8 { p in
+            // Only plain strings compare raw: an escape or quote in `previous` would not match its JSON form.
+            guard !p.isEmpty, !p.contains(where: { $0 == 0x22 || $0 == 0x5C || $0 < 0x20 }) else { return false }
+            let end = start + p.count
+            guard end < bytes.count, bytes[end] == UInt8(ascii: "\""), bytes[position] == UInt8(ascii: "\"") else { return false }
+            return memcmp(p.baseAddress!, bytes.baseAddress! + start, p.count) == 0
+        }
+        if same {
+            position = start + previous.utf8.count + 1
+            return previous
+        }
+        return try parseString()
+    }
 
     /// Parses a string at the current position. The buffer must already be known
     /// to be valid UTF-8 (see `UTF8Validation`).

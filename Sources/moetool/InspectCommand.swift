@@ -1,4 +1,8 @@
 import ArgumentParser
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Checkpoint
 import Inspection
 import SafetensorsFormat
@@ -58,6 +62,7 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
         let checkpoint: Checkpoint
         do {
             checkpoint = try Checkpoint(path: path)
@@ -74,7 +79,9 @@ struct Inspect: ParsableCommand {
             throw ExitStatus.invalidInput
         }
 
+        let t1 = DispatchTime.now().uptimeNanoseconds
         var report = InspectReport(checkpoint: checkpoint)
+        if ProcessInfo.processInfo.environment["MOETOOL_TRACE"] != nil { FileHandleOutput.stderr("open \((t1 - t0) / 1_000_000) ms, report \((DispatchTime.now().uptimeNanoseconds - t1) / 1_000_000) ms\n") }
         let regex = try filter.map(makeRegex)
         nonisolated(unsafe) let matcher = regex
         let include: ((String) -> Bool)? = matcher.map { r in { name in name.contains(r) } }
@@ -99,7 +106,7 @@ struct Inspect: ParsableCommand {
         let listing = tensors ? TensorListing(checkpoint: checkpoint, include: include, collapse: !noCollapse) : nil
         if json {
             FileHandleOutput.stdout(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets))))
-            return
+            finish(report)
         }
         FileHandleOutput.stdout(report.text())
         if let listing {
@@ -110,6 +117,12 @@ struct Inspect: ParsableCommand {
             FileHandleOutput.stdout("\nscan\n")
             FileHandleOutput.stdout(ScanTable.render(scanned))
         }
+        finish(report)
+    }
+
+    /// Output is written (unbuffered); skip tearing down ~100k names and shapes.
+    private func finish(_ report: InspectReport) -> Never {
+        withExtendedLifetime(report) { Glibc.exit(0) }
     }
 }
 

@@ -1,0 +1,108 @@
+import Checkpoint
+import FixtureSupport
+import SafetensorsFormat
+import StrictJSON
+import Testing
+
+/// Checkpoints written by transformers' save_pretrained: what we read equals what
+/// the Python safetensors package reported (Fixtures/expected/*.json).
+@Suite struct TransformersCheckpoints {
+    static let names = Fixtures.expectedCheckpoints
+
+    @Test func fixturesExist() {
+        #expect(Self.names.count >= 8)
+        #expect(Self.names.contains("deepseek_v3-f32-sharded"))
+    }
+
+    @Test(arguments: names)
+    func tensorsMatchPythonSafetensors(_ name: String) throws {
+        let expected = try #require(Fixtures.json("expected/\(name).json").objectValue)
+        let relative = try #require(expected["path"]?.stringValue)
+        let checkpoint = try Checkpoint(path: Fixtures.path(relative))
+        #expect(checkpoint.files.count == Int(expected["files"]!.uint64Value!))
+        #expect(UInt64(checkpoint.tensorCount) == expected["tensor_count"]!.uint64Value!)
+        #expect(checkpoint.dataBytes == expected["bytes"]!.uint64Value!)
+        #expect(checkpoint.layout == (checkpoint.files.count > 1 ? .sharded : .singleFile))
+        let tensors = try #require(expected["tensors"]?.objectValue)
+        #expect(tensors.members.count == checkpoint.tensorCount)
+        for (tensorName, value) in tensors.members {
+            let info = try #require(value.objectValue)
+            let located = try #require(checkpoint.locate(tensorName), "\(name): \(tensorName) not found")
+            #expect(located.tensor.dtype.rawValue == info["dtype"]?.stringValue, "\(tensorName)")
+            #expect(located.tensor.shape == info["shape"]?.arrayValue?.compactMap(\.uint64Value), "\(tensorName)")
+            #expect(checkpoint.fileNames[located.file] == info["file"]?.stringValue, "\(tensorName)")
+            #expect([located.tensor.begin, located.tensor.end] == info["data_offsets"]?.arrayValue?.compactMap(\.uint64Value))
+        }
+        #expect(checkpoint.config != nil)
+    }
+
+    @Test func readsDeepSeekConfig() throws {
+        let c = try #require(try Checkpoint(path: Fixtures.path("models/deepseek_v3-bf16")).config)
+        #expect(c.modelType == "deepseek_v3")
+        #expect(c.routedExperts == 16)
+        #expect(c.expertsPerToken == 4)
+        #expect(c.nGroup == 8)
+        #expect(c.topkGroup == 4)
+        #expect(c.firstKDenseReplace == 1)
+        #expect(c.nSharedExperts == 1)
+        #expect(c.isMoELayer(0) == false)
+        #expect(c.isMoELayer(1) == true)
+    }
+
+    @Test func readsQwenAndMixtralConfigs() throws {
+        let qwen3 = try #require(try Checkpoint(path: Fixtures.path("models/qwen3_moe-bf16")).config)
+        #expect(qwen3.routedExperts != nil)
+        #expect(qwen3.normTopkProb != nil)
+        let mixtral = try #require(try Checkpoint(path: Fixtures.path("models/mixtral-bf16")).config)
+        #expect(mixtral.routedExperts == mixtral.int("num_local_experts"))
+        #expect(mixtral.isMoELayer(0) == true)
+    }
+
+    @Test func singleFilePathFindsConfigBesideIt() throws {
+        let c = try Checkpoint(path: Fixtures.path("models/mixtral-bf16/model.safetensors"))
+        #expect(c.layout == .singleFile)
+        #expect(c.config?.modelType == "mixtral")
+    }
+}
+
+/// Broken checkpoint directories (Fixtures/malformed/checkpoints) are refused with their rule.
+@Suite struct MalformedCheckpoints {
+    static let cases = Fixtures.manifest("malformed/checkpoints/manifest.json")
+
+    @Test func everyCheckpointRuleHasAFixture() {
+        let rules = Set(Self.cases.compactMap { $0["rule"]?.stringValue })
+        for r in ["shard_missing", "tensor_missing_from_weight_map", "tensor_missing_from_shard", "tensor_in_two_shards",
+                  "total_size_mismatch", "shard_path_escapes", "bin_shard", "index_invalid_json", "shard_invalid"] {
+            #expect(rules.contains(r), "\(r)")
+        }
+    }
+
+    @Test(arguments: cases)
+    func refused(_ entry: JSONObject) throws {
+        let dir = try #require(entry["dir"]?.stringValue)
+        var rule = try #require(entry["rule"]?.stringValue)
+        // A malformed shard is reported with the shard's own rule.
+        if rule == "shard_invalid" { rule = try #require(entry["inner_rule"]?.stringValue) }
+        do {
+            _ = try Checkpoint(path: Fixtures.path("malformed/checkpoints/" + dir))
+            Issue.record("\(dir) was accepted")
+        } catch {
+            let matching = error.problems.filter { $0.rule.rawValue == rule }
+            #expect(!matching.isEmpty, "\(dir): expected \(rule), got \(error.problems)")
+            if let tensor = entry["tensor"]?.stringValue {
+                #expect(matching.contains { $0.tensor == tensor }, "\(dir): \(matching)")
+            }
+        }
+    }
+
+    @Test func missingPathAndEmptyDirectory() throws {
+        #expect(throws: InvalidInput.self) { try Checkpoint(path: "/nonexistent/moetool") }
+        let empty = Fixtures.temporaryDirectory()
+        do {
+            _ = try Checkpoint(path: empty)
+            Issue.record("empty directory accepted")
+        } catch {
+            #expect(error.problems.first?.rule == .noWeights)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import Checkpoint
+import FixtureSupport
+import Foundation
+import Inspection
+import NumberFormats
+import SafetensorsFormat
+import Testing
+
+@Suite struct ScanTests {
+    /// Naive two-pass statistics over decoded values (the oracle).
+    func reference(_ values: [Double]) -> (nan: Int, inf: Int, min: Double, max: Double, mean: Double, std: Double) {
+        let finite = values.filter(\.isFinite)
+        let mean = finite.reduce(0, +) / Double(finite.count)
+        let variance = finite.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(finite.count)
+        return (values.filter(\.isNaN).count, values.filter(\.isInfinite).count, finite.min()!, finite.max()!, mean,
+                variance.squareRoot())
+    }
+
+    @Test func statisticsMatchATwoPassOracleAcrossChunks() throws {
+        // Values with a large offset (a one-pass sum of squares without a shift would lose precision),
+        // NaN and infinities, written as F32 with our writer and scanned back.
+        let n = 5_000_000  // more than one scan chunk
+        var values = (0..<n).map { i in 1000.0 + Double(Float(sin(Double(i)) * 0.01)) }
+        values[7] = .nan
+        values[n - 1] = .infinity
+        values[n / 2] = -.infinity
+        let floats = values.map { Float($0) }
+        let path = Fixtures.temporaryDirectory() + "/scan.safetensors"
+        try SafetensorsWriter.write(to: path, tensors: [TensorSpec(name: "x", dtype: .F32, shape: [UInt64(n)])], metadata: nil) { _, sink in
+            try floats.withUnsafeBytes { try sink.write($0) }
+        }
+        let f = try SafetensorsFile(path: path)
+        let stats = try #require(TensorScan.scan([TensorScan.Target(file: f, tensor: f.tensors[0])], threads: 2)[0])
+        let r = reference(floats.map(Double.init))
+        #expect(stats.count == UInt64(n))
+        #expect(stats.nan == 1 && stats.posInf == 1 && stats.negInf == 1)
+        #expect(stats.min == r.min && stats.max == r.max)
+        #expect(abs(stats.mean - r.mean) < 1e-9)
+        #expect(abs(stats.std - r.std) / r.std < 1e-6)
+    }
+
+    @Test func scansEveryFloatDtypeOfTheValidFixture() throws {
+        let f = try SafetensorsFile(path: Fixtures.path("valid/all_dtypes.safetensors"))
+        let targets = f.tensors.map { TensorScan.Target(file: f, tensor: $0) }
+        let results = TensorScan.scan(targets)
+        for (t, r) in zip(targets, results) {
+            #expect((r != nil) == t.tensor.dtype.isScannableFloat, "\(t.tensor.name)")
+            guard let r, t.tensor.dtype == .BF16 || t.tensor.dtype == .F8_E4M3 else { continue }
+            let data = f.data(t.tensor)
+            let decoded: [Double] = t.tensor.dtype == .BF16
+                ? (0..<Int(t.tensor.elementCount)).map { Double(FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self))) }
+                : data.map { Double(FloatDecoding.e4m3Table[Int($0)]) }
+            let finite = decoded.filter(\.isFinite)
+            #expect(r.finite == UInt64(finite.count))
+            if let lo = finite.min() { #expect(r.min == lo) }
+        }
+    }
+}
+
+@Suite struct ChecksumTests {
+    @Test func sha256MatchesCoreutils() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("models/qwen3_moe-f32-sharded"))
+        let digests = FileChecksum.sha256(checkpoint.files, threads: 2)
+        for (file, digest) in zip(checkpoint.files, digests) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+            p.arguments = [file.path]
+            let pipe = Pipe()
+            p.standardOutput = pipe
+            try p.run()
+            p.waitUntilExit()
+            let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(out.hasPrefix(digest + " "), "\(file.path)")
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Checkpoint
+import FixtureSupport
+import Inspection
+import SafetensorsFormat
+import StrictJSON
+import Testing
+
+/// Layers, experts and parameter counts on every transformers-written fixture equal
+/// what Fixtures/generate.py derived independently from the config and the torch model.
+@Suite struct MoEViewOfFixtures {
+    static let names = Fixtures.expectedCheckpoints
+
+    @Test(arguments: names)
+    func matchesPythonDerivedCounts(_ name: String) throws {
+        let expected = try #require(Fixtures.json("expected/\(name).json").objectValue)
+        let checkpoint = try Checkpoint(path: Fixtures.path(expected["path"]!.stringValue!))
+        let report = InspectReport(checkpoint: checkpoint)
+        let s = report.structure
+        let moe = try #require(expected["moe"]?.objectValue)
+        func int(_ k: String) -> Int? { moe[k]?.uint64Value.map(Int.init) }
+        #expect(s.totalParameters == expected["parameters"]!.uint64Value!)
+        #expect(s.decoderLayers == int("layers"), "\(name) layers")
+        #expect(s.moeLayers == int("moe_layers"), "\(name) moe_layers")
+        #expect(s.denseLayers == int("dense_layers"), "\(name) dense_layers")
+        #expect(s.mtpLayers == int("mtp_layers"), "\(name) mtp_layers")
+        #expect(s.routedExperts == int("routed_experts"), "\(name) routed_experts")
+        #expect(s.expertsPerToken == int("experts_per_token"), "\(name) experts_per_token")
+        #expect(s.sharedExperts == int("shared_experts"), "\(name) shared_experts")
+        #expect(s.expertLayout.rawValue == moe["expert_layout"]?.stringValue, "\(name) layout")
+        #expect(s.activeParameters == moe["active_parameters"]?.uint64Value, "\(name) active")
+        #expect(s.mtpParameters == moe["mtp_parameters"]?.uint64Value, "\(name) mtp params")
+        #expect(s.warnings.isEmpty, "\(name): \(s.warnings)")
+        let byDtype = try #require(expected["parameters_by_dtype"]?.objectValue)
+        #expect(report.parametersByDtype.map(\.0.rawValue).sorted() == byDtype.keys.sorted())
+        for (d, n) in report.parametersByDtype { #expect(byDtype[d.rawValue]?.uint64Value == n) }
+    }
+
+    @Test func classifiesRealNames() {
+        let cases: [(String, TensorRole.Kind, Int?, Int?)] = [
+            ("model.layers.3.mlp.experts.17.down_proj.weight", .routedExpert, 3, 17),
+            ("model.layers.3.mlp.experts.17.down_proj.weight_scale_inv", .routedExpert, 3, 17),
+            ("model.layers.0.block_sparse_moe.experts.7.w1.weight", .routedExpert, 0, 7),
+            ("model.layers.2.mlp.experts.gate_up_proj", .routedExpert, 2, nil),
+            ("model.layers.3.mlp.shared_experts.up_proj.weight", .sharedExpert, 3, nil),
+            ("model.layers.1.mlp.shared_expert.gate_proj.weight", .sharedExpert, 1, nil),
+            ("model.layers.1.mlp.shared_expert_gate.weight", .router, 1, nil),
+            ("model.layers.3.mlp.gate.e_score_correction_bias", .router, 3, nil),
+            ("model.layers.0.block_sparse_moe.gate.weight", .router, 0, nil),
+            ("model.layers.0.mlp.gate_proj.weight", .denseMLP, 0, nil),
+            ("model.layers.0.self_attn.kv_a_proj_with_mqa.weight", .attention, 0, nil),
+            ("model.layers.61.eh_proj.weight", .mtp, 61, nil),
+            ("model.layers.61.shared_head.head.weight", .mtp, 61, nil),
+            ("model.layers.5.input_layernorm.weight", .norm, 5, nil),
+            ("model.embed_tokens.weight", .embedding, nil, nil),
+            ("lm_head.weight", .lmHead, nil, nil),
+            ("model.norm.weight", .norm, nil, nil),
+        ]
+        for (name, kind, layer, expert) in cases {
+            let r = TensorRole.classify(name)
+            #expect(r.kind == kind, "\(name)")
+            #expect(r.layer == layer, "\(name)")
+            #expect(r.expert == expert, "\(name)")
+        }
+    }
+
+    @Test func reportJSONHasTheDocumentedKeys() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("models/qwen2_moe-f32-sharded"))
+        let json = InspectReport(checkpoint: checkpoint).json()
+        let text = JSONSerializer.pretty(json)
+        let o = try #require(try JSONParser.parse(text).objectValue)
+        for key in ["schema", "tensors", "parameters", "parameters_by_dtype", "bytes", "files", "moe", "warnings"] {
+            #expect(o[key] != nil, "\(key)")
+        }
+        let moe = try #require(o["moe"]?.objectValue)
+        for key in ["layers", "moe_layers", "routed_experts", "experts_per_token", "shared_experts", "active_parameters"] {
+            #expect(moe[key] != nil, "moe.\(key)")
+        }
+        #expect(o["files"]?.uint64Value == UInt64(checkpoint.files.count))
+    }
+}
+
+@Suite struct NamePatternTests {
+    func tensor(_ name: String, _ dtype: Dtype = .BF16, _ shape: [UInt64] = [2]) -> TensorInfo {
+        TensorInfo(name: name, dtype: dtype, shape: shape, begin: 0, end: 0)
+    }
+
+    @Test func collapsesAProduct() {
+        var ts: [TensorInfo] = []
+        for l in 3...60 { for e in 0...255 { ts.append(tensor("model.layers.\(l).mlp.experts.\(e).down_proj.weight", .F8_E4M3, [7168, 2048])) } }
+        let p = NamePatterns.collapse(ts)
+        #expect(p.count == 1)
+        #expect(p[0].pattern == "model.layers.{3..60}.mlp.experts.{0..255}.down_proj.weight")
+        #expect(p[0].count == 14848)
+    }
+
+    @Test func neverClaimsNamesThatAreNotThere() {
+        // Layer 1 lacks expert 2: the result must not be {0..1}x{0..2}.
+        let names = ["l.0.e.0", "l.0.e.1", "l.0.e.2", "l.1.e.0", "l.1.e.1"]
+        let p = NamePatterns.collapse(names.map { tensor($0) })
+        #expect(Set(p.flatMap(expand)) == Set(names))
+        #expect(p.reduce(0) { $0 + $1.count } == names.count)
+    }
+
+    @Test func keepsDtypesAndShapesApart() {
+        let p = NamePatterns.collapse([tensor("a.0.w", .BF16), tensor("a.1.w", .F32), tensor("a.2.w", .BF16, [3])])
+        #expect(p.count == 3)
+    }
+
+    @Test func formatsGaps() {
+        let p = NamePatterns.collapse([0, 1, 2, 3, 7, 9, 10].map { tensor("x.\($0).y") })
+        #expect(p.map(\.pattern) == ["x.{0..3,7,9,10}.y"])
+        // Leading zeros are literal text, not numbers.
+        #expect(NamePatterns.collapse([tensor("x.01.y"), tensor("x.1.y")]).count == 2)
+    }
+
+    /// On every fixture, expanding the patterns gives back exactly the tensor names.
+    @Test(arguments: Fixtures.expectedCheckpoints)
+    func exactOnFixtures(_ name: String) throws {
+        let expected = try #require(Fixtures.json("expected/\(name).json").objectValue)
+        let checkpoint = try Checkpoint(path: Fixtures.path(expected["path"]!.stringValue!))
+        let tensors = checkpoint.allTensors.map(\.tensor)
+        let patterns = NamePatterns.collapse(tensors)
+        #expect(patterns.count < tensors.count)
+        let expanded = patterns.flatMap(expand)
+        #expect(expanded.count == tensors.count)
+        #expect(Set(expanded) == Set(tensors.map(\.name)))
+    }
+
+    @Test func naturalOrder() {
+        #expect(naturalLess("layers.2.x", "layers.10.x"))
+        #expect(!naturalLess("layers.10.x", "layers.2.x"))
+        #expect(naturalLess("a", "b"))
+        #expect(naturalLess("a", "a.1"))
+    }
+
+    /// Expands `{a..b,c}` sets back into names (test oracle).
+    func expand(_ p: NamePattern) -> [String] {
+        var results = [""]
+        var parts: [Substring] = []
+        var depth = 0
+        var start = p.pattern.startIndex
+        for i in p.pattern.indices {
+            let c = p.pattern[i]
+            if c == "{" { depth += 1 } else if c == "}" { depth -= 1 } else if c == ".", depth == 0 {
+                parts.append(p.pattern[start..<i])
+                start = p.pattern.index(after: i)
+            }
+        }
+        parts.append(p.pattern[start...])
+        for (i, part) in parts.enumerated() {
+            var options: [String] = [String(part)]
+            if part.hasPrefix("{") && part.hasSuffix("}") {
+                options = part.dropFirst().dropLast().split(separator: ",").flatMap { item -> [String] in
+                    let bounds = item.split(separator: ".", omittingEmptySubsequences: true)
+                    if item.contains(".."), bounds.count == 2, let a = Int(bounds[0]), let b = Int(bounds[1]) {
+                        return (a...b).map(String.init)
+                    }
+                    return [String(item)]
+                }
+            }
+            results = results.flatMap { prefix in options.map { i == 0 ? $0 : prefix + "." + $0 } }
+        }
+        return results
+    }
+}

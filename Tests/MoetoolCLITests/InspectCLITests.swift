@@ -1,0 +1,126 @@
+import FixtureSupport
+import Foundation
+import StrictJSON
+import Testing
+
+/// Runs the built `moetool` binary as a user or a pipeline would.
+struct CLI {
+    static let binary: String = {
+        // The test runner lives in the same build products directory as moetool.
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("moetool").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return URL(fileURLWithPath: Fixtures.root).deletingLastPathComponent().appendingPathComponent(".build/debug/moetool").path
+    }()
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    static func run(_ arguments: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = arguments
+        // Capture into files: no pipe can fill up and block the child.
+        let dir = Fixtures.temporaryDirectory()
+        FileManager.default.createFile(atPath: dir + "/out", contents: nil)
+        FileManager.default.createFile(atPath: dir + "/err", contents: nil)
+        p.standardOutput = FileHandle(forWritingAtPath: dir + "/out")
+        p.standardError = FileHandle(forWritingAtPath: dir + "/err")
+        try p.run()
+        p.waitUntilExit()
+        let outData = Data(Fixtures.readBytes(dir + "/out"))
+        let errData = Data(Fixtures.readBytes(dir + "/err"))
+        try? FileManager.default.removeItem(atPath: dir)
+        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+@Suite struct InspectCommand {
+    @Test func summarisesAShardedDeepSeekCheckpoint() throws {
+        let r = try CLI.run(["inspect", Fixtures.path("models/deepseek_v3-f32-sharded")])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("sharded, 5 files"))
+        #expect(r.stdout.contains("16 per MoE layer, 4 per token"))
+        #expect(r.stdout.contains("3 (1 dense, 2 MoE)"))
+        #expect(r.stderr.isEmpty)  // no terminal: no progress output
+    }
+
+    @Test func jsonIsStrictAndComplete() throws {
+        let r = try CLI.run(["inspect", "--json", Fixtures.path("models/deepseek_v3-mtp-bf16")])
+        #expect(r.status == 0)
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["schema"]?.stringValue == "moetool.inspect/1")
+        #expect(o["valid"] == .bool(true))
+        let expected = Fixtures.json("expected/deepseek_v3-mtp-bf16.json").objectValue!
+        #expect(o["tensors"]?.uint64Value == expected["tensor_count"]?.uint64Value)
+        #expect(o["parameters"]?.uint64Value == expected["parameters"]?.uint64Value)
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["active_parameters"]?.uint64Value == expected["moe"]?.objectValue?["active_parameters"]?.uint64Value)
+        #expect(moe["mtp_layers"]?.uint64Value == 1)
+    }
+
+    @Test func everyMalformedFileExitsOneWithFileAndRule() throws {
+        for entry in Fixtures.manifest("malformed/manifest.json") {
+            let file = entry["file"]!.stringValue!
+            let rule = entry["rule"]!.stringValue!
+            let path = Fixtures.path("malformed/" + file)
+            let r = try CLI.run(["inspect", path])
+            #expect(r.status == 1, "\(file): status \(r.status)")
+            #expect(r.stderr.contains(path) && r.stderr.contains("[\(rule)]"), "\(file): \(r.stderr)")
+            let j = try CLI.run(["inspect", "--json", path])
+            #expect(j.status == 1)
+            let o = try JSONParser.parse(j.stdout).objectValue
+            #expect(o?["valid"] == .bool(false))
+            #expect(o?["problems"]?.arrayValue?.first?.objectValue?["rule"]?.stringValue == rule, "\(file)")
+        }
+    }
+
+    @Test func malformedCheckpointListsEveryProblem() throws {
+        let r = try CLI.run(["inspect", "--json", Fixtures.path("malformed/checkpoints/shard_missing")])
+        #expect(r.status == 1)
+        let problems = try JSONParser.parse(r.stdout).objectValue?["problems"]?.arrayValue ?? []
+        #expect(problems.contains { $0.objectValue?["rule"]?.stringValue == "shard_missing" })
+    }
+
+    @Test func usageErrorsExitTwo() throws {
+        #expect(try CLI.run(["inspect"]).status == 2)
+        #expect(try CLI.run(["inspect", "--no-such-flag", "x"]).status == 2)
+        #expect(try CLI.run(["inspect", "--filter", "(", "x"]).status == 2)
+        #expect(try CLI.run(["no-such-command"]).status == 2)
+        #expect(try CLI.run(["--help"]).status == 0)
+    }
+
+    @Test func tensorListingCollapsesAndFilters() throws {
+        let r = try CLI.run(["inspect", "--tensors", "--filter", "experts", Fixtures.path("models/mixtral-bf16")])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("model.layers.{0..2}.block_sparse_moe.experts.{0..7}.w1.weight"))
+        #expect(!r.stdout.contains("self_attn"))
+        let all = try CLI.run(["inspect", "--tensors", "--no-collapse", "--offsets", Fixtures.path("models/mixtral-bf16")])
+        #expect(all.stdout.contains("model.layers.2.block_sparse_moe.experts.7.w2.weight"))
+        #expect(all.stdout.contains("model.safetensors ["))
+    }
+
+    @Test func escapesControlCharactersInNames() throws {
+        let r = try CLI.run(["inspect", "--tensors", "--no-collapse", Fixtures.path("valid/escaped_names.safetensors")])
+        #expect(r.status == 0)
+        #expect(!r.stdout.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
+    }
+
+    @Test func scanAndChecksumInJSON() throws {
+        let r = try CLI.run(["inspect", "--json", "--scan", "--checksum", Fixtures.path("models/qwen2_moe-bf16")])
+        #expect(r.status == 0)
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let scan = try #require(o["scan"]?.arrayValue)
+        #expect(scan.count == Int(o["tensors"]!.uint64Value!))
+        #expect(scan.allSatisfy { $0.objectValue?["nan"]?.uint64Value == 0 })
+        #expect(o["checksums"]?.objectValue?["model.safetensors"]?.stringValue?.count == 64)
+    }
+}
