@@ -33,11 +33,11 @@ public final class Checkpoint: @unchecked Sendable {
     public let config: ModelConfig?
     public let configPath: String?
     public let warnings: [Warning]
-    private let location: [String: Slot]
+    private let location: NameTable<Slot>
 
     /// Where a tensor name was found: the shard the index lists it in (-1: not listed,
     /// or no index), and the file and position that store it (-1: not stored).
-    struct Slot {
+    struct Slot: Sendable {
         var listed: Int32 = -1
         var file: Int32 = -1
         var tensor: Int32 = -1
@@ -64,7 +64,9 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// Finds a tensor wherever it lives (DeepSeek keeps some scales in another shard than their weight).
     public func locate(_ name: String) -> Located? {
-        guard let loc = location[name], loc.file >= 0 else { return nil }
+        guard let i = location.index(of: name) else { return nil }
+        let loc = location.values[i]
+        guard loc.file >= 0 else { return nil }
         return Located(file: Int(loc.file), tensor: files[Int(loc.file)].tensors[Int(loc.tensor)])
     }
 
@@ -161,7 +163,10 @@ public final class Checkpoint: @unchecked Sendable {
                     problems.append(Problem(file: display, rule: .shardMissing, "shard listed in the index does not exist"))
                     continue
                 }
-                if let real = realPath(display), !real.hasPrefix(realRoot.hasSuffix("/") ? realRoot : realRoot + "/") {
+                // A plain name (no '/') of a file that is not a symlink cannot leave the
+                // directory; anything else is resolved and checked.
+                let plain = !name.contains("/") && !isSymlink(display)
+                if !plain, let real = realPath(display), !real.hasPrefix(realRoot.hasSuffix("/") ? realRoot : realRoot + "/") {
                     problems.append(Problem(file: display, rule: .shardPathEscapes,
                         "shard resolves to \(escapeForDisplay(real)), outside the checkpoint directory"))
                     continue
@@ -191,11 +196,20 @@ public final class Checkpoint: @unchecked Sendable {
 
         // One dictionary says where each name is listed and where it is stored:
         // a name stored twice, stored but not listed, or listed elsewhere is an error.
-        var location = index?.entries ?? [:]
-        location.reserveCapacity(files.reduce(0) { $0 + $1.tensors.count })
+        var location = index?.entries ?? NameTable<Slot>(minimumCapacity: files.reduce(0) { $0 + $1.tensors.count })
+        index?.entries = NameTable()  // hand the table over without a copy-on-write copy
         let listedIndex: [String: Int32] = Dictionary(
             uniqueKeysWithValues: (index?.shards ?? []).enumerated().map { ($1, Int32($0)) })
         let sharded = index != nil
+        // Look every stored name up in parallel (reads only), then record serially.
+        let found: [[Int32]]
+        do {
+            let table = location
+            let shardFiles = files
+            found = parallelMap(shardFiles.count) { fi in
+                shardFiles[fi].tensors.map { t in table.index(of: t.name).map { Int32($0) } ?? -1 }
+            }
+        }
         for (fi, f) in files.enumerated() {
             let here = listedIndex[names[fi]] ?? -1
             let display = join(directory, names[fi])
@@ -217,14 +231,15 @@ public final class Checkpoint: @unchecked Sendable {
                             "the index says it is in \(escapeForDisplay(index!.shards[Int(slot.listed)])), but it is stored here"))
                     }
                 }
-                record(&location[t.name, default: Slot()])
+                let e = found[fi][ti]
+                record(&location.values[e >= 0 ? Int(e) : location.insert(t.name, Slot()).index])
             }
         }
 
         if let index {
             let opened = Set(names)
             var absent: [Problem] = []
-            for (name, slot) in location where slot.file < 0 && slot.listed >= 0 {
+            for (name, slot) in zip(location.keys, location.values) where slot.file < 0 && slot.listed >= 0 {
                 let shard = index.shards[Int(slot.listed)]
                 guard opened.contains(shard) else { continue }
                 absent.append(Problem(file: join(directory, shard), tensor: name, rule: .tensorMissingFromShard,
@@ -279,7 +294,7 @@ public final class Checkpoint: @unchecked Sendable {
 
     struct Index {
         /// Every name of the weight_map, with `listed` set to its shard's position in `shards`.
-        var entries: [String: Slot]
+        var entries: NameTable<Slot>
         /// Shard names in order of first appearance.
         var shards: [String]
         var totalSize: UInt64?
@@ -295,7 +310,7 @@ public final class Checkpoint: @unchecked Sendable {
         }
         // Walk the document directly: weight_map can hold ~100k entries, and a
         // generic tree of them would cost more than everything else in `inspect`.
-        var entries: [String: Slot]? = nil
+        var entries: NameTable<Slot>? = nil
         var shards: [String] = []
         var metadata: JSONValue? = nil
         do {
@@ -316,8 +331,7 @@ public final class Checkpoint: @unchecked Sendable {
                         guard s.peek() == UInt8(ascii: "{") else {
                             throw Problem(file: path, rule: .indexInvalid, "\"weight_map\" must be an object")
                         }
-                        var map: [String: Slot] = [:]
-                        map.reserveCapacity(buf.count / 80)
+                        var map = NameTable<Slot>(minimumCapacity: buf.count / 80)
                         var shardIndex: [String: Int32] = [:]
                         var last = ""
                         var lastIndex: Int32 = -1
@@ -339,7 +353,7 @@ public final class Checkpoint: @unchecked Sendable {
                                 }
                                 last = shard
                             }
-                            guard map.updateValue(Slot(listed: lastIndex), forKey: name) == nil else {
+                            guard map.insert(name, Slot(listed: lastIndex)).inserted else {
                                 throw Problem(file: path, tensor: name, rule: .indexInvalidJSON,
                                     "tensor listed twice in weight_map (byte \(offset))")
                             }
@@ -407,6 +421,12 @@ func fileKind(_ path: String) -> FileKind? {
     case S_IFDIR: return .directory
     default: return .other
     }
+}
+
+func isSymlink(_ path: String) -> Bool {
+    var st = stat()
+    guard lstat(path, &st) == 0 else { return false }
+    return st.st_mode & S_IFMT == S_IFLNK
 }
 
 func realPath(_ path: String) -> String? {

@@ -69,14 +69,13 @@ public struct InspectReport: Sendable {
 
     public init(checkpoint: Checkpoint) {
         self.checkpoint = checkpoint
-        var tensors: [TensorInfo] = []
-        tensors.reserveCapacity(checkpoint.tensorCount)
-        for f in checkpoint.files { tensors.append(contentsOf: f.tensors) }
         // The two views are independent: build them side by side.
         nonisolated(unsafe) var quantization: QuantizationSummary? = nil
-        let allTensors = tensors
         let parts = parallelMap(2) { part -> ModelStructure? in
-            if part == 0 { return ModelStructure(tensors: allTensors, config: checkpoint.config, source: checkpoint.path) }
+            if part == 0 {
+                return ModelStructure(tensors: checkpoint.files.lazy.flatMap(\.tensors), config: checkpoint.config,
+                                      source: checkpoint.path)
+            }
             quantization = QuantizationSummary(checkpoint: checkpoint)
             return nil
         }
@@ -84,9 +83,11 @@ public struct InspectReport: Sendable {
         self.quantization = quantization!
         var params: [Dtype: UInt64] = [:]
         var bytes: [Dtype: UInt64] = [:]
-        for t in tensors {
+        for f in checkpoint.files {
+          for t in f.tensors {
             params[t.dtype, default: 0] += t.elementCount
             bytes[t.dtype, default: 0] += t.byteCount
+          }
         }
         parametersByDtype = params.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
         bytesByDtype = bytes.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }

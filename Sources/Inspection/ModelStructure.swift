@@ -139,6 +139,17 @@ struct NameParts {
     }
 }
 
+    /// Per-layer tallies while walking the tensors.
+private struct LayerTally {
+        var experts = Set<Int>()
+        var fusedExperts = 0
+        var router = false
+        var shared = false
+        var mtpMarker = false
+        var params: UInt64 = 0
+        var routed: UInt64 = 0
+    }
+
 /// One decoder layer as found in the checkpoint.
 public struct LayerSummary: Sendable {
     public let index: Int
@@ -182,18 +193,9 @@ public struct ModelStructure: Sendable {
     public let warnings: [Warning]
 
     /// `tensors`: every tensor of the checkpoint; `config` when config.json was found.
-    public init(tensors: [TensorInfo], config: ModelConfig?, source: String) {
-        struct Acc {
-            var experts = Set<Int>()
-            var fusedExperts = 0
-            var router = false
-            var shared = false
-            var mtpMarker = false
-            var params: UInt64 = 0
-            var routed: UInt64 = 0
-        }
+    public init(tensors: some Sequence<TensorInfo>, config: ModelConfig?, source: String) {
         var byLayer: [Int: Int] = [:]  // layer -> index into accs
-        var accs: [Acc] = []
+        var accs: [LayerTally] = []
         var total: UInt64 = 0
         var sawPerExpert = false
         var sawFused = false
@@ -208,7 +210,7 @@ public struct ModelStructure: Sendable {
             } else {
                 slot = accs.count
                 byLayer[l] = slot
-                accs.append(Acc())
+                accs.append(LayerTally())
             }
             accs[slot].params += n
             switch role.kind {

@@ -78,7 +78,9 @@ public enum HeaderParser {
         var metadata: [(key: String, value: String)]? = nil
         var sawMetadata = false
         var entries: [TensorInfo] = []
-        var names = Set<String>()
+        var names = NameTable<Void>(minimumCapacity: json.count / 128)
+        var shapeCache: [[UInt64]] = Array(repeating: [], count: 8)
+        var shapeCacheNext = 0
 
         do {
             try JSONParser.checkEncoding(json)
@@ -108,11 +110,12 @@ public enum HeaderParser {
                     return
                 }
                 currentTensor = key
-                guard names.insert(key).inserted else {
+                guard names.insert(key, ()).inserted else {
                     throw Problem(file: file, tensor: key, rule: .duplicateTensor,
                         "tensor name appears twice in the header (the reference reader would silently keep the last)")
                 }
-                entries.append(try parseEntry(&s, name: key, file: file, warnings: &warnings))
+                entries.append(try parseEntry(&s, name: key, file: file, warnings: &warnings,
+                                              shapeCache: &shapeCache, shapeCacheNext: &shapeCacheNext))
             }
             try scanner.expectEndOfDocument()
         } catch let p as Problem {
@@ -173,7 +176,8 @@ public enum HeaderParser {
         }
     }
 
-    private static func parseEntry(_ s: inout JSONScanner, name: String, file: String, warnings: inout [Warning]) throws
+    private static func parseEntry(_ s: inout JSONScanner, name: String, file: String, warnings: inout [Warning],
+                                   shapeCache: inout [[UInt64]], shapeCacheNext: inout Int) throws
         -> TensorInfo
     {
         guard s.peek() == UInt8(ascii: "{") else {
@@ -182,7 +186,7 @@ public enum HeaderParser {
         }
         var dtype: Dtype? = nil
         var shape: [UInt64]? = nil
-        var offsets: [UInt64]? = nil
+        var offsets: (UInt64, UInt64)? = nil
         try s.scanObject(depth: 2) { s, key, _ in
             switch key {
             case "dtype":
@@ -205,7 +209,7 @@ public enum HeaderParser {
                 dtype = d
             case "shape", "data_offsets":
                 let isShape = key == "shape"
-                guard (isShape ? shape : offsets) == nil else {
+                guard isShape ? shape == nil : offsets == nil else {
                     throw Problem(file: file, tensor: name, rule: .invalidField, "\"\(key)\" appears twice")
                 }
                 guard s.peek() == UInt8(ascii: "[") else {
@@ -213,17 +217,34 @@ public enum HeaderParser {
                     throw Problem(file: file, tensor: name, rule: .invalidField, "\"\(key)\" must be an array, found \(found.kindName)")
                 }
                 var values: [UInt64] = []
-                try s.scanArray(depth: 3) { s, _ in
-                    values.append(try s.parseUInt64("\"\(key)\" element"))
+                var pair: (UInt64, UInt64) = (0, 0)
+                var count = 0
+                try s.scanArray(depth: 3) { s, i in
+                    let v = try s.parseUInt64("\"\(key)\" element")
+                    if isShape {
+                        values.append(v)
+                    } else if i == 0 {
+                        pair.0 = v
+                    } else if i == 1 {
+                        pair.1 = v
+                    }
+                    count += 1
                 }
                 if isShape {
-                    shape = values
-                } else {
-                    guard values.count == 2 else {
-                        throw Problem(file: file, tensor: name, rule: .invalidField,
-                            "\"data_offsets\" must hold exactly two integers [begin, end], found \(values.count)")
+                    // Checkpoints repeat a few shapes many times: share one array per shape.
+                    if let same = shapeCache.first(where: { $0 == values }) {
+                        shape = same
+                    } else {
+                        shapeCache[shapeCacheNext] = values
+                        shapeCacheNext = (shapeCacheNext + 1) % shapeCache.count
+                        shape = values
                     }
-                    offsets = values
+                } else {
+                    guard count == 2 else {
+                        throw Problem(file: file, tensor: name, rule: .invalidField,
+                            "\"data_offsets\" must hold exactly two integers [begin, end], found \(count)")
+                    }
+                    offsets = pair
                 }
             default:
                 _ = try s.parseValue(depth: 3)
@@ -234,7 +255,7 @@ public enum HeaderParser {
         guard let dtype else { throw Problem(file: file, tensor: name, rule: .missingField, "entry has no \"dtype\"") }
         guard let shape else { throw Problem(file: file, tensor: name, rule: .missingField, "entry has no \"shape\"") }
         guard let offsets else { throw Problem(file: file, tensor: name, rule: .missingField, "entry has no \"data_offsets\"") }
-        return TensorInfo(name: name, dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
+        return TensorInfo(name: name, dtype: dtype, shape: shape, begin: offsets.0, end: offsets.1)
     }
 
     /// Checks sizes and that the tensors tile the data section exactly, sorting

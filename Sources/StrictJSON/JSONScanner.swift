@@ -188,7 +188,18 @@ public struct JSONScanner {
     public mutating func parseString() throws -> String {
         try expect(UInt8(ascii: "\""), "'\"'")
         let start = position
-        // Fast path: no escapes.
+        // Fast path: no escapes. Skip eight bytes at a time while none of them is
+        // a quote, a backslash or a control character (SWAR byte tests).
+        while position + 8 <= bytes.count {
+            let w = bytes.loadUnaligned(fromByteOffset: position, as: UInt64.self)
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let high: UInt64 = 0x8080_8080_8080_8080
+            let quote = w ^ (ones &* 0x22)
+            let backslash = w ^ (ones &* 0x5C)
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
+            if special & high != 0 { break }
+            position += 8
+        }
         while position < bytes.count {
             let c = bytes[position]
             if c == UInt8(ascii: "\"") {

@@ -10,6 +10,7 @@ import StrictJSON
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "inspect",
         abstract: "Validate a safetensors file or checkpoint from its headers and summarise it.",
         discussion: """
             PATH is a .safetensors file, a directory holding model.safetensors, or a sharded
@@ -62,7 +63,6 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
-        let t0 = DispatchTime.now().uptimeNanoseconds
         let checkpoint: Checkpoint
         do {
             checkpoint = try Checkpoint(path: path)
@@ -79,9 +79,7 @@ struct Inspect: ParsableCommand {
             throw ExitStatus.invalidInput
         }
 
-        let t1 = DispatchTime.now().uptimeNanoseconds
         var report = InspectReport(checkpoint: checkpoint)
-        if ProcessInfo.processInfo.environment["MOETOOL_TRACE"] != nil { FileHandleOutput.stderr("open \((t1 - t0) / 1_000_000) ms, report \((DispatchTime.now().uptimeNanoseconds - t1) / 1_000_000) ms\n") }
         let regex = try filter.map(makeRegex)
         nonisolated(unsafe) let matcher = regex
         let include: ((String) -> Bool)? = matcher.map { r in { name in name.contains(r) } }
