@@ -30,21 +30,21 @@ public struct QuantizationSummary: Sendable {
         var elsewhere = 0
         var mismatched: [String] = []
         for (fileIndex, file) in checkpoint.files.enumerated() {
-          for t in file.tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
-            fp8 += 1
-            let scale = checkpoint.locate(t.name + BlockQuantization.scaleSuffix)
-                ?? checkpoint.locate(t.name + BlockQuantization.compressedTensorsScaleSuffix)
-            guard let scale else {
-                missing.append(t.name)
-                continue
+            for t in file.tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
+                fp8 += 1
+                let scale = checkpoint.locate(t.name + BlockQuantization.scaleSuffix)
+                    ?? checkpoint.locate(t.name + BlockQuantization.compressedTensorsScaleSuffix)
+                guard let scale else {
+                    missing.append(t.name)
+                    continue
+                }
+                paired += 1
+                if scale.file != fileIndex { elsewhere += 1 }
+                if t.shape.count == 2 {
+                    let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
+                    if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { mismatched.append(t.name) }
+                }
             }
-            paired += 1
-            if scale.file != fileIndex { elsewhere += 1 }
-            if t.shape.count == 2 {
-                let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
-                if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { mismatched.append(t.name) }
-            }
-          }
         }
         fp8Weights = fp8
         withScale = paired
@@ -84,10 +84,10 @@ public struct InspectReport: Sendable {
         var params: [Dtype: UInt64] = [:]
         var bytes: [Dtype: UInt64] = [:]
         for f in checkpoint.files {
-          for t in f.tensors {
-            params[t.dtype, default: 0] += t.elementCount
-            bytes[t.dtype, default: 0] += t.byteCount
-          }
+            for t in f.tensors {
+                params[t.dtype, default: 0] += t.elementCount
+                bytes[t.dtype, default: 0] += t.byteCount
+            }
         }
         parametersByDtype = params.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
         bytesByDtype = bytes.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
@@ -216,7 +216,7 @@ public struct InspectReport: Sendable {
         let s = structure
         var lines: [String] = []
         func row(_ label: String, _ value: String) {
-            lines.append(label.padding(toLength: 18, withPad: " ", startingAt: 0) + value)
+            lines.append(label.padding(toLength: max(18, label.count + 2), withPad: " ", startingAt: 0) + value)
         }
         row("checkpoint", "\(escapeForDisplay(checkpoint.path)) (\(checkpoint.layout == .sharded ? "sharded" : "single file"), \(checkpoint.files.count) file\(checkpoint.files.count == 1 ? "" : "s"), \(formatBytes(checkpoint.fileBytes)))")
         if let c = checkpoint.config {

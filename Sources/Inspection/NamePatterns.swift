@@ -23,33 +23,69 @@ public struct NamePattern: Sendable, Equatable {
 public enum NamePatterns {
     public static func collapse(_ tensors: [TensorInfo]) -> [NamePattern] {
         struct Item {
-            var template: [Substring]  // literal parts, with "#" at numeric positions
+            var template: Int  // index into `templates`: the name with "#" at numeric parts
             var values: [[Int]]  // per numeric position, a sorted set
             var dtype: Dtype
-            var shape: [UInt64]
+            var shape: Int  // index into `shapes`
             var count: Int
             var firstName: String
         }
-        var items: [Item] = tensors.map { t in
-            var template: [Substring] = []
+        var templates: [String] = []
+        var templateIDs: [String: Int] = [:]
+        var shapes: [[UInt64]] = []
+        var shapeIDs: [[UInt64]: Int] = [:]
+        var items: [Item] = []
+        items.reserveCapacity(tensors.count)
+        var templateBytes: [UInt8] = []
+        for t in tensors {
+            var name = t.name
             var values: [[Int]] = []
-            for part in t.name.split(separator: ".", omittingEmptySubsequences: false) {
-                if let v = numericPart(part) {
-                    template.append("#")
-                    values.append([v])
-                } else {
-                    template.append(part)
+            templateBytes.removeAll(keepingCapacity: true)
+            name.withUTF8 { p in
+                var start = 0
+                for i in 0...p.count where i == p.count || p[i] == UInt8(ascii: ".") {
+                    let part = UnsafeBufferPointer(rebasing: p[start..<i])
+                    if start > 0 { templateBytes.append(UInt8(ascii: ".")) }
+                    if let v = numericPart(part) {
+                        templateBytes.append(UInt8(ascii: "#"))
+                        values.append([v])
+                    } else {
+                        // Escape a literal '#' so it cannot be mistaken for a numeric slot.
+                        for c in part {
+                            if c == UInt8(ascii: "#") || c == UInt8(ascii: "\\") { templateBytes.append(UInt8(ascii: "\\")) }
+                            templateBytes.append(c)
+                        }
+                    }
+                    start = i + 1
                 }
             }
-            return Item(template: template, values: values, dtype: t.dtype, shape: t.shape, count: 1, firstName: t.name)
+            let template = String(decoding: templateBytes, as: UTF8.self)
+            let templateID: Int
+            if let id = templateIDs[template] {
+                templateID = id
+            } else {
+                templateID = templates.count
+                templateIDs[template] = templateID
+                templates.append(template)
+            }
+            let shapeID: Int
+            if let id = shapeIDs[t.shape] {
+                shapeID = id
+            } else {
+                shapeID = shapes.count
+                shapeIDs[t.shape] = shapeID
+                shapes.append(t.shape)
+            }
+            items.append(Item(template: templateID, values: values, dtype: t.dtype, shape: shapeID, count: 1,
+                              firstName: t.name))
         }
         let maxPositions = items.map(\.values.count).max() ?? 0
         for position in stride(from: maxPositions - 1, through: 0, by: -1) {
             struct Key: Hashable {
-                var template: [Substring]
+                var template: Int
                 var others: [[Int]]
                 var dtype: Dtype
-                var shape: [UInt64]
+                var shape: Int
             }
             var groups: [Key: Int] = [:]
             var merged: [Item] = []
@@ -70,28 +106,43 @@ public enum NamePatterns {
                     merged.append(item)
                 }
             }
-            for i in merged.indices where position < merged[i].values.count {
+            for i in merged.indices where position < merged[i].values.count && merged[i].values[position].count > 1 {
                 merged[i].values[position] = Array(Set(merged[i].values[position])).sorted()
             }
             items = merged
         }
         let patterns = items.map { item -> NamePattern in
+            var out = ""
             var valueIndex = 0
-            let parts = item.template.map { part -> String in
-                guard part == "#" else { return String(part) }
-                defer { valueIndex += 1 }
-                return formatSet(item.values[valueIndex])
+            var escaped = false
+            for c in templates[item.template].unicodeScalars {
+                if escaped {
+                    out.unicodeScalars.append(c)
+                    escaped = false
+                } else if c == "\\" {
+                    escaped = true
+                } else if c == "#" {
+                    out += formatSet(item.values[valueIndex])
+                    valueIndex += 1
+                } else {
+                    out.unicodeScalars.append(c)
+                }
             }
-            return NamePattern(pattern: parts.joined(separator: "."), dtype: item.dtype, shape: item.shape,
-                               count: item.count, firstName: item.firstName)
+            return NamePattern(pattern: out, dtype: item.dtype, shape: shapes[item.shape], count: item.count,
+                               firstName: item.firstName)
         }
         return patterns.sorted { naturalLess($0.firstName, $1.firstName) }
     }
 
-    static func numericPart(_ part: Substring) -> Int? {
-        guard !part.isEmpty, part.count <= 9, part.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
-        if part.count > 1 && part.first == "0" { return nil }
-        return Int(part)
+    static func numericPart(_ part: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard !part.isEmpty, part.count <= 9 else { return nil }
+        if part.count > 1 && part[0] == UInt8(ascii: "0") { return nil }
+        var v = 0
+        for c in part {
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            v = v * 10 + Int(c - 0x30)
+        }
+        return v
     }
 
     /// `{0..255}` for a run, `{0..3,7,9..10}` for several, a plain number for one.

@@ -27,7 +27,7 @@ struct Inspect: ParsableCommand {
     @Flag(help: "List tensors (names collapsed into patterns unless --no-collapse).")
     var tensors = false
 
-    @Option(help: ArgumentHelp("Only list, scan or count tensors whose name matches this regular expression.", valueName: "regex"))
+    @Option(help: ArgumentHelp("Only list or scan tensors whose name matches this POSIX extended regular expression.", valueName: "regex"))
     var filter: String?
 
     @Flag(help: "With --tensors: list every name instead of collapsing numbered names into patterns.")
@@ -51,14 +51,14 @@ struct Inspect: ParsableCommand {
     func validate() throws {
         if offsets && !noCollapse { throw ValidationError("--offsets needs --tensors --no-collapse") }
         if threads < 0 { throw ValidationError("--threads must be 0 or more") }
-        if let filter { _ = try makeRegex(filter) }
+        if let filter { _ = try makeFilter(filter) }
     }
 
-    func makeRegex(_ pattern: String) throws -> Regex<AnyRegexOutput> {
+    func makeFilter(_ pattern: String) throws -> NameFilter {
         do {
-            return try Regex(pattern)
+            return try NameFilter(pattern)
         } catch {
-            throw ValidationError("--filter: invalid regular expression: \(error)")
+            throw ValidationError("--filter: \(error)")
         }
     }
 
@@ -80,9 +80,7 @@ struct Inspect: ParsableCommand {
         }
 
         var report = InspectReport(checkpoint: checkpoint)
-        let regex = try filter.map(makeRegex)
-        nonisolated(unsafe) let matcher = regex
-        let include: ((String) -> Bool)? = matcher.map { r in { name in name.contains(r) } }
+        let include: ((String) -> Bool)? = try filter.map(makeFilter).map { f in { f.matches($0) } }
 
         if scan {
             let targets = checkpoint.allTensors

@@ -163,3 +163,17 @@ import Testing
         return results
     }
 }
+
+@Suite struct NameFilterTests {
+    @Test func matchesAnywhereWithExtendedSyntax() throws {
+        let f = try NameFilter(#"layers\.(3|61)\.mlp\.experts\.[0-9]+\.down"#)
+        #expect(f.matches("model.layers.3.mlp.experts.12.down_proj.weight"))
+        #expect(f.matches("model.layers.61.mlp.experts.0.down_proj.weight_scale_inv"))
+        #expect(!f.matches("model.layers.30.mlp.experts.12.down_proj.weight"))
+        #expect(!f.matches("model.layers.3.mlp.experts.x.down_proj.weight"))
+    }
+
+    @Test func refusesABrokenPattern() {
+        #expect(throws: NameFilter.InvalidPattern.self) { try NameFilter("(") }
+    }
+}
