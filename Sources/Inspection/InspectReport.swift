@@ -24,28 +24,38 @@ public struct QuantizationSummary: Sendable {
         blockSize = block
         let rows = UInt64(block?.first ?? BlockQuantization.blockSize)
         let cols = UInt64(block?.last ?? BlockQuantization.blockSize)
-        var fp8 = 0
-        var paired = 0
-        var missing: [String] = []
-        var elsewhere = 0
-        var mismatched: [String] = []
-        for (fileIndex, file) in checkpoint.files.enumerated() {
-            for t in file.tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
-                fp8 += 1
+        struct Part: Sendable {
+            var fp8 = 0
+            var paired = 0
+            var missing: [String] = []
+            var elsewhere = 0
+            var mismatched: [String] = []
+        }
+        // Files are independent and `locate` only reads: count them in parallel.
+        let parts = parallelMapLimited(checkpoint.files.count, threads: 0) { fileIndex -> Part in
+            var p = Part()
+            for t in checkpoint.files[fileIndex].tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
+                p.fp8 += 1
                 let scale = checkpoint.locate(t.name + BlockQuantization.scaleSuffix)
                     ?? checkpoint.locate(t.name + BlockQuantization.compressedTensorsScaleSuffix)
                 guard let scale else {
-                    missing.append(t.name)
+                    p.missing.append(t.name)
                     continue
                 }
-                paired += 1
-                if scale.file != fileIndex { elsewhere += 1 }
+                p.paired += 1
+                if scale.file != fileIndex { p.elsewhere += 1 }
                 if t.shape.count == 2 {
                     let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
-                    if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { mismatched.append(t.name) }
+                    if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { p.mismatched.append(t.name) }
                 }
             }
+            return p
         }
+        let fp8 = parts.reduce(0) { $0 + $1.fp8 }
+        let paired = parts.reduce(0) { $0 + $1.paired }
+        let missing = parts.flatMap(\.missing)
+        let elsewhere = parts.reduce(0) { $0 + $1.elsewhere }
+        let mismatched = parts.flatMap(\.mismatched)
         fp8Weights = fp8
         withScale = paired
         withoutScale = missing
@@ -69,18 +79,8 @@ public struct InspectReport: Sendable {
 
     public init(checkpoint: Checkpoint) {
         self.checkpoint = checkpoint
-        // The two views are independent: build them side by side.
-        nonisolated(unsafe) var quantization: QuantizationSummary? = nil
-        let parts = parallelMap(2) { part -> ModelStructure? in
-            if part == 0 {
-                return ModelStructure(tensors: checkpoint.files.lazy.flatMap(\.tensors), config: checkpoint.config,
-                                      source: checkpoint.path)
-            }
-            quantization = QuantizationSummary(checkpoint: checkpoint)
-            return nil
-        }
-        structure = parts[0]!
-        self.quantization = quantization!
+        structure = ModelStructure(files: checkpoint.files, config: checkpoint.config, source: checkpoint.path)
+        quantization = QuantizationSummary(checkpoint: checkpoint)
         var params: [Dtype: UInt64] = [:]
         var bytes: [Dtype: UInt64] = [:]
         for f in checkpoint.files {

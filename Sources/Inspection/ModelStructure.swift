@@ -140,15 +140,81 @@ struct NameParts {
 }
 
     /// Per-layer tallies while walking the tensors.
+/// Per-layer tallies while walking the tensors; tallies of disjoint tensor sets merge.
 private struct LayerTally {
-        var experts = Set<Int>()
-        var fusedExperts = 0
-        var router = false
-        var shared = false
-        var mtpMarker = false
-        var params: UInt64 = 0
-        var routed: UInt64 = 0
+    var experts = Set<Int>()
+    var fusedExperts = 0
+    var router = false
+    var shared = false
+    var mtpMarker = false
+    var params: UInt64 = 0
+    var routed: UInt64 = 0
+
+    mutating func merge(_ o: LayerTally) {
+        experts.formUnion(o.experts)
+        fusedExperts = max(fusedExperts, o.fusedExperts)
+        router = router || o.router
+        shared = shared || o.shared
+        mtpMarker = mtpMarker || o.mtpMarker
+        params += o.params
+        routed += o.routed
     }
+}
+
+/// Tallies of one group of tensors (one file).
+private struct Tally {
+    var layers: [Int: LayerTally] = [:]
+    var total: UInt64 = 0
+    var sawPerExpert = false
+    var sawFused = false
+
+    init() {}
+
+    init(_ tensors: some Sequence<TensorInfo>) {
+        var order: [Int: Int] = [:]  // layer -> index into accs
+        var accs: [LayerTally] = []
+        var layerOf: [Int] = []
+        for t in tensors {
+            let n = t.elementCount
+            total += n
+            let role = TensorRole.classify(t.name)
+            guard let l = role.layer else { continue }
+            let slot: Int
+            if let existing = order[l] {
+                slot = existing
+            } else {
+                slot = accs.count
+                order[l] = slot
+                accs.append(LayerTally())
+                layerOf.append(l)
+            }
+            accs[slot].params += n
+            switch role.kind {
+            case .routedExpert:
+                accs[slot].routed += n
+                if let e = role.expert {
+                    accs[slot].experts.insert(e)
+                    sawPerExpert = true
+                } else {
+                    sawFused = true
+                    if t.shape.count == 3 { accs[slot].fusedExperts = max(accs[slot].fusedExperts, Int(clamping: t.shape[0])) }
+                }
+            case .router: accs[slot].router = true
+            case .sharedExpert: accs[slot].shared = true
+            case .mtp: accs[slot].mtpMarker = true
+            default: break
+            }
+        }
+        for (slot, l) in layerOf.enumerated() { layers[l] = accs[slot] }
+    }
+
+    mutating func merge(_ o: Tally) {
+        for (l, t) in o.layers { layers[l, default: LayerTally()].merge(t) }
+        total += o.total
+        sawPerExpert = sawPerExpert || o.sawPerExpert
+        sawFused = sawFused || o.sawFused
+    }
+}
 
 /// One decoder layer as found in the checkpoint.
 public struct LayerSummary: Sendable {
@@ -194,46 +260,24 @@ public struct ModelStructure: Sendable {
 
     /// `tensors`: every tensor of the checkpoint; `config` when config.json was found.
     public init(tensors: some Sequence<TensorInfo>, config: ModelConfig?, source: String) {
-        var byLayer: [Int: Int] = [:]  // layer -> index into accs
-        var accs: [LayerTally] = []
-        var total: UInt64 = 0
-        var sawPerExpert = false
-        var sawFused = false
-        for t in tensors {
-            let n = t.elementCount
-            total += n
-            let role = TensorRole.classify(t.name)
-            guard let l = role.layer else { continue }
-            let slot: Int
-            if let existing = byLayer[l] {
-                slot = existing
-            } else {
-                slot = accs.count
-                byLayer[l] = slot
-                accs.append(LayerTally())
-            }
-            accs[slot].params += n
-            switch role.kind {
-            case .routedExpert:
-                accs[slot].routed += n
-                if let e = role.expert {
-                    accs[slot].experts.insert(e)
-                    sawPerExpert = true
-                } else {
-                    sawFused = true
-                    if t.shape.count == 3 { accs[slot].fusedExperts = max(accs[slot].fusedExperts, Int(clamping: t.shape[0])) }
-                }
-            case .router: accs[slot].router = true
-            case .sharedExpert: accs[slot].shared = true
-            case .mtp: accs[slot].mtpMarker = true
-            default: break
-            }
-        }
+        self.init(tally: Tally(tensors), config: config, source: source)
+    }
 
+    /// The structure of a whole checkpoint, its files classified in parallel.
+    public init(files: [SafetensorsFile], config: ModelConfig?, source: String) {
+        var tally = Tally()
+        for part in parallelMapLimited(files.count, threads: 0, { Tally(files[$0].tensors) }) { tally.merge(part) }
+        self.init(tally: tally, config: config, source: source)
+    }
+
+    private init(tally: Tally, config: ModelConfig?, source: String) {
+        let total = tally.total
+        let sawFused = tally.sawFused
+        let sawPerExpert = tally.sawPerExpert
         let configLayers = config?.numHiddenLayers
         var summaries: [LayerSummary] = []
-        for l in byLayer.keys.sorted() {
-            let a = accs[byLayer[l]!]
+        for l in tally.layers.keys.sorted() {
+            let a = tally.layers[l]!
             let isMTP = configLayers.map { l >= $0 } ?? a.mtpMarker
             summaries.append(LayerSummary(
                 index: l, isMTP: isMTP, routedExperts: max(a.experts.count, a.fusedExperts),

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import StrictJSON
 
 /// The format's fixed facts.
@@ -187,9 +192,9 @@ public enum HeaderParser {
         var dtype: Dtype? = nil
         var shape: [UInt64]? = nil
         var offsets: (UInt64, UInt64)? = nil
-        try s.scanObject(depth: 2) { s, key, _ in
-            switch key {
-            case "dtype":
+        try s.scanObjectRawKeys(depth: 2) { s, rawKey, _ in
+            switch MemberName(rawKey) {
+            case .dtype:
                 guard dtype == nil else { throw Problem(file: file, tensor: name, rule: .invalidField, "\"dtype\" appears twice") }
                 guard s.peek() == UInt8(ascii: "\"") else {
                     let found = try s.parseValue(depth: 3)
@@ -207,8 +212,9 @@ public enum HeaderParser {
                         "unknown dtype \"\(text)\" (names are case-sensitive: \(Dtype.allCases.map(\.rawValue).joined(separator: " ")))")
                 }
                 dtype = d
-            case "shape", "data_offsets":
-                let isShape = key == "shape"
+            case .shape, .dataOffsets:
+                let isShape = MemberName(rawKey) == .shape
+                let key = isShape ? "shape" : "data_offsets"
                 guard isShape ? shape == nil : offsets == nil else {
                     throw Problem(file: file, tensor: name, rule: .invalidField, "\"\(key)\" appears twice")
                 }
@@ -246,8 +252,9 @@ public enum HeaderParser {
                     }
                     offsets = pair
                 }
-            default:
+            case .other:
                 _ = try s.parseValue(depth: 3)
+                let key = String(decoding: rawKey, as: UTF8.self)
                 warnings.append(Warning(file: file, tensor: name, kind: .unknownMember,
                     "unknown member \"\(key)\" ignored"))
             }
@@ -319,6 +326,33 @@ public func formatShape(_ shape: [UInt64]) -> String {
     "[" + shape.map(String.init).joined(separator: ",") + "]"
 }
 
+/// The members of a tensor entry, recognised from their bytes.
+enum MemberName {
+    case dtype, shape, dataOffsets, other
+
+    init(_ raw: UnsafeRawBufferPointer) {
+        func equals(_ literal: StaticString) -> Bool {
+            raw.count == literal.utf8CodeUnitCount && memcmp(raw.baseAddress!, literal.utf8Start, raw.count) == 0
+        }
+        if raw.isEmpty {
+            self = .other
+        } else if equals("dtype") {
+            self = .dtype
+        } else if equals("shape") {
+            self = .shape
+        } else if equals("data_offsets") {
+            self = .dataOffsets
+        } else {
+            self = .other
+        }
+    }
+}
+
+extension Dtype {
+    /// Each dtype's name as bytes, for matching without making Strings.
+    static let utf8Names: [([UInt8], Dtype)] = Dtype.allCases.map { (Array($0.rawValue.utf8), $0) }
+}
+
 extension JSONScanner {
     /// Matches a plain quoted dtype name (no escapes) against the 22 names without
     /// allocating a String; nil when it is anything else (the caller then parses it fully).
@@ -334,19 +368,8 @@ extension JSONScanner {
         }
         guard end < bytes.count, bytes[end] == UInt8(ascii: "\"") else { return nil }
         let length = end - start
-        for d in Dtype.allCases {
-            let name = d.rawValue.utf8
-            guard name.count == length else { continue }
-            var k = start
-            var same = true
-            for c in name {
-                if bytes[k] != c {
-                    same = false
-                    break
-                }
-                k += 1
-            }
-            if same {
+        for (name, d) in Dtype.utf8Names where name.count == length {
+            if name.withUnsafeBytes({ memcmp($0.baseAddress!, bytes.baseAddress! + start, length) }) == 0 {
                 position = end + 1
                 return d
             }

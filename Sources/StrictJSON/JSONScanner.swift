@@ -102,6 +102,16 @@ public struct JSONScanner {
     /// Walks an object's members, calling `member` with the scanner positioned at
     /// each value (which `member` must consume). Rejects trailing commas.
     public mutating func scanObject(depth: Int, _ member: (inout JSONScanner, String, Int) throws -> Void) throws {
+        try scanObjectRawKeys(depth: depth) { s, key, offset in
+            try member(&s, String(decoding: key, as: UTF8.self), offset)
+        }
+    }
+
+    /// Like `scanObject`, but hands each member name over as its UTF-8 bytes
+    /// (escapes decoded) without making a String: for hot paths that only compare names.
+    public mutating func scanObjectRawKeys(
+        depth: Int, _ member: (inout JSONScanner, UnsafeRawBufferPointer, Int) throws -> Void
+    ) throws {
         guard depth <= maxDepth else {
             throw JSONError(.tooDeep, at: position, "nesting deeper than \(maxDepth) levels")
         }
@@ -118,11 +128,25 @@ public struct JSONScanner {
                 throw syntaxError("expected a member name in double quotes, found \(describeHere())")
             }
             let keyOffset = position
-            let key = try parseString()
-            skipWhitespace()
-            try expect(UInt8(ascii: ":"), "':' after member name")
-            skipWhitespace()
-            try member(&self, key, keyOffset)
+            // Plain names (no escapes) are passed straight from the buffer.
+            var end = position + 1
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 {
+                end += 1
+            }
+            if end < bytes.count && bytes[end] == UInt8(ascii: "\"") {
+                let key = UnsafeRawBufferPointer(rebasing: bytes[(position + 1)..<end])
+                position = end + 1
+                skipWhitespace()
+                try expect(UInt8(ascii: ":"), "':' after member name")
+                skipWhitespace()
+                try member(&self, key, keyOffset)
+            } else {
+                var key = try parseString()
+                skipWhitespace()
+                try expect(UInt8(ascii: ":"), "':' after member name")
+                skipWhitespace()
+                try key.withUTF8 { k in try member(&self, UnsafeRawBufferPointer(k), keyOffset) }
+            }
             skipWhitespace()
             guard let c = peek() else { throw syntaxError("unterminated object") }
             position += 1

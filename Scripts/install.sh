@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs moetool on a fresh Debian/Ubuntu machine with Swift 6: the system
+# libraries it links (libzstd, json-c), a release build, and the binary in $PREFIX/bin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PREFIX="${PREFIX:-/usr/local}"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! pkg-config --exists libzstd json-c 2>/dev/null; then
+  as_root apt-get update
+  as_root apt-get install -y --no-install-recommends libzstd-dev libjson-c-dev pkg-config
+fi
+swift build -c release
+if [ -w "$PREFIX/bin" ]; then install -m 755 .build/release/moetool "$PREFIX/bin/moetool"
+else as_root install -m 755 .build/release/moetool "$PREFIX/bin/moetool"; fi
+echo "installed $PREFIX/bin/moetool"
