@@ -218,7 +218,8 @@ public struct InspectReport: Sendable {
         func row(_ label: String, _ value: String) {
             lines.append(label.padding(toLength: max(18, label.count + 2), withPad: " ", startingAt: 0) + value)
         }
-        row("checkpoint", "\(escapeForDisplay(checkpoint.path)) (\(checkpoint.layout == .sharded ? "sharded" : "single file"), \(checkpoint.files.count) file\(checkpoint.files.count == 1 ? "" : "s"), \(formatBytes(checkpoint.fileBytes)))")
+        let layout = checkpoint.layout == .sharded ? "sharded, \(checkpoint.files.count) files" : "single file"
+        row("checkpoint", "\(escapeForDisplay(checkpoint.path)) (\(layout), \(formatBytes(checkpoint.fileBytes)))")
         if let c = checkpoint.config {
             let arch = c.architectures.isEmpty ? "" : " (\(c.architectures.joined(separator: ", ")))"
             row("config", "\(c.modelType ?? "unknown model_type")\(arch)")

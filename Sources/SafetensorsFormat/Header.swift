@@ -298,7 +298,9 @@ public enum HeaderParser {
                     "data_offsets [\(t.begin), \(t.end)] span \(t.end - t.begin) bytes but \(t.dtype.rawValue) \(formatShape(t.shape)) needs \(bytes)"))
             }
         }
-        entries.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
+        // Writers emit entries in data order; sort only when they are not.
+        let inOrder = zip(entries, entries.dropFirst()).allSatisfy { ($0.begin, $0.end) <= ($1.begin, $1.end) }
+        if !inOrder { entries.sort { ($0.begin, $0.end) < ($1.begin, $1.end) } }
         var expected: UInt64 = 0
         for t in entries {
             if t.begin != expected {

@@ -13,9 +13,10 @@ struct Inspect: ParsableCommand {
         commandName: "inspect",
         abstract: "Validate a safetensors file or checkpoint from its headers and summarise it.",
         discussion: """
-            PATH is a .safetensors file, a directory holding model.safetensors, or a sharded
-            checkpoint directory with model.safetensors.index.json (and config.json for the MoE view).
-            Every header is validated completely; an invalid input exits 1 with every problem listed.
+            PATH is a .safetensors file, a directory holding model.safetensors, or a sharded \
+            checkpoint directory with model.safetensors.index.json (and config.json for the MoE view). \
+            Every header is validated completely; an invalid input exits 1 with every problem listed, \
+            a usage error exits 2.
             """)
 
     @Argument(help: "A .safetensors file or a checkpoint directory.")
