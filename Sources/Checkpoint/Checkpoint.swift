@@ -239,7 +239,8 @@ public final class Checkpoint: @unchecked Sendable {
         if let index {
             let opened = Set(names)
             var absent: [Problem] = []
-            for (name, slot) in zip(location.keys, location.values) where slot.file < 0 && slot.listed >= 0 {
+            for (e, slot) in location.values.enumerated() where slot.file < 0 && slot.listed >= 0 {
+                let name = location.key(at: e)
                 let shard = index.shards[Int(slot.listed)]
                 guard opened.contains(shard) else { continue }
                 absent.append(Problem(file: join(directory, shard), tensor: name, rule: .tensorMissingFromShard,
@@ -331,14 +332,15 @@ public final class Checkpoint: @unchecked Sendable {
                         guard s.peek() == UInt8(ascii: "{") else {
                             throw Problem(file: path, rule: .indexInvalid, "\"weight_map\" must be an object")
                         }
-                        var map = NameTable<Slot>(minimumCapacity: buf.count / 80)
+                        // Keys stay in the mapped index: no String per tensor name.
+                        var map = NameTable<Slot>(minimumCapacity: buf.count / 80, backing: mapping, bytes: buf)
                         var shardIndex: [String: Int32] = [:]
                         var last = ""
                         var lastIndex: Int32 = -1
-                        try s.scanObject(depth: 2) { s, name, offset in
+                        try s.scanObjectRawKeys(depth: 2) { s, name, offset in
                             guard s.peek() == UInt8(ascii: "\"") else {
                                 let found = try s.parseValue(depth: 3)
-                                throw Problem(file: path, tensor: name, rule: .indexInvalid,
+                                throw Problem(file: path, tensor: String(decoding: name, as: UTF8.self), rule: .indexInvalid,
                                     "weight_map value must be a shard file name, found \(found.kindName)")
                             }
                             // Runs of names share a shard: reuse it without hashing.
@@ -353,8 +355,8 @@ public final class Checkpoint: @unchecked Sendable {
                                 }
                                 last = shard
                             }
-                            guard map.insert(name, Slot(listed: lastIndex)).inserted else {
-                                throw Problem(file: path, tensor: name, rule: .indexInvalidJSON,
+                            guard map.insert(bytes: name, Slot(listed: lastIndex)).inserted else {
+                                throw Problem(file: path, tensor: String(decoding: name, as: UTF8.self), rule: .indexInvalidJSON,
                                     "tensor listed twice in weight_map (byte \(offset))")
                             }
                         }
