@@ -129,11 +129,7 @@ public struct JSONScanner {
             }
             let keyOffset = position
             // Plain names (no escapes) are passed straight from the buffer.
-            var end = position + 1
-            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 {
-                end += 1
-            }
-            if end < bytes.count && bytes[end] == UInt8(ascii: "\"") {
+            if let end = plainStringEnd(from: position + 1) {
                 let key = UnsafeRawBufferPointer(rebasing: bytes[(position + 1)..<end])
                 position = end + 1
                 skipWhitespace()
@@ -188,6 +184,31 @@ public struct JSONScanner {
 
     // MARK: Scalars
 
+    /// From `start` (just after an opening quote), the offset of the closing quote
+    /// when the string has no escapes and no control characters; nil otherwise.
+    /// Tests eight bytes at a time (SWAR) for a quote, a backslash or a byte below 0x20.
+    @inline(__always)
+    public func plainStringEnd(from start: Int) -> Int? {
+        var i = start
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let high: UInt64 = 0x8080_8080_8080_8080
+        while i + 8 <= bytes.count {
+            let w = bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            let quote = w ^ (ones &* 0x22)
+            let backslash = w ^ (ones &* 0x5C)
+            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
+            if special & high != 0 { break }
+            i += 8
+        }
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") { return i }
+            if c == UInt8(ascii: "\\") || c < 0x20 { return nil }
+            i += 1
+        }
+        return nil
+    }
+
     /// Parses a string, returning `previous` itself (no new allocation) when the
     /// string has the same bytes: for documents that repeat a value many times.
     public mutating func parseString(reusing previous: String) throws -> String {
@@ -212,27 +233,13 @@ public struct JSONScanner {
     public mutating func parseString() throws -> String {
         try expect(UInt8(ascii: "\""), "'\"'")
         let start = position
-        // Fast path: no escapes. Skip eight bytes at a time while none of them is
-        // a quote, a backslash or a control character (SWAR byte tests).
-        while position + 8 <= bytes.count {
-            let w = bytes.loadUnaligned(fromByteOffset: position, as: UInt64.self)
-            let ones: UInt64 = 0x0101_0101_0101_0101
-            let high: UInt64 = 0x8080_8080_8080_8080
-            let quote = w ^ (ones &* 0x22)
-            let backslash = w ^ (ones &* 0x5C)
-            let special = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((w &- ones &* 0x20) & ~w)
-            if special & high != 0 { break }
-            position += 8
+        if let end = plainStringEnd(from: start) {
+            position = end + 1
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         }
-        while position < bytes.count {
-            let c = bytes[position]
-            if c == UInt8(ascii: "\"") {
-                let s = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
-                position += 1
-                return s
-            }
-            if c == UInt8(ascii: "\\") { break }
-            if c < 0x20 { throw syntaxError("unescaped control character 0x\(String(c, radix: 16)) in string") }
+        // Slow path: escapes (or an error) somewhere in the string.
+        while position < bytes.count, bytes[position] != UInt8(ascii: "\\"), bytes[position] != UInt8(ascii: "\""),
+              bytes[position] >= 0x20 {
             position += 1
         }
         var out = [UInt8](UnsafeRawBufferPointer(rebasing: bytes[start..<position]))
@@ -357,6 +364,23 @@ public struct JSONScanner {
     /// as `.invalidInteger`; anything that is not a number at all as `.syntax`.
     public mutating func parseUInt64(_ what: @autoclosure () -> String) throws -> UInt64 {
         let start = position
+        // Fast path: plain digits (no leading zero) that fit, followed by a delimiter.
+        if start < bytes.count, bytes[start] >= 0x31 && bytes[start] <= 0x39 || bytes[start] == 0x30 {
+            var i = start
+            var value: UInt64 = 0
+            var fits = true
+            while i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39, i - start < 19 {
+                value = value &* 10 &+ UInt64(bytes[i] &- 0x30)
+                i += 1
+            }
+            if i < bytes.count, bytes[i] >= 0x30, bytes[i] <= 0x39 { fits = false }
+            let leadingZero = bytes[start] == 0x30 && i - start > 1
+            if fits && !leadingZero, i < bytes.count,
+               bytes[i] != UInt8(ascii: "."), bytes[i] != UInt8(ascii: "e"), bytes[i] != UInt8(ascii: "E") {
+                position = i
+                return value
+            }
+        }
         guard let c = peek(), c == UInt8(ascii: "-") || (c >= 0x30 && c <= 0x39) else {
             throw syntaxError("\(what()) must be an unsigned integer, found \(describeHere())")
         }
