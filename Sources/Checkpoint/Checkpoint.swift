@@ -64,7 +64,24 @@ public final class Checkpoint: @unchecked Sendable {
 
     /// Finds a tensor wherever it lives (DeepSeek keeps some scales in another shard than their weight).
     public func locate(_ name: String) -> Located? {
-        guard let i = location.index(of: name) else { return nil }
+        located(location.index(of: name))
+    }
+
+    /// Finds `name + suffix` (a weight's `_scale_inv`, say) without building the string.
+    public func locate(_ name: String, suffix: StaticString) -> Located? {
+        var name = name
+        return name.withUTF8 { base in
+            let n = base.count + suffix.utf8CodeUnitCount
+            return withUnsafeTemporaryAllocation(byteCount: n, alignment: 1) { buffer in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(base))
+                (buffer.baseAddress! + base.count).copyMemory(from: suffix.utf8Start, byteCount: suffix.utf8CodeUnitCount)
+                return located(location.index(ofBytes: UnsafeRawBufferPointer(buffer)))
+            }
+        }
+    }
+
+    private func located(_ index: Int?) -> Located? {
+        guard let i = index else { return nil }
         let loc = location.values[i]
         guard loc.file >= 0 else { return nil }
         return Located(file: Int(loc.file), tensor: files[Int(loc.file)].tensors[Int(loc.tensor)])

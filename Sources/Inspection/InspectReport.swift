@@ -36,8 +36,8 @@ public struct QuantizationSummary: Sendable {
             var p = Part()
             for t in checkpoint.files[fileIndex].tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
                 p.fp8 += 1
-                let scale = checkpoint.locate(t.name + BlockQuantization.scaleSuffix)
-                    ?? checkpoint.locate(t.name + BlockQuantization.compressedTensorsScaleSuffix)
+                let scale = checkpoint.locate(t.name, suffix: BlockQuantization.scaleSuffix)
+                    ?? checkpoint.locate(t.name, suffix: BlockQuantization.compressedTensorsScaleSuffix)
                 guard let scale else {
                     p.missing.append(t.name)
                     continue
@@ -81,16 +81,21 @@ public struct InspectReport: Sendable {
         self.checkpoint = checkpoint
         structure = ModelStructure(files: checkpoint.files, config: checkpoint.config, source: checkpoint.path)
         quantization = QuantizationSummary(checkpoint: checkpoint)
-        var params: [Dtype: UInt64] = [:]
-        var bytes: [Dtype: UInt64] = [:]
+        // Totals per dtype, indexed by rank (no hashing per tensor).
+        var params = [UInt64](repeating: 0, count: Dtype.allCases.count)
+        var bytes = [UInt64](repeating: 0, count: Dtype.allCases.count)
+        var seen = [Bool](repeating: false, count: Dtype.allCases.count)
         for f in checkpoint.files {
             for t in f.tensors {
-                params[t.dtype, default: 0] += t.elementCount
-                bytes[t.dtype, default: 0] += t.byteCount
+                let r = t.dtype.rank
+                params[r] += t.elementCount
+                bytes[r] += t.byteCount
+                seen[r] = true
             }
         }
-        parametersByDtype = params.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
-        bytesByDtype = bytes.sorted { $0.key.rank > $1.key.rank }.map { ($0.key, $0.value) }
+        let present = Dtype.allCases.reversed().filter { seen[$0.rank] }
+        parametersByDtype = present.map { ($0, params[$0.rank]) }
+        bytesByDtype = present.map { ($0, bytes[$0.rank]) }
     }
 
     public var warnings: [Warning] { checkpoint.warnings + structure.warnings }

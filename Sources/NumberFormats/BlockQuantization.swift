@@ -5,9 +5,9 @@ public enum BlockQuantization {
     /// Largest finite E4M3FN value.
     public static let e4m3Max: Float = 448
     /// `<module>.weight` is paired with `<module>.weight` + this suffix (an F32 dequantization multiplier).
-    public static let scaleSuffix = "_scale_inv"
+    public static let scaleSuffix: StaticString = "_scale_inv"
     /// compressed-tensors' name for the same scale.
-    public static let compressedTensorsScaleSuffix = "_scale"
+    public static let compressedTensorsScaleSuffix: StaticString = "_scale"
 
     /// Scale grid for a [rows, cols] weight: ceil(rows/block) x ceil(cols/block).
     public static func scaleShape(rows: UInt64, cols: UInt64, block: (UInt64, UInt64) = (128, 128)) -> [UInt64] {
