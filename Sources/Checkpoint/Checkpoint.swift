@@ -1,4 +1,3 @@
-import Dispatch
 import SafetensorsFormat
 import StrictJSON
 
@@ -13,6 +12,9 @@ public final class Checkpoint: @unchecked Sendable {
     public static let indexFileName = "model.safetensors.index.json"
     public static let singleFileName = "model.safetensors"
     public static let configFileName = "config.json"
+    /// Largest index and config.json read (both are read whole).
+    public static let maxIndexBytes: UInt64 = 1 << 30
+    public static let maxConfigBytes: UInt64 = 64 << 20
 
     public enum Layout: String, Sendable {
         case singleFile = "single_file"
@@ -323,8 +325,15 @@ public final class Checkpoint: @unchecked Sendable {
         let mapping: MappedFile
         do {
             mapping = try mapFile(path)
+            // DeepSeek-V3's index is 9 MB; a gigabyte is not an index but an attack or an accident.
+            guard mapping.size <= Checkpoint.maxIndexBytes else {
+                throw InvalidInput(Problem(file: path, rule: .indexInvalid,
+                    "index is \(mapping.size) bytes, above the limit of \(Checkpoint.maxIndexBytes)"))
+            }
+        } catch let e as InvalidInput {
+            throw e
         } catch {
-            throw InvalidInput(Problem(file: path, rule: .unreadable, error.message))
+            throw InvalidInput(Problem(file: path, rule: .unreadable, "\(error)"))
         }
         // Walk the document directly: weight_map can hold ~100k entries, and a
         // generic tree of them would cost more than everything else in `inspect`.
@@ -350,7 +359,7 @@ public final class Checkpoint: @unchecked Sendable {
                             throw Problem(file: path, rule: .indexInvalid, "\"weight_map\" must be an object")
                         }
                         // Keys stay in the mapped index: no String per tensor name.
-                        var map = NameTable<Slot>(minimumCapacity: buf.count / 80, backing: mapping, bytes: buf)
+                        var map = NameTable<Slot>(minimumCapacity: min(buf.count / 80, 1 << 20), backing: mapping, bytes: buf)
                         var shardIndex: [String: Int32] = [:]
                         var last = ""
                         var lastIndex: Int32 = -1
@@ -413,19 +422,6 @@ public final class Checkpoint: @unchecked Sendable {
         }
         return Index(entries: entries, shards: shards, totalSize: totalSize)
     }
-}
-
-/// Runs `body` for 0..<count on all cores and returns the results in order.
-public func parallelMap<T>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] {
-    let buffer = UnsafeMutableBufferPointer<T?>.allocate(capacity: count)
-    buffer.initialize(repeating: nil)
-    defer {
-        buffer.deinitialize()
-        buffer.deallocate()
-    }
-    nonisolated(unsafe) let out = buffer
-    DispatchQueue.concurrentPerform(iterations: count) { i in out[i] = body(i) }
-    return buffer.map { $0! }
 }
 
 // MARK: Paths

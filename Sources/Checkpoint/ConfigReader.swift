@@ -9,9 +9,16 @@ public enum ConfigReader {
     public static func read(path: String, displayName: String) throws(InvalidInput) -> JSONObject {
         let text: String
         do {
-            text = try readText(path)
+            let mapping = try mapFile(path)
+            guard mapping.size <= Checkpoint.maxConfigBytes else {
+                throw InvalidInput(Problem(file: displayName, rule: .configInvalid,
+                    "config is \(mapping.size) bytes, above the limit of \(Checkpoint.maxConfigBytes)"))
+            }
+            text = String(decoding: mapping.bytes(0..<mapping.size), as: UTF8.self)
+        } catch let e as InvalidInput {
+            throw e
         } catch {
-            throw InvalidInput(Problem(file: displayName, rule: .configInvalid, error.description))
+            throw InvalidInput(Problem(file: displayName, rule: .configInvalid, "\(error)"))
         }
         var err = json_tokener_success
         guard let root = text.withCString({ json_tokener_parse_verbose($0, &err) }) else {
@@ -49,16 +56,6 @@ public enum ConfigReader {
         default: return .null
         }
     }
-}
-
-func readText(_ path: String) throws(IOError) -> String {
-    let bytes = try readBytes(path)
-    return String(decoding: bytes, as: UTF8.self)
-}
-
-func readBytes(_ path: String) throws(IOError) -> [UInt8] {
-    let m = try mapFile(path)
-    return Array(m.bytes(0..<m.size))
 }
 
 func mapFile(_ path: String) throws(IOError) -> MappedFile {

@@ -27,6 +27,6 @@ public enum FileChecksum {
     /// Digests of several files, hashed in parallel (`threads`: 0 for all cores).
     public static func sha256(_ files: [SafetensorsFile], threads: Int = 0,
                               progress: (@Sendable (UInt64) -> Void)? = nil) -> [String] {
-        parallelMapLimited(files.count, threads: threads) { i in sha256(files[i].mapping, progress: progress) }
+        parallelMap(files.count, threads: threads) { i in sha256(files[i].mapping, progress: progress) }
     }
 }

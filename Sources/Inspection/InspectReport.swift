@@ -32,7 +32,7 @@ public struct QuantizationSummary: Sendable {
             var mismatched: [String] = []
         }
         // Files are independent and `locate` only reads: count them in parallel.
-        let parts = parallelMapLimited(checkpoint.files.count, threads: 0) { fileIndex -> Part in
+        let parts = parallelMap(checkpoint.files.count) { fileIndex -> Part in
             var p = Part()
             for t in checkpoint.files[fileIndex].tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
                 p.fp8 += 1

@@ -2,7 +2,6 @@ import Checkpoint
 import Dispatch
 import NumberFormats
 import SafetensorsFormat
-import Synchronization
 
 /// Statistics of one tensor's values: non-finite counts, and min, max, mean and
 /// standard deviation (population) over the finite values.
@@ -77,7 +76,7 @@ public enum TensorScan {
             }
         }
         let chunks = work
-        let partials = parallelMapLimited(chunks.count, threads: threads) { w -> TensorStats in
+        let partials = parallelMap(chunks.count, threads: threads) { w -> TensorStats in
             let item = chunks[w]
             let t = targets[item.target]
             let data = t.file.data(t.tensor)
@@ -159,25 +158,4 @@ public enum TensorScan {
         }
         return s
     }
-}
-
-/// Like `parallelMap`, on at most `threads` threads (0: all cores).
-public func parallelMapLimited<T: Sendable>(_ count: Int, threads: Int, _ body: @Sendable (Int) -> T) -> [T] {
-    if threads <= 0 { return parallelMap(count, body) }
-    let next = Atomic<Int>(0)
-    let buffer = UnsafeMutableBufferPointer<T?>.allocate(capacity: count)
-    buffer.initialize(repeating: nil)
-    defer {
-        buffer.deinitialize()
-        buffer.deallocate()
-    }
-    nonisolated(unsafe) let out = buffer
-    DispatchQueue.concurrentPerform(iterations: Swift.min(threads, Swift.max(count, 1))) { _ in
-        while true {
-            let i = next.add(1, ordering: .relaxed).oldValue
-            guard i < count else { return }
-            out[i] = body(i)
-        }
-    }
-    return buffer.map { $0! }
 }

@@ -77,9 +77,7 @@ public struct Problem: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
-        var s = file + ": "
-        if let tensor { s += "tensor \"\(escapeForDisplay(tensor))\": " }
-        return s + "\(message) [\(rule.rawValue)]; \(rule.hint)"
+        location(file, tensor) + "\(message) [\(rule.rawValue)]; \(rule.hint)"
     }
 }
 
@@ -115,11 +113,14 @@ public struct Warning: Sendable, Equatable, CustomStringConvertible {
         self.message = message
     }
 
-    public var description: String {
-        var s = file + ": "
-        if let tensor { s += "tensor \"\(escapeForDisplay(tensor))\": " }
-        return s + message
-    }
+    public var description: String { location(file, tensor) + message }
+}
+
+/// `file: tensor "name": ` — where a problem or warning is, with the name made safe to print.
+func location(_ file: String, _ tensor: String?) -> String {
+    var s = escapeForDisplay(file) + ": "
+    if let tensor { s += "tensor \"\(escapeForDisplay(tensor))\": " }
+    return s
 }
 
 /// Makes a name safe to print on a terminal: control characters (C0, DEL, C1)

@@ -3,6 +3,7 @@ import FixtureSupport
 import SafetensorsFormat
 import StrictJSON
 import Testing
+import Foundation
 
 /// Checkpoints written by transformers' save_pretrained: what we read equals what
 /// the Python safetensors package reported (Fixtures/expected/*.json).
@@ -103,6 +104,52 @@ import Testing
             Issue.record("empty directory accepted")
         } catch {
             #expect(error.problems.first?.rule == .noWeights)
+        }
+    }
+}
+
+/// Hostile inputs are refused quickly, without large allocations or hangs.
+@Suite struct HostileCheckpoints {
+    func sparseFile(_ path: String, size: Int64) {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let h = FileHandle(forWritingAtPath: path)!
+        try! h.truncate(atOffset: UInt64(size))
+        try! h.close()
+    }
+
+    @Test func hugeIndexIsRefusedBeforeParsing() throws {
+        let dir = Fixtures.temporaryDirectory()
+        sparseFile(dir + "/model.safetensors.index.json", size: Int64(Checkpoint.maxIndexBytes) + 1)
+        do {
+            _ = try Checkpoint(path: dir)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.problems.first?.rule == .indexInvalid)
+            #expect(error.problems.first?.message.contains("above the limit") == true)
+        }
+    }
+
+    @Test func hugeConfigIsRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"),
+                                         toPath: dir + "/model.safetensors")
+        sparseFile(dir + "/config.json", size: Int64(Checkpoint.maxConfigBytes) + 1)
+        do {
+            _ = try Checkpoint(path: dir)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.problems.first?.rule == .configInvalid)
+        }
+    }
+
+    @Test func fifoShardDoesNotHang() throws {
+        let dir = Fixtures.temporaryDirectory()
+        #expect(mkfifo(dir + "/model.safetensors", 0o644) == 0)
+        do {
+            _ = try Checkpoint(path: dir)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.problems.first?.rule == .unreadable)
         }
     }
 }
