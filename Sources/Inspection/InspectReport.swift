@@ -233,7 +233,8 @@ public struct InspectReport: Sendable {
         }
         row("tensors", formatCount(UInt64(checkpoint.tensorCount)))
         row("data", formatBytes(checkpoint.dataBytes))
-        row("parameters", "\(formatParameters(s.totalParameters)) (\(formatCount(s.totalParameters)))")
+        let exact = formatCount(s.totalParameters)
+        row("parameters", formatParameters(s.totalParameters) == exact ? exact : "\(formatParameters(s.totalParameters)) (\(exact))")
         for ((dtype, n), (_, b)) in zip(parametersByDtype, bytesByDtype) {
             row("  " + dtype.rawValue, "\(formatParameters(n)) params, \(formatBytes(b))")
         }
@@ -259,8 +260,10 @@ public struct InspectReport: Sendable {
                 row("  active/token", "unknown (no experts-per-token in config.json)")
             }
             if s.mtpLayers > 0 { row("  MTP params", formatParameters(s.mtpParameters)) }
-        } else {
+        } else if s.decoderLayers > 0 {
             lines.append("dense model: \(s.decoderLayers) layers, no routed experts")
+        } else {
+            lines.append("no decoder layers recognised in the tensor names")
         }
         let q = quantization
         if !q.isEmpty {

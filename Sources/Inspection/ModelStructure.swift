@@ -317,7 +317,7 @@ public struct ModelStructure: Sendable {
                 warnings.append(Warning(file: source, kind: .expertCountMismatch,
                     "found \(main.count) decoder layers, config.json says \(decoderLayers)"))
             }
-        } else {
+        } else if !summaries.isEmpty {
             warnings.append(Warning(file: source, kind: .configMissing,
                 "no config.json beside the weights: layer and expert counts come from tensor names alone, active parameters unknown"))
         }

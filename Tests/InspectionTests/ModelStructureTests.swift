@@ -177,3 +177,17 @@ import Testing
         #expect(throws: NameFilter.InvalidPattern.self) { try NameFilter("(") }
     }
 }
+
+@Suite struct WithoutConfig {
+    /// A bare weights file: experts are still counted from the names, but the
+    /// active parameters cannot be known without experts-per-token.
+    @Test func countsExpertsFromNamesAlone() throws {
+        let f = try SafetensorsFile(path: Fixtures.path("models/mixtral-bf16/model.safetensors"))
+        let s = ModelStructure(tensors: f.tensors, config: nil, source: "x")
+        #expect(s.moeLayers == 3)
+        #expect(s.routedExperts == 8)
+        #expect(s.expertsPerToken == nil)
+        #expect(s.activeParameters == nil)
+        #expect(s.warnings.map(\.kind) == [.configMissing])
+    }
+}
