@@ -47,7 +47,7 @@ let package = Package(
 
         // Locates and reads the committed fixtures for every test target.
         .target(name: "FixtureSupport", dependencies: ["StrictJSON"], path: "Tests/FixtureSupport"),
-        .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON"]),
+        .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
         .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),

@@ -947,8 +947,69 @@ def build_numbers():
     dump_json(NUMBERS / "float_tables.json", tables)
 
 
+# ---------------------------------------------------------------------------
+# 7. FP8 block quantization reference (DeepSeek-V3's formula, computed in torch)
+# ---------------------------------------------------------------------------
+
+QUANT = HERE / "quant"
+QBLOCK = 128
+
+
+def quantize_reference(w, ue8m0=False):
+    """w: float32 [R, C]. Returns (float8_e4m3fn codes [R, C], float32 scales [ceil(R/128), ceil(C/128)])."""
+    R, C = w.shape
+    gr, gc = -(-R // QBLOCK), -(-C // QBLOCK)
+    q = torch.empty(R, C, dtype=torch.float8_e4m3fn)
+    s = torch.empty(gr, gc, dtype=torch.float32)
+    for i in range(gr):
+        for j in range(gc):
+            blk = w[i * QBLOCK:(i + 1) * QBLOCK, j * QBLOCK:(j + 1) * QBLOCK]
+            sc = torch.clamp(blk.abs().amax(), min=1e-4) / 448.0  # float32 division
+            if ue8m0:
+                bits = sc.view(torch.int32)
+                if int(bits) & 0x7FFFFF:
+                    bits = (bits & -0x800000) + 0x800000  # exponent + 1, mantissa cleared
+                sc = bits.view(torch.float32)
+            s[i, j] = sc
+            q[i * QBLOCK:(i + 1) * QBLOCK, j * QBLOCK:(j + 1) * QBLOCK] = (blk / sc).clamp(-448, 448).to(torch.float8_e4m3fn)
+    return q, s
+
+
+def dequantize_reference(q, s):
+    R, C = q.shape
+    full = s.repeat_interleave(QBLOCK, 0)[:R].repeat_interleave(QBLOCK, 1)[:, :C]
+    return (q.float() * full).to(torch.bfloat16)
+
+
+def build_quant():
+    QUANT.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(1234)
+    cases = {}
+    w = torch.randn(300, 200, generator=g) * 0.02  # partial edge blocks both ways
+    w[5, 7] = 0.9                                  # an outlier sets one block's scale
+    cases["normal_300x200"] = w.bfloat16()
+    z = torch.zeros(130, 129)                      # all-zero blocks: scale from the 1e-4 floor
+    z[129, 128] = 3e-6
+    cases["zeros_130x129"] = z.bfloat16()
+    t = torch.randn(128, 256, generator=g) * 1e-3  # tiny values: E4M3 subnormal codes after scaling
+    t[0, 0] = 0.05
+    cases["tiny_128x256"] = t.bfloat16()
+    cases["kv_a_576x256"] = (torch.randn(576, 256, generator=g) * 0.05).bfloat16()  # 576 rows: 4.5 blocks
+    inputs = {}
+    expected = {}
+    for name, x in cases.items():
+        inputs[name] = x.contiguous()
+        for fmt, ue in (("f32", False), ("ue8m0", True)):
+            q, s = quantize_reference(x.float(), ue8m0=ue)
+            expected[f"{name}.{fmt}.weight"] = q.contiguous()
+            expected[f"{name}.{fmt}.weight_scale_inv"] = s.contiguous()
+            expected[f"{name}.{fmt}.dequantized"] = dequantize_reference(q, s).contiguous()
+    save_file(inputs, str(QUANT / "inputs_bf16.safetensors"), metadata={"format": "pt"})
+    save_file(expected, str(QUANT / "expected.safetensors"), metadata={"format": "pt"})
+
+
 def main():
-    for d in (MODELS, EXPECTED, MALFORMED, VALID, WRITER, NUMBERS):
+    for d in (MODELS, EXPECTED, MALFORMED, VALID, WRITER, NUMBERS, QUANT):
         if d.exists():
             shutil.rmtree(d)
     for d in (MODELS, EXPECTED, MALFORMED, VALID):
@@ -959,6 +1020,7 @@ def main():
     build_checkpoints()
     findings = build_writer()
     build_numbers()
+    build_quant()
 
     print("expert layout written by transformers", transformers.__version__, ":", layouts)
     print("malformed files the reference accepts:")

@@ -14,3 +14,100 @@ public enum BlockQuantization {
         [(rows + block.0 - 1) / block.0, (cols + block.1 - 1) / block.1]
     }
 }
+
+extension BlockQuantization {
+    /// How block scales are stored.
+    public enum ScaleFormat: String, Sendable, CaseIterable {
+        /// `s = max(amax, 1e-4) / 448` as float32 (DeepSeek-V3).
+        case float32
+        /// `s` rounded up to a power of two (DeepSeek-V3.1 `scale_fmt: ue8m0`), still stored as float32.
+        case ue8m0
+    }
+
+    /// Smallest block amax used for the scale, so an all-zero block gets a finite scale.
+    public static let minimumAmax: Float = 1e-4
+
+    /// A block-quantized weight: `codes` [rows, cols] E4M3 row-major and `scales`
+    /// [ceil(rows/B), ceil(cols/B)] row-major, the dequantization multipliers.
+    public struct Quantized: Sendable, Equatable {
+        public var codes: [UInt8]
+        public var scales: [Float]
+        /// NaN or infinite inputs seen (their blocks become NaN when allowed).
+        public var nonFinite: Int
+    }
+
+    /// The scale of a block with absolute maximum `amax`.
+    @inline(__always)
+    public static func scale(amax: Float, format: ScaleFormat) -> Float {
+        let s = max(amax, minimumAmax) / e4m3Max
+        guard format == .ue8m0 else { return s }
+        // Round up to a power of two: bump the exponent when any mantissa bit is set.
+        let bits = s.bitPattern
+        let rounded = bits & 0x7F_FFFF == 0 ? bits : ((bits & 0xFF80_0000) &+ 0x0080_0000)
+        return Float(bitPattern: rounded)
+    }
+
+    /// Quantizes a [rows, cols] float32 matrix in `block`x`block` blocks from (0,0);
+    /// edge blocks are partial. Per block: amax over its real elements,
+    /// `s = max(amax, 1e-4) / 448`, each element `E4M3_RNE(x / s)` saturating at ±448.
+    /// A block holding NaN or ±Inf gets a NaN scale and NaN codes (callers refuse
+    /// such input unless asked to let it through; `nonFinite` counts the elements).
+    public static func quantize(_ values: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
+                                block: Int = blockSize, format: ScaleFormat = .float32) -> Quantized {
+        precondition(values.count == rows * cols, "values must hold rows x cols elements")
+        let gridRows = (rows + block - 1) / block
+        let gridCols = (cols + block - 1) / block
+        var codes = [UInt8](repeating: 0, count: rows * cols)
+        var scales = [Float](repeating: 0, count: gridRows * gridCols)
+        var nonFinite = 0
+        codes.withUnsafeMutableBufferPointer { out in
+            for br in 0..<gridRows {
+                let r0 = br * block
+                let r1 = min(rows, r0 + block)
+                for bc in 0..<gridCols {
+                    let c0 = bc * block
+                    let c1 = min(cols, c0 + block)
+                    var amax: Float = 0
+                    var bad = 0
+                    for r in r0..<r1 {
+                        for c in c0..<c1 {
+                            let x = values[r * cols + c]
+                            if x.isFinite { amax = max(amax, abs(x)) } else { bad += 1 }
+                        }
+                    }
+                    nonFinite += bad
+                    if bad > 0 {
+                        scales[br * gridCols + bc] = .nan
+                        for r in r0..<r1 { for c in c0..<c1 { out[r * cols + c] = 0x7F } }
+                        continue
+                    }
+                    let s = scale(amax: amax, format: format)
+                    scales[br * gridCols + bc] = s
+                    for r in r0..<r1 {
+                        for c in c0..<c1 { out[r * cols + c] = FloatEncoding.e4m3(values[r * cols + c] / s) }
+                    }
+                }
+            }
+        }
+        return Quantized(codes: codes, scales: scales, nonFinite: nonFinite)
+    }
+
+    /// Dequantizes to BF16: `bf16_RNE(float32(e4m3(q)) * s)` for each element.
+    public static func dequantizeToBF16(codes: UnsafeBufferPointer<UInt8>, scales: UnsafeBufferPointer<Float>,
+                                        rows: Int, cols: Int, block: Int = blockSize) -> [UInt16] {
+        precondition(codes.count == rows * cols, "codes must hold rows x cols elements")
+        let gridCols = (cols + block - 1) / block
+        precondition(scales.count == ((rows + block - 1) / block) * gridCols, "scales must cover the block grid")
+        var out = [UInt16](repeating: 0, count: rows * cols)
+        FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
+            for r in 0..<rows {
+                let scaleRow = (r / block) * gridCols
+                for c in 0..<cols {
+                    let s = scales[scaleRow + c / block]
+                    out[r * cols + c] = FloatEncoding.bf16(table[Int(codes[r * cols + c])] * s)
+                }
+            }
+        }
+        return out
+    }
+}

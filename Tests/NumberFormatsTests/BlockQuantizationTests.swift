@@ -1,0 +1,103 @@
+import FixtureSupport
+import NumberFormats
+import SafetensorsFormat
+import Testing
+
+@Suite struct E4M3Rounding {
+    /// Every positive code, its neighbours' midpoint (exact in float32) and the
+    /// floats just around it: ties go to the even code, everything else to the nearer.
+    @Test func roundsToNearestEvenAtEveryMidpoint() {
+        let table = FloatDecoding.e4m3Table
+        for code in 0..<0x7E {
+            let lo = table[code]
+            let hi = table[code + 1]
+            #expect(FloatEncoding.e4m3(lo) == UInt8(code))
+            #expect(FloatEncoding.e4m3(-lo) == UInt8(code) | 0x80)
+            let mid = (lo + hi) / 2
+            let even = UInt8(code % 2 == 0 ? code : code + 1)
+            #expect(FloatEncoding.e4m3(mid) == even, "midpoint of 0x\(String(code, radix: 16))")
+            #expect(FloatEncoding.e4m3(mid.nextDown) == UInt8(code))
+            #expect(FloatEncoding.e4m3(mid.nextUp) == UInt8(code + 1))
+        }
+    }
+
+    @Test func saturatesAndKeepsNaN() {
+        #expect(FloatEncoding.e4m3(448) == 0x7E)
+        #expect(FloatEncoding.e4m3(463.9) == 0x7E)
+        #expect(FloatEncoding.e4m3(1e30) == 0x7E)
+        #expect(FloatEncoding.e4m3(-.infinity) == 0xFE)
+        #expect(FloatEncoding.e4m3(.nan) == 0x7F)
+        #expect(FloatEncoding.e4m3(0x1p-10) == 0)  // half the smallest subnormal: tie to even (0)
+        #expect(FloatEncoding.e4m3(0x1.8p-10) == 1)
+    }
+
+    @Test func bf16RoundsToNearestEven() {
+        #expect(FloatEncoding.bf16(1) == 0x3F80)
+        #expect(FloatEncoding.bf16(Float(bitPattern: 0x3F80_8000)) == 0x3F80)  // tie, even stays
+        #expect(FloatEncoding.bf16(Float(bitPattern: 0x3F81_8000)) == 0x3F82)  // tie, odd rounds up
+        #expect(FloatEncoding.bf16(Float(bitPattern: 0x3F80_8001)) == 0x3F81)
+        #expect(FloatEncoding.bf16(.greatestFiniteMagnitude) == 0x7F80)  // rounds past the largest BF16
+        #expect(FloatDecoding.bf16(FloatEncoding.bf16(.nan)).isNaN)
+    }
+}
+
+/// FP8 block quantization equals the torch reference of DeepSeek-V3's formula
+/// (Fixtures/quant, written by Fixtures/generate.py) to the bit: codes, scales and
+/// the BF16 dequantization, for partial edge blocks, all-zero blocks, tiny values,
+/// 576-row weights, with float32 and UE8M0 scales.
+@Suite struct BlockQuantizationAgainstTorch {
+    static let inputs = try! SafetensorsFile(path: Fixtures.path("quant/inputs_bf16.safetensors"))
+    static let expected = try! SafetensorsFile(path: Fixtures.path("quant/expected.safetensors"))
+
+    static var cases: [String] { inputs.tensors.map(\.name) }
+
+    func floats(_ f: SafetensorsFile, _ t: TensorInfo) -> [Float] {
+        let data = f.data(t)
+        return (0..<Int(t.elementCount)).map { data.loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+    }
+
+    @Test(arguments: cases)
+    func bitExact(_ name: String) throws {
+        let input = try #require(Self.inputs.tensor(named: name))
+        let rows = Int(input.shape[0])
+        let cols = Int(input.shape[1])
+        let data = Self.inputs.data(input)
+        let values = (0..<rows * cols).map { FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self)) }
+        for (format, tag) in [(BlockQuantization.ScaleFormat.float32, "f32"), (.ue8m0, "ue8m0")] {
+            let q = values.withUnsafeBufferPointer { BlockQuantization.quantize($0, rows: rows, cols: cols, format: format) }
+            let weight = try #require(Self.expected.tensor(named: "\(name).\(tag).weight"))
+            let scale = try #require(Self.expected.tensor(named: "\(name).\(tag).weight_scale_inv"))
+            let deq = try #require(Self.expected.tensor(named: "\(name).\(tag).dequantized"))
+            #expect(q.nonFinite == 0)
+            #expect(scale.shape == [UInt64((rows + 127) / 128), UInt64((cols + 127) / 128)])
+            #expect(q.scales.map(\.bitPattern) == floats(Self.expected, scale).map(\.bitPattern), "\(name) \(tag) scales")
+            let expectedCodes = Array(Self.expected.data(weight))
+            let mismatches = zip(q.codes, expectedCodes).filter { $0 != $1 }.count
+            #expect(mismatches == 0, "\(name) \(tag): \(mismatches) codes differ")
+            let ours = q.codes.withUnsafeBufferPointer { c in
+                q.scales.withUnsafeBufferPointer { s in
+                    BlockQuantization.dequantizeToBF16(codes: c, scales: s, rows: rows, cols: cols)
+                }
+            }
+            let theirs = (0..<rows * cols).map { Self.expected.data(deq).loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self) }
+            #expect(ours == theirs, "\(name) \(tag) dequantized")
+        }
+    }
+
+    @Test func nonFiniteBlocksAreCountedAndPoisoned() {
+        var values = [Float](repeating: 0.5, count: 130 * 10)
+        values[3] = .nan
+        values[129 * 10 + 9] = .infinity
+        let q = values.withUnsafeBufferPointer { BlockQuantization.quantize($0, rows: 130, cols: 10) }
+        #expect(q.nonFinite == 2)
+        #expect(q.scales.count == 2 && q.scales.allSatisfy(\.isNaN))
+    }
+
+    @Test func ue8m0ScalesArePowersOfTwo() {
+        for amax: Float in [0, 1e-4, 0.02, 0.9, 448, 1000] {
+            let s = BlockQuantization.scale(amax: amax, format: .ue8m0)
+            #expect(s.significandBitPattern == 0)
+            #expect(s >= BlockQuantization.scale(amax: amax, format: .float32))
+        }
+    }
+}
