@@ -1037,7 +1037,7 @@ def main():
             p.chmod(0o644)
     size = sum(p.stat().st_size for p in HERE.rglob("*") if p.is_file() and not p.is_symlink())
     print(f"Fixtures/ total file bytes: {size}")
-    assert size < 10_000_000, size
+    assert size < 15_000_000, size  # issue 2: Fixtures/ under 15 MB
 
 
 if __name__ == "__main__":
