@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "SafetensorsFormat", targets: ["SafetensorsFormat"]),
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "Inspection", targets: ["Inspection"]),
+        .library(name: "Conversion", targets: ["Conversion"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -31,6 +32,8 @@ let package = Package(
         .target(name: "SafetensorsFormat", dependencies: ["StrictJSON"]),
         // Checkpoints: single files, sharded directories with an index, config.json.
         .target(name: "Checkpoint", dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC"]),
+        // Conversion to and from the FP8 block format, streamed and atomic.
+        .target(name: "Conversion", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats"]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
         .target(
             name: "Inspection",
@@ -41,7 +44,7 @@ let package = Package(
         .executableTarget(
             name: "moetool",
             dependencies: [
-                "Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON",
+                "Inspection", "Conversion", "Checkpoint", "SafetensorsFormat", "StrictJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -54,6 +57,9 @@ let package = Package(
         .testTarget(
             name: "InspectionTests",
             dependencies: ["Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "FixtureSupport"]),
+        .testTarget(
+            name: "ConversionTests",
+            dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "FixtureSupport"]),
     ]
 )

@@ -1006,6 +1006,36 @@ def build_quant():
             expected[f"{name}.{fmt}.dequantized"] = dequantize_reference(q, s).contiguous()
     save_file(inputs, str(QUANT / "inputs_bf16.safetensors"), metadata={"format": "pt"})
     save_file(expected, str(QUANT / "expected.safetensors"), metadata={"format": "pt"})
+    build_quantized_checkpoint()
+
+
+def quantizable(name, shape):
+    """The tensors DeepSeek-V3 stores in FP8: 2-D weights of attention and MLP/expert projections."""
+    parts = name.split(".")
+    module = parts[-2] if len(parts) >= 2 else ""
+    if not name.endswith(".weight") or len(shape) != 2:
+        return False
+    if "embed_tokens" in parts or "lm_head" in parts or "shared_head" in parts or module == "eh_proj":
+        return False
+    if module in ("gate", "router", "shared_expert_gate") or module.endswith("norm"):
+        return False
+    return "proj" in module or module in ("w1", "w2", "w3")
+
+
+def build_quantized_checkpoint():
+    """The tiny DeepSeek-V3 BF16 checkpoint converted to FP8 blocks by the torch reference, written by save_file."""
+    src = MODELS / "deepseek_v3-bf16" / "model.safetensors"
+    out = {}
+    with safe_open(str(src), framework="pt") as f:
+        for name in f.keys():
+            t = f.get_tensor(name)
+            if t.dtype in (torch.bfloat16, torch.float16, torch.float32) and quantizable(name, list(t.shape)):
+                q, s = quantize_reference(t.float())
+                out[name] = q.contiguous()
+                out[name + "_scale_inv"] = s.contiguous()
+            else:
+                out[name] = t.contiguous()
+    save_file(out, str(QUANT / "deepseek_v3-bf16-fp8.safetensors"), metadata={"format": "pt"})
 
 
 def main():

@@ -444,13 +444,13 @@ func isSymlink(_ path: String) -> Bool {
     return st.st_mode & S_IFMT == S_IFLNK
 }
 
-func realPath(_ path: String) -> String? {
+public func realPath(_ path: String) -> String? {
     guard let p = realpath(path, nil) else { return nil }
     defer { free(p) }
     return String(cString: p)
 }
 
-func listDirectory(_ path: String) -> [String] {
+public func listDirectory(_ path: String) -> [String] {
     guard let dir = opendir(path) else { return [] }
     defer { closedir(dir) }
     var names: [String] = []

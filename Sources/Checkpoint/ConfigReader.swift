@@ -38,7 +38,9 @@ public enum ConfigReader {
         case json_type_null: return .null
         case json_type_boolean: return .bool(json_object_get_boolean(o) != 0)
         case json_type_int: return .number(JSONNumber(text: String(json_object_get_int64(o))))
-        case json_type_double: return .double(json_object_get_double(o))
+        case json_type_double:
+            // json-c keeps the text a double was written with: keep it (1e-06 stays 1e-06, 10000.0 stays a float).
+            return .number(JSONNumber(text: String(cString: json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN))))
         case json_type_string: return .string(String(cString: json_object_get_string(o)))
         case json_type_array:
             let n = json_object_array_length(o)

@@ -34,6 +34,12 @@ extension BlockQuantization {
         public var scales: [Float]
         /// NaN or infinite inputs seen (their blocks become NaN when allowed).
         public var nonFinite: Int
+
+        public init(codes: [UInt8], scales: [Float], nonFinite: Int) {
+            self.codes = codes
+            self.scales = scales
+            self.nonFinite = nonFinite
+        }
     }
 
     /// The scale of a block with absolute maximum `amax`.

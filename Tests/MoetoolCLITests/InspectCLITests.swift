@@ -124,3 +124,37 @@ struct CLI {
         #expect(o["checksums"]?.objectValue?["model.safetensors"]?.stringValue?.count == 64)
     }
 }
+
+@Suite struct ConvertCommand {
+    @Test func convertsBothWaysAndInspects() throws {
+        let dir = Fixtures.temporaryDirectory()
+        let fp8 = try CLI.run(["convert", Fixtures.path("models/deepseek_v3-f32-sharded"), dir + "/fp8", "--to", "fp8", "--json"])
+        #expect(fp8.status == 0, "\(fp8.stderr)")
+        let summary = try #require(try JSONParser.parse(fp8.stdout).objectValue)
+        #expect(summary["quantized"]?.uint64Value == 120)
+        let inspected = try CLI.run(["inspect", "--json", dir + "/fp8"])
+        #expect(inspected.status == 0)
+        let q = try JSONParser.parse(inspected.stdout).objectValue?["quantization"]?.objectValue
+        #expect(q?["fp8_weights"]?.uint64Value == 120 && q?["with_scale"]?.uint64Value == 120)
+        let bf16 = try CLI.run(["convert", dir + "/fp8", dir + "/bf16", "--to", "bf16"])
+        #expect(bf16.status == 0)
+        #expect(try CLI.run(["inspect", dir + "/bf16"]).status == 0)
+    }
+
+    @Test func dryRunWritesNothingAndExplains() throws {
+        let out = Fixtures.temporaryDirectory() + "/never"
+        let r = try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "fp8", "--dry-run", "--exclude", "w2"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("model.layers.0.block_sparse_moe.experts.0.w1.weight") && r.stdout.contains("quantize"))
+        #expect(r.stdout.contains("--exclude"))
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
+    @Test func badInputAndUsageExitCodes() throws {
+        let out = Fixtures.temporaryDirectory() + "/x"
+        #expect(try CLI.run(["convert", Fixtures.path("malformed/size_mismatch.safetensors"), out, "--to", "fp8"]).status == 1)
+        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), Fixtures.path("models"), "--to", "fp8"]).status == 1)
+        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out]).status == 2)  // --to missing
+        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "int4"]).status == 2)
+    }
+}

@@ -1,0 +1,271 @@
+import Checkpoint
+import NumberFormats
+import SafetensorsFormat
+import StrictJSON
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a conversion was refused or failed. Nothing under OUT is left under a final name half-written.
+public struct ConversionError: Error, Sendable, CustomStringConvertible {
+    public let file: String?
+    public let tensor: String?
+    public let message: String
+
+    public init(file: String? = nil, tensor: String? = nil, _ message: String) {
+        self.file = file
+        self.tensor = tensor
+        self.message = message
+    }
+
+    public var description: String {
+        var s = ""
+        if let file { s += escapeForDisplay(file) + ": " }
+        if let tensor { s += "tensor \"\(escapeForDisplay(tensor))\": " }
+        return s + message
+    }
+}
+
+public struct ConversionOptions: Sendable {
+    public var target: ConversionTarget
+    public var scaleFormat: BlockQuantization.ScaleFormat = .float32
+    public var selection = TensorSelection()
+    public var allowNonFinite = false
+    /// Threads for the block math (0: all cores).
+    public var threads = 0
+
+    public init(target: ConversionTarget) {
+        self.target = target
+    }
+}
+
+/// One output tensor and where its bytes come from.
+public struct PlannedTensor: Sendable {
+    public enum Source: Sendable {
+        case copy(file: Int, tensor: TensorInfo)
+        case codes(file: Int, weight: TensorInfo)
+        case scales(file: Int, weight: TensorInfo)
+        case dequantized(weightFile: Int, weight: TensorInfo, scaleFile: Int, scale: TensorInfo)
+    }
+
+    public let spec: TensorSpec
+    public let source: Source
+}
+
+/// What a conversion will do: per input tensor an action, per output shard its tensors.
+public struct ConversionPlan: Sendable {
+    public struct Decision: Sendable {
+        public let name: String
+        public let dtype: Dtype
+        public let shape: [UInt64]
+        public let action: TensorAction
+    }
+
+    public struct Shard: Sendable {
+        public let name: String
+        public let tensors: [PlannedTensor]
+        public var outputBytes: UInt64 {
+            tensors.reduce(0) { total, t in
+                total + (try! t.spec.dtype.byteSize(elements: elementCount(t.spec.shape) ?? 0).get())
+            }
+        }
+    }
+
+    public let decisions: [Decision]
+    public let shards: [Shard]
+
+    public func count(_ kind: TensorAction.Kind) -> Int { decisions.filter { $0.action.kind == kind }.count }
+
+    /// Decides every tensor's fate; throws when the input cannot be converted this way.
+    public init(checkpoint: Checkpoint, options: ConversionOptions) throws(ConversionError) {
+        if let q = checkpoint.config?.quantizationConfig {
+            let method = q["quant_method"]?.stringValue ?? "unknown"
+            guard method == "fp8" || method == "compressed-tensors" else {
+                throw ConversionError(file: checkpoint.configPath,
+                    "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block checkpoints only")
+            }
+        }
+        var decisions: [Decision] = []
+        var shards: [Shard] = []
+        for (fi, file) in checkpoint.files.enumerated() {
+            var planned: [PlannedTensor] = []
+            for t in file.tensors {
+                let scale = Converter.scale(of: t, in: checkpoint)
+                let action = options.selection.action(
+                    for: t, target: options.target, hasScale: scale != nil, isScale: Converter.isScaleName(t.name))
+                decisions.append(Decision(name: t.name, dtype: t.dtype, shape: t.shape, action: action))
+                switch action.kind {
+                case .passThrough:
+                    planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: t.dtype, shape: t.shape),
+                                                 source: .copy(file: fi, tensor: t)))
+                case .drop:
+                    break
+                case .quantize:
+                    let grid = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1])
+                    planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .F8_E4M3, shape: t.shape),
+                                                 source: .codes(file: fi, weight: t)))
+                    planned.append(PlannedTensor(
+                        spec: TensorSpec(name: t.name + String(describing: BlockQuantization.scaleSuffix), dtype: .F32, shape: grid),
+                        source: .scales(file: fi, weight: t)))
+                case .dequantize:
+                    let s = scale!
+                    guard t.shape.count == 2 else {
+                        throw ConversionError(tensor: t.name, "FP8 weight is \(t.shape.count)-D; only 2-D block-quantized weights are read")
+                    }
+                    let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1])
+                    guard s.tensor.shape == expected, s.tensor.dtype == .F32 || s.tensor.dtype == .BF16 else {
+                        throw ConversionError(tensor: s.tensor.name,
+                            "scale is \(s.tensor.dtype.rawValue) \(formatShape(s.tensor.shape)); a 128x128 block scale of \(formatShape(t.shape)) is F32 \(formatShape(expected))")
+                    }
+                    planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .BF16, shape: t.shape),
+                                                 source: .dequantized(weightFile: fi, weight: t, scaleFile: s.file, scale: s.tensor)))
+                }
+            }
+            shards.append(Shard(name: checkpoint.fileNames[fi], tensors: planned))
+        }
+        self.decisions = decisions
+        self.shards = shards
+    }
+}
+
+/// Converts checkpoints between BF16/F16/F32 and FP8 block format, one output shard
+/// per input shard, each written atomically and streamed tensor by tensor.
+public enum Converter {
+    static let scaleSuffixes: [String] = [
+        String(describing: BlockQuantization.scaleSuffix),
+        String(describing: BlockQuantization.compressedTensorsScaleSuffix),
+    ]
+
+    static func isScaleName(_ name: String) -> Bool {
+        scaleSuffixes.contains { name.hasSuffix(".weight" + $0) }
+    }
+
+    /// The block scale of an FP8 weight, wherever it is stored.
+    static func scale(of t: TensorInfo, in checkpoint: Checkpoint) -> Checkpoint.Located? {
+        guard t.dtype.isFP8, t.name.hasSuffix(".weight") else { return nil }
+        return checkpoint.locate(t.name, suffix: BlockQuantization.scaleSuffix)
+            ?? checkpoint.locate(t.name, suffix: BlockQuantization.compressedTensorsScaleSuffix)
+    }
+
+    /// Rows quantized or dequantized per work item: one block row.
+    static let bandRows = BlockQuantization.blockSize
+
+    /// Writes one output shard. Each quantized weight is processed in 128-row bands
+    /// in parallel; memory holds one tensor's output at a time.
+    public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
+                                  options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws {
+        // A quantized weight yields two tensors (codes and scales, written in either order):
+        // keep its result until both are out.
+        var pending: [String: (result: BlockQuantization.Quantized, served: Int)] = [:]
+        var byName: [String: PlannedTensor] = [:]
+        for t in shard.tensors { byName[t.spec.name] = t }
+        try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")]) {
+            info, sink in
+            let planned = byName[info.name]!
+            switch planned.source {
+            case .copy(let fi, let t):
+                let file = checkpoint.files[fi]
+                let bytes = file.data(t)
+                var offset = 0
+                // Stream large tensors in slices and let the kernel drop pages behind us.
+                while offset < bytes.count {
+                    let n = min(bytes.count - offset, 8 << 20)
+                    try sink.write(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
+                    let start = file.fileRange(t).lowerBound + UInt64(offset)
+                    file.mapping.adviseDone(start..<(start + UInt64(n)))
+                    progress?(UInt64(n))
+                    offset += n
+                }
+            case .codes(let fi, let w), .scales(let fi, let w):
+                if pending[w.name] == nil {
+                    pending[w.name] = (try quantize(w, in: checkpoint.files[fi], options: options), 0)
+                }
+                let q = pending[w.name]!.result
+                if case .codes = planned.source {
+                    try q.codes.withUnsafeBytes { try sink.write($0) }
+                    progress?(w.byteCount)
+                } else {
+                    try q.scales.withUnsafeBytes { try sink.write($0) }
+                }
+                pending[w.name]!.served += 1
+                if pending[w.name]!.served == 2 { pending[w.name] = nil }
+            case .dequantized(let wf, let w, let sf, let s):
+                let bf16 = dequantize(w, in: checkpoint.files[wf], scale: s, in: checkpoint.files[sf], options: options)
+                try bf16.withUnsafeBytes { try sink.write($0) }
+                progress?(w.byteCount)
+            }
+        }
+    }
+
+    /// Reads a BF16/F16/F32 weight as float32, 128 rows at a time, and block-quantizes it.
+    static func quantize(_ w: TensorInfo, in file: SafetensorsFile, options: ConversionOptions) throws(ConversionError)
+        -> BlockQuantization.Quantized
+    {
+        let rows = Int(w.shape[0])
+        let cols = Int(w.shape[1])
+        nonisolated(unsafe) let data = file.data(w)  // the map outlives the parallel loop below
+        let dtype = w.dtype
+        let bands = (rows + bandRows - 1) / bandRows
+        let format = options.scaleFormat
+        let parts = parallelMap(bands, threads: options.threads) { band -> BlockQuantization.Quantized in
+            let r0 = band * bandRows
+            let r1 = min(rows, r0 + bandRows)
+            var values = [Float](repeating: 0, count: (r1 - r0) * cols)
+            let first = r0 * cols
+            for i in 0..<values.count {
+                let k = first + i
+                switch dtype {
+                case .BF16: values[i] = FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self))
+                case .F16: values[i] = FloatDecoding.f16Table[Int(data.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self))]
+                default: values[i] = data.loadUnaligned(fromByteOffset: k * 4, as: Float.self)
+                }
+            }
+            return values.withUnsafeBufferPointer {
+                BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format)
+            }
+        }
+        var codes: [UInt8] = []
+        codes.reserveCapacity(rows * cols)
+        var scales: [Float] = []
+        var nonFinite = 0
+        for p in parts {
+            codes.append(contentsOf: p.codes)
+            scales.append(contentsOf: p.scales)
+            nonFinite += p.nonFinite
+        }
+        if nonFinite > 0 && !options.allowNonFinite {
+            throw ConversionError(file: file.path, tensor: w.name,
+                "\(nonFinite) NaN or infinite values; fix the weights, or pass --allow-nonfinite to turn their blocks into NaN")
+        }
+        return BlockQuantization.Quantized(codes: codes, scales: scales, nonFinite: nonFinite)
+    }
+
+    /// Dequantizes an FP8 weight with its block scale into BF16 bytes, 128 rows at a time.
+    static func dequantize(_ w: TensorInfo, in file: SafetensorsFile, scale s: TensorInfo, in scaleFile: SafetensorsFile,
+                           options: ConversionOptions) -> [UInt16] {
+        let rows = Int(w.shape[0])
+        let cols = Int(w.shape[1])
+        nonisolated(unsafe) let codes = file.data(w)  // the map outlives the parallel loop below
+        let scaleData = scaleFile.data(s)
+        let gridCols = (cols + bandRows - 1) / bandRows
+        let scales: [Float] = (0..<Int(s.elementCount)).map { i in
+            s.dtype == .F32
+                ? scaleData.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                : FloatDecoding.bf16(scaleData.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+        }
+        let bands = (rows + bandRows - 1) / bandRows
+        let parts = parallelMap(bands, threads: options.threads) { band -> [UInt16] in
+            let r0 = band * bandRows
+            let r1 = min(rows, r0 + bandRows)
+            let bandCodes = UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)])
+            let bandScales = Array(scales[(band * gridCols)..<((band + 1) * gridCols)])
+            return bandCodes.withMemoryRebound(to: UInt8.self) { c in
+                bandScales.withUnsafeBufferPointer { sc in
+                    BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols)
+                }
+            }
+        }
+        return parts.flatMap { $0 }
+    }
+}

@@ -1,0 +1,82 @@
+import Checkpoint
+import SafetensorsFormat
+
+/// Which way a conversion goes.
+public enum ConversionTarget: String, Sendable, CaseIterable {
+    /// BF16/F16/F32 linear weights to FP8 E4M3 with 128x128 block scales.
+    case fp8
+    /// FP8 block-quantized weights back to BF16.
+    case bf16
+}
+
+/// What happens to one input tensor, and why.
+public struct TensorAction: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// Becomes FP8 codes plus a `weight_scale_inv` block-scale tensor.
+        case quantize
+        /// FP8 codes and their scale become one BF16 tensor.
+        case dequantize
+        /// Dropped: a scale consumed by `dequantize`.
+        case drop
+        /// Copied byte for byte.
+        case passThrough = "pass_through"
+    }
+
+    public let kind: Kind
+    public let reason: String
+}
+
+/// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
+/// attention and MLP/expert linear projections. Never embeddings, `lm_head`, MTP
+/// `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`,
+/// norms, biases or 1-D tensors. `--include` / `--exclude` patterns override it.
+public struct TensorSelection: Sendable {
+    public let include: NameFilter?
+    public let exclude: NameFilter?
+
+    public init(include: NameFilter? = nil, exclude: NameFilter? = nil) {
+        self.include = include
+        self.exclude = exclude
+    }
+
+    /// Why `tensor` would or would not be quantized by the default rule (nil reason: it would).
+    public static func defaultRule(_ t: TensorInfo) -> String? {
+        guard t.name.hasSuffix(".weight") else { return "not a .weight tensor" }
+        guard t.shape.count == 2 else { return "\(t.shape.count)-D, only 2-D weights are block-quantized" }
+        let parts = t.name.split(separator: ".")
+        let module = parts.count >= 2 ? parts[parts.count - 2] : ""
+        if parts.contains("embed_tokens") { return "embedding" }
+        if parts.contains("lm_head") || parts.contains("shared_head") { return "output head" }
+        if module == "eh_proj" { return "MTP eh_proj" }
+        if module == "gate" || module == "router" || module == "shared_expert_gate" { return "router" }
+        if module.hasSuffix("norm") { return "norm" }
+        let linear = module.contains("proj") || module == "w1" || module == "w2" || module == "w3"
+        guard linear else { return "not an attention or MLP projection" }
+        return nil
+    }
+
+    public func action(for t: TensorInfo, target: ConversionTarget, hasScale: Bool, isScale: Bool) -> TensorAction {
+        switch target {
+        case .bf16:
+            if isScale { return TensorAction(kind: .drop, reason: "scale folded into its weight") }
+            if t.dtype.isFP8 && hasScale { return TensorAction(kind: .dequantize, reason: "FP8 weight with block scale") }
+            if t.dtype.isFP8 { return TensorAction(kind: .passThrough, reason: "FP8 without a block scale") }
+            return TensorAction(kind: .passThrough, reason: "not FP8")
+        case .fp8:
+            if t.dtype.isFP8 || isScale {
+                return TensorAction(kind: .passThrough, reason: "already FP8 (never requantized)")
+            }
+            if let exclude, exclude.matches(t.name) { return TensorAction(kind: .passThrough, reason: "--exclude") }
+            let eligibleDtype = t.dtype == .BF16 || t.dtype == .F16 || t.dtype == .F32
+            if let include, include.matches(t.name) {
+                guard eligibleDtype, t.shape.count == 2 else {
+                    return TensorAction(kind: .passThrough, reason: "--include, but not a 2-D BF16/F16/F32 tensor")
+                }
+                return TensorAction(kind: .quantize, reason: "--include")
+            }
+            guard eligibleDtype else { return TensorAction(kind: .passThrough, reason: "\(t.dtype.rawValue) is not quantized") }
+            if let why = TensorSelection.defaultRule(t) { return TensorAction(kind: .passThrough, reason: why) }
+            return TensorAction(kind: .quantize, reason: "linear projection")
+        }
+    }
+}

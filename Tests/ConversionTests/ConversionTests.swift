@@ -1,0 +1,160 @@
+import Checkpoint
+import Conversion
+import FixtureSupport
+import Foundation
+import NumberFormats
+import SafetensorsFormat
+import StrictJSON
+import Testing
+
+@Suite struct WholeCheckpointConversion {
+    func convert(_ input: String, _ target: ConversionTarget, to output: String) throws -> CheckpointConversion.Summary {
+        let checkpoint = try Checkpoint(path: input)
+        let options = ConversionOptions(target: target)
+        let plan = try ConversionPlan(checkpoint: checkpoint, options: options)
+        return try CheckpointConversion.run(checkpoint: checkpoint, output: output, plan: plan, options: options)
+    }
+
+    /// The transformers-written DeepSeek-V3 fixture converted to FP8 equals, byte for
+    /// byte, the same conversion done by the torch reference and written by save_file.
+    @Test func fp8OutputIsByteIdenticalToTheTorchReference() throws {
+        let out = Fixtures.temporaryDirectory() + "/fp8"
+        let summary = try convert(Fixtures.path("models/deepseek_v3-bf16"), .fp8, to: out)
+        #expect(summary.quantized == 120)
+        let ours = Fixtures.readBytes(out + "/model.safetensors")
+        let reference = Fixtures.readBytes(Fixtures.path("quant/deepseek_v3-bf16-fp8.safetensors"))
+        #expect(ours.count == reference.count)
+        #expect(ours == reference)
+        // Other files come along unchanged; config.json gains the FP8 quantization_config.
+        #expect(Fixtures.readBytes(out + "/generation_config.json")
+                == Fixtures.readBytes(Fixtures.path("models/deepseek_v3-bf16/generation_config.json")))
+        let config = try #require(try JSONParser.parse(Fixtures.readBytes(out + "/config.json")).objectValue)
+        let q = try #require(config["quantization_config"]?.objectValue)
+        #expect(q["quant_method"] == "fp8" && q["fmt"] == "e4m3")
+        #expect(q["weight_block_size"] == [128, 128])
+        #expect(q["ignored_layers"] == nil)  // DeepSeek's loaders know which layers stay BF16
+    }
+
+    /// Sharded F32 -> FP8 -> BF16: a valid sharded checkpoint at each step, every
+    /// weight within half an FP8 step of the original (plus BF16 rounding).
+    @Test func roundTripStaysWithinHalfAnFP8Step() throws {
+        let dir = Fixtures.temporaryDirectory()
+        let source = Fixtures.path("models/qwen3_moe-f32-sharded")
+        _ = try convert(source, .fp8, to: dir + "/fp8")
+        let fp8 = try Checkpoint(path: dir + "/fp8")
+        #expect(fp8.layout == .sharded)
+        #expect(fp8.config?.quantizationConfig?["ignored_layers"]?.arrayValue?.isEmpty == false)
+        let summary = try convert(dir + "/fp8", .bf16, to: dir + "/bf16")
+        #expect(summary.dequantized > 0 && summary.dropped == summary.dequantized)
+        let original = try Checkpoint(path: source)
+        let back = try Checkpoint(path: dir + "/bf16")
+        #expect(back.tensorCount == original.tensorCount)
+        #expect(back.config?.quantizationConfig == nil)
+        var checked = 0
+        for located in original.allTensors where located.tensor.shape.count == 2 {
+            let t = located.tensor
+            let q = try #require(fp8.locate(t.name))
+            guard q.tensor.dtype == .F8_E4M3 else { continue }
+            let scale = try #require(fp8.locate(t.name + "_scale_inv"))
+            let b = try #require(back.locate(t.name))
+            #expect(b.tensor.dtype == .BF16 && b.tensor.shape == t.shape)
+            let x = original.file(located).data(t)
+            let y = back.file(b).data(b.tensor)
+            let s = fp8.file(scale).data(scale.tensor)
+            let cols = Int(t.shape[1])
+            let gridCols = (cols + 127) / 128
+            for i in 0..<Int(t.elementCount) {
+                let xi = x.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                let yi = FloatDecoding.bf16(y.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+                let si = s.loadUnaligned(fromByteOffset: ((i / cols) / 128 * gridCols + (i % cols) / 128) * 4, as: Float.self)
+                // Half an E4M3 step at x/s (3 mantissa bits; subnormal step 2^-9), then BF16 rounding of the result.
+                let bound = max(abs(xi) * 0x1p-4, 0x1p-10 * si) + abs(yi) * 0x1p-8
+                #expect(abs(yi - xi) <= bound * 1.0001, "\(t.name)[\(i)]: \(xi) -> \(yi)")
+                if abs(yi - xi) > bound * 1.0001 { return }
+            }
+            checked += 1
+        }
+        #expect(checked > 20)
+    }
+
+    @Test func tensorSelectionFollowsTheRule() {
+        func action(_ name: String, _ shape: [UInt64], _ dtype: Dtype = .BF16) -> TensorAction.Kind {
+            TensorSelection().action(for: TensorInfo(name: name, dtype: dtype, shape: shape, begin: 0, end: 0),
+                                     target: .fp8, hasScale: false, isScale: false).kind
+        }
+        #expect(action("model.layers.3.mlp.experts.7.down_proj.weight", [64, 32]) == .quantize)
+        #expect(action("model.layers.0.self_attn.kv_a_proj_with_mqa.weight", [576, 64]) == .quantize)
+        #expect(action("model.layers.0.block_sparse_moe.experts.1.w2.weight", [64, 32]) == .quantize)
+        #expect(action("model.embed_tokens.weight", [512, 64]) == .passThrough)
+        #expect(action("lm_head.weight", [512, 64]) == .passThrough)
+        #expect(action("model.layers.61.shared_head.head.weight", [512, 64]) == .passThrough)
+        #expect(action("model.layers.61.eh_proj.weight", [64, 128]) == .passThrough)
+        #expect(action("model.layers.3.mlp.gate.weight", [16, 64]) == .passThrough)
+        #expect(action("model.layers.1.mlp.shared_expert_gate.weight", [1, 64]) == .passThrough)
+        #expect(action("model.layers.0.self_attn.q_proj.bias", [64]) == .passThrough)
+        #expect(action("model.layers.2.mlp.experts.gate_up_proj", [8, 48, 64]) == .passThrough)
+        #expect(action("model.layers.0.mlp.down_proj.weight", [64, 32], .F8_E4M3) == .passThrough)
+        #expect(action("model.layers.0.mlp.down_proj.weight", [64, 32], .I32) == .passThrough)
+    }
+}
+
+@Suite struct ConversionRefusals {
+    func plan(_ input: String, _ target: ConversionTarget) throws -> (Checkpoint, ConversionPlan, ConversionOptions) {
+        let c = try Checkpoint(path: input)
+        let o = ConversionOptions(target: target)
+        return (c, try ConversionPlan(checkpoint: c, options: o), o)
+    }
+
+    @Test func refusesANonEmptyOutputOrOneInsideTheInput() throws {
+        let (c, p, o) = try plan(Fixtures.path("models/mixtral-bf16"), .fp8)
+        let out = Fixtures.temporaryDirectory()
+        FileManager.default.createFile(atPath: out + "/keep.txt", contents: Data("x".utf8))
+        #expect(throws: ConversionError.self) { try CheckpointConversion.run(checkpoint: c, output: out, plan: p, options: o) }
+        #expect(Fixtures.readBytes(out + "/keep.txt") == Array("x".utf8))
+        #expect(throws: ConversionError.self) {
+            try CheckpointConversion.run(checkpoint: c, output: Fixtures.path("models/mixtral-bf16/sub"), plan: p, options: o)
+        }
+        #expect(!FileManager.default.fileExists(atPath: Fixtures.path("models/mixtral-bf16/sub")))
+    }
+
+    @Test func refusesOtherQuantizationMethods() throws {
+        let dir = Fixtures.temporaryDirectory()
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"), toPath: dir + "/model.safetensors")
+        try Data(#"{"model_type": "mixtral", "quantization_config": {"quant_method": "gptq"}}"#.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let c = try Checkpoint(path: dir)
+        #expect(throws: ConversionError.self) { try ConversionPlan(checkpoint: c, options: ConversionOptions(target: .fp8)) }
+    }
+
+    /// NaN in a weight refuses the conversion, naming the tensor, and leaves no shard
+    /// under its final name; --allow-nonfinite lets the block become NaN.
+    @Test func refusesNonFiniteWeightsUnlessAllowed() throws {
+        let dir = Fixtures.temporaryDirectory()
+        var values = [Float](repeating: 0.25, count: 256 * 130)
+        values[1000] = .nan
+        try SafetensorsWriter.write(
+            to: dir + "/model.safetensors",
+            tensors: [TensorSpec(name: "model.layers.0.mlp.down_proj.weight", dtype: .F32, shape: [256, 130])], metadata: nil
+        ) { _, sink in try values.withUnsafeBytes { try sink.write($0) } }
+        let c = try Checkpoint(path: dir)
+        var options = ConversionOptions(target: .fp8)
+        let p = try ConversionPlan(checkpoint: c, options: options)
+        let out = Fixtures.temporaryDirectory() + "/out"
+        do {
+            _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: p, options: options)
+            Issue.record("NaN accepted")
+        } catch let e as ConversionError {
+            #expect(e.tensor == "model.layers.0.mlp.down_proj.weight")
+            #expect(e.message.contains("1 NaN"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: out + "/model.safetensors"))
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: out))?.isEmpty ?? true)
+
+        options.allowNonFinite = true
+        let out2 = Fixtures.temporaryDirectory() + "/out2"
+        _ = try CheckpointConversion.run(checkpoint: c, output: out2, plan: p, options: options)
+        let f = try SafetensorsFile(path: out2 + "/model.safetensors")
+        let scale = try #require(f.tensor(named: "model.layers.0.mlp.down_proj.weight_scale_inv"))
+        let s = (0..<4).map { f.data(scale).loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+        #expect(s[0].isNaN && !s[1].isNaN && !s[2].isNaN && !s[3].isNaN)
+    }
+}
