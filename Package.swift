@@ -31,7 +31,9 @@ let package = Package(
         // The safetensors file format: dtypes, header validation, mapped reader, writer.
         .target(name: "SafetensorsFormat", dependencies: ["StrictJSON"]),
         // Checkpoints: single files, sharded directories with an index, config.json.
-        .target(name: "Checkpoint", dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC"]),
+        .target(
+            name: "Checkpoint",
+            dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC", .product(name: "Crypto", package: "swift-crypto")]),
         // Conversion to and from the FP8 block format, streamed and atomic.
         .target(name: "Conversion", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats"]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
@@ -39,7 +41,6 @@ let package = Package(
             name: "Inspection",
             dependencies: [
                 "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats",
-                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .executableTarget(
             name: "moetool",
@@ -60,6 +61,6 @@ let package = Package(
         .testTarget(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
-        .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]
 )

@@ -10,28 +10,57 @@ import Glibc
 /// Converts a whole checkpoint into a new directory: every shard (atomically),
 /// then the index, then config.json, then the other files of the checkpoint.
 public enum CheckpointConversion {
+    /// How much of a conversion this process does.
+    public enum Mode: Sendable, Equatable {
+        /// Everything, into a new or empty OUT.
+        case full
+        /// Everything, skipping shards an earlier (killed) run finished and verified.
+        case resume
+        /// Only shards whose position p (0-based, in name order) has p % count == index - 1; no index or
+        /// config: for n workers sharing one OUT. `finalize` completes the checkpoint afterwards.
+        case shards(index: Int, count: Int)
+        /// Verifies every shard and writes the index, config.json and the other files.
+        case finalize
+    }
+
+    public struct ShardResult: Sendable {
+        public let name: String
+        public let bytesIn: UInt64
+        public let bytesOut: UInt64
+        public let seconds: Double
+        /// Finished and verified by an earlier run.
+        public let resumed: Bool
+    }
+
     public struct Summary: Sendable {
-        public let shards: Int
+        public let shards: [ShardResult]
         public let quantized: Int
         public let dequantized: Int
         public let passedThrough: Int
         public let dropped: Int
-        public let bytesIn: UInt64
-        public let bytesOut: UInt64
+        public let finalized: Bool
+        public var bytesIn: UInt64 { shards.reduce(0) { $0 + $1.bytesIn } }
+        public var bytesOut: UInt64 { shards.reduce(0) { $0 + $1.bytesOut } }
     }
+
+    /// Where an unfinished conversion keeps its state inside OUT (removed by finalize).
+    public static let stateDirectoryName = ".moetool-convert"
 
     /// Refuses an output that would touch the input, or a non-empty output directory.
     public static func checkOutput(_ output: String, input checkpoint: Checkpoint) throws(ConversionError) {
+        try checkOutsideInput(output, input: checkpoint)
+        let entries = listDirectory(output)
+        guard entries.isEmpty else {
+            throw ConversionError(file: output,
+                "is not empty (\(entries.count) entries); give a new or empty directory, or --resume an interrupted conversion")
+        }
+    }
+
+    static func checkOutsideInput(_ output: String, input checkpoint: Checkpoint) throws(ConversionError) {
         let inputDir = realPath(checkpoint.directory) ?? checkpoint.directory
         var st = stat()
-        if stat(output, &st) == 0 {
-            guard st.st_mode & S_IFMT == S_IFDIR else {
-                throw ConversionError(file: output, "exists and is not a directory; give a new or empty directory")
-            }
-            let entries = listDirectory(output)
-            guard entries.isEmpty else {
-                throw ConversionError(file: output, "is not empty (\(entries.count) entries); give a new or empty directory")
-            }
+        if stat(output, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR {
+            throw ConversionError(file: output, "exists and is not a directory; give a new or empty directory")
         }
         let outAbsolute = absolutePath(output)
         if outAbsolute == inputDir || outAbsolute.hasPrefix(inputDir + "/") {
@@ -39,23 +68,99 @@ public enum CheckpointConversion {
         }
     }
 
+    /// What identifies a conversion: the input shards and every option that changes output bytes.
+    static func fingerprint(checkpoint: Checkpoint, options: ConversionOptions) -> JSONValue {
+        .object(JSONObject([
+            ("version", 1), ("target", .string(options.target.rawValue)),
+            ("scale_format", .string(options.scaleFormat.rawValue)),
+            ("include", options.selection.include.map { .string($0.pattern) } ?? .null),
+            ("exclude", options.selection.exclude.map { .string($0.pattern) } ?? .null),
+            ("allow_nonfinite", .bool(options.allowNonFinite)),
+            ("input", .array(zip(checkpoint.fileNames, checkpoint.files).map { name, f in
+                .object(JSONObject([("shard", .string(name)), ("bytes", .uint(f.size))]))
+            })),
+        ]))
+    }
+
     public static func run(checkpoint: Checkpoint, output: String, plan: ConversionPlan, options: ConversionOptions,
-                           progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
-        try checkOutput(output, input: checkpoint)
-        if mkdir(output, 0o755) != 0 && errno != EEXIST {
-            throw ConversionError(file: output, "cannot create the directory: \(String(cString: strerror(errno)))")
+                           mode: Mode = .full, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
+        let state = output + "/" + stateDirectoryName
+        let planPath = state + "/plan.json"
+        let fingerprintText = JSONSerializer.pretty(fingerprint(checkpoint: checkpoint, options: options))
+        try checkOutsideInput(output, input: checkpoint)
+        let existing = listDirectory(output)
+        switch mode {
+        case .full:
+            try checkOutput(output, input: checkpoint)
+        case .resume, .shards, .finalize:
+            if existing.isEmpty {
+                guard mode != .finalize else {
+                    throw ConversionError(file: output, "holds no conversion to finalize")
+                }
+            } else {
+                let recorded = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
+                guard recorded == fingerprintText else {
+                    throw ConversionError(file: output, recorded == nil
+                        ? "is not empty and holds no interrupted conversion; give a new or empty directory"
+                        : "holds a conversion of another input or with other options (\(planPath)); use another directory")
+                }
+            }
+        }
+        for dir in [output, state] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw ConversionError(file: dir, "cannot create the directory: \(String(cString: strerror(errno)))")
+        }
+        if listDirectory(state).contains("plan.json") == false {
+            try writeText(fingerprintText, to: planPath)
+        }
+
+        var results: [ShardResult] = []
+        if mode != .finalize {
+            for (position, shard) in plan.shards.enumerated() {
+                if case .shards(let index, let count) = mode, position % count != index - 1 { continue }
+                removeStaleTemporaries(of: shard.name, in: output)
+                let path = output + "/" + shard.name
+                let inputBytes = checkpoint.files[position].header.dataBytes
+                if mode != .full, verifiedDone(shard.name, output: output) {
+                    results.append(ShardResult(name: shard.name, bytesIn: inputBytes, bytesOut: shard.outputBytes,
+                                               seconds: 0, resumed: true))
+                    progress?(inputBytes)
+                    continue
+                }
+                let start = monotonicSeconds()
+                do {
+                    try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
+                } catch let e as ConversionError {
+                    throw e
+                } catch {
+                    throw ConversionError(file: path, "\(error)")
+                }
+                try markDone(shard.name, output: output)
+                results.append(ShardResult(name: shard.name, bytesIn: inputBytes, bytesOut: shard.outputBytes,
+                                           seconds: monotonicSeconds() - start, resumed: false))
+            }
+        }
+        var finalized = false
+        if case .shards = mode {} else {
+            try finalize(checkpoint: checkpoint, output: output, plan: plan, options: options,
+                         alreadyVerified: Set(results.map(\.name)))
+            finalized = true
+        }
+        return Summary(
+            shards: results, quantized: plan.count(.quantize), dequantized: plan.count(.dequantize),
+            passedThrough: plan.count(.passThrough), dropped: plan.count(.drop), finalized: finalized)
+    }
+
+    /// Every shard done and intact, then the index, config.json and other files; the state goes last.
+    static func finalize(checkpoint: Checkpoint, output: String, plan: ConversionPlan, options: ConversionOptions,
+                         alreadyVerified: Set<String>) throws {
+        let missing = plan.shards.map(\.name).filter { !alreadyVerified.contains($0) && !verifiedDone($0, output: output) }
+        guard missing.isEmpty else {
+            throw ConversionError(file: output,
+                "\(missing.count) shard(s) not finished or damaged (e.g. \(missing[0])); run the missing --shards workers or --resume")
         }
         var weightMap: [(String, String)] = []
         var bytesOut: UInt64 = 0
         for shard in plan.shards {
-            let path = output + "/" + shard.name
-            do {
-                try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
-            } catch let e as ConversionError {
-                throw e
-            } catch {
-                throw ConversionError(file: path, "\(error)")
-            }
             bytesOut += shard.outputBytes
             for t in shard.tensors { weightMap.append((t.spec.name, shard.name)) }
         }
@@ -67,10 +172,42 @@ public enum CheckpointConversion {
             try writeText(JSONSerializer.pretty(.object(updated)), to: output + "/" + Checkpoint.configFileName)
         }
         try copyOtherFiles(from: checkpoint, to: output)
-        return Summary(
-            shards: plan.shards.count, quantized: plan.count(.quantize), dequantized: plan.count(.dequantize),
-            passedThrough: plan.count(.passThrough), dropped: plan.count(.drop),
-            bytesIn: checkpoint.dataBytes, bytesOut: bytesOut)
+        let state = output + "/" + stateDirectoryName
+        for name in listDirectory(state) { unlink(state + "/" + name) }
+        rmdir(state)
+    }
+
+    /// Records a finished shard with its checksum (read back from disk, as it will be verified).
+    static func markDone(_ shard: String, output: String) throws(ConversionError) {
+        let path = output + "/" + shard
+        let digest: String
+        do {
+            digest = FileChecksum.sha256(try MappedFile(path: path))
+        } catch {
+            throw ConversionError(file: path, "cannot read back the written shard: \(error)")
+        }
+        try writeText(JSONSerializer.pretty(.object(JSONObject([("shard", .string(shard)), ("sha256", .string(digest))]))),
+                      to: markerPath(shard, output: output))
+    }
+
+    /// A shard counts as done only when its marker exists and the file still has the recorded checksum.
+    static func verifiedDone(_ shard: String, output: String) -> Bool {
+        guard let marker = try? MappedFile(path: markerPath(shard, output: output)),
+              let json = try? JSONParser.parse(marker.bytes(0..<marker.size)),
+              let recorded = json.objectValue?["sha256"]?.stringValue,
+              let file = try? MappedFile(path: output + "/" + shard)
+        else { return false }
+        return FileChecksum.sha256(file) == recorded
+    }
+
+    static func markerPath(_ shard: String, output: String) -> String {
+        output + "/" + stateDirectoryName + "/" + shard.replacingSlashes() + ".done.json"
+    }
+
+    /// Temporary files a killed run left for this shard (`.NAME.tmp-*`).
+    static func removeStaleTemporaries(of shard: String, in output: String) {
+        let prefix = "." + shard + ".tmp-"
+        for name in listDirectory(output) where name.hasPrefix(prefix) { unlink(output + "/" + name) }
     }
 
     /// `quantization_config` for the FP8 block format, or removed for BF16 (a leftover breaks loaders).
@@ -148,4 +285,14 @@ func absolutePath(_ path: String) -> String {
     }
     let parent = String(trimmed[..<slash])
     return (realPath(parent.isEmpty ? "/" : parent) ?? parent) + "/" + trimmed[trimmed.index(after: slash)...]
+}
+
+extension String {
+    func replacingSlashes() -> String { String(map { $0 == "/" ? "_" : $0 }) }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

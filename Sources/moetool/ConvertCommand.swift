@@ -42,6 +42,15 @@ struct Convert: ParsableCommand {
     @Flag(help: "List each tensor with its action and the reason, and write nothing.")
     var dryRun = false
 
+    @Flag(help: "Continue an interrupted conversion into OUT: verified finished shards are kept, the rest redone.")
+    var resume = false
+
+    @Option(help: ArgumentHelp("Convert only every n-th shard starting at the i-th (1-based), for n workers sharing OUT; then run --finalize.", valueName: "i/n"))
+    var shards: String?
+
+    @Flag(help: "After --shards workers: verify every shard in OUT and write the index, config.json and other files.")
+    var finalize = false
+
     @Flag(help: "Let blocks holding NaN or infinity become NaN instead of refusing the tensor.")
     var allowNonfinite = false
 
@@ -54,8 +63,26 @@ struct Convert: ParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
+    /// `--shards i/n` as (i, n).
+    var shardSelection: (index: Int, count: Int)? {
+        guard let shards else { return nil }
+        let parts = shards.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 1, i <= n else { return nil }
+        return (i, n)
+    }
+
+    var mode: CheckpointConversion.Mode {
+        if let s = shardSelection { return .shards(index: s.index, count: s.count) }
+        if finalize { return .finalize }
+        return resume ? .resume : .full
+    }
+
     func validate() throws {
         if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+        if shards != nil && shardSelection == nil { throw ValidationError("--shards takes i/n with 1 <= i <= n, e.g. 2/8") }
+        if [resume, shards != nil, finalize].filter({ $0 }).count > 1 {
+            throw ValidationError("--resume, --shards and --finalize are separate steps: give one")
+        }
         if to == .bf16 && scaleFormat != .float32 { throw ValidationError("--scale-format applies to --to fp8 only") }
         for pattern in [include, exclude].compactMap({ $0 }) {
             do { _ = try NameFilter(pattern) } catch { throw ValidationError("\(error)") }
@@ -85,7 +112,7 @@ struct Convert: ParsableCommand {
             }
             let bar = ProgressBar(label: "convert", total: checkpoint.dataBytes, quiet: quiet)
             let summary = try CheckpointConversion.run(checkpoint: checkpoint, output: output, plan: plan, options: options,
-                                                       progress: { bar.advance($0) })
+                                                       mode: mode, progress: { bar.advance($0) })
             bar.finish()
             printSummary(summary)
         } catch let e as ConversionError {
@@ -119,15 +146,24 @@ struct Convert: ParsableCommand {
         if json {
             FileHandleOutput.stdout(JSONSerializer.pretty(.object(JSONObject([
                 ("input", .string(input)), ("output", .string(output)), ("to", .string(to.rawValue)),
-                ("shards", .int(s.shards)), ("quantized", .int(s.quantized)), ("dequantized", .int(s.dequantized)),
+                ("finalized", .bool(s.finalized)),
+                ("quantized", .int(s.quantized)), ("dequantized", .int(s.dequantized)),
                 ("passed_through", .int(s.passedThrough)), ("dropped", .int(s.dropped)),
                 ("bytes_in", .uint(s.bytesIn)), ("bytes_out", .uint(s.bytesOut)),
+                ("shards", .array(s.shards.map { r in
+                    .object(JSONObject([
+                        ("name", .string(r.name)), ("bytes_in", .uint(r.bytesIn)), ("bytes_out", .uint(r.bytesOut)),
+                        ("seconds", .double(r.seconds)), ("resumed", .bool(r.resumed)),
+                    ]))
+                })),
             ]))))
             return
         }
-        FileHandleOutput.stdout(
-            "converted \(escapeForDisplay(input)) -> \(escapeForDisplay(output)) (\(to.rawValue)): \(s.shards) shard(s), "
-                + "\(s.quantized) quantized, \(s.dequantized) dequantized, \(s.passedThrough) unchanged, \(s.dropped) dropped; "
-                + "\(s.bytesIn) -> \(s.bytesOut) bytes of tensor data\n")
+        let resumed = s.shards.filter(\.resumed).count
+        var line = "\(escapeForDisplay(input)) -> \(escapeForDisplay(output)) (\(to.rawValue)): "
+        line += "\(s.shards.count - resumed) shard(s) converted" + (resumed > 0 ? ", \(resumed) kept from an earlier run" : "")
+        line += "; \(s.quantized) quantized, \(s.dequantized) dequantized, \(s.passedThrough) unchanged, \(s.dropped) dropped"
+        line += s.finalized ? "; checkpoint complete\n" : "; run --finalize when every worker is done\n"
+        FileHandleOutput.stdout(line)
     }
 }

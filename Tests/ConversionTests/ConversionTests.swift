@@ -147,7 +147,8 @@ import Testing
             #expect(e.message.contains("1 NaN"))
         }
         #expect(!FileManager.default.fileExists(atPath: out + "/model.safetensors"))
-        #expect((try? FileManager.default.contentsOfDirectory(atPath: out))?.isEmpty ?? true)
+        // Only the state of the interrupted conversion (for --resume) remains.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out) == [CheckpointConversion.stateDirectoryName])
 
         options.allowNonFinite = true
         let out2 = Fixtures.temporaryDirectory() + "/out2"
@@ -156,5 +157,66 @@ import Testing
         let scale = try #require(f.tensor(named: "model.layers.0.mlp.down_proj.weight_scale_inv"))
         let s = (0..<4).map { f.data(scale).loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
         #expect(s[0].isNaN && !s[1].isNaN && !s[2].isNaN && !s[3].isNaN)
+    }
+}
+
+/// Interrupted, resumed and distributed conversions end with the same bytes as one uninterrupted run.
+@Suite struct ResumeAndShards {
+    func run(_ output: String, _ mode: CheckpointConversion.Mode) throws -> CheckpointConversion.Summary {
+        let c = try Checkpoint(path: Fixtures.path("models/mixtral-f32-sharded"))
+        let o = ConversionOptions(target: .fp8)
+        return try CheckpointConversion.run(checkpoint: c, output: output, plan: try ConversionPlan(checkpoint: c, options: o),
+                                            options: o, mode: mode)
+    }
+
+    func files(_ dir: String) throws -> [String: [UInt8]] {
+        var out: [String: [UInt8]] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir) { out[name] = Fixtures.readBytes(dir + "/" + name) }
+        return out
+    }
+
+    @Test func twoWorkersThenFinalizeEqualsOneRun() throws {
+        let dir = Fixtures.temporaryDirectory()
+        let single = try run(dir + "/single", .full)
+        #expect(single.finalized && single.shards.count == 5)
+        let first = try run(dir + "/split", .shards(index: 1, count: 2))
+        let second = try run(dir + "/split", .shards(index: 2, count: 2))
+        #expect(!first.finalized && first.shards.map(\.name).count == 3 && second.shards.count == 2)
+        #expect(FileManager.default.fileExists(atPath: dir + "/split/" + CheckpointConversion.stateDirectoryName))
+        _ = try run(dir + "/split", .finalize)
+        #expect(try files(dir + "/split") == files(dir + "/single"))
+    }
+
+    @Test func finalizeRefusesMissingOrDamagedShards() throws {
+        let dir = Fixtures.temporaryDirectory() + "/out"
+        _ = try run(dir, .shards(index: 1, count: 2))
+        #expect(throws: ConversionError.self) { try run(dir, .finalize) }
+        _ = try run(dir, .shards(index: 2, count: 2))
+        // Damage a finished shard: finalize must notice, resume must redo it.
+        let victim = dir + "/model-00002-of-00005.safetensors"
+        var bytes = Fixtures.readBytes(victim)
+        bytes[bytes.count - 1] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: victim))
+        #expect(throws: ConversionError.self) { try run(dir, .finalize) }
+        let resumed = try run(dir, .resume)
+        #expect(resumed.shards.filter { !$0.resumed }.map(\.name) == ["model-00002-of-00005.safetensors"])
+        let reference = Fixtures.temporaryDirectory() + "/ref"
+        _ = try run(reference, .full)
+        #expect(try files(dir) == files(reference))
+    }
+
+    @Test func resumeRefusesAForeignDirectoryOrOtherOptions() throws {
+        let dir = Fixtures.temporaryDirectory()
+        FileManager.default.createFile(atPath: dir + "/notes.txt", contents: Data("mine".utf8))
+        #expect(throws: ConversionError.self) { try run(dir, .resume) }
+        let out = Fixtures.temporaryDirectory() + "/out"
+        _ = try run(out, .shards(index: 1, count: 3))
+        let c = try Checkpoint(path: Fixtures.path("models/mixtral-f32-sharded"))
+        var other = ConversionOptions(target: .fp8)
+        other.scaleFormat = .ue8m0
+        #expect(throws: ConversionError.self) {
+            try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: other),
+                                         options: other, mode: .resume)
+        }
     }
 }

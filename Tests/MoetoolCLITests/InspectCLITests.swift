@@ -1,4 +1,5 @@
 import FixtureSupport
+import SafetensorsFormat
 import Foundation
 import StrictJSON
 import Testing
@@ -156,5 +157,69 @@ struct CLI {
         #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), Fixtures.path("models"), "--to", "fp8"]).status == 1)
         #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out]).status == 2)  // --to missing
         #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "int4"]).status == 2)
+    }
+}
+
+@Suite struct KilledConversion {
+    /// A sharded BF16 checkpoint big enough that a conversion takes a while.
+    func makeInput(_ dir: String) throws {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var weightMap: [String] = []
+        var total = 0
+        for shard in 1...6 {
+            let name = "model-0000\(shard)-of-00006.safetensors"
+            let tensor = "model.layers.\(shard).mlp.down_proj.weight"
+            var state = UInt32(shard)
+            let values: [UInt16] = (0..<(768 * 2048)).map { _ in
+                state = state &* 1_664_525 &+ 1_013_904_223
+                return UInt16(0x3C00 | (state >> 16) & 0x3FF) ^ UInt16((state >> 15) & 0x8000)
+            }
+            try SafetensorsWriter.write(to: dir + "/" + name,
+                                        tensors: [TensorSpec(name: tensor, dtype: .BF16, shape: [768, 2048])],
+                                        metadata: [(key: "format", value: "pt")]) { _, sink in
+                try values.withUnsafeBytes { try sink.write($0) }
+            }
+            weightMap.append("\"\(tensor)\": \"\(name)\"")
+            total += values.count * 2
+        }
+        let index = "{\"metadata\": {\"total_size\": \(total)}, \"weight_map\": {\(weightMap.joined(separator: ", "))}}"
+        try Data(index.utf8).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+    }
+
+    @Test func sigkillThenResumeIsByteIdentical() throws {
+        let dir = Fixtures.temporaryDirectory()
+        try makeInput(dir + "/in")
+        #expect(try CLI.run(["convert", dir + "/in", dir + "/reference", "--to", "fp8"]).status == 0)
+
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = ["convert", dir + "/in", dir + "/out", "--to", "fp8", "--threads", "1"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Kill as soon as the first shard is recorded as done (or give up after 60 s).
+        let state = dir + "/out/.moetool-convert"
+        let deadline = Date().addingTimeInterval(60)
+        while p.isRunning && Date() < deadline {
+            let done = (try? FileManager.default.contentsOfDirectory(atPath: state))?.filter { $0.hasSuffix(".done.json") } ?? []
+            if !done.isEmpty { break }
+            usleep(2_000)
+        }
+        let killedMidway = p.isRunning
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        #expect(killedMidway, "the conversion finished before it could be killed")
+        // Nothing half-written under a final name.
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out/model.safetensors.index.json"))
+        #expect(try CLI.run(["convert", dir + "/in", dir + "/out", "--to", "fp8"]).status == 1)  // not empty: needs --resume
+        let resumed = try CLI.run(["convert", dir + "/in", dir + "/out", "--to", "fp8", "--resume", "--json"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let shards = try JSONParser.parse(resumed.stdout).objectValue?["shards"]?.arrayValue ?? []
+        #expect(shards.contains { $0.objectValue?["resumed"] == .bool(true) })
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/reference").sorted()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/out").sorted() == names)
+        for name in names {
+            #expect(Fixtures.readBytes(dir + "/out/" + name) == Fixtures.readBytes(dir + "/reference/" + name), "\(name)")
+        }
     }
 }

@@ -1,4 +1,3 @@
-import Checkpoint
 import Crypto
 import SafetensorsFormat
 
