@@ -995,6 +995,11 @@ def build_quant():
     t[0, 0] = 0.05
     cases["tiny_128x256"] = t.bfloat16()
     cases["kv_a_576x256"] = (torch.randn(576, 256, generator=g) * 0.05).bfloat16()  # 576 rows: 4.5 blocks
+    cases["one_1x1"] = torch.tensor([[0.37]]).bfloat16()
+    h = torch.randn(129, 130, generator=g) * 1e30                                    # huge values, one near BF16 max
+    h[128, 129] = 3.3e38
+    cases["huge_129x130"] = h.bfloat16()
+    cases["subnormal_64x64"] = (torch.randn(64, 64, generator=g) * 1e-39).bfloat16()  # BF16 subnormal inputs
     inputs = {}
     expected = {}
     for name, x in cases.items():
@@ -1007,6 +1012,19 @@ def build_quant():
     save_file(inputs, str(QUANT / "inputs_bf16.safetensors"), metadata={"format": "pt"})
     save_file(expected, str(QUANT / "expected.safetensors"), metadata={"format": "pt"})
     build_quantized_checkpoint()
+    build_codec_tables()
+
+
+def build_codec_tables():
+    """Every BF16 code, and every F16 code, rounded to E4M3FN by ml_dtypes (after the saturating clamp the
+    block formula applies), and every float32 value of a BF16 code rounded back to BF16."""
+    codes = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    out = {}
+    for name, values in (("bf16", codes.view(ml_dtypes.bfloat16).astype(np.float32)),
+                         ("f16", codes.view(np.float16).astype(np.float32))):
+        clamped = np.clip(values, -448.0, 448.0)  # NaN stays NaN
+        out[f"{name}_to_e4m3"] = torch.from_numpy(clamped.astype(ml_dtypes.float8_e4m3fn).view(np.uint8).copy())
+    save_file(out, str(QUANT / "codec_tables.safetensors"), metadata={"format": "pt"})
 
 
 def quantizable(name, shape):

@@ -18,7 +18,7 @@ public enum FloatDecoding {
         let mantissa = Float(bits & 0x3FF)
         switch exponent {
         case 0: return sign * mantissa * 0x1p-24
-        case 0x1F: return mantissa == 0 ? sign * .infinity : .nan
+        case 0x1F: return mantissa == 0 ? sign * .infinity : (sign < 0 ? -.nan : .nan)  // NaN keeps its sign
         default: return sign * (1 + mantissa / 1024) * Float(sign: .plus, exponent: exponent - 15, significand: 1)
         }
     }
@@ -34,9 +34,9 @@ public enum FloatDecoding {
         let mantissa = Int(byte) & ((1 << mantissaBits) - 1)
         let maxExponent = (1 << exponentBits) - 1
         if ieeeSpecials && exponent == maxExponent {
-            return mantissa == 0 ? sign * .infinity : .nan
+            return mantissa == 0 ? sign * .infinity : (sign < 0 ? -.nan : .nan)
         }
-        if fnNaN && exponent == maxExponent && mantissa == (1 << mantissaBits) - 1 { return .nan }
+        if fnNaN && exponent == maxExponent && mantissa == (1 << mantissaBits) - 1 { return sign < 0 ? -.nan : .nan }
         let scale = Float(1 << mantissaBits)
         if exponent == 0 {
             return sign * Float(mantissa) / scale * Float(sign: .plus, exponent: 1 - bias, significand: 1)

@@ -39,8 +39,17 @@ final class ProgressBar: Sendable {
         let elapsed = max(Date().timeIntervalSince(start), 1e-3)
         let rate = Double(now) / elapsed / 1e6
         let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-        let line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(Int(rate)) MB/s"
+        var line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(formatMB(now)) \(Int(rate)) MB/s"
+        if now > 0 && now < total {
+            let remaining = elapsed * Double(total - now) / Double(now)
+            line += " ETA \(Int(remaining / 60)):" + String(format: "%02d", Int(remaining) % 60)
+        }
+        line += "   "
         FileHandleOutput.stderr(line)
+    }
+
+    private func formatMB(_ bytes: UInt64) -> String {
+        "\(bytes / 1_000_000)/\(total / 1_000_000) MB"
     }
 
     func finish() {

@@ -101,3 +101,36 @@ import Testing
         }
     }
 }
+
+/// Exhaustive over 16-bit inputs: every BF16 and every F16 code rounded to E4M3 equals
+/// ml_dtypes (after the formula's ±448 clamp), and every BF16 code survives float32.
+@Suite struct ExhaustiveCodecs {
+    static let tables = try! SafetensorsFile(path: Fixtures.path("quant/codec_tables.safetensors"))
+
+    @Test(arguments: ["bf16", "f16"])
+    func everySixteenBitCodeToE4M3(_ source: String) throws {
+        let t = try #require(Self.tables.tensor(named: "\(source)_to_e4m3"))
+        let expected = Array(Self.tables.data(t))
+        #expect(expected.count == 65536)
+        var mismatches = 0
+        for code in 0..<65536 {
+            let x = source == "bf16" ? FloatDecoding.bf16(UInt16(code)) : FloatDecoding.f16Table[code]
+            if FloatEncoding.e4m3(x) != expected[code] {
+                mismatches += 1
+                if mismatches <= 5 { Issue.record("\(source) 0x\(String(code, radix: 16)) = \(x): ours \(FloatEncoding.e4m3(x)), ml_dtypes \(expected[code])") }
+            }
+        }
+        #expect(mismatches == 0)
+    }
+
+    @Test func everyBF16CodeRoundTripsThroughFloat32() {
+        for code in 0..<65536 {
+            let c = UInt16(code)
+            let x = FloatDecoding.bf16(c)
+            // NaNs come back quiet (0x0040 set) with their sign and payload otherwise kept.
+            let expected = x.isNaN ? c | 0x0040 : c
+            #expect(FloatEncoding.bf16(x) == expected, "0x\(String(code, radix: 16))")
+            if FloatEncoding.bf16(x) != expected { return }
+        }
+    }
+}
