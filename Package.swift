@@ -24,8 +24,10 @@ let package = Package(
             name: "CJSONC", path: "Sources/CJSONC", pkgConfig: "json-c",
             providers: [.apt(["libjson-c-dev"])]),
 
-        // Number formats: narrow floats (BF16, F16, FP8 variants) decoded bit-exactly.
-        .target(name: "NumberFormats"),
+        // Vectorizable C loops for the FP8 block math (each has a scalar Swift twin the tests compare).
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // Number formats: narrow floats (BF16, F16, FP8 variants) decoded and rounded bit-exactly.
+        .target(name: "NumberFormats", dependencies: ["CKernels"]),
         // Strict JSON: exact integers, duplicate keys detected, bounded nesting.
         .target(name: "StrictJSON"),
         // The safetensors file format: dtypes, header validation, mapped reader, writer.
@@ -35,7 +37,7 @@ let package = Package(
             name: "Checkpoint",
             dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC", .product(name: "Crypto", package: "swift-crypto")]),
         // Conversion to and from the FP8 block format, streamed and atomic.
-        .target(name: "Conversion", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats"]),
+        .target(name: "Conversion", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels"]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
         .target(
             name: "Inspection",
@@ -45,7 +47,7 @@ let package = Package(
         .executableTarget(
             name: "moetool",
             dependencies: [
-                "Inspection", "Conversion", "Checkpoint", "SafetensorsFormat", "StrictJSON",
+                "Inspection", "Conversion", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

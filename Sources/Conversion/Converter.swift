@@ -1,3 +1,4 @@
+import CKernels
 import Checkpoint
 import NumberFormats
 import SafetensorsFormat
@@ -213,14 +214,27 @@ public enum Converter {
             let r1 = min(rows, r0 + bandRows)
             var values = [Float](repeating: 0, count: (r1 - r0) * cols)
             let first = r0 * cols
-            for i in 0..<values.count {
-                let k = first + i
+            values.withUnsafeMutableBufferPointer { out in
+                let n = out.count
+                guard n > 0 else { return }
                 switch dtype {
-                case .BF16: values[i] = FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self))
-                case .F16: values[i] = FloatDecoding.f16Table[Int(data.loadUnaligned(fromByteOffset: k * 2, as: UInt16.self))]
-                default: values[i] = data.loadUnaligned(fromByteOffset: k * 4, as: Float.self)
+                case .BF16:
+                    moe_bf16_to_f32(data.baseAddress! + first * 2, out.baseAddress!, n)
+                case .F16:
+                    FloatDecoding.f16Table.withUnsafeBufferPointer { table in
+                        for i in 0..<n {
+                            out[i] = table[Int(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self))]
+                        }
+                    }
+                default:
+                    UnsafeMutableRawPointer(out.baseAddress!).copyMemory(
+                        from: data.baseAddress! + first * 4, byteCount: n * 4)
                 }
             }
+            // Done with this band of the input: let its pages go.
+            let band = file.fileRange(w)
+            let lo = band.lowerBound + UInt64(first * dtype.bits / 8)
+            file.mapping.adviseDone(lo..<(lo + UInt64(values.count * dtype.bits / 8)))
             return values.withUnsafeBufferPointer {
                 BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format)
             }
@@ -260,6 +274,10 @@ public enum Converter {
             let r1 = min(rows, r0 + bandRows)
             let bandCodes = UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)])
             let bandScales = Array(scales[(band * gridCols)..<((band + 1) * gridCols)])
+            defer {
+                let range = file.fileRange(w)
+                file.mapping.adviseDone((range.lowerBound + UInt64(r0 * cols))..<(range.lowerBound + UInt64(r1 * cols)))
+            }
             return bandCodes.withMemoryRebound(to: UInt8.self) { c in
                 bandScales.withUnsafeBufferPointer { sc in
                     BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols)

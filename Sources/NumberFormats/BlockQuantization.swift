@@ -1,3 +1,5 @@
+import CKernels
+
 /// Facts of DeepSeek-V3's FP8 block format, defined once.
 public enum BlockQuantization {
     /// Weights are scaled in square blocks of this many rows and columns.
@@ -73,14 +75,9 @@ extension BlockQuantization {
                 for bc in 0..<gridCols {
                     let c0 = bc * block
                     let c1 = min(cols, c0 + block)
-                    var amax: Float = 0
                     var bad = 0
-                    for r in r0..<r1 {
-                        for c in c0..<c1 {
-                            let x = values[r * cols + c]
-                            if x.isFinite { amax = max(amax, abs(x)) } else { bad += 1 }
-                        }
-                    }
+                    let first = values.baseAddress! + r0 * cols + c0
+                    let amax = moe_block_amax(first, r1 - r0, c1 - c0, cols, &bad)
                     nonFinite += bad
                     if bad > 0 {
                         scales[br * gridCols + bc] = .nan
@@ -89,9 +86,7 @@ extension BlockQuantization {
                     }
                     let s = scale(amax: amax, format: format)
                     scales[br * gridCols + bc] = s
-                    for r in r0..<r1 {
-                        for c in c0..<c1 { out[r * cols + c] = FloatEncoding.e4m3(values[r * cols + c] / s) }
-                    }
+                    moe_block_encode_e4m3(first, r1 - r0, c1 - c0, cols, s, out.baseAddress! + r0 * cols + c0, cols)
                 }
             }
         }
@@ -106,11 +101,16 @@ extension BlockQuantization {
         precondition(scales.count == ((rows + block - 1) / block) * gridCols, "scales must cover the block grid")
         var out = [UInt16](repeating: 0, count: rows * cols)
         FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
-            for r in 0..<rows {
-                let scaleRow = (r / block) * gridCols
-                for c in 0..<cols {
-                    let s = scales[scaleRow + c / block]
-                    out[r * cols + c] = FloatEncoding.bf16(table[Int(codes[r * cols + c])] * s)
+            out.withUnsafeMutableBufferPointer { dst in
+                for r in 0..<rows {
+                    let scaleRow = (r / block) * gridCols
+                    var c0 = 0
+                    while c0 < cols {
+                        let n = min(block, cols - c0)
+                        moe_decode_e4m3_to_bf16(codes.baseAddress! + r * cols + c0, n, scales[scaleRow + c0 / block],
+                                                table.baseAddress!, dst.baseAddress! + r * cols + c0)
+                        c0 += n
+                    }
                 }
             }
         }

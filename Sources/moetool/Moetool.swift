@@ -1,4 +1,5 @@
 import ArgumentParser
+import CKernels
 
 #if canImport(Glibc)
 import Glibc
@@ -25,6 +26,7 @@ struct Moetool: ParsableCommand {
 @main
 enum Main {
     static func main() {
+        moe_keep_large_buffers()
         do {
             var command = try Moetool.parseAsRoot()
             try command.run()

@@ -1,0 +1,93 @@
+#include "CKernels.h"
+
+#include <string.h>
+
+static inline uint32_t bits_of(float f) {
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+static inline float float_of(uint32_t b) {
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+float moe_block_amax(const float *x, size_t rows, size_t cols, size_t stride, size_t *nonfinite) {
+    /* Non-negative floats order like their bit patterns: an integer max vectorizes without fast-math. */
+    uint32_t amax = 0;
+    size_t bad = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * stride;
+        uint32_t m = 0;
+        uint32_t b = 0;
+        for (size_t c = 0; c < cols; c++) {
+            uint32_t a = bits_of(row[c]) & 0x7fffffffu;
+            uint32_t finite = a < 0x7f800000u;
+            b += 1u - finite;
+            a = finite ? a : 0u;
+            m = a > m ? a : m;
+        }
+        amax = m > amax ? m : amax;
+        bad += b;
+    }
+    *nonfinite += bad;
+    return float_of(amax);
+}
+
+/* float32 -> E4M3FN, round to nearest even, saturating; see FloatEncoding.e4m3 in Swift. */
+static inline uint8_t e4m3(float f) {
+    uint32_t b = bits_of(f);
+    uint32_t sign = (b >> 24) & 0x80u;
+    uint32_t a = b & 0x7fffffffu;
+    /* Normal range: round the mantissa to 3 bits at bit 20, then rebias the exponent from 127 to 7. */
+    uint32_t rounded = a + 0x7ffffu + ((a >> 20) & 1u);
+    uint32_t code = (rounded >> 20) - 0x3c0u;
+    /* Below 2^-6: multiples of 2^-9; adding 1.5 * 2^23 leaves the rounded integer in the low bits. */
+    uint32_t sub = bits_of(float_of(a) * 512.0f + 12582912.0f) & 0xfu;
+    code = a < 0x3c800000u ? sub : code;
+    code = a >= 0x43e00000u ? 0x7eu : code;   /* |x| >= 448, infinities included */
+    code = a > 0x7f800000u ? 0x7fu : code;    /* NaN */
+    return (uint8_t)(code | sign);
+}
+
+void moe_block_encode_e4m3(const float *x, size_t rows, size_t cols, size_t stride, float s,
+                           uint8_t *out, size_t out_stride) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * stride;
+        uint8_t *dst = out + r * out_stride;
+        for (size_t c = 0; c < cols; c++) dst[c] = e4m3(row[c] / s);
+    }
+}
+
+void moe_bf16_to_f32(const void *in, float *out, size_t n) {
+    const unsigned char *p = (const unsigned char *)in;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, sizeof h);
+        out[i] = float_of((uint32_t)h << 16);
+    }
+}
+
+void moe_decode_e4m3_to_bf16(const uint8_t *codes, size_t n, float s, const float *table, uint16_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        float v = table[codes[i]] * s;
+        uint32_t b = bits_of(v);
+        /* Round to nearest even; NaN stays NaN (quiet). */
+        uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+        uint32_t nan = ((b >> 16) | 0x40u) & 0xffffu;
+        out[i] = (uint16_t)(((b & 0x7fffffffu) > 0x7f800000u) ? nan : rounded);
+    }
+}
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+void moe_keep_large_buffers(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
+}
