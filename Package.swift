@@ -37,7 +37,12 @@ let package = Package(
             name: "Checkpoint",
             dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC", .product(name: "Crypto", package: "swift-crypto")]),
         // Conversion to and from the FP8 block format, streamed and atomic.
-        .target(name: "Conversion", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels"]),
+        .target(
+            name: "Conversion",
+            dependencies: [
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
         .target(
             name: "Inspection",

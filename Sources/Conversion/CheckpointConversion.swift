@@ -127,14 +127,15 @@ public enum CheckpointConversion {
                     continue
                 }
                 let start = monotonicSeconds()
+                let digest: String
                 do {
-                    try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
+                    digest = try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
                 } catch let e as ConversionError {
                     throw e
                 } catch {
                     throw ConversionError(file: path, "\(error)")
                 }
-                try markDone(shard.name, output: output)
+                try markDone(shard.name, sha256: digest, output: output)
                 results.append(ShardResult(name: shard.name, bytesIn: inputBytes, bytesOut: shard.outputBytes,
                                            seconds: monotonicSeconds() - start, resumed: false))
             }
@@ -177,15 +178,8 @@ public enum CheckpointConversion {
         rmdir(state)
     }
 
-    /// Records a finished shard with its checksum (read back from disk, as it will be verified).
-    static func markDone(_ shard: String, output: String) throws(ConversionError) {
-        let path = output + "/" + shard
-        let digest: String
-        do {
-            digest = FileChecksum.sha256(try MappedFile(path: path))
-        } catch {
-            throw ConversionError(file: path, "cannot read back the written shard: \(error)")
-        }
+    /// Records a finished shard with the checksum of the bytes written (taken as they were written).
+    static func markDone(_ shard: String, sha256 digest: String, output: String) throws(ConversionError) {
         try writeText(JSONSerializer.pretty(.object(JSONObject([("shard", .string(shard)), ("sha256", .string(digest))]))),
                       to: markerPath(shard, output: output))
     }

@@ -1,5 +1,6 @@
 import CKernels
 import Checkpoint
+import Crypto
 import NumberFormats
 import SafetensorsFormat
 import StrictJSON
@@ -154,14 +155,18 @@ public enum Converter {
 
     /// Writes one output shard. Each quantized weight is processed in 128-row bands
     /// in parallel; memory holds one tensor's output at a time.
+    /// Returns the SHA-256 of the bytes written.
+    @discardableResult
     public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
-                                  options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws {
+                                  options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
+        var hasher = SHA256()
         // A quantized weight yields two tensors (codes and scales, written in either order):
         // keep its result until both are out.
         var pending: [String: (result: BlockQuantization.Quantized, served: Int)] = [:]
         var byName: [String: PlannedTensor] = [:]
         for t in shard.tensors { byName[t.spec.name] = t }
-        try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")]) {
+        try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
+                                    observe: { hasher.update(bufferPointer: $0) }) {
             info, sink in
             let planned = byName[info.name]!
             switch planned.source {
@@ -197,6 +202,7 @@ public enum Converter {
                 progress?(w.byteCount)
             }
         }
+        return hasher.finalize().map { String(format2: $0) }.joined()
     }
 
     /// Reads a BF16/F16/F32 weight as float32, 128 rows at a time, and block-quantizes it.
@@ -285,5 +291,13 @@ public enum Converter {
             }
         }
         return parts.flatMap { $0 }
+    }
+}
+
+extension String {
+    /// Two lowercase hex digits.
+    init(format2 byte: UInt8) {
+        let hex = Array("0123456789abcdef")
+        self = String([hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
     }
 }

@@ -28,6 +28,8 @@ public final class AtomicFile {
     private let bufferLimit = 1 << 20
     public private(set) var bytesWritten: UInt64 = 0
     private var finished = false
+    /// Sees every byte written, in order (to checksum a file while writing it).
+    public var observer: ((UnsafeRawBufferPointer) -> Void)?
 
     public init(path: String) throws {
         finalPath = path
@@ -59,6 +61,7 @@ public final class AtomicFile {
             if bytes.count >= bufferLimit { try writeAll(bytes) } else { buffer.append(contentsOf: bytes) }
         }
         bytesWritten += UInt64(bytes.count)
+        observer?(bytes)
     }
 
     public func write(_ bytes: [UInt8]) throws {

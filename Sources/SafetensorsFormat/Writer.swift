@@ -136,10 +136,12 @@ public enum SafetensorsWriter {
     @discardableResult
     public static func write(
         to path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?,
+        observe: ((UnsafeRawBufferPointer) -> Void)? = nil,
         produce: (TensorInfo, TensorSink) throws -> Void
     ) throws -> SafetensorsLayout {
         let layout = try SafetensorsLayout(tensors: tensors, metadata: metadata)
         let file = try AtomicFile(path: path)
+        file.observer = observe
         do {
             var prefix = UInt64(layout.headerJSON.count).littleEndian
             try withUnsafeBytes(of: &prefix) { try file.write($0) }
