@@ -171,23 +171,15 @@ private struct Tally {
     init() {}
 
     init(_ tensors: some Sequence<TensorInfo>) {
-        var order: [Int: Int] = [:]  // layer -> index into accs
+        var layerSlots = Interner<Int>()  // layer -> index into accs
         var accs: [LayerTally] = []
-        var layerOf: [Int] = []
         for t in tensors {
             let n = t.elementCount
             total += n
             let role = TensorRole.classify(t.name)
             guard let l = role.layer else { continue }
-            let slot: Int
-            if let existing = order[l] {
-                slot = existing
-            } else {
-                slot = accs.count
-                order[l] = slot
-                accs.append(LayerTally())
-                layerOf.append(l)
-            }
+            let slot = layerSlots.id(l)
+            if slot == accs.count { accs.append(LayerTally()) }
             accs[slot].params += n
             switch role.kind {
             case .routedExpert:
@@ -205,7 +197,7 @@ private struct Tally {
             default: break
             }
         }
-        for (slot, l) in layerOf.enumerated() { layers[l] = accs[slot] }
+        for (slot, l) in layerSlots.values.enumerated() { layers[l] = accs[slot] }
     }
 
     mutating func merge(_ o: Tally) {

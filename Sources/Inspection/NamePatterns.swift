@@ -30,10 +30,8 @@ public enum NamePatterns {
             var count: Int
             var firstName: String
         }
-        var templates: [String] = []
-        var templateIDs: [String: Int] = [:]
-        var shapes: [[UInt64]] = []
-        var shapeIDs: [[UInt64]: Int] = [:]
+        var templates = Interner<String>()
+        var shapes = Interner<[UInt64]>()
         var items: [Item] = []
         items.reserveCapacity(tensors.count)
         var templateBytes: [UInt8] = []
@@ -59,24 +57,8 @@ public enum NamePatterns {
                     start = i + 1
                 }
             }
-            let template = String(decoding: templateBytes, as: UTF8.self)
-            let templateID: Int
-            if let id = templateIDs[template] {
-                templateID = id
-            } else {
-                templateID = templates.count
-                templateIDs[template] = templateID
-                templates.append(template)
-            }
-            let shapeID: Int
-            if let id = shapeIDs[t.shape] {
-                shapeID = id
-            } else {
-                shapeID = shapes.count
-                shapeIDs[t.shape] = shapeID
-                shapes.append(t.shape)
-            }
-            items.append(Item(template: templateID, values: values, dtype: t.dtype, shape: shapeID, count: 1,
+            let templateID = templates.id(String(decoding: templateBytes, as: UTF8.self))
+            items.append(Item(template: templateID, values: values, dtype: t.dtype, shape: shapes.id(t.shape), count: 1,
                               firstName: t.name))
         }
         let maxPositions = items.map(\.values.count).max() ?? 0
@@ -115,7 +97,7 @@ public enum NamePatterns {
             var out = ""
             var valueIndex = 0
             var escaped = false
-            for c in templates[item.template].unicodeScalars {
+            for c in templates.values[item.template].unicodeScalars {
                 if escaped {
                     out.unicodeScalars.append(c)
                     escaped = false
@@ -128,7 +110,7 @@ public enum NamePatterns {
                     out.unicodeScalars.append(c)
                 }
             }
-            return NamePattern(pattern: out, dtype: item.dtype, shape: shapes[item.shape], count: item.count,
+            return NamePattern(pattern: out, dtype: item.dtype, shape: shapes.values[item.shape], count: item.count,
                                firstName: item.firstName)
         }
         return patterns.sorted { naturalLess($0.firstName, $1.firstName) }
