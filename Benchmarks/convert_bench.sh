@@ -46,6 +46,9 @@ printf '%-34s %8s %10s\n' "command" "wall (s)" "RSS (MiB)"
 run "moetool convert --to fp8" "$MOETOOL" convert "$SHARD_DIR" "$WORK/out" --to fp8 -q
 run "torch peer --to fp8" "$PYTHON" Benchmarks/peer_convert.py "$SHARD_DIR/model.safetensors" "$WORK/out.safetensors" --to fp8
 run "cp (the input)" cp "$SHARD_DIR/model.safetensors" "$WORK/cp.safetensors"
+# cp uses copy_file_range (an in-kernel copy); these two show what writing the bytes costs here.
+run "cp --reflink=never (the input)" cp --reflink=never "$SHARD_DIR/model.safetensors" "$WORK/cp.safetensors"
+run "dd 366 MB (the FP8 output size)" dd if=/dev/zero of="$WORK/cp.safetensors" bs=1M count=366 status=none
 
 # The FP8 result as input for the way back; the torch peer's own FP8 file must be the same bytes.
 rm -rf "$WORK/fp8" && "$MOETOOL" convert "$SHARD_DIR" "$WORK/fp8" --to fp8 -q > /dev/null
@@ -57,4 +60,6 @@ run "torch peer --to bf16" "$PYTHON" Benchmarks/peer_convert.py "$WORK/fp8/model
 ratio() { echo "scale=3; $1 / $2" | bc -l; }
 echo "torch/moetool --to fp8:  $(ratio "$RESULT_torch_peer___to_fp8" "$RESULT_moetool_convert___to_fp8")x"
 echo "moetool/cp --to fp8:     $(ratio "$RESULT_moetool_convert___to_fp8" "$RESULT_cp__the_input_")x"
+echo "moetool/cp --reflink=never --to fp8: $(ratio "$RESULT_moetool_convert___to_fp8" "$RESULT_cp___reflink_never__the_input_")x"
+echo "moetool/dd of the output size --to fp8: $(ratio "$RESULT_moetool_convert___to_fp8" "$RESULT_dd_366_MB__the_FP8_output_size_")x"
 echo "torch/moetool --to bf16: $(ratio "$RESULT_torch_peer___to_bf16" "$RESULT_moetool_convert___to_bf16")x"

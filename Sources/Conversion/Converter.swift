@@ -1,6 +1,7 @@
 import CKernels
 import Checkpoint
 import Crypto
+import Dispatch
 import NumberFormats
 import SafetensorsFormat
 import StrictJSON
@@ -160,11 +161,32 @@ public enum Converter {
     public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
                                   options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
         var hasher = SHA256()
-        // A quantized weight yields two tensors (codes and scales, written in either order):
-        // keep its result until both are out.
-        var pending: [String: (result: BlockQuantization.Quantized, served: Int)] = [:]
         var byName: [String: PlannedTensor] = [:]
         for t in shard.tensors { byName[t.spec.name] = t }
+        // The heavy tensors in the order the writer will ask for them, so that the next one is
+        // computed (on all cores) while the current one is written and checksummed.
+        let order = try SafetensorsLayout(tensors: shard.tensors.map(\.spec), metadata: nil).tensors.map(\.name)
+        var jobs: [@Sendable () throws -> ComputedTensor] = []
+        var jobOfWeight: [String: Int] = [:]
+        for name in order {
+            switch byName[name]!.source {
+            case .codes(let fi, let w), .scales(let fi, let w):
+                guard jobOfWeight[w.name] == nil else { continue }
+                jobOfWeight[w.name] = jobs.count
+                let file = checkpoint.files[fi]
+                jobs.append { .quantized(try quantize(w, in: file, options: options)) }
+            case .dequantized(let wf, let w, let sf, let sc):
+                jobOfWeight[w.name] = jobs.count
+                let (file, scaleFile) = (checkpoint.files[wf], checkpoint.files[sf])
+                jobs.append { .bf16(dequantize(w, in: file, scale: sc, in: scaleFile, options: options)) }
+            case .copy:
+                break
+            }
+        }
+        let pipeline = Lookahead(jobs)
+        defer { pipeline.drain() }
+        // A quantized weight yields two tensors (codes and scales): keep its result until both are out.
+        var current: (weight: String, product: ComputedTensor, served: Int)? = nil
         try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
                                     observe: { hasher.update(bufferPointer: $0) }) {
             info, sink in
@@ -183,21 +205,21 @@ public enum Converter {
                     progress?(UInt64(n))
                     offset += n
                 }
-            case .codes(let fi, let w), .scales(let fi, let w):
-                if pending[w.name] == nil {
-                    pending[w.name] = (try quantize(w, in: checkpoint.files[fi], options: options), 0)
+            case .codes(_, let w), .scales(_, let w):
+                if current?.weight != w.name {
+                    current = (w.name, try pipeline.take(jobOfWeight[w.name]!), 0)
                 }
-                let q = pending[w.name]!.result
+                guard case .quantized(let q) = current!.product else { fatalError("job kind mismatch") }
                 if case .codes = planned.source {
                     try q.codes.withUnsafeBytes { try sink.write($0) }
                     progress?(w.byteCount)
                 } else {
                     try q.scales.withUnsafeBytes { try sink.write($0) }
                 }
-                pending[w.name]!.served += 1
-                if pending[w.name]!.served == 2 { pending[w.name] = nil }
-            case .dequantized(let wf, let w, let sf, let s):
-                let bf16 = dequantize(w, in: checkpoint.files[wf], scale: s, in: checkpoint.files[sf], options: options)
+                current!.served += 1
+                if current!.served == 2 { current = nil }
+            case .dequantized(_, let w, _, _):
+                guard case .bf16(let bf16) = try pipeline.take(jobOfWeight[w.name]!) else { fatalError("job kind mismatch") }
                 try bf16.withUnsafeBytes { try sink.write($0) }
                 progress?(w.byteCount)
             }
@@ -275,22 +297,23 @@ public enum Converter {
                 : FloatDecoding.bf16(scaleData.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
         }
         let bands = (rows + bandRows - 1) / bandRows
-        let parts = parallelMap(bands, threads: options.threads) { band -> [UInt16] in
-            let r0 = band * bandRows
-            let r1 = min(rows, r0 + bandRows)
-            let bandCodes = UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)])
-            let bandScales = Array(scales[(band * gridCols)..<((band + 1) * gridCols)])
-            defer {
+        return [UInt16](unsafeUninitializedCapacity: rows * cols) { out, count in
+            nonisolated(unsafe) let out = out  // each band writes its own rows
+            _ = parallelMap(bands, threads: options.threads) { band in
+                let r0 = band * bandRows
+                let r1 = min(rows, r0 + bandRows)
+                let bandCodes = UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)])
                 let range = file.fileRange(w)
-                file.mapping.adviseDone((range.lowerBound + UInt64(r0 * cols))..<(range.lowerBound + UInt64(r1 * cols)))
-            }
-            return bandCodes.withMemoryRebound(to: UInt8.self) { c in
-                bandScales.withUnsafeBufferPointer { sc in
-                    BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols)
+                defer { file.mapping.adviseDone((range.lowerBound + UInt64(r0 * cols))..<(range.lowerBound + UInt64(r1 * cols))) }
+                bandCodes.withMemoryRebound(to: UInt8.self) { c in
+                    scales[(band * gridCols)..<((band + 1) * gridCols)].withUnsafeBufferPointer { sc in
+                        BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols,
+                                                           into: UnsafeMutableBufferPointer(rebasing: out[(r0 * cols)..<(r1 * cols)]))
+                    }
                 }
             }
+            count = rows * cols
         }
-        return parts.flatMap { $0 }
     }
 }
 
@@ -299,5 +322,58 @@ extension String {
     init(format2 byte: UInt8) {
         let hex = Array("0123456789abcdef")
         self = String([hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+    }
+}
+
+/// The bytes of one converted tensor.
+enum ComputedTensor: Sendable {
+    case quantized(BlockQuantization.Quantized)
+    case bf16([UInt16])
+}
+
+/// Runs a list of jobs in order, one ahead of the consumer: `take(k)` returns job k's
+/// result (computing it now if it was not started) and starts job k + 1 in the background.
+/// At most two results exist at once.
+final class Lookahead: @unchecked Sendable {
+    private let jobs: [@Sendable () throws -> ComputedTensor]
+    private var inFlight: (index: Int, done: DispatchSemaphore, box: ResultBox)?
+
+    final class ResultBox: @unchecked Sendable {
+        var result: Result<ComputedTensor, Error>?
+    }
+
+    init(_ jobs: [@Sendable () throws -> ComputedTensor]) {
+        self.jobs = jobs
+    }
+
+    func take(_ index: Int) throws -> ComputedTensor {
+        let result: Result<ComputedTensor, Error>
+        if let f = inFlight, f.index == index {
+            f.done.wait()
+            result = f.box.result!
+            inFlight = nil
+        } else {
+            drain()
+            result = Result { try jobs[index]() }
+        }
+        if index + 1 < jobs.count {
+            let box = ResultBox()
+            let done = DispatchSemaphore(value: 0)
+            let job = jobs[index + 1]
+            DispatchQueue.global().async {
+                box.result = Result { try job() }
+                done.signal()
+            }
+            inFlight = (index + 1, done, box)
+        }
+        return try result.get()
+    }
+
+    /// Waits for a job still running (its result is dropped).
+    func drain() {
+        if let f = inFlight {
+            f.done.wait()
+            inFlight = nil
+        }
     }
 }

@@ -96,24 +96,33 @@ extension BlockQuantization {
     /// Dequantizes to BF16: `bf16_RNE(float32(e4m3(q)) * s)` for each element.
     public static func dequantizeToBF16(codes: UnsafeBufferPointer<UInt8>, scales: UnsafeBufferPointer<Float>,
                                         rows: Int, cols: Int, block: Int = blockSize) -> [UInt16] {
+        [UInt16](unsafeUninitializedCapacity: rows * cols) { dst, count in
+            dequantizeToBF16(codes: codes, scales: scales, rows: rows, cols: cols, block: block, into: dst)
+            count = rows * cols
+        }
+    }
+
+    /// Dequantizes rows x cols codes into `dst` (rows x cols elements); `scales` covers the block
+    /// grid of these rows, which start on a block boundary.
+    public static func dequantizeToBF16(codes: UnsafeBufferPointer<UInt8>, scales: UnsafeBufferPointer<Float>,
+                                        rows: Int, cols: Int, block: Int = blockSize,
+                                        into dst: UnsafeMutableBufferPointer<UInt16>) {
         precondition(codes.count == rows * cols, "codes must hold rows x cols elements")
+        precondition(dst.count >= rows * cols, "the destination must hold rows x cols elements")
         let gridCols = (cols + block - 1) / block
         precondition(scales.count == ((rows + block - 1) / block) * gridCols, "scales must cover the block grid")
-        var out = [UInt16](repeating: 0, count: rows * cols)
+        guard rows > 0, cols > 0 else { return }
         FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
-            out.withUnsafeMutableBufferPointer { dst in
-                for r in 0..<rows {
-                    let scaleRow = (r / block) * gridCols
-                    var c0 = 0
-                    while c0 < cols {
-                        let n = min(block, cols - c0)
-                        moe_decode_e4m3_to_bf16(codes.baseAddress! + r * cols + c0, n, scales[scaleRow + c0 / block],
-                                                table.baseAddress!, dst.baseAddress! + r * cols + c0)
-                        c0 += n
-                    }
+            for r in 0..<rows {
+                let scaleRow = (r / block) * gridCols
+                var c0 = 0
+                while c0 < cols {
+                    let n = min(block, cols - c0)
+                    moe_decode_e4m3_to_bf16(codes.baseAddress! + r * cols + c0, n, scales[scaleRow + c0 / block],
+                                            table.baseAddress!, dst.baseAddress! + r * cols + c0)
+                    c0 += n
                 }
             }
         }
-        return out
     }
 }
