@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Checkpoint", targets: ["Checkpoint"]),
         .library(name: "Inspection", targets: ["Inspection"]),
         .library(name: "Conversion", targets: ["Conversion"]),
+        .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,10 +50,12 @@ let package = Package(
             dependencies: [
                 "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats",
             ]),
+        // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
+        .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "StrictJSON", "CZstd"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
-                "Inspection", "Conversion", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
+                "Inspection", "Conversion", "ExpertPlacement", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -68,6 +71,7 @@ let package = Package(
         .testTarget(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]
 )

@@ -1,0 +1,229 @@
+import StrictJSON
+
+/// Placement documents: moetool's own (schema moetool.placement/1: EPLB's three maps, the
+/// deployment and the metrics) and SGLang's `--init-expert-location` file
+/// (`physical_to_logical_map` [layer][slot]).
+public enum PlacementFile {
+    public static let schema = "moetool.placement/1"
+
+    static func ints(_ v: [Int]) -> JSONValue { .array(v.map { .number(JSONNumber($0)) }) }
+    static func num(_ v: Double) -> JSONValue { .number(JSONNumber(text: format(v))) }
+
+    /// Shortest round-trip text for metrics, rounded to 6 significant decimals.
+    static func format(_ v: Double) -> String {
+        guard v.isFinite else { return "0" }
+        let rounded = (v * 1e6).rounded() / 1e6
+        return JSONNumber(rounded).text
+    }
+
+    public static func moetool(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONValue {
+        let t = plan.request.topology
+        let width = plan.log2phyWidth
+        var o = JSONObject()
+        o.append("schema", .string(schema))
+        o.append("algorithm", .string(plan.request.algorithm.rawValue))
+        o.append("num_layers", .number(JSONNumber(plan.layers.count)))
+        o.append("num_logical_experts", .number(JSONNumber(t.experts)))
+        o.append("num_physical_experts", .number(JSONNumber(t.slots)))
+        o.append("num_groups", .number(JSONNumber(t.groups)))
+        o.append("num_nodes", .number(JSONNumber(t.nodes)))
+        o.append("num_gpus", .number(JSONNumber(t.gpus)))
+        o.append("gpus_per_node", .number(JSONNumber(t.gpusPerNode)))
+        o.append("slots_per_gpu", .number(JSONNumber(t.slotsPerGPU)))
+        o.append("policy", .array(plan.layers.map { .string($0.policy.rawValue) }))
+        o.append("phy2log", .array(plan.layers.map { ints($0.placement.phy2log) }))
+        o.append("log2phy", .array(plan.layers.map { .array($0.placement.log2phy(width: width).map(ints)) }))
+        o.append("logcnt", .array(plan.layers.map { ints($0.placement.logcnt) }))
+        o.append("metrics", PlanReport.metricsJSON(plan, bytesPerExpert: bytesPerExpert))
+        return .object(o)
+    }
+
+    public static func sglang(_ plan: Plan) -> JSONValue {
+        .object(JSONObject([("physical_to_logical_map", .array(plan.layers.map { ints($0.placement.phy2log) }))]))
+    }
+
+    /// Reads a deployed placement (either format) and checks it against the plan's shape.
+    public static func read(path: String, topology t: Topology, layers: Int) throws(PlacementError) -> [LayerPlacement] {
+        let bytes = try LoadProfile.readFile(path)
+        let doc: JSONValue
+        do {
+            doc = try JSONParser.parse(bytes, maxDepth: 16)
+        } catch {
+            throw .badInput("\(path): invalid JSON: \(error)")
+        }
+        guard let o = doc.objectValue, let maps = (o["phy2log"] ?? o["physical_to_logical_map"])?.arrayValue else {
+            throw .badInput("\(path): no \"phy2log\" or \"physical_to_logical_map\": not a placement")
+        }
+        guard maps.count == layers else {
+            throw .badInput("\(path): \(maps.count) layers, but the profile has \(layers)")
+        }
+        var out: [LayerPlacement] = []
+        for (i, m) in maps.enumerated() {
+            guard let slots = m.arrayValue, slots.count == t.slots else {
+                throw .badInput("\(path): layer \(i) must list \(t.slots) slots")
+            }
+            var phy2log: [Int] = []
+            for (s, v) in slots.enumerated() {
+                guard let e = v.uint64Value, e < UInt64(t.experts) else {
+                    throw .badInput("\(path): layer \(i) slot \(s): \(v) is not an expert index below \(t.experts)")
+                }
+                phy2log.append(Int(e))
+            }
+            let p = LayerPlacement(phy2log: phy2log, experts: t.experts)
+            if let missing = p.logcnt.firstIndex(of: 0) {
+                throw .badInput("\(path): layer \(i) has no slot for expert \(missing)")
+            }
+            out.append(p)
+        }
+        return out
+    }
+}
+
+/// What plan-experts tells its user: balance, its lower bound, traffic, replicas and moves,
+/// next to the EPLB baseline's figures under the same policies.
+public struct PlanReport {
+    public let plan: Plan
+    public let baseline: Plan?
+    public let bytesPerExpert: UInt64?
+    public let seconds: Double
+    public let profile: String
+    public let output: String?
+
+    public init(plan: Plan, baseline: Plan?, bytesPerExpert: UInt64?, seconds: Double, profile: String, output: String?) {
+        self.plan = plan
+        self.baseline = baseline
+        self.bytesPerExpert = bytesPerExpert
+        self.seconds = seconds
+        self.profile = profile
+        self.output = output
+    }
+
+    static func summary(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONObject {
+        let t = plan.request.topology
+        let num = PlacementFile.num
+        var o = JSONObject()
+        o.append("mean_imbalance", num(plan.meanImbalance))
+        o.append("worst_imbalance", num(plan.worstImbalance))
+        o.append("mean_balancedness", num(plan.layers.map { 1 / $0.metrics.imbalance }.reduce(0, +) / Double(max(plan.layers.count, 1))))
+        o.append("mean_node_imbalance", num(plan.meanNodeImbalance))
+        o.append("mean_gap_to_lower_bound", num(plan.meanGap))
+        o.append("worst_gap_to_lower_bound", num(plan.worstGap))
+        o.append("colocated_duplicates", .number(JSONNumber(plan.duplicates)))
+        o.append("redundant_replicas", .number(JSONNumber(t.redundantSlots * plan.layers.count)))
+        if let bytesPerExpert {
+            o.append("bytes_per_expert", .number(JSONNumber(bytesPerExpert)))
+            o.append("redundant_bytes", .number(JSONNumber(bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count))))
+            o.append("redundant_bytes_per_gpu", .number(JSONNumber(bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count) / UInt64(t.gpus))))
+        }
+        o.append("nodes_per_token", plan.meanNodesPerToken.map(num) ?? .null)
+        o.append("moved_slots", plan.moved.map { .number(JSONNumber($0)) } ?? .null)
+        o.append("hierarchical_layers", .number(JSONNumber(plan.layers.filter { $0.policy == .hierarchical }.count)))
+        return o
+    }
+
+    static func metricsJSON(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONValue {
+        var o = summary(plan, bytesPerExpert: bytesPerExpert)
+        let num = PlacementFile.num
+        o.append("layers", .array(plan.layers.enumerated().map { i, l in
+            var m = JSONObject()
+            m.append("layer", .number(JSONNumber(i)))
+            m.append("policy", .string(l.policy.rawValue))
+            m.append("imbalance", num(l.metrics.imbalance))
+            m.append("node_imbalance", num(l.metrics.nodeImbalance))
+            m.append("max_gpu_load", num(l.metrics.maxGPULoad))
+            m.append("mean_gpu_load", num(l.metrics.meanGPULoad))
+            m.append("lower_bound", num(l.metrics.lowerBound))
+            m.append("gap_to_lower_bound", num(l.metrics.gap))
+            m.append("colocated_duplicates", .number(JSONNumber(l.metrics.colocatedDuplicates)))
+            m.append("nodes_per_token", l.metrics.nodesPerToken.map(num) ?? .null)
+            m.append("moved_slots", l.moved.map { .number(JSONNumber($0)) } ?? .null)
+            return .object(m)
+        }))
+        return .object(o)
+    }
+
+    public func json() -> JSONValue {
+        let t = plan.request.topology
+        var o = JSONObject()
+        o.append("schema", "moetool.plan-experts/1")
+        o.append("profile", .string(profile))
+        o.append("output", output.map { .string($0) } ?? .null)
+        o.append("algorithm", .string(plan.request.algorithm.rawValue))
+        o.append("policy", .string(plan.request.policy?.rawValue ?? "auto"))
+        o.append("layers", .number(JSONNumber(plan.layers.count)))
+        o.append("experts", .number(JSONNumber(t.experts)))
+        o.append("slots", .number(JSONNumber(t.slots)))
+        o.append("gpus", .number(JSONNumber(t.gpus)))
+        o.append("nodes", .number(JSONNumber(t.nodes)))
+        o.append("groups", .number(JSONNumber(t.groups)))
+        o.append("seconds", PlacementFile.num(seconds))
+        o.append("metrics", PlanReport.metricsJSON(plan, bytesPerExpert: bytesPerExpert))
+        o.append("baseline", baseline.map { .object(PlanReport.summary($0, bytesPerExpert: nil)) } ?? .null)
+        return .object(o)
+    }
+
+    public func text() -> String {
+        let t = plan.request.topology
+        func f(_ v: Double, _ digits: Int = 4) -> String {
+            let scale = pow10(digits)
+            let r = (v * scale).rounded() / scale
+            var s = "\(r)"
+            if let dot = s.firstIndex(of: ".") {
+                let decimals = s.distance(from: dot, to: s.endIndex) - 1
+                if decimals < digits { s += String(repeating: "0", count: digits - decimals) }
+            }
+            return s
+        }
+        func pct(_ v: Double) -> String { f(v * 100, 2) + "%" }
+        var out = "\(profile): \(plan.layers.count) layers x \(t.experts) experts -> \(t.slots) slots on \(t.gpus) GPUs"
+        out += " (\(t.nodes) node\(t.nodes == 1 ? "" : "s") x \(t.gpusPerNode)), \(t.groups) group\(t.groups == 1 ? "" : "s")\n"
+        let policies = Set(plan.layers.map(\.policy))
+        let policyText = policies.count == 1 ? policies.first!.rawValue : "auto (\(plan.layers.filter { $0.policy == .hierarchical }.count) hierarchical, \(plan.layers.filter { $0.policy == .global }.count) global layers)"
+        out += "algorithm \(plan.request.algorithm.rawValue), policy \(policyText), \(f(seconds * 1000, 1)) ms\n\n"
+        var rows: [(String, String, String?)] = []
+        let b = baseline
+        rows.append(("imbalance (max/mean GPU), mean", f(plan.meanImbalance), b.map { f($0.meanImbalance) }))
+        rows.append(("imbalance, worst layer", f(plan.worstImbalance), b.map { f($0.worstImbalance) }))
+        rows.append(("node imbalance, mean", f(plan.meanNodeImbalance), b.map { f($0.meanNodeImbalance) }))
+        rows.append(("gap to lower bound, mean", pct(plan.meanGap), b.map { pct($0.meanGap) }))
+        rows.append(("gap to lower bound, worst", pct(plan.worstGap), b.map { pct($0.worstGap) }))
+        rows.append(("co-located duplicate replicas", "\(plan.duplicates)", b.map { "\($0.duplicates)" }))
+        if let n = plan.meanNodesPerToken {
+            rows.append(("nodes per token (estimate)", f(n, 3), b.flatMap { $0.meanNodesPerToken.map { f($0, 3) } }))
+        }
+        if let moved = plan.moved { rows.append(("slots changed from --previous", "\(moved)", nil)) }
+        out += "                                    " + "moetool".leftPadded(10) + (b != nil ? "eplb".leftPadded(10) : "") + "\n"
+        if plan.request.algorithm == .eplb { out = out.replacingFirst("moetool", with: "   eplb") }
+        for (name, ours, theirs) in rows {
+            out += name.padding(36) + ours.leftPadded(10) + (theirs?.leftPadded(10) ?? "") + "\n"
+        }
+        out += "\nreplicas: \(t.redundantSlots) redundant per layer, \(t.redundantSlots * plan.layers.count) in all"
+        if let bytesPerExpert {
+            let total = bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count)
+            out += "; \(gib(total)) GiB (\(gib(total / UInt64(t.gpus))) GiB per GPU at \(f(Double(bytesPerExpert) / 1_048_576, 1)) MiB per expert)"
+        }
+        out += "\n"
+        if let output { out += "wrote \(output)\n" }
+        return out
+    }
+
+    private func gib(_ b: UInt64) -> String {
+        let v = (Double(b) / 1_073_741_824 * 100).rounded() / 100
+        return "\(v)"
+    }
+
+    private func pow10(_ d: Int) -> Double {
+        var r = 1.0
+        for _ in 0..<d { r *= 10 }
+        return r
+    }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+    func padding(_ n: Int) -> String { count >= n ? self + " " : self + String(repeating: " ", count: n - count) }
+    func replacingFirst(_ a: String, with b: String) -> String {
+        guard let r = range(of: a) else { return self }
+        return replacingCharacters(in: r, with: b)
+    }
+}

@@ -1,0 +1,293 @@
+/// moetool's placement (`--algorithm moetool`): for each layer,
+/// 1. (hierarchical) a search over ways to put whole expert groups on nodes, scored by the
+///    best heaviest GPU each node could reach;
+/// 2. replicas per expert by min-max load per replica (capped at one per GPU of the node),
+///    then moved one at a time while that lowers the heaviest GPU after packing;
+/// 3. packing with no two replicas of an expert on one GPU, improved by swaps;
+/// and the same swaps run from EPLB's own placement: the better of the two is kept, so the
+/// result is never worse than the baseline.
+public enum Planner {
+    public static func place(_ loads: [Double], topology t: Topology, policy: Policy) -> LayerPlacement {
+        let nodesUsed = policy == .global ? 1 : t.nodes
+        let groupsUsed = policy == .global ? 1 : t.groups
+        let own: LayerPlacement
+        if nodesUsed == 1 {
+            own = assemble(nodeExperts: [Array(0..<t.experts)], loads: loads, topology: t, nodes: 1)
+        } else {
+            let groupLoads = (0..<groupsUsed).map { g in
+                (0..<t.expertsPerGroup).reduce(0.0) { $0 + loads[g * t.expertsPerGroup + $1] }
+            }
+            var candidates = groupAssignments(groupLoads: groupLoads, loads: loads, topology: t)
+            let eplbParts = eplbGroupAssignment(groupLoads: groupLoads, nodes: t.nodes)
+            let canonical = { (parts: [[Int]]) in Set(parts.map { Set($0) }) }
+            if !candidates.contains(where: { canonical($0.parts) == canonical(eplbParts) }) {
+                candidates.append((eplbParts, -Double.infinity))
+            }
+            var bestPlacement: LayerPlacement? = nil
+            var bestPeak = Double.infinity
+            for (parts, score) in candidates {
+                // An assignment whose best possible heaviest GPU is no lighter cannot win.
+                if score >= bestPeak { continue }
+                let nodeExperts = parts.map { groups in groups.flatMap { g in (0..<t.expertsPerGroup).map { g * t.expertsPerGroup + $0 } } }
+                let p = assemble(nodeExperts: nodeExperts, loads: loads, topology: t, nodes: t.nodes)
+                let peak = PlacementMetrics.gpuLoads(p, loads: loads, topology: t).max() ?? 0
+                if peak < bestPeak { bestPeak = peak; bestPlacement = p }
+            }
+            own = bestPlacement!
+        }
+        // EPLB's placement, with its co-located duplicates swapped apart and then improved,
+        // when ours is not already at least as good.
+        let baseline = EPLBBaseline.place(loads, topology: t, policy: policy)
+        let ownPeak = PlacementMetrics.gpuLoads(own, loads: loads, topology: t).max() ?? 0
+        let baselinePeak = PlacementMetrics.gpuLoads(baseline, loads: loads, topology: t).max() ?? 0
+        if ownPeak <= baselinePeak { return own }
+        let improved = improveWithinNodes(baseline, loads: loads, topology: t, nodes: nodesUsed)
+        let improvedPeak = PlacementMetrics.gpuLoads(improved, loads: loads, topology: t).max() ?? 0
+        let ownDup = PlacementMetrics.colocatedDuplicates(own, topology: t)
+        let improvedDup = PlacementMetrics.colocatedDuplicates(improved, topology: t)
+        if (improvedDup, improvedPeak) < (ownDup, ownPeak) { return improved }
+        return own
+    }
+
+    /// Replicas per expert minimising the heaviest load per replica; no expert gets more than
+    /// `cap` (one per GPU) unless the slots leave no other choice. Ties: the lowest index.
+    static func allocate(_ loads: [Double], slots: Int, cap: Int) -> [Int] {
+        var count = [Int](repeating: 1, count: loads.count)
+        for _ in loads.count..<slots {
+            var best = -1
+            for j in loads.indices where count[j] < cap {
+                if best < 0 || loads[j] * Double(count[best]) > loads[best] * Double(count[j]) { best = j }
+            }
+            if best < 0 {  // every expert at the cap
+                best = loads.indices.max { loads[$0] / Double(count[$0]) < loads[$1] / Double(count[$1]) }!
+            }
+            count[best] += 1
+        }
+        return count
+    }
+
+    /// The smallest achievable heaviest per-replica load for `slots` replicas.
+    public static func minMaxPerReplica(_ loads: [Double], slots: Int) -> Double {
+        let count = allocate(loads, slots: slots, cap: Int.max)
+        return loads.indices.map { loads[$0] / Double(count[$0]) }.max() ?? 0
+    }
+
+    /// Plans one node: its experts (global ids), its slots and GPUs; returns each GPU's experts.
+    static func planNode(experts: [Int], loads allLoads: [Double], gpus: Int, slotsPerGPU: Int) -> [[Int]] {
+        let loads = experts.map { allLoads[$0] }
+        let slots = gpus * slotsPerGPU
+        // No packing of any replica counts beats the mean GPU load, and none of these counts
+        // beats its heaviest replica. Packing stops within 0.01% of the bound for any counts,
+        // the search over counts within 0.1%: closer is below the noise of any load profile.
+        let mean = loads.reduce(0, +) / Double(gpus)
+        func bound(_ count: [Int]) -> Double {
+            max(mean, loads.indices.map { loads[$0] / Double(count[$0]) }.max() ?? 0)
+        }
+        let lightestPeak = minMaxPerReplica(loads, slots: slots)
+        let lowest = max(mean, lightestPeak)
+        let floor = lowest * (1 + 1e-4)
+        var count = allocate(loads, slots: slots, cap: gpus)
+        var best = pack(loads, count: count, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
+        // Move single replicas toward the experts on the heaviest GPU while that helps.
+        var attempts = 0
+        search: while attempts < 32, best.maxLoad > lowest * (1 + 1e-3) {
+            var heaviest = 0
+            for g in best.gpuLoad.indices where best.gpuLoad[g] > best.gpuLoad[heaviest] { heaviest = g }
+            let onTop = best.items[heaviest].map { best.expert[$0] }.sorted {
+                loads[$0] / Double(count[$0]) > loads[$1] / Double(count[$1])
+            }
+            for receiver in onTop where count[receiver] < gpus {
+                // The donor whose load per replica grows least when it gives one up.
+                var donor = -1
+                for j in loads.indices where j != receiver && count[j] > 1 {
+                    if donor < 0 || loads[j] * Double(count[donor] - 1) < loads[donor] * Double(count[j] - 1) { donor = j }
+                }
+                guard donor >= 0 else { break search }
+                attempts += 1
+                var trial = count
+                trial[receiver] += 1
+                trial[donor] -= 1
+                // These counts cannot help if their heaviest replica is already too heavy.
+                if bound(trial) >= best.maxLoad * (1 - 1e-12) { continue }
+                let p = pack(loads, count: trial, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
+                if p.maxLoad < best.maxLoad * (1 - 1e-12) {
+                    best = p
+                    count = trial
+                    continue search
+                }
+            }
+            break
+        }
+        // Still short of the bound: counts from a target per-replica load T (each expert split
+        // until its replicas are at most T), the slots left over going either to the heaviest
+        // replicas or, as small fillers, to the lightest experts. Low targets first.
+        if best.maxLoad > lowest * (1 + 1e-3) {
+            var targets = Set<Double>()
+            for w in loads {
+                for j in 1...min(gpus, 8) where w / Double(j) >= lightestPeak && w / Double(j) < best.maxLoad {
+                    targets.insert(w / Double(j))
+                }
+            }
+            for target in targets.sorted().prefix(24) {
+                var base = loads.map { w in min(gpus, max(1, Int((w / target * (1 - 1e-12)).rounded(.up)))) }
+                var left = slots - base.reduce(0, +)
+                guard left >= 0 else { continue }
+                var fillers = base
+                while left > 0 {
+                    var heavy = -1, light = -1
+                    for j in loads.indices {
+                        if base[j] < gpus, heavy < 0 || loads[j] * Double(base[heavy]) > loads[heavy] * Double(base[j]) { heavy = j }
+                        if fillers[j] < gpus, light < 0 || loads[j] * Double(fillers[light]) < loads[light] * Double(fillers[j]) { light = j }
+                    }
+                    guard heavy >= 0, light >= 0 else { break }
+                    base[heavy] += 1
+                    fillers[light] += 1
+                    left -= 1
+                }
+                guard left == 0 else { continue }
+                for trial in [base, fillers] where bound(trial) < best.maxLoad * (1 - 1e-12) {
+                    let p = pack(loads, count: trial, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
+                    if p.maxLoad < best.maxLoad * (1 - 1e-12) {
+                        best = p
+                        count = trial
+                    }
+                }
+                if best.maxLoad <= lowest * (1 + 1e-3) { break }
+            }
+        }
+        return best.items.map { slots in
+            slots.sorted { best.load[$0] > best.load[$1] || (best.load[$0] == best.load[$1] && $0 < $1) }
+                .map { experts[best.expert[$0]] }
+        }
+    }
+
+    static func pack(_ loads: [Double], count: [Int], gpus: Int, slotsPerGPU: Int, goodEnough: Double = 0) -> Packing {
+        var expert: [Int] = []
+        var load: [Double] = []
+        for (j, c) in count.enumerated() {
+            for _ in 0..<c {
+                expert.append(j)
+                load.append(loads[j] / Double(c))
+            }
+        }
+        return Packing(expert: expert, load: load, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: goodEnough)
+    }
+
+    /// Node by node, GPU by GPU: the slots in GPU-major order.
+    static func assemble(nodeExperts: [[Int]], loads: [Double], topology t: Topology, nodes: Int) -> LayerPlacement {
+        let gpusPerNode = t.gpus / nodes
+        var phy2log: [Int] = []
+        phy2log.reserveCapacity(t.slots)
+        for experts in nodeExperts {
+            for gpu in planNode(experts: experts, loads: loads, gpus: gpusPerNode, slotsPerGPU: t.slotsPerGPU) {
+                phy2log.append(contentsOf: gpu)
+            }
+        }
+        return LayerPlacement(phy2log: phy2log, experts: t.experts)
+    }
+
+    /// Swaps within each node (so groups stay where the placement put them) until the
+    /// heaviest GPU of the node cannot be lowered; keeps the replica counts.
+    static func improveWithinNodes(_ p: LayerPlacement, loads: [Double], topology t: Topology, nodes: Int) -> LayerPlacement {
+        let gpusPerNode = t.gpus / nodes
+        let slotsPerNode = t.slots / nodes
+        var phy2log: [Int] = []
+        for n in 0..<nodes {
+            let slots = Array(p.phy2log[(n * slotsPerNode)..<((n + 1) * slotsPerNode)])
+            let load = slots.map { loads[$0] / Double(p.logcnt[$0]) }
+            let assignment = (0..<gpusPerNode).map { g in Array((g * t.slotsPerGPU)..<((g + 1) * t.slotsPerGPU)) }
+            let packing = Packing(expert: slots, load: load, assignment: assignment, slotsPerGPU: t.slotsPerGPU)
+            for gpu in packing.items { phy2log.append(contentsOf: gpu.map { slots[$0] }) }
+        }
+        return LayerPlacement(phy2log: phy2log, experts: t.experts)
+    }
+
+    /// EPLB's way of putting groups on nodes, as lists of groups per node.
+    static func eplbGroupAssignment(groupLoads: [Double], nodes: Int) -> [[Int]] {
+        let (pack, rank) = EPLBBaseline.balancedPacking(groupLoads.map { Float($0) }, packs: nodes)
+        var parts = [[Int]](repeating: [], count: nodes)
+        for g in groupLoads.indices { parts[pack[g]].append(g) }
+        for n in 0..<nodes { parts[n].sort { rank[$0] < rank[$1] } }
+        return parts
+    }
+
+    /// Ways to put groups on nodes (equal counts), best first by the heaviest GPU each node could
+    /// at best reach: every way when there are few (at most `exhaustiveLimit`), otherwise pair
+    /// swaps from EPLB's assignment while they help. Returns the best few.
+    static func groupAssignments(groupLoads: [Double], loads: [Double], topology t: Topology,
+                                 exhaustiveLimit: Int = 20_000, keep: Int = 3) -> [(parts: [[Int]], score: Double)] {
+        let perNode = t.groups / t.nodes
+        let slotsPerNode = t.slots / t.nodes
+        func score(_ parts: [[Int]]) -> Double {
+            var worst = 0.0
+            for groups in parts {
+                var nodeLoads: [Double] = []
+                for g in groups { for k in 0..<t.expertsPerGroup { nodeLoads.append(loads[g * t.expertsPerGroup + k]) } }
+                let total = nodeLoads.reduce(0, +)
+                let count = allocate(nodeLoads, slots: slotsPerNode, cap: t.gpusPerNode)
+                let perReplica = nodeLoads.indices.map { nodeLoads[$0] / Double(count[$0]) }.max() ?? 0
+                worst = max(worst, total / Double(t.gpusPerNode), perReplica)
+            }
+            return worst
+        }
+        var scored: [(parts: [[Int]], score: Double)] = []
+        if partitionCount(items: t.groups, parts: t.nodes, limit: exhaustiveLimit) != nil {
+            var parts = [[Int]](repeating: [], count: t.nodes)
+            func assign(_ g: Int, opened: Int) {
+                if g == t.groups {
+                    scored.append((parts, score(parts)))
+                    return
+                }
+                for n in 0..<min(opened + 1, t.nodes) where parts[n].count < perNode {
+                    parts[n].append(g)
+                    assign(g + 1, opened: max(opened, n + 1))
+                    parts[n].removeLast()
+                }
+            }
+            assign(0, opened: 0)
+        } else {
+            var parts = eplbGroupAssignment(groupLoads: groupLoads, nodes: t.nodes)
+            var current = score(parts)
+            var improved = true
+            while improved {
+                improved = false
+                for a in 0..<t.nodes {
+                    for b in (a + 1)..<t.nodes {
+                        for i in parts[a].indices {
+                            for j in parts[b].indices {
+                                var trial = parts
+                                (trial[a][i], trial[b][j]) = (parts[b][j], parts[a][i])
+                                let s = score(trial)
+                                if s < current * (1 - 1e-12) { parts = trial; current = s; improved = true }
+                            }
+                        }
+                    }
+                }
+            }
+            scored.append((parts, current))
+        }
+        scored.sort { $0.score < $1.score }
+        return Array(scored.prefix(keep))
+    }
+
+    /// The number of ways to split `items` into `parts` unlabeled equal parts, or nil above `limit`.
+    static func partitionCount(items: Int, parts: Int, limit: Int) -> Int? {
+        // items! / ((items/parts)!^parts * parts!) built as a product of binomials.
+        let size = items / parts
+        var total = 1.0
+        var remaining = items
+        for _ in 0..<parts {
+            total *= binomial(remaining - 1, size - 1)  // the lowest remaining item picks its partners
+            remaining -= size
+            if total > Double(limit) { return nil }
+        }
+        return Int(total)
+    }
+
+    private static func binomial(_ n: Int, _ k: Int) -> Double {
+        guard k >= 0, k <= n else { return k == 0 ? 1 : 0 }
+        var r = 1.0
+        for i in 0..<k { r = r * Double(n - i) / Double(i + 1) }
+        return r.rounded()
+    }
+}

@@ -1,0 +1,113 @@
+/// The shape of an expert-parallel deployment: physical expert slots per MoE layer spread
+/// evenly over GPUs, GPUs spread evenly over nodes, logical experts in equal-sized groups.
+public struct Topology: Sendable, Equatable {
+    public let experts: Int
+    public let slots: Int
+    public let gpus: Int
+    public let nodes: Int
+    public let groups: Int
+
+    public var slotsPerGPU: Int { slots / gpus }
+    public var gpusPerNode: Int { gpus / nodes }
+    public var expertsPerGroup: Int { experts / groups }
+    public var redundantSlots: Int { slots - experts }
+
+    /// Checks every constraint and names the first one broken.
+    public init(experts: Int, slots: Int, gpus: Int, nodes: Int, groups: Int) throws(PlacementError) {
+        guard experts >= 1 else { throw .impossible("the profile has no experts") }
+        guard gpus >= 1 else { throw .impossible("--gpus must be at least 1 (got \(gpus))") }
+        guard nodes >= 1 else { throw .impossible("--nodes must be at least 1 (got \(nodes))") }
+        guard groups >= 1 else { throw .impossible("expert groups must be at least 1 (got \(groups))") }
+        guard slots >= experts else {
+            throw .impossible("slots (\(slots)) must be at least the number of logical experts (\(experts)): every expert needs a slot")
+        }
+        guard slots % gpus == 0 else {
+            throw .impossible("slots (\(slots)) must be a multiple of the GPU count (\(gpus)): every GPU holds the same number of slots")
+        }
+        guard gpus % nodes == 0 else {
+            throw .impossible("GPUs (\(gpus)) must be a multiple of the node count (\(nodes)): every node has the same number of GPUs")
+        }
+        guard experts % groups == 0 else {
+            throw .impossible("experts (\(experts)) must be divisible by the expert groups (\(groups))")
+        }
+        self.experts = experts
+        self.slots = slots
+        self.gpus = gpus
+        self.nodes = nodes
+        self.groups = groups
+    }
+
+    /// Whether whole groups can be kept on nodes: groups divide evenly over nodes and every
+    /// node has at least as many slots as the experts it must hold.
+    public var hierarchicalProblem: String? {
+        if groups % nodes != 0 {
+            return "expert groups (\(groups)) must be divisible by nodes (\(nodes)) for the hierarchical policy; use --policy global"
+        }
+        return nil
+    }
+
+    /// The same deployment seen as one node with one group (the global policy).
+    public var flattened: Topology {
+        try! Topology(experts: experts, slots: slots, gpus: gpus, nodes: 1, groups: 1)
+    }
+
+    public func node(ofGPU g: Int) -> Int { g / gpusPerNode }
+    public func gpu(ofSlot s: Int) -> Int { s / slotsPerGPU }
+}
+
+public enum PlacementError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Parameters no placement can satisfy.
+    case impossible(String)
+    /// A load profile or placement file that cannot be used.
+    case badInput(String)
+
+    public var description: String {
+        switch self {
+        case .impossible(let m): return m
+        case .badInput(let m): return m
+        }
+    }
+}
+
+public enum Policy: String, Sendable, CaseIterable {
+    /// Whole expert groups on nodes: group-limited routing reaches at most topk_group nodes.
+    case hierarchical
+    /// One pool of slots over all GPUs: the best balance, traffic to any node.
+    case global
+}
+
+/// Where every physical expert of one MoE layer lives.
+public struct LayerPlacement: Sendable, Equatable {
+    /// The logical expert in each physical slot, GPU-major (GPU 0's slots first).
+    public var phy2log: [Int]
+    /// Each slot's replica rank among the replicas of its expert (0 = first).
+    public var phyrank: [Int]
+    /// Replicas per logical expert.
+    public var logcnt: [Int]
+
+    public init(phy2log: [Int], phyrank: [Int], logcnt: [Int]) {
+        self.phy2log = phy2log
+        self.phyrank = phyrank
+        self.logcnt = logcnt
+    }
+
+    /// Builds ranks and counts from slot order.
+    public init(phy2log: [Int], experts: Int) {
+        var cnt = [Int](repeating: 0, count: experts)
+        var rank = [Int](repeating: 0, count: phy2log.count)
+        for (s, e) in phy2log.enumerated() {
+            rank[s] = cnt[e]
+            cnt[e] += 1
+        }
+        self.init(phy2log: phy2log, phyrank: rank, logcnt: cnt)
+    }
+
+    /// Each logical expert's slots ordered by replica rank, padded with -1 to `width`.
+    public func log2phy(width: Int) -> [[Int]] {
+        var out = [[Int]](repeating: [Int](repeating: -1, count: width), count: logcnt.count)
+        for (s, e) in phy2log.enumerated() where phyrank[s] < width {
+            out[e][phyrank[s]] = s
+        }
+        return out
+    }
+}

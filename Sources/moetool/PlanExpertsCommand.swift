@@ -1,0 +1,208 @@
+import ArgumentParser
+import Checkpoint
+import ExpertPlacement
+import Inspection
+import SafetensorsFormat
+import StrictJSON
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct PlanExperts: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plan-experts",
+        abstract: "Decide expert replicas and their GPUs from expert load profiles (EPLB-compatible output).",
+        discussion: """
+            PROFILE holds observed loads (tokens per expert) for each MoE layer: JSON {"layers": [[...], ...]}, \
+            SGLang's {"logical_count": [pass][layer][expert]} (passes summed), or CSV layer,expert,load; \
+            any of them zstd-compressed. Slots are numbered GPU-major (GPU 0's slots first), as EPLB, vLLM \
+            and SGLang number them. See Docs/plan-experts.md.
+            """)
+
+    @Argument(help: "Load profile (.json, .csv, optionally .zst).")
+    var profile: String
+
+    @Option(help: ArgumentHelp("config.json or a checkpoint directory: experts, groups (n_group), top-k, topk_group.", valueName: "path"))
+    var config: String?
+
+    @Option(help: "GPUs in all.")
+    var gpus: Int
+
+    @Option(help: "Nodes (default 1, or --gpus / --gpus-per-node).")
+    var nodes: Int?
+
+    @Option(help: "GPUs per node (instead of --nodes).")
+    var gpusPerNode: Int?
+
+    @Option(help: "Physical expert slots per layer (default: experts rounded up to a multiple of --gpus).")
+    var slots: Int?
+
+    @Option(help: "Redundant slots per GPU (instead of --slots): slots = experts + GPUs x this, rounded up to a multiple of --gpus.")
+    var redundantPerGpu: Int?
+
+    @Option(help: "Expert groups (default: n_group from --config, else 1).")
+    var groups: Int?
+
+    @Option(help: "Experts per token, for the traffic estimate (default: num_experts_per_tok from --config).")
+    var topk: Int?
+
+    @Option(help: "Groups a token may use (default: topk_group from --config).")
+    var topkGroup: Int?
+
+    @Option(help: "hierarchical (groups stay on nodes), global, or auto (per layer the better balance within --max-nodes-per-token).")
+    var policy: PolicyChoice = .auto
+
+    @Option(help: "moetool (default) or eplb (DeepSeek's EPLB reproduced, the baseline).")
+    var algorithm: AlgorithmChoice = .moetool
+
+    @Option(help: "With --policy auto: the most expected nodes per token a layer may reach.")
+    var maxNodesPerToken: Double?
+
+    @Option(help: ArgumentHelp("A deployed placement (moetool or SGLang JSON) to change as little as possible.", valueName: "path"))
+    var previous: String?
+
+    @Option(help: "With --previous: the imbalance (max/mean GPU load) each layer must reach (default: within 1% of a fresh plan).")
+    var targetImbalance: Double?
+
+    @Option(help: ArgumentHelp("A checkpoint, for the memory the replicas take (bytes per routed expert).", valueName: "path"))
+    var checkpoint: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Write the placement here (written whole, then renamed into place).", valueName: "path"))
+    var output: String?
+
+    @Option(help: "Placement format: moetool (phy2log, log2phy, logcnt, metrics) or sglang (physical_to_logical_map).")
+    var format: FormatChoice = .moetool
+
+    @Flag(help: "Print the report as JSON (schema moetool.plan-experts/1).")
+    var json = false
+
+    @Option(help: "Threads (0: all cores).")
+    var threads = 0
+
+    enum PolicyChoice: String, ExpressibleByArgument, CaseIterable { case hierarchical, global, auto }
+    enum AlgorithmChoice: String, ExpressibleByArgument, CaseIterable { case moetool, eplb }
+    enum FormatChoice: String, ExpressibleByArgument, CaseIterable { case moetool, sglang }
+
+    func validate() throws {
+        if gpus < 1 { throw ValidationError("--gpus must be at least 1") }
+        if nodes != nil && gpusPerNode != nil { throw ValidationError("give --nodes or --gpus-per-node, not both") }
+        if slots != nil && redundantPerGpu != nil { throw ValidationError("give --slots or --redundant-per-gpu, not both") }
+        if let r = redundantPerGpu, r < 0 { throw ValidationError("--redundant-per-gpu must be 0 or more") }
+        if let m = maxNodesPerToken, !(m > 0) { throw ValidationError("--max-nodes-per-token must be positive") }
+        if maxNodesPerToken != nil && policy != .auto { throw ValidationError("--max-nodes-per-token needs --policy auto") }
+        if let t = targetImbalance, !(t >= 1) { throw ValidationError("--target-imbalance is max/mean GPU load: 1 or more") }
+        if targetImbalance != nil && previous == nil { throw ValidationError("--target-imbalance needs --previous") }
+        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+    }
+
+    func fail(_ message: String) -> ExitCode {
+        FileHandleOutput.stderr("error: \(message)\n")
+        return ExitStatus.invalidInput
+    }
+
+    func run() throws {
+        do {
+            try plan()
+        } catch let e as PlacementError {
+            throw fail(e.description)
+        }
+    }
+
+    func plan() throws {
+        var modelConfig: ModelConfig? = nil
+        if let config {
+            var path = config
+            var isDir = stat()
+            if stat(path, &isDir) == 0, (isDir.st_mode & S_IFMT) == S_IFDIR { path += "/config.json" }
+            do {
+                modelConfig = ModelConfig(try ConfigReader.read(path: path, displayName: path))
+            } catch {
+                throw fail("\(error)")
+            }
+            if modelConfig?.routedExperts == nil {
+                throw fail("\(path): no n_routed_experts, num_experts or num_local_experts: not an MoE config")
+            }
+        }
+        let loads = try LoadProfile.read(path: profile, expectedExperts: modelConfig?.routedExperts)
+        let experts = loads.experts
+        let nodeCount = nodes ?? gpusPerNode.map { per -> Int in per > 0 && gpus % per == 0 ? gpus / per : -1 } ?? 1
+        if nodeCount < 1 { throw fail("--gpus (\(gpus)) must be a multiple of --gpus-per-node (\(gpusPerNode!))") }
+        let slotCount = slots ?? {
+            let wanted = experts + gpus * (redundantPerGpu ?? 0)
+            return (wanted + gpus - 1) / gpus * gpus
+        }()
+        let groupCount = groups ?? modelConfig?.nGroup ?? 1
+        let topology = try Topology(experts: experts, slots: slotCount, gpus: gpus, nodes: nodeCount, groups: groupCount)
+        let k = topk ?? modelConfig?.expertsPerToken
+        let routing = k.map { Routing(topk: $0, topkGroup: topkGroup ?? modelConfig?.topkGroup) }
+        if maxNodesPerToken != nil && routing == nil {
+            throw fail("--max-nodes-per-token needs the experts per token: give --topk or --config")
+        }
+        let previousPlacement = try previous.map { try PlacementFile.read(path: $0, topology: topology, layers: loads.layers) }
+        let chosenPolicy: Policy? = switch policy {
+        case .auto: nil
+        case .hierarchical: .hierarchical
+        case .global: .global
+        }
+        let request = PlanRequest(
+            topology: topology, policy: chosenPolicy, algorithm: algorithm == .eplb ? .eplb : .moetool, routing: routing,
+            maxNodesPerToken: maxNodesPerToken, previous: previousPlacement, targetImbalance: targetImbalance, threads: threads)
+        let start = monotonicSeconds()
+        let plan = try PlacementPlanner.plan(loads.loads, request)
+        let seconds = monotonicSeconds() - start
+        // The baseline under the same policies, for comparison in the report.
+        var baselineRequest = request
+        baselineRequest.algorithm = .eplb
+        baselineRequest.previous = nil
+        let baseline = algorithm == .eplb ? nil : try PlacementPlanner.plan(loads.loads, baselineRequest)
+        let bytesPerExpert = try checkpoint.map(expertBytes)
+
+        if let output {
+            let doc = format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
+            do {
+                let file = try AtomicFile(path: output)
+                do {
+                    try file.write(Array((JSONSerializer.pretty(doc) + "\n").utf8))
+                    try file.commit()
+                } catch {
+                    file.abort()
+                    throw error
+                }
+            } catch {
+                throw fail("\(output): \(error)")
+            }
+        }
+        let report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
+                                profile: profile, output: output)
+        FileHandleOutput.stdout(json ? JSONSerializer.pretty(report.json()) + "\n" : report.text())
+    }
+
+    /// Bytes of one routed expert (all its projections), from a checkpoint's headers.
+    func expertBytes(_ path: String) throws -> UInt64 {
+        let ckpt: Checkpoint
+        do {
+            ckpt = try Checkpoint(path: path)
+        } catch {
+            throw fail("\(path): \(error.problems.first.map { "\($0)" } ?? "invalid checkpoint")")
+        }
+        var bytes: UInt64 = 0
+        var layers = Set<Int>()
+        var expertsSeen = 0
+        for t in ckpt.allTensors {
+            let role = TensorRole.classify(t.tensor.name)
+            guard role.kind == .routedExpert else { continue }
+            bytes += t.tensor.byteCount
+            if let l = role.layer { layers.insert(l) }
+            if let e = role.expert { expertsSeen = max(expertsSeen, e + 1) }
+            if role.fused, let first = t.tensor.shape.first { expertsSeen = max(expertsSeen, Int(first)) }
+        }
+        guard bytes > 0, !layers.isEmpty, expertsSeen > 0 else { throw fail("\(path): no routed expert tensors found") }
+        return bytes / UInt64(layers.count * expertsSeen)
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

@@ -1,0 +1,151 @@
+import FixtureSupport
+import StrictJSON
+import Testing
+
+@testable import ExpertPlacement
+
+/// The cases Fixtures/eplb_reference.py ran through EPLB itself (as SGLang ships it).
+struct ReferenceCase: CustomStringConvertible {
+    let profile: String
+    let slots, groups, nodes, gpus: Int
+    let policy: Policy
+    let phy2log: [[Int]]
+    let log2phy: [[[Int]]]
+    let logcnt: [[Int]]
+
+    var description: String { "\(profile) \(slots)/\(groups)/\(nodes)/\(gpus) \(policy)" }
+
+    static let all: [ReferenceCase] = {
+        let doc = Fixtures.json("profiles/eplb_expected.json").objectValue!
+        return doc["cases"]!.arrayValue!.map { v in
+            let o = v.objectValue!
+            func int(_ k: String) -> Int { Int(o[k]!.uint64Value!) }
+            func ints(_ v: JSONValue) -> [Int] { v.arrayValue!.map { Int($0.doubleValue!) } }
+            return ReferenceCase(
+                profile: o["profile"]!.stringValue!, slots: int("slots"), groups: int("groups"), nodes: int("nodes"),
+                gpus: int("gpus"), policy: Policy(rawValue: o["policy"]!.stringValue!)!,
+                phy2log: o["phy2log"]!.arrayValue!.map(ints),
+                log2phy: o["log2phy"]!.arrayValue!.map { $0.arrayValue!.map(ints) },
+                logcnt: o["logcnt"]!.arrayValue!.map(ints))
+        }
+    }()
+
+    var loads: [[Double]] { try! LoadProfile.read(path: Fixtures.path("profiles/\(profile).json")).loads }
+    var topology: Topology {
+        try! Topology(experts: loads[0].count, slots: slots, gpus: gpus, nodes: nodes, groups: groups)
+    }
+}
+
+@Suite struct EPLBBaselineTests {
+    /// The output printed in EPLB's README for its own example, independent of our fixture run.
+    @Test func readmeExample() throws {
+        let loads: [[Double]] = [[90, 132, 40, 61, 104, 165, 39, 4, 73, 56, 183, 86],
+                                 [20, 107, 104, 64, 19, 197, 187, 157, 172, 86, 16, 27]]
+        let t = try Topology(experts: 12, slots: 16, gpus: 8, nodes: 2, groups: 4)
+        let placed = loads.map { EPLBBaseline.place($0, topology: t, policy: .hierarchical) }
+        #expect(placed[0].phy2log == [5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1])
+        #expect(placed[1].phy2log == [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1])
+        #expect(placed[0].logcnt == [1, 2, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1])
+    }
+
+    /// Every fixture case: slots and replica counts exactly as EPLB's; log2phy exactly where
+    /// EPLB's sort keeps ties in order (16 items or fewer per sort), otherwise the same slots
+    /// per expert (only the order of equal-load replicas can differ).
+    @Test(arguments: ReferenceCase.all)
+    func matchesEPLB(_ c: ReferenceCase) throws {
+        let t = c.topology
+        let width = c.log2phy[0][0].count
+        let smallSorts = t.groups <= 16 && (c.policy == .global ? c.slots : c.slots / c.nodes) <= 16
+        for (layer, loads) in c.loads.enumerated() {
+            let p = EPLBBaseline.place(loads, topology: t, policy: c.policy)
+            #expect(p.phy2log == c.phy2log[layer], "layer \(layer)")
+            #expect(p.logcnt == c.logcnt[layer], "layer \(layer)")
+            let ours = p.log2phy(width: width)
+            if smallSorts {
+                #expect(ours == c.log2phy[layer], "layer \(layer)")
+            } else {
+                #expect(ours.map { Set($0) } == c.log2phy[layer].map { Set($0) }, "layer \(layer)")
+            }
+        }
+    }
+}
+
+@Suite struct PlannerTests {
+    /// moetool's placement against EPLB on every reference case: never a heavier GPU, never two
+    /// replicas of an expert on one GPU, every expert placed, every GPU full.
+    @Test(arguments: ReferenceCase.all)
+    func neverWorseThanEPLB(_ c: ReferenceCase) throws {
+        let t = c.topology
+        for loads in c.loads {
+            let ours = Planner.place(loads, topology: t, policy: c.policy)
+            let base = EPLBBaseline.place(loads, topology: t, policy: c.policy)
+            let ourPeak = PlacementMetrics.gpuLoads(ours, loads: loads, topology: t).max()!
+            let basePeak = PlacementMetrics.gpuLoads(base, loads: loads, topology: t).max()!
+            #expect(ourPeak <= basePeak * (1 + 1e-9))
+            #expect(PlacementMetrics.colocatedDuplicates(ours, topology: t) == 0)
+            #expect(ours.phy2log.count == t.slots)
+            #expect(ours.logcnt.allSatisfy { $0 >= 1 })
+            #expect(ours.logcnt.reduce(0, +) == t.slots)
+            #expect(ourPeak >= PlacementMetrics.lowerBound(loads: loads, topology: t) * (1 - 1e-9))
+            if c.policy == .hierarchical { try expectGroupsStayOnNodes(ours, t) }
+        }
+    }
+
+    func expectGroupsStayOnNodes(_ p: LayerPlacement, _ t: Topology) throws {
+        var nodeOfGroup = [Int: Int]()
+        for (s, e) in p.phy2log.enumerated() {
+            let node = t.node(ofGPU: t.gpu(ofSlot: s))
+            let group = e / t.expertsPerGroup
+            if let n = nodeOfGroup[group] { #expect(n == node, "group \(group) on nodes \(n) and \(node)") }
+            nodeOfGroup[group] = node
+        }
+    }
+
+    /// EPLB gives a hot expert more replicas than there are GPUs to spread them over and packs
+    /// two onto one GPU (memory spent, no balance gained); moetool caps replicas at one per GPU
+    /// and spends the slots on the next experts. Loads 100, 10, 1 on 2 GPUs x 3 slots: EPLB
+    /// packs 25+25+10 / 25+25+1 (peak 60), moetool 50+5+0.5 on each GPU (55.5).
+    @Test func noColocatedReplicas() throws {
+        let loads: [Double] = [100, 10, 1]
+        let t = try Topology(experts: 3, slots: 6, gpus: 2, nodes: 1, groups: 1)
+        let base = EPLBBaseline.place(loads, topology: t, policy: .global)
+        #expect(base.logcnt == [4, 1, 1])
+        #expect(PlacementMetrics.colocatedDuplicates(base, topology: t) == 2)
+        #expect(PlacementMetrics.gpuLoads(base, loads: loads, topology: t).max() == 60)
+        let ours = Planner.place(loads, topology: t, policy: .global)
+        #expect(ours.logcnt == [2, 2, 2])
+        #expect(PlacementMetrics.colocatedDuplicates(ours, topology: t) == 0)
+        #expect(PlacementMetrics.gpuLoads(ours, loads: loads, topology: t).max() == 55.5)
+    }
+
+    /// A case where min-max-per-replica allocation is not optimal after packing: four experts
+    /// (load 100, 100, 60, 40) on 2 GPUs with 3 slots each. Min-max per replica duplicates the two
+    /// 100s (50, 50, 50, 50, 60, 40: best packing 150/150); the search must reach the bound 150.
+    @Test func allocationFollowsPacking() throws {
+        let loads: [Double] = [100, 100, 60, 40]
+        let t = try Topology(experts: 4, slots: 6, gpus: 2, nodes: 1, groups: 1)
+        let p = Planner.place(loads, topology: t, policy: .global)
+        let peak = PlacementMetrics.gpuLoads(p, loads: loads, topology: t).max()!
+        #expect(abs(peak - 150) < 1e-9)
+        #expect(PlacementMetrics.colocatedDuplicates(p, topology: t) == 0)
+    }
+
+    @Test func partitionCounts() {
+        #expect(Planner.partitionCount(items: 8, parts: 4, limit: 1_000_000) == 105)
+        #expect(Planner.partitionCount(items: 8, parts: 2, limit: 1_000_000) == 35)
+        #expect(Planner.partitionCount(items: 8, parts: 8, limit: 1_000_000) == 1)
+        #expect(Planner.partitionCount(items: 32, parts: 4, limit: 1_000_000) == nil)
+    }
+
+    @Test func impossibleParameters() {
+        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 10, gpus: 2, nodes: 1, groups: 1) }
+        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 18, gpus: 4, nodes: 1, groups: 1) }
+        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 16, gpus: 8, nodes: 3, groups: 4) }
+        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 16, gpus: 8, nodes: 2, groups: 5) }
+        let t = try! Topology(experts: 12, slots: 16, gpus: 8, nodes: 2, groups: 3)
+        #expect(t.hierarchicalProblem != nil)
+        #expect(throws: PlacementError.self) {
+            try PlacementPlanner.plan([[Double](repeating: 1, count: 12)], PlanRequest(topology: t, policy: .hierarchical))
+        }
+    }
+}
