@@ -81,7 +81,17 @@ public struct LoadProfile: Sendable, Equatable {
 
     static func readNumber(_ s: inout JSONScanner, name: String, at where_: () -> String) throws -> Double {
         guard let c = s.peek(), c == UInt8(ascii: "-") || (c >= 0x30 && c <= 0x39) else {
-            let found = (try? s.parseValue(depth: 8))?.kindName ?? "something else"
+            let found: String
+            switch s.peek() {
+            case UInt8(ascii: "["): found = "an array"
+            case UInt8(ascii: "{"): found = "an object"
+            case UInt8(ascii: "\""): found = "a string"
+            case UInt8(ascii: "t"), UInt8(ascii: "f"): found = "a boolean"
+            case UInt8(ascii: "n"): found = "null"
+            case UInt8(ascii: "N"), UInt8(ascii: "I"): found = "NaN or Infinity, which JSON does not have"
+            case nil: found = "the end of the file"
+            default: found = "'\(String(decoding: [s.peek()!], as: UTF8.self))', which is not JSON"
+            }
             throw PlacementError.badInput("\(name): \(where_()): expected a load (a number), found \(found)")
         }
         let range = try s.scanNumber()

@@ -1,0 +1,127 @@
+import FixtureSupport
+import Testing
+
+@testable import ExpertPlacement
+
+@Suite struct LoadProfileTests {
+    static let tiny: [[Double]] = {
+        // The generator's integer token counts, read straight from its JSON.
+        let v = Fixtures.json("profiles/tiny_dsv3.json").objectValue!["layers"]!.arrayValue!
+        return v.map { $0.arrayValue!.map { $0.doubleValue! } }
+    }()
+
+    /// Every accepted form of the same profile reads to the same loads.
+    @Test(arguments: ["tiny_dsv3.json", "tiny_dsv3.sglang.json", "tiny_dsv3.csv", "tiny_dsv3.json.zst", "tiny_dsv3.csv.zst"])
+    func sameLoadsInEveryForm(_ file: String) throws {
+        let p = try LoadProfile.read(path: Fixtures.path("profiles/" + file))
+        #expect(p.loads == Self.tiny)
+        #expect(p.layers == 2 && p.experts == 16)
+    }
+
+    @Test func expertCountChecked() throws {
+        #expect(throws: PlacementError.self) {
+            try LoadProfile.read(path: Fixtures.path("profiles/tiny_dsv3.json"), expectedExperts: 256)
+        }
+        // CSV: the config's count decides; an expert index beyond it is refused.
+        let p = try LoadProfile.read(path: Fixtures.path("profiles/tiny_dsv3.csv"), expectedExperts: 16)
+        #expect(p.experts == 16)
+    }
+
+    /// A missing CSV row is an expert with no tokens; repeated rows add up (passes).
+    @Test func csvMissingAndRepeatedRows() throws {
+        let text = "# two passes\nlayer,expert,load\n0,0,5\n0,2,1.5\n0,0,2\n1,1,3\n"
+        let p = try LoadProfile.parse(Array(text.utf8), name: "inline.csv", expectedExperts: 4)
+        #expect(p.loads == [[7, 0, 1.5, 0], [0, 3, 0, 0]])
+    }
+
+    @Test func jsonNumbersExactly() throws {
+        let text = #"{"layers": [[0, 1.5, 2e3, 123456789012345, 0.1]], "meta": {"x": [1, 2]}}"#
+        let p = try LoadProfile.parse(Array(text.utf8), name: "inline.json")
+        #expect(p.loads == [[0, 1.5, 2000, 123456789012345, 0.1]])
+    }
+
+    /// Each malformed profile is refused with a message naming what is wrong.
+    @Test(arguments: [
+        ("ragged.json", "layers[1] has 2 experts"),
+        ("negative.json", "negative"),
+        ("string-load.json", "expected a load (a number), found a string"),
+        ("overflow.json", "out of range"),
+        ("nan-literal.json", "found NaN or Infinity"),
+        ("no-layers.json", "no \"layers\""),
+        ("duplicate-key.json", "appears twice"),
+        ("empty-layers.json", "no layers"),
+        ("deep.json", "layers[0][0]: expected a load (a number), found an array"),
+        ("ragged-passes.json", "logical_count[1] is 1x2"),
+        ("truncated.json", "invalid JSON"),
+        ("fields.csv", ":3: expected 3 fields"),
+        ("negative.csv", ":3: load -4 is negative"),
+        ("gap.csv", "layer 1 has no rows"),
+        ("text-load.csv", "load \"many\" is not a number"),
+        ("truncated.json.zst", "zstd"),
+        ("garbage.json.zst", "zstd"),
+    ])
+    func malformedRefused(_ file: String, _ message: String) {
+        do {
+            _ = try LoadProfile.read(path: Fixtures.path("profiles/malformed/" + file))
+            Issue.record("\(file) was accepted")
+        } catch {
+            #expect(error.description.contains(message), "\(file): \(error.description)")
+            #expect(error.description.contains(file), "\(file): the message names the file: \(error.description)")
+        }
+    }
+}
+
+@Suite struct IncrementalTests {
+    /// Loads shift; re-planning from the deployed placement reaches the target while changing
+    /// fewer slots than a fresh plan laid over the old one would.
+    @Test func fewerMovesThanAFreshPlan() throws {
+        let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .global }!
+        let t = c.topology
+        let old = c.loads[0]
+        // The same experts a little later: 10% of the load moves between neighbours.
+        var shifted = old
+        for i in stride(from: 0, to: old.count - 1, by: 2) {
+            let m = 0.1 * old[i]
+            shifted[i] -= m
+            shifted[i + 1] += m
+        }
+        let deployed = Planner.place(old, topology: t, policy: .global)
+        let fresh = Planner.place(shifted, topology: t, policy: .global)
+        let freshImbalance = PlacementMetrics.measure(fresh, loads: shifted, topology: t, routing: nil).imbalance
+        let target = freshImbalance * 1.01
+        let r = Incremental.reach(target: target, from: deployed, fresh: fresh, loads: shifted, topology: t, policy: .global)
+        let reached = PlacementMetrics.measure(r.placement, loads: shifted, topology: t, routing: nil)
+        #expect(reached.imbalance <= target * (1 + 1e-12))
+        #expect(reached.colocatedDuplicates == 0)
+        let naive = Incremental.changed(fresh.phy2log, deployed.phy2log)
+        #expect(r.moved == Incremental.changed(r.placement.phy2log, deployed.phy2log))
+        #expect(r.moved < naive, "moved \(r.moved) of \(t.slots) slots; a fresh plan as is moves \(naive)")
+        #expect(r.placement.logcnt.reduce(0, +) == t.slots && r.placement.logcnt.allSatisfy { $0 >= 1 })
+    }
+
+    /// A deployed placement that already meets the target is kept as it is.
+    @Test func keepsAGoodPlacement() throws {
+        let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .global }!
+        let t = c.topology
+        let loads = c.loads[1]
+        let deployed = Planner.place(loads, topology: t, policy: .global)
+        let plan = try PlacementPlanner.plan([loads], PlanRequest(topology: t, policy: .global, previous: [deployed], targetImbalance: 1.5))
+        #expect(plan.layers[0].moved == 0)
+        #expect(plan.layers[0].placement.phy2log == deployed.phy2log)
+    }
+
+    /// The traffic limit picks, per layer, the hierarchical placement when global's expected
+    /// nodes per token is above the limit.
+    @Test func maxNodesPerTokenPrefersHierarchical() throws {
+        let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .hierarchical }!
+        let t = c.topology
+        let routing = Routing(topk: 8, topkGroup: 4)
+        let free = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing))
+        let limited = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing, maxNodesPerToken: 3.2))
+        #expect(free.layers.allSatisfy { $0.policy == .global })
+        #expect(limited.layers.allSatisfy { $0.policy == .hierarchical })
+        #expect(limited.meanNodesPerToken! <= 3.2)
+        #expect(free.meanNodesPerToken! > 3.2)
+        #expect(free.meanImbalance <= limited.meanImbalance)
+    }
+}

@@ -1,0 +1,101 @@
+import FixtureSupport
+import Foundation
+import StrictJSON
+import Testing
+
+@Suite struct PlanExpertsCommand {
+    func ints(_ v: JSONValue?) -> [[Int]] { v!.arrayValue!.map { $0.arrayValue!.map { Int($0.doubleValue!) } } }
+
+    /// The EPLB README example through the command line, with the baseline algorithm: the
+    /// published phy2log, and the file written whole.
+    @Test func readmeExampleAsEPLB() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = dir + "/placement.json"
+        let r = try CLI.run(["plan-experts", Fixtures.path("profiles/readme.json"), "--gpus", "8", "--nodes", "2", "--slots", "16",
+                             "--groups", "4", "--policy", "hierarchical", "--algorithm", "eplb", "-o", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let doc = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(out), as: UTF8.self)).objectValue)
+        #expect(doc["schema"]?.stringValue == "moetool.placement/1")
+        #expect(ints(doc["phy2log"]) == [[5, 6, 5, 7, 8, 4, 3, 4, 10, 9, 10, 2, 0, 1, 11, 1],
+                                         [7, 10, 6, 8, 6, 11, 8, 9, 2, 4, 5, 1, 5, 0, 3, 1]])
+        #expect(ints(doc["logcnt"]) == [[1, 2, 1, 1, 2, 2, 1, 1, 1, 1, 2, 1], [1, 2, 1, 1, 1, 2, 2, 1, 2, 1, 1, 1]])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["placement.json"])
+        #expect(r.stdout.contains("wrote \(out)"))
+    }
+
+    /// A DeepSeek-V3 config supplies experts, groups, top-k and topk_group; a checkpoint the
+    /// bytes per expert; the report is JSON with the baseline beside it.
+    @Test func configAndCheckpoint() throws {
+        let model = Fixtures.path("models/deepseek_v3-f32-sharded")
+        let r = try CLI.run(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json.zst"), "--config", model, "--checkpoint", model,
+                             "--gpus", "8", "--gpus-per-node", "4", "--redundant-per-gpu", "2", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["schema"]?.stringValue == "moetool.plan-experts/1")
+        #expect(o["slots"]?.uint64Value == 32 && o["groups"]?.uint64Value == 8 && o["nodes"]?.uint64Value == 2)
+        let m = try #require(o["metrics"]?.objectValue)
+        // One routed expert of the tiny model: gate, up (24x64) and down (64x24), float32.
+        #expect(m["bytes_per_expert"]?.uint64Value == 3 * 24 * 64 * 4)
+        #expect(m["redundant_bytes"]?.uint64Value == 3 * 24 * 64 * 4 * 16 * 2)
+        #expect(m["colocated_duplicates"]?.uint64Value == 0)
+        let nodes = try #require(m["nodes_per_token"]?.doubleValue)
+        #expect(nodes >= 1 && nodes <= 2)
+        let ours = try #require(m["mean_imbalance"]?.doubleValue)
+        let base = try #require(o["baseline"]?.objectValue?["mean_imbalance"]?.doubleValue)
+        #expect(ours <= base + 1e-6)
+        #expect(m["layers"]?.arrayValue?.count == 2)
+    }
+
+    /// SGLang's format out, then back in as --previous: the same loads need no moves.
+    @Test func sglangRoundTrip() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = Fixtures.path("profiles/dsv3_lognormal.json")
+        let args = [profile, "--gpus", "32", "--nodes", "4", "--slots", "288", "--groups", "8"]
+        let first = try CLI.run(["plan-experts"] + args + ["--format", "sglang", "-o", dir + "/sglang.json"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let doc = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(dir + "/sglang.json"), as: UTF8.self)).objectValue)
+        #expect(doc.keys == ["physical_to_logical_map"])
+        #expect(ints(doc["physical_to_logical_map"]).count == 4)
+        let again = try CLI.run(["plan-experts"] + args + ["--previous", dir + "/sglang.json", "--json"])
+        #expect(again.status == 0, "\(again.stderr)")
+        let o = try #require(try JSONParser.parse(again.stdout).objectValue)
+        #expect(o["metrics"]?.objectValue?["moved_slots"]?.uint64Value == 0)
+    }
+
+    @Test(arguments: [
+        (["--gpus", "8", "--slots", "8"], "slots (8) must be at least the number of logical experts (16)"),
+        (["--gpus", "6", "--slots", "32"], "must be a multiple of the GPU count (6)"),
+        (["--gpus", "8", "--nodes", "3", "--slots", "48"], "GPUs (8) must be a multiple of the node count (3)"),
+        (["--gpus", "6", "--nodes", "3", "--slots", "48", "--policy", "hierarchical"], "groups (8) must be divisible by nodes (3)"),
+        (["--gpus", "8", "--groups", "5"], "experts (16) must be divisible by the expert groups (5)"),
+    ])
+    func impossibleParameters(_ extra: [String], _ message: String) throws {
+        let r = try CLI.run(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json"), "--groups", "8"] + extra)
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(message), "\(r.stderr)")
+    }
+
+    /// A bad profile: exit 1, the file and the problem named, an existing output untouched.
+    @Test func badProfileLeavesOutputAlone() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = dir + "/placement.json"
+        try "keep me".write(toFile: out, atomically: false, encoding: .utf8)
+        let r = try CLI.run(["plan-experts", Fixtures.path("profiles/malformed/negative.json"), "--gpus", "1", "-o", out])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("negative.json: layers[0][1]: load -2 is negative"), "\(r.stderr)")
+        #expect(String(decoding: Fixtures.readBytes(out), as: UTF8.self) == "keep me")
+        let mismatch = try CLI.run(["plan-experts", Fixtures.path("profiles/readme.json"), "--gpus", "4",
+                                    "--config", Fixtures.path("models/deepseek_v3-f32-sharded")])
+        #expect(mismatch.status == 1)
+        #expect(mismatch.stderr.contains("the profile has 12 experts per layer but the config has 16"), "\(mismatch.stderr)")
+    }
+
+    @Test func usageErrors() throws {
+        let r = try CLI.run(["plan-experts", Fixtures.path("profiles/readme.json"), "--gpus", "8", "--nodes", "2", "--gpus-per-node", "4"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("--nodes or --gpus-per-node"))
+    }
+}
