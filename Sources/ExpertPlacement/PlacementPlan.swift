@@ -11,7 +11,8 @@ public enum Algorithm: String, Sendable, CaseIterable {
 /// What a plan is asked to do.
 public struct PlanRequest: Sendable {
     public var topology: Topology
-    /// nil: auto (per layer the best balance among the policies allowed, within `maxNodesPerToken`).
+    /// nil: auto. EPLB's rule (hierarchical when groups divide evenly over several nodes, else
+    /// global); with `maxNodesPerToken`, per layer the better balanced of the two within the limit.
     public var policy: Policy?
     public var algorithm: Algorithm
     public var routing: Routing?
@@ -75,8 +76,12 @@ public enum PlacementPlanner {
         if let p = request.policy {
             if p == .hierarchical, let problem = t.hierarchicalProblem { throw .impossible(problem) }
             policies = [p]
+        } else if t.hierarchicalProblem != nil || t.nodes == 1 {
+            policies = [.global]
+        } else if request.maxNodesPerToken != nil {
+            policies = [.hierarchical, .global]
         } else {
-            policies = t.hierarchicalProblem == nil && t.nodes > 1 ? [.hierarchical, .global] : [.global]
+            policies = [.hierarchical]  // EPLB's rule: groups stay on nodes when they divide evenly
         }
         if let prev = request.previous {
             guard prev.count == loads.count else {

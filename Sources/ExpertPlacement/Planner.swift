@@ -73,12 +73,17 @@ public enum Planner {
     }
 
     /// Plans one node: its experts (global ids), its slots and GPUs; returns each GPU's experts.
+    ///
+    /// Replica counts start as min-max load per replica; when packing them leaves the heaviest
+    /// GPU short of the bound, other counts are tried: every possible one for small pools,
+    /// otherwise single replicas moved toward the heaviest GPU's experts and counts built from
+    /// target loads per replica, within a budget of packings.
     static func planNode(experts: [Int], loads allLoads: [Double], gpus: Int, slotsPerGPU: Int) -> [[Int]] {
         let loads = experts.map { allLoads[$0] }
         let slots = gpus * slotsPerGPU
         // No packing of any replica counts beats the mean GPU load, and none of these counts
         // beats its heaviest replica. Packing stops within 0.01% of the bound for any counts,
-        // the search over counts within 0.1%: closer is below the noise of any load profile.
+        // the search over counts within 0.25%: closer is below the noise of any load profile.
         let mean = loads.reduce(0, +) / Double(gpus)
         func bound(_ count: [Int]) -> Double {
             max(mean, loads.indices.map { loads[$0] / Double(count[$0]) }.max() ?? 0)
@@ -86,11 +91,45 @@ public enum Planner {
         let lightestPeak = minMaxPerReplica(loads, slots: slots)
         let lowest = max(mean, lightestPeak)
         let floor = lowest * (1 + 1e-4)
+        let enough = lowest * (1 + 2.5e-3)
         var count = allocate(loads, slots: slots, cap: gpus)
         var best = pack(loads, count: count, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
-        // Move single replicas toward the experts on the heaviest GPU while that helps.
-        var attempts = 0
-        search: while attempts < 32, best.maxLoad > lowest * (1 + 1e-3) {
+        var budget = 32
+        /// Packs `trial` unless its bound rules it out; keeps it if it is better.
+        func attempt(_ trial: [Int]) -> Bool {
+            guard budget > 0, bound(trial) < best.maxLoad * (1 - 1e-12) else { return false }
+            budget -= 1
+            let p = pack(loads, count: trial, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
+            guard p.maxLoad < best.maxLoad * (1 - 1e-12) else { return false }
+            best = p
+            count = trial
+            return true
+        }
+        guard best.maxLoad > enough else { return order(best, experts) }
+
+        if let ways = compositionCount(extra: slots - loads.count, parts: loads.count, cap: gpus - 1, limit: 20_000) {
+            // Few enough: every count vector, pruned by its heaviest replica.
+            budget = ways
+            var trial = [Int](repeating: 1, count: loads.count)
+            func assign(_ j: Int, _ left: Int, _ peak: Double) {
+                if peak >= best.maxLoad * (1 - 1e-12) { return }
+                if j == loads.count - 1 {
+                    guard left + 1 <= gpus else { return }
+                    trial[j] = left + 1
+                    _ = attempt(trial)
+                    return
+                }
+                for c in 1...min(gpus, left + 1) {
+                    trial[j] = c
+                    assign(j + 1, left - (c - 1), max(peak, loads[j] / Double(c)))
+                }
+            }
+            assign(0, slots - loads.count, 0)
+            return order(best, experts)
+        }
+
+        // Single replicas moved toward the experts on the heaviest GPU while that helps.
+        search: while budget > 0, best.maxLoad > enough {
             var heaviest = 0
             for g in best.gpuLoad.indices where best.gpuLoad[g] > best.gpuLoad[heaviest] { heaviest = g }
             let onTop = best.items[heaviest].map { best.expert[$0] }.sorted {
@@ -103,32 +142,24 @@ public enum Planner {
                     if donor < 0 || loads[j] * Double(count[donor] - 1) < loads[donor] * Double(count[j] - 1) { donor = j }
                 }
                 guard donor >= 0 else { break search }
-                attempts += 1
                 var trial = count
                 trial[receiver] += 1
                 trial[donor] -= 1
-                // These counts cannot help if their heaviest replica is already too heavy.
-                if bound(trial) >= best.maxLoad * (1 - 1e-12) { continue }
-                let p = pack(loads, count: trial, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
-                if p.maxLoad < best.maxLoad * (1 - 1e-12) {
-                    best = p
-                    count = trial
-                    continue search
-                }
+                if attempt(trial) { continue search }
             }
             break
         }
-        // Still short of the bound: counts from a target per-replica load T (each expert split
-        // until its replicas are at most T), the slots left over going either to the heaviest
-        // replicas or, as small fillers, to the lightest experts. Low targets first.
-        if best.maxLoad > lowest * (1 + 1e-3) {
+        // Counts from a target load per replica T (each expert split until its replicas are at
+        // most T), the slots left over going either to the heaviest replicas or, as small
+        // fillers, to the lightest experts. Low targets first.
+        if best.maxLoad > enough {
             var targets = Set<Double>()
             for w in loads {
                 for j in 1...min(gpus, 8) where w / Double(j) >= lightestPeak && w / Double(j) < best.maxLoad {
                     targets.insert(w / Double(j))
                 }
             }
-            for target in targets.sorted().prefix(24) {
+            for target in targets.sorted() where budget > 0 && best.maxLoad > enough {
                 var base = loads.map { w in min(gpus, max(1, Int((w / target * (1 - 1e-12)).rounded(.up)))) }
                 var left = slots - base.reduce(0, +)
                 guard left >= 0 else { continue }
@@ -145,20 +176,38 @@ public enum Planner {
                     left -= 1
                 }
                 guard left == 0 else { continue }
-                for trial in [base, fillers] where bound(trial) < best.maxLoad * (1 - 1e-12) {
-                    let p = pack(loads, count: trial, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
-                    if p.maxLoad < best.maxLoad * (1 - 1e-12) {
-                        best = p
-                        count = trial
-                    }
-                }
-                if best.maxLoad <= lowest * (1 + 1e-3) { break }
+                _ = attempt(base)
+                _ = attempt(fillers)
             }
         }
-        return best.items.map { slots in
-            slots.sorted { best.load[$0] > best.load[$1] || (best.load[$0] == best.load[$1] && $0 < $1) }
-                .map { experts[best.expert[$0]] }
+        return order(best, experts)
+    }
+
+    /// Each GPU's experts (global ids), heaviest replica first.
+    static func order(_ p: Packing, _ experts: [Int]) -> [[Int]] {
+        p.items.map { slots in
+            slots.sorted { p.load[$0] > p.load[$1] || (p.load[$0] == p.load[$1] && $0 < $1) }
+                .map { experts[p.expert[$0]] }
         }
+    }
+
+    /// Ways to add `extra` replicas to `parts` experts with at most `cap` extra each, or nil
+    /// above `limit`.
+    static func compositionCount(extra: Int, parts: Int, cap: Int, limit: Int) -> Int? {
+        guard extra >= 0, parts >= 1, cap >= 0 else { return nil }
+        // ways[e]: ways to place e extras over the experts seen so far.
+        var ways = [Int](repeating: 0, count: extra + 1)
+        ways[0] = 1
+        for _ in 0..<parts {
+            var next = [Int](repeating: 0, count: extra + 1)
+            for e in 0...extra where ways[e] > 0 {
+                for c in 0...min(cap, extra - e) {
+                    next[e + c] = min(limit + 1, next[e + c] + ways[e])
+                }
+            }
+            ways = next
+        }
+        return ways[extra] <= limit ? ways[extra] : nil
     }
 
     static func pack(_ loads: [Double], count: [Int], gpus: Int, slotsPerGPU: Int, goodEnough: Double = 0) -> Packing {

@@ -110,18 +110,21 @@ import Testing
         #expect(plan.layers[0].placement.phy2log == deployed.phy2log)
     }
 
-    /// The traffic limit picks, per layer, the hierarchical placement when global's expected
-    /// nodes per token is above the limit.
-    @Test func maxNodesPerTokenPrefersHierarchical() throws {
+    /// Auto follows EPLB's rule (hierarchical here); with a traffic limit it takes, per layer,
+    /// the better balance within the limit: global when the limit is loose, hierarchical when
+    /// global's expected nodes per token are above it.
+    @Test func maxNodesPerTokenTradesBalanceForTraffic() throws {
         let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .hierarchical }!
         let t = c.topology
         let routing = Routing(topk: 8, topkGroup: 4)
-        let free = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing))
-        let limited = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing, maxNodesPerToken: 3.2))
-        #expect(free.layers.allSatisfy { $0.policy == .global })
-        #expect(limited.layers.allSatisfy { $0.policy == .hierarchical })
-        #expect(limited.meanNodesPerToken! <= 3.2)
-        #expect(free.meanNodesPerToken! > 3.2)
-        #expect(free.meanImbalance <= limited.meanImbalance)
+        let auto = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing))
+        let loose = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing, maxNodesPerToken: 4))
+        let tight = try PlacementPlanner.plan(c.loads, PlanRequest(topology: t, policy: nil, routing: routing, maxNodesPerToken: 3.2))
+        #expect(auto.layers.allSatisfy { $0.policy == .hierarchical })
+        #expect(loose.layers.allSatisfy { $0.policy == .global })
+        #expect(tight.layers.allSatisfy { $0.policy == .hierarchical })
+        #expect(tight.meanNodesPerToken! <= 3.2)
+        #expect(loose.meanNodesPerToken! > 3.2)
+        #expect(loose.meanImbalance < tight.meanImbalance)
     }
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""plan-experts against DeepSeek's EPLB (as SGLang ships it), in one run, on the profiles of
+Benchmarks/expert_profiles.py: balance, gap to the lower bound, co-located duplicate replicas
+and planning time. Both placements are scored here, by this script's own arithmetic, not by
+moetool's report.
+
+usage: python Benchmarks/plan_bench.py [--moetool .build/release/moetool] [--runs 3]
+(needs torch and numpy; fetches the sglang wheel from PyPI once, keeping only EPLB's file in a
+temporary directory while it runs)
+"""
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SGLANG = "sglang==0.5.23"
+
+DSV3 = [(288, 32, 4), (320, 64, 8), (256, 32, 4), (288, 16, 2)]  # slots, GPUs, nodes
+MIXTRAL = [(16, 8, 1), (12, 4, 1)]
+
+
+def load_eplb():
+    cache = os.path.join(tempfile.gettempdir(), "moetool-sglang-wheel")
+    wheels = glob.glob(os.path.join(cache, "sglang-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", SGLANG, "-d", cache], check=True)
+        wheels = glob.glob(os.path.join(cache, "sglang-*.whl"))
+    member = "sglang/srt/eplb/eplb_algorithms/deepseek.py"
+    with zipfile.ZipFile(wheels[0]) as z, tempfile.TemporaryDirectory() as tmp:
+        z.extract(member, tmp)
+        spec = importlib.util.spec_from_file_location("eplb_deepseek", os.path.join(tmp, member))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return module.rebalance_experts
+
+
+def score(loads, phy2log, gpus):
+    """Per-layer imbalance (max/mean GPU load), gap to the lower bound, duplicate replicas."""
+    loads = np.asarray(loads, dtype=np.float64)
+    phy2log = np.asarray(phy2log)
+    layers, experts = loads.shape
+    slots = phy2log.shape[1]
+    per_gpu = slots // gpus
+    imb, gaps, dups = [], [], 0
+    for l in range(layers):
+        cnt = np.bincount(phy2log[l], minlength=experts)
+        assert cnt.min() >= 1, "an expert without a slot"
+        g = (loads[l][phy2log[l]] / cnt[phy2log[l]]).reshape(gpus, per_gpu).sum(axis=1)
+        imb.append(g.max() / g.mean())
+        # Lower bound: max(total / GPUs, the best heaviest load per replica for these slots).
+        c = np.ones(experts)
+        for _ in range(slots - experts):
+            j = np.argmax(loads[l] / c)
+            c[j] += 1
+        bound = max(loads[l].sum() / gpus, (loads[l] / c).max())
+        gaps.append(g.max() / bound - 1)
+        for row in phy2log[l].reshape(gpus, per_gpu):
+            dups += len(row) - len(set(row.tolist()))
+    return float(np.mean(imb)), float(np.max(imb)), float(np.mean(gaps)), float(np.max(gaps)), dups
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--moetool", default=os.path.join(HERE, "..", ".build", "release", "moetool"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--profiles", default=os.path.join(tempfile.gettempdir(), "moetool-expert-profiles"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rebalance = load_eplb()
+    if not glob.glob(os.path.join(args.profiles, "*.json")):
+        subprocess.run([sys.executable, os.path.join(HERE, "expert_profiles.py"), args.profiles], check=True, capture_output=True)
+    work = tempfile.mkdtemp(prefix="moetool-plan-bench-")
+    rows = []
+    cases = [(p, s, g, n, 8) for p in sorted(glob.glob(os.path.join(args.profiles, "dsv3-*.json"))) for s, g, n in DSV3]
+    cases += [(p, s, g, n, 1) for p in sorted(glob.glob(os.path.join(args.profiles, "mixtral-*.json"))) for s, g, n in MIXTRAL]
+    for path, slots, gpus, nodes, groups in cases:
+        loads = json.load(open(path))["layers"]
+        weight = torch.tensor(loads, dtype=torch.float64)
+        policies = ["hierarchical", "global"] if nodes > 1 else ["global"]
+        for policy in policies:
+            peer_times = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                phy2log, _, _ = rebalance(weight, slots, groups, nodes, gpus, policy == "hierarchical")
+                peer_times.append(time.perf_counter() - t0)
+            out = os.path.join(work, "placement.json")
+            ours_times, wall_times = [], []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                r = subprocess.run([args.moetool, "plan-experts", path, "--gpus", str(gpus), "--nodes", str(nodes),
+                                    "--slots", str(slots), "--groups", str(groups), "--policy", policy, "--threads", "1",
+                                    "--json", "-o", out], check=True, capture_output=True, text=True)
+                wall_times.append(time.perf_counter() - t0)
+                ours_times.append(json.loads(r.stdout)["seconds"])
+            ours = json.load(open(out))["phy2log"]
+            e = score(loads, phy2log.tolist(), gpus)
+            m = score(loads, ours, gpus)
+            rows.append((os.path.basename(path)[:-5], f"{slots}/{gpus}/{nodes}", policy, e, m,
+                         min(peer_times), min(ours_times), min(wall_times)))
+    print("| profile | slots/GPUs/nodes | policy | EPLB mean imb. | moetool mean imb. | EPLB worst | moetool worst "
+          "| EPLB gap mean/worst | moetool gap mean/worst | dup. EPLB/moetool | EPLB s | moetool s (wall) | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    never_worse = True
+    for name, shape, policy, e, m, tp, tm, tw in rows:
+        never_worse &= m[0] <= e[0] + 1e-12
+        print(f"| {name} | {shape} | {policy} | {e[0]:.4f} | {m[0]:.4f} | {e[1]:.4f} | {m[1]:.4f} "
+              f"| {e[2]*100:.2f}% / {e[3]*100:.2f}% | {m[2]*100:.3f}% / {m[3]*100:.3f}% | {e[4]} / {m[4]} "
+              f"| {tp:.3f} | {tm*1000:.1f} ms ({tw*1000:.0f} ms) | {tp/tm:.0f}x |")
+    g = [m[2] for _, _, p, e, m, *_ in rows if p == "global"]
+    print(f"\nmoetool never worse than EPLB (mean imbalance): {never_worse}; "
+          f"global policy worst mean gap to the lower bound: {max(g)*100:.3f}%; "
+          f"moetool co-located duplicates: {sum(m[4] for _, _, _, _, m, *_ in rows)}; "
+          f"slowest moetool plan: {max(r[6] for r in rows)*1000:.1f} ms (one thread)")
+
+
+if __name__ == "__main__":
+    main()
