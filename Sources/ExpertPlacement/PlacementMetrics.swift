@@ -77,37 +77,102 @@ public enum PlacementMetrics {
     /// of each uniformly. Estimated from `tokens` sampled tokens with a fixed seed, so the same
     /// inputs always give the same figure.
     public static func nodesPerToken(_ p: LayerPlacement, loads: [Double], topology t: Topology, routing: Routing,
-                                     tokens: Int = 2048, seed: UInt64 = 0) -> Double {
+                                     tokens: Int = 512, seed: UInt64 = 0) -> Double {
         let total = loads.reduce(0, +)
         guard total > 0 else { return 0 }
-        var replicaNodes = [[Int]](repeating: [], count: t.experts)
-        for (s, e) in p.phy2log.enumerated() { replicaNodes[e].append(t.node(ofGPU: t.gpu(ofSlot: s))) }
+        // Each expert's replica nodes, flat: nodes[first[e] ..< first[e + 1]].
+        var first = [Int](repeating: 0, count: t.experts + 1)
+        for e in p.phy2log { first[e + 1] += 1 }
+        for e in 0..<t.experts { first[e + 1] += first[e] }
+        var fill = first
+        var nodes = [Int](repeating: 0, count: p.phy2log.count)
+        for (s, e) in p.phy2log.enumerated() {
+            nodes[fill[e]] = t.node(ofGPU: t.gpu(ofSlot: s))
+            fill[e] += 1
+        }
         let groupSize = t.expertsPerGroup
-        let groupLoads = (0..<t.groups).map { g in (0..<groupSize).reduce(0.0) { $0 + loads[g * groupSize + $1] } }
-        let pickGroups = min(routing.topkGroup ?? t.groups, t.groups)
+        // Cumulative loads: of the groups, and of the experts inside each group.
+        var groupCumulative = [Double](repeating: 0, count: t.groups)
+        var expertCumulative = [Double](repeating: 0, count: t.experts)
+        var groupLoad = [Double](repeating: 0, count: t.groups)
+        var groupExperts = [Int](repeating: 0, count: t.groups)  // experts with load
+        var running = 0.0
+        for g in 0..<t.groups {
+            var inGroup = 0.0
+            for k in 0..<groupSize {
+                inGroup += loads[g * groupSize + k]
+                if loads[g * groupSize + k] > 0 { groupExperts[g] += 1 }
+                expertCumulative[g * groupSize + k] = inGroup
+            }
+            groupLoad[g] = inGroup
+            running += inGroup
+            groupCumulative[g] = running
+        }
+        let pickGroups = min(routing.topkGroup ?? t.groups, groupLoad.filter { $0 > 0 }.count)
         var rng = SplitMix64(seed: 0x9E37_79B9_7F4A_7C15 ^ seed)
-        var touched = [Bool](repeating: false, count: t.nodes)
         var sum = 0
-        var groupWeight = groupLoads
-        var candidates: [Int] = []
-        var weights: [Double] = []
-        for _ in 0..<tokens {
-            for i in groupWeight.indices { groupWeight[i] = groupLoads[i] }
-            candidates.removeAll(keepingCapacity: true)
-            for _ in 0..<pickGroups {
-                guard let g = rng.pick(groupWeight) else { break }
-                groupWeight[g] = 0
-                for k in 0..<groupSize where loads[g * groupSize + k] > 0 { candidates.append(g * groupSize + k) }
+        // Drawing with replacement and redrawing repeats is drawing without replacement in
+        // proportion to what is left.
+        loads.withUnsafeBufferPointer { loads in
+        groupCumulative.withUnsafeBufferPointer { groupCumulative in
+        expertCumulative.withUnsafeBufferPointer { expertCumulative in
+        groupLoad.withUnsafeBufferPointer { groupLoad in
+        nodes.withUnsafeBufferPointer { nodes in
+        first.withUnsafeBufferPointer { first in
+            /// The first index whose cumulative value exceeds r, in cumulative[lo..<hi].
+            func search(_ cumulative: UnsafeBufferPointer<Double>, _ lo: Int, _ hi: Int, _ r: Double) -> Int {
+                var lo = lo, hi = hi - 1
+                while lo < hi {
+                    let mid = (lo + hi) >> 1
+                    if cumulative[mid] > r { hi = mid } else { lo = mid + 1 }
+                }
+                return lo
             }
-            weights = candidates.map { loads[$0] }
-            for i in touched.indices { touched[i] = false }
-            for _ in 0..<min(routing.topk, candidates.count) {
-                guard let c = rng.pick(weights) else { break }
-                weights[c] = 0
-                let nodes = replicaNodes[candidates[c]]
-                touched[nodes[Int(rng.next() % UInt64(nodes.count))]] = true
+            withUnsafeTemporaryAllocation(of: Int.self, capacity: t.groups + routing.topk + 1) { scratch in
+            withUnsafeTemporaryAllocation(of: Bool.self, capacity: t.nodes) { touched in
+                let chosenGroups = UnsafeMutableBufferPointer(rebasing: scratch[0..<t.groups])
+                let chosenExperts = UnsafeMutableBufferPointer(rebasing: scratch[t.groups...])
+                for _ in 0..<tokens {
+                    var groups = 0
+                    var available = 0.0
+                    var availableExperts = 0
+                    draw: while groups < pickGroups {
+                        let g = search(groupCumulative, 0, t.groups, rng.unit() * total)
+                        if groupLoad[g] == 0 { continue }
+                        for i in 0..<groups where chosenGroups[i] == g { continue draw }
+                        chosenGroups[groups] = g
+                        available += groupLoad[g]
+                        availableExperts += groupExperts[g]
+                        groups += 1
+                    }
+                    let picks = min(routing.topk, availableExperts)
+                    for i in 0..<t.nodes { touched[i] = false }
+                    var experts = 0
+                    pick: while experts < picks {
+                        var r = rng.unit() * available
+                        var gi = 0
+                        while gi < groups - 1 && r >= groupLoad[chosenGroups[gi]] {
+                            r -= groupLoad[chosenGroups[gi]]
+                            gi += 1
+                        }
+                        let g = chosenGroups[gi]
+                        let e = search(expertCumulative, g * groupSize, g * groupSize + groupSize, min(r, groupLoad[g].nextDown))
+                        if loads[e] == 0 { continue }
+                        for i in 0..<experts where chosenExperts[i] == e { continue pick }
+                        chosenExperts[experts] = e
+                        experts += 1
+                        let replicas = UInt64(first[e + 1] - first[e])
+                        touched[nodes[first[e] + Int(rng.next() % replicas)]] = true
+                    }
+                    for i in 0..<t.nodes where touched[i] { sum += 1 }
+                }
             }
-            sum += touched.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+        }
+        }
+        }
+        }
+        }
         }
         return Double(sum) / Double(tokens)
     }
@@ -126,17 +191,4 @@ struct SplitMix64 {
     }
     /// A uniform double in [0, 1).
     mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
-    /// An index drawn in proportion to the non-negative weights; nil when they sum to zero.
-    mutating func pick(_ weights: [Double]) -> Int? {
-        let total = weights.reduce(0, +)
-        guard total > 0 else { return nil }
-        var r = unit() * total
-        var last = -1
-        for (i, w) in weights.enumerated() where w > 0 {
-            last = i
-            if r < w { return i }
-            r -= w
-        }
-        return last
-    }
 }
