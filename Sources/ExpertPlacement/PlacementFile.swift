@@ -162,7 +162,7 @@ public struct PlanReport {
         return .object(o)
     }
 
-    public func text() -> String {
+    public func text(perLayer: Bool = false) -> String {
         let t = plan.request.topology
         func f(_ v: Double, _ digits: Int = 4) -> String {
             let scale = pow10(digits)
@@ -196,6 +196,15 @@ public struct PlanReport {
         if plan.request.algorithm == .eplb { out = out.replacingFirst("moetool", with: "   eplb") }
         for (name, ours, theirs) in rows {
             out += name.padding(36) + ours.leftPadded(10) + (theirs?.leftPadded(10) ?? "") + "\n"
+        }
+        if perLayer {
+            out += "\nlayer  policy        imbalance  node imb.        gap  nodes/token  moved\n"
+            for (i, l) in plan.layers.enumerated() {
+                let m = l.metrics
+                out += String(i).leftPadded(5) + "  " + l.policy.rawValue.padding(12) + f(m.imbalance).leftPadded(11)
+                out += f(m.nodeImbalance).leftPadded(11) + pct(m.gap).leftPadded(11)
+                out += (m.nodesPerToken.map { f($0, 3) } ?? "-").leftPadded(13) + (l.moved.map(String.init) ?? "-").leftPadded(7) + "\n"
+            }
         }
         out += "\nreplicas: \(t.redundantSlots) redundant per layer, \(t.redundantSlots * plan.layers.count) in all"
         if let bytesPerExpert {

@@ -76,6 +76,9 @@ struct PlanExperts: ParsableCommand {
     @Flag(help: "Print the report as JSON (schema moetool.plan-experts/1).")
     var json = false
 
+    @Flag(help: "With the text report: a line per layer (policy, imbalance, node imbalance, gap, nodes per token, moves).")
+    var perLayer = false
+
     @Option(help: "Threads (0: all cores).")
     var threads = 0
 
@@ -174,7 +177,7 @@ struct PlanExperts: ParsableCommand {
         }
         let report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
                                 profile: profile, output: output)
-        FileHandleOutput.stdout(json ? JSONSerializer.pretty(report.json()) + "\n" : report.text())
+        FileHandleOutput.stdout(json ? JSONSerializer.pretty(report.json()) + "\n" : report.text(perLayer: perLayer))
     }
 
     /// Bytes of one routed expert (all its projections), from a checkpoint's headers.

@@ -99,6 +99,29 @@ import Testing
         #expect(r.placement.logcnt.reduce(0, +) == t.slots && r.placement.logcnt.allSatisfy { $0 >= 1 })
     }
 
+    /// Hierarchical: moves stay inside nodes, so every group still lives on one node.
+    @Test func hierarchicalKeepsGroupsOnNodes() throws {
+        let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .hierarchical }!
+        let t = c.topology
+        let deployed = c.loads.map { Planner.place($0, topology: t, policy: .hierarchical) }
+        // Next week's loads: the layers rotated, a big change.
+        let next = Array(c.loads[1...]) + [c.loads[0]]
+        let plan = try PlacementPlanner.plan(next, PlanRequest(topology: t, policy: .hierarchical, previous: deployed))
+        for (i, layer) in plan.layers.enumerated() {
+            var nodeOfGroup = [Int: Int]()
+            for (s, e) in layer.placement.phy2log.enumerated() {
+                let node = t.node(ofGPU: t.gpu(ofSlot: s))
+                #expect(nodeOfGroup[e / t.expertsPerGroup, default: node] == node, "layer \(i)")
+                nodeOfGroup[e / t.expertsPerGroup] = node
+            }
+            let fresh = Planner.place(next[i], topology: t, policy: .hierarchical)
+            let freshImbalance = PlacementMetrics.measure(fresh, loads: next[i], topology: t, routing: nil).imbalance
+            #expect(layer.metrics.imbalance <= freshImbalance * 1.01 + 1e-12)
+            #expect(layer.moved! <= Incremental.changed(Incremental.align(fresh, to: deployed[i], topology: t).phy2log, deployed[i].phy2log))
+            #expect(layer.metrics.colocatedDuplicates == 0)
+        }
+    }
+
     /// A deployed placement that already meets the target is kept as it is.
     @Test func keepsAGoodPlacement() throws {
         let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .global }!
