@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Inspection", targets: ["Inspection"]),
         .library(name: "Conversion", targets: ["Conversion"]),
         .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
+        .library(name: "ShardCompression", targets: ["ShardCompression"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -52,10 +53,12 @@ let package = Package(
             ]),
         // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
         .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "StrictJSON", "CZstd"]),
+        // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
+        .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
-                "Inspection", "Conversion", "ExpertPlacement", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
+                "Inspection", "Conversion", "ExpertPlacement", "ShardCompression", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -72,6 +75,7 @@ let package = Package(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "ShardCompressionTests", dependencies: ["ShardCompression", "SafetensorsFormat", "CKernels", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]
 )

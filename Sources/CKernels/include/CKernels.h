@@ -27,4 +27,19 @@ void moe_decode_e4m3_to_bf16(const uint8_t *codes, size_t n, float s, const floa
 /// Keeps freed large buffers in the heap (glibc mallopt) so that repeated band-sized
 /// allocations reuse memory instead of faulting in fresh zeroed pages each time.
 void moe_keep_large_buffers(void);
+/// Byte planes for compression. 16-bit values are rotated left by one bit (the sign moves to
+/// the bottom, so BF16's high byte is its whole exponent) and split into high and low bytes.
+void moe_split16(const void *in, size_t n, uint8_t *hi, uint8_t *lo);
+void moe_join16(const uint8_t *hi, const uint8_t *lo, size_t n, void *out);
+/// 32-bit values rotated left by one bit, split into four byte planes, most significant first.
+void moe_split32(const void *in, size_t n, uint8_t *p0, uint8_t *p1, uint8_t *p2, uint8_t *p3);
+void moe_join32(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, size_t n, void *out);
+/// Bytes rotated left by one bit, their high nibbles packed two per byte in `hi`, low nibbles
+/// in `lo` (each (n + 1) / 2 bytes).
+void moe_split_nibbles(const uint8_t *in, size_t n, uint8_t *hi, uint8_t *lo);
+void moe_join_nibbles(const uint8_t *hi, const uint8_t *lo, size_t n, uint8_t *out);
+
+/// XXH64 of `len` bytes (the xxHash specification).
+uint64_t moe_xxh64(const void *data, size_t len, uint64_t seed);
+
 #endif

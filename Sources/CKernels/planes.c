@@ -1,0 +1,139 @@
+// Byte planes for compression, and XXH64, written from the public xxHash specification.
+#include "CKernels.h"
+#include <string.h>
+
+static inline uint16_t rotl16(uint16_t x, int r) { return (uint16_t)((x << r) | (x >> (16 - r))); }
+static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+void moe_split16(const void *in, size_t n, uint8_t *hi, uint8_t *lo) {
+    const uint8_t *p = (const uint8_t *)in;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t x;
+        memcpy(&x, p + 2 * i, 2);
+        x = rotl16(x, 1);
+        hi[i] = (uint8_t)(x >> 8);
+        lo[i] = (uint8_t)x;
+    }
+}
+
+void moe_join16(const uint8_t *hi, const uint8_t *lo, size_t n, void *out) {
+    uint8_t *p = (uint8_t *)out;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t x = (uint16_t)(((uint16_t)hi[i] << 8) | lo[i]);
+        x = rotl16(x, 15);
+        memcpy(p + 2 * i, &x, 2);
+    }
+}
+
+void moe_split32(const void *in, size_t n, uint8_t *p0, uint8_t *p1, uint8_t *p2, uint8_t *p3) {
+    const uint8_t *p = (const uint8_t *)in;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x;
+        memcpy(&x, p + 4 * i, 4);
+        x = rotl32(x, 1);
+        p0[i] = (uint8_t)(x >> 24);
+        p1[i] = (uint8_t)(x >> 16);
+        p2[i] = (uint8_t)(x >> 8);
+        p3[i] = (uint8_t)x;
+    }
+}
+
+void moe_join32(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, size_t n, void *out) {
+    uint8_t *p = (uint8_t *)out;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = ((uint32_t)p0[i] << 24) | ((uint32_t)p1[i] << 16) | ((uint32_t)p2[i] << 8) | p3[i];
+        x = rotl32(x, 31);
+        memcpy(p + 4 * i, &x, 4);
+    }
+}
+
+void moe_split_nibbles(const uint8_t *in, size_t n, uint8_t *hi, uint8_t *lo) {
+    size_t pairs = n / 2;
+    for (size_t i = 0; i < pairs; i++) {
+        uint8_t a = (uint8_t)((in[2 * i] << 1) | (in[2 * i] >> 7));
+        uint8_t b = (uint8_t)((in[2 * i + 1] << 1) | (in[2 * i + 1] >> 7));
+        hi[i] = (uint8_t)((a & 0xF0) | (b >> 4));
+        lo[i] = (uint8_t)((a << 4) | (b & 0x0F));
+    }
+    if (n & 1) {
+        uint8_t a = (uint8_t)((in[n - 1] << 1) | (in[n - 1] >> 7));
+        hi[pairs] = (uint8_t)(a & 0xF0);
+        lo[pairs] = (uint8_t)(a << 4);
+    }
+}
+
+void moe_join_nibbles(const uint8_t *hi, const uint8_t *lo, size_t n, uint8_t *out) {
+    for (size_t i = 0; i < n; i++) {
+        uint8_t h = (i & 1) ? (uint8_t)(hi[i / 2] << 4) : (uint8_t)(hi[i / 2] & 0xF0);
+        uint8_t l = (i & 1) ? (uint8_t)(lo[i / 2] & 0x0F) : (uint8_t)(lo[i / 2] >> 4);
+        uint8_t a = (uint8_t)(h | l);
+        out[i] = (uint8_t)((a >> 1) | (a << 7));
+    }
+}
+
+#define P1 0x9E3779B185EBCA87ULL
+#define P2 0xC2B2AE3D27D4EB4FULL
+#define P3 0x165667B19E3779F9ULL
+#define P4 0x85EBCA77C2B2AE63ULL
+#define P5 0x27D4EB2F165667C5ULL
+
+static inline uint64_t xxh_round(uint64_t acc, uint64_t input) {
+    acc += input * P2;
+    acc = rotl64(acc, 31);
+    return acc * P1;
+}
+
+static inline uint64_t xxh_merge(uint64_t acc, uint64_t val) {
+    acc ^= xxh_round(0, val);
+    return acc * P1 + P4;
+}
+
+static inline uint64_t read64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t read32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+uint64_t moe_xxh64(const void *data, size_t len, uint64_t seed) {
+    const uint8_t *p = (const uint8_t *)data;
+    const uint8_t *end = p + len;
+    uint64_t h;
+    if (len >= 32) {
+        uint64_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
+        const uint8_t *limit = end - 32;
+        do {
+            v1 = xxh_round(v1, read64(p));
+            v2 = xxh_round(v2, read64(p + 8));
+            v3 = xxh_round(v3, read64(p + 16));
+            v4 = xxh_round(v4, read64(p + 24));
+            p += 32;
+        } while (p <= limit);
+        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+        h = xxh_merge(h, v1);
+        h = xxh_merge(h, v2);
+        h = xxh_merge(h, v3);
+        h = xxh_merge(h, v4);
+    } else {
+        h = seed + P5;
+    }
+    h += (uint64_t)len;
+    while (p + 8 <= end) {
+        h ^= xxh_round(0, read64(p));
+        h = rotl64(h, 27) * P1 + P4;
+        p += 8;
+    }
+    if (p + 4 <= end) {
+        h ^= (uint64_t)read32(p) * P1;
+        h = rotl64(h, 23) * P2 + P3;
+        p += 4;
+    }
+    while (p < end) {
+        h ^= (*p) * P5;
+        h = rotl64(h, 11) * P1;
+        p++;
+    }
+    h ^= h >> 33;
+    h *= P2;
+    h ^= h >> 29;
+    h *= P3;
+    h ^= h >> 32;
+    return h;
+}

@@ -1,0 +1,346 @@
+import Dispatch
+import CKernels
+import Checkpoint
+import SafetensorsFormat
+
+public struct CompressionError: Error, Sendable, CustomStringConvertible {
+    public let file: String
+    public let message: String
+    public init(_ file: String, _ message: String) {
+        self.file = file
+        self.message = message
+    }
+    public var description: String { "\(file): \(message)" }
+}
+
+/// Statistics of one compressed file.
+public struct ShardStats: Sendable {
+    public var originalBytes: UInt64 = 0
+    public var storedBytes: UInt64 = 0
+    /// Original and stored data bytes per dtype name.
+    public var byDtype: [String: (original: UInt64, stored: UInt64)] = [:]
+}
+
+public enum ShardCompressor {
+    /// Compresses the safetensors file at `input` into `output` (written under a temporary name,
+    /// renamed when complete). `progress` receives original bytes as chunks are written.
+    public static func compress(input: String, output: String, levels: ChunkCodec.Levels = .init(), threads: Int = 0,
+                                progress: (@Sendable (UInt64) -> Void)? = nil) throws -> ShardStats {
+        let file: SafetensorsFile
+        do {
+            file = try SafetensorsFile(path: input)
+        } catch {
+            throw CompressionError(input, "not a valid safetensors file: \(error.problems.first.map { "\($0)" } ?? "")")
+        }
+        var jobs: [(tensor: Int, begin: UInt64, end: UInt64)] = []
+        for (i, t) in file.tensors.enumerated() {
+            var b = t.begin
+            while b < t.end {
+                let e = min(t.end, b + UInt64(CompressedFormat.chunkBytes))
+                jobs.append((i, b, e))
+                b = e
+            }
+        }
+        let out = try AtomicFile(path: output)
+        do {
+            let n = file.header.headerLength
+            var head = CompressedFormat.magic
+            head.appendLE(CompressedFormat.version)
+            head.appendLE(UInt32(0))
+            head.appendLE(n)
+            try out.write(head)
+            let headerBytes = file.mapping.bytes(8..<(8 + n))
+            try out.write(headerBytes)
+            let headerChecksum = moe_xxh64(headerBytes.baseAddress, headerBytes.count, 0)
+            var offset = UInt64(CompressedFormat.prefixBytes) + n
+            var entries: [CompressedFormat.Chunk] = []
+            var stats = ShardStats()
+            let window = max(1, (threads > 0 ? threads : 2) * 4)
+            var start = 0
+            while start < jobs.count {
+                let batch = Array(jobs[start..<min(jobs.count, start + window)])
+                let encoded = parallelMap(batch.count, threads: threads) { k -> ChunkCodec.Encoded in
+                    let j = batch[k]
+                    let bytes = file.mapping.bytes((file.header.dataStart + j.begin)..<(file.header.dataStart + j.end))
+                    return ChunkCodec.encode(bytes, dtype: file.tensors[j.tensor].dtype, levels: levels)
+                }
+                for (k, e) in encoded.enumerated() {
+                    let j = batch[k]
+                    var planes: [CompressedFormat.Plane] = []
+                    for p in e.planes {
+                        try out.write(p.bytes)
+                        planes.append(.init(offset: offset, storedLength: UInt32(p.bytes.count), rawLength: UInt32(p.rawLength), method: p.method))
+                        offset += UInt64(p.bytes.count)
+                    }
+                    entries.append(.init(dataOffset: j.begin, length: UInt32(j.end - j.begin), tensor: UInt32(j.tensor),
+                                         checksum: e.checksum, encoding: e.encoding, planes: planes))
+                    let dtype = file.tensors[j.tensor].dtype.rawValue
+                    let original = j.end - j.begin
+                    stats.originalBytes += original
+                    stats.storedBytes += UInt64(e.storedBytes)
+                    stats.byDtype[dtype, default: (0, 0)].original += original
+                    stats.byDtype[dtype, default: (0, 0)].stored += UInt64(e.storedBytes)
+                    progress?(original)
+                }
+                let range = (file.header.dataStart + batch.first!.begin)..<(file.header.dataStart + batch.last!.end)
+                file.mapping.adviseDone(range)
+                start += batch.count
+            }
+            var table: [UInt8] = []
+            table.reserveCapacity(entries.count * CompressedFormat.entryBytes + CompressedFormat.tailBytes)
+            for e in entries { e.serialize(into: &table) }
+            table.appendLE(UInt64(entries.count))
+            table.appendLE(offset)
+            table.appendLE(file.header.dataBytes)
+            table.appendLE(fileChecksum(header: headerChecksum, chunks: entries.map(\.checksum)))
+            table.appendLE(headerChecksum)
+            table.append(contentsOf: [UInt8](repeating: 0, count: 16))
+            table.append(contentsOf: CompressedFormat.endMagic)
+            try out.write(table)
+            try out.commit()
+            return stats
+        } catch {
+            out.abort()
+            throw error
+        }
+    }
+
+    static func fileChecksum(header: UInt64, chunks: [UInt64]) -> UInt64 {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(8 * (chunks.count + 1))
+        bytes.appendLE(header)
+        for c in chunks { bytes.appendLE(c) }
+        return moe_xxh64(bytes, bytes.count, 0)
+    }
+}
+
+/// A compressed shard opened for reading: its safetensors header without decompressing anything,
+/// any tensor's bytes by decompressing only its chunks, or the whole original file.
+public final class CompressedShard: @unchecked Sendable {
+    public let path: String
+    public let mapping: MappedFile
+    public let header: SafetensorsHeader
+    public let chunks: [CompressedFormat.Chunk]
+    public let fileChecksum: UInt64
+    let headerChecksum: UInt64
+
+    public var tensors: [TensorInfo] { header.tensors }
+    public var storedBytes: UInt64 { mapping.size }
+    public var originalBytes: UInt64 { 8 + header.headerLength + header.dataBytes }
+
+    /// Whether the file starts with the compressed format's magic number.
+    public static func isCompressed(path: String) -> Bool {
+        guard let m = try? MappedFile(path: path), m.size >= 8 else { return false }
+        return Array(m.bytes(0..<8)) == CompressedFormat.magic
+    }
+
+    public init(path: String) throws(CompressionError) {
+        self.path = path
+        do {
+            mapping = try MappedFile(path: path)
+        } catch {
+            throw CompressionError(path, error.description)
+        }
+        let size = mapping.size
+        let minimum = UInt64(CompressedFormat.prefixBytes + CompressedFormat.tailBytes)
+        guard size >= minimum else { throw CompressionError(path, "\(size) bytes is too short for a compressed shard (truncated?)") }
+        let head = mapping.bytes(0..<UInt64(CompressedFormat.prefixBytes))
+        guard Array(head[0..<8]) == CompressedFormat.magic else {
+            throw CompressionError(path, "not a moetool compressed shard (no magic number)")
+        }
+        let version = head.le(8, as: UInt32.self)
+        guard version == CompressedFormat.version else {
+            throw CompressionError(path, "format version \(version); this moetool reads version \(CompressedFormat.version)")
+        }
+        let n = head.le(16, as: UInt64.self)
+        let tail = mapping.bytes((size - UInt64(CompressedFormat.tailBytes))..<size)
+        guard Array(tail[56..<64]) == CompressedFormat.endMagic else {
+            throw CompressionError(path, "no end marker: the file is truncated or was not written completely")
+        }
+        let count = tail.le(0, as: UInt64.self)
+        let tableOffset = tail.le(8, as: UInt64.self)
+        let dataBytes = tail.le(16, as: UInt64.self)
+        fileChecksum = tail.le(24, as: UInt64.self)
+        headerChecksum = tail.le(32, as: UInt64.self)
+        guard n <= SafetensorsLimits.maxHeaderBytes, UInt64(CompressedFormat.prefixBytes) + n <= tableOffset,
+              count <= (size - minimum) / UInt64(CompressedFormat.entryBytes),
+              tableOffset + count * UInt64(CompressedFormat.entryBytes) == size - UInt64(CompressedFormat.tailBytes)
+        else {
+            throw CompressionError(path, "the chunk table does not fit the file (header \(n) bytes, \(count) chunks at \(tableOffset) in \(size) bytes)")
+        }
+        let headerBytes = mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + n))
+        guard moe_xxh64(headerBytes.baseAddress, headerBytes.count, 0) == headerChecksum else {
+            throw CompressionError(path, "the safetensors header does not match its checksum")
+        }
+        do {
+            header = try HeaderParser.parse(headerBytes, fileSize: 8 + n + dataBytes, file: path)
+        } catch {
+            throw CompressionError(path, "invalid safetensors header: \(error.problems.first.map { "\($0)" } ?? "")")
+        }
+        guard header.dataBytes == dataBytes else {
+            throw CompressionError(path, "the table says \(dataBytes) data bytes, the header \(header.dataBytes)")
+        }
+        // The table: chunks in data order, covering every tensor exactly, planes inside the payload.
+        let table = mapping.bytes(tableOffset..<(tableOffset + count * UInt64(CompressedFormat.entryBytes)))
+        var chunks: [CompressedFormat.Chunk] = []
+        chunks.reserveCapacity(Int(count))
+        var expected: UInt64 = 0
+        let payload = (UInt64(CompressedFormat.prefixBytes) + n)..<tableOffset
+        for k in 0..<Int(count) {
+            let base = k * CompressedFormat.entryBytes
+            let dataOffset = table.le(base, as: UInt64.self)
+            let length = table.le(base + 8, as: UInt32.self)
+            let tensor = table.le(base + 12, as: UInt32.self)
+            let checksum = table.le(base + 16, as: UInt64.self)
+            let problem = { (what: String) in CompressionError(path, "chunk \(k): \(what)") }
+            guard let encoding = CompressedFormat.Encoding(rawValue: table[base + 24]) else { throw problem("unknown encoding \(table[base + 24])") }
+            let planeCount = Int(table[base + 25])
+            guard planeCount == encoding.planes else { throw problem("\(planeCount) planes for encoding \(encoding)") }
+            guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
+            let t = header.tensors[Int(tensor)]
+            guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
+                throw problem("covers \(dataOffset)..<\(dataOffset + UInt64(length)) of tensor \(t.name) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
+            }
+            let lengths = encoding.planeLengths(Int(length))
+            var planes: [CompressedFormat.Plane] = []
+            for i in 0..<planeCount {
+                let p = base + 32 + i * 24
+                let offset = table.le(p, as: UInt64.self)
+                let stored = table.le(p + 8, as: UInt32.self)
+                let raw = table.le(p + 12, as: UInt32.self)
+                guard let method = CompressedFormat.Method(rawValue: table[p + 16]) else { throw problem("plane \(i): unknown method") }
+                guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset + UInt64(stored) <= payload.upperBound,
+                      method == .zstd || stored == raw
+                else { throw problem("plane \(i) is out of bounds or has the wrong length") }
+                planes.append(.init(offset: offset, storedLength: stored, rawLength: raw, method: method))
+            }
+            chunks.append(.init(dataOffset: dataOffset, length: length, tensor: tensor, checksum: checksum, encoding: encoding, planes: planes))
+            expected = dataOffset + UInt64(length)
+        }
+        guard expected == dataBytes else {
+            throw CompressionError(path, "the chunks cover \(expected) of \(dataBytes) data bytes (truncated table?)")
+        }
+        guard ShardCompressor.fileChecksum(header: headerChecksum, chunks: chunks.map(\.checksum)) == fileChecksum else {
+            throw CompressionError(path, "the chunk table does not match the file checksum")
+        }
+        self.chunks = chunks
+    }
+
+    func stored(_ chunk: CompressedFormat.Chunk) -> [UnsafeRawBufferPointer] {
+        chunk.planes.map { mapping.bytes($0.offset..<($0.offset + UInt64($0.storedLength))) }
+    }
+
+    func decode(_ k: Int, into out: UnsafeMutableRawBufferPointer) throws(CompressionError) {
+        let c = chunks[k]
+        do {
+            try ChunkCodec.decode(c, stored: stored(c), into: out)
+        } catch {
+            throw CompressionError(path, "chunk \(k) (tensor \(header.tensors[Int(c.tensor)].name), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
+        }
+    }
+
+    /// One tensor's original bytes, decompressing only its chunks (each checked).
+    public func data(_ tensor: TensorInfo) throws(CompressionError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(tensor.byteCount))
+        guard tensor.byteCount > 0 else { return out }
+        // The first chunk at or after the tensor's start (chunks are in data order).
+        var lo = 0, hi = chunks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if chunks[mid].dataOffset < tensor.begin { lo = mid + 1 } else { hi = mid }
+        }
+        var k = lo
+        var failure: CompressionError? = nil
+        out.withUnsafeMutableBytes { buffer in
+            while k < chunks.count, chunks[k].dataOffset < tensor.end {
+                let c = chunks[k]
+                let start = Int(c.dataOffset - tensor.begin)
+                do throws(CompressionError) {
+                    try decode(k, into: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(c.length))]))
+                } catch {
+                    failure = error
+                    return
+                }
+                k += 1
+            }
+        }
+        if let failure { throw failure }
+        return out
+    }
+
+    /// Writes the original safetensors file to `output` (under a temporary name; renamed only
+    /// after every chunk and the file checksum are verified). Windows of chunks are decoded on
+    /// all cores while the previous window is written.
+    public func decompress(to output: String, threads: Int = 0, progress: (@Sendable (UInt64) -> Void)? = nil) throws {
+        let out = try AtomicFile(path: output)
+        do {
+            var head: [UInt8] = []
+            head.appendLE(header.headerLength)
+            try out.write(head)
+            try out.write(mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + header.headerLength)))
+            let window = max(1, (threads > 0 ? threads : 2) * 4)
+            let windows = stride(from: 0, to: chunks.count, by: window).map { $0..<min(chunks.count, $0 + window) }
+            let decodeWindow = { @Sendable (w: Range<Int>) -> Result<[UInt8], CompressionError> in
+                let base = self.chunks[w.lowerBound].dataOffset
+                let bytes = Int(self.chunks[w.upperBound - 1].dataOffset + UInt64(self.chunks[w.upperBound - 1].length) - base)
+                var failure: CompressionError? = nil
+                let buffer = [UInt8](unsafeUninitializedCapacity: bytes) { b, count in
+                    nonisolated(unsafe) let b = b
+                    let errors = parallelMap(w.count, threads: threads) { i -> CompressionError? in
+                        let k = w.lowerBound + i
+                        let c = self.chunks[k]
+                        let start = Int(c.dataOffset - base)
+                        do throws(CompressionError) {
+                            try self.decode(k, into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(b)[start..<(start + Int(c.length))]))
+                            return nil
+                        } catch {
+                            return error
+                        }
+                    }
+                    failure = errors.compactMap { $0 }.first
+                    count = bytes
+                }
+                if let p = self.chunks[w].first?.planes.first, let last = self.chunks[w].last?.planes.last {
+                    self.mapping.adviseDone(p.offset..<(last.offset + UInt64(last.storedLength)))
+                }
+                return failure.map { .failure($0) } ?? .success(buffer)
+            }
+            var next: (done: DispatchSemaphore, box: ResultBox)? = nil
+            func start(_ k: Int) {
+                guard k < windows.count else { next = nil; return }
+                let box = ResultBox()
+                let done = DispatchSemaphore(value: 0)
+                let w = windows[k]
+                DispatchQueue.global().async {
+                    box.result = decodeWindow(w)
+                    done.signal()
+                }
+                next = (done, box)
+            }
+            start(0)
+            for k in windows.indices {
+                let current = next!
+                current.done.wait()
+                start(k + 1)
+                let bytes: [UInt8]
+                do {
+                    bytes = try current.box.result!.get()
+                } catch {
+                    if let n = next { n.done.wait() }
+                    throw error
+                }
+                try out.write(bytes)
+                progress?(UInt64(bytes.count))
+            }
+            try out.commit()
+        } catch {
+            out.abort()
+            throw error
+        }
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    var result: Result<[UInt8], CompressionError>?
+}
+

@@ -1,0 +1,132 @@
+import ArgumentParser
+import ShardCompression
+import StrictJSON
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Shared by compress and decompress.
+struct CompressionRun {
+    static func execute(input: String, output: String, direction: DirectoryCompression.Direction, levels: ChunkCodec.Levels,
+                        threads: Int, json: Bool, quiet: Bool) throws {
+        let total: UInt64
+        do {
+            let jobs = try DirectoryCompression.plan(input, output, direction)
+            total = jobs.reduce(0) { sum, job in
+                var st = stat()
+                guard stat(job.source, &st) == 0 else { return sum }
+                if job.action == "decompressed", let shard = try? CompressedShard(path: job.source) { return sum + shard.originalBytes }
+                return sum + UInt64(st.st_size)
+            }
+        } catch {
+            FileHandleOutput.stderr("error: \(error)\n")
+            throw ExitStatus.invalidInput
+        }
+        let bar = ProgressBar(label: direction == .compress ? "compress" : "decompress", total: total, quiet: quiet || json)
+        let summary: DirectoryCompression.Summary
+        do {
+            summary = try DirectoryCompression.run(input, output, direction, levels: levels, threads: threads,
+                                                   progress: { bar.advance($0) })
+        } catch {
+            bar.finish()
+            FileHandleOutput.stderr("error: \(error)\n")
+            throw ExitStatus.invalidInput
+        }
+        bar.finish()
+        let original = summary.originalBytes
+        let compressed = summary.compressedBytes
+        let seconds = max(summary.seconds, 1e-9)
+        if json {
+            var o = JSONObject()
+            o.append("schema", "moetool.compress/1")
+            o.append("direction", .string(direction == .compress ? "compress" : "decompress"))
+            o.append("input", .string(input))
+            o.append("output", .string(output))
+            o.append("original_bytes", .number(JSONNumber(original)))
+            o.append("compressed_bytes", .number(JSONNumber(compressed)))
+            o.append("ratio", .number(JSONNumber(text: fixed(Double(original) / Double(max(compressed, 1)), 4))))
+            o.append("seconds", .number(JSONNumber(text: fixed(seconds, 3))))
+            o.append("original_mb_per_s", .number(JSONNumber(text: fixed(Double(original) / 1e6 / seconds, 1))))
+            o.append("compressed_mb_per_s", .number(JSONNumber(text: fixed(Double(compressed) / 1e6 / seconds, 1))))
+            var dtypes: [String: (original: UInt64, stored: UInt64)] = [:]
+            for f in summary.files { for (k, v) in f.stats?.byDtype ?? [:] { dtypes[k, default: (0, 0)].original += v.original; dtypes[k, default: (0, 0)].stored += v.stored } }
+            o.append("by_dtype", .object(JSONObject(dtypes.keys.sorted().map { k in
+                let v = dtypes[k]!
+                return (k, .object(JSONObject([("original_bytes", .number(JSONNumber(v.original))), ("stored_bytes", .number(JSONNumber(v.stored))),
+                                               ("ratio", .number(JSONNumber(text: fixed(Double(v.original) / Double(max(v.stored, 1)), 4))))])))
+            })))
+            o.append("files", .array(summary.files.map { f in
+                .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)),
+                                    ("input_bytes", .number(JSONNumber(f.inputBytes))), ("output_bytes", .number(JSONNumber(f.outputBytes)))]))
+            }))
+            FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
+        } else {
+            let verb = direction == .compress ? "compressed" : "restored"
+            FileHandleOutput.stdout("\(input) -> \(output): \(summary.files.filter { $0.action != "copied" }.count) file(s) \(verb), "
+                + "\(summary.files.filter { $0.action == "copied" }.count) copied; \(mb(original)) MB original, \(mb(compressed)) MB compressed "
+                + "(ratio \(fixed(Double(original) / Double(max(compressed, 1)), 3))), \(fixed(seconds, 2)) s, "
+                + "\(fixed(Double(original) / 1e6 / seconds, 0)) MB/s of original bytes\n")
+        }
+    }
+
+    static func mb(_ b: UInt64) -> String { fixed(Double(b) / 1e6, 1) }
+
+    static func fixed(_ v: Double, _ digits: Int) -> String {
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let r = (v * scale).rounded() / scale
+        var s = "\(r)"
+        if digits == 0, s.hasSuffix(".0") { s.removeLast(2) }
+        return s
+    }
+}
+
+struct Compress: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compress",
+        abstract: "Compress safetensors shards losslessly (byte planes + zstd), keeping headers readable.",
+        discussion: """
+            IN is a .safetensors file or a checkpoint directory (every .safetensors file compressed under \
+            its own name, other files copied, a manifest added; the index stays valid). OUT must not exist \
+            (or be an empty directory). `moetool decompress` restores every byte. See Docs/compress.md.
+            """)
+
+    @Argument(help: "A .safetensors file or a checkpoint directory.") var input: String
+    @Argument(help: "The output file or directory.") var output: String
+    @Option(help: "zstd level for exponent planes: 0 (moetool's entropy setting, the default) or 1-19.") var exponentLevel: Int32 = 0
+    @Option(help: "zstd level for the other planes: 0 (the default) or 1-19.") var level: Int32 = 0
+    @Option(help: "Threads (0: all cores).") var threads = 0
+    @Flag(help: "Print a JSON summary (schema moetool.compress/1).") var json = false
+    @Flag(name: .shortAndLong, help: "No progress bar.") var quiet = false
+
+    func validate() throws {
+        guard (0...19).contains(exponentLevel), (0...19).contains(level) else { throw ValidationError("levels are 0 to 19") }
+        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+    }
+
+    func run() throws {
+        try CompressionRun.execute(input: input, output: output, direction: .compress,
+                                   levels: .init(exponent: exponentLevel, other: level), threads: threads, json: json, quiet: quiet)
+    }
+}
+
+struct Decompress: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decompress",
+        abstract: "Restore the original safetensors files from `moetool compress` output, checking every checksum.",
+        discussion: """
+            A file is renamed into place only after every chunk checksum and the file checksum pass; a \
+            corrupt or truncated input exits 1 naming the chunk and tensor.
+            """)
+
+    @Argument(help: "A compressed file or directory.") var input: String
+    @Argument(help: "The output file or directory.") var output: String
+    @Option(help: "Threads (0: all cores).") var threads = 0
+    @Flag(help: "Print a JSON summary (schema moetool.compress/1).") var json = false
+    @Flag(name: .shortAndLong, help: "No progress bar.") var quiet = false
+
+    func run() throws {
+        try CompressionRun.execute(input: input, output: output, direction: .decompress, levels: .init(), threads: threads,
+                                   json: json, quiet: quiet)
+    }
+}

@@ -1,0 +1,169 @@
+import CKernels
+import FixtureSupport
+import Foundation
+import SafetensorsFormat
+import Testing
+
+@testable import ShardCompression
+
+@Suite struct ChecksumAndPlanes {
+    /// XXH64 against the xxhash package on lengths that exercise every tail path.
+    @Test func xxh64MatchesReference() throws {
+        let doc = Fixtures.json("compression/xxh64.json").objectValue!
+        for c in doc["cases"]!.arrayValue! {
+            let o = c.objectValue!
+            let n = Int(o["length"]!.uint64Value!)
+            let bytes = (0..<n).map { UInt8(($0 * 7) % 251) }
+            let got = ChunkCodec.hex(moe_xxh64(bytes, n, 0))
+            #expect(got == o["xxh64"]!.stringValue!, "length \(n)")
+        }
+    }
+
+    /// Every 16-bit value splits and joins back; BF16's high plane is exactly its exponent field.
+    @Test func split16AllValues() {
+        let values = (0...0xFFFF).map { UInt16($0) }
+        var hi = [UInt8](repeating: 0, count: values.count)
+        var lo = [UInt8](repeating: 0, count: values.count)
+        var back = [UInt16](repeating: 0, count: values.count)
+        moe_split16(values, values.count, &hi, &lo)
+        moe_join16(hi, lo, values.count, &back)
+        #expect(back == values)
+        #expect(values.indices.allSatisfy { hi[$0] == UInt8((values[$0] >> 7) & 0xFF) })
+        #expect(values.indices.allSatisfy { lo[$0] == UInt8((values[$0] & 0x7F) << 1 | values[$0] >> 15) })
+    }
+
+    @Test func split32AndNibblesRoundTrip() {
+        var rng = SystemRandomNumberGenerator()
+        let words = (0..<4099).map { _ in UInt32.random(in: 0...UInt32.max, using: &rng) } + [0, 0x8000_0000, 0x7F80_0000, 0xFFFF_FFFF]
+        var p0 = [UInt8](repeating: 0, count: words.count), p1 = p0, p2 = p0, p3 = p0
+        var back = [UInt32](repeating: 0, count: words.count)
+        moe_split32(words, words.count, &p0, &p1, &p2, &p3)
+        moe_join32(p0, p1, p2, p3, words.count, &back)
+        #expect(back == words)
+        #expect(words.indices.allSatisfy { p0[$0] == UInt8((words[$0] >> 23) & 0xFF) })  // the F32 exponent
+        for n in [0, 1, 2, 255, 256, 257] {
+            let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            var hi = [UInt8](repeating: 0, count: (n + 1) / 2 + 1)
+            var lo = [UInt8](repeating: 0, count: (n + 1) / 2 + 1)
+            var out = [UInt8](repeating: 0, count: n + 1)
+            moe_split_nibbles(bytes, n, &hi, &lo)
+            moe_join_nibbles(hi, lo, n, &out)
+            #expect(Array(out.prefix(n)) == bytes, "n = \(n)")
+        }
+    }
+}
+
+/// Every safetensors file among the fixtures (written by safetensors / transformers / torch).
+let fixtureShards: [String] = {
+    let root = Fixtures.root
+    var out: [String] = []
+    for dir in ["models", "valid", "writer", "quant"] {
+        guard let e = FileManager.default.enumerator(atPath: root + "/" + dir) else { continue }
+        while let p = e.nextObject() as? String {
+            if p.hasSuffix(".safetensors") { out.append(root + "/" + dir + "/" + p) }
+        }
+    }
+    return out.sorted()
+}()
+
+@Suite struct CompressedShardTests {
+    /// Compress, then read every tensor by random access and restore the whole file: every byte
+    /// the same, for every fixture shard.
+    @Test func roundTripEveryFixture() throws {
+        #expect(fixtureShards.count >= 20)
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for (i, path) in fixtureShards.enumerated() {
+            let packed = dir + "/\(i).stz", restored = dir + "/\(i).safetensors"
+            _ = try ShardCompressor.compress(input: path, output: packed)
+            let shard = try CompressedShard(path: packed)
+            let original = try SafetensorsFile(path: path)
+            #expect(shard.tensors.map(\.name) == original.tensors.map(\.name), "\(path)")
+            for t in original.tensors {
+                let bytes = try shard.data(t)
+                #expect(bytes == Array(original.data(t)), "\(path) \(t.name)")
+            }
+            try shard.decompress(to: restored)
+            #expect(Fixtures.readBytes(restored) == Fixtures.readBytes(path), "\(path)")
+        }
+    }
+
+    /// Chunks are checked: one flipped payload byte fails decompression naming the chunk and
+    /// tensor, and nothing is left under the output name or beside it.
+    @Test func corruptionIsCaught() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/deepseek_v3-bf16/model.safetensors")
+        let packed = dir + "/in.stz"
+        _ = try ShardCompressor.compress(input: source, output: packed)
+        var bytes = Fixtures.readBytes(packed)
+        let shard = try CompressedShard(path: packed)
+        let victim = shard.chunks[shard.chunks.count / 2]
+        let name = shard.tensors[Int(victim.tensor)].name
+        let target = Int(victim.planes[0].offset) + Int(victim.planes[0].storedLength) / 2
+        bytes[target] ^= 0x5A
+        let bad = dir + "/bad.stz"
+        FileManager.default.createFile(atPath: bad, contents: Data(bytes))
+        let opened = try CompressedShard(path: bad)  // the table is intact: opening works
+        #expect(throws: (any Error).self) { try opened.decompress(to: dir + "/out.safetensors") }
+        do {
+            try opened.decompress(to: dir + "/out.safetensors")
+        } catch {
+            #expect("\(error)".contains("tensor \(name)"), "\(error)")
+            #expect("\(error)".contains("chunk"), "\(error)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["bad.stz", "in.stz"])
+        // Random access to the damaged tensor fails too; its neighbours still read.
+        let t = opened.tensors[Int(victim.tensor)]
+        #expect(throws: CompressionError.self) { try opened.data(t) }
+    }
+
+    @Test func truncatedAndTamperedFilesAreRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let packed = dir + "/in.stz"
+        _ = try ShardCompressor.compress(input: Fixtures.path("models/mixtral-bf16/model.safetensors"), output: packed)
+        let bytes = Fixtures.readBytes(packed)
+        func refused(_ data: [UInt8], _ message: String) {
+            let p = dir + "/case.stz"
+            FileManager.default.createFile(atPath: p, contents: Data(data))
+            do {
+                _ = try CompressedShard(path: p)
+                Issue.record("accepted: \(message)")
+            } catch {
+                #expect(error.description.contains(message), "\(error)")
+            }
+        }
+        refused(Array(bytes.prefix(bytes.count - 1)), "no end marker")
+        refused(Array(bytes.prefix(bytes.count / 2)), "no end marker")
+        refused(Array(bytes.prefix(10)), "too short")
+        var header = bytes
+        header[30] ^= 1
+        refused(header, "header does not match its checksum")
+        var table = bytes
+        table[bytes.count - 64 - 128 + 16] ^= 1  // the last chunk's checksum
+        refused(table, "does not match the file checksum")
+        var version = bytes
+        version[8] = 9
+        refused(version, "format version 9")
+        refused(Fixtures.readBytes(Fixtures.path("models/mixtral-bf16/model.safetensors")), "no magic number")
+    }
+
+    /// A checkpoint directory: shards compressed under their own names, the index and other
+    /// files copied, a manifest; restored byte for byte; a non-empty output refused.
+    @Test func directoryRoundTrip() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/qwen3_moe-f32-sharded")
+        let summary = try DirectoryCompression.run(source, dir + "/packed", .compress)
+        #expect(summary.files.filter { $0.action == "compressed" }.count >= 2)
+        let names = try FileManager.default.contentsOfDirectory(atPath: source).sorted()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/packed").sorted() == (names + [DirectoryCompression.manifestName]).sorted())
+        #expect(Fixtures.readBytes(dir + "/packed/model.safetensors.index.json") == Fixtures.readBytes(source + "/model.safetensors.index.json"))
+        _ = try DirectoryCompression.run(dir + "/packed", dir + "/restored", .decompress)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/restored").sorted() == names)
+        for n in names { #expect(Fixtures.readBytes(dir + "/restored/" + n) == Fixtures.readBytes(source + "/" + n), "\(n)") }
+        #expect(throws: CompressionError.self) { try DirectoryCompression.run(source, dir + "/packed", .compress) }
+        #expect(throws: CompressionError.self) { try DirectoryCompression.run(source + "/config.json", dir + "/x", .compress) }
+    }
+}
