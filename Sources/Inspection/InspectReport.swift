@@ -114,6 +114,7 @@ public struct InspectReport: Sendable {
         o.append("files", .int(checkpoint.files.count))
         o.append("file_names", .array(checkpoint.fileNames.map { .string($0) }))
         o.append("file_bytes", .uint(checkpoint.fileBytes))
+        o.append("compressed_files", .uint(UInt64(checkpoint.files.filter(\.isCompressed).count)))
         o.append("tensors", .int(checkpoint.tensorCount))
         o.append("bytes", .uint(checkpoint.dataBytes))
         o.append("parameters", .uint(structure.totalParameters))
@@ -224,7 +225,9 @@ public struct InspectReport: Sendable {
             lines.append(label.padding(toLength: max(18, label.count + 2), withPad: " ", startingAt: 0) + value)
         }
         let layout = checkpoint.layout == .sharded ? "sharded, \(checkpoint.files.count) files" : "single file"
-        row("checkpoint", "\(escapeForDisplay(checkpoint.path)) (\(layout), \(formatBytes(checkpoint.fileBytes)))")
+        let packed = checkpoint.files.filter(\.isCompressed).count
+        let compressed = packed == 0 ? "" : packed == checkpoint.files.count ? ", compressed" : ", \(packed) compressed"
+        row("checkpoint", "\(escapeForDisplay(checkpoint.path)) (\(layout)\(compressed), \(formatBytes(checkpoint.fileBytes)))")
         if let c = checkpoint.config {
             let arch = c.architectures.isEmpty ? "" : " (\(c.architectures.joined(separator: ", ")))"
             row("config", "\(c.modelType ?? "unknown model_type")\(arch)")

@@ -10,6 +10,10 @@ public final class SafetensorsFile: @unchecked Sendable {
     /// Built on first lookup: checkpoints look names up through their own index instead.
     private let indexByName = Mutex<[String: Int]?>(nil)
 
+    /// A moetool compressed shard: the header is readable, tensor bytes are not (`data` must
+    /// not be used; decompress first).
+    public let isCompressed: Bool
+
     public var tensors: [TensorInfo] { header.tensors }
     public var size: UInt64 { mapping.size }
 
@@ -27,6 +31,15 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw InvalidInput(Problem(file: name, rule: .fileTooSmall,
                 "file is \(mapping.size) bytes; a safetensors file starts with an 8-byte header length"))
         }
+        if let compressed = try CompressedLayout.probe(mapping, file: name) {
+            let n = compressed.headerLength
+            let start = CompressedLayout.prefixBytes
+            header = try HeaderParser.parse(mapping.bytes(start..<(start + n)), fileSize: 8 + n + compressed.dataBytes, file: name)
+            isCompressed = true
+            self.mapping = mapping
+            return
+        }
+        isCompressed = false
         let prefix = mapping.bytes(0..<8).loadUnaligned(as: UInt64.self).littleEndian
         let n = try HeaderParser.headerLength(prefix: prefix, fileSize: mapping.size, file: name)
         header = try HeaderParser.parse(mapping.bytes(8..<(8 + n)), fileSize: mapping.size, file: name)
@@ -48,8 +61,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         return i.map { header.tensors[$0] }
     }
 
-    /// The tensor's bytes, straight from the map.
+    /// The tensor's bytes, straight from the map (not for compressed shards).
     public func data(_ tensor: TensorInfo) -> UnsafeRawBufferPointer {
+        precondition(!isCompressed, "\(path) is a compressed shard: its tensor bytes need decompressing")
         let start = header.dataStart
         return mapping.bytes((start + tensor.begin)..<(start + tensor.end))
     }

@@ -16,12 +16,12 @@ import SafetensorsFormat
 /// Checksums are XXH64 (seed 0): of each chunk's original bytes, of the header, and of the
 /// file = XXH64 over the header checksum followed by every chunk checksum (8 bytes each, LE).
 public enum CompressedFormat {
-    public static let magic: [UInt8] = [0x89, 0x4D, 0x5A, 0x53, 0x54, 0x0D, 0x0A, 0x1A]
-    public static let endMagic: [UInt8] = Array("MZSTEND\0".utf8)
+    public static let magic = CompressedLayout.magic
+    public static let endMagic = CompressedLayout.endMagic
     public static let version: UInt32 = 1
-    public static let prefixBytes = 24
+    public static let prefixBytes = Int(CompressedLayout.prefixBytes)
     public static let entryBytes = 128
-    public static let tailBytes = 64
+    public static let tailBytes = Int(CompressedLayout.tailBytes)
     public static let maxPlanes = 4
     /// Original bytes per chunk (the last chunk of a tensor may be shorter).
     public static let chunkBytes = 2 << 20

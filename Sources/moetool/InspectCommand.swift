@@ -80,6 +80,10 @@ struct Inspect: ParsableCommand {
             throw ExitStatus.invalidInput
         }
 
+        if scan, let packed = checkpoint.files.first(where: \.isCompressed) {
+            FileHandleOutput.stderr("error: \(escapeForDisplay(packed.path)): a compressed shard (moetool compress); --scan needs the tensor bytes: run moetool decompress first\n")
+            throw ExitStatus.invalidInput
+        }
         var report = InspectReport(checkpoint: checkpoint)
         let include: ((String) -> Bool)? = try filter.map(makeFilter).map { f in { f.matches($0) } }
 

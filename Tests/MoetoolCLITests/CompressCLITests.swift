@@ -1,0 +1,77 @@
+import FixtureSupport
+import Foundation
+import StrictJSON
+import Testing
+
+@Suite struct CompressCommand {
+    /// A sharded checkpoint through compress and decompress on the command line: the JSON
+    /// summary, inspect on the compressed copy (headers only), and every byte back.
+    @Test func roundTripOnTheCommandLine() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/deepseek_v3-f32-sharded")
+        let c = try CLI.run(["compress", source, dir + "/packed", "--json"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let o = try #require(try JSONParser.parse(c.stdout).objectValue)
+        #expect(o["schema"]?.stringValue == "moetool.compress/1")
+        let ratio = try #require(o["ratio"]?.doubleValue)
+        #expect(ratio > 1.05)
+        #expect(o["by_dtype"]?.objectValue?["F32"]?.objectValue?["original_bytes"]?.uint64Value ?? 0 > 1_000_000)
+        #expect(c.stderr.isEmpty)
+
+        let i = try CLI.run(["inspect", dir + "/packed"])
+        #expect(i.status == 0, "\(i.stderr)")
+        #expect(i.stdout.contains("(sharded, 5 files, compressed,"))
+        #expect(i.stdout.contains("16 per MoE layer, 4 per token"))
+        let scan = try CLI.run(["inspect", "--scan", dir + "/packed"])
+        #expect(scan.status == 1)
+        #expect(scan.stderr.contains("run moetool decompress first"))
+
+        let d = try CLI.run(["decompress", dir + "/packed", dir + "/restored"])
+        #expect(d.status == 0, "\(d.stderr)")
+        for name in try FileManager.default.contentsOfDirectory(atPath: source) {
+            #expect(Fixtures.readBytes(dir + "/restored/" + name) == Fixtures.readBytes(source + "/" + name), "\(name)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/restored/moetool-compressed.json"))
+    }
+
+    /// Damaged input: exit 1, the chunk and tensor named, no output file at all.
+    @Test func corruptInputLeavesNoOutput() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let packed = dir + "/m.stz"
+        let c = try CLI.run(["compress", Fixtures.path("models/qwen3_moe-bf16/model.safetensors"), packed, "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        var bytes = Fixtures.readBytes(packed)
+        bytes[bytes.count / 2] ^= 0xFF
+        FileManager.default.createFile(atPath: packed, contents: Data(bytes))
+        let d = try CLI.run(["decompress", packed, dir + "/out.safetensors"])
+        #expect(d.status == 1)
+        #expect(d.stderr.contains("chunk") && d.stderr.contains("tensor"), "\(d.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["m.stz"])
+        let truncated = dir + "/t.stz"
+        FileManager.default.createFile(atPath: truncated, contents: Data(bytes.prefix(bytes.count - 100)))
+        let t = try CLI.run(["decompress", truncated, dir + "/out2.safetensors"])
+        #expect(t.status == 1)
+        #expect(t.stderr.contains("truncated"), "\(t.stderr)")
+    }
+
+    @Test func refusals() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = Fixtures.path("models/mixtral-bf16")
+        let existing = dir + "/exists"
+        try FileManager.default.createDirectory(atPath: existing, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: existing + "/keep", contents: Data("x".utf8))
+        let busy = try CLI.run(["compress", model, existing])
+        #expect(busy.status == 1)
+        #expect(busy.stderr.contains("not an empty directory"))
+        let notTensors = try CLI.run(["compress", model + "/config.json", dir + "/c.stz"])
+        #expect(notTensors.status == 1)
+        #expect(notTensors.stderr.contains("not a valid safetensors file"), "\(notTensors.stderr)")
+        let plain = try CLI.run(["decompress", model + "/model.safetensors", dir + "/d"])
+        #expect(plain.status == 1)
+        #expect(plain.stderr.contains("not a moetool compressed shard"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["exists"])
+    }
+}
