@@ -280,30 +280,32 @@ public final class CompressedShard: @unchecked Sendable {
             try out.write(mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + header.headerLength)))
             let window = max(1, (threads > 0 ? threads : 2) * 4)
             let windows = stride(from: 0, to: chunks.count, by: window).map { $0..<min(chunks.count, $0 + window) }
-            let decodeWindow = { @Sendable (w: Range<Int>) -> Result<[UInt8], CompressionError> in
+            func span(_ w: Range<Int>) -> Int {
+                Int(chunks[w.upperBound - 1].dataOffset + UInt64(chunks[w.upperBound - 1].length) - chunks[w.lowerBound].dataOffset)
+            }
+            // Two buffers: one window is decoded into one while the other is written.
+            let capacity = max(1, windows.map(span).max() ?? 1)
+            let buffers = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64) }
+            defer { buffers.forEach { $0.deallocate() } }
+            nonisolated(unsafe) let shared = buffers
+            let decodeWindow = { @Sendable (w: Range<Int>, slot: Int) -> CompressionError? in
                 let base = self.chunks[w.lowerBound].dataOffset
-                let bytes = Int(self.chunks[w.upperBound - 1].dataOffset + UInt64(self.chunks[w.upperBound - 1].length) - base)
-                var failure: CompressionError? = nil
-                let buffer = [UInt8](unsafeUninitializedCapacity: bytes) { b, count in
-                    nonisolated(unsafe) let b = b
-                    let errors = parallelMap(w.count, threads: threads) { i -> CompressionError? in
-                        let k = w.lowerBound + i
-                        let c = self.chunks[k]
-                        let start = Int(c.dataOffset - base)
-                        do throws(CompressionError) {
-                            try self.decode(k, into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(b)[start..<(start + Int(c.length))]))
-                            return nil
-                        } catch {
-                            return error
-                        }
+                nonisolated(unsafe) let b = shared[slot]
+                let errors = parallelMap(w.count, threads: threads) { i -> CompressionError? in
+                    let k = w.lowerBound + i
+                    let c = self.chunks[k]
+                    let start = Int(c.dataOffset - base)
+                    do throws(CompressionError) {
+                        try self.decode(k, into: UnsafeMutableRawBufferPointer(rebasing: b[start..<(start + Int(c.length))]))
+                        return nil
+                    } catch {
+                        return error
                     }
-                    failure = errors.compactMap { $0 }.first
-                    count = bytes
                 }
                 if let p = self.chunks[w].first?.planes.first, let last = self.chunks[w].last?.planes.last {
                     self.mapping.adviseDone(p.offset..<(last.offset + UInt64(last.storedLength)))
                 }
-                return failure.map { .failure($0) } ?? .success(buffer)
+                return errors.compactMap { $0 }.first
             }
             var next: (done: DispatchSemaphore, box: ResultBox)? = nil
             func start(_ k: Int) {
@@ -312,7 +314,7 @@ public final class CompressedShard: @unchecked Sendable {
                 let done = DispatchSemaphore(value: 0)
                 let w = windows[k]
                 DispatchQueue.global().async {
-                    box.result = decodeWindow(w)
+                    box.failure = decodeWindow(w, k % 2)
                     done.signal()
                 }
                 next = (done, box)
@@ -322,15 +324,18 @@ public final class CompressedShard: @unchecked Sendable {
                 let current = next!
                 current.done.wait()
                 start(k + 1)
-                let bytes: [UInt8]
+                if let failure = current.box.failure {
+                    if let n = next { n.done.wait() }
+                    throw failure
+                }
+                let bytes = span(windows[k])
                 do {
-                    bytes = try current.box.result!.get()
+                    try out.write(UnsafeRawBufferPointer(rebasing: buffers[k % 2][0..<bytes]))
                 } catch {
                     if let n = next { n.done.wait() }
                     throw error
                 }
-                try out.write(bytes)
-                progress?(UInt64(bytes.count))
+                progress?(UInt64(bytes))
             }
             try out.commit()
         } catch {
@@ -341,6 +346,6 @@ public final class CompressedShard: @unchecked Sendable {
 }
 
 final class ResultBox: @unchecked Sendable {
-    var result: Result<[UInt8], CompressionError>?
+    var failure: CompressionError?
 }
 
