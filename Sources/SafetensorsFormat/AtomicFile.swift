@@ -68,6 +68,21 @@ public final class AtomicFile {
         try bytes.withUnsafeBytes { try write($0) }
     }
 
+    /// Writes `bytes` at `offset` (pwrite), bypassing the sequential buffer: for writers that
+    /// know where everything goes. Safe from several threads at once for disjoint ranges; do not
+    /// mix with `write(_:)` unless that buffer was flushed (it is empty before any `write`).
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw IOError(path: finalPath, "write failed", errno: errno)
+            }
+            done += n
+        }
+    }
+
     private func flushBuffer() throws {
         guard !buffer.isEmpty else { return }
         try buffer.withUnsafeBytes { try writeAll($0) }

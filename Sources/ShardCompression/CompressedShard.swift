@@ -1,4 +1,3 @@
-import Dispatch
 import CKernels
 import Checkpoint
 import SafetensorsFormat
@@ -269,83 +268,40 @@ public final class CompressedShard: @unchecked Sendable {
     }
 
     /// Writes the original safetensors file to `output` (under a temporary name; renamed only
-    /// after every chunk and the file checksum are verified). Windows of chunks are decoded on
-    /// all cores while the previous window is written.
+    /// after every chunk and the file checksum are verified). Chunks are decoded and written at
+    /// their place in the file by all cores at once.
     public func decompress(to output: String, threads: Int = 0, progress: (@Sendable (UInt64) -> Void)? = nil) throws {
         let out = try AtomicFile(path: output)
         do {
             var head: [UInt8] = []
             head.appendLE(header.headerLength)
-            try out.write(head)
-            try out.write(mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + header.headerLength)))
-            let window = max(1, (threads > 0 ? threads : 2) * 4)
-            let windows = stride(from: 0, to: chunks.count, by: window).map { $0..<min(chunks.count, $0 + window) }
-            func span(_ w: Range<Int>) -> Int {
-                Int(chunks[w.upperBound - 1].dataOffset + UInt64(chunks[w.upperBound - 1].length) - chunks[w.lowerBound].dataOffset)
-            }
-            // Two buffers: one window is decoded into one while the other is written.
-            let capacity = max(1, windows.map(span).max() ?? 1)
-            let buffers = (0..<2).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64) }
-            defer { buffers.forEach { $0.deallocate() } }
-            nonisolated(unsafe) let shared = buffers
-            let decodeWindow = { @Sendable (w: Range<Int>, slot: Int) -> CompressionError? in
-                let base = self.chunks[w.lowerBound].dataOffset
-                nonisolated(unsafe) let b = shared[slot]
-                let errors = parallelMap(w.count, threads: threads) { i -> CompressionError? in
-                    let k = w.lowerBound + i
-                    let c = self.chunks[k]
-                    let start = Int(c.dataOffset - base)
-                    do throws(CompressionError) {
-                        try self.decode(k, into: UnsafeMutableRawBufferPointer(rebasing: b[start..<(start + Int(c.length))]))
-                        return nil
-                    } catch {
-                        return error
-                    }
-                }
-                if let p = self.chunks[w].first?.planes.first, let last = self.chunks[w].last?.planes.last {
-                    self.mapping.adviseDone(p.offset..<(last.offset + UInt64(last.storedLength)))
-                }
-                return errors.compactMap { $0 }.first
-            }
-            var next: (done: DispatchSemaphore, box: ResultBox)? = nil
-            func start(_ k: Int) {
-                guard k < windows.count else { next = nil; return }
-                let box = ResultBox()
-                let done = DispatchSemaphore(value: 0)
-                let w = windows[k]
-                DispatchQueue.global().async {
-                    box.failure = decodeWindow(w, k % 2)
-                    done.signal()
-                }
-                next = (done, box)
-            }
-            start(0)
-            for k in windows.indices {
-                let current = next!
-                current.done.wait()
-                start(k + 1)
-                if let failure = current.box.failure {
-                    if let n = next { n.done.wait() }
-                    throw failure
-                }
-                let bytes = span(windows[k])
+            let headerStart = UInt64(CompressedFormat.prefixBytes)
+            head.append(contentsOf: mapping.bytes(headerStart..<(headerStart + header.headerLength)))
+            try head.withUnsafeBytes { try out.write($0, at: 0) }
+            let dataStart = 8 + header.headerLength
+            nonisolated(unsafe) let file = out
+            let failures = parallelMap(chunks.count, threads: threads) { k -> (any Error)? in
+                let c = self.chunks[k]
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(c.length), alignment: 64)
+                defer { buffer.deallocate() }
                 do {
-                    try out.write(UnsafeRawBufferPointer(rebasing: buffers[k % 2][0..<bytes]))
+                    try self.decode(k, into: buffer)
+                    try file.write(UnsafeRawBufferPointer(buffer), at: dataStart + c.dataOffset)
                 } catch {
-                    if let n = next { n.done.wait() }
-                    throw error
+                    return error
                 }
-                progress?(UInt64(bytes))
+                if let first = c.planes.first, let last = c.planes.last {
+                    self.mapping.adviseDone(first.offset..<(last.offset + UInt64(last.storedLength)))
+                }
+                progress?(UInt64(c.length))
+                return nil
             }
+            if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
             try out.commit()
         } catch {
             out.abort()
             throw error
         }
     }
-}
-
-final class ResultBox: @unchecked Sendable {
-    var failure: CompressionError?
 }
 
