@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "Inspection",
             dependencies: [
-                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats",
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression",
             ]),
         // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
         .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "StrictJSON", "CZstd"]),

@@ -2,6 +2,7 @@ import Checkpoint
 import Dispatch
 import NumberFormats
 import SafetensorsFormat
+import ShardCompression
 
 /// Statistics of one tensor's values: non-finite counts, and min, max, mean and
 /// standard deviation (population) over the finite values.
@@ -62,8 +63,15 @@ public enum TensorScan {
 
     /// Returns one result per target (nil for dtypes that are not floats).
     /// `progress` is called with bytes done so far, from any thread.
+    /// Compressed shards (moetool compress) are read by decompressing only the chunks each unit
+    /// of work needs; a damaged chunk is an error.
     public static func scan(_ targets: [Target], threads: Int = 0,
-                            progress: (@Sendable (UInt64) -> Void)? = nil) -> [TensorStats?] {
+                            progress: (@Sendable (UInt64) -> Void)? = nil) throws(CompressionError) -> [TensorStats?] {
+        var compressed: [String: CompressedShard] = [:]
+        for t in targets where t.file.isCompressed && compressed[t.file.path] == nil {
+            compressed[t.file.path] = try CompressedShard(path: t.file.path)
+        }
+        let shards = compressed
         struct Work: Sendable { let target: Int; let range: Range<Int> }
         var work: [Work] = []
         for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
@@ -76,23 +84,34 @@ public enum TensorScan {
             }
         }
         let chunks = work
-        let partials = parallelMap(chunks.count, threads: threads) { w -> TensorStats in
+        let partials = parallelMap(chunks.count, threads: threads) { w -> Result<TensorStats, CompressionError> in
             let item = chunks[w]
             let t = targets[item.target]
-            let data = t.file.data(t.tensor)
             let size = t.tensor.dtype.bits / 8
+            if let shard = shards[t.file.path] {
+                let byteRange = UInt64(item.range.lowerBound * size)..<UInt64(item.range.upperBound * size)
+                do throws(CompressionError) {
+                    let bytes = try shard.bytes(t.tensor, byteRange)
+                    let stats = bytes.withUnsafeBytes { scanRange($0, dtype: t.tensor.dtype, range: 0..<item.range.count) }
+                    progress?(UInt64(item.range.count * size))
+                    return .success(stats)
+                } catch {
+                    return .failure(error)
+                }
+            }
+            let data = t.file.data(t.tensor)
             let stats = scanRange(data, dtype: t.tensor.dtype, range: item.range)
             let fileRange = t.file.fileRange(t.tensor)
             let lo = fileRange.lowerBound + UInt64(item.range.lowerBound * size)
             t.file.mapping.adviseDone(lo..<(lo + UInt64(item.range.count * size)))
             progress?(UInt64(item.range.count * size))
-            return stats
+            return .success(stats)
         }
         var results = [TensorStats?](repeating: nil, count: targets.count)
         for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
             results[i] = TensorStats()
         }
-        for (w, p) in zip(work, partials) { results[w.target]!.merge(p) }
+        for (w, p) in zip(work, partials) { results[w.target]!.merge(try p.get()) }
         return results
     }
 

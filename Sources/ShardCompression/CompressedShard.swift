@@ -238,6 +238,46 @@ public final class CompressedShard: @unchecked Sendable {
         }
     }
 
+    /// Bytes `range` of one tensor (offsets within the tensor), decompressing only the chunks
+    /// that cover them (each checked).
+    public func bytes(_ tensor: TensorInfo, _ range: Range<UInt64>) throws(CompressionError) -> [UInt8] {
+        precondition(range.upperBound <= tensor.byteCount, "range past the end of the tensor")
+        guard !range.isEmpty else { return [] }
+        let begin = tensor.begin + range.lowerBound, end = tensor.begin + range.upperBound
+        // The last chunk starting at or before `begin`.
+        var lo = 0, hi = chunks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if chunks[mid].dataOffset <= begin { lo = mid + 1 } else { hi = mid }
+        }
+        var k = max(0, lo - 1)
+        var out = [UInt8](repeating: 0, count: Int(range.count))
+        var scratch: [UInt8] = []
+        while k < chunks.count, chunks[k].dataOffset < end {
+            let c = chunks[k]
+            scratch = [UInt8](repeating: 0, count: Int(c.length))
+            let failure: CompressionError? = scratch.withUnsafeMutableBytes { b in
+                do throws(CompressionError) {
+                    try decode(k, into: b)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let failure { throw failure }
+            let from = max(begin, c.dataOffset), to = min(end, c.dataOffset + UInt64(c.length))
+            if from < to {
+                out.withUnsafeMutableBytes { o in
+                    scratch.withUnsafeBytes { sc in
+                        (o.baseAddress! + Int(from - begin)).copyMemory(from: sc.baseAddress! + Int(from - c.dataOffset), byteCount: Int(to - from))
+                    }
+                }
+            }
+            k += 1
+        }
+        return out
+    }
+
     /// One tensor's original bytes, decompressing only its chunks (each checked).
     public func data(_ tensor: TensorInfo) throws(CompressionError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: Int(tensor.byteCount))

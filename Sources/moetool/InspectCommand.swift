@@ -80,10 +80,6 @@ struct Inspect: ParsableCommand {
             throw ExitStatus.invalidInput
         }
 
-        if scan, let packed = checkpoint.files.first(where: \.isCompressed) {
-            FileHandleOutput.stderr("error: \(escapeForDisplay(packed.path)): a compressed shard (moetool compress); --scan needs the tensor bytes: run moetool decompress first\n")
-            throw ExitStatus.invalidInput
-        }
         var report = InspectReport(checkpoint: checkpoint)
         let include: ((String) -> Bool)? = try filter.map(makeFilter).map { f in { f.matches($0) } }
 
@@ -93,7 +89,14 @@ struct Inspect: ParsableCommand {
                 .map { TensorScan.Target(file: checkpoint.file($0), tensor: $0.tensor) }
             let total = targets.filter { $0.tensor.dtype.isScannableFloat }.reduce(UInt64(0)) { $0 + $1.tensor.byteCount }
             let bar = ProgressBar(label: "scan", total: total, quiet: quiet)
-            let results = TensorScan.scan(targets, threads: threads, progress: { bar.advance($0) })
+            let results: [TensorStats?]
+            do {
+                results = try TensorScan.scan(targets, threads: threads, progress: { bar.advance($0) })
+            } catch {
+                bar.finish()
+                FileHandleOutput.stderr("error: \(error)\n")
+                throw ExitStatus.invalidInput
+            }
             bar.finish()
             report.scan = zip(targets, results).compactMap { t, r in r.map { (t.tensor.name, t.tensor.dtype, $0) } }
         }

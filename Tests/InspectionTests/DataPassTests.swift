@@ -30,7 +30,7 @@ import Testing
             try floats.withUnsafeBytes { try sink.write($0) }
         }
         let f = try SafetensorsFile(path: path)
-        let stats = try #require(TensorScan.scan([TensorScan.Target(file: f, tensor: f.tensors[0])], threads: 2)[0])
+        let stats = try #require(try TensorScan.scan([TensorScan.Target(file: f, tensor: f.tensors[0])], threads: 2)[0])
         let r = reference(floats.map(Double.init))
         #expect(stats.count == UInt64(n))
         #expect(stats.nan == 1 && stats.posInf == 1 && stats.negInf == 1)
@@ -42,7 +42,7 @@ import Testing
     @Test func scansEveryFloatDtypeOfTheValidFixture() throws {
         let f = try SafetensorsFile(path: Fixtures.path("valid/all_dtypes.safetensors"))
         let targets = f.tensors.map { TensorScan.Target(file: f, tensor: $0) }
-        let results = TensorScan.scan(targets)
+        let results = try TensorScan.scan(targets)
         for (t, r) in zip(targets, results) {
             #expect((r != nil) == t.tensor.dtype.isScannableFloat, "\(t.tensor.name)")
             guard let r, t.tensor.dtype == .BF16 || t.tensor.dtype == .F8_E4M3 else { continue }

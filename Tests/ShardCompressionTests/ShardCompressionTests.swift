@@ -83,6 +83,11 @@ let fixtureShards: [String] = {
                 let bytes = try shard.data(t)
                 #expect(bytes == Array(original.data(t)), "\(path) \(t.name)")
             }
+            // Any byte range of a tensor, decoding only its chunks.
+            for t in original.tensors where t.byteCount > 2 {
+                let a = UInt64.random(in: 0..<t.byteCount), b = UInt64.random(in: a...t.byteCount)
+                #expect(try shard.bytes(t, a..<b) == Array(original.data(t)[Int(a)..<Int(b)]), "\(path) \(t.name) \(a)..<\(b)")
+            }
             try shard.decompress(to: restored)
             #expect(Fixtures.readBytes(restored) == Fixtures.readBytes(path), "\(path)")
         }
