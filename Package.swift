@@ -27,7 +27,7 @@ let package = Package(
             providers: [.apt(["libjson-c-dev"])]),
 
         // Vectorizable C loops for the FP8 block math (each has a scalar Swift twin the tests compare).
-        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
         // Number formats: narrow floats (BF16, F16, FP8 variants) decoded and rounded bit-exactly.
         .target(name: "NumberFormats", dependencies: ["CKernels"]),
         // Strict JSON: exact integers, duplicate keys detected, bounded nesting.

@@ -1,4 +1,5 @@
 #include "CKernels.h"
+#include "clones.h"
 
 #include <string.h>
 
@@ -14,6 +15,8 @@ static inline float float_of(uint32_t b) {
     return f;
 }
 
+
+MOE_CLONES
 float moe_block_amax(const float *x, size_t rows, size_t cols, size_t stride, size_t *nonfinite) {
     /* Non-negative floats order like their bit patterns: an integer max vectorizes without fast-math. */
     uint32_t amax = 0;
@@ -52,6 +55,7 @@ static inline uint8_t e4m3(float f) {
     return (uint8_t)(code | sign);
 }
 
+MOE_CLONES
 void moe_block_encode_e4m3(const float *x, size_t rows, size_t cols, size_t stride, float s,
                            uint8_t *out, size_t out_stride) {
     for (size_t r = 0; r < rows; r++) {
@@ -61,6 +65,7 @@ void moe_block_encode_e4m3(const float *x, size_t rows, size_t cols, size_t stri
     }
 }
 
+MOE_CLONES
 void moe_bf16_to_f32(const void *in, float *out, size_t n) {
     const unsigned char *p = (const unsigned char *)in;
     for (size_t i = 0; i < n; i++) {
@@ -70,6 +75,7 @@ void moe_bf16_to_f32(const void *in, float *out, size_t n) {
     }
 }
 
+MOE_CLONES
 void moe_decode_e4m3_to_bf16(const uint8_t *codes, size_t n, float s, const float *table, uint16_t *out) {
     for (size_t i = 0; i < n; i++) {
         float v = table[codes[i]] * s;

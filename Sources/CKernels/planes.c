@@ -1,11 +1,13 @@
 // Byte planes for compression, and XXH64, written from the public xxHash specification.
 #include "CKernels.h"
+#include "clones.h"
 #include <string.h>
 
 static inline uint16_t rotl16(uint16_t x, int r) { return (uint16_t)((x << r) | (x >> (16 - r))); }
 static inline uint32_t rotl32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
 static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
+MOE_CLONES
 void moe_split16(const void *in, size_t n, uint8_t *hi, uint8_t *lo) {
     const uint8_t *p = (const uint8_t *)in;
     for (size_t i = 0; i < n; i++) {
@@ -17,6 +19,7 @@ void moe_split16(const void *in, size_t n, uint8_t *hi, uint8_t *lo) {
     }
 }
 
+MOE_CLONES
 void moe_join16(const uint8_t *hi, const uint8_t *lo, size_t n, void *out) {
     uint8_t *p = (uint8_t *)out;
     for (size_t i = 0; i < n; i++) {
@@ -26,6 +29,7 @@ void moe_join16(const uint8_t *hi, const uint8_t *lo, size_t n, void *out) {
     }
 }
 
+MOE_CLONES
 void moe_split32(const void *in, size_t n, uint8_t *p0, uint8_t *p1, uint8_t *p2, uint8_t *p3) {
     const uint8_t *p = (const uint8_t *)in;
     for (size_t i = 0; i < n; i++) {
@@ -39,6 +43,7 @@ void moe_split32(const void *in, size_t n, uint8_t *p0, uint8_t *p1, uint8_t *p2
     }
 }
 
+MOE_CLONES
 void moe_join32(const uint8_t *p0, const uint8_t *p1, const uint8_t *p2, const uint8_t *p3, size_t n, void *out) {
     uint8_t *p = (uint8_t *)out;
     for (size_t i = 0; i < n; i++) {
@@ -115,6 +120,84 @@ uint64_t moe_xxh64(const void *data, size_t len, uint64_t seed) {
         h = seed + P5;
     }
     h += (uint64_t)len;
+    while (p + 8 <= end) {
+        h ^= xxh_round(0, read64(p));
+        h = rotl64(h, 27) * P1 + P4;
+        p += 8;
+    }
+    if (p + 4 <= end) {
+        h ^= (uint64_t)read32(p) * P1;
+        h = rotl64(h, 23) * P2 + P3;
+        p += 4;
+    }
+    while (p < end) {
+        h ^= (*p) * P5;
+        h = rotl64(h, 11) * P1;
+        p++;
+    }
+    h ^= h >> 33;
+    h *= P2;
+    h ^= h >> 29;
+    h *= P3;
+    h ^= h >> 32;
+    return h;
+}
+
+void moe_xxh64_reset(moe_xxh64_state *s, uint64_t seed) {
+    memset(s, 0, sizeof(*s));
+    s->v[0] = seed + P1 + P2;
+    s->v[1] = seed + P2;
+    s->v[2] = seed;
+    s->v[3] = seed - P1;
+    s->seed = seed;
+}
+
+void moe_xxh64_update(moe_xxh64_state *s, const void *data, size_t len) {
+    const uint8_t *p = (const uint8_t *)data;
+    const uint8_t *end = p + len;
+    s->total += len;
+    if (s->buffered + len < 32) {
+        memcpy(s->buffer + s->buffered, p, len);
+        s->buffered += (uint32_t)len;
+        return;
+    }
+    if (s->buffered > 0) {
+        size_t fill = 32 - s->buffered;
+        memcpy(s->buffer + s->buffered, p, fill);
+        s->v[0] = xxh_round(s->v[0], read64(s->buffer));
+        s->v[1] = xxh_round(s->v[1], read64(s->buffer + 8));
+        s->v[2] = xxh_round(s->v[2], read64(s->buffer + 16));
+        s->v[3] = xxh_round(s->v[3], read64(s->buffer + 24));
+        p += fill;
+        s->buffered = 0;
+    }
+    while (p + 32 <= end) {
+        s->v[0] = xxh_round(s->v[0], read64(p));
+        s->v[1] = xxh_round(s->v[1], read64(p + 8));
+        s->v[2] = xxh_round(s->v[2], read64(p + 16));
+        s->v[3] = xxh_round(s->v[3], read64(p + 24));
+        p += 32;
+    }
+    if (p < end) {
+        memcpy(s->buffer, p, (size_t)(end - p));
+        s->buffered = (uint32_t)(end - p);
+    }
+}
+
+uint64_t moe_xxh64_digest(const moe_xxh64_state *s) {
+    uint64_t h;
+    if (s->total >= 32) {
+        h = rotl64(s->v[0], 1) + rotl64(s->v[1], 7) + rotl64(s->v[2], 12) + rotl64(s->v[3], 18);
+        h = xxh_merge(h, s->v[0]);
+        h = xxh_merge(h, s->v[1]);
+        h = xxh_merge(h, s->v[2]);
+        h = xxh_merge(h, s->v[3]);
+    } else {
+        h = s->seed + P5;
+    }
+    h += s->total;
+    const uint8_t *p = s->buffer;
+    const uint8_t *end = p + s->buffered;
     while (p + 8 <= end) {
         h ^= xxh_round(0, read64(p));
         h = rotl64(h, 27) * P1 + P4;

@@ -135,7 +135,7 @@ public enum CheckpointConversion {
                 } catch {
                     throw ConversionError(file: path, "\(error)")
                 }
-                try markDone(shard.name, sha256: digest, output: output)
+                try markDone(shard.name, digest: digest, output: output)
                 results.append(ShardResult(name: shard.name, bytesIn: inputBytes, bytesOut: shard.outputBytes,
                                            seconds: monotonicSeconds() - start, resumed: false))
             }
@@ -178,9 +178,10 @@ public enum CheckpointConversion {
         rmdir(state)
     }
 
-    /// Records a finished shard with the checksum of the bytes written (taken as they were written).
-    static func markDone(_ shard: String, sha256 digest: String, output: String) throws(ConversionError) {
-        try writeText(JSONSerializer.pretty(.object(JSONObject([("shard", .string(shard)), ("sha256", .string(digest))]))),
+    /// Records a finished shard with the checksum of the bytes written (taken as they were written):
+    /// XXH64, as "xxh64:" and 16 hex digits.
+    static func markDone(_ shard: String, digest: String, output: String) throws(ConversionError) {
+        try writeText(JSONSerializer.pretty(.object(JSONObject([("shard", .string(shard)), ("checksum", .string(digest))]))),
                       to: markerPath(shard, output: output))
     }
 
@@ -188,10 +189,12 @@ public enum CheckpointConversion {
     static func verifiedDone(_ shard: String, output: String) -> Bool {
         guard let marker = try? MappedFile(path: markerPath(shard, output: output)),
               let json = try? JSONParser.parse(marker.bytes(0..<marker.size)),
-              let recorded = json.objectValue?["sha256"]?.stringValue,
               let file = try? MappedFile(path: output + "/" + shard)
         else { return false }
-        return FileChecksum.sha256(file) == recorded
+        if let recorded = json.objectValue?["checksum"]?.stringValue { return Converter.xxh64(file) == recorded }
+        // Markers written before XXH64 (moetool 0.1 before plan-experts) hold a SHA-256.
+        if let recorded = json.objectValue?["sha256"]?.stringValue { return FileChecksum.sha256(file) == recorded }
+        return false
     }
 
     static func markerPath(_ shard: String, output: String) -> String {

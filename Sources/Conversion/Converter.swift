@@ -156,11 +156,12 @@ public enum Converter {
 
     /// Writes one output shard. Each quantized weight is processed in 128-row bands
     /// in parallel; memory holds one tensor's output at a time.
-    /// Returns the SHA-256 of the bytes written.
+    /// Returns the XXH64 of the bytes written, as "xxh64:" and 16 hex digits.
     @discardableResult
     public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
                                   options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
-        var hasher = SHA256()
+        var hasher = moe_xxh64_state()
+        moe_xxh64_reset(&hasher, 0)
         var byName: [String: PlannedTensor] = [:]
         for t in shard.tensors { byName[t.spec.name] = t }
         // The heavy tensors in the order the writer will ask for them, so that the next one is
@@ -188,7 +189,7 @@ public enum Converter {
         // A quantized weight yields two tensors (codes and scales): keep its result until both are out.
         var current: (weight: String, product: ComputedTensor, served: Int)? = nil
         try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
-                                    observe: { hasher.update(bufferPointer: $0) }) {
+                                    observe: { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) }) {
             info, sink in
             let planned = byName[info.name]!
             switch planned.source {
@@ -224,7 +225,27 @@ public enum Converter {
                 progress?(w.byteCount)
             }
         }
-        return hasher.finalize().map { String(format2: $0) }.joined()
+        return xxh64Text(moe_xxh64_digest(&hasher))
+    }
+
+    static func xxh64Text(_ v: UInt64) -> String {
+        let hex = String(v, radix: 16)
+        return "xxh64:" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// The same digest of a whole file, read through its map.
+    static func xxh64(_ file: MappedFile) -> String {
+        var state = moe_xxh64_state()
+        moe_xxh64_reset(&state, 0)
+        var offset: UInt64 = 0
+        while offset < file.size {
+            let end = min(file.size, offset + (8 << 20))
+            let bytes = file.bytes(offset..<end)
+            moe_xxh64_update(&state, bytes.baseAddress, bytes.count)
+            file.adviseDone(offset..<end)
+            offset = end
+        }
+        return xxh64Text(moe_xxh64_digest(&state))
     }
 
     /// Reads a BF16/F16/F32 weight as float32, 128 rows at a time, and block-quantizes it.

@@ -19,6 +19,23 @@ import Testing
         }
     }
 
+    /// Streaming XXH64 over pieces of any size equals the one-shot digest.
+    @Test func xxh64Streaming() {
+        let bytes = (0..<100_003).map { UInt8(($0 * 7) % 251) }
+        let whole = moe_xxh64(bytes, bytes.count, 0)
+        for piece in [1, 3, 31, 32, 33, 4096, 100_003] {
+            var state = moe_xxh64_state()
+            moe_xxh64_reset(&state, 0)
+            var i = 0
+            while i < bytes.count {
+                let n = min(piece, bytes.count - i)
+                bytes.withUnsafeBytes { moe_xxh64_update(&state, $0.baseAddress! + i, n) }
+                i += n
+            }
+            #expect(moe_xxh64_digest(&state) == whole, "pieces of \(piece)")
+        }
+    }
+
     /// Every 16-bit value splits and joins back; BF16's high plane is exactly its exponent field.
     @Test func split16AllValues() {
         let values = (0...0xFFFF).map { UInt16($0) }

@@ -42,4 +42,17 @@ void moe_join_nibbles(const uint8_t *hi, const uint8_t *lo, size_t n, uint8_t *o
 /// XXH64 of `len` bytes (the xxHash specification).
 uint64_t moe_xxh64(const void *data, size_t len, uint64_t seed);
 
+/// XXH64 over data given in pieces: reset, update any number of times, digest (same result as
+/// moe_xxh64 over the concatenation).
+typedef struct {
+    uint64_t v[4];
+    uint64_t total;
+    uint64_t seed;
+    uint8_t buffer[32];
+    uint32_t buffered;
+} moe_xxh64_state;
+void moe_xxh64_reset(moe_xxh64_state *s, uint64_t seed);
+void moe_xxh64_update(moe_xxh64_state *s, const void *data, size_t len);
+uint64_t moe_xxh64_digest(const moe_xxh64_state *s);
+
 #endif
