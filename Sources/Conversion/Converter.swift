@@ -257,45 +257,48 @@ public enum Converter {
         nonisolated(unsafe) let data = file.data(w)  // the map outlives the parallel loop below
         let dtype = w.dtype
         let bands = (rows + bandRows - 1) / bandRows
+        let gridCols = (cols + bandRows - 1) / bandRows
         let format = options.scaleFormat
-        let parts = parallelMap(bands, threads: options.threads) { band -> BlockQuantization.Quantized in
-            let r0 = band * bandRows
-            let r1 = min(rows, r0 + bandRows)
-            var values = [Float](repeating: 0, count: (r1 - r0) * cols)
-            let first = r0 * cols
-            values.withUnsafeMutableBufferPointer { out in
-                let n = out.count
-                guard n > 0 else { return }
-                switch dtype {
-                case .BF16:
-                    moe_bf16_to_f32(data.baseAddress! + first * 2, out.baseAddress!, n)
-                case .F16:
-                    FloatDecoding.f16Table.withUnsafeBufferPointer { table in
-                        for i in 0..<n {
-                            out[i] = table[Int(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self))]
+        var scales = [Float](repeating: 0, count: bands * gridCols)
+        var nonFinite = 0
+        // Each band of 128 rows writes its own rows of the codes and its own row of the scales.
+        let codes = [UInt8](unsafeUninitializedCapacity: rows * cols) { codesOut, count in
+            scales.withUnsafeMutableBufferPointer { scalesOut in
+                nonisolated(unsafe) let (codesOut, scalesOut) = (codesOut, scalesOut)
+                let bad = parallelMap(bands, threads: options.threads) { band -> Int in
+                    let r0 = band * bandRows
+                    let r1 = min(rows, r0 + bandRows)
+                    let first = r0 * cols
+                    let n = (r1 - r0) * cols
+                    let values = [Float](unsafeUninitializedCapacity: n) { out, count in
+                        count = n
+                        guard n > 0 else { return }
+                        switch dtype {
+                        case .BF16:
+                            moe_bf16_to_f32(data.baseAddress! + first * 2, out.baseAddress!, n)
+                        case .F16:
+                            FloatDecoding.f16Table.withUnsafeBufferPointer { table in
+                                for i in 0..<n {
+                                    out[i] = table[Int(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self))]
+                                }
+                            }
+                        default:
+                            UnsafeMutableRawPointer(out.baseAddress!).copyMemory(from: data.baseAddress! + first * 4, byteCount: n * 4)
                         }
                     }
-                default:
-                    UnsafeMutableRawPointer(out.baseAddress!).copyMemory(
-                        from: data.baseAddress! + first * 4, byteCount: n * 4)
+                    // Done with this band of the input: let its pages go.
+                    let range = file.fileRange(w)
+                    let lo = range.lowerBound + UInt64(first * dtype.bits / 8)
+                    file.mapping.adviseDone(lo..<(lo + UInt64(n * dtype.bits / 8)))
+                    return values.withUnsafeBufferPointer {
+                        BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format,
+                                                   codes: UnsafeMutableBufferPointer(rebasing: codesOut[first..<(first + n)]),
+                                                   scales: UnsafeMutableBufferPointer(rebasing: scalesOut[(band * gridCols)..<((band + 1) * gridCols)]))
+                    }
                 }
+                nonFinite = bad.reduce(0, +)
             }
-            // Done with this band of the input: let its pages go.
-            let band = file.fileRange(w)
-            let lo = band.lowerBound + UInt64(first * dtype.bits / 8)
-            file.mapping.adviseDone(lo..<(lo + UInt64(values.count * dtype.bits / 8)))
-            return values.withUnsafeBufferPointer {
-                BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format)
-            }
-        }
-        var codes: [UInt8] = []
-        codes.reserveCapacity(rows * cols)
-        var scales: [Float] = []
-        var nonFinite = 0
-        for p in parts {
-            codes.append(contentsOf: p.codes)
-            scales.append(contentsOf: p.scales)
-            nonFinite += p.nonFinite
+            count = rows * cols
         }
         if nonFinite > 0 && !options.allowNonFinite {
             throw ConversionError(file: file.path, tensor: w.name,

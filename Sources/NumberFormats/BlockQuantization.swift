@@ -62,35 +62,50 @@ extension BlockQuantization {
     /// such input unless asked to let it through; `nonFinite` counts the elements).
     public static func quantize(_ values: UnsafeBufferPointer<Float>, rows: Int, cols: Int,
                                 block: Int = blockSize, format: ScaleFormat = .float32) -> Quantized {
+        let gridRows = (rows + block - 1) / block
+        let gridCols = (cols + block - 1) / block
+        var scales = [Float](repeating: 0, count: gridRows * gridCols)
+        var nonFinite = 0
+        let codes = [UInt8](unsafeUninitializedCapacity: rows * cols) { out, count in
+            scales.withUnsafeMutableBufferPointer { sc in
+                nonFinite = quantize(values, rows: rows, cols: cols, block: block, format: format, codes: out, scales: sc)
+            }
+            count = rows * cols
+        }
+        return Quantized(codes: codes, scales: scales, nonFinite: nonFinite)
+    }
+
+    /// The same, writing every one of the rows x cols codes into `codes` and the block grid's
+    /// scales into `scales`; returns the count of non-finite values.
+    public static func quantize(_ values: UnsafeBufferPointer<Float>, rows: Int, cols: Int, block: Int = blockSize,
+                                format: ScaleFormat = .float32, codes out: UnsafeMutableBufferPointer<UInt8>,
+                                scales: UnsafeMutableBufferPointer<Float>) -> Int {
         precondition(values.count == rows * cols, "values must hold rows x cols elements")
         let gridRows = (rows + block - 1) / block
         let gridCols = (cols + block - 1) / block
-        var codes = [UInt8](repeating: 0, count: rows * cols)
-        var scales = [Float](repeating: 0, count: gridRows * gridCols)
+        precondition(out.count >= rows * cols && scales.count >= gridRows * gridCols, "output buffers too small")
         var nonFinite = 0
-        codes.withUnsafeMutableBufferPointer { out in
-            for br in 0..<gridRows {
-                let r0 = br * block
-                let r1 = min(rows, r0 + block)
-                for bc in 0..<gridCols {
-                    let c0 = bc * block
-                    let c1 = min(cols, c0 + block)
-                    var bad = 0
-                    let first = values.baseAddress! + r0 * cols + c0
-                    let amax = moe_block_amax(first, r1 - r0, c1 - c0, cols, &bad)
-                    nonFinite += bad
-                    if bad > 0 {
-                        scales[br * gridCols + bc] = .nan
-                        for r in r0..<r1 { for c in c0..<c1 { out[r * cols + c] = 0x7F } }
-                        continue
-                    }
-                    let s = scale(amax: amax, format: format)
-                    scales[br * gridCols + bc] = s
-                    moe_block_encode_e4m3(first, r1 - r0, c1 - c0, cols, s, out.baseAddress! + r0 * cols + c0, cols)
+        for br in 0..<gridRows {
+            let r0 = br * block
+            let r1 = min(rows, r0 + block)
+            for bc in 0..<gridCols {
+                let c0 = bc * block
+                let c1 = min(cols, c0 + block)
+                var bad = 0
+                let first = values.baseAddress! + r0 * cols + c0
+                let amax = moe_block_amax(first, r1 - r0, c1 - c0, cols, &bad)
+                nonFinite += bad
+                if bad > 0 {
+                    scales[br * gridCols + bc] = .nan
+                    for r in r0..<r1 { for c in c0..<c1 { out[r * cols + c] = 0x7F } }
+                    continue
                 }
+                let s = scale(amax: amax, format: format)
+                scales[br * gridCols + bc] = s
+                moe_block_encode_e4m3(first, r1 - r0, c1 - c0, cols, s, out.baseAddress! + r0 * cols + c0, cols)
             }
         }
-        return Quantized(codes: codes, scales: scales, nonFinite: nonFinite)
+        return nonFinite
     }
 
     /// Dequantizes to BF16: `bf16_RNE(float32(e4m3(q)) * s)` for each element.
