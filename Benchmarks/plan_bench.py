@@ -10,38 +10,22 @@ temporary directory while it runs)
 """
 import argparse
 import glob
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 
 import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SGLANG = "sglang==0.5.23"
+sys.path.insert(0, os.path.join(HERE, "..", "Fixtures"))
+from eplb_reference import load_eplb  # noqa: E402  (EPLB from the sglang wheel, shared with the fixtures)
 
 DSV3 = [(288, 32, 4), (320, 64, 8), (256, 32, 4), (288, 16, 2)]  # slots, GPUs, nodes
 MIXTRAL = [(16, 8, 1), (12, 4, 1)]
-
-
-def load_eplb():
-    cache = os.path.join(tempfile.gettempdir(), "moetool-sglang-wheel")
-    wheels = glob.glob(os.path.join(cache, "sglang-*.whl"))
-    if not wheels:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", SGLANG, "-d", cache], check=True)
-        wheels = glob.glob(os.path.join(cache, "sglang-*.whl"))
-    member = "sglang/srt/eplb/eplb_algorithms/deepseek.py"
-    with zipfile.ZipFile(wheels[0]) as z, tempfile.TemporaryDirectory() as tmp:
-        z.extract(member, tmp)
-        spec = importlib.util.spec_from_file_location("eplb_deepseek", os.path.join(tmp, member))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module.rebalance_experts
 
 
 def score(loads, phy2log, gpus):

@@ -98,49 +98,10 @@ static inline uint64_t read64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); 
 static inline uint32_t read32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 uint64_t moe_xxh64(const void *data, size_t len, uint64_t seed) {
-    const uint8_t *p = (const uint8_t *)data;
-    const uint8_t *end = p + len;
-    uint64_t h;
-    if (len >= 32) {
-        uint64_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
-        const uint8_t *limit = end - 32;
-        do {
-            v1 = xxh_round(v1, read64(p));
-            v2 = xxh_round(v2, read64(p + 8));
-            v3 = xxh_round(v3, read64(p + 16));
-            v4 = xxh_round(v4, read64(p + 24));
-            p += 32;
-        } while (p <= limit);
-        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
-        h = xxh_merge(h, v1);
-        h = xxh_merge(h, v2);
-        h = xxh_merge(h, v3);
-        h = xxh_merge(h, v4);
-    } else {
-        h = seed + P5;
-    }
-    h += (uint64_t)len;
-    while (p + 8 <= end) {
-        h ^= xxh_round(0, read64(p));
-        h = rotl64(h, 27) * P1 + P4;
-        p += 8;
-    }
-    if (p + 4 <= end) {
-        h ^= (uint64_t)read32(p) * P1;
-        h = rotl64(h, 23) * P2 + P3;
-        p += 4;
-    }
-    while (p < end) {
-        h ^= (*p) * P5;
-        h = rotl64(h, 11) * P1;
-        p++;
-    }
-    h ^= h >> 33;
-    h *= P2;
-    h ^= h >> 29;
-    h *= P3;
-    h ^= h >> 32;
-    return h;
+    moe_xxh64_state s;
+    moe_xxh64_reset(&s, seed);
+    moe_xxh64_update(&s, data, len);
+    return moe_xxh64_digest(&s);
 }
 
 void moe_xxh64_reset(moe_xxh64_state *s, uint64_t seed) {

@@ -257,15 +257,7 @@ public enum CheckpointConversion {
             guard stat(source, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             if name.hasSuffix(".safetensors") { continue }  // stray weights not in the checkpoint
             do {
-                let m = try MappedFile(path: source)
-                let file = try AtomicFile(path: output + "/" + name)
-                var offset: UInt64 = 0
-                while offset < m.size {
-                    let end = min(m.size, offset + (8 << 20))
-                    try file.write(m.bytes(offset..<end))
-                    offset = end
-                }
-                try file.commit()
+                try AtomicFile.copy(from: source, to: output + "/" + name)
             } catch {
                 throw ConversionError(file: source, "cannot copy: \(error)")
             }

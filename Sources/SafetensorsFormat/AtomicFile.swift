@@ -137,6 +137,32 @@ public final class AtomicFile {
     }
 }
 
+extension AtomicFile {
+    /// Copies the file at `source` to `destination` through a temporary file renamed into place.
+    public static func copy(from source: String, to destination: String) throws {
+        let m: MappedFile
+        do {
+            m = try MappedFile(path: source)
+        } catch {
+            throw IOError(path: source, "cannot read: \(error)")
+        }
+        let file = try AtomicFile(path: destination)
+        do {
+            var offset: UInt64 = 0
+            while offset < m.size {
+                let end = min(m.size, offset + (8 << 20))
+                try file.write(m.bytes(offset..<end))
+                m.adviseDone(offset..<end)
+                offset = end
+            }
+            try file.commit()
+        } catch {
+            file.abort()
+            throw error
+        }
+    }
+}
+
 func splitPath(_ path: String) -> (dir: String, base: String) {
     guard let slash = path.lastIndex(of: "/") else { return ("", path) }
     let dir = String(path[..<slash])

@@ -102,7 +102,7 @@ public enum DirectoryCompression {
                 do { shard = try CompressedShard(path: job.source) } catch { throw error }
                 try shard.decompress(to: job.destination, threads: threads, progress: progress)
             default:
-                try copy(job.source, job.destination)
+                try AtomicFile.copy(from: job.source, to: job.destination)
                 progress?(inSize)
             }
             result.outputBytes = fileSize(job.destination)
@@ -131,24 +131,6 @@ public enum DirectoryCompression {
         let file = try AtomicFile(path: path)
         do {
             try file.write(Array(JSONSerializer.pretty(.object(o)).utf8))
-            try file.commit()
-        } catch {
-            file.abort()
-            throw error
-        }
-    }
-
-    static func copy(_ source: String, _ destination: String) throws {
-        let m: MappedFile
-        do { m = try MappedFile(path: source) } catch { throw CompressionError(source, "cannot read: \(error)") }
-        let file = try AtomicFile(path: destination)
-        do {
-            var offset: UInt64 = 0
-            while offset < m.size {
-                let end = min(m.size, offset + (8 << 20))
-                try file.write(m.bytes(offset..<end))
-                offset = end
-            }
             try file.commit()
         } catch {
             file.abort()
