@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Conversion", targets: ["Conversion"]),
         .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
         .library(name: "ShardCompression", targets: ["ShardCompression"]),
+        .library(name: "ForwardPass", targets: ["ForwardPass"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -55,10 +56,12 @@ let package = Package(
         .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "StrictJSON", "CZstd"]),
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
+        // A float32 forward pass of MoE blocks on the CPU (verify).
+        .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
-                "Inspection", "Conversion", "ExpertPlacement", "ShardCompression", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
+                "Inspection", "Conversion", "ExpertPlacement", "ShardCompression", "ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -76,6 +79,7 @@ let package = Package(
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["ShardCompression", "SafetensorsFormat", "CKernels", "FixtureSupport"]),
+        .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]
 )

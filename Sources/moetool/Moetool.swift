@@ -19,7 +19,7 @@ struct Moetool: ParsableCommand {
             Exit status: 0 success, 1 invalid input (every problem is listed), 2 usage error.
             """,
         version: "0.1.0",
-        subcommands: [Inspect.self, Convert.self, PlanExperts.self, Compress.self, Decompress.self]
+        subcommands: [Inspect.self, Convert.self, PlanExperts.self, Compress.self, Decompress.self, Verify.self]
     )
 }
 

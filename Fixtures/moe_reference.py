@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Writes Fixtures/verify/<model>.safetensors: what transformers' own MoE blocks compute on the tiny
+float32 fixture models, for moetool's forward-pass tests.
+
+For every MoE layer i of each model: `layer.<i>.input` (16 tokens of N(0, 1) hidden states, seed
+1000 + i), `layer.<i>.output` (the layer's `mlp` module applied to them, float32), and the router's
+choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
+`layer.<i>.weights` (their routing weights in the same order, F32).
+
+usage: python Fixtures/moe_reference.py      (torch, transformers, safetensors: Fixtures/requirements.txt)
+"""
+import os
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODELS = ["deepseek_v3-f32-sharded", "mixtral-f32-sharded", "qwen2_moe-f32-sharded", "qwen3_moe-f32-sharded"]
+TOKENS = 16
+
+
+def main():
+    out_dir = os.path.join(HERE, "verify")
+    os.makedirs(out_dir, exist_ok=True)
+    torch.set_grad_enabled(False)
+    for name in MODELS:
+        model = AutoModelForCausalLM.from_pretrained(os.path.join(HERE, "models", name), dtype=torch.float32)
+        model.eval()
+        hidden = model.config.hidden_size
+        tensors = {}
+        for i, layer in enumerate(model.model.layers):
+            mlp = layer.mlp
+            if not hasattr(mlp, "gate"):
+                continue  # a dense layer
+            captured = {}
+            hook = mlp.gate.register_forward_hook(lambda m, a, out: captured.update(out=out))
+            g = torch.Generator().manual_seed(1000 + i)
+            x = torch.randn(1, TOKENS, hidden, generator=g, dtype=torch.float32)
+            y = mlp(x)
+            hook.remove()
+            _, weights, indices = captured["out"]
+            order = torch.argsort(indices, dim=-1)
+            tensors[f"layer.{i}.input"] = x[0].contiguous()
+            tensors[f"layer.{i}.output"] = y[0].contiguous()
+            tensors[f"layer.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+            tensors[f"layer.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+        save_file(tensors, os.path.join(out_dir, name + ".safetensors"), metadata={"tokens": str(TOKENS)})
+        print(name, sorted(k for k in tensors if k.endswith("output")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+import Checkpoint
+
+/// Deterministic hidden states: N(0, 1) from a seeded generator (SplitMix64, Box-Muller), then,
+/// when the layer has one, its post-attention RMSNorm, so the block sees inputs shaped like a
+/// real forward pass's.
+public enum HiddenStates {
+    public static func make(tokens: Int, hidden: Int, seed: UInt64, norm: [Float]?, eps: Float) -> [Float] {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        var x = [Float](repeating: 0, count: tokens * hidden)
+        var i = 0
+        while i < x.count {
+            let u1 = max(Double(next() >> 11) * 0x1p-53, 1e-300), u2 = Double(next() >> 11) * 0x1p-53
+            let r = (-2 * log(u1)).squareRoot()
+            x[i] = Float(r * cos(2 * .pi * u2))
+            if i + 1 < x.count { x[i + 1] = Float(r * sin(2 * .pi * u2)) }
+            i += 2
+        }
+        guard let norm else { return x }
+        return Math.rmsNorm(x, tokens: tokens, weight: norm, eps: eps)
+    }
+}
+
+/// How far two runs of one layer are apart.
+public struct LayerDifference: Sendable {
+    public var layer: Int
+    public var tokens: Int
+    public var maxAbsError: Double
+    /// ||a - b|| / ||a||, over all tokens.
+    public var relativeError: Double
+    public var cosine: Double
+    /// Share of tokens whose chosen expert set is the same.
+    public var routerAgreement: Double
+    /// Mean over tokens of (1/k) sum over experts |w_a - w_b| (a weight is 0 where not chosen).
+    public var meanWeightChange: Double
+    public var outputNorm: Double
+    public var finite: Bool
+
+    public static func between(_ a: (output: [Float], routing: [Routing]), _ b: (output: [Float], routing: [Routing]),
+                               layer: Int, tokens: Int, topK: Int) -> LayerDifference {
+        var maxAbs = 0.0, diff2 = 0.0, a2 = 0.0, b2 = 0.0, ab = 0.0
+        var finite = true
+        for (x, y) in zip(a.output, b.output) {
+            let (dx, dy) = (Double(x), Double(y))
+            if !dx.isFinite || !dy.isFinite { finite = false; continue }
+            maxAbs = max(maxAbs, abs(dx - dy))
+            diff2 += (dx - dy) * (dx - dy)
+            a2 += dx * dx
+            b2 += dy * dy
+            ab += dx * dy
+        }
+        var same = 0
+        var change = 0.0
+        for (ra, rb) in zip(a.routing, b.routing) {
+            if ra.experts == rb.experts { same += 1 }
+            var wa = [Int: Float](), wb = [Int: Float]()
+            for (e, w) in zip(ra.experts, ra.weights) { wa[e] = w }
+            for (e, w) in zip(rb.experts, rb.weights) { wb[e] = w }
+            let all = Set(wa.keys).union(wb.keys)
+            change += all.reduce(0.0) { $0 + abs(Double((wa[$1] ?? 0) - (wb[$1] ?? 0))) } / Double(topK)
+        }
+        return LayerDifference(
+            layer: layer, tokens: tokens, maxAbsError: maxAbs, relativeError: a2 > 0 ? (diff2 / a2).squareRoot() : (diff2 > 0 ? .infinity : 0),
+            cosine: a2 > 0 && b2 > 0 ? ab / (a2 * b2).squareRoot() : (a2 == b2 ? 1 : 0),
+            routerAgreement: tokens > 0 ? Double(same) / Double(tokens) : 1, meanWeightChange: tokens > 0 ? change / Double(tokens) : 0,
+            outputNorm: a2.squareRoot(), finite: finite)
+    }
+}
+
+/// The MoE layers of a checkpoint, from its config (first_k_dense_replace, mlp_only_layers,
+/// decoder_sparse_step) and its tensors (a router under the layer).
+public enum MoELayers {
+    public static func of(_ checkpoint: Checkpoint) -> [Int] {
+        guard let n = checkpoint.config?.numHiddenLayers else { return [] }
+        return (0..<n).filter { i in
+            checkpoint.locate("model.layers.\(i).mlp.gate.weight") != nil
+                || checkpoint.locate("model.layers.\(i).block_sparse_moe.gate.weight") != nil
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

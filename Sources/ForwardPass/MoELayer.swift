@@ -1,0 +1,201 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Checkpoint
+
+/// How a model's router turns logits into experts and weights.
+public enum Router: Sendable, Equatable {
+    /// DeepSeek-V3: sigmoid scores; choice by score + e_score_correction_bias; group score = sum of
+    /// the top two biased scores of each of `groups` groups; the best `topkGroup` groups kept; the top
+    /// k experts inside them; weights from the unbiased scores, normalised if `normTopk`, times
+    /// `scaling`.
+    case deepseekV3(groups: Int, topkGroup: Int, scaling: Float, normTopk: Bool)
+    /// Mixtral (normalised) and Qwen2/3-MoE (normalised if norm_topk_prob): softmax over all
+    /// experts, the top k, their probabilities renormalised or not.
+    case softmaxTopK(normalize: Bool)
+}
+
+/// What a router chose for one token: experts ascending, with their weights.
+public struct Routing: Sendable, Equatable {
+    public var experts: [Int]
+    public var weights: [Float]
+}
+
+/// One MoE layer's feed-forward block, read from a checkpoint: router, routed experts (read
+/// when first used) and shared experts.
+public struct MoELayer {
+    public let layer: Int
+    public let router: Router
+    public let topK: Int
+    public let experts: Int
+    let reader: WeightReader
+    let prefix: String
+    let naming: ExpertNaming
+    let routerWeight: Matrix
+    let bias: [Float]?
+    let shared: (gate: Matrix, up: Matrix, down: Matrix)?
+    let sharedGate: Matrix?
+    /// The layer's post-attention RMSNorm weight (what feeds the MoE block), when present.
+    public let inputNorm: [Float]?
+    public let normEps: Float
+
+    enum ExpertNaming {
+        case perExpert(gate: String, up: String, down: String)  // "{prefix}experts.{e}.<name>.weight"
+        case fused  // experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]
+    }
+
+    /// Reads layer `layer` of a DeepSeek-V3, Mixtral, Qwen2-MoE or Qwen3-MoE checkpoint.
+    public init(_ reader: WeightReader, config: ModelConfig, layer: Int) throws(ForwardError) {
+        self.layer = layer
+        self.reader = reader
+        let type = config.modelType ?? ""
+        let base = "model.layers.\(layer)."
+        let candidates = [base + "mlp.", base + "block_sparse_moe."]
+        guard let prefix = candidates.first(where: { reader.has($0 + "gate.weight") }) else {
+            throw ForwardError("layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
+        }
+        self.prefix = prefix
+        routerWeight = try reader.matrix(prefix + "gate.weight")
+        experts = routerWeight.rows
+        guard let k = config.expertsPerToken, k >= 1, k <= experts else {
+            throw ForwardError("config.json: num_experts_per_tok missing or not in 1...\(experts)")
+        }
+        topK = k
+        switch type {
+        case "deepseek_v3":
+            let groups = config.nGroup ?? 1
+            let topkGroup = config.topkGroup ?? groups
+            guard groups >= 1, experts % groups == 0, topkGroup >= 1, topkGroup <= groups else {
+                throw ForwardError("config.json: n_group \(groups) / topk_group \(topkGroup) do not fit \(experts) experts")
+            }
+            let scaling = config.field("routed_scaling_factor")?.doubleValue ?? 1
+            router = .deepseekV3(groups: groups, topkGroup: topkGroup, scaling: Float(scaling), normTopk: config.normTopkProb ?? true)
+            bias = reader.has(prefix + "gate.e_score_correction_bias") ? try reader.vector(prefix + "gate.e_score_correction_bias") : nil
+        case "mixtral":
+            router = .softmaxTopK(normalize: true)
+            bias = nil
+        case "qwen2_moe", "qwen3_moe":
+            router = .softmaxTopK(normalize: config.normTopkProb ?? false)
+            bias = nil
+        default:
+            throw ForwardError("config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
+        }
+        if reader.has(prefix + "experts.gate_up_proj") {
+            naming = .fused
+        } else if reader.has(prefix + "experts.0.w1.weight") {
+            naming = .perExpert(gate: "w1", up: "w3", down: "w2")
+        } else if reader.has(prefix + "experts.0.gate_proj.weight") {
+            naming = .perExpert(gate: "gate_proj", up: "up_proj", down: "down_proj")
+        } else {
+            throw ForwardError("layer \(layer): no expert weights under \(prefix)experts.")
+        }
+        let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
+        if let sp = sharedPrefix {
+            shared = (try reader.matrix(sp + "gate_proj.weight"), try reader.matrix(sp + "up_proj.weight"), try reader.matrix(sp + "down_proj.weight"))
+        } else {
+            shared = nil
+        }
+        sharedGate = reader.has(prefix + "shared_expert_gate.weight") ? try reader.matrix(prefix + "shared_expert_gate.weight") : nil
+        inputNorm = reader.has(base + "post_attention_layernorm.weight") ? try reader.vector(base + "post_attention_layernorm.weight") : nil
+        normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
+    }
+
+    public var hidden: Int { routerWeight.cols }
+
+    /// Expert `e`'s gate, up and down projections.
+    func expert(_ e: Int) throws(ForwardError) -> (gate: Matrix, up: Matrix, down: Matrix) {
+        switch naming {
+        case .perExpert(let g, let u, let d):
+            let p = prefix + "experts.\(e)."
+            return (try reader.matrix(p + g + ".weight"), try reader.matrix(p + u + ".weight"), try reader.matrix(p + d + ".weight"))
+        case .fused:
+            let gateUp = try reader.matrix(prefix + "experts.gate_up_proj", index: e)
+            let i = gateUp.rows / 2
+            let gate = Matrix(rows: i, cols: gateUp.cols, values: Array(gateUp.values[0..<(i * gateUp.cols)]))
+            let up = Matrix(rows: i, cols: gateUp.cols, values: Array(gateUp.values[(i * gateUp.cols)...]))
+            return (gate, up, try reader.matrix(prefix + "experts.down_proj", index: e))
+        }
+    }
+
+    /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden).
+    public func route(_ x: [Float], tokens: Int) -> [Routing] {
+        let logits = Math.linear(x, tokens: tokens, routerWeight)
+        return (0..<tokens).map { t in
+            let row = Array(logits[(t * experts)..<((t + 1) * experts)])
+            switch router {
+            case .deepseekV3(let groups, let topkGroup, let scaling, let normTopk):
+                let scores = row.map(Math.sigmoid)
+                let choice = scores.indices.map { scores[$0] + (bias?[$0] ?? 0) }
+                let size = experts / groups
+                let groupScore = (0..<groups).map { g -> Float in
+                    let top = choice[(g * size)..<((g + 1) * size)].sorted(by: >)
+                    return top[0] + (size > 1 ? top[1] : 0)
+                }
+                let keptGroups = Set(topIndices(groupScore, topkGroup))
+                let masked = choice.indices.map { keptGroups.contains($0 / size) ? choice[$0] : -Float.infinity }
+                let chosen = topIndices(masked, topK).sorted()
+                var weights = chosen.map { scores[$0] }
+                if normTopk {
+                    let sum = weights.reduce(0, +) + 1e-20
+                    weights = weights.map { $0 / sum }
+                }
+                return Routing(experts: chosen, weights: weights.map { $0 * scaling })
+            case .softmaxTopK(let normalize):
+                let m = row.max() ?? 0
+                let e = row.map { expf($0 - m) }
+                let z = e.reduce(0, +)
+                let probs = e.map { $0 / z }
+                let chosen = topIndices(probs, topK).sorted()
+                var weights = chosen.map { probs[$0] }
+                if normalize {
+                    let sum = weights.reduce(0, +)
+                    weights = weights.map { $0 / sum }
+                }
+                return Routing(experts: chosen, weights: weights)
+            }
+        }
+    }
+
+    /// Indices of the k largest values (the lower index first among equals).
+    func topIndices(_ v: [Float], _ k: Int) -> [Int] {
+        Array(v.indices.sorted { v[$0] > v[$1] || (v[$0] == v[$1] && $0 < $1) }.prefix(k))
+    }
+
+    /// The block's output for `x` (tokens x hidden), and the routing it used. Experts are read
+    /// from the checkpoint one at a time, only those some token chose.
+    public func forward(_ x: [Float], tokens: Int) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
+        let h = hidden
+        precondition(x.count == tokens * h)
+        let routing = route(x, tokens: tokens)
+        var out = [Float](repeating: 0, count: tokens * h)
+        var users = [[(token: Int, weight: Float)]](repeating: [], count: experts)
+        for (t, r) in routing.enumerated() {
+            for (e, w) in zip(r.experts, r.weights) { users[e].append((t, w)) }
+        }
+        for e in 0..<experts where !users[e].isEmpty {
+            let w = try expert(e)
+            let sub = users[e].flatMap { x[($0.token * h)..<(($0.token + 1) * h)] }
+            let y = mlp(sub, tokens: users[e].count, gate: w.gate, up: w.up, down: w.down)
+            for (j, u) in users[e].enumerated() {
+                for i in 0..<h { out[u.token * h + i] += u.weight * y[j * h + i] }
+            }
+        }
+        if let shared {
+            let y = mlp(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down)
+            let gates = sharedGate.map { Math.linear(x, tokens: tokens, $0).map(Math.sigmoid) }
+            for t in 0..<tokens {
+                let g = gates?[t] ?? 1
+                for i in 0..<h { out[t * h + i] += g * y[t * h + i] }
+            }
+        }
+        return (out, routing)
+    }
+
+    /// SwiGLU: down(silu(gate(x)) * up(x)).
+    func mlp(_ x: [Float], tokens: Int, gate: Matrix, up: Matrix, down: Matrix) -> [Float] {
+        let g = Math.linear(x, tokens: tokens, gate)
+        let u = Math.linear(x, tokens: tokens, up)
+        let a = zip(g, u).map { Math.silu($0) * $1 }
+        return Math.linear(a, tokens: tokens, down)
+    }
+}

@@ -1,0 +1,155 @@
+import ArgumentParser
+import Checkpoint
+import ForwardPass
+import SafetensorsFormat
+import StrictJSON
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Run MoE layers of one or two checkpoints on the CPU and report how far the outputs differ.",
+        discussion: """
+            Layer mode: each chosen MoE layer (router, routed experts, shared experts) runs on the same \
+            deterministic hidden states in both checkpoints, in float32, weights read from F32, BF16, F16 or \
+            FP8 with block scales. With B, exit 0 when every layer is within the thresholds, 1 otherwise; \
+            with A alone, a smoke test (every output finite). See Docs/verify.md.
+            """)
+
+    @Argument(help: "The reference checkpoint (e.g. the original BF16).") var a: String
+    @Argument(help: "The checkpoint to compare (e.g. the converted FP8).") var b: String?
+    @Option(help: "MoE layers to run, e.g. 3,30,60 (default: every MoE layer).") var layers: String?
+    @Option(help: "Tokens of hidden state per layer.") var tokens = 32
+    @Option(help: "Seed of the hidden states.") var seed: UInt64 = 0
+    @Option(help: "Fail when a layer's relative error ||a-b||/||a|| is above this.") var maxRelError = 0.08
+    @Option(help: "Fail when a layer's output cosine similarity is below this.") var minCosine = 0.995
+    @Option(help: "Fail when the share of tokens keeping the same experts is below this.") var minRouterAgreement = 0.9
+    @Flag(help: "Print a JSON report (schema moetool.verify/1).") var json = false
+
+    func validate() throws {
+        if tokens < 1 || tokens > 1 << 16 { throw ValidationError("--tokens must be 1 to 65536") }
+        if let layers, layers.split(separator: ",").contains(where: { Int($0) == nil }) {
+            throw ValidationError("--layers takes layer numbers separated by commas, e.g. 3,30,60")
+        }
+    }
+
+    func open(_ path: String) throws -> Checkpoint {
+        do {
+            let c = try Checkpoint(path: path)
+            guard c.config != nil else { throw ForwardError("\(path): no config.json beside the weights: verify needs the model's config") }
+            return c
+        } catch let e as InvalidInput {
+            for p in e.problems.prefix(20) { FileHandleOutput.stderr("error: \(p)\n") }
+            throw ExitStatus.invalidInput
+        }
+    }
+
+    func run() throws {
+        do {
+            try verify()
+        } catch let e as ForwardError {
+            FileHandleOutput.stderr("error: \(e)\n")
+            throw ExitStatus.invalidInput
+        }
+    }
+
+    func verify() throws {
+        let ca = try open(a)
+        let cb = try b.map(open)
+        let available = MoELayers.of(ca)
+        let chosen = layers.map { $0.split(separator: ",").map { Int($0)! } } ?? available
+        if let missing = chosen.first(where: { !available.contains($0) }) {
+            throw ForwardError("\(a): layer \(missing) is not an MoE layer (MoE layers: \(available.map(String.init).joined(separator: ",")))")
+        }
+        guard !chosen.isEmpty else { throw ForwardError("\(a): no MoE layers found") }
+        var results: [LayerDifference] = []
+        var failures: [String] = []
+        for layer in chosen {
+            let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
+            let x = HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
+            let ra = try la.forward(x, tokens: tokens)
+            let rb: (output: [Float], routing: [Routing])
+            if let cb {
+                let lb = try MoELayer(WeightReader(cb), config: cb.config!, layer: layer)
+                guard lb.hidden == la.hidden, lb.experts == la.experts, lb.topK == la.topK else {
+                    throw ForwardError("layer \(layer): the checkpoints differ in shape (hidden \(la.hidden)/\(lb.hidden), experts \(la.experts)/\(lb.experts), top-k \(la.topK)/\(lb.topK))")
+                }
+                rb = try lb.forward(x, tokens: tokens)
+            } else {
+                rb = ra
+            }
+            let d = LayerDifference.between(ra, rb, layer: layer, tokens: tokens, topK: la.topK)
+            results.append(d)
+            if !d.finite { failures.append("layer \(layer): non-finite outputs") }
+            if cb != nil {
+                if d.relativeError > maxRelError { failures.append("layer \(layer): relative error \(d.relativeError) > \(maxRelError)") }
+                if d.cosine < minCosine { failures.append("layer \(layer): cosine \(d.cosine) < \(minCosine)") }
+                if d.routerAgreement < minRouterAgreement {
+                    failures.append("layer \(layer): router agreement \(d.routerAgreement) < \(minRouterAgreement)")
+                }
+            }
+        }
+        if json {
+            var o = JSONObject()
+            o.append("schema", "moetool.verify/1")
+            o.append("a", .string(a))
+            o.append("b", b.map { .string($0) } ?? .null)
+            o.append("mode", "layers")
+            o.append("tokens", .number(JSONNumber(tokens)))
+            o.append("seed", .number(JSONNumber(seed)))
+            o.append("passed", .bool(failures.isEmpty))
+            o.append("failures", .array(failures.map { .string($0) }))
+            o.append("layers", .array(results.map { d in
+                .object(JSONObject([
+                    ("layer", .number(JSONNumber(d.layer))), ("max_abs_error", num(d.maxAbsError)),
+                    ("relative_error", num(d.relativeError)), ("cosine", num(d.cosine)),
+                    ("router_agreement", num(d.routerAgreement)), ("mean_weight_change", num(d.meanWeightChange)),
+                    ("output_norm", num(d.outputNorm)), ("finite", .bool(d.finite)),
+                ]))
+            }))
+            FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
+        } else {
+            FileHandleOutput.stdout("\(a)\(b.map { " vs \($0)" } ?? ""): \(results.count) MoE layer(s), \(tokens) tokens each, seed \(seed)\n")
+            FileHandleOutput.stdout("layer   max abs err    rel error      cosine   routers same   weight change   output norm\n")
+            for d in results {
+                FileHandleOutput.stdout(String(d.layer).leftPad(5) + fmt(d.maxAbsError).leftPad(14) + fmt(d.relativeError).leftPad(13)
+                    + fmt(d.cosine).leftPad(12) + fmt(d.routerAgreement).leftPad(15) + fmt(d.meanWeightChange).leftPad(16)
+                    + fmt(d.outputNorm).leftPad(14) + "\n")
+            }
+            FileHandleOutput.stdout(failures.isEmpty ? "passed\n" : failures.map { "FAILED " + $0 }.joined(separator: "\n") + "\n")
+        }
+        if !failures.isEmpty { throw ExitStatus.invalidInput }
+    }
+
+    func num(_ v: Double) -> JSONValue { .number(JSONNumber(text: v.isFinite ? fmt(v) : "null")) }
+    func fmt(_ v: Double) -> String {
+        guard v.isFinite else { return "inf" }
+        if v == 0 { return "0" }
+        var s = "\(Double(String(format6: v)) ?? v)"
+        if s.hasSuffix(".0") { s.removeLast(2) }
+        return s
+    }
+}
+
+extension String {
+    /// Six significant digits.
+    init(format6 v: Double) {
+        let m = abs(v)
+        let e = m > 0 ? Int((m.logarithm10()).rounded(.down)) : 0
+        let scale = pow10(5 - e)
+        self = "\((v * scale).rounded() / scale)"
+    }
+}
+
+private func pow10(_ n: Int) -> Double {
+    var r = 1.0
+    if n >= 0 { for _ in 0..<n { r *= 10 } } else { for _ in 0..<(-n) { r /= 10 } }
+    return r
+}
+
+extension Double {
+    func logarithm10() -> Double { log10(self) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

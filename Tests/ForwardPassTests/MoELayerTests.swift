@@ -1,0 +1,65 @@
+import Checkpoint
+import FixtureSupport
+import SafetensorsFormat
+import Testing
+
+@testable import ForwardPass
+
+/// transformers' own MoE blocks on the tiny float32 fixtures (Fixtures/moe_reference.py).
+@Suite struct MoELayerAgainstTransformers {
+    static let models = ["deepseek_v3-f32-sharded", "mixtral-f32-sharded", "qwen2_moe-f32-sharded", "qwen3_moe-f32-sharded"]
+
+    func floats(_ f: SafetensorsFile, _ name: String) -> [Float] {
+        let t = f.tensor(named: name)!
+        let d = f.data(t)
+        return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
+    }
+
+    func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
+        let t = f.tensor(named: name)!
+        let d = f.data(t)
+        return (0..<Int(t.elementCount)).map { Int(Int64(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) }
+    }
+
+    /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
+    @Test(arguments: models)
+    func matchesTransformers(_ model: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("models/" + model))
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/\(model).safetensors"))
+        let layers = Set(reference.tensors.compactMap { t -> Int? in
+            let parts = t.name.split(separator: ".")
+            return parts.count == 3 && parts[2] == "output" ? Int(parts[1]) : nil
+        })
+        #expect(layers.count >= 2)
+        for layer in layers.sorted() {
+            let block = try MoELayer(WeightReader(checkpoint), config: checkpoint.config!, layer: layer)
+            let x = floats(reference, "layer.\(layer).input")
+            let tokens = x.count / block.hidden
+            let (y, routing) = try block.forward(x, tokens: tokens)
+            let expected = floats(reference, "layer.\(layer).output")
+            let worst = zip(y, expected).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-4, "\(model) layer \(layer): max abs error \(worst)")
+            let experts = ints(reference, "layer.\(layer).experts")
+            let weights = floats(reference, "layer.\(layer).weights")
+            let k = block.topK
+            for t in 0..<tokens {
+                #expect(routing[t].experts == Array(experts[(t * k)..<((t + 1) * k)]), "\(model) layer \(layer) token \(t)")
+                let dw = zip(routing[t].weights, weights[(t * k)..<((t + 1) * k)]).map { abs($0 - $1) }.max()!
+                #expect(dw < 1e-5, "\(model) layer \(layer) token \(t): weights differ by \(dw)")
+            }
+        }
+    }
+
+    /// The fused expert layout (experts.gate_up_proj / down_proj) reads the same experts as the
+    /// per-expert one: the BF16 fused and per-expert DeepSeek fixtures give identical outputs.
+    @Test func fusedLayoutMatchesPerExpert() throws {
+        let fused = try Checkpoint(path: Fixtures.path("models/deepseek_v3-fused-bf16"))
+        let split = try Checkpoint(path: Fixtures.path("models/deepseek_v3-bf16"))
+        let a = try MoELayer(WeightReader(fused), config: fused.config!, layer: 1)
+        let b = try MoELayer(WeightReader(split), config: split.config!, layer: 1)
+        let x = (0..<(4 * a.hidden)).map { Float(($0 * 37) % 101) / 50 - 1 }
+        let ya = try a.forward(x, tokens: 4), yb = try b.forward(x, tokens: 4)
+        #expect(ya.output == yb.output)
+        #expect(ya.routing == yb.routing)
+    }
+}
