@@ -57,7 +57,7 @@ let package = Package(
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
         // A float32 forward pass of MoE blocks on the CPU (verify).
-        .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats"]),
+        .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels"]),
         .executableTarget(
             name: "moetool",
             dependencies: [

@@ -97,3 +97,23 @@ void moe_keep_large_buffers(void) {
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
 #endif
 }
+
+MOE_CLONES
+void moe_decode_e4m3_to_f32(const uint8_t *codes, size_t n, float s, const float *table, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = table[codes[i]] * s;
+}
+
+MOE_CLONES
+void moe_dot_rows(const float *row, const float *x, size_t n, size_t tokens, size_t x_stride, float *out, size_t out_stride) {
+    for (size_t t = 0; t < tokens; t++) {
+        const float *xt = x + t * x_stride;
+        float acc[16] = {0};
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16)
+            for (size_t j = 0; j < 16; j++) acc[j] += row[i + j] * xt[i + j];
+        float s = 0;
+        for (size_t j = 0; j < 16; j++) s += acc[j];
+        for (; i < n; i++) s += row[i] * xt[i];
+        out[t * out_stride] = s;
+    }
+}

@@ -1,27 +1,30 @@
+import CKernels
 import Checkpoint
 
 /// Small float32 kernels: everything accumulates in float32, as the reference does.
 public enum Math {
-    /// y[t][o] = sum_i x[t][i] * w[o][i]: `x` is tokens x in, `w` is out x in (a Linear's weight).
-    public static func linear(_ x: [Float], tokens: Int, _ w: Matrix, threads: Int = 0) -> [Float] {
+    /// y[t][o] = sum_i x[t][i] * w[o][i]: `x` is tokens x in, `w` is out x in (a Linear's weight),
+    /// read a row at a time; rows are shared out over the cores.
+    public static func linear(_ x: [Float], tokens: Int, _ w: Weight, threads: Int = 0) -> [Float] {
         let n = w.cols, outs = w.rows
         precondition(x.count == tokens * n)
         var y = [Float](repeating: 0, count: tokens * outs)
-        let rowsPerTask = max(1, 4096 / max(1, n / 64))
+        let rowsPerTask = max(1, min(256, (1 << 16) / max(1, n)))
         let tasks = (outs + rowsPerTask - 1) / rowsPerTask
         y.withUnsafeMutableBufferPointer { yOut in
             nonisolated(unsafe) let yOut = yOut
             let work = { @Sendable (task: Int) in
                 let o0 = task * rowsPerTask, o1 = min(outs, o0 + rowsPerTask)
+                let row = UnsafeMutablePointer<Float>.allocate(capacity: n)
+                defer { row.deallocate() }
                 x.withUnsafeBufferPointer { xb in
-                    w.values.withUnsafeBufferPointer { wb in
-                        for t in 0..<tokens {
-                            for o in o0..<o1 { yOut[t * outs + o] = dot(xb.baseAddress! + t * n, wb.baseAddress! + o * n, n) }
-                        }
+                    for o in o0..<o1 {
+                        w.decodeRow(o, into: row)
+                        moe_dot_rows(row, xb.baseAddress!, n, tokens, n, yOut.baseAddress! + o, outs)
                     }
                 }
             }
-            if tasks == 1 || tokens * outs * n < 1 << 16 {
+            if tasks == 1 || outs * n < 1 << 18 {
                 for task in 0..<tasks { work(task) }
             } else {
                 _ = parallelMap(tasks, threads: threads) { work($0) }
@@ -30,21 +33,8 @@ public enum Math {
         return y
     }
 
-    /// Dot product in float32, eight lanes at a time.
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var acc = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= n {
-            acc += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var s = acc.sum()
-        while i < n {
-            s += a[i] * b[i]
-            i += 1
-        }
-        return s
+    public static func linear(_ x: [Float], tokens: Int, _ w: Matrix, threads: Int = 0) -> [Float] {
+        linear(x, tokens: tokens, Weight(w), threads: threads)
     }
 
     public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }

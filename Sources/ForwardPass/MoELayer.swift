@@ -33,7 +33,7 @@ public struct MoELayer {
     let naming: ExpertNaming
     let routerWeight: Matrix
     let bias: [Float]?
-    let shared: (gate: Matrix, up: Matrix, down: Matrix)?
+    let shared: (gate: Weight, up: Weight, down: Weight)?
     let sharedGate: Matrix?
     /// The layer's post-attention RMSNorm weight (what feeds the MoE block), when present.
     public let inputNorm: [Float]?
@@ -91,7 +91,7 @@ public struct MoELayer {
         }
         let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
         if let sp = sharedPrefix {
-            shared = (try reader.matrix(sp + "gate_proj.weight"), try reader.matrix(sp + "up_proj.weight"), try reader.matrix(sp + "down_proj.weight"))
+            shared = (try reader.weight(sp + "gate_proj.weight"), try reader.weight(sp + "up_proj.weight"), try reader.weight(sp + "down_proj.weight"))
         } else {
             shared = nil
         }
@@ -102,18 +102,18 @@ public struct MoELayer {
 
     public var hidden: Int { routerWeight.cols }
 
-    /// Expert `e`'s gate, up and down projections.
-    func expert(_ e: Int) throws(ForwardError) -> (gate: Matrix, up: Matrix, down: Matrix) {
+    /// Expert `e`'s gate, up and down projections, read from the map as they are used.
+    func expert(_ e: Int) throws(ForwardError) -> (gate: Weight, up: Weight, down: Weight) {
         switch naming {
         case .perExpert(let g, let u, let d):
             let p = prefix + "experts.\(e)."
-            return (try reader.matrix(p + g + ".weight"), try reader.matrix(p + u + ".weight"), try reader.matrix(p + d + ".weight"))
+            return (try reader.weight(p + g + ".weight"), try reader.weight(p + u + ".weight"), try reader.weight(p + d + ".weight"))
         case .fused:
             let gateUp = try reader.matrix(prefix + "experts.gate_up_proj", index: e)
             let i = gateUp.rows / 2
             let gate = Matrix(rows: i, cols: gateUp.cols, values: Array(gateUp.values[0..<(i * gateUp.cols)]))
             let up = Matrix(rows: i, cols: gateUp.cols, values: Array(gateUp.values[(i * gateUp.cols)...]))
-            return (gate, up, try reader.matrix(prefix + "experts.down_proj", index: e))
+            return (Weight(gate), Weight(up), try reader.weight(prefix + "experts.down_proj", index: e))
         }
     }
 
@@ -176,6 +176,7 @@ public struct MoELayer {
             let w = try expert(e)
             let sub = users[e].flatMap { x[($0.token * h)..<(($0.token + 1) * h)] }
             let y = mlp(sub, tokens: users[e].count, gate: w.gate, up: w.up, down: w.down)
+            [w.gate, w.up, w.down].forEach { $0.release() }
             for (j, u) in users[e].enumerated() {
                 for i in 0..<h { out[u.token * h + i] += u.weight * y[j * h + i] }
             }
@@ -192,7 +193,7 @@ public struct MoELayer {
     }
 
     /// SwiGLU: down(silu(gate(x)) * up(x)).
-    func mlp(_ x: [Float], tokens: Int, gate: Matrix, up: Matrix, down: Matrix) -> [Float] {
+    func mlp(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight) -> [Float] {
         let g = Math.linear(x, tokens: tokens, gate)
         let u = Math.linear(x, tokens: tokens, up)
         let a = zip(g, u).map { Math.silu($0) * $1 }

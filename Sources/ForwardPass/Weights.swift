@@ -1,3 +1,4 @@
+import CKernels
 import Checkpoint
 import NumberFormats
 import SafetensorsFormat
@@ -19,6 +20,77 @@ public struct Matrix: Sendable {
         self.rows = rows
         self.cols = cols
         self.values = values
+    }
+}
+
+/// A Linear layer's weight (out x in), read a row at a time as float32: straight from the memory
+/// map for F32, BF16, F16 and FP8 (with its block scales), so a 2048x7168 expert never exists as a
+/// float32 matrix.
+public struct Weight: @unchecked Sendable {
+    public let rows: Int
+    public let cols: Int
+    enum Storage {
+        case dense([Float])
+        case mapped(data: UnsafeRawBufferPointer, first: Int, dtype: Dtype, scales: Matrix?)
+    }
+    let storage: Storage
+    /// Keeps the file (and so its map) alive while rows are read.
+    let owner: SafetensorsFile?
+    /// Where the bytes sit in that file.
+    let fileRange: Range<UInt64>?
+
+    public init(_ m: Matrix) {
+        rows = m.rows
+        cols = m.cols
+        storage = .dense(m.values)
+        owner = nil
+        fileRange = nil
+    }
+
+    init(rows: Int, cols: Int, storage: Storage, owner: SafetensorsFile?, fileRange: Range<UInt64>?) {
+        self.rows = rows
+        self.cols = cols
+        self.storage = storage
+        self.owner = owner
+        self.fileRange = fileRange
+    }
+
+    /// Lets the kernel drop the mapped pages of this weight (done with it), so that running a
+    /// layer of hundreds of experts keeps memory at one expert's worth.
+    public func release() {
+        if let owner, let fileRange { owner.mapping.adviseDone(fileRange) }
+    }
+
+    /// Row `r` as float32 into `out` (cols floats).
+    func decodeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        switch storage {
+        case .dense(let v):
+            v.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + r * cols, count: cols) }
+        case .mapped(let data, let first, let dtype, let scales):
+            let start = first + r * cols
+            switch dtype {
+            case .F32:
+                UnsafeMutableRawPointer(out).copyMemory(from: data.baseAddress! + start * 4, byteCount: cols * 4)
+            case .BF16:
+                moe_bf16_to_f32(data.baseAddress! + start * 2, out, cols)
+            case .F16:
+                FloatDecoding.f16Table.withUnsafeBufferPointer { table in
+                    for c in 0..<cols { out[c] = table[Int(data.loadUnaligned(fromByteOffset: (start + c) * 2, as: UInt16.self))] }
+                }
+            default:  // F8_E4M3 with 128x128 block scales
+                let block = BlockQuantization.blockSize
+                let s = scales!
+                FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
+                    var c0 = 0
+                    while c0 < cols {
+                        let n = min(block, cols - c0)
+                        moe_decode_e4m3_to_f32(data.baseAddress!.assumingMemoryBound(to: UInt8.self) + start + c0, n,
+                                               s.values[(r / block) * s.cols + c0 / block], table.baseAddress!, out + c0)
+                        c0 += n
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -93,4 +165,44 @@ public struct WeightReader: Sendable {
     }
 
     public func vector(_ name: String) throws(ForwardError) -> [Float] { try matrix(name).values }
+
+    /// A Linear weight read row by row from the map (or one expert's slice of a fused stack).
+    public func weight(_ name: String, index: Int? = nil) throws(ForwardError) -> Weight {
+        guard let located = checkpoint.locate(name) else { throw ForwardError("tensor \(name) not found in \(checkpoint.path)") }
+        let file = checkpoint.file(located)
+        guard !file.isCompressed else { throw ForwardError("\(file.path) is a compressed shard: run moetool decompress first") }
+        let t = located.tensor
+        let shape = t.shape.map(Int.init)
+        var rows: Int, cols: Int, first = 0
+        switch (shape.count, index) {
+        case (2, nil): (rows, cols) = (shape[0], shape[1])
+        case (3, let e?):
+            guard e < shape[0] else { throw ForwardError("\(name): expert \(e) of \(shape[0])") }
+            (rows, cols) = (shape[1], shape[2])
+            first = e * rows * cols
+        default:
+            throw ForwardError("\(name): shape \(shape) is not a weight matrix")
+        }
+        var scales: Matrix? = nil
+        switch t.dtype {
+        case .F32, .BF16, .F16:
+            break
+        case .F8_E4M3:
+            guard index == nil else { throw ForwardError("\(name): FP8 expert stacks are not supported") }
+            let scaleName = [name + "_scale_inv", name + "_scale"].first { checkpoint.locate($0) != nil }
+            guard let scaleName else { throw ForwardError("\(name) is FP8 but has no \(name)_scale_inv block scales") }
+            let s = try matrix(scaleName)
+            let block = BlockQuantization.blockSize
+            guard s.rows == (rows + block - 1) / block, s.cols == (cols + block - 1) / block else {
+                throw ForwardError("\(scaleName) is \(s.rows)x\(s.cols); \(name) [\(rows),\(cols)] needs the 128x128 grid \((rows + block - 1) / block)x\((cols + block - 1) / block)")
+            }
+            scales = s
+        default:
+            throw ForwardError("\(name): dtype \(t.dtype.rawValue) cannot be read as weights")
+        }
+        let bytes = UInt64(rows * cols * t.dtype.bits / 8)
+        let start = file.fileRange(t).lowerBound + UInt64(first * t.dtype.bits / 8)
+        return Weight(rows: rows, cols: cols, storage: .mapped(data: file.data(t), first: first, dtype: t.dtype, scales: scales),
+                      owner: file, fileRange: start..<(start + bytes))
+    }
 }

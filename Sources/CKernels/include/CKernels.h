@@ -24,6 +24,13 @@ void moe_bf16_to_f32(const void *in, float *out, size_t n);
 /// out[i] = BF16_RNE(table[codes[i]] * s) for n elements (table: the 256 E4M3 values as float32).
 void moe_decode_e4m3_to_bf16(const uint8_t *codes, size_t n, float s, const float *table, uint16_t *out);
 
+/// out[i] = table[codes[i]] * s (table: the 256 E4M3 values as float32): one row of an FP8 weight.
+void moe_decode_e4m3_to_f32(const uint8_t *codes, size_t n, float s, const float *table, float *out);
+
+/// For each of `tokens` vectors x_t (stride x_stride): out[t * out_stride] = dot(row, x_t) over n
+/// floats, summed in sixteen float32 lanes then across them.
+void moe_dot_rows(const float *row, const float *x, size_t n, size_t tokens, size_t x_stride, float *out, size_t out_stride);
+
 /// Keeps freed large buffers in the heap (glibc mallopt) so that repeated band-sized
 /// allocations reuse memory instead of faulting in fresh zeroed pages each time.
 void moe_keep_large_buffers(void);
