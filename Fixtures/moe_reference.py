@@ -2,7 +2,8 @@
 """Writes Fixtures/verify/<model>.safetensors: what transformers' own MoE blocks compute on the tiny
 float32 fixture models, for moetool's forward-pass tests.
 
-For every MoE layer i of each model: `layer.<i>.input` (16 tokens of N(0, 1) hidden states, seed
+And Fixtures/verify/<model>.model.safetensors: the whole model's logits and hidden states (see
+whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens of N(0, 1) hidden states, seed
 1000 + i), `layer.<i>.output` (the layer's `mlp` module applied to them, float32), and the router's
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
@@ -49,5 +50,24 @@ def main():
         print(name, sorted(k for k in tensors if k.endswith("output")))
 
 
+def whole_models():
+    """Fixtures/verify/<model>.model.safetensors: logits and hidden states of the whole model on 16
+    deterministic token ids (`token_ids`, i * 7919 + 13 mod vocab), float32."""
+    out_dir = os.path.join(HERE, "verify")
+    torch.set_grad_enabled(False)
+    for name in MODELS:
+        model = AutoModelForCausalLM.from_pretrained(os.path.join(HERE, "models", name), dtype=torch.float32)
+        model.eval()
+        vocab = model.config.vocab_size
+        ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+        out = model(input_ids=ids, output_hidden_states=True)
+        tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+        for i, h in enumerate(out.hidden_states):
+            tensors[f"hidden.{i}"] = h[0].contiguous()
+        save_file(tensors, os.path.join(out_dir, name + ".model.safetensors"), metadata={"tokens": str(TOKENS)})
+        print(name, "hidden states:", len(out.hidden_states))
+
+
 if __name__ == "__main__":
     main()
+    whole_models()

@@ -37,6 +37,13 @@ public enum Math {
         linear(x, tokens: tokens, Weight(w), threads: threads)
     }
 
+    /// SwiGLU: down(silu(gate(x)) * up(x)).
+    public static func swiglu(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight) -> [Float] {
+        let g = linear(x, tokens: tokens, gate)
+        let u = linear(x, tokens: tokens, up)
+        return linear(zip(g, u).map { silu($0) * $1 }, tokens: tokens, down)
+    }
+
     public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 

@@ -63,3 +63,29 @@ import Testing
         #expect(ya.routing == yb.routing)
     }
 }
+
+/// Whole models against transformers (Fixtures/moe_reference.py): logits and every hidden state.
+@Suite struct TransformerAgainstTransformers {
+    func floats(_ f: SafetensorsFile, _ name: String) -> [Float] {
+        let t = f.tensor(named: name)!
+        let d = f.data(t)
+        return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
+    }
+
+    @Test(arguments: MoELayerAgainstTransformers.models)
+    func logitsAndHiddenStates(_ model: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("models/" + model))
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/\(model).model.safetensors"))
+        let idsTensor = reference.tensor(named: "token_ids")!
+        let ids = (0..<Int(idsTensor.elementCount)).map { Int(reference.data(idsTensor).loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+        let out = try Transformer(checkpoint).forward(ids)
+        for (i, h) in out.hidden.enumerated() {
+            let expected = floats(reference, "hidden.\(i)")
+            let worst = zip(h, expected).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-4, "\(model) hidden state \(i): max abs error \(worst)")
+        }
+        let logits = floats(reference, "logits")
+        let worst = zip(out.logits, logits).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-4, "\(model) logits: max abs error \(worst)")
+    }
+}

@@ -1,0 +1,214 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Checkpoint
+
+/// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
+/// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
+/// Qwen2's q/k/v biases and Qwen3's q/k norms) with rotary position embeddings, RMSNorm, a dense or
+/// MoE feed-forward block, then the final norm and the LM head.
+public struct Transformer {
+    public let config: ModelConfig
+    let reader: WeightReader
+    public let hidden: Int
+    public let vocab: Int
+    public let layers: Int
+    let eps: Float
+    let heads: Int
+    let kvHeads: Int
+    let headDim: Int
+    let ropeTheta: Double
+    let type: String
+
+    public init(_ checkpoint: Checkpoint) throws(ForwardError) {
+        guard let config = checkpoint.config else { throw ForwardError("\(checkpoint.path): no config.json") }
+        self.config = config
+        reader = WeightReader(checkpoint)
+        type = config.modelType ?? ""
+        guard ["deepseek_v3", "mixtral", "qwen2_moe", "qwen3_moe"].contains(type) else {
+            throw ForwardError("config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
+        }
+        guard let h = config.hiddenSize, let v = config.vocabSize, let n = config.numHiddenLayers,
+              let heads = config.int("num_attention_heads") else {
+            throw ForwardError("config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
+        }
+        hidden = h
+        vocab = v
+        layers = n
+        self.heads = heads
+        kvHeads = config.int("num_key_value_heads") ?? heads
+        headDim = config.int("head_dim") ?? h / heads
+        eps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
+        let rope = config.field("rope_parameters")?.objectValue ?? config.field("rope_scaling")?.objectValue
+        if let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue, kind != "default" {
+            throw ForwardError("config.json: rope type \"\(kind)\" is not supported yet by whole-model verify (use --layers)")
+        }
+        ropeTheta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? 10000
+    }
+
+    public struct Output {
+        public var logits: [Float]
+        /// After the embeddings, then after each layer (the last one after the final norm, as
+        /// transformers reports it).
+        public var hidden: [[Float]]
+        /// Each MoE layer's routing.
+        public var routing: [Int: [Routing]]
+    }
+
+    public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
+        let t = ids.count
+        let embed = try reader.weight("model.embed_tokens.weight")
+        var h = [Float](repeating: 0, count: t * hidden)
+        for (i, id) in ids.enumerated() {
+            guard id >= 0, id < vocab else { throw ForwardError("token id \(id) is outside the vocabulary of \(vocab)") }
+            h.withUnsafeMutableBufferPointer { embed.decodeRow(id, into: $0.baseAddress! + i * hidden) }
+        }
+        var states = [h]
+        var routing: [Int: [Routing]] = [:]
+        for l in 0..<layers {
+            let p = "model.layers.\(l)."
+            let x = Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps)
+            let a = try type == "deepseek_v3" ? mla(x, tokens: t, layer: l) : gqa(x, tokens: t, layer: l)
+            for i in h.indices { h[i] += a[i] }
+            let y = Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps)
+            let m: [Float]
+            if reader.has(p + "mlp.gate.weight") || reader.has(p + "block_sparse_moe.gate.weight") {
+                let block = try MoELayer(reader, config: config, layer: l)
+                let r = try block.forward(y, tokens: t)
+                m = r.output
+                routing[l] = r.routing
+            } else {
+                m = Math.swiglu(y, tokens: t, gate: try reader.weight(p + "mlp.gate_proj.weight"),
+                                up: try reader.weight(p + "mlp.up_proj.weight"), down: try reader.weight(p + "mlp.down_proj.weight"))
+            }
+            for i in h.indices { h[i] += m[i] }
+            states.append(h)
+        }
+        h = Math.rmsNorm(h, tokens: t, weight: try reader.vector("model.norm.weight"), eps: eps)
+        states[states.count - 1] = h
+        let head = reader.has("lm_head.weight") ? try reader.weight("lm_head.weight") : embed
+        return Output(logits: Math.linear(h, tokens: t, head), hidden: states, routing: routing)
+    }
+
+    /// cos and sin of position p for the rotary frequency i of a `dim`-wide rotation.
+    func rotation(_ p: Int, _ i: Int, _ dim: Int) -> (Float, Float) {
+        let invFreq = Float(1.0 / pow(ropeTheta, Double(Float(2 * i) / Float(dim))))
+        let angle = Float(p) * invFreq
+        return (cos(angle), sin(angle))
+    }
+
+    /// Rotates `dim` values at `v` for position `p`: pairs (i, i + dim/2), or, interleaved,
+    /// (2i, 2i + 1) written back as [even rotated..., odd rotated...] (DeepSeek's layout).
+    func rope(_ v: UnsafeMutablePointer<Float>, _ dim: Int, position p: Int, interleaved: Bool) {
+        let half = dim / 2
+        var tmp = [Float](repeating: 0, count: dim)
+        for i in 0..<half {
+            let (c, s) = rotation(p, i, dim)
+            let (x1, x2) = interleaved ? (v[2 * i], v[2 * i + 1]) : (v[i], v[i + half])
+            tmp[i] = x1 * c - x2 * s
+            tmp[i + half] = x2 * c + x1 * s
+        }
+        for i in 0..<dim { v[i] = tmp[i] }
+    }
+
+    /// Causal attention of `q` (tokens x heads x dq) over `k` (tokens x kvHeads x dq) and `v`
+    /// (tokens x kvHeads x dv), softmax in float32; returns tokens x heads x dv.
+    func attend(q: [Float], k: [Float], v: [Float], tokens: Int, heads: Int, kvHeads: Int, dq: Int, dv: Int, scale: Float) -> [Float] {
+        var out = [Float](repeating: 0, count: tokens * heads * dv)
+        let group = heads / kvHeads
+        for hd in 0..<heads {
+            let kh = hd / group
+            for i in 0..<tokens {
+                var scores = [Float](repeating: 0, count: i + 1)
+                for j in 0...i {
+                    var s: Float = 0
+                    for d in 0..<dq { s += q[(i * heads + hd) * dq + d] * k[(j * kvHeads + kh) * dq + d] }
+                    scores[j] = s * scale
+                }
+                let m = scores.max()!
+                var z: Float = 0
+                for j in 0...i { scores[j] = expf(scores[j] - m); z += scores[j] }
+                for j in 0...i {
+                    let w = scores[j] / z
+                    for d in 0..<dv { out[(i * heads + hd) * dv + d] += w * v[(j * kvHeads + kh) * dv + d] }
+                }
+            }
+        }
+        return out
+    }
+
+    func gqa(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
+        let p = "model.layers.\(l).self_attn."
+        func project(_ name: String) throws(ForwardError) -> [Float] {
+            var y = Math.linear(x, tokens: t, try reader.weight(p + name + ".weight"))
+            if reader.has(p + name + ".bias") {
+                let b = try reader.vector(p + name + ".bias")
+                for i in y.indices { y[i] += b[i % b.count] }
+            }
+            return y
+        }
+        var q = try project("q_proj"), k = try project("k_proj")
+        let v = try project("v_proj")
+        if reader.has(p + "q_norm.weight") {  // Qwen3: RMSNorm of each head
+            q = Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps)
+            k = Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps)
+        }
+        q.withUnsafeMutableBufferPointer { qb in
+            for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * headDim, headDim, position: i, interleaved: false) } }
+        }
+        k.withUnsafeMutableBufferPointer { kb in
+            for i in 0..<t { for hd in 0..<kvHeads { rope(kb.baseAddress! + (i * kvHeads + hd) * headDim, headDim, position: i, interleaved: false) } }
+        }
+        let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: kvHeads, dq: headDim, dv: headDim,
+                       scale: 1 / Float(headDim).squareRoot())
+        return Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"))
+    }
+
+    /// DeepSeek's multi-head latent attention.
+    func mla(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
+        let p = "model.layers.\(l).self_attn."
+        guard let nope = config.int("qk_nope_head_dim"), let ropeDim = config.int("qk_rope_head_dim"),
+              let vDim = config.int("v_head_dim"), let kvRank = config.int("kv_lora_rank") else {
+            throw ForwardError("config.json: MLA needs qk_nope_head_dim, qk_rope_head_dim, v_head_dim and kv_lora_rank")
+        }
+        let qkDim = nope + ropeDim
+        let interleaved = config.field("rope_interleave")?.boolValue ?? true
+        var q: [Float]
+        if reader.has(p + "q_a_proj.weight") {
+            let qa = Math.linear(x, tokens: t, try reader.weight(p + "q_a_proj.weight"))
+            let qn = Math.rmsNorm(qa, tokens: t, weight: try reader.vector(p + "q_a_layernorm.weight"), eps: 1e-6)
+            q = Math.linear(qn, tokens: t, try reader.weight(p + "q_b_proj.weight"))
+        } else {
+            q = Math.linear(x, tokens: t, try reader.weight(p + "q_proj.weight"))
+        }
+        let compressed = Math.linear(x, tokens: t, try reader.weight(p + "kv_a_proj_with_mqa.weight"))
+        let width = kvRank + ropeDim
+        var latent = [Float](repeating: 0, count: t * kvRank)
+        var kRot = [Float](repeating: 0, count: t * ropeDim)
+        for i in 0..<t {
+            for d in 0..<kvRank { latent[i * kvRank + d] = compressed[i * width + d] }
+            for d in 0..<ropeDim { kRot[i * ropeDim + d] = compressed[i * width + kvRank + d] }
+        }
+        latent = Math.rmsNorm(latent, tokens: t, weight: try reader.vector(p + "kv_a_layernorm.weight"), eps: 1e-6)
+        let kv = Math.linear(latent, tokens: t, try reader.weight(p + "kv_b_proj.weight"))  // t x heads x (nope + v)
+        q.withUnsafeMutableBufferPointer { qb in
+            for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * qkDim + nope, ropeDim, position: i, interleaved: interleaved) } }
+        }
+        kRot.withUnsafeMutableBufferPointer { kb in
+            for i in 0..<t { rope(kb.baseAddress! + i * ropeDim, ropeDim, position: i, interleaved: interleaved) }
+        }
+        var k = [Float](repeating: 0, count: t * heads * qkDim)
+        var v = [Float](repeating: 0, count: t * heads * vDim)
+        for i in 0..<t {
+            for hd in 0..<heads {
+                let src = (i * heads + hd) * (nope + vDim)
+                for d in 0..<nope { k[(i * heads + hd) * qkDim + d] = kv[src + d] }
+                for d in 0..<ropeDim { k[(i * heads + hd) * qkDim + nope + d] = kRot[i * ropeDim + d] }
+                for d in 0..<vDim { v[(i * heads + hd) * vDim + d] = kv[src + nope + d] }
+            }
+        }
+        let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: heads, dq: qkDim, dv: vDim,
+                       scale: 1 / Float(qkDim).squareRoot())
+        return Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"))
+    }
+}
