@@ -88,3 +88,45 @@ public enum MoELayers {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// How far two whole-model runs on the same tokens are apart.
+public struct ModelDifference: Sendable {
+    public var logits: LayerDifference
+    /// Share of tokens whose most likely next token is the same.
+    public var top1Agreement: Double
+    /// Mean over tokens of KL(softmax(a) || softmax(b)), in nats.
+    public var klDivergence: Double
+    /// ||a - b|| / ||a|| of the hidden states after the embeddings (0) and each layer.
+    public var hiddenRelativeError: [Double]
+    /// Per MoE layer: router agreement and mean weight change.
+    public var routers: [(layer: Int, agreement: Double, weightChange: Double)]
+
+    public static func between(_ a: Transformer.Output, _ b: Transformer.Output, vocab: Int, topK: [Int: Int]) -> ModelDifference {
+        let tokens = a.logits.count / vocab
+        let logits = LayerDifference.between((a.logits, []), (b.logits, []), layer: -1, tokens: tokens, topK: 1)
+        var top1 = 0
+        var kl = 0.0
+        for t in 0..<tokens {
+            let x = a.logits[(t * vocab)..<((t + 1) * vocab)].map(Double.init)
+            let y = b.logits[(t * vocab)..<((t + 1) * vocab)].map(Double.init)
+            if x.indices.max(by: { x[$0] < x[$1] }) == y.indices.max(by: { y[$0] < y[$1] }) { top1 += 1 }
+            let (mx, my) = (x.max()!, y.max()!)
+            let zx = x.reduce(0) { $0 + exp($1 - mx) }, zy = y.reduce(0) { $0 + exp($1 - my) }
+            for i in 0..<vocab {
+                let lp = x[i] - mx - log(zx), lq = y[i] - my - log(zy)
+                kl += exp(lp) * (lp - lq)
+            }
+        }
+        let hidden = zip(a.hidden, b.hidden).map { ha, hb -> Double in
+            var d = 0.0, n = 0.0
+            for (x, y) in zip(ha, hb) { d += Double(x - y) * Double(x - y); n += Double(x) * Double(x) }
+            return n > 0 ? (d / n).squareRoot() : 0
+        }
+        let routers = a.routing.keys.sorted().map { l -> (layer: Int, agreement: Double, weightChange: Double) in
+            let d = LayerDifference.between(([], a.routing[l]!), ([], b.routing[l] ?? []), layer: l, tokens: tokens, topK: topK[l] ?? 1)
+            return (l, d.routerAgreement, d.meanWeightChange)
+        }
+        return ModelDifference(logits: logits, top1Agreement: tokens > 0 ? Double(top1) / Double(tokens) : 1,
+                               klDivergence: tokens > 0 ? kl / Double(tokens) : 0, hiddenRelativeError: hidden, routers: routers)
+    }
+}

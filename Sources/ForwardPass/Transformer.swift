@@ -53,6 +53,8 @@ public struct Transformer {
         public var hidden: [[Float]]
         /// Each MoE layer's routing.
         public var routing: [Int: [Routing]]
+        /// Each MoE layer's experts per token.
+        public var topK: [Int: Int] = [:]
     }
 
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
@@ -65,6 +67,7 @@ public struct Transformer {
         }
         var states = [h]
         var routing: [Int: [Routing]] = [:]
+        var topK: [Int: Int] = [:]
         for l in 0..<layers {
             let p = "model.layers.\(l)."
             let x = Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps)
@@ -77,6 +80,7 @@ public struct Transformer {
                 let r = try block.forward(y, tokens: t)
                 m = r.output
                 routing[l] = r.routing
+                topK[l] = block.topK
             } else {
                 m = Math.swiglu(y, tokens: t, gate: try reader.weight(p + "mlp.gate_proj.weight"),
                                 up: try reader.weight(p + "mlp.up_proj.weight"), down: try reader.weight(p + "mlp.down_proj.weight"))
@@ -87,7 +91,7 @@ public struct Transformer {
         h = Math.rmsNorm(h, tokens: t, weight: try reader.vector("model.norm.weight"), eps: eps)
         states[states.count - 1] = h
         let head = reader.has("lm_head.weight") ? try reader.weight("lm_head.weight") : embed
-        return Output(logits: Math.linear(h, tokens: t, head), hidden: states, routing: routing)
+        return Output(logits: Math.linear(h, tokens: t, head), hidden: states, routing: routing, topK: topK)
     }
 
     /// cos and sin of position p for the rotary frequency i of a `dim`-wide rotation.
