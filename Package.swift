@@ -57,7 +57,7 @@ let package = Package(
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
         // A float32 forward pass of MoE blocks on the CPU (verify).
-        .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels"]),
+        .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels", "StrictJSON"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
@@ -79,7 +79,7 @@ let package = Package(
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["ShardCompression", "SafetensorsFormat", "CKernels", "FixtureSupport"]),
-        .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "FixtureSupport"]),
+        .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]
 )

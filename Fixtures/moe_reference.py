@@ -68,6 +68,41 @@ def whole_models():
         print(name, "hidden states:", len(out.hidden_states))
 
 
+
+
+def yarn_variant():
+    """The tiny DeepSeek-V3 with DeepSeek-V3's kind of YaRN rope scaling (factor 40, mscale and
+    mscale_all_dim 1, beta 32/1) over a short original context, so the ramp between interpolated
+    and extrapolated frequencies falls inside the 8 rotary dimensions: the config used is written
+    to verify/deepseek_v3-yarn.config.json and the logits and hidden states to
+    verify/deepseek_v3-yarn.model.safetensors."""
+    import json
+    from transformers import AutoConfig
+    src = os.path.join(HERE, "models", "deepseek_v3-f32-sharded")
+    config = AutoConfig.from_pretrained(src)
+    config.rope_parameters = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
+                              "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
+                              "mscale": 1.0, "mscale_all_dim": 1.0}
+    model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32)
+    model.eval()
+    torch.set_grad_enabled(False)
+    vocab = config.vocab_size
+    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    out = model(input_ids=ids, output_hidden_states=True)
+    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden.{i}"] = h[0].contiguous()
+    out_dir = os.path.join(HERE, "verify")
+    save_file(tensors, os.path.join(out_dir, "deepseek_v3-yarn.model.safetensors"), metadata={"tokens": str(TOKENS)})
+    with open(os.path.join(src, "config.json")) as f:
+        raw = json.load(f)
+    raw["rope_parameters"] = config.rope_parameters
+    with open(os.path.join(out_dir, "deepseek_v3-yarn.config.json"), "w") as f:
+        json.dump(raw, f, indent=2, sort_keys=True)
+    print("yarn variant written")
+
+
 if __name__ == "__main__":
     main()
     whole_models()
+    yarn_variant()

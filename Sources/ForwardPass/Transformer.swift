@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Checkpoint
+import StrictJSON
 
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
 /// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
@@ -20,8 +21,9 @@ public struct Transformer {
     let ropeTheta: Double
     let type: String
 
-    public init(_ checkpoint: Checkpoint) throws(ForwardError) {
-        guard let config = checkpoint.config else { throw ForwardError("\(checkpoint.path): no config.json") }
+    /// `config` overrides the checkpoint's config.json.
+    public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
+        guard let config = override ?? checkpoint.config else { throw ForwardError("\(checkpoint.path): no config.json") }
         self.config = config
         reader = WeightReader(checkpoint)
         type = config.modelType ?? ""
@@ -40,10 +42,79 @@ public struct Transformer {
         headDim = config.int("head_dim") ?? h / heads
         eps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
         let rope = config.field("rope_parameters")?.objectValue ?? config.field("rope_scaling")?.objectValue
-        if let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue, kind != "default" {
-            throw ForwardError("config.json: rope type \"\(kind)\" is not supported yet by whole-model verify (use --layers)")
+        let theta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? 10000
+        ropeTheta = theta
+        let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue ?? "default"
+        let rotaryDim = config.int("head_dim") ?? h / heads
+        switch kind {
+        case "default":
+            invFreq = (0..<(rotaryDim / 2)).map { i in Float(1.0 / pow(theta, Double(Float(2 * i) / Float(rotaryDim)))) }
+            attentionFactor = 1
+            mlaScale = 1
+        case "yarn":
+            let yarn = try Yarn(rope!, base: theta, dim: rotaryDim,
+                                maxPositions: config.int("max_position_embeddings"))
+            invFreq = yarn.invFreq
+            attentionFactor = yarn.attentionFactor
+            mlaScale = yarn.mlaScale
+        default:
+            throw ForwardError("config.json: rope type \"\(kind)\" is not supported by whole-model verify (default and yarn are; use --layers)")
         }
-        ropeTheta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? 10000
+    }
+
+    /// Rotary inverse frequencies, the factor cos and sin are multiplied by, and (DeepSeek) the
+    /// extra factor on the attention softmax scale.
+    let invFreq: [Float]
+    let attentionFactor: Float
+    let mlaScale: Float
+
+    /// YaRN as transformers computes it: frequencies blended between interpolated (divided by
+    /// `factor`) and extrapolated along a linear ramp over the correction range of
+    /// beta_fast/beta_slow rotations; cos and sin scaled by the attention factor
+    /// (mscale / mscale_all_dim); DeepSeek's softmax scale times mscale(factor, mscale_all_dim)^2.
+    struct Yarn {
+        let invFreq: [Float]
+        let attentionFactor: Float
+        let mlaScale: Float
+
+        init(_ p: JSONObject, base: Double, dim: Int, maxPositions: Int?) throws(ForwardError) {
+            guard let original = p["original_max_position_embeddings"]?.doubleValue else {
+                throw ForwardError("config.json: yarn rope needs original_max_position_embeddings")
+            }
+            let factor = p["factor"]?.doubleValue ?? (maxPositions.map { Double($0) / original } ?? 1)
+            func mscale(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
+            let m = p["mscale"]?.doubleValue, mAll = p["mscale_all_dim"]?.doubleValue
+            if let a = p["attention_factor"]?.doubleValue {
+                attentionFactor = Float(a)
+            } else if let m, let mAll, m != 0, mAll != 0 {
+                attentionFactor = Float(mscale(factor, m) / mscale(factor, mAll))
+            } else {
+                attentionFactor = Float(mscale(factor))
+            }
+            if let mAll, mAll != 0 {
+                let s = mscale(factor, mAll)
+                mlaScale = Float(s * s)
+            } else {
+                mlaScale = 1
+            }
+            let fast = p["beta_fast"]?.doubleValue ?? 32, slow = p["beta_slow"]?.doubleValue ?? 1
+            func correction(_ rotations: Double) -> Double {
+                Double(dim) * log(original / (rotations * 2 * .pi)) / (2 * log(base))
+            }
+            let truncate = p["truncate"]?.boolValue ?? true
+            var low = correction(fast), high = correction(slow)
+            if truncate { low = low.rounded(.down); high = high.rounded(.up) }
+            low = max(low, 0)
+            high = min(high, Double(dim - 1))
+            if low == high { high += 0.001 }
+            invFreq = (0..<(dim / 2)).map { i in
+                let posFreq = Float(pow(base, Double(Float(2 * i) / Float(dim))))
+                let extrapolation = 1 / posFreq, interpolation = 1 / (Float(factor) * posFreq)
+                let ramp = min(max((Float(i) - Float(low)) / Float(high - low), 0), 1)
+                let keep = 1 - ramp
+                return interpolation * (1 - keep) + extrapolation * keep
+            }
+        }
     }
 
     public struct Output {
@@ -94,11 +165,10 @@ public struct Transformer {
         return Output(logits: Math.linear(h, tokens: t, head), hidden: states, routing: routing, topK: topK)
     }
 
-    /// cos and sin of position p for the rotary frequency i of a `dim`-wide rotation.
+    /// cos and sin of position p for rotary frequency i (times the attention factor).
     func rotation(_ p: Int, _ i: Int, _ dim: Int) -> (Float, Float) {
-        let invFreq = Float(1.0 / pow(ropeTheta, Double(Float(2 * i) / Float(dim))))
-        let angle = Float(p) * invFreq
-        return (cos(angle), sin(angle))
+        let angle = Float(p) * invFreq[i]
+        return (cos(angle) * attentionFactor, sin(angle) * attentionFactor)
     }
 
     /// Rotates `dim` values at `v` for position `p`: pairs (i, i + dim/2), or, interleaved,
@@ -212,7 +282,7 @@ public struct Transformer {
             }
         }
         let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: heads, dq: qkDim, dv: vDim,
-                       scale: 1 / Float(qkDim).squareRoot())
+                       scale: 1 / Float(qkDim).squareRoot() * mlaScale)
         return Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"))
     }
 }

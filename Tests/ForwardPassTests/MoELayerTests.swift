@@ -1,6 +1,7 @@
 import Checkpoint
 import FixtureSupport
 import SafetensorsFormat
+import StrictJSON
 import Testing
 
 @testable import ForwardPass
@@ -87,5 +88,20 @@ import Testing
         let logits = floats(reference, "logits")
         let worst = zip(out.logits, logits).map { abs($0 - $1) }.max()!
         #expect(worst < 1e-4, "\(model) logits: max abs error \(worst)")
+    }
+
+    /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
+    @Test func yarn() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("models/deepseek_v3-f32-sharded"))
+        let config = ModelConfig(Fixtures.json("verify/deepseek_v3-yarn.config.json").objectValue!)
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/deepseek_v3-yarn.model.safetensors"))
+        let idsTensor = reference.tensor(named: "token_ids")!
+        let ids = (0..<Int(idsTensor.elementCount)).map { Int(reference.data(idsTensor).loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+        let out = try Transformer(checkpoint, config: config).forward(ids)
+        let logits = floats(reference, "logits")
+        let worst = zip(out.logits, logits).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-4, "yarn logits: max abs error \(worst)")
+        let plain = try Transformer(checkpoint).forward(ids)
+        #expect(zip(plain.logits, logits).map { abs($0 - $1) }.max()! > 1e-3)  // YaRN does change the result
     }
 }
