@@ -29,6 +29,7 @@ struct Verify: ParsableCommand {
     @Option(help: "Fail when a layer's output cosine similarity is below this.") var minCosine = 0.99
     @Option(help: "Fail when the share of tokens keeping the same experts is below this.") var minRouterAgreement = 0.6
     @Flag(help: "Print a JSON report (schema moetool.verify/1).") var json = false
+    @Option(help: ArgumentHelp("Write the outputs (logits, hidden states, router choices) to this safetensors file.", valueName: "file")) var saveOutputs: String?
 
     func validate() throws {
         if tokens < 1 || tokens > 1 << 16 { throw ValidationError("--tokens must be 1 to 65536") }
@@ -81,6 +82,7 @@ struct Verify: ParsableCommand {
         guard !chosen.isEmpty else { throw ForwardError("\(a): no MoE layers found") }
         var results: [LayerDifference] = []
         var failures: [String] = []
+        var out = OutputFile()
         for layer in chosen {
             let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
             let x = HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
@@ -96,6 +98,13 @@ struct Verify: ParsableCommand {
                 rb = ra
             }
             let d = LayerDifference.between(ra, rb, layer: layer, tokens: tokens, topK: la.topK)
+            if saveOutputs != nil {
+                out.floats("layer.\(layer).input", x, shape: [tokens, la.hidden])
+                for (prefix, r) in cb == nil ? [("", ra)] : [("a.", ra), ("b.", rb)] {
+                    out.floats(prefix + "layer.\(layer).output", r.output, shape: [tokens, la.hidden])
+                    out.routing(prefix + "router.layer.\(layer)", r.routing)
+                }
+            }
             results.append(d)
             if !d.finite { failures.append("layer \(layer): non-finite outputs") }
             if cb != nil {
@@ -106,6 +115,7 @@ struct Verify: ParsableCommand {
                 }
             }
         }
+        if let saveOutputs { try out.write(to: saveOutputs) }
         if json {
             var o = JSONObject()
             o.append("schema", "moetool.verify/1")
@@ -151,6 +161,18 @@ struct Verify: ParsableCommand {
             rb = try mb.forward(ids)
         }
         let d = ModelDifference.between(ra, rb, vocab: ma.vocab, topK: ra.topK)
+        if let saveOutputs {
+            var out = OutputFile()
+            out.ints("token_ids", ids, shape: [ids.count])
+            for (prefix, r) in cb == nil ? [("", ra)] : [("a.", ra), ("b.", rb)] {
+                out.floats(prefix + "logits", r.logits, shape: [ids.count, ma.vocab])
+                for (i, h) in r.hidden.enumerated() {
+                    out.floats(prefix + (i == 0 ? "hidden.embeddings" : "hidden.layer.\(i - 1)"), h, shape: [ids.count, ma.hidden])
+                }
+                for (l, routing) in r.routing.sorted(by: { $0.key < $1.key }) { out.routing(prefix + "router.layer.\(l)", routing) }
+            }
+            try out.write(to: saveOutputs)
+        }
         var failures: [String] = []
         if !d.logits.finite { failures.append("logits: non-finite values") }
         if cb != nil {
@@ -231,3 +253,37 @@ extension Double {
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// Tensors gathered for --save-outputs, written as one safetensors file (atomically).
+struct OutputFile {
+    var specs: [TensorSpec] = []
+    var bytes: [String: [UInt8]] = [:]
+
+    mutating func floats(_ name: String, _ v: [Float], shape: [Int]) {
+        specs.append(TensorSpec(name: name, dtype: .F32, shape: shape.map(UInt64.init)))
+        bytes[name] = v.withUnsafeBytes { Array($0) }
+    }
+
+    mutating func ints(_ name: String, _ v: [Int], shape: [Int]) {
+        specs.append(TensorSpec(name: name, dtype: .I64, shape: shape.map(UInt64.init)))
+        bytes[name] = v.map { Int64($0).littleEndian }.withUnsafeBytes { Array($0) }
+    }
+
+    /// `<name>.experts` (I64, tokens x k, ascending) and `<name>.weights` (F32).
+    mutating func routing(_ name: String, _ r: [Routing]) {
+        let k = r.first?.experts.count ?? 0
+        ints(name + ".experts", r.flatMap(\.experts), shape: [r.count, k])
+        floats(name + ".weights", r.flatMap(\.weights), shape: [r.count, k])
+    }
+
+    func write(to path: String) throws {
+        do {
+            _ = try SafetensorsWriter.write(to: path, tensors: specs, metadata: [(key: "format", value: "pt")]) { info, sink in
+                try bytes[info.name]!.withUnsafeBytes { try sink.write($0) }
+            }
+        } catch {
+            throw ForwardError("\(path): cannot write the outputs: \(error)")
+        }
+    }
+}
+

@@ -91,4 +91,29 @@ import Testing
         #expect(other.status == 1)
         #expect(other.stderr.contains("different models (model_type deepseek_v3 and mixtral)"), "\(other.stderr)")
     }
+
+    /// --save-outputs through the command line: the logits for transformers' token ids match
+    /// transformers' logits, and the router choices are there for every MoE layer.
+    @Test func savedOutputsMatchTransformers() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/qwen2_moe-f32-sharded.model.safetensors"))
+        let idsTensor = reference.tensor(named: "token_ids")!
+        let ids = (0..<Int(idsTensor.elementCount)).map { reference.data(idsTensor).loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self) }
+        let out = dir + "/outputs.safetensors"
+        let r = try CLI.run(["verify", Fixtures.path("models/qwen2_moe-f32-sharded"), "--token-ids",
+                             ids.map(String.init).joined(separator: ","), "--save-outputs", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let saved = try SafetensorsFile(path: out)
+        #expect(saved.tensors.map(\.name).sorted() == ["hidden.embeddings", "hidden.layer.0", "hidden.layer.1", "hidden.layer.2", "logits",
+                                                       "router.layer.0.experts", "router.layer.0.weights", "router.layer.1.experts",
+                                                       "router.layer.1.weights", "router.layer.2.experts", "router.layer.2.weights", "token_ids"])
+        func floats(_ f: SafetensorsFile, _ name: String) -> [Float] {
+            let t = f.tensor(named: name)!
+            return (0..<Int(t.elementCount)).map { f.data(t).loadUnaligned(fromByteOffset: $0 * 4, as: Float.self) }
+        }
+        let worst = zip(floats(saved, "logits"), floats(reference, "logits")).map { abs($0 - $1) }.max()!
+        #expect(worst < 1e-4, "logits differ by \(worst)")
+    }
 }
+
