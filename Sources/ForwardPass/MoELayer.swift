@@ -163,7 +163,9 @@ public struct MoELayer {
 
     /// The block's output for `x` (tokens x hidden), and the routing it used. Experts are read
     /// from the checkpoint one at a time, only those some token chose.
-    public func forward(_ x: [Float], tokens: Int) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
+    /// `only`: run just these routed experts (the others' contributions are left out), to sample a
+    /// layer of hundreds of experts; nil runs every expert some token chose.
+    public func forward(_ x: [Float], tokens: Int, only: Set<Int>? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
         let h = hidden
         precondition(x.count == tokens * h)
         let routing = route(x, tokens: tokens)
@@ -172,7 +174,7 @@ public struct MoELayer {
         for (t, r) in routing.enumerated() {
             for (e, w) in zip(r.experts, r.weights) { users[e].append((t, w)) }
         }
-        for e in 0..<experts where !users[e].isEmpty {
+        for e in 0..<experts where !users[e].isEmpty && (only?.contains(e) ?? true) {
             let w = try expert(e)
             let sub = users[e].flatMap { x[($0.token * h)..<(($0.token + 1) * h)] }
             let y = mlp(sub, tokens: users[e].count, gate: w.gate, up: w.up, down: w.down)

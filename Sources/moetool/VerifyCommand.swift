@@ -21,6 +21,7 @@ struct Verify: ParsableCommand {
     @Argument(help: "The checkpoint to compare (e.g. the converted FP8).") var b: String?
     @Option(help: "Layer mode: MoE layers to run, e.g. 3,30,60 (\"all\": every MoE layer).") var layers: String?
     @Option(help: "Tokens per run (whole model: deterministic ids; layers: hidden states).") var tokens = 32
+    @Option(help: "Layer mode: \"all\" experts, or N: only the N experts A's router picks most often (the rest left out of both).") var experts = "all"
     @Option(help: "Whole model: the token ids to run, e.g. 1,2,3 (default: deterministic ids).") var tokenIds: String?
     @Option(help: "Fail when fewer tokens than this share keep the same most likely next token (whole model).") var minTop1Agreement = 0.75
     @Option(help: "Fail when the mean KL divergence of the next-token distributions (nats) is above this (whole model).") var maxKl = 0.01
@@ -33,6 +34,7 @@ struct Verify: ParsableCommand {
 
     func validate() throws {
         if tokens < 1 || tokens > 1 << 16 { throw ValidationError("--tokens must be 1 to 65536") }
+        if experts != "all" && (Int(experts) ?? 0) < 1 { throw ValidationError("--experts takes \"all\" or a positive number") }
         if let tokenIds, tokenIds.split(separator: ",").contains(where: { Int($0) == nil }) {
             throw ValidationError("--token-ids takes token ids separated by commas")
         }
@@ -86,14 +88,20 @@ struct Verify: ParsableCommand {
         for layer in chosen {
             let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
             let x = HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
-            let ra = try la.forward(x, tokens: tokens)
+            var sample: Set<Int>? = nil
+            if let n = Int(experts) {
+                var uses = [Int](repeating: 0, count: la.experts)
+                for r in la.route(x, tokens: tokens) { for e in r.experts { uses[e] += 1 } }
+                sample = Set(uses.indices.sorted { uses[$0] > uses[$1] || (uses[$0] == uses[$1] && $0 < $1) }.prefix(n))
+            }
+            let ra = try la.forward(x, tokens: tokens, only: sample)
             let rb: (output: [Float], routing: [Routing])
             if let cb {
                 let lb = try MoELayer(WeightReader(cb), config: cb.config!, layer: layer)
                 guard lb.hidden == la.hidden, lb.experts == la.experts, lb.topK == la.topK else {
                     throw ForwardError("layer \(layer): the checkpoints differ in shape (hidden \(la.hidden)/\(lb.hidden), experts \(la.experts)/\(lb.experts), top-k \(la.topK)/\(lb.topK))")
                 }
-                rb = try lb.forward(x, tokens: tokens)
+                rb = try lb.forward(x, tokens: tokens, only: sample)
             } else {
                 rb = ra
             }

@@ -70,6 +70,13 @@ import Testing
         #expect(swapped.stdout.contains("FAILED layer 2"), "\(swapped.stdout)")
         let swappedWhole = try CLI.run(["verify", original, fp8])
         #expect(swappedWhole.status == 1, "\(swappedWhole.stdout)")
+        // Sampling the two experts the router uses most in layer 2 still runs and reports.
+        let sampled = try CLI.run(["verify", original, original, "--layers", "2", "--experts", "2", "--json"])
+        #expect(sampled.status == 0, "\(sampled.stderr)")
+        let norm = try #require(try JSONParser.parse(sampled.stdout).objectValue?["layers"]?.arrayValue?.first?.objectValue?["output_norm"]?.doubleValue)
+        let full = try CLI.run(["verify", original, original, "--layers", "2", "--json"])
+        let fullNorm = try #require(try JSONParser.parse(full.stdout).objectValue?["layers"]?.arrayValue?.first?.objectValue?["output_norm"]?.doubleValue)
+        #expect(norm > 0 && norm != fullNorm)  // fewer experts, a different (partial) output
     }
 
     @Test func smokeTestAndBadArguments() throws {
