@@ -102,7 +102,70 @@ def yarn_variant():
     print("yarn variant written")
 
 
+
+
+def deepseek_32_experts():
+    """A tiny DeepSeek-V3 shaped like the real one's routing: 32 routed experts in 8 groups keeping 4,
+    top-8, one shared expert, routed scaling 2.5, a random e_score_correction_bias, YaRN rope scaling;
+    random float32 weights (seed 32), saved by save_pretrained to verify/deepseek_v3-32e/, with its
+    whole-model logits and hidden states (verify/deepseek_v3-32e.model.safetensors) and its MoE blocks'
+    outputs and router choices (verify/deepseek_v3-32e.safetensors)."""
+    from transformers import AutoConfig
+    src = os.path.join(HERE, "models", "deepseek_v3-f32-sharded")
+    config = AutoConfig.from_pretrained(src)
+    config.n_routed_experts = 32
+    config.num_experts_per_tok = 8
+    config.n_group = 8
+    config.topk_group = 4
+    config.routed_scaling_factor = 2.5
+    config.rope_parameters = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
+                              "original_max_position_embeddings": 64, "beta_fast": 32.0, "beta_slow": 1.0,
+                              "mscale": 1.0, "mscale_all_dim": 1.0}
+    torch.manual_seed(32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    g = torch.Generator().manual_seed(320)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+        for layer in model.model.layers:
+            if hasattr(layer.mlp, "gate"):
+                layer.mlp.gate.e_score_correction_bias.copy_(torch.randn(32, generator=g) * 0.02)
+            layer.input_layernorm.weight.fill_(1.0)
+            layer.post_attention_layernorm.weight.fill_(1.0)
+        model.model.norm.weight.fill_(1.0)
+    out_model = os.path.join(HERE, "verify", "deepseek_v3-32e")
+    model.save_pretrained(out_model, safe_serialization=True)
+    model = AutoModelForCausalLM.from_pretrained(out_model, dtype=torch.float32)
+    model.eval()
+    torch.set_grad_enabled(False)
+    vocab = config.vocab_size
+    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    out = model(input_ids=ids, output_hidden_states=True)
+    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden.{i}"] = h[0].contiguous()
+    save_file(tensors, os.path.join(HERE, "verify", "deepseek_v3-32e.model.safetensors"), metadata={"tokens": str(TOKENS)})
+    blocks = {}
+    for i, layer in enumerate(model.model.layers):
+        if not hasattr(layer.mlp, "gate"):
+            continue
+        captured = {}
+        hook = layer.mlp.gate.register_forward_hook(lambda m, a, o: captured.update(out=o))
+        x = torch.randn(1, TOKENS, config.hidden_size, generator=torch.Generator().manual_seed(1000 + i))
+        y = layer.mlp(x)
+        hook.remove()
+        _, weights, indices = captured["out"]
+        order = torch.argsort(indices, dim=-1)
+        blocks[f"layer.{i}.input"] = x[0].contiguous()
+        blocks[f"layer.{i}.output"] = y[0].contiguous()
+        blocks[f"layer.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+        blocks[f"layer.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    save_file(blocks, os.path.join(HERE, "verify", "deepseek_v3-32e.safetensors"), metadata={"tokens": str(TOKENS)})
+    print("deepseek_v3-32e written")
+
+
 if __name__ == "__main__":
     main()
     whole_models()
     yarn_variant()
+    deepseek_32_experts()

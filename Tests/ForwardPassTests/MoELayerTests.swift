@@ -23,9 +23,12 @@ import Testing
     }
 
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
-    @Test(arguments: models)
-    func matchesTransformers(_ model: String) throws {
-        let checkpoint = try Checkpoint(path: Fixtures.path("models/" + model))
+    /// The four tiny models, and DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN.
+    static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e")]
+
+    @Test(arguments: checkpoints)
+    func matchesTransformers(_ model: String, _ path: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path(path))
         let reference = try SafetensorsFile(path: Fixtures.path("verify/\(model).safetensors"))
         let layers = Set(reference.tensors.compactMap { t -> Int? in
             let parts = t.name.split(separator: ".")
@@ -73,9 +76,9 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    @Test(arguments: MoELayerAgainstTransformers.models)
-    func logitsAndHiddenStates(_ model: String) throws {
-        let checkpoint = try Checkpoint(path: Fixtures.path("models/" + model))
+    @Test(arguments: MoELayerAgainstTransformers.checkpoints)
+    func logitsAndHiddenStates(_ model: String, _ path: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path(path))
         let reference = try SafetensorsFile(path: Fixtures.path("verify/\(model).model.safetensors"))
         let idsTensor = reference.tensor(named: "token_ids")!
         let ids = (0..<Int(idsTensor.elementCount)).map { Int(reference.data(idsTensor).loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
