@@ -21,6 +21,39 @@ MODELS = ["deepseek_v3-f32-sharded", "mixtral-f32-sharded", "qwen2_moe-f32-shard
 TOKENS = 16
 
 
+def run_whole(model):
+    """Logits and hidden states of the whole model on the deterministic token ids."""
+    vocab = model.config.vocab_size
+    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    out = model(input_ids=ids, output_hidden_states=True)
+    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden.{i}"] = h[0].contiguous()
+    return tensors
+
+
+def run_blocks(model):
+    """Each MoE layer's mlp on seeded hidden states, with the router's choice as its gate returned it."""
+    tensors = {}
+    for i, layer in enumerate(model.model.layers):
+        mlp = layer.mlp
+        if not hasattr(mlp, "gate"):
+            continue  # a dense layer
+        captured = {}
+        hook = mlp.gate.register_forward_hook(lambda m, a, out: captured.update(out=out))
+        g = torch.Generator().manual_seed(1000 + i)
+        x = torch.randn(1, TOKENS, model.config.hidden_size, generator=g, dtype=torch.float32)
+        y = mlp(x)
+        hook.remove()
+        _, weights, indices = captured["out"]
+        order = torch.argsort(indices, dim=-1)
+        tensors[f"layer.{i}.input"] = x[0].contiguous()
+        tensors[f"layer.{i}.output"] = y[0].contiguous()
+        tensors[f"layer.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+        tensors[f"layer.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    return tensors
+
+
 def main():
     out_dir = os.path.join(HERE, "verify")
     os.makedirs(out_dir, exist_ok=True)
@@ -28,24 +61,7 @@ def main():
     for name in MODELS:
         model = AutoModelForCausalLM.from_pretrained(os.path.join(HERE, "models", name), dtype=torch.float32)
         model.eval()
-        hidden = model.config.hidden_size
-        tensors = {}
-        for i, layer in enumerate(model.model.layers):
-            mlp = layer.mlp
-            if not hasattr(mlp, "gate"):
-                continue  # a dense layer
-            captured = {}
-            hook = mlp.gate.register_forward_hook(lambda m, a, out: captured.update(out=out))
-            g = torch.Generator().manual_seed(1000 + i)
-            x = torch.randn(1, TOKENS, hidden, generator=g, dtype=torch.float32)
-            y = mlp(x)
-            hook.remove()
-            _, weights, indices = captured["out"]
-            order = torch.argsort(indices, dim=-1)
-            tensors[f"layer.{i}.input"] = x[0].contiguous()
-            tensors[f"layer.{i}.output"] = y[0].contiguous()
-            tensors[f"layer.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
-            tensors[f"layer.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+        tensors = run_blocks(model)
         save_file(tensors, os.path.join(out_dir, name + ".safetensors"), metadata={"tokens": str(TOKENS)})
         print(name, sorted(k for k in tensors if k.endswith("output")))
 
@@ -58,14 +74,9 @@ def whole_models():
     for name in MODELS:
         model = AutoModelForCausalLM.from_pretrained(os.path.join(HERE, "models", name), dtype=torch.float32)
         model.eval()
-        vocab = model.config.vocab_size
-        ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-        out = model(input_ids=ids, output_hidden_states=True)
-        tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
-        for i, h in enumerate(out.hidden_states):
-            tensors[f"hidden.{i}"] = h[0].contiguous()
+        tensors = run_whole(model)
         save_file(tensors, os.path.join(out_dir, name + ".model.safetensors"), metadata={"tokens": str(TOKENS)})
-        print(name, "hidden states:", len(out.hidden_states))
+        print(name, "hidden states:", sum(k.startswith("hidden.") for k in tensors))
 
 
 
@@ -86,12 +97,7 @@ def yarn_variant():
     model = AutoModelForCausalLM.from_pretrained(src, config=config, dtype=torch.float32)
     model.eval()
     torch.set_grad_enabled(False)
-    vocab = config.vocab_size
-    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    out = model(input_ids=ids, output_hidden_states=True)
-    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
-    for i, h in enumerate(out.hidden_states):
-        tensors[f"hidden.{i}"] = h[0].contiguous()
+    tensors = run_whole(model)
     out_dir = os.path.join(HERE, "verify")
     save_file(tensors, os.path.join(out_dir, "deepseek_v3-yarn.model.safetensors"), metadata={"tokens": str(TOKENS)})
     with open(os.path.join(src, "config.json")) as f:
@@ -138,28 +144,9 @@ def deepseek_32_experts():
     model = AutoModelForCausalLM.from_pretrained(out_model, dtype=torch.float32)
     model.eval()
     torch.set_grad_enabled(False)
-    vocab = config.vocab_size
-    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    out = model(input_ids=ids, output_hidden_states=True)
-    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
-    for i, h in enumerate(out.hidden_states):
-        tensors[f"hidden.{i}"] = h[0].contiguous()
+    tensors = run_whole(model)
     save_file(tensors, os.path.join(HERE, "verify", "deepseek_v3-32e.model.safetensors"), metadata={"tokens": str(TOKENS)})
-    blocks = {}
-    for i, layer in enumerate(model.model.layers):
-        if not hasattr(layer.mlp, "gate"):
-            continue
-        captured = {}
-        hook = layer.mlp.gate.register_forward_hook(lambda m, a, o: captured.update(out=o))
-        x = torch.randn(1, TOKENS, config.hidden_size, generator=torch.Generator().manual_seed(1000 + i))
-        y = layer.mlp(x)
-        hook.remove()
-        _, weights, indices = captured["out"]
-        order = torch.argsort(indices, dim=-1)
-        blocks[f"layer.{i}.input"] = x[0].contiguous()
-        blocks[f"layer.{i}.output"] = y[0].contiguous()
-        blocks[f"layer.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
-        blocks[f"layer.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    blocks = run_blocks(model)
     save_file(blocks, os.path.join(HERE, "verify", "deepseek_v3-32e.safetensors"), metadata={"tokens": str(TOKENS)})
     print("deepseek_v3-32e written")
 

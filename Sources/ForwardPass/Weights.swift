@@ -106,13 +106,24 @@ public struct WeightReader: Sendable {
 
     public func has(_ name: String) -> Bool { checkpoint.locate(name) != nil }
 
-    /// A 1-D or 2-D tensor, or one expert's slice of a 3-D fused tensor (`index`).
+    /// A 1-D or 2-D tensor, or one expert's slice of a 3-D fused tensor (`index`), as float32.
     public func matrix(_ name: String, index: Int? = nil) throws(ForwardError) -> Matrix {
+        let w = try weight(name, index: index)
+        let values = [Float](unsafeUninitializedCapacity: w.rows * w.cols) { out, count in
+            for r in 0..<w.rows { w.decodeRow(r, into: out.baseAddress! + r * w.cols) }
+            count = w.rows * w.cols
+        }
+        return Matrix(rows: w.rows, cols: w.cols, values: values)
+    }
+
+    public func vector(_ name: String) throws(ForwardError) -> [Float] { try matrix(name).values }
+
+    /// A Linear weight (or a 1-D tensor as one row) read row by row from the map, or one expert's
+    /// slice of a fused stack.
+    public func weight(_ name: String, index: Int? = nil) throws(ForwardError) -> Weight {
         guard let located = checkpoint.locate(name) else { throw ForwardError("tensor \(name) not found in \(checkpoint.path)") }
         let file = checkpoint.file(located)
-        guard !file.isCompressed else {
-            throw ForwardError("\(file.path) is a compressed shard: run moetool decompress first")
-        }
+        guard !file.isCompressed else { throw ForwardError("\(file.path) is a compressed shard: run moetool decompress first") }
         let t = located.tensor
         let shape = t.shape.map(Int.init)
         var rows: Int, cols: Int, first = 0
@@ -125,63 +136,6 @@ public struct WeightReader: Sendable {
             first = e * rows * cols
         default:
             throw ForwardError("\(name): shape \(shape) is not a matrix\(index == nil ? "" : " stack")")
-        }
-        let n = rows * cols
-        let data = file.data(t)
-        var values = [Float](repeating: 0, count: n)
-        switch t.dtype {
-        case .F32:
-            for i in 0..<n { values[i] = Float(bitPattern: data.loadUnaligned(fromByteOffset: (first + i) * 4, as: UInt32.self)) }
-        case .BF16:
-            for i in 0..<n { values[i] = FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self)) }
-        case .F16:
-            FloatDecoding.f16Table.withUnsafeBufferPointer { table in
-                for i in 0..<n { values[i] = table[Int(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self))] }
-            }
-        case .F8_E4M3:
-            guard index == nil, shape.count == 2 else { throw ForwardError("\(name): FP8 expert stacks are not supported") }
-            let scaleName = [name + "_scale_inv", name + "_scale"].first { checkpoint.locate($0) != nil }
-            guard let scaleName, let s = checkpoint.locate(scaleName) else {
-                throw ForwardError("\(name) is FP8 but has no \(name)_scale_inv block scales")
-            }
-            let scales = try matrix(scaleName)
-            let block = BlockQuantization.blockSize
-            guard scales.rows == (rows + block - 1) / block, scales.cols == (cols + block - 1) / block else {
-                throw ForwardError("\(scaleName) is \(scales.rows)x\(scales.cols); \(name) [\(rows),\(cols)] needs the 128x128 grid \((rows + block - 1) / block)x\((cols + block - 1) / block)")
-            }
-            _ = s
-            FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
-                for r in 0..<rows {
-                    let scaleRow = (r / block) * scales.cols
-                    for c in 0..<cols {
-                        values[r * cols + c] = table[Int(data[r * cols + c])] * scales.values[scaleRow + c / block]
-                    }
-                }
-            }
-        default:
-            throw ForwardError("\(name): dtype \(t.dtype.rawValue) cannot be read as weights")
-        }
-        return Matrix(rows: rows, cols: cols, values: values)
-    }
-
-    public func vector(_ name: String) throws(ForwardError) -> [Float] { try matrix(name).values }
-
-    /// A Linear weight read row by row from the map (or one expert's slice of a fused stack).
-    public func weight(_ name: String, index: Int? = nil) throws(ForwardError) -> Weight {
-        guard let located = checkpoint.locate(name) else { throw ForwardError("tensor \(name) not found in \(checkpoint.path)") }
-        let file = checkpoint.file(located)
-        guard !file.isCompressed else { throw ForwardError("\(file.path) is a compressed shard: run moetool decompress first") }
-        let t = located.tensor
-        let shape = t.shape.map(Int.init)
-        var rows: Int, cols: Int, first = 0
-        switch (shape.count, index) {
-        case (2, nil): (rows, cols) = (shape[0], shape[1])
-        case (3, let e?):
-            guard e < shape[0] else { throw ForwardError("\(name): expert \(e) of \(shape[0])") }
-            (rows, cols) = (shape[1], shape[2])
-            first = e * rows * cols
-        default:
-            throw ForwardError("\(name): shape \(shape) is not a weight matrix")
         }
         var scales: Matrix? = nil
         switch t.dtype {
