@@ -117,3 +117,19 @@ void moe_dot_rows(const float *row, const float *x, size_t n, size_t tokens, siz
         out[t * out_stride] = s;
     }
 }
+
+MOE_CLONES
+void moe_decode_block_e4m3_to_bf16(const uint8_t *codes, size_t rows, size_t cols, size_t stride, float s,
+                                   const float *table, uint16_t *out, size_t out_stride) {
+    /* Every element of a block shares its scale, so the 256 possible results are computed once,
+       by the same arithmetic as moe_decode_e4m3_to_bf16, and looked up. */
+    uint8_t all[256];
+    uint16_t lut[256];
+    for (int i = 0; i < 256; i++) all[i] = (uint8_t)i;
+    moe_decode_e4m3_to_bf16(all, 256, s, table, lut);
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *src = codes + r * stride;
+        uint16_t *dst = out + r * out_stride;
+        for (size_t c = 0; c < cols; c++) dst[c] = lut[src[c]];
+    }
+}

@@ -128,14 +128,13 @@ extension BlockQuantization {
         precondition(scales.count == ((rows + block - 1) / block) * gridCols, "scales must cover the block grid")
         guard rows > 0, cols > 0 else { return }
         FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
-            for r in 0..<rows {
-                let scaleRow = (r / block) * gridCols
-                var c0 = 0
-                while c0 < cols {
-                    let n = min(block, cols - c0)
-                    moe_decode_e4m3_to_bf16(codes.baseAddress! + r * cols + c0, n, scales[scaleRow + c0 / block],
-                                            table.baseAddress!, dst.baseAddress! + r * cols + c0)
-                    c0 += n
+            for br in 0..<((rows + block - 1) / block) {
+                let r0 = br * block, r1 = min(rows, r0 + block)
+                for bc in 0..<gridCols {
+                    let c0 = bc * block, c1 = min(cols, c0 + block)
+                    moe_decode_block_e4m3_to_bf16(codes.baseAddress! + r0 * cols + c0, r1 - r0, c1 - c0, cols,
+                                                  scales[br * gridCols + bc], table.baseAddress!,
+                                                  dst.baseAddress! + r0 * cols + c0, cols)
                 }
             }
         }

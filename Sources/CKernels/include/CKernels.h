@@ -24,6 +24,11 @@ void moe_bf16_to_f32(const void *in, float *out, size_t n);
 /// out[i] = BF16_RNE(table[codes[i]] * s) for n elements (table: the 256 E4M3 values as float32).
 void moe_decode_e4m3_to_bf16(const uint8_t *codes, size_t n, float s, const float *table, uint16_t *out);
 
+/// A rows x cols block of codes (row stride `stride`) to BF16 (row stride `out_stride`), every
+/// element as moe_decode_e4m3_to_bf16 computes it with the block's scale `s`.
+void moe_decode_block_e4m3_to_bf16(const uint8_t *codes, size_t rows, size_t cols, size_t stride, float s,
+                                   const float *table, uint16_t *out, size_t out_stride);
+
 /// out[i] = table[codes[i]] * s (table: the 256 E4M3 values as float32): one row of an FP8 weight.
 void moe_decode_e4m3_to_f32(const uint8_t *codes, size_t n, float s, const float *table, float *out);
 
