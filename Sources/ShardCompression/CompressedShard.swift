@@ -151,6 +151,9 @@ public final class CompressedShard: @unchecked Sendable {
         guard version == CompressedFormat.version else {
             throw CompressionError(path, "format version \(version); this moetool reads version \(CompressedFormat.version)")
         }
+        guard head.le(12, as: UInt32.self) == 0 else {
+            throw CompressionError(path, "unknown flags \(head.le(12, as: UInt32.self)) (version 1 has none)")
+        }
         let n = head.le(16, as: UInt64.self)
         let tail = mapping.bytes((size - UInt64(CompressedFormat.tailBytes))..<size)
         guard Array(tail[56..<64]) == CompressedFormat.endMagic else {
@@ -161,6 +164,9 @@ public final class CompressedShard: @unchecked Sendable {
         let dataBytes = tail.le(16, as: UInt64.self)
         fileChecksum = tail.le(24, as: UInt64.self)
         headerChecksum = tail.le(32, as: UInt64.self)
+        guard tail[40..<56].allSatisfy({ $0 == 0 }) else {
+            throw CompressionError(path, "the reserved bytes of the tail are not zero: the file is damaged")
+        }
         guard n <= SafetensorsLimits.maxHeaderBytes, UInt64(CompressedFormat.prefixBytes) + n <= tableOffset,
               count <= (size - minimum) / UInt64(CompressedFormat.entryBytes),
               tableOffset + count * UInt64(CompressedFormat.entryBytes) == size - UInt64(CompressedFormat.tailBytes)
@@ -195,6 +201,10 @@ public final class CompressedShard: @unchecked Sendable {
             guard let encoding = CompressedFormat.Encoding(rawValue: table[base + 24]) else { throw problem("unknown encoding \(table[base + 24])") }
             let planeCount = Int(table[base + 25])
             guard planeCount == encoding.planes else { throw problem("\(planeCount) planes for encoding \(encoding)") }
+            // Padding and unused plane slots are zero: a flipped bit anywhere in the table is caught.
+            let padding = [(base + 26)..<(base + 32)] + (0..<planeCount).map { (base + 32 + $0 * 24 + 17)..<(base + 32 + $0 * 24 + 24) }
+                + [(base + 32 + planeCount * 24)..<(base + CompressedFormat.entryBytes)]
+            guard padding.allSatisfy({ r in table[r].allSatisfy { $0 == 0 } }) else { throw problem("non-zero padding: the table is damaged") }
             guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
             let t = header.tensors[Int(tensor)]
             guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {

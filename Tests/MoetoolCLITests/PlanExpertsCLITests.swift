@@ -36,9 +36,15 @@ import Testing
         #expect(o["slots"]?.uint64Value == 32 && o["groups"]?.uint64Value == 8 && o["nodes"]?.uint64Value == 2)
         let m = try #require(o["metrics"]?.objectValue)
         // One routed expert of the tiny model: gate, up (24x64) and down (64x24), float32.
-        #expect(m["bytes_per_expert"]?.uint64Value == 3 * 24 * 64 * 4)
-        #expect(m["redundant_bytes"]?.uint64Value == 3 * 24 * 64 * 4 * 16 * 2)
-        #expect(m["colocated_duplicates"]?.uint64Value == 0)
+        // (Unwrapped first: comparing an optional with a folded constant inside #expect trips
+        // AddressSanitizer in the Swift 6.3 runtime's AnyHashable conversion.)
+        let perExpert: UInt64 = 3 * 24 * 64 * 4
+        let bytesPerExpert = try #require(m["bytes_per_expert"]?.uint64Value)
+        let redundantBytes = try #require(m["redundant_bytes"]?.uint64Value)
+        let duplicates = try #require(m["colocated_duplicates"]?.uint64Value)
+        #expect(bytesPerExpert == perExpert)
+        #expect(redundantBytes == perExpert * 16 * 2)
+        #expect(duplicates == 0)
         let nodes = try #require(m["nodes_per_token"]?.doubleValue)
         #expect(nodes >= 1 && nodes <= 2)
         let ours = try #require(m["mean_imbalance"]?.doubleValue)

@@ -1,0 +1,96 @@
+import FixtureSupport
+import Foundation
+import Testing
+
+/// Every malformed fixture, fed to every command that reads that kind of file: exit status 1 (not a
+/// crash, not a usage error), a message on stderr, nothing written, and an answer within a bound.
+@Suite struct BadInputCensus {
+    static let malformedFiles: [String] = {
+        let dir = Fixtures.path("malformed")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [])
+            .filter { $0.hasSuffix(".safetensors") }.sorted().map { dir + "/" + $0 }
+    }()
+
+    static let malformedCheckpoints: [String] = {
+        let dir = Fixtures.path("malformed/checkpoints")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted().compactMap { name in
+            var isDir: ObjCBool = false
+            return FileManager.default.fileExists(atPath: dir + "/" + name, isDirectory: &isDir) && isDir.boolValue ? dir + "/" + name : nil
+        }
+    }()
+
+    static let malformedProfiles: [String] = {
+        let dir = Fixtures.path("profiles/malformed")
+        return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted().map { dir + "/" + $0 }
+    }()
+
+    /// Runs one command on a bad input and checks the answer.
+    func refuses(_ arguments: [String], output: String? = nil, seconds limit: Double = 20) throws {
+        let start = Date()
+        let r = try CLI.run(arguments)
+        let took = Date().timeIntervalSince(start)
+        let what = arguments.joined(separator: " ")
+        #expect(r.status == 1, "\(what): exit \(r.status)\n\(r.stderr)")
+        #expect(!r.stderr.isEmpty, "\(what): no message")
+        #expect(took < limit, "\(what): \(took) s")
+        if let output { #expect(!FileManager.default.fileExists(atPath: output), "\(what): wrote \(output)") }
+    }
+
+    @Test func counts() {
+        #expect(Self.malformedFiles.count >= 40)
+        #expect(Self.malformedCheckpoints.count >= 11)
+        #expect(Self.malformedProfiles.count >= 17)
+    }
+
+    @Test(arguments: malformedFiles)
+    func malformedSafetensors(_ path: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try refuses(["inspect", path])
+        try refuses(["inspect", "--json", path])
+        try refuses(["convert", path, dir + "/out", "--to", "fp8"], output: dir + "/out/model.safetensors")
+        try refuses(["compress", path, dir + "/c.stz"], output: dir + "/c.stz")
+        try refuses(["decompress", path, dir + "/d.safetensors"], output: dir + "/d.safetensors")
+        try refuses(["verify", path])
+    }
+
+    @Test(arguments: malformedCheckpoints)
+    func malformedCheckpoint(_ path: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try refuses(["inspect", path])
+        try refuses(["convert", path, dir + "/out", "--to", "fp8"], output: dir + "/out/model.safetensors.index.json")
+        try refuses(["verify", path])
+        try refuses(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json"), "--gpus", "8", "--slots", "16", "--checkpoint", path])
+    }
+
+    @Test(arguments: malformedProfiles)
+    func malformedProfile(_ path: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try refuses(["plan-experts", path, "--gpus", "2", "-o", dir + "/p.json"], output: dir + "/p.json")
+        try refuses(["plan-experts", path, "--gpus", "2", "--json"])
+    }
+
+    /// Compressed shards cut or damaged at many places: decompress and inspect refuse each.
+    @Test func damagedCompressedShards() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let packed = dir + "/m.stz"
+        let c = try CLI.run(["compress", Fixtures.path("models/mixtral-bf16/model.safetensors"), packed, "-q"])
+        #expect(c.status == 0)
+        let bytes = Fixtures.readBytes(packed)
+        for (i, cut) in [1, 8, 23, 24, 100, bytes.count / 3, bytes.count / 2, bytes.count - 65, bytes.count - 1].enumerated() {
+            let p = dir + "/cut\(i).stz"
+            FileManager.default.createFile(atPath: p, contents: Data(bytes.prefix(cut)))
+            try refuses(["decompress", p, dir + "/out\(i)"], output: dir + "/out\(i)")
+        }
+        for (i, at) in [9, 13, 17, 30, bytes.count / 2, bytes.count - 100, bytes.count - 200, bytes.count - 40, bytes.count - 20, bytes.count - 3].enumerated() {
+            var damaged = bytes
+            damaged[at] ^= 0xA5
+            let p = dir + "/flip\(i).stz"
+            FileManager.default.createFile(atPath: p, contents: Data(damaged))
+            try refuses(["decompress", p, dir + "/flipped\(i)"], output: dir + "/flipped\(i)")
+        }
+    }
+}
