@@ -65,6 +65,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
+        // Fuzz targets (Scripts/fuzz.sh builds them for libFuzzer); normally a replayer of inputs.
+        .executableTarget(
+            name: "moetool-fuzz",
+            dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "ShardCompression"]),
+
         // Locates and reads the committed fixtures for every test target.
         .target(name: "FixtureSupport", dependencies: ["StrictJSON"], path: "Tests/FixtureSupport"),
         .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),

@@ -259,7 +259,7 @@ public struct LoadProfile: Sendable, Equatable {
     }
 
     /// Streams a zstd frame (or several) through libzstd, refusing output beyond `maxBytes`.
-    static func decompress(_ input: [UInt8], path: String) throws(PlacementError) -> [UInt8] {
+    public static func decompress(_ input: [UInt8], path: String) throws(PlacementError) -> [UInt8] {
         guard let stream = ZSTD_createDStream() else { throw .badInput("\(path): zstd: out of memory") }
         defer { ZSTD_freeDStream(stream) }
         ZSTD_initDStream(stream)

@@ -23,7 +23,7 @@ public enum CompressedLayout {
                 "compressed shard has no end marker: truncated or not written completely"))
         }
         let dataBytes = tail.loadUnaligned(fromByteOffset: 16, as: UInt64.self).littleEndian
-        guard n <= SafetensorsLimits.maxHeaderBytes, prefixBytes + n + tailBytes <= mapping.size else {
+        guard n <= SafetensorsLimits.maxHeaderBytes, prefixBytes + n + tailBytes <= mapping.size, dataBytes <= UInt64(Int64.max) / 2 else {
             throw InvalidInput(Problem(file: file, rule: .headerOutOfBounds,
                 "compressed shard's header length \(n) does not fit its \(mapping.size) bytes"))
         }

@@ -167,9 +167,11 @@ public final class CompressedShard: @unchecked Sendable {
         guard tail[40..<56].allSatisfy({ $0 == 0 }) else {
             throw CompressionError(path, "the reserved bytes of the tail are not zero: the file is damaged")
         }
+        let tableEnd = size - UInt64(CompressedFormat.tailBytes)
         guard n <= SafetensorsLimits.maxHeaderBytes, UInt64(CompressedFormat.prefixBytes) + n <= tableOffset,
-              count <= (size - minimum) / UInt64(CompressedFormat.entryBytes),
-              tableOffset + count * UInt64(CompressedFormat.entryBytes) == size - UInt64(CompressedFormat.tailBytes)
+              tableOffset <= tableEnd, count <= (size - minimum) / UInt64(CompressedFormat.entryBytes),
+              count * UInt64(CompressedFormat.entryBytes) == tableEnd - tableOffset,
+              dataBytes <= UInt64(Int64.max) / 2
         else {
             throw CompressionError(path, "the chunk table does not fit the file (header \(n) bytes, \(count) chunks at \(tableOffset) in \(size) bytes)")
         }
@@ -208,7 +210,7 @@ public final class CompressedShard: @unchecked Sendable {
             guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
             let t = header.tensors[Int(tensor)]
             guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
-                throw problem("covers \(dataOffset)..<\(dataOffset + UInt64(length)) of tensor \(t.name) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
+                throw problem("covers \(length) bytes from \(dataOffset) of tensor \(t.name) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
             }
             let lengths = encoding.planeLengths(Int(length))
             var planes: [CompressedFormat.Plane] = []
@@ -218,8 +220,9 @@ public final class CompressedShard: @unchecked Sendable {
                 let stored = table.le(p + 8, as: UInt32.self)
                 let raw = table.le(p + 12, as: UInt32.self)
                 guard let method = CompressedFormat.Method(rawValue: table[p + 16]) else { throw problem("plane \(i): unknown method") }
-                guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset + UInt64(stored) <= payload.upperBound,
-                      method == .zstd || stored == raw
+                // (Subtractions, not additions: hostile offsets must not overflow.)
+                guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset <= payload.upperBound,
+                      UInt64(stored) <= payload.upperBound - offset, method == .zstd || stored == raw
                 else { throw problem("plane \(i) is out of bounds or has the wrong length") }
                 planes.append(.init(offset: offset, storedLength: stored, rawLength: raw, method: method))
             }
