@@ -4,7 +4,7 @@ import Checkpoint
 /// when the layer has one, its post-attention RMSNorm, so the block sees inputs shaped like a
 /// real forward pass's.
 public enum HiddenStates {
-    public static func make(tokens: Int, hidden: Int, seed: UInt64, norm: [Float]?, eps: Float) -> [Float] {
+    public static func make(tokens: Int, hidden: Int, seed: UInt64, norm: [Float]?, eps: Float) throws(ForwardError) -> [Float] {
         var state = seed &+ 0x9E37_79B9_7F4A_7C15
         func next() -> UInt64 {
             state &+= 0x9E37_79B9_7F4A_7C15
@@ -23,7 +23,7 @@ public enum HiddenStates {
             i += 2
         }
         guard let norm else { return x }
-        return Math.rmsNorm(x, tokens: tokens, weight: norm, eps: eps)
+        return try Math.rmsNorm(x, tokens: tokens, weight: norm, eps: eps, name: "post_attention_layernorm.weight")
     }
 }
 

@@ -5,9 +5,13 @@ import Checkpoint
 public enum Math {
     /// y[t][o] = sum_i x[t][i] * w[o][i]: `x` is tokens x in, `w` is out x in (a Linear's weight),
     /// read a row at a time; rows are shared out over the cores.
-    public static func linear(_ x: [Float], tokens: Int, _ w: Weight, threads: Int = 0) -> [Float] {
+    /// A checkpoint whose shapes disagree with its config (or with each other) is an error, not a
+    /// crash: `rows`, when given, is how many outputs the caller will index.
+    public static func linear(_ x: [Float], tokens: Int, _ w: Weight, rows: Int? = nil, threads: Int = 0) throws(ForwardError) -> [Float] {
         let n = w.cols, outs = w.rows
-        precondition(x.count == tokens * n)
+        guard tokens > 0, x.count == tokens * n, rows.map({ $0 == outs }) ?? true else {
+            throw ForwardError("\(w.name) is [\(outs), \(n)], but the model needs [\(rows.map(String.init) ?? "\(outs)"), \(tokens > 0 ? x.count / tokens : 0)] here: its shapes disagree with config.json or with each other")
+        }
         var y = [Float](repeating: 0, count: tokens * outs)
         let rowsPerTask = max(1, min(256, (1 << 16) / max(1, n)))
         let tasks = (outs + rowsPerTask - 1) / rowsPerTask
@@ -33,23 +37,28 @@ public enum Math {
         return y
     }
 
-    public static func linear(_ x: [Float], tokens: Int, _ w: Matrix, threads: Int = 0) -> [Float] {
-        linear(x, tokens: tokens, Weight(w), threads: threads)
+    public static func linear(_ x: [Float], tokens: Int, _ w: Matrix, name: String, rows: Int? = nil, threads: Int = 0) throws(ForwardError) -> [Float] {
+        var weight = Weight(w)
+        weight.name = name
+        return try linear(x, tokens: tokens, weight, rows: rows, threads: threads)
     }
 
     /// SwiGLU: down(silu(gate(x)) * up(x)).
-    public static func swiglu(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight) -> [Float] {
-        let g = linear(x, tokens: tokens, gate)
-        let u = linear(x, tokens: tokens, up)
-        return linear(zip(g, u).map { silu($0) * $1 }, tokens: tokens, down)
+    public static func swiglu(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight) throws(ForwardError) -> [Float] {
+        let g = try linear(x, tokens: tokens, gate)
+        let u = try linear(x, tokens: tokens, up, rows: gate.rows)
+        return try linear(zip(g, u).map { silu($0) * $1 }, tokens: tokens, down, rows: x.count / tokens)
     }
 
     public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 
     /// RMSNorm of each token: x / sqrt(mean(x^2) + eps) * weight.
-    public static func rmsNorm(_ x: [Float], tokens: Int, weight: [Float], eps: Float) -> [Float] {
+    public static func rmsNorm(_ x: [Float], tokens: Int, weight: [Float], eps: Float, name: String = "norm weight") throws(ForwardError) -> [Float] {
         let n = weight.count
+        guard n > 0, x.count == tokens * n else {
+            throw ForwardError("\(name) has \(n) values, but the model normalises vectors of \(tokens > 0 ? x.count / tokens : 0) here")
+        }
         var y = x
         for t in 0..<tokens {
             var ss: Float = 0

@@ -71,6 +71,9 @@ public struct MoELayer {
             let scaling = config.field("routed_scaling_factor")?.doubleValue ?? 1
             router = .deepseekV3(groups: groups, topkGroup: topkGroup, scaling: Float(scaling), normTopk: config.normTopkProb ?? true)
             bias = reader.has(prefix + "gate.e_score_correction_bias") ? try reader.vector(prefix + "gate.e_score_correction_bias") : nil
+            if let bias, bias.count != experts {
+                throw ForwardError("\(prefix)gate.e_score_correction_bias has \(bias.count) values for \(experts) experts")
+            }
         case "mixtral":
             router = .softmaxTopK(normalize: true)
             bias = nil
@@ -118,8 +121,8 @@ public struct MoELayer {
     }
 
     /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden).
-    public func route(_ x: [Float], tokens: Int) -> [Routing] {
-        let logits = Math.linear(x, tokens: tokens, routerWeight)
+    public func route(_ x: [Float], tokens: Int) throws(ForwardError) -> [Routing] {
+        let logits = try Math.linear(x, tokens: tokens, routerWeight, name: prefix + "gate.weight")
         return (0..<tokens).map { t in
             let row = Array(logits[(t * experts)..<((t + 1) * experts)])
             switch router {
@@ -168,7 +171,7 @@ public struct MoELayer {
     public func forward(_ x: [Float], tokens: Int, only: Set<Int>? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
         let h = hidden
         precondition(x.count == tokens * h)
-        let routing = route(x, tokens: tokens)
+        let routing = try route(x, tokens: tokens)
         var out = [Float](repeating: 0, count: tokens * h)
         var users = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for (t, r) in routing.enumerated() {
@@ -177,15 +180,17 @@ public struct MoELayer {
         for e in 0..<experts where !users[e].isEmpty && (only?.contains(e) ?? true) {
             let w = try expert(e)
             let sub = users[e].flatMap { x[($0.token * h)..<(($0.token + 1) * h)] }
-            let y = mlp(sub, tokens: users[e].count, gate: w.gate, up: w.up, down: w.down)
+            let y = try Math.swiglu(sub, tokens: users[e].count, gate: w.gate, up: w.up, down: w.down)
             [w.gate, w.up, w.down].forEach { $0.release() }
             for (j, u) in users[e].enumerated() {
                 for i in 0..<h { out[u.token * h + i] += u.weight * y[j * h + i] }
             }
         }
         if let shared {
-            let y = mlp(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down)
-            let gates = sharedGate.map { Math.linear(x, tokens: tokens, $0).map(Math.sigmoid) }
+            let y = try Math.swiglu(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down)
+            let gates = try sharedGate.map { m throws(ForwardError) in
+                try Math.linear(x, tokens: tokens, m, name: prefix + "shared_expert_gate.weight", rows: 1).map(Math.sigmoid)
+            }
             for t in 0..<tokens {
                 let g = gates?[t] ?? 1
                 for i in 0..<h { out[t * h + i] += g * y[t * h + i] }
@@ -194,11 +199,4 @@ public struct MoELayer {
         return (out, routing)
     }
 
-    /// SwiGLU: down(silu(gate(x)) * up(x)).
-    func mlp(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight) -> [Float] {
-        let g = Math.linear(x, tokens: tokens, gate)
-        let u = Math.linear(x, tokens: tokens, up)
-        let a = zip(g, u).map { Math.silu($0) * $1 }
-        return Math.linear(a, tokens: tokens, down)
-    }
 }

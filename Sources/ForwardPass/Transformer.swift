@@ -34,18 +34,30 @@ public struct Transformer {
               let heads = config.int("num_attention_heads") else {
             throw ForwardError("config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
         }
+        let kv = config.int("num_key_value_heads") ?? heads
+        guard h >= 1, v >= 1, n >= 1, n <= 4096, heads >= 1, kv >= 1, heads % kv == 0 else {
+            throw ForwardError("config.json: hidden_size \(h), vocab_size \(v), num_hidden_layers \(n), num_attention_heads \(heads) and num_key_value_heads \(kv) must be positive, with the heads a multiple of the key/value heads")
+        }
         hidden = h
         vocab = v
         layers = n
         self.heads = heads
-        kvHeads = config.int("num_key_value_heads") ?? heads
+        kvHeads = kv
         headDim = config.int("head_dim") ?? h / heads
+        guard headDim >= 2, headDim % 2 == 0 else { throw ForwardError("config.json: head_dim \(headDim) must be a positive even number (rotary pairs)") }
+        if config.modelType == "deepseek_v3" {
+            let dims = ["qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "kv_lora_rank"].map { config.int($0) ?? 0 }
+            guard dims.allSatisfy({ $0 >= 1 }), dims[1] % 2 == 0 else {
+                throw ForwardError("config.json: qk_nope_head_dim, qk_rope_head_dim (even), v_head_dim and kv_lora_rank must be positive for MLA")
+            }
+        }
         eps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
         let rope = config.field("rope_parameters")?.objectValue ?? config.field("rope_scaling")?.objectValue
         let theta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? 10000
         ropeTheta = theta
         let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue ?? "default"
-        let rotaryDim = config.int("head_dim") ?? h / heads
+        // DeepSeek rotates only the qk_rope_head_dim part of each head.
+        let rotaryDim = type == "deepseek_v3" ? (config.int("qk_rope_head_dim") ?? 0) : headDim
         switch kind {
         case "default":
             invFreq = (0..<(rotaryDim / 2)).map { i in Float(1.0 / pow(theta, Double(Float(2 * i) / Float(rotaryDim)))) }
@@ -131,6 +143,9 @@ public struct Transformer {
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
         let t = ids.count
         let embed = try reader.weight("model.embed_tokens.weight")
+        guard embed.rows == vocab, embed.cols == hidden else {
+            throw ForwardError("model.embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
+        }
         var h = [Float](repeating: 0, count: t * hidden)
         for (i, id) in ids.enumerated() {
             guard id >= 0, id < vocab else { throw ForwardError("token id \(id) is outside the vocabulary of \(vocab)") }
@@ -141,10 +156,10 @@ public struct Transformer {
         var topK: [Int: Int] = [:]
         for l in 0..<layers {
             let p = "model.layers.\(l)."
-            let x = Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps)
+            let x = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps, name: p + "input_layernorm.weight")
             let a = try type == "deepseek_v3" ? mla(x, tokens: t, layer: l) : gqa(x, tokens: t, layer: l)
             for i in h.indices { h[i] += a[i] }
-            let y = Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps)
+            let y = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps, name: p + "post_attention_layernorm.weight")
             let m: [Float]
             if reader.has(p + "mlp.gate.weight") || reader.has(p + "block_sparse_moe.gate.weight") {
                 let block = try MoELayer(reader, config: config, layer: l)
@@ -153,16 +168,16 @@ public struct Transformer {
                 routing[l] = r.routing
                 topK[l] = block.topK
             } else {
-                m = Math.swiglu(y, tokens: t, gate: try reader.weight(p + "mlp.gate_proj.weight"),
+                m = try Math.swiglu(y, tokens: t, gate: try reader.weight(p + "mlp.gate_proj.weight"),
                                 up: try reader.weight(p + "mlp.up_proj.weight"), down: try reader.weight(p + "mlp.down_proj.weight"))
             }
             for i in h.indices { h[i] += m[i] }
             states.append(h)
         }
-        h = Math.rmsNorm(h, tokens: t, weight: try reader.vector("model.norm.weight"), eps: eps)
+        h = try Math.rmsNorm(h, tokens: t, weight: try reader.vector("model.norm.weight"), eps: eps, name: "model.norm.weight")
         states[states.count - 1] = h
         let head = reader.has("lm_head.weight") ? try reader.weight("lm_head.weight") : embed
-        return Output(logits: Math.linear(h, tokens: t, head), hidden: states, routing: routing, topK: topK)
+        return Output(logits: try Math.linear(h, tokens: t, head, rows: vocab), hidden: states, routing: routing, topK: topK)
     }
 
     /// cos and sin of position p for rotary frequency i (times the attention factor).
@@ -213,19 +228,20 @@ public struct Transformer {
 
     func gqa(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
         let p = "model.layers.\(l).self_attn."
-        func project(_ name: String) throws(ForwardError) -> [Float] {
-            var y = Math.linear(x, tokens: t, try reader.weight(p + name + ".weight"))
+        func project(_ name: String, rows: Int) throws(ForwardError) -> [Float] {
+            var y = try Math.linear(x, tokens: t, try reader.weight(p + name + ".weight"), rows: rows)
             if reader.has(p + name + ".bias") {
                 let b = try reader.vector(p + name + ".bias")
+                guard b.count == rows else { throw ForwardError("\(p)\(name).bias has \(b.count) values for \(rows) outputs") }
                 for i in y.indices { y[i] += b[i % b.count] }
             }
             return y
         }
-        var q = try project("q_proj"), k = try project("k_proj")
-        let v = try project("v_proj")
+        var q = try project("q_proj", rows: heads * headDim), k = try project("k_proj", rows: kvHeads * headDim)
+        let v = try project("v_proj", rows: kvHeads * headDim)
         if reader.has(p + "q_norm.weight") {  // Qwen3: RMSNorm of each head
-            q = Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps)
-            k = Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps)
+            q = try Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
+            k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
         }
         q.withUnsafeMutableBufferPointer { qb in
             for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * headDim, headDim, position: i, interleaved: false) } }
@@ -235,7 +251,7 @@ public struct Transformer {
         }
         let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: kvHeads, dq: headDim, dv: headDim,
                        scale: 1 / Float(headDim).squareRoot())
-        return Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"))
+        return try Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"), rows: hidden)
     }
 
     /// DeepSeek's multi-head latent attention.
@@ -249,13 +265,13 @@ public struct Transformer {
         let interleaved = config.field("rope_interleave")?.boolValue ?? true
         var q: [Float]
         if reader.has(p + "q_a_proj.weight") {
-            let qa = Math.linear(x, tokens: t, try reader.weight(p + "q_a_proj.weight"))
-            let qn = Math.rmsNorm(qa, tokens: t, weight: try reader.vector(p + "q_a_layernorm.weight"), eps: 1e-6)
-            q = Math.linear(qn, tokens: t, try reader.weight(p + "q_b_proj.weight"))
+            let qa = try Math.linear(x, tokens: t, try reader.weight(p + "q_a_proj.weight"))
+            let qn = try Math.rmsNorm(qa, tokens: t, weight: try reader.vector(p + "q_a_layernorm.weight"), eps: 1e-6, name: p + "q_a_layernorm.weight")
+            q = try Math.linear(qn, tokens: t, try reader.weight(p + "q_b_proj.weight"), rows: heads * qkDim)
         } else {
-            q = Math.linear(x, tokens: t, try reader.weight(p + "q_proj.weight"))
+            q = try Math.linear(x, tokens: t, try reader.weight(p + "q_proj.weight"), rows: heads * qkDim)
         }
-        let compressed = Math.linear(x, tokens: t, try reader.weight(p + "kv_a_proj_with_mqa.weight"))
+        let compressed = try Math.linear(x, tokens: t, try reader.weight(p + "kv_a_proj_with_mqa.weight"), rows: kvRank + ropeDim)
         let width = kvRank + ropeDim
         var latent = [Float](repeating: 0, count: t * kvRank)
         var kRot = [Float](repeating: 0, count: t * ropeDim)
@@ -263,8 +279,8 @@ public struct Transformer {
             for d in 0..<kvRank { latent[i * kvRank + d] = compressed[i * width + d] }
             for d in 0..<ropeDim { kRot[i * ropeDim + d] = compressed[i * width + kvRank + d] }
         }
-        latent = Math.rmsNorm(latent, tokens: t, weight: try reader.vector(p + "kv_a_layernorm.weight"), eps: 1e-6)
-        let kv = Math.linear(latent, tokens: t, try reader.weight(p + "kv_b_proj.weight"))  // t x heads x (nope + v)
+        latent = try Math.rmsNorm(latent, tokens: t, weight: try reader.vector(p + "kv_a_layernorm.weight"), eps: 1e-6, name: p + "kv_a_layernorm.weight")
+        let kv = try Math.linear(latent, tokens: t, try reader.weight(p + "kv_b_proj.weight"), rows: heads * (nope + vDim))
         q.withUnsafeMutableBufferPointer { qb in
             for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * qkDim + nope, ropeDim, position: i, interleaved: interleaved) } }
         }
@@ -283,6 +299,6 @@ public struct Transformer {
         }
         let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: heads, dq: qkDim, dv: vDim,
                        scale: 1 / Float(qkDim).squareRoot() * mlaScale)
-        return Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"))
+        return try Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"), rows: hidden)
     }
 }

@@ -34,6 +34,8 @@ public struct Weight: @unchecked Sendable {
         case mapped(data: UnsafeRawBufferPointer, first: Int, dtype: Dtype, scales: Matrix?)
     }
     let storage: Storage
+    /// The tensor it came from, for error messages.
+    public var name: String = "weight"
     /// Keeps the file (and so its map) alive while rows are read.
     let owner: SafetensorsFile?
     /// Where the bytes sit in that file.
@@ -156,7 +158,9 @@ public struct WeightReader: Sendable {
         }
         let bytes = UInt64(rows * cols * t.dtype.bits / 8)
         let start = file.fileRange(t).lowerBound + UInt64(first * t.dtype.bits / 8)
-        return Weight(rows: rows, cols: cols, storage: .mapped(data: file.data(t), first: first, dtype: t.dtype, scales: scales),
-                      owner: file, fileRange: start..<(start + bytes))
+        var w = Weight(rows: rows, cols: cols, storage: .mapped(data: file.data(t), first: first, dtype: t.dtype, scales: scales),
+                       owner: file, fileRange: start..<(start + bytes))
+        w.name = index.map { "\(name)[\($0)]" } ?? name
+        return w
     }
 }

@@ -87,7 +87,14 @@ struct PlanExperts: ParsableCommand {
     enum FormatChoice: String, ExpressibleByArgument, CaseIterable { case moetool, sglang }
 
     func validate() throws {
-        if gpus < 1 { throw ValidationError("--gpus must be at least 1") }
+        if gpus < 1 || gpus > 1 << 20 { throw ValidationError("--gpus must be 1 to \(1 << 20)") }
+        if let n = nodes, n < 1 || n > gpus { throw ValidationError("--nodes must be 1 to --gpus") }
+        if let g = gpusPerNode, g < 1 || g > gpus { throw ValidationError("--gpus-per-node must be 1 to --gpus") }
+        if let s = slots, s < 1 || s > 1 << 24 { throw ValidationError("--slots must be 1 to \(1 << 24)") }
+        if let r = redundantPerGpu, r > 1 << 10 { throw ValidationError("--redundant-per-gpu must be 0 to \(1 << 10)") }
+        if let g = groups, g < 1 { throw ValidationError("--groups must be at least 1") }
+        if let k = topk, k < 1 { throw ValidationError("--topk must be at least 1") }
+        if let k = topkGroup, k < 1 { throw ValidationError("--topk-group must be at least 1") }
         if nodes != nil && gpusPerNode != nil { throw ValidationError("give --nodes or --gpus-per-node, not both") }
         if slots != nil && redundantPerGpu != nil { throw ValidationError("give --slots or --redundant-per-gpu, not both") }
         if let r = redundantPerGpu, r < 0 { throw ValidationError("--redundant-per-gpu must be 0 or more") }

@@ -87,11 +87,11 @@ struct Verify: ParsableCommand {
         var out = OutputFile()
         for layer in chosen {
             let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
-            let x = HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
+            let x = try HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
             var sample: Set<Int>? = nil
             if let n = Int(experts) {
                 var uses = [Int](repeating: 0, count: la.experts)
-                for r in la.route(x, tokens: tokens) { for e in r.experts { uses[e] += 1 } }
+                for r in try la.route(x, tokens: tokens) { for e in r.experts { uses[e] += 1 } }
                 sample = Set(uses.indices.sorted { uses[$0] > uses[$1] || (uses[$0] == uses[$1] && $0 < $1) }.prefix(n))
             }
             let ra = try la.forward(x, tokens: tokens, only: sample)

@@ -93,4 +93,37 @@ import Testing
             try refuses(["decompress", p, dir + "/flipped\(i)"], output: dir + "/flipped\(i)")
         }
     }
+
+    /// Configs that disagree with the weights, or that are impossible: verify answers with an error
+    /// naming the field or tensor instead of dividing by zero or indexing out of range.
+    @Test(arguments: [
+        ("num_key_value_heads", "0", "num_key_value_heads 0 must be positive"),
+        ("num_attention_heads", "8", "q_proj.weight is [64, 64], but the model needs [128, 64]"),
+        ("hidden_size", "32", "model.embed_tokens.weight is [512, 64]; config.json says [512, 32]"),
+        ("head_dim", "7", "head_dim 7 must be a positive even number"),
+    ])
+    func configsThatDisagreeWithTheWeights(_ field: String, _ value: String, _ message: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/qwen3_moe-bf16")
+        try FileManager.default.copyItem(atPath: source + "/model.safetensors", toPath: dir + "/model.safetensors")
+        var config = String(decoding: Fixtures.readBytes(source + "/config.json"), as: UTF8.self)
+        let pattern = try Regex("\"\(field)\": [0-9]+")
+        #expect(config.contains(pattern), "\(field) not in the fixture's config")
+        config.replace(pattern, with: "\"\(field)\": \(value)")
+        try config.write(toFile: dir + "/config.json", atomically: false, encoding: .utf8)
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)\(r.stderr)")
+        #expect(r.stderr.contains(message), "\(r.stderr)")
+    }
+
+    @Test func planParametersOutOfRange() throws {
+        let profile = Fixtures.path("profiles/readme.json")
+        for args in [["--redundant-per-gpu", "9223372036854775807"], ["--slots", "4611686018427387904"], ["--nodes", "0"]] {
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "8"] + args)
+            #expect(r.status == 2, "\(args): \(r.stderr)")
+            #expect(r.stderr.contains("must be"), "\(args): \(r.stderr)")
+        }
+    }
 }
+
