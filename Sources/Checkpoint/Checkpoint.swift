@@ -463,6 +463,13 @@ public func listDirectory(_ path: String) -> [String] {
     return names
 }
 
+/// Seconds on a clock that only goes forward, for timing.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 public func join(_ dir: String, _ name: String) -> String {
     if dir.isEmpty || dir == "." { return name }
     return dir.hasSuffix("/") ? dir + name : dir + "/" + name

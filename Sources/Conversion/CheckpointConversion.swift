@@ -280,8 +280,4 @@ extension String {
     func replacingSlashes() -> String { String(map { $0 == "/" ? "_" : $0 }) }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+

@@ -1,3 +1,4 @@
+import Checkpoint
 import CKernels
 import SafetensorsFormat
 import StrictJSON
@@ -46,7 +47,7 @@ public enum DirectoryCompression {
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(input, "not a file or directory") }
         var out: [(String, String, String, String)] = []
-        for name in try listDirectory(input).sorted() where !name.hasPrefix(".") {
+        for name in listDirectory(input).sorted() where !name.hasPrefix(".") {
             let source = input + "/" + name
             var s = stat()
             guard stat(source, &s) == 0, (s.st_mode & S_IFMT) == S_IFREG else { continue }
@@ -71,14 +72,14 @@ public enum DirectoryCompression {
     /// and renamed when complete; in a directory the manifest is written last.
     public static func run(_ input: String, _ output: String, _ direction: Direction, levels: ChunkCodec.Levels = .init(),
                            threads: Int = 0, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
-        let start = now()
+        let start = monotonicSeconds()
         var st = stat()
         let isDirectory = stat(input, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
         let jobs = try plan(input, output, direction)
         if isDirectory {
             var o = stat()
             if stat(output, &o) == 0 {
-                guard (o.st_mode & S_IFMT) == S_IFDIR, try listDirectory(output).isEmpty else {
+                guard (o.st_mode & S_IFMT) == S_IFDIR, listDirectory(output).isEmpty else {
                     throw CompressionError(output, "exists and is not an empty directory; choose a new output")
                 }
             } else if mkdir(output, 0o755) != 0 {
@@ -111,7 +112,7 @@ public enum DirectoryCompression {
         if isDirectory && direction == .compress {
             try writeManifest(summary, to: output + "/" + manifestName)
         }
-        summary.seconds = now() - start
+        summary.seconds = monotonicSeconds() - start
         return summary
     }
 
@@ -138,18 +139,6 @@ public enum DirectoryCompression {
         }
     }
 
-    static func listDirectory(_ path: String) throws(CompressionError) -> [String] {
-        guard let dir = opendir(path) else { throw CompressionError(path, "cannot list: \(String(cString: strerror(errno)))") }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) { p in
-                p.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
 
     static func fileSize(_ path: String) -> UInt64 {
         var st = stat()
@@ -160,15 +149,5 @@ public enum DirectoryCompression {
         path.split(separator: "/").last.map(String.init) ?? path
     }
 
-    static func realPath(_ path: String) -> String? {
-        guard let p = realpath(path, nil) else { return nil }
-        defer { free(p) }
-        return String(cString: p)
-    }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 }
