@@ -264,28 +264,28 @@ public final class CompressedShard: @unchecked Sendable {
             if chunks[mid].dataOffset <= begin { lo = mid + 1 } else { hi = mid }
         }
         var k = max(0, lo - 1)
-        var out = [UInt8](repeating: 0, count: Int(range.count))
-        var scratch: [UInt8] = []
+        var out = [UInt8](repeating: 0, count: Int(range.count))  // every byte is then written
         while k < chunks.count, chunks[k].dataOffset < end {
             let c = chunks[k]
-            scratch = [UInt8](repeating: 0, count: Int(c.length))
-            let failure: CompressionError? = scratch.withUnsafeMutableBytes { b in
+            let from = max(begin, c.dataOffset), to = min(end, c.dataOffset + UInt64(c.length))
+            let failure: CompressionError? = out.withUnsafeMutableBytes { o in
                 do throws(CompressionError) {
-                    try decode(k, into: b)
+                    let dst = o.baseAddress! + Int(from - begin)
+                    if from == c.dataOffset && to == c.dataOffset + UInt64(c.length) {
+                        // The whole chunk is wanted: decode it in place.
+                        try decode(k, into: UnsafeMutableRawBufferPointer(start: dst, count: Int(c.length)))
+                    } else {
+                        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(c.length), alignment: 64)
+                        defer { scratch.deallocate() }
+                        try decode(k, into: scratch)
+                        dst.copyMemory(from: scratch.baseAddress! + Int(from - c.dataOffset), byteCount: Int(to - from))
+                    }
                     return nil
                 } catch {
                     return error
                 }
             }
             if let failure { throw failure }
-            let from = max(begin, c.dataOffset), to = min(end, c.dataOffset + UInt64(c.length))
-            if from < to {
-                out.withUnsafeMutableBytes { o in
-                    scratch.withUnsafeBytes { sc in
-                        (o.baseAddress! + Int(from - begin)).copyMemory(from: sc.baseAddress! + Int(from - c.dataOffset), byteCount: Int(to - from))
-                    }
-                }
-            }
             k += 1
         }
         return out
@@ -293,31 +293,7 @@ public final class CompressedShard: @unchecked Sendable {
 
     /// One tensor's original bytes, decompressing only its chunks (each checked).
     public func data(_ tensor: TensorInfo) throws(CompressionError) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: Int(tensor.byteCount))
-        guard tensor.byteCount > 0 else { return out }
-        // The first chunk at or after the tensor's start (chunks are in data order).
-        var lo = 0, hi = chunks.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if chunks[mid].dataOffset < tensor.begin { lo = mid + 1 } else { hi = mid }
-        }
-        var k = lo
-        var failure: CompressionError? = nil
-        out.withUnsafeMutableBytes { buffer in
-            while k < chunks.count, chunks[k].dataOffset < tensor.end {
-                let c = chunks[k]
-                let start = Int(c.dataOffset - tensor.begin)
-                do throws(CompressionError) {
-                    try decode(k, into: UnsafeMutableRawBufferPointer(rebasing: buffer[start..<(start + Int(c.length))]))
-                } catch {
-                    failure = error
-                    return
-                }
-                k += 1
-            }
-        }
-        if let failure { throw failure }
-        return out
+        try bytes(tensor, 0..<tensor.byteCount)
     }
 
     /// Writes the original safetensors file to `output` (under a temporary name; renamed only
