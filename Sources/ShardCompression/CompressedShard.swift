@@ -286,6 +286,10 @@ public final class CompressedShard: @unchecked Sendable {
                 }
             }
             if let failure { throw failure }
+            // Done with this chunk's stored bytes: let their pages go (a scan stays at a few chunks).
+            if let first = c.planes.first, let last = c.planes.last {
+                mapping.adviseDone(first.offset..<(last.offset + UInt64(last.storedLength)))
+            }
             k += 1
         }
         return out
