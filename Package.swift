@@ -33,8 +33,10 @@ let package = Package(
         .target(name: "NumberFormats", dependencies: ["CKernels"]),
         // Strict JSON: exact integers, duplicate keys detected, bounded nesting.
         .target(name: "StrictJSON"),
+        // Signal handlers that name the file behind a bus error and delete unfinished outputs.
+        .target(name: "CSafety"),
         // The safetensors file format: dtypes, header validation, mapped reader, writer.
-        .target(name: "SafetensorsFormat", dependencies: ["StrictJSON"]),
+        .target(name: "SafetensorsFormat", dependencies: ["StrictJSON", "CSafety"]),
         // Checkpoints: single files, sharded directories with an index, config.json.
         .target(
             name: "Checkpoint",

@@ -88,28 +88,42 @@ public enum CheckpointConversion {
         let planPath = state + "/plan.json"
         let fingerprintText = JSONSerializer.pretty(fingerprint(checkpoint: checkpoint, options: options))
         try checkOutsideInput(output, input: checkpoint)
-        let existing = listDirectory(output)
-        switch mode {
-        case .full:
-            try checkOutput(output, input: checkpoint)
-        case .resume, .shards, .finalize:
-            if existing.isEmpty {
-                guard mode != .finalize else {
-                    throw ConversionError(file: output, "holds no conversion to finalize")
-                }
-            } else {
-                let recorded = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
-                guard recorded == fingerprintText else {
-                    throw ConversionError(file: output, recorded == nil
-                        ? "is not empty and holds no interrupted conversion; give a new or empty directory"
-                        : "holds a conversion of another input or with other options (\(planPath)); use another directory")
-                }
-            }
+        let existing = listDirectory(output).filter { $0 != stateDirectoryName }
+        if mode == .full { try checkOutput(output, input: checkpoint) }
+        // Refuse before writing anything into a directory that is not ours.
+        if !existing.isEmpty && access(planPath, F_OK) != 0 {
+            throw ConversionError(file: output, "is not empty and holds no interrupted conversion; give a new or empty directory")
+        }
+        if mode == .finalize && access(planPath, F_OK) != 0 {
+            throw ConversionError(file: output, "holds no conversion to finalize")
         }
         for dir in [output, state] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw ConversionError(file: dir, "cannot create the directory: \(String(cString: strerror(errno)))")
         }
-        if listDirectory(state).contains("plan.json") == false {
+        // Everything from here on happens under the lock, so two runs cannot interleave.
+        var isWorker = false
+        if case .shards = mode { isWorker = true }
+        let lock = try takeLock(state + "/lock", isWorker ? .shared : .exclusive, what: output)
+        defer { withExtendedLifetime(lock) {} }
+        let recorded = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
+        switch mode {
+        case .full:
+            // Empty when checked above; anything here now was put by a run that raced us.
+            guard recorded == nil, listDirectory(output) == [stateDirectoryName], listDirectory(state).filter({ !$0.hasPrefix(".") }) == ["lock"] else {
+                throw ConversionError(file: output, "was written to by another process while starting; give a new or empty directory")
+            }
+        case .resume, .shards, .finalize:
+            if recorded == nil {
+                guard existing.isEmpty else {
+                    throw ConversionError(file: output, "is not empty and holds no interrupted conversion; give a new or empty directory")
+                }
+                guard mode != .finalize else { throw ConversionError(file: output, "holds no conversion to finalize") }
+            } else if recorded != fingerprintText {
+                throw ConversionError(file: output,
+                    "holds a conversion of another input or with other options (\(planPath)); use another directory")
+            }
+        }
+        if recorded == nil {
             try writeText(fingerprintText, to: planPath)
         }
 
@@ -117,7 +131,10 @@ public enum CheckpointConversion {
         if mode != .finalize {
             for (position, shard) in plan.shards.enumerated() {
                 if case .shards(let index, let count) = mode, position % count != index - 1 { continue }
-                removeStaleTemporaries(of: shard.name, in: output)
+                let shardLock = try takeLock(state + "/" + shard.name.replacingSlashes() + ".lock", .exclusive,
+                                             what: output + "/" + shard.name)
+                defer { withExtendedLifetime(shardLock) {} }
+                AtomicFile.removeStaleTemporaries(of: output + "/" + shard.name, allWriters: true)  // we hold its lock
                 let path = output + "/" + shard.name
                 let inputBytes = checkpoint.files[position].header.dataBytes
                 if mode != .full, verifiedDone(shard.name, output: output) {
@@ -132,6 +149,8 @@ public enum CheckpointConversion {
                     digest = try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
                 } catch let e as ConversionError {
                     throw e
+                } catch let e as IOError {
+                    throw ConversionError(file: e.path, e.message)
                 } catch {
                     throw ConversionError(file: path, "\(error)")
                 }
@@ -201,10 +220,12 @@ public enum CheckpointConversion {
         output + "/" + stateDirectoryName + "/" + shard.replacingSlashes() + ".done.json"
     }
 
-    /// Temporary files a killed run left for this shard (`.NAME.tmp-*`).
-    static func removeStaleTemporaries(of shard: String, in output: String) {
-        let prefix = "." + shard + ".tmp-"
-        for name in listDirectory(output) where name.hasPrefix(prefix) { unlink(output + "/" + name) }
+    static func takeLock(_ path: String, _ kind: WriterLock.Kind, what: String) throws(ConversionError) -> WriterLock {
+        do {
+            return try WriterLock(path, kind, what: what, by: "moetool convert")
+        } catch {
+            throw ConversionError(error.description)
+        }
     }
 
     /// `quantization_config` for the FP8 block format, or removed for BF16 (a leftover breaks loaders).
@@ -236,7 +257,9 @@ public enum CheckpointConversion {
         try writeText(JSONSerializer.pretty(.object(index)), to: path)
     }
 
+    /// Writes a small file atomically (under the lock: a killed run's temporary for it is cleared first).
     static func writeText(_ text: String, to path: String) throws(ConversionError) {
+        AtomicFile.removeStaleTemporaries(of: path, allWriters: true)
         do {
             let file = try AtomicFile(path: path)
             try file.write(Array(text.utf8))
@@ -256,6 +279,7 @@ public enum CheckpointConversion {
             var st = stat()
             guard stat(source, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
             if name.hasSuffix(".safetensors") { continue }  // stray weights not in the checkpoint
+            AtomicFile.removeStaleTemporaries(of: output + "/" + name, allWriters: true)
             do {
                 try AtomicFile.copy(from: source, to: output + "/" + name)
             } catch {

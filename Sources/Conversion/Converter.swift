@@ -189,7 +189,8 @@ public enum Converter {
         // A quantized weight yields two tensors (codes and scales): keep its result until both are out.
         var current: (weight: String, product: ComputedTensor, served: Int)? = nil
         try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
-                                    observe: { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) }) {
+                                    observe: { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) },
+                                    sources: checkpoint.files.map(\.mapping)) {
             info, sink in
             let planned = byName[info.name]!
             switch planned.source {

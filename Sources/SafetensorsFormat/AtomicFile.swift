@@ -1,3 +1,4 @@
+import CSafety
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,7 +13,18 @@ public struct IOError: Error, Sendable, CustomStringConvertible {
         self.message = message
     }
     public init(path: String, _ what: String, errno code: Int32) {
-        self.init(path: path, "\(what): \(String(cString: strerror(code)))")
+        var message = "\(what): \(String(cString: strerror(code)))"
+        switch code {
+        case ENOSPC, EDQUOT:
+            message += " (free space on that device, or write the output elsewhere; the unfinished file was deleted)"
+        case EFBIG:
+            message += " (a file-size limit was reached: see `ulimit -f`; the unfinished file was deleted)"
+        case EROFS, EACCES, EPERM:
+            message += " (the output location is not writable; choose a writable directory)"
+        default:
+            break
+        }
+        self.init(path: path, message)
     }
     public var description: String { "\(path): \(message)" }
 }
@@ -28,8 +40,13 @@ public final class AtomicFile {
     private let bufferLimit = 1 << 20
     public private(set) var bytesWritten: UInt64 = 0
     private var finished = false
+    /// Where the signal handlers know the temporary file (to delete it if the process is killed).
+    private var safetySlot: Int32 = -1
     /// Sees every byte written, in order (to checksum a file while writing it).
     public var observer: ((UnsafeRawBufferPointer) -> Void)?
+    /// The mapped files this one is made from: `commit` refuses to put the result in place if any
+    /// of them changed on disk while it was being written (the output would mix old and new bytes).
+    public var sources: [MappedFile] = []
 
     public init(path: String) throws {
         finalPath = path
@@ -46,6 +63,7 @@ public final class AtomicFile {
         guard opened >= 0 else { throw IOError(path: path, "cannot create a temporary file beside it", errno: errno) }
         fd = opened
         temporaryPath = tmp
+        safetySlot = moe_note_temporary(tmp)
         buffer.reserveCapacity(bufferLimit)
     }
 
@@ -54,6 +72,7 @@ public final class AtomicFile {
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        FaultInjection.event()
         if buffer.count + bytes.count <= bufferLimit {
             buffer.append(contentsOf: bytes)
         } else {
@@ -72,6 +91,7 @@ public final class AtomicFile {
     /// know where everything goes. Safe from several threads at once for disjoint ranges; do not
     /// mix with `write(_:)` unless that buffer was flushed (it is empty before any `write`).
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        FaultInjection.event()
         var done = 0
         while done < bytes.count {
             let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
@@ -105,6 +125,11 @@ public final class AtomicFile {
     public func commit() throws {
         precondition(!finished, "AtomicFile committed twice")
         do {
+            for source in sources {
+                if let change = source.changeSinceMapped() {
+                    throw IOError(path: source.path, "\(change); the output made from it was deleted, rerun once the input is stable")
+                }
+            }
             try flushBuffer()
             guard fsync(fd) == 0 else { throw IOError(path: finalPath, "fsync failed", errno: errno) }
             guard close(fd) == 0 else {
@@ -112,6 +137,7 @@ public final class AtomicFile {
                 throw IOError(path: finalPath, "close failed", errno: errno)
             }
             fd = -1
+            FaultInjection.event()
             guard rename(temporaryPath, finalPath) == 0 else {
                 throw IOError(path: finalPath, "cannot rename the finished file into place", errno: errno)
             }
@@ -120,6 +146,8 @@ public final class AtomicFile {
             throw error
         }
         finished = true
+        moe_forget_temporary(safetySlot)
+        FaultInjection.event()
         let (dir, _) = splitPath(finalPath)
         let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dfd >= 0 {
@@ -134,10 +162,31 @@ public final class AtomicFile {
         fd = -1
         if !finished { unlink(temporaryPath) }
         finished = true
+        moe_forget_temporary(safetySlot)
+        safetySlot = -1
     }
 }
 
 extension AtomicFile {
+    /// Deletes the temporary files earlier writers left for `path` (`.NAME.tmp-PID-*`, from a kill or
+    /// a power cut). Without a lock that excludes other writers (`allWriters: false`), only files of
+    /// processes no longer running on this machine go.
+    public static func removeStaleTemporaries(of path: String, allWriters: Bool) {
+        let (dir, base) = splitPath(path)
+        let prefix = "." + base + ".tmp-"
+        guard let d = opendir(dir.isEmpty ? "." : dir) else { return }
+        defer { closedir(d) }
+        var stale: [String] = []
+        while let entry = readdir(d) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix(prefix) else { continue }
+            let pid = name.dropFirst(prefix.count).prefix { $0 != "-" }
+            if !allWriters, let pid = Int32(pid), pid > 0, kill(pid, 0) == 0 || errno == EPERM { continue }
+            stale.append(name)
+        }
+        for name in stale { unlink((dir.isEmpty ? "" : dir + "/") + name) }
+    }
+
     /// Copies the file at `source` to `destination` through a temporary file renamed into place.
     public static func copy(from source: String, to destination: String) throws {
         let m: MappedFile
@@ -147,6 +196,7 @@ extension AtomicFile {
             throw IOError(path: source, "cannot read: \(error)")
         }
         let file = try AtomicFile(path: destination)
+        file.sources = [m]
         do {
             var offset: UInt64 = 0
             while offset < m.size {
@@ -161,6 +211,13 @@ extension AtomicFile {
             throw error
         }
     }
+}
+
+/// Installs moetool's signal handlers (see CSafety): a bus error on a mapped input names the file
+/// and exits 1; SIGINT, SIGTERM and SIGHUP delete unfinished outputs first; a file-size limit
+/// becomes a write error. For the command-line tool, once at start.
+public func installSignalHandlers() {
+    moe_install_signal_handlers()
 }
 
 func splitPath(_ path: String) -> (dir: String, base: String) {

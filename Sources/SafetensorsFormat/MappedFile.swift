@@ -1,3 +1,4 @@
+import CSafety
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -14,6 +15,8 @@ public final class MappedFile: @unchecked Sendable {
     public let inode: UInt64
     public let modificationTime: Int
     private let base: UnsafeRawPointer?
+    /// Where the signal handlers know this mapping by its path (-1: not recorded).
+    private let safetySlot: Int32
 
     public enum OpenError: Error, CustomStringConvertible {
         case system(String, Int32)
@@ -41,15 +44,31 @@ public final class MappedFile: @unchecked Sendable {
         modificationTime = Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
         if size == 0 {
             base = nil
+            safetySlot = -1
         } else {
             let p = mmap(nil, Int(size), PROT_READ, MAP_PRIVATE, fd, 0)
             guard let p, p != MAP_FAILED else { throw .system("cannot map", errno) }
             base = UnsafeRawPointer(p)
+            safetySlot = moe_note_mapping(p, Int(size), path)
         }
     }
 
     deinit {
+        moe_forget_mapping(safetySlot)
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), Int(size)) }
+    }
+
+    /// How the file at `path` differs from the one mapped (replaced, resized or written to since),
+    /// or nil if it looks the same. A mapping of a file that changes underneath reads a mix of old and
+    /// new bytes, so writers check their inputs with this before putting an output in place.
+    public func changeSinceMapped() -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return "was deleted or moved while being read" }
+        if UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode { return "was replaced by another file while being read" }
+        if UInt64(st.st_size) != size { return "changed size while being read (\(size) bytes, now \(st.st_size))" }
+        let mtime = Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
+        if mtime != modificationTime { return "was written to while being read (its modification time changed)" }
+        return nil
     }
 
     /// The bytes in `range`, which must lie within the file.

@@ -136,12 +136,13 @@ public enum SafetensorsWriter {
     @discardableResult
     public static func write(
         to path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?,
-        observe: ((UnsafeRawBufferPointer) -> Void)? = nil,
+        observe: ((UnsafeRawBufferPointer) -> Void)? = nil, sources: [MappedFile] = [],
         produce: (TensorInfo, TensorSink) throws -> Void
     ) throws -> SafetensorsLayout {
         let layout = try SafetensorsLayout(tensors: tensors, metadata: metadata)
         let file = try AtomicFile(path: path)
         file.observer = observe
+        file.sources = sources
         do {
             var prefix = UInt64(layout.headerJSON.count).littleEndian
             try withUnsafeBytes(of: &prefix) { try file.write($0) }

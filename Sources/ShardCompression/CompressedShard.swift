@@ -41,6 +41,7 @@ public enum ShardCompressor {
             }
         }
         let out = try AtomicFile(path: output)
+        out.sources = [file.mapping]
         do {
             let n = file.header.headerLength
             var head = CompressedFormat.magic
@@ -126,6 +127,19 @@ public final class CompressedShard: @unchecked Sendable {
     public var tensors: [TensorInfo] { header.tensors }
     public var storedBytes: UInt64 { mapping.size }
     public var originalBytes: UInt64 { 8 + header.headerLength + header.dataBytes }
+
+    /// Original and stored bytes, in total and per dtype, from the chunk table.
+    public func statistics() -> ShardStats {
+        var stats = ShardStats()
+        for c in chunks {
+            let dtype = header.tensors[Int(c.tensor)].dtype.rawValue
+            stats.originalBytes += UInt64(c.length)
+            stats.storedBytes += c.storedBytes
+            stats.byDtype[dtype, default: (0, 0)].original += UInt64(c.length)
+            stats.byDtype[dtype, default: (0, 0)].stored += c.storedBytes
+        }
+        return stats
+    }
 
     /// Whether the file starts with the compressed format's magic number.
     public static func isCompressed(path: String) -> Bool {
@@ -305,6 +319,7 @@ public final class CompressedShard: @unchecked Sendable {
     /// their place in the file by all cores at once.
     public func decompress(to output: String, threads: Int = 0, progress: (@Sendable (UInt64) -> Void)? = nil) throws {
         let out = try AtomicFile(path: output)
+        out.sources = [mapping]
         do {
             var head: [UInt8] = []
             head.appendLE(header.headerLength)

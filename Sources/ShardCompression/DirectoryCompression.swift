@@ -17,6 +17,8 @@ public enum DirectoryCompression {
         public var inputBytes: UInt64
         public var outputBytes: UInt64
         public var stats: ShardStats?
+        /// Already in place from a killed run (`--resume`).
+        public var resumed = false
     }
 
     public struct Summary: Sendable {
@@ -67,33 +69,47 @@ public enum DirectoryCompression {
         return out
     }
 
+    /// Where an unfinished directory run keeps its plan and lock inside OUT (removed at the end).
+    public static let stateDirectoryName = ".moetool-compress"
+
     /// Compresses or restores `input` (a file or a checkpoint directory) into `output`, which
     /// must not exist yet or be an empty directory. Every file is written under a temporary name
-    /// and renamed when complete; in a directory the manifest is written last.
+    /// and renamed when complete; in a directory the manifest is written last. With `resume`, a
+    /// run that was killed is finished: files already in place (and intact) are kept, the rest redone.
     public static func run(_ input: String, _ output: String, _ direction: Direction, levels: ChunkCodec.Levels = .init(),
-                           threads: Int = 0, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
+                           threads: Int = 0, resume: Bool = false,
+                           progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
         let start = monotonicSeconds()
         var st = stat()
         let isDirectory = stat(input, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
         let jobs = try plan(input, output, direction)
+        let state = output + "/" + stateDirectoryName
+        var lock: WriterLock? = nil
         if isDirectory {
-            var o = stat()
-            if stat(output, &o) == 0 {
-                guard (o.st_mode & S_IFMT) == S_IFDIR, listDirectory(output).isEmpty else {
-                    throw CompressionError(output, "exists and is not an empty directory; choose a new output")
-                }
-            } else if mkdir(output, 0o755) != 0 {
-                throw CompressionError(output, "cannot create: \(String(cString: strerror(errno)))")
-            }
-            guard realPath(input) != realPath(output) else { throw CompressionError(output, "is the input directory") }
+            lock = try prepareDirectory(input, output, jobs: jobs, direction: direction, levels: levels, resume: resume)
         } else {
             var o = stat()
-            if stat(output, &o) == 0 { throw CompressionError(output, "exists; moetool never overwrites a file, choose a new output") }
+            if stat(output, &o) == 0 && !resume {
+                throw CompressionError(output, "exists; moetool never overwrites a file, choose a new output (or --resume a killed run)")
+            }
         }
         var summary = Summary()
         for job in jobs {
             let inSize = fileSize(job.source)
             var result = FileResult(name: job.name, action: job.action, inputBytes: inSize, outputBytes: 0, stats: nil)
+            if resume, let stats = finished(job) {
+                result.resumed = true
+                result.stats = stats
+                result.outputBytes = fileSize(job.destination)
+                summary.files.append(result)
+                progress?(job.action == "decompressed" ? result.outputBytes : inSize)
+                continue
+            }
+            if !isDirectory && access(job.destination, F_OK) == 0 {
+                throw CompressionError(job.destination, "exists and is not a complete output of \(job.source); moetool never overwrites a file, choose a new output")
+            }
+            // In a directory we hold the lock, so every leftover temporary is stale.
+            AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: lock != nil)
             switch job.action {
             case "compressed":
                 result.stats = try ShardCompressor.compress(input: job.source, output: job.destination, levels: levels,
@@ -112,11 +128,109 @@ public enum DirectoryCompression {
         if isDirectory && direction == .compress {
             try writeManifest(summary, to: output + "/" + manifestName)
         }
+        if lock != nil {
+            for name in listDirectory(state) { unlink(state + "/" + name) }
+            rmdir(state)
+        }
+        withExtendedLifetime(lock) {}
         summary.seconds = monotonicSeconds() - start
         return summary
     }
 
+    /// Checks and claims a directory OUT: new or empty, or (`resume`) holding an unfinished run of this
+    /// very input with these options. Returns the lock held for the rest of the run.
+    static func prepareDirectory(_ input: String, _ output: String, jobs: [(source: String, destination: String, name: String, action: String)],
+                                 direction: Direction, levels: ChunkCodec.Levels, resume: Bool) throws -> WriterLock {
+        var o = stat()
+        let exists = stat(output, &o) == 0
+        if exists && (o.st_mode & S_IFMT) != S_IFDIR { throw CompressionError(output, "exists and is not a directory; choose a new output") }
+        guard !exists || realPath(input) != realPath(output) else { throw CompressionError(output, "is the input directory") }
+        let state = output + "/" + stateDirectoryName
+        let entries = listDirectory(output).filter { $0 != stateDirectoryName }
+        let planPath = state + "/plan.json"
+        // Refuse before writing anything into a directory that is not ours.
+        if !entries.isEmpty {
+            guard resume else { throw CompressionError(output, "is not empty; choose a new output, or --resume a killed run into it") }
+            guard access(planPath, F_OK) == 0 else {
+                throw CompressionError(output, "is not empty and holds no interrupted run; choose a new output")
+            }
+        }
+        for dir in [output, state] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw CompressionError(dir, "cannot create: \(String(cString: strerror(errno)))")
+        }
+        let lock = try WriterLock(state + "/lock", .exclusive, what: output, by: "moetool compress or decompress")
+        let recorded = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
+        let expected = fingerprint(jobs, direction: direction, levels: levels)
+        if recorded != nil || !entries.isEmpty {
+            guard resume else {
+                throw CompressionError(output, "is not empty; choose a new output, or --resume a killed run into it")
+            }
+            guard let recorded else { throw CompressionError(output, "is not empty and holds no interrupted run; choose a new output") }
+            guard recorded == expected else {
+                throw CompressionError(output, "holds an interrupted run of another input, of a changed input or with other options (\(planPath)); choose a new output")
+            }
+        }
+        if recorded == nil {
+            AtomicFile.removeStaleTemporaries(of: planPath, allWriters: true)
+            let file = try AtomicFile(path: planPath)
+            do {
+                try file.write(Array(expected.utf8))
+                try file.commit()
+            } catch {
+                file.abort()
+                throw error
+            }
+        }
+        return lock
+    }
+
+    /// What identifies a run: the direction, the levels, and every input file with its size and modification time.
+    static func fingerprint(_ jobs: [(source: String, destination: String, name: String, action: String)], direction: Direction,
+                            levels: ChunkCodec.Levels) -> String {
+        var o = JSONObject()
+        o.append("direction", .string(direction == .compress ? "compress" : "decompress"))
+        if direction == .compress {
+            o.append("exponent_level", .number(JSONNumber(Int(levels.exponent))))
+            o.append("level", .number(JSONNumber(Int(levels.other))))
+        }
+        o.append("files", .array(jobs.map { job in
+            var st = stat()
+            _ = stat(job.source, &st)
+            var f = JSONObject()
+            f.append("name", .string(job.name))
+            f.append("action", .string(job.action))
+            f.append("bytes", .number(JSONNumber(Int(st.st_size))))
+            f.append("mtime_ns", .number(JSONNumber(Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec))))
+            return .object(f)
+        }))
+        return JSONSerializer.pretty(.object(o))
+    }
+
+    /// For a file a killed run already put in place: its statistics if it is complete and made from
+    /// this source, nil if it must be redone. (Files appear only complete, renamed after an fsync;
+    /// this also catches a file of the same name that is not ours.)
+    static func finished(_ job: (source: String, destination: String, name: String, action: String)) -> ShardStats? {
+        var st = stat()
+        guard stat(job.destination, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        let size = UInt64(st.st_size)
+        switch job.action {
+        case "compressed":
+            guard let shard = try? CompressedShard(path: job.destination), shard.originalBytes == fileSize(job.source),
+                  let original = try? MappedFile(path: job.source), original.size >= 8 + shard.header.headerLength,
+                  Array(original.bytes(8..<(8 + shard.header.headerLength)))
+                    == Array(shard.mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + shard.header.headerLength)))
+            else { return nil }
+            return shard.statistics()
+        case "decompressed":
+            guard let shard = try? CompressedShard(path: job.source), shard.originalBytes == size else { return nil }
+            return ShardStats()
+        default:
+            return size == fileSize(job.source) ? ShardStats() : nil
+        }
+    }
+
     static func writeManifest(_ summary: Summary, to path: String) throws {
+        AtomicFile.removeStaleTemporaries(of: path, allWriters: true)  // a killed run's; we hold the lock
         var o = JSONObject()
         o.append("format", "moetool compressed checkpoint")
         o.append("shard_format_version", .number(JSONNumber(Int(CompressedFormat.version))))

@@ -8,7 +8,7 @@ import Glibc
 /// Shared by compress and decompress.
 struct CompressionRun {
     static func execute(input: String, output: String, direction: DirectoryCompression.Direction, levels: ChunkCodec.Levels,
-                        threads: Int, json: Bool, quiet: Bool) throws {
+                        threads: Int, resume: Bool, json: Bool, quiet: Bool) throws {
         let total: UInt64
         do {
             let jobs = try DirectoryCompression.plan(input, output, direction)
@@ -25,7 +25,7 @@ struct CompressionRun {
         let bar = ProgressBar(label: direction == .compress ? "compress" : "decompress", total: total, quiet: quiet || json)
         let summary: DirectoryCompression.Summary
         do {
-            summary = try DirectoryCompression.run(input, output, direction, levels: levels, threads: threads,
+            summary = try DirectoryCompression.run(input, output, direction, levels: levels, threads: threads, resume: resume,
                                                    progress: { bar.advance($0) })
         } catch {
             bar.finish()
@@ -56,7 +56,7 @@ struct CompressionRun {
                                                ("ratio", .number(JSONNumber(text: fixed(Double(v.original) / Double(max(v.stored, 1)), 4))))])))
             })))
             o.append("files", .array(summary.files.map { f in
-                .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)),
+                .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)), ("resumed", .bool(f.resumed)),
                                     ("input_bytes", .number(JSONNumber(f.inputBytes))), ("output_bytes", .number(JSONNumber(f.outputBytes)))]))
             }))
             FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
@@ -88,7 +88,8 @@ struct Compress: ParsableCommand {
         discussion: """
             IN is a .safetensors file or a checkpoint directory (every .safetensors file compressed under \
             its own name, other files copied, a manifest added; the index stays valid). OUT must not exist \
-            (or be an empty directory). `moetool decompress` restores every byte. See Docs/compress.md.
+            (or be an empty directory); after a kill, rerun with --resume. `moetool decompress` restores every \
+            byte. See Docs/compress.md.
             """)
 
     @Argument(help: "A .safetensors file or a checkpoint directory.") var input: String
@@ -96,6 +97,8 @@ struct Compress: ParsableCommand {
     @Option(help: "zstd level for exponent planes: 0 (moetool's entropy setting, the default) or 1-19.") var exponentLevel: Int32 = 0
     @Option(help: "zstd level for the other planes: 0 (the default) or 1-19.") var level: Int32 = 0
     @Option(help: "Threads (0: all cores).") var threads = 0
+    @Flag(help: "Finish a killed run into the same OUT: files already in place and intact are kept, the rest redone.")
+    var resume = false
     @Flag(help: "Print a JSON summary (schema moetool.compress/1).") var json = false
     @Flag(name: .shortAndLong, help: "No progress bar.") var quiet = false
 
@@ -106,7 +109,7 @@ struct Compress: ParsableCommand {
 
     func run() throws {
         try CompressionRun.execute(input: input, output: output, direction: .compress,
-                                   levels: .init(exponent: exponentLevel, other: level), threads: threads, json: json, quiet: quiet)
+                                   levels: .init(exponent: exponentLevel, other: level), threads: threads, resume: resume, json: json, quiet: quiet)
     }
 }
 
@@ -122,11 +125,13 @@ struct Decompress: ParsableCommand {
     @Argument(help: "A compressed file or directory.") var input: String
     @Argument(help: "The output file or directory.") var output: String
     @Option(help: "Threads (0: all cores).") var threads = 0
+    @Flag(help: "Finish a killed run into the same OUT: files already in place and intact are kept, the rest redone.")
+    var resume = false
     @Flag(help: "Print a JSON summary (schema moetool.compress/1).") var json = false
     @Flag(name: .shortAndLong, help: "No progress bar.") var quiet = false
 
     func run() throws {
         try CompressionRun.execute(input: input, output: output, direction: .decompress, levels: .init(), threads: threads,
-                                   json: json, quiet: quiet)
+                                   resume: resume, json: json, quiet: quiet)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CKernels
+import SafetensorsFormat
 
 #if canImport(Glibc)
 import Glibc
@@ -27,6 +28,7 @@ struct Moetool: ParsableCommand {
 enum Main {
     static func main() {
         moe_keep_large_buffers()
+        installSignalHandlers()
         do {
             var command = try Moetool.parseAsRoot()
             try command.run()

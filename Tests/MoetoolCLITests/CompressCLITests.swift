@@ -72,7 +72,11 @@ import Testing
         FileManager.default.createFile(atPath: existing + "/keep", contents: Data("x".utf8))
         let busy = try CLI.run(["compress", model, existing])
         #expect(busy.status == 1)
-        #expect(busy.stderr.contains("not an empty directory"))
+        #expect(busy.stderr.contains("is not empty"))
+        #expect(Faulty.tree(existing) == ["keep"])  // refused before writing anything
+        let foreign = try CLI.run(["compress", model, existing, "--resume"])
+        #expect(foreign.status == 1 && foreign.stderr.contains("holds no interrupted run"), "\(foreign.stderr)")
+        #expect(Faulty.tree(existing) == ["keep"])
         let notTensors = try CLI.run(["compress", model + "/config.json", dir + "/c.stz"])
         #expect(notTensors.status == 1)
         #expect(notTensors.stderr.contains("not a valid safetensors file"), "\(notTensors.stderr)")
