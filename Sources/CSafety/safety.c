@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "safety.h"
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -133,4 +134,12 @@ void moe_install_signal_handlers(void) {
         sigaction(deadly[i], &term, NULL);
     }
     signal(SIGXFSZ, SIG_IGN);
+
+    /* A parent may start us with these blocked (some process launchers pass on their threads'
+       masks): a blocked SIGTERM would never arrive, a blocked SIGBUS kills without a word. */
+    sigset_t handled;
+    sigemptyset(&handled);
+    sigaddset(&handled, SIGBUS);
+    for (unsigned i = 0; i < sizeof deadly / sizeof deadly[0]; i++) sigaddset(&handled, deadly[i]);
+    pthread_sigmask(SIG_UNBLOCK, &handled, NULL);
 }

@@ -117,6 +117,57 @@ import Testing
         #expect(r.stderr.contains(message), "\(r.stderr)")
     }
 
+    /// Headers at the edge of what is allowed, and past it. The bounds, for the debug build the tests
+    /// run (a release build is about 8 times faster; Docs/reliability.md has its figures): an answer
+    /// within 60 s, and no process of this test run above 1 GiB resident.
+    @Test func extremeHeadersAreAnsweredWithinBounds() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func write(_ name: String, header: [UInt8], dataBytes: Int = 0) throws -> String {
+            let path = dir + "/" + name
+            FileManager.default.createFile(atPath: path, contents: nil)
+            let h = try #require(FileHandle(forWritingAtPath: path))
+            try h.write(contentsOf: withUnsafeBytes(of: UInt64(header.count).littleEndian) { Data($0) })
+            try h.write(contentsOf: header)
+            try h.truncate(atOffset: UInt64(8 + header.count + dataBytes))  // zero data, without writing it
+            try h.close()
+            return path
+        }
+        // 1,000,000 tensors of one F32 each: valid, and summarised.
+        var million: [UInt8] = Array("{".utf8)
+        million.reserveCapacity(70_000_000)
+        for i in 0..<1_000_000 {
+            if i > 0 { million.append(UInt8(ascii: ",")) }
+            million += Array("\"t\(i)\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\(4 * i),\(4 * i + 4)]}".utf8)
+        }
+        million.append(UInt8(ascii: "}"))
+        // A header of exactly the 100,000,000-byte limit (valid), and one byte more (refused unread).
+        let padding = 100_000_000 - Array("{\"__metadata__\":{\"pad\":\"\"}}".utf8).count
+        var huge = Array("{\"__metadata__\":{\"pad\":\"".utf8)
+        huge += [UInt8](repeating: UInt8(ascii: "x"), count: padding)
+        huge += Array("\"}}".utf8)
+        let depth = 1_000_000
+        let nested = Array("{\"__metadata__\":{\"a\":".utf8) + [UInt8](repeating: UInt8(ascii: "["), count: depth)
+            + [UInt8](repeating: UInt8(ascii: "]"), count: depth) + Array("}}".utf8)
+        let cases: [(String, Int32, String)] = [
+            (try write("million.safetensors", header: million, dataBytes: 4_000_000), 0, "1,000,000"),
+            (try write("limit.safetensors", header: huge), 0, "tensors           0"),
+            (try write("over.safetensors", header: huge + [UInt8(ascii: " ")]), 1, "above the limit of 100000000 bytes"),
+            (try write("nested.safetensors", header: nested), 1, "nesting deeper than 128 levels"),
+        ]
+        for (path, status, message) in cases {
+            let start = Date()
+            let r = try CLI.run(["inspect", path])
+            let took = Date().timeIntervalSince(start)
+            #expect(r.status == status, "\(path): \(r.stderr)")
+            #expect((r.stdout + r.stderr).contains(message), "\(path): \(r.stdout.prefix(400)) \(r.stderr)")
+            #expect(took < 60, "\(path): \(took) s")
+        }
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        #expect(usage.ru_maxrss < 1 << 20, "a child process peaked at \(usage.ru_maxrss) KiB")  // KiB on Linux
+    }
+
     @Test func planParametersOutOfRange() throws {
         let profile = Fixtures.path("profiles/readme.json")
         for args in [["--redundant-per-gpu", "9223372036854775807"], ["--slots", "4611686018427387904"], ["--nodes", "0"]] {

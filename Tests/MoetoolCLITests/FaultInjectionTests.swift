@@ -256,6 +256,26 @@ enum Faulty {
         }
     }
 
+    /// Ctrl-C, `kill` and a closed terminal: the process dies of the signal as usual, after deleting
+    /// its unfinished files; a --resume then finishes the job.
+    @Test func interruptedRunsLeaveNoTemporaries() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let total = try Faulty.events(["convert", source, dir + "/counted", "--to", "fp8"])
+        #expect(try CLI.run(["convert", source, dir + "/reference", "--to", "fp8"]).status == 0)
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
+            let out = dir + "/out-\(signal)"
+            let (p, _) = try Faulty.startStopped(["convert", source, out, "--to", "fp8"], at: total / 2)
+            #expect(!Faulty.temporaries(out).isEmpty, "stopped with nothing half-written: the test would prove nothing")
+            kill(p.processIdentifier, signal)
+            Faulty.resume(p)
+            #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == signal)
+            #expect(Faulty.temporaries(out).isEmpty, "signal \(signal): \(Faulty.temporaries(out))")
+            #expect(try Faulty.run(["convert", source, out, "--to", "fp8", "--resume"]).status == 0)
+            Faulty.expectSameTree(out, as: dir + "/reference", "signal \(signal), resumed")
+        }
+    }
+
     /// Two runs into one OUT: the second is refused while the first holds the lock, and the first
     /// still finishes byte-identical. `--shards` workers share OUT but never one shard.
     @Test func racingRunsIntoOneOutputAreRefusedByTheLock() throws {
