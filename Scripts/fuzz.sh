@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 each="${SECONDS_EACH:-600}"
-targets=("${@:-header profile compressed config}")
+targets=("${@:-header profile compressed config index}")
 read -r -a targets <<< "${targets[*]}"
 scratch="${FUZZ_SCRATCH:-.build/fuzz}"
 swift build -c debug --product moetool-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
@@ -26,6 +26,9 @@ seed() {  # seed corpus for a target, from the fixtures
     compressed) for f in Fixtures/models/mixtral-bf16/model.safetensors Fixtures/models/qwen3_moe-bf16/model.safetensors; do
                   [ -f "$dir/$(basename "$(dirname "$f")").stz" ] || .build/release/moetool compress "$f" "$dir/$(basename "$(dirname "$f")").stz" -q >/dev/null 2>&1 || true
                 done ;;
+    index) for f in Fixtures/models/*/model.safetensors.index.json Fixtures/malformed/checkpoints/*/model.safetensors.index.json; do
+             [ -f "$f" ] && cp "$f" "$dir/$(echo "$f" | tr / _)"; done
+           cp Fixtures/fuzz-regressions/index/* "$dir"/ ;;  # matching-seed.json fits the target's two shards
     config) cp Fixtures/models/*/config.json "$dir"/ 2>/dev/null || true
             for f in Fixtures/models/*/config.json; do cp "$f" "$dir/$(echo "$f" | tr / _)"; done ;;
   esac

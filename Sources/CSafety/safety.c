@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "safety.h"
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -58,6 +59,16 @@ int moe_note_temporary(const char *path) {
 void moe_forget_temporary(int slot) {
     if (slot < 0 || slot >= SLOTS) return;
     free(atomic_exchange(&temporaries[slot], NULL));
+}
+
+void moe_start_writeback(int fd, long long offset, long long length) {
+#ifdef __linux__
+    (void)sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd;
+    (void)offset;
+    (void)length;
+#endif
 }
 
 /* Everything below runs inside signal handlers: only async-signal-safe calls. */

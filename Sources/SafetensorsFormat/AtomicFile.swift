@@ -101,6 +101,7 @@ public final class AtomicFile {
             }
             done += n
         }
+        if bytes.count >= 1 << 20 { moe_start_writeback(fd, Int64(offset), Int64(bytes.count)) }
     }
 
     private func flushBuffer() throws {
@@ -119,7 +120,18 @@ public final class AtomicFile {
             }
             offset += n
         }
+        flushedBytes += UInt64(bytes.count)
+        if flushedBytes - writebackStart >= writebackStep {
+            moe_start_writeback(fd, Int64(writebackStart), Int64(flushedBytes - writebackStart))
+            writebackStart = flushedBytes
+        }
     }
+
+    /// Sequential bytes handed to the kernel so far, and where the last writeback request ended: the disk
+    /// writes a large file while the rest is still being computed, instead of all of it in `commit`'s fsync.
+    private var flushedBytes: UInt64 = 0
+    private var writebackStart: UInt64 = 0
+    private let writebackStep: UInt64 = 32 << 20
 
     /// Flushes, syncs and renames the file into place, then syncs the directory.
     public func commit() throws {

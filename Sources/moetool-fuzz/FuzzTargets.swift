@@ -20,6 +20,8 @@ enum FuzzTarget: String, CaseIterable {
     case compressed
     /// config.json through json-c.
     case config
+    /// model.safetensors.index.json, cross-checked against two real shards beside it.
+    case index
 
     func run(_ bytes: UnsafeRawBufferPointer) {
         switch self {
@@ -42,6 +44,14 @@ enum FuzzTarget: String, CaseIterable {
             }
         case .config:
             withScratchFile(bytes) { path in _ = try? ConfigReader.read(path: path, displayName: "fuzz") }
+        case .index:
+            guard let dir = IndexScratch.directory else { return }
+            let path = dir + "/model.safetensors.index.json"
+            IndexScratch.write(bytes, to: path)
+            if let checkpoint = try? Checkpoint(path: dir) {
+                for name in IndexScratch.tensorNames { _ = checkpoint.locate(name) }
+            }
+            unlink(path)
         }
     }
 
@@ -49,17 +59,47 @@ enum FuzzTarget: String, CaseIterable {
     func withScratchFile(_ bytes: UnsafeRawBufferPointer, _ body: (String) -> Void) {
         let dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
         let path = "\(dir)/moetool-fuzz-\(getpid())-\(rawValue)"
+        IndexScratch.write(bytes, to: path)
+        body(path)
+        unlink(path)
+    }
+}
+
+/// A directory holding two small shards (written once per process) for the index target.
+/// Fuzz/corpus/index is seeded with an index that matches them.
+enum IndexScratch {
+    static let tensorNames = ["model.embed_tokens.weight", "model.layers.0.mlp.gate.weight",
+                              "model.layers.0.mlp.experts.0.down_proj.weight", "lm_head.weight"]
+    static let shardNames = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+    nonisolated(unsafe) static let directory: String? = {
+        let dir = (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/moetool-fuzz-\(getpid())-index"
+        mkdir(dir, 0o700)
+        for (k, shard) in shardNames.enumerated() {
+            let names = tensorNames[(2 * k)..<(2 * k + 2)]
+            let specs = names.map { TensorSpec(name: $0, dtype: .BF16, shape: [4, 8]) }
+            guard (try? SafetensorsWriter.write(to: dir + "/" + shard, tensors: specs, metadata: [(key: "format", value: "pt")], produce: { _, sink in
+                try sink.write([UInt8](repeating: 0x3F, count: 64))
+            })) != nil else { return nil }
+        }
+        atexit {
+            guard let dir = IndexScratch.directory else { return }
+            for name in IndexScratch.shardNames + ["model.safetensors.index.json"] { unlink(dir + "/" + name) }
+            rmdir(dir)
+        }
+        return dir
+    }()
+
+    static func write(_ bytes: UnsafeRawBufferPointer, to path: String) {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { return }
         var done = 0
         while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
             if n <= 0 { break }
             done += n
         }
         close(fd)
-        body(path)
-        unlink(path)
     }
 }
 

@@ -29,13 +29,19 @@ import Testing
             .map { path + "/" + $0 }
     }
 
-    @Test(arguments: ["header", "profile", "compressed", "config"])
+    @Test(arguments: ["header", "profile", "compressed", "config", "index"])
     func seedsAndRegressions(_ target: String) throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "\(Self.binary)")
         switch target {
         case "header": try replay(target, files("malformed", [".safetensors"]) + files("valid", [".safetensors"]))
         case "profile": try replay(target, files("profiles", [".json", ".csv", ".zst"]) + files("profiles/malformed"))
         case "config": try replay(target, ["deepseek_v3-bf16", "mixtral-bf16", "qwen2_moe-bf16"].map { Fixtures.path("models/\($0)/config.json") })
+        case "index":
+            let indexes = ["models", "malformed/checkpoints"].flatMap { dir in
+                files(dir).map { $0 + "/model.safetensors.index.json" }.filter { FileManager.default.fileExists(atPath: $0) }
+            }
+            #expect(indexes.count >= 8)
+            try replay(target, indexes)
         default: break
         }
         try replay(target, files("fuzz-regressions/" + target))

@@ -21,4 +21,8 @@ void moe_forget_temporary(int slot);
 /// file-size limit is an ordinary write error (EFBIG) instead of a silent death.
 void moe_install_signal_handlers(void);
 
+/// Asks the kernel to start writing `length` bytes of `fd` from `offset` to disk now, without waiting
+/// (Linux sync_file_range; elsewhere nothing). The fsync before the rename then has little left to do.
+void moe_start_writeback(int fd, long long offset, long long length);
+
 #endif
