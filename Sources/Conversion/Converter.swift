@@ -154,79 +154,61 @@ public enum Converter {
     /// Rows quantized or dequantized per work item: one block row.
     static let bandRows = BlockQuantization.blockSize
 
-    /// Writes one output shard. Each quantized weight is processed in 128-row bands
-    /// in parallel; memory holds one tensor's output at a time.
-    /// Returns the XXH64 of the bytes written, as "xxh64:" and 16 hex digits.
+    /// Writes one output shard. Every tensor is computed straight into the output file's pages
+    /// (quantized weights in 128-row bands on all cores); a quantized weight's codes are computed
+    /// when its scales (which come first in the file) are, in one pass over the input.
+    /// Returns the XXH64 of the file, as "xxh64:" and 16 hex digits.
     @discardableResult
     public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
                                   options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
-        var hasher = moe_xxh64_state()
-        moe_xxh64_reset(&hasher, 0)
+        let output = try SafetensorsOutput(path: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
+                                           sources: checkpoint.files.map(\.mapping))
         var byName: [String: PlannedTensor] = [:]
         for t in shard.tensors { byName[t.spec.name] = t }
-        // The heavy tensors in the order the writer will ask for them, so that the next one is
-        // computed (on all cores) while the current one is written and checksummed.
-        let order = try SafetensorsLayout(tensors: shard.tensors.map(\.spec), metadata: nil).tensors.map(\.name)
-        var jobs: [@Sendable () throws -> ComputedTensor] = []
-        var jobOfWeight: [String: Int] = [:]
-        for name in order {
-            switch byName[name]!.source {
-            case .codes(let fi, let w), .scales(let fi, let w):
-                guard jobOfWeight[w.name] == nil else { continue }
-                jobOfWeight[w.name] = jobs.count
-                let file = checkpoint.files[fi]
-                jobs.append { .quantized(try quantize(w, in: file, options: options)) }
-            case .dequantized(let wf, let w, let sf, let sc):
-                jobOfWeight[w.name] = jobs.count
-                let (file, scaleFile) = (checkpoint.files[wf], checkpoint.files[sf])
-                jobs.append { .bf16(dequantize(w, in: file, scale: sc, in: scaleFile, options: options)) }
-            case .copy:
-                break
-            }
-        }
-        let pipeline = Lookahead(jobs)
-        defer { pipeline.drain() }
-        // A quantized weight yields two tensors (codes and scales): keep its result until both are out.
-        var current: (weight: String, product: ComputedTensor, served: Int)? = nil
-        try SafetensorsWriter.write(to: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
-                                    observe: { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) },
-                                    sources: checkpoint.files.map(\.mapping)) {
-            info, sink in
-            let planned = byName[info.name]!
-            switch planned.source {
-            case .copy(let fi, let t):
-                let file = checkpoint.files[fi]
-                let bytes = file.data(t)
-                var offset = 0
-                // Stream large tensors in slices and let the kernel drop pages behind us.
-                while offset < bytes.count {
-                    let n = min(bytes.count - offset, 8 << 20)
-                    try sink.write(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
-                    let start = file.fileRange(t).lowerBound + UInt64(offset)
-                    file.mapping.adviseDone(start..<(start + UInt64(n)))
-                    progress?(UInt64(n))
-                    offset += n
-                }
-            case .codes(_, let w), .scales(_, let w):
-                if current?.weight != w.name {
-                    current = (w.name, try pipeline.take(jobOfWeight[w.name]!), 0)
-                }
-                guard case .quantized(let q) = current!.product else { fatalError("job kind mismatch") }
-                if case .codes = planned.source {
-                    try q.codes.withUnsafeBytes { try sink.write($0) }
+        do {
+            for info in output.layout.tensors where !output.isFilled(info.name) {
+                switch byName[info.name]!.source {
+                case .copy(let fi, let t):
+                    let file = checkpoint.files[fi]
+                    try output.fill(info.name) { region in
+                        let bytes = file.data(t)
+                        var offset = 0
+                        // In slices, letting the kernel drop the input's pages behind us.
+                        while offset < bytes.count {
+                            let n = min(bytes.count - offset, 8 << 20)
+                            try region.write(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]), at: UInt64(offset))
+                            let start = file.fileRange(t).lowerBound + UInt64(offset)
+                            file.mapping.adviseDone(start..<(start + UInt64(n)))
+                            progress?(UInt64(n))
+                            offset += n
+                        }
+                    }
+                case .codes(let fi, let w), .scales(let fi, let w):
+                    let codesName = w.name
+                    let scalesName = w.name + String(describing: BlockQuantization.scaleSuffix)
+                    var scales: [Float] = []
+                    try output.fill(codesName) { region in
+                        scales = try quantize(w, in: checkpoint.files[fi], options: options, into: region)
+                    }
+                    try output.fill(scalesName) { region in
+                        try scales.withUnsafeBytes { try region.write($0, at: 0) }
+                    }
                     progress?(w.byteCount)
-                } else {
-                    try q.scales.withUnsafeBytes { try sink.write($0) }
+                case .dequantized(let wf, let w, let sf, let sc):
+                    try output.fill(info.name) { region in
+                        try dequantize(w, in: checkpoint.files[wf], scale: sc, in: checkpoint.files[sf], options: options, into: region)
+                    }
+                    progress?(w.byteCount)
                 }
-                current!.served += 1
-                if current!.served == 2 { current = nil }
-            case .dequantized(_, let w, _, _):
-                guard case .bf16(let bf16) = try pipeline.take(jobOfWeight[w.name]!) else { fatalError("job kind mismatch") }
-                try bf16.withUnsafeBytes { try sink.write($0) }
-                progress?(w.byteCount)
             }
+            var hasher = moe_xxh64_state()
+            moe_xxh64_reset(&hasher, 0)
+            try output.commit { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) }
+            return xxh64Text(moe_xxh64_digest(&hasher))
+        } catch {
+            output.abort()
+            throw error
         }
-        return xxh64Text(moe_xxh64_digest(&hasher))
     }
 
     static func xxh64Text(_ v: UInt64) -> String {
@@ -249,68 +231,69 @@ public enum Converter {
         return xxh64Text(moe_xxh64_digest(&state))
     }
 
-    /// Reads a BF16/F16/F32 weight as float32, 128 rows at a time, and block-quantizes it.
-    static func quantize(_ w: TensorInfo, in file: SafetensorsFile, options: ConversionOptions) throws(ConversionError)
-        -> BlockQuantization.Quantized
-    {
+    /// Block-quantizes a BF16/F16/F32 weight 128 rows at a time on all cores; each band's FP8 codes
+    /// are written into `region` by the core that computed them, while still in its cache. Returns
+    /// the block scales.
+    static func quantize(_ w: TensorInfo, in file: SafetensorsFile, options: ConversionOptions,
+                         into region: TensorRegion) throws -> [Float] {
         let rows = Int(w.shape[0])
         let cols = Int(w.shape[1])
         nonisolated(unsafe) let data = file.data(w)  // the map outlives the parallel loop below
         let dtype = w.dtype
-        let bands = (rows + bandRows - 1) / bandRows
         let gridCols = (cols + bandRows - 1) / bandRows
         let format = options.scaleFormat
-        var scales = [Float](repeating: 0, count: bands * gridCols)
-        var nonFinite = 0
-        // Each band of 128 rows writes its own rows of the codes and its own row of the scales.
-        let codes = [UInt8](unsafeUninitializedCapacity: rows * cols) { codesOut, count in
-            scales.withUnsafeMutableBufferPointer { scalesOut in
-                nonisolated(unsafe) let (codesOut, scalesOut) = (codesOut, scalesOut)
-                let bad = parallelMap(bands, threads: options.threads) { band -> Int in
-                    let r0 = band * bandRows
-                    let r1 = min(rows, r0 + bandRows)
-                    let first = r0 * cols
-                    let n = (r1 - r0) * cols
+        var scales = [Float](repeating: 0, count: ((rows + bandRows - 1) / bandRows) * gridCols)
+        let results = scales.withUnsafeMutableBufferPointer { scalesOut in
+            nonisolated(unsafe) let scalesOut = scalesOut  // each band writes its own row of scales
+            return parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Int, any Error> in
+                let r0 = band * bandRows
+                let r1 = min(rows, r0 + bandRows)
+                let first = r0 * cols
+                let n = (r1 - r0) * cols
+                let codes = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: n)
+                defer { codes.deallocate() }
+                let scales = UnsafeMutableBufferPointer(rebasing: scalesOut[(band * gridCols)..<((band + 1) * gridCols)])
+                let bad: Int
+                if dtype == .BF16 {
+                    // Read in place: no float32 copy of the band.
+                    bad = BlockQuantization.quantize(.bf16(data.baseAddress! + first * 2), rows: r1 - r0, cols: cols,
+                                                     format: format, codes: codes, scales: scales)
+                } else {
                     let values = [Float](unsafeUninitializedCapacity: n) { out, count in
                         count = n
-                        guard n > 0 else { return }
-                        switch dtype {
-                        case .BF16:
-                            moe_bf16_to_f32(data.baseAddress! + first * 2, out.baseAddress!, n)
-                        case .F16:
+                        if dtype == .F16 {
                             FloatDecoding.f16Table.withUnsafeBufferPointer { table in
                                 for i in 0..<n {
                                     out[i] = table[Int(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self))]
                                 }
                             }
-                        default:
+                        } else {
                             UnsafeMutableRawPointer(out.baseAddress!).copyMemory(from: data.baseAddress! + first * 4, byteCount: n * 4)
                         }
                     }
-                    // Done with this band of the input: let its pages go.
-                    let range = file.fileRange(w)
-                    let lo = range.lowerBound + UInt64(first * dtype.bits / 8)
-                    file.mapping.adviseDone(lo..<(lo + UInt64(n * dtype.bits / 8)))
-                    return values.withUnsafeBufferPointer {
-                        BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format,
-                                                   codes: UnsafeMutableBufferPointer(rebasing: codesOut[first..<(first + n)]),
-                                                   scales: UnsafeMutableBufferPointer(rebasing: scalesOut[(band * gridCols)..<((band + 1) * gridCols)]))
+                    bad = values.withUnsafeBufferPointer {
+                        BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format, codes: codes, scales: scales)
                     }
                 }
-                nonFinite = bad.reduce(0, +)
+                // Done with this band of the input: let its pages go.
+                let lo = file.fileRange(w).lowerBound + UInt64(first * dtype.bits / 8)
+                file.mapping.adviseDone(lo..<(lo + UInt64(n * dtype.bits / 8)))
+                return Result { try region.write(UnsafeRawBufferPointer(codes), at: UInt64(first)); return bad }
             }
-            count = rows * cols
         }
+        var nonFinite = 0
+        for r in results { nonFinite += try r.get() }
         if nonFinite > 0 && !options.allowNonFinite {
             throw ConversionError(file: file.path, tensor: w.name,
                 "\(nonFinite) NaN or infinite values; fix the weights, or pass --allow-nonfinite to turn their blocks into NaN")
         }
-        return BlockQuantization.Quantized(codes: codes, scales: scales, nonFinite: nonFinite)
+        return scales
     }
 
-    /// Dequantizes an FP8 weight with its block scale into BF16 bytes, 128 rows at a time.
+    /// Dequantizes an FP8 weight with its block scale into BF16, 128 rows at a time on all cores, each
+    /// band written into `region` by the core that computed it.
     static func dequantize(_ w: TensorInfo, in file: SafetensorsFile, scale s: TensorInfo, in scaleFile: SafetensorsFile,
-                           options: ConversionOptions) -> [UInt16] {
+                           options: ConversionOptions, into region: TensorRegion) throws {
         let rows = Int(w.shape[0])
         let cols = Int(w.shape[1])
         nonisolated(unsafe) let codes = file.data(w)  // the map outlives the parallel loop below
@@ -321,24 +304,22 @@ public enum Converter {
                 ? scaleData.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
                 : FloatDecoding.bf16(scaleData.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
         }
-        let bands = (rows + bandRows - 1) / bandRows
-        return [UInt16](unsafeUninitializedCapacity: rows * cols) { out, count in
-            nonisolated(unsafe) let out = out  // each band writes its own rows
-            _ = parallelMap(bands, threads: options.threads) { band in
-                let r0 = band * bandRows
-                let r1 = min(rows, r0 + bandRows)
-                let bandCodes = UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)])
-                let range = file.fileRange(w)
-                defer { file.mapping.adviseDone((range.lowerBound + UInt64(r0 * cols))..<(range.lowerBound + UInt64(r1 * cols))) }
-                bandCodes.withMemoryRebound(to: UInt8.self) { c in
-                    scales[(band * gridCols)..<((band + 1) * gridCols)].withUnsafeBufferPointer { sc in
-                        BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols,
-                                                           into: UnsafeMutableBufferPointer(rebasing: out[(r0 * cols)..<(r1 * cols)]))
-                    }
+        let results = parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Void, any Error> in
+            let r0 = band * bandRows
+            let r1 = min(rows, r0 + bandRows)
+            let n = (r1 - r0) * cols
+            let out = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: n)
+            defer { out.deallocate() }
+            UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)]).withMemoryRebound(to: UInt8.self) { c in
+                scales[(band * gridCols)..<((band + 1) * gridCols)].withUnsafeBufferPointer { sc in
+                    BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols, into: out)
                 }
             }
-            count = rows * cols
+            let lo = file.fileRange(w).lowerBound + UInt64(r0 * cols)
+            file.mapping.adviseDone(lo..<(lo + UInt64(n)))
+            return Result { try region.write(UnsafeRawBufferPointer(out), at: UInt64(r0 * cols * 2)) }
         }
+        for r in results { try r.get() }
     }
 }
 
@@ -347,58 +328,5 @@ extension String {
     init(format2 byte: UInt8) {
         let hex = Array("0123456789abcdef")
         self = String([hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
-    }
-}
-
-/// The bytes of one converted tensor.
-enum ComputedTensor: Sendable {
-    case quantized(BlockQuantization.Quantized)
-    case bf16([UInt16])
-}
-
-/// Runs a list of jobs in order, one ahead of the consumer: `take(k)` returns job k's
-/// result (computing it now if it was not started) and starts job k + 1 in the background.
-/// At most two results exist at once.
-final class Lookahead: @unchecked Sendable {
-    private let jobs: [@Sendable () throws -> ComputedTensor]
-    private var inFlight: (index: Int, done: DispatchSemaphore, box: ResultBox)?
-
-    final class ResultBox: @unchecked Sendable {
-        var result: Result<ComputedTensor, Error>?
-    }
-
-    init(_ jobs: [@Sendable () throws -> ComputedTensor]) {
-        self.jobs = jobs
-    }
-
-    func take(_ index: Int) throws -> ComputedTensor {
-        let result: Result<ComputedTensor, Error>
-        if let f = inFlight, f.index == index {
-            f.done.wait()
-            result = f.box.result!
-            inFlight = nil
-        } else {
-            drain()
-            result = Result { try jobs[index]() }
-        }
-        if index + 1 < jobs.count {
-            let box = ResultBox()
-            let done = DispatchSemaphore(value: 0)
-            let job = jobs[index + 1]
-            DispatchQueue.global().async {
-                box.result = Result { try job() }
-                done.signal()
-            }
-            inFlight = (index + 1, done, box)
-        }
-        return try result.get()
-    }
-
-    /// Waits for a job still running (its result is dropped).
-    func drain() {
-        if let f = inFlight {
-            f.done.wait()
-            inFlight = nil
-        }
     }
 }

@@ -81,28 +81,55 @@ extension BlockQuantization {
                                 format: ScaleFormat = .float32, codes out: UnsafeMutableBufferPointer<UInt8>,
                                 scales: UnsafeMutableBufferPointer<Float>) -> Int {
         precondition(values.count == rows * cols, "values must hold rows x cols elements")
+        guard let base = values.baseAddress else { return 0 }
+        return quantize(.f32(base), rows: rows, cols: cols, block: block, format: format, codes: out, scales: scales)
+    }
+
+    /// Where the rows x cols values to quantize are (row-major, contiguous).
+    public enum Values {
+        case f32(UnsafePointer<Float>)
+        /// BF16 values read in place (any alignment): the same results as converting them to float32 first.
+        case bf16(UnsafeRawPointer)
+    }
+
+    /// Quantizes rows x cols values block by block into `codes` and the block grid's `scales`;
+    /// returns the count of non-finite values.
+    public static func quantize(_ values: Values, rows: Int, cols: Int, block: Int = blockSize,
+                                format: ScaleFormat = .float32, codes out: UnsafeMutableBufferPointer<UInt8>,
+                                scales: UnsafeMutableBufferPointer<Float>) -> Int {
         let gridRows = (rows + block - 1) / block
         let gridCols = (cols + block - 1) / block
         precondition(out.count >= rows * cols && scales.count >= gridRows * gridCols, "output buffers too small")
         var nonFinite = 0
+        var amaxBits = [UInt16](repeating: 0, count: gridCols)
+        var bad = [Int](repeating: 0, count: gridCols)
         for br in 0..<gridRows {
             let r0 = br * block
             let r1 = min(rows, r0 + block)
-            for bc in 0..<gridCols {
-                let c0 = bc * block
-                let c1 = min(cols, c0 + block)
-                var bad = 0
-                let first = values.baseAddress! + r0 * cols + c0
-                let amax = moe_block_amax(first, r1 - r0, c1 - c0, cols, &bad)
-                nonFinite += bad
-                if bad > 0 {
-                    scales[br * gridCols + bc] = .nan
-                    for r in r0..<r1 { for c in c0..<c1 { out[r * cols + c] = 0x7F } }
-                    continue
+            let rowScales = UnsafeMutableBufferPointer(rebasing: scales[(br * gridCols)..<((br + 1) * gridCols)])
+            switch values {
+            case .f32(let p):
+                for bc in 0..<gridCols {
+                    let first = r0 * cols + bc * block
+                    let width = min(cols, (bc + 1) * block) - bc * block
+                    bad[bc] = 0
+                    let amax = moe_block_amax(p + first, r1 - r0, width, cols, &bad[bc])
+                    rowScales[bc] = scale(amax: amax, format: format)
+                    moe_block_encode_e4m3(p + first, r1 - r0, width, cols, rowScales[bc], out.baseAddress! + first, cols)
                 }
-                let s = scale(amax: amax, format: format)
-                scales[br * gridCols + bc] = s
-                moe_block_encode_e4m3(first, r1 - r0, c1 - c0, cols, s, out.baseAddress! + r0 * cols + c0, cols)
+            case .bf16(let p):
+                let band = p + 2 * r0 * cols
+                moe_band_amax_bf16(band, r1 - r0, cols, cols, block, &amaxBits, &bad)
+                for bc in 0..<gridCols {
+                    rowScales[bc] = scale(amax: Float(bitPattern: UInt32(amaxBits[bc]) << 16), format: format)
+                }
+                moe_band_encode_e4m3_bf16(band, r1 - r0, cols, cols, block, rowScales.baseAddress!, out.baseAddress! + r0 * cols, cols)
+            }
+            // A block holding NaN or infinities gets a NaN scale and NaN codes.
+            for bc in 0..<gridCols where bad[bc] > 0 {
+                nonFinite += bad[bc]
+                rowScales[bc] = .nan
+                for r in r0..<r1 { for c in (bc * block)..<min(cols, (bc + 1) * block) { out[r * cols + c] = 0x7F } }
             }
         }
         return nonFinite
@@ -127,15 +154,14 @@ extension BlockQuantization {
         let gridCols = (cols + block - 1) / block
         precondition(scales.count == ((rows + block - 1) / block) * gridCols, "scales must cover the block grid")
         guard rows > 0, cols > 0 else { return }
+        let lut = UnsafeMutablePointer<UInt16>.allocate(capacity: 256 * gridCols)
+        defer { lut.deallocate() }
         FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
             for br in 0..<((rows + block - 1) / block) {
                 let r0 = br * block, r1 = min(rows, r0 + block)
-                for bc in 0..<gridCols {
-                    let c0 = bc * block, c1 = min(cols, c0 + block)
-                    moe_decode_block_e4m3_to_bf16(codes.baseAddress! + r0 * cols + c0, r1 - r0, c1 - c0, cols,
-                                                  scales[br * gridCols + bc], table.baseAddress!,
-                                                  dst.baseAddress! + r0 * cols + c0, cols)
-                }
+                moe_decode_band_e4m3_to_bf16(codes.baseAddress! + r0 * cols, r1 - r0, cols, cols, block,
+                                             scales.baseAddress! + br * gridCols, table.baseAddress!, lut,
+                                             dst.baseAddress! + r0 * cols, cols)
             }
         }
     }

@@ -56,7 +56,7 @@ public final class AtomicFile {
         var opened: Int32 = -1
         for _ in 0..<16 {
             tmp = (dir.isEmpty ? "" : dir + "/") + ".\(base).tmp-\(getpid())-\(String(suffix, radix: 16))"
-            opened = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            opened = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)  // read too: outputs are mapped
             if opened >= 0 || errno != EEXIST { break }
             suffix &+= 1
         }
@@ -101,7 +101,13 @@ public final class AtomicFile {
             }
             done += n
         }
+        // Start the disk on this range now, so that commit's fsync has little left to wait for.
         if bytes.count >= 1 << 20 { moe_start_writeback(fd, Int64(offset), Int64(bytes.count)) }
+    }
+
+    /// Maps `range` of what was written so far for reading (to checksum it).
+    func mapForReading(_ range: Range<UInt64>) throws -> ReadableRegion {
+        try ReadableRegion(fd: fd, range: range, path: finalPath)
     }
 
     private func flushBuffer() throws {
@@ -176,6 +182,49 @@ public final class AtomicFile {
         finished = true
         moe_forget_temporary(safetySlot)
         safetySlot = -1
+    }
+}
+
+/// A range of a file being written, mapped for reading.
+final class ReadableRegion {
+    let bytes: UnsafeRawBufferPointer
+    private let mapping: UnsafeMutableRawPointer?
+    private let mappedLength: Int
+    private let offsetInMapping: Int
+    private let safetySlot: Int32
+
+    init(fd: Int32, range: Range<UInt64>, path: String) throws {
+        guard !range.isEmpty else {
+            mapping = nil
+            mappedLength = 0
+            offsetInMapping = 0
+            safetySlot = -1
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let start = range.lowerBound / page * page
+        mappedLength = Int(range.upperBound - start)
+        let p = mmap(nil, mappedLength, PROT_READ, MAP_SHARED, fd, off_t(start))
+        guard let p, p != MAP_FAILED else { throw IOError(path: path, "cannot map for reading", errno: errno) }
+        mapping = p
+        offsetInMapping = Int(range.lowerBound - start)
+        bytes = UnsafeRawBufferPointer(start: p + offsetInMapping, count: range.count)
+        safetySlot = moe_note_mapping(p, mappedLength, path)
+    }
+
+    /// Drops the pages of `range` (offsets in `bytes`) from this process once read.
+    func release(_ range: Range<Int>) {
+        guard let mapping else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (offsetInMapping + range.lowerBound + page - 1) / page * page
+        let hi = offsetInMapping + range.upperBound
+        if hi > lo { _ = madvise(mapping + lo, hi - lo, MADV_DONTNEED) }
+    }
+
+    deinit {
+        moe_forget_mapping(safetySlot)
+        if let mapping { munmap(mapping, mappedLength) }
     }
 }
 

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import StrictJSON
 
 /// A tensor to be written: what the header says about it. Its bytes come later, streamed.
@@ -94,28 +99,150 @@ public struct SafetensorsLayout: Sendable {
     }
 }
 
-/// Receives one tensor's bytes from a producer and checks it gets exactly as many as declared.
-public final class TensorSink {
+/// Where one tensor's bytes go: positioned writes into the file being written, from any number of
+/// threads at once (each writing its own part); the total is checked against the tensor's size.
+public final class TensorRegion: @unchecked Sendable {
     let file: AtomicFile
+    let start: UInt64
     public let tensor: TensorInfo
-    public private(set) var written: UInt64 = 0
+    private let count = LockedCounter()
 
-    init(file: AtomicFile, tensor: TensorInfo) {
+    init(file: AtomicFile, start: UInt64, tensor: TensorInfo) {
         self.file = file
+        self.start = start
         self.tensor = tensor
     }
 
-    public func write(_ bytes: UnsafeRawBufferPointer) throws {
-        guard written + UInt64(bytes.count) <= tensor.byteCount else {
-            throw SafetensorsWriteError.wrongByteCount(tensor: tensor.name, expected: tensor.byteCount,
-                                                       got: written + UInt64(bytes.count))
+    /// Writes `bytes` at `offset` within the tensor.
+    public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        guard offset <= tensor.byteCount, UInt64(bytes.count) <= tensor.byteCount - offset else {
+            throw SafetensorsWriteError.wrongByteCount(tensor: tensor.name, expected: tensor.byteCount, got: offset + UInt64(bytes.count))
         }
-        try file.write(bytes)
+        guard !bytes.isEmpty else { return }
+        try file.write(bytes, at: start + offset)
+        count.add(UInt64(bytes.count))
+    }
+
+    public var written: UInt64 { count.value }
+}
+
+/// A total added to from several threads.
+final class LockedCounter: @unchecked Sendable {
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var total: UInt64 = 0
+
+    init() { pthread_mutex_init(lock, nil) }
+
+    deinit {
+        pthread_mutex_destroy(lock)
+        lock.deallocate()
+    }
+
+    func add(_ n: UInt64) {
+        pthread_mutex_lock(lock)
+        total += n
+        pthread_mutex_unlock(lock)
+    }
+
+    var value: UInt64 {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return total
+    }
+}
+
+/// Receives one tensor's bytes from a producer, in order, and checks it gets exactly as many as declared.
+public final class TensorSink {
+    let region: TensorRegion
+    public var tensor: TensorInfo { region.tensor }
+    public private(set) var written: UInt64 = 0
+
+    init(region: TensorRegion) {
+        self.region = region
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        try region.write(bytes, at: written)
         written += UInt64(bytes.count)
     }
 
     public func write(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { try write($0) }
+    }
+}
+
+/// A safetensors file being written: the header first, then each tensor's bytes put straight at
+/// their place in the file by positioned writes, in any order and from any number of threads (so a
+/// converter writes each band of a tensor from the core that computed it, while it is still in that
+/// core's cache). `commit` checks every tensor got all its bytes and renames the file into place.
+public final class SafetensorsOutput {
+    public let layout: SafetensorsLayout
+    public let path: String
+    private let file: AtomicFile
+    private var index: [String: Int] = [:]
+    private var filled: [Bool]
+    private var done = false
+
+    /// `sources`: the mapped inputs, checked unchanged before the rename (see AtomicFile.sources).
+    public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?,
+                sources: [MappedFile] = []) throws {
+        layout = try SafetensorsLayout(tensors: tensors, metadata: metadata)
+        self.path = path
+        file = try AtomicFile(path: path)
+        filled = Array(repeating: false, count: layout.tensors.count)
+        for (k, t) in layout.tensors.enumerated() { index[t.name] = k }
+        file.sources = sources
+        do {
+            var prefix = UInt64(layout.headerJSON.count).littleEndian
+            try withUnsafeBytes(of: &prefix) { try file.write($0, at: 0) }
+            try layout.headerJSON.withUnsafeBytes { try file.write($0, at: 8) }
+        } catch {
+            file.abort()
+            throw error
+        }
+    }
+
+    deinit { if !done { file.abort() } }
+
+    public func isFilled(_ name: String) -> Bool { index[name].map { filled[$0] } ?? false }
+
+    /// Fills tensor `name`: `body` must write every one of its bytes into the region it is given.
+    public func fill(_ name: String, _ body: (TensorRegion) throws -> Void) throws {
+        guard let k = index[name] else { preconditionFailure("no tensor \(name) in this output") }
+        precondition(!filled[k], "tensor \(name) filled twice")
+        let t = layout.tensors[k]
+        let region = TensorRegion(file: file, start: 8 + UInt64(layout.headerJSON.count) + t.begin, tensor: t)
+        try body(region)
+        guard region.written == t.byteCount else {
+            throw SafetensorsWriteError.wrongByteCount(tensor: t.name, expected: t.byteCount, got: region.written)
+        }
+        filled[k] = true
+        FaultInjection.event()
+    }
+
+    /// Checks every tensor was filled, shows `observe` every byte of the file in order (to checksum
+    /// it), and puts the file in place (synced).
+    public func commit(observe: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+        if let k = filled.firstIndex(of: false) {
+            throw SafetensorsWriteError.wrongByteCount(tensor: layout.tensors[k].name, expected: layout.tensors[k].byteCount, got: 0)
+        }
+        if let observe {
+            let whole = try file.mapForReading(0..<layout.fileSize)
+            var offset = 0
+            while offset < whole.bytes.count {
+                let n = min(whole.bytes.count - offset, 8 << 20)
+                observe(UnsafeRawBufferPointer(rebasing: whole.bytes[offset..<(offset + n)]))
+                whole.release(offset..<(offset + n))
+                offset += n
+            }
+        }
+        done = true
+        try file.commit()
+    }
+
+    public func abort() {
+        done = true
+        file.abort()
     }
 }
 
@@ -139,26 +266,16 @@ public enum SafetensorsWriter {
         observe: ((UnsafeRawBufferPointer) -> Void)? = nil, sources: [MappedFile] = [],
         produce: (TensorInfo, TensorSink) throws -> Void
     ) throws -> SafetensorsLayout {
-        let layout = try SafetensorsLayout(tensors: tensors, metadata: metadata)
-        let file = try AtomicFile(path: path)
-        file.observer = observe
-        file.sources = sources
+        let output = try SafetensorsOutput(path: path, tensors: tensors, metadata: metadata, sources: sources)
         do {
-            var prefix = UInt64(layout.headerJSON.count).littleEndian
-            try withUnsafeBytes(of: &prefix) { try file.write($0) }
-            try file.write(layout.headerJSON)
-            for t in layout.tensors {
-                let sink = TensorSink(file: file, tensor: t)
-                try produce(t, sink)
-                guard sink.written == t.byteCount else {
-                    throw SafetensorsWriteError.wrongByteCount(tensor: t.name, expected: t.byteCount, got: sink.written)
-                }
+            for t in output.layout.tensors {
+                try output.fill(t.name) { region in try produce(t, TensorSink(region: region)) }
             }
-            try file.commit()
+            try output.commit(observe: observe)
         } catch {
-            file.abort()
+            output.abort()
             throw error
         }
-        return layout
+        return output.layout
     }
 }

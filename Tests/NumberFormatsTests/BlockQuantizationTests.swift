@@ -164,3 +164,48 @@ import Testing
         #expect(mismatches == 0)
     }
 }
+
+@Suite struct BF16InPlaceQuantization {
+    /// Quantizing BF16 values read in place (the converter's path) gives the same codes, scales and
+    /// non-finite count as converting them to float32 first and quantizing those: over random BF16
+    /// bit patterns of every kind (NaN, infinities, subnormals, ±0, huge), partial edge blocks, and
+    /// input at an odd address (safetensors data offsets need not be aligned).
+    @Test(arguments: [(1, 1), (129, 130), (128, 7168 / 8), (300, 257)])
+    func equalsTheFloat32Path(_ rows: Int, _ cols: Int) {
+        var state = UInt64(rows * 31 + cols)
+        var bits: [UInt16] = (0..<(rows * cols)).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let r = UInt16(truncatingIfNeeded: state >> 40)
+            // Mostly N(0, 0.02)-like magnitudes, with every other kind sprinkled in.
+            return state >> 61 == 0 ? r : (r & 0x8000) | (0x3C00 + (r & 0x03FF) - 0x0200)
+        }
+        if bits.count > 3 { bits[1] = 0x7F80; bits[2] = 0x0001; bits[3] = 0x8000 }
+        for format in [BlockQuantization.ScaleFormat.float32, .ue8m0] {
+            let floats = bits.map { FloatDecoding.bf16($0) }
+            let gridCount = ((rows + 127) / 128) * ((cols + 127) / 128)
+            var codesF = [UInt8](repeating: 0, count: rows * cols), scalesF = [Float](repeating: 0, count: gridCount)
+            var codesB = codesF, scalesB = scalesF
+            let badF = floats.withUnsafeBufferPointer { v in
+                codesF.withUnsafeMutableBufferPointer { c in
+                    scalesF.withUnsafeMutableBufferPointer { s in
+                        BlockQuantization.quantize(v, rows: rows, cols: cols, format: format, codes: c, scales: s)
+                    }
+                }
+            }
+            // The BF16 bytes one byte into a buffer: misaligned on purpose.
+            var raw = [UInt8](repeating: 0, count: bits.count * 2 + 1)
+            for (i, b) in bits.enumerated() { raw[1 + 2 * i] = UInt8(b & 0xFF); raw[2 + 2 * i] = UInt8(b >> 8) }
+            let badB = raw.withUnsafeBytes { r in
+                codesB.withUnsafeMutableBufferPointer { c in
+                    scalesB.withUnsafeMutableBufferPointer { s in
+                        BlockQuantization.quantize(.bf16(r.baseAddress! + 1), rows: rows, cols: cols, format: format, codes: c, scales: s)
+                    }
+                }
+            }
+            #expect(badB == badF)
+            #expect(badF > 0 || bits.count <= 3)
+            #expect(codesB == codesF, "\(rows)x\(cols) \(format)")
+            #expect(scalesB.map(\.bitPattern) == scalesF.map(\.bitPattern), "\(rows)x\(cols) \(format)")
+        }
+    }
+}

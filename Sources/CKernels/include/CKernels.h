@@ -16,6 +16,15 @@ float moe_block_amax(const float *x, size_t rows, size_t cols, size_t stride, si
 void moe_block_encode_e4m3(const float *x, size_t rows, size_t cols, size_t stride, float s,
                            uint8_t *out, size_t out_stride);
 
+/// The same two for a band of rows of BF16 values read in place (possibly unaligned; strides in
+/// elements), every `block`-column block at once, row by row: amax_bits[b] gets the bits of block b's
+/// largest finite |x| (its BF16 pattern), nonfinite[b] its count of NaN and infinities; the encoder
+/// divides block b by scales[b]. Identical results to converting the band to float32 first.
+void moe_band_amax_bf16(const void *x, size_t rows, size_t cols, size_t stride, size_t block,
+                        uint16_t *amax_bits, size_t *nonfinite);
+void moe_band_encode_e4m3_bf16(const void *x, size_t rows, size_t cols, size_t stride, size_t block,
+                               const float *scales, uint8_t *out, size_t out_stride);
+
 /// BF16 (possibly unaligned) to float32.
 void moe_bf16_to_f32(const void *in, float *out, size_t n);
 
@@ -24,10 +33,12 @@ void moe_bf16_to_f32(const void *in, float *out, size_t n);
 /// out[i] = BF16_RNE(table[codes[i]] * s) for n elements (table: the 256 E4M3 values as float32).
 void moe_decode_e4m3_to_bf16(const uint8_t *codes, size_t n, float s, const float *table, uint16_t *out);
 
-/// A rows x cols block of codes (row stride `stride`) to BF16 (row stride `out_stride`), every
-/// element as moe_decode_e4m3_to_bf16 computes it with the block's scale `s`.
-void moe_decode_block_e4m3_to_bf16(const uint8_t *codes, size_t rows, size_t cols, size_t stride, float s,
-                                   const float *table, uint16_t *out, size_t out_stride);
+/// A band of rows x cols codes (row stride `stride`) to BF16 (row stride `out_stride`), block b of every
+/// `block` columns with scale scales[b], every element as moe_decode_e4m3_to_bf16 computes it.
+/// `lut`: room for 256 values per block.
+void moe_decode_band_e4m3_to_bf16(const uint8_t *codes, size_t rows, size_t cols, size_t stride, size_t block,
+                                  const float *scales, const float *table, uint16_t *lut, uint16_t *out,
+                                  size_t out_stride);
 
 /// out[i] = table[codes[i]] * s (table: the 256 E4M3 values as float32): one row of an FP8 weight.
 void moe_decode_e4m3_to_f32(const uint8_t *codes, size_t n, float s, const float *table, float *out);
