@@ -161,8 +161,13 @@ public enum Converter {
     @discardableResult
     public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
                                   options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
+        // The checksum is taken as the bytes are written, in file order (the codes of quantized weights,
+        // computed ahead of their place, are read back at the end).
+        nonisolated(unsafe) var hasher = moe_xxh64_state()
+        moe_xxh64_reset(&hasher, 0)
         let output = try SafetensorsOutput(path: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
-                                           sources: checkpoint.files.map(\.mapping))
+                                           sources: checkpoint.files.map(\.mapping),
+                                           observe: { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) })
         var byName: [String: PlannedTensor] = [:]
         for t in shard.tensors { byName[t.spec.name] = t }
         do {
@@ -201,9 +206,7 @@ public enum Converter {
                     progress?(w.byteCount)
                 }
             }
-            var hasher = moe_xxh64_state()
-            moe_xxh64_reset(&hasher, 0)
-            try output.commit { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) }
+            try output.commit()
             return xxh64Text(moe_xxh64_digest(&hasher))
         } catch {
             output.abort()

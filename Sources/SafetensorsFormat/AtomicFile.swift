@@ -42,8 +42,6 @@ public final class AtomicFile {
     private var finished = false
     /// Where the signal handlers know the temporary file (to delete it if the process is killed).
     private var safetySlot: Int32 = -1
-    /// Sees every byte written, in order (to checksum a file while writing it).
-    public var observer: ((UnsafeRawBufferPointer) -> Void)?
     /// The mapped files this one is made from: `commit` refuses to put the result in place if any
     /// of them changed on disk while it was being written (the output would mix old and new bytes).
     public var sources: [MappedFile] = []
@@ -80,7 +78,6 @@ public final class AtomicFile {
             if bytes.count >= bufferLimit { try writeAll(bytes) } else { buffer.append(contentsOf: bytes) }
         }
         bytesWritten += UInt64(bytes.count)
-        observer?(bytes)
     }
 
     public func write(_ bytes: [UInt8]) throws {

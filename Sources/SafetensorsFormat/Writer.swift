@@ -106,11 +106,13 @@ public final class TensorRegion: @unchecked Sendable {
     let start: UInt64
     public let tensor: TensorInfo
     private let count = LockedCounter()
+    let sequence: InOrder?
 
-    init(file: AtomicFile, start: UInt64, tensor: TensorInfo) {
+    init(file: AtomicFile, start: UInt64, tensor: TensorInfo, sequence: InOrder?) {
         self.file = file
         self.start = start
         self.tensor = tensor
+        self.sequence = sequence
     }
 
     /// Writes `bytes` at `offset` within the tensor.
@@ -121,6 +123,7 @@ public final class TensorRegion: @unchecked Sendable {
         guard !bytes.isEmpty else { return }
         try file.write(bytes, at: start + offset)
         count.add(UInt64(bytes.count))
+        sequence?.feed(bytes, at: start + offset)
     }
 
     public var written: UInt64 { count.value }
@@ -148,6 +151,68 @@ final class LockedCounter: @unchecked Sendable {
         pthread_mutex_lock(lock)
         defer { pthread_mutex_unlock(lock) }
         return total
+    }
+}
+
+/// Hands the bytes written to a file, arriving from several threads and not quite in order, to an
+/// observer in file order (to checksum a file while it is written, without reading it back): a piece
+/// at the cursor goes straight through, one a little ahead of it waits (copied) until the gap is filled.
+/// A piece further ahead than `limit` bytes, or more than `limit` bytes waiting, stops it, and `finish`
+/// reads the rest back from the file.
+final class InOrder: @unchecked Sendable {
+    private let observe: (UnsafeRawBufferPointer) -> Void
+    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var cursor: UInt64 = 0
+    private var waiting: [UInt64: [UInt8]] = [:]
+    private var waitingBytes = 0
+    private var streaming = true
+    private let limit = 16 << 20
+
+    init(_ observe: @escaping (UnsafeRawBufferPointer) -> Void) {
+        self.observe = observe
+        pthread_mutex_init(lock, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(lock)
+        lock.deallocate()
+    }
+
+    func feed(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        guard streaming, !bytes.isEmpty else { return }
+        if offset == cursor {
+            observe(bytes)
+            cursor += UInt64(bytes.count)
+            while let next = waiting.removeValue(forKey: cursor) {
+                waitingBytes -= next.count
+                next.withUnsafeBytes { observe($0) }
+                cursor += UInt64(next.count)
+            }
+        } else if offset > cursor && offset - cursor <= UInt64(limit) && waitingBytes + bytes.count <= limit && waiting[offset] == nil {
+            waiting[offset] = Array(bytes)
+            waitingBytes += bytes.count
+        } else {
+            // Too far ahead (or written twice): the rest is read back from the file at the end.
+            streaming = false
+            waiting = [:]
+            waitingBytes = 0
+        }
+    }
+
+    /// Observes whatever did not stream, reading the file from the cursor to `size`.
+    func finish(_ file: AtomicFile, size: UInt64) throws {
+        guard cursor < size else { return }
+        let rest = try file.mapForReading(cursor..<size)
+        var offset = 0
+        while offset < rest.bytes.count {
+            let n = min(rest.bytes.count - offset, 8 << 20)
+            observe(UnsafeRawBufferPointer(rebasing: rest.bytes[offset..<(offset + n)]))
+            rest.release(offset..<(offset + n))
+            offset += n
+        }
+        cursor = size
     }
 }
 
@@ -182,10 +247,14 @@ public final class SafetensorsOutput {
     private var index: [String: Int] = [:]
     private var filled: [Bool]
     private var done = false
+    private let sequence: InOrder?
 
     /// `sources`: the mapped inputs, checked unchanged before the rename (see AtomicFile.sources).
+    /// `observe` sees every byte of the file once, in order (to checksum it): mostly while it is
+    /// written, the rest when it is committed.
     public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?,
-                sources: [MappedFile] = []) throws {
+                sources: [MappedFile] = [], observe: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+        sequence = observe.map { InOrder($0) }
         layout = try SafetensorsLayout(tensors: tensors, metadata: metadata)
         self.path = path
         file = try AtomicFile(path: path)
@@ -194,8 +263,14 @@ public final class SafetensorsOutput {
         file.sources = sources
         do {
             var prefix = UInt64(layout.headerJSON.count).littleEndian
-            try withUnsafeBytes(of: &prefix) { try file.write($0, at: 0) }
-            try layout.headerJSON.withUnsafeBytes { try file.write($0, at: 8) }
+            try withUnsafeBytes(of: &prefix) {
+                try file.write($0, at: 0)
+                sequence?.feed($0, at: 0)
+            }
+            try layout.headerJSON.withUnsafeBytes {
+                try file.write($0, at: 8)
+                sequence?.feed($0, at: 8)
+            }
         } catch {
             file.abort()
             throw error
@@ -211,7 +286,7 @@ public final class SafetensorsOutput {
         guard let k = index[name] else { preconditionFailure("no tensor \(name) in this output") }
         precondition(!filled[k], "tensor \(name) filled twice")
         let t = layout.tensors[k]
-        let region = TensorRegion(file: file, start: 8 + UInt64(layout.headerJSON.count) + t.begin, tensor: t)
+        let region = TensorRegion(file: file, start: 8 + UInt64(layout.headerJSON.count) + t.begin, tensor: t, sequence: sequence)
         try body(region)
         guard region.written == t.byteCount else {
             throw SafetensorsWriteError.wrongByteCount(tensor: t.name, expected: t.byteCount, got: region.written)
@@ -220,22 +295,13 @@ public final class SafetensorsOutput {
         FaultInjection.event()
     }
 
-    /// Checks every tensor was filled, shows `observe` every byte of the file in order (to checksum
-    /// it), and puts the file in place (synced).
-    public func commit(observe: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
+    /// Checks every tensor was filled, lets the observer see the bytes it has not seen yet, and puts
+    /// the file in place (synced).
+    public func commit() throws {
         if let k = filled.firstIndex(of: false) {
             throw SafetensorsWriteError.wrongByteCount(tensor: layout.tensors[k].name, expected: layout.tensors[k].byteCount, got: 0)
         }
-        if let observe {
-            let whole = try file.mapForReading(0..<layout.fileSize)
-            var offset = 0
-            while offset < whole.bytes.count {
-                let n = min(whole.bytes.count - offset, 8 << 20)
-                observe(UnsafeRawBufferPointer(rebasing: whole.bytes[offset..<(offset + n)]))
-                whole.release(offset..<(offset + n))
-                offset += n
-            }
-        }
+        try sequence?.finish(file, size: layout.fileSize)
         done = true
         try file.commit()
     }
@@ -266,12 +332,12 @@ public enum SafetensorsWriter {
         observe: ((UnsafeRawBufferPointer) -> Void)? = nil, sources: [MappedFile] = [],
         produce: (TensorInfo, TensorSink) throws -> Void
     ) throws -> SafetensorsLayout {
-        let output = try SafetensorsOutput(path: path, tensors: tensors, metadata: metadata, sources: sources)
+        let output = try SafetensorsOutput(path: path, tensors: tensors, metadata: metadata, sources: sources, observe: observe)
         do {
             for t in output.layout.tensors {
                 try output.fill(t.name) { region in try produce(t, TensorSink(region: region)) }
             }
-            try output.commit(observe: observe)
+            try output.commit()
         } catch {
             output.abort()
             throw error
