@@ -191,24 +191,14 @@ struct CLI {
         try makeInput(dir + "/in")
         #expect(try CLI.run(["convert", dir + "/in", dir + "/reference", "--to", "fp8"]).status == 0)
 
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLI.binary)
-        p.arguments = ["convert", dir + "/in", dir + "/out", "--to", "fp8", "--threads", "1"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        // Kill as soon as the first shard is recorded as done (or give up after 60 s).
-        let state = dir + "/out/.moetool-convert"
-        let deadline = Date().addingTimeInterval(60)
-        while p.isRunning && Date() < deadline {
-            let done = (try? FileManager.default.contentsOfDirectory(atPath: state))?.filter { $0.hasSuffix(".done.json") } ?? []
-            if !done.isEmpty { break }
-            usleep(2_000)
-        }
-        let killedMidway = p.isRunning
+        // Stopped half-way (the debug build's fault hook, see FaultInjectionTests), then killed from outside.
+        let args = ["convert", dir + "/in", dir + "/out", "--to", "fp8", "--threads", "1"]
+        let total = try Faulty.events(["convert", dir + "/in", dir + "/counted", "--to", "fp8"])
+        let (p, _) = try Faulty.startStopped(args, at: total / 2)
+        #expect(FileManager.default.fileExists(atPath: dir + "/out/.moetool-convert/model-00001-of-00006.safetensors.done.json"))
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        #expect(killedMidway, "the conversion finished before it could be killed")
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL)
         // Nothing half-written under a final name.
         #expect(!FileManager.default.fileExists(atPath: dir + "/out/model.safetensors.index.json"))
         #expect(try CLI.run(["convert", dir + "/in", dir + "/out", "--to", "fp8"]).status == 1)  // not empty: needs --resume
