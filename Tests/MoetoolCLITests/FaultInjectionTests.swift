@@ -105,6 +105,9 @@ enum Faulty {
     }
 
     static func temporaries(_ dir: String) -> [String] { tree(dir).filter { $0.contains(".tmp-") } }
+
+    /// Whether this is a ThreadSanitizer build (Scripts/sanitizers.sh).
+    static let threadSanitized: Bool = dlsym(dlopen(nil, RTLD_NOW), "__tsan_init") != nil
 }
 
 @Suite struct FaultInjection {
@@ -167,7 +170,9 @@ enum Faulty {
     @Test func fullDiskIsAClearErrorAndLeavesNothingUnderAFinalName() throws {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for command in [["convert", "--to", "fp8"], ["compress"]] {
+        // ThreadSanitizer's runtime keeps memory in files of its own, which a file-size limit cuts short
+        // (a bus error outside moetool's mappings): that half runs in the other builds.
+        for command in [["convert", "--to", "fp8"], ["compress"]] where !Faulty.threadSanitized {
             let out = dir + "/limited-\(command[0])"
             // 200 blocks of 512 bytes: room for the small files, not for a 300 KB shard.
             let r = try Faulty.run(Array(command.prefix(1)) + [source, out] + Array(command.dropFirst()),
