@@ -3,19 +3,13 @@ import SafetensorsFormat
 
 /// SHA-256 of whole files, read through the memory map in slices so memory stays flat.
 public enum FileChecksum {
-    static let sliceBytes: UInt64 = 8 << 20
-
     /// Hex digest of the mapped file; `progress` gets bytes hashed since the last call.
     public static func sha256(_ mapping: MappedFile, progress: (@Sendable (UInt64) -> Void)? = nil) -> String {
         var hasher = SHA256()
-        var offset: UInt64 = 0
         mapping.adviseSequential(0..<mapping.size)
-        while offset < mapping.size {
-            let end = min(mapping.size, offset + sliceBytes)
-            hasher.update(bufferPointer: mapping.bytes(offset..<end))
-            mapping.adviseDone(offset..<end)
-            progress?(end - offset)
-            offset = end
+        mapping.slices { slice, _ in
+            hasher.update(bufferPointer: slice)
+            progress?(UInt64(slice.count))
         }
         return hasher.finalize().map { b in
             let s = String(b, radix: 16)

@@ -176,16 +176,9 @@ public enum Converter {
                 case .copy(let fi, let t):
                     let file = checkpoint.files[fi]
                     try output.fill(info.name) { region in
-                        let bytes = file.data(t)
-                        var offset = 0
-                        // In slices, letting the kernel drop the input's pages behind us.
-                        while offset < bytes.count {
-                            let n = min(bytes.count - offset, 8 << 20)
-                            try region.write(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]), at: UInt64(offset))
-                            let start = file.fileRange(t).lowerBound + UInt64(offset)
-                            file.mapping.adviseDone(start..<(start + UInt64(n)))
-                            progress?(UInt64(n))
-                            offset += n
+                        try file.mapping.slices(file.fileRange(t)) { slice, offset in
+                            try region.write(slice, at: offset)
+                            progress?(UInt64(slice.count))
                         }
                     }
                 case .codes(let fi, let w), .scales(let fi, let w):
@@ -223,14 +216,7 @@ public enum Converter {
     static func xxh64(_ file: MappedFile) -> String {
         var state = moe_xxh64_state()
         moe_xxh64_reset(&state, 0)
-        var offset: UInt64 = 0
-        while offset < file.size {
-            let end = min(file.size, offset + (8 << 20))
-            let bytes = file.bytes(offset..<end)
-            moe_xxh64_update(&state, bytes.baseAddress, bytes.count)
-            file.adviseDone(offset..<end)
-            offset = end
-        }
+        file.slices { slice, _ in moe_xxh64_update(&state, slice.baseAddress, slice.count) }
         return xxh64Text(moe_xxh64_digest(&state))
     }
 

@@ -102,11 +102,6 @@ public final class AtomicFile {
         if bytes.count >= 1 << 20 { moe_start_writeback(fd, Int64(offset), Int64(bytes.count)) }
     }
 
-    /// Maps `range` of what was written so far for reading (to checksum it).
-    func mapForReading(_ range: Range<UInt64>) throws -> ReadableRegion {
-        try ReadableRegion(fd: fd, range: range, path: finalPath)
-    }
-
     private func flushBuffer() throws {
         guard !buffer.isEmpty else { return }
         try buffer.withUnsafeBytes { try writeAll($0) }
@@ -182,49 +177,6 @@ public final class AtomicFile {
     }
 }
 
-/// A range of a file being written, mapped for reading.
-final class ReadableRegion {
-    let bytes: UnsafeRawBufferPointer
-    private let mapping: UnsafeMutableRawPointer?
-    private let mappedLength: Int
-    private let offsetInMapping: Int
-    private let safetySlot: Int32
-
-    init(fd: Int32, range: Range<UInt64>, path: String) throws {
-        guard !range.isEmpty else {
-            mapping = nil
-            mappedLength = 0
-            offsetInMapping = 0
-            safetySlot = -1
-            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
-            return
-        }
-        let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
-        let start = range.lowerBound / page * page
-        mappedLength = Int(range.upperBound - start)
-        let p = mmap(nil, mappedLength, PROT_READ, MAP_SHARED, fd, off_t(start))
-        guard let p, p != MAP_FAILED else { throw IOError(path: path, "cannot map for reading", errno: errno) }
-        mapping = p
-        offsetInMapping = Int(range.lowerBound - start)
-        bytes = UnsafeRawBufferPointer(start: p + offsetInMapping, count: range.count)
-        safetySlot = moe_note_mapping(p, mappedLength, path)
-    }
-
-    /// Drops the pages of `range` (offsets in `bytes`) from this process once read.
-    func release(_ range: Range<Int>) {
-        guard let mapping else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let lo = (offsetInMapping + range.lowerBound + page - 1) / page * page
-        let hi = offsetInMapping + range.upperBound
-        if hi > lo { _ = madvise(mapping + lo, hi - lo, MADV_DONTNEED) }
-    }
-
-    deinit {
-        moe_forget_mapping(safetySlot)
-        if let mapping { munmap(mapping, mappedLength) }
-    }
-}
-
 extension AtomicFile {
     /// Deletes the temporary files earlier writers left for `path` (`.NAME.tmp-PID-*`, from a kill or
     /// a power cut). Without a lock that excludes other writers (`allWriters: false`), only files of
@@ -256,13 +208,7 @@ extension AtomicFile {
         let file = try AtomicFile(path: destination)
         file.sources = [m]
         do {
-            var offset: UInt64 = 0
-            while offset < m.size {
-                let end = min(m.size, offset + (8 << 20))
-                try file.write(m.bytes(offset..<end))
-                m.adviseDone(offset..<end)
-                offset = end
-            }
+            try m.slices { slice, _ in try file.write(slice) }
             try file.commit()
         } catch {
             file.abort()

@@ -78,6 +78,21 @@ public final class MappedFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + Int(range.lowerBound), count: Int(range.count))
     }
 
+    /// Hands `range` (the whole file by default) to `body` front to back in slices of 8 MiB, each with its
+    /// offset from the start of `range`, and lets the kernel drop each slice's pages from this process
+    /// once `body` is done with it: a whole file read in flat memory.
+    public func slices(_ range: Range<UInt64>? = nil,
+                       _ body: (UnsafeRawBufferPointer, UInt64) throws -> Void) rethrows {
+        let range = range ?? 0..<size
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let end = min(range.upperBound, offset + (8 << 20))
+            try body(bytes(offset..<end), offset - range.lowerBound)
+            adviseDone(offset..<end)
+            offset = end
+        }
+    }
+
     /// Tells the kernel we will read `range` front to back (larger read-ahead).
     public func adviseSequential(_ range: Range<UInt64>) {
         guard let base, !range.isEmpty else { return }

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Synchronization
 import StrictJSON
 
 /// A tensor to be written: what the header says about it. Its bytes come later, streamed.
@@ -105,7 +101,7 @@ public final class TensorRegion: @unchecked Sendable {
     let file: AtomicFile
     let start: UInt64
     public let tensor: TensorInfo
-    private let count = LockedCounter()
+    private let count = Mutex<UInt64>(0)
     let sequence: InOrder?
 
     init(file: AtomicFile, start: UInt64, tensor: TensorInfo, sequence: InOrder?) {
@@ -122,36 +118,11 @@ public final class TensorRegion: @unchecked Sendable {
         }
         guard !bytes.isEmpty else { return }
         try file.write(bytes, at: start + offset)
-        count.add(UInt64(bytes.count))
+        count.withLock { $0 += UInt64(bytes.count) }
         sequence?.feed(bytes, at: start + offset)
     }
 
-    public var written: UInt64 { count.value }
-}
-
-/// A total added to from several threads.
-final class LockedCounter: @unchecked Sendable {
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var total: UInt64 = 0
-
-    init() { pthread_mutex_init(lock, nil) }
-
-    deinit {
-        pthread_mutex_destroy(lock)
-        lock.deallocate()
-    }
-
-    func add(_ n: UInt64) {
-        pthread_mutex_lock(lock)
-        total += n
-        pthread_mutex_unlock(lock)
-    }
-
-    var value: UInt64 {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        return total
-    }
+    public var written: UInt64 { count.withLock { $0 } }
 }
 
 /// Hands the bytes written to a file, arriving from several threads and not quite in order, to an
@@ -161,58 +132,47 @@ final class LockedCounter: @unchecked Sendable {
 /// reads the rest back from the file.
 final class InOrder: @unchecked Sendable {
     private let observe: (UnsafeRawBufferPointer) -> Void
-    private let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var cursor: UInt64 = 0
-    private var waiting: [UInt64: [UInt8]] = [:]
-    private var waitingBytes = 0
-    private var streaming = true
+    private struct State {
+        var cursor: UInt64 = 0
+        var waiting: [UInt64: [UInt8]] = [:]
+        var waitingBytes = 0
+        var streaming = true
+    }
+    private let state = Mutex(State())
     private let limit = 16 << 20
 
     init(_ observe: @escaping (UnsafeRawBufferPointer) -> Void) {
         self.observe = observe
-        pthread_mutex_init(lock, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(lock)
-        lock.deallocate()
     }
 
     func feed(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
-        pthread_mutex_lock(lock)
-        defer { pthread_mutex_unlock(lock) }
-        guard streaming, !bytes.isEmpty else { return }
-        if offset == cursor {
-            observe(bytes)
-            cursor += UInt64(bytes.count)
-            while let next = waiting.removeValue(forKey: cursor) {
-                waitingBytes -= next.count
-                next.withUnsafeBytes { observe($0) }
-                cursor += UInt64(next.count)
+        state.withLock { s in
+            guard s.streaming, !bytes.isEmpty else { return }
+            if offset == s.cursor {
+                observe(bytes)
+                s.cursor += UInt64(bytes.count)
+                while let next = s.waiting.removeValue(forKey: s.cursor) {
+                    s.waitingBytes -= next.count
+                    next.withUnsafeBytes { observe($0) }
+                    s.cursor += UInt64(next.count)
+                }
+            } else if offset > s.cursor && offset - s.cursor <= UInt64(limit) && s.waitingBytes + bytes.count <= limit
+                        && s.waiting[offset] == nil {
+                s.waiting[offset] = Array(bytes)
+                s.waitingBytes += bytes.count
+            } else {
+                // Too far ahead (or written twice): the rest is read back from the file at the end.
+                s = State(cursor: s.cursor, streaming: false)
             }
-        } else if offset > cursor && offset - cursor <= UInt64(limit) && waitingBytes + bytes.count <= limit && waiting[offset] == nil {
-            waiting[offset] = Array(bytes)
-            waitingBytes += bytes.count
-        } else {
-            // Too far ahead (or written twice): the rest is read back from the file at the end.
-            streaming = false
-            waiting = [:]
-            waitingBytes = 0
         }
     }
 
-    /// Observes whatever did not stream, reading the file from the cursor to `size`.
-    func finish(_ file: AtomicFile, size: UInt64) throws {
-        guard cursor < size else { return }
-        let rest = try file.mapForReading(cursor..<size)
-        var offset = 0
-        while offset < rest.bytes.count {
-            let n = min(rest.bytes.count - offset, 8 << 20)
-            observe(UnsafeRawBufferPointer(rebasing: rest.bytes[offset..<(offset + n)]))
-            rest.release(offset..<(offset + n))
-            offset += n
-        }
-        cursor = size
+    /// Observes whatever did not stream, reading the file from the cursor to its end.
+    func finish(_ file: AtomicFile) throws {
+        let cursor = state.withLock { $0.cursor }
+        let written = try MappedFile(path: file.temporaryPath)
+        guard cursor < written.size else { return }
+        written.slices(cursor..<written.size) { slice, _ in observe(slice) }
     }
 }
 
@@ -301,7 +261,7 @@ public final class SafetensorsOutput {
         if let k = filled.firstIndex(of: false) {
             throw SafetensorsWriteError.wrongByteCount(tensor: layout.tensors[k].name, expected: layout.tensors[k].byteCount, got: 0)
         }
-        try sequence?.finish(file, size: layout.fileSize)
+        try sequence?.finish(file)
         done = true
         try file.commit()
     }

@@ -62,8 +62,10 @@ struct CompressionRun {
             FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
         } else {
             let verb = direction == .compress ? "compressed" : "restored"
+            let kept = summary.files.filter(\.resumed).count
             FileHandleOutput.stdout("\(input) -> \(output): \(summary.files.filter { $0.action != "copied" }.count) file(s) \(verb), "
-                + "\(summary.files.filter { $0.action == "copied" }.count) copied; \(mb(original)) MB original, \(mb(compressed)) MB compressed "
+                + "\(summary.files.filter { $0.action == "copied" }.count) copied"
+                + (kept > 0 ? " (\(kept) kept from an earlier run)" : "") + "; \(mb(original)) MB original, \(mb(compressed)) MB compressed "
                 + "(ratio \(fixed(Double(original) / Double(max(compressed, 1)), 3))), \(fixed(seconds, 2)) s, "
                 + "\(fixed(Double(original) / 1e6 / seconds, 0)) MB/s of original bytes\n")
         }

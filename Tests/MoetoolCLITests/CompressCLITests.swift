@@ -63,6 +63,27 @@ import Testing
         #expect(t.stderr.contains("truncated"), "\(t.stderr)")
     }
 
+    /// --resume of a finished single file keeps it (reported in --json and in the text line) and
+    /// never rewrites it; a file of that name that is not a complete output of this input is refused.
+    @Test func resumeKeepsWhatIsFinishedAndRefusesForeignFiles() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shard = Fixtures.path("models/mixtral-bf16/model.safetensors")
+        #expect(try CLI.run(["compress", shard, dir + "/a.stz"]).status == 0)
+        let before = try FileManager.default.attributesOfItem(atPath: dir + "/a.stz")[.modificationDate] as? Date
+        let again = try CLI.run(["compress", shard, dir + "/a.stz", "--resume", "--json"])
+        #expect(again.status == 0, "\(again.stderr)")
+        let files = try JSONParser.parse(again.stdout).objectValue?["files"]?.arrayValue ?? []
+        #expect(files.count == 1 && files[0].objectValue?["resumed"] == .bool(true), "\(again.stdout)")
+        #expect(try FileManager.default.attributesOfItem(atPath: dir + "/a.stz")[.modificationDate] as? Date == before)
+        let text = try CLI.run(["compress", shard, dir + "/a.stz", "--resume"])
+        #expect(text.stdout.contains("(1 kept from an earlier run)"), "\(text.stdout)")
+        FileManager.default.createFile(atPath: dir + "/b.stz", contents: Data("not ours".utf8))
+        let foreign = try CLI.run(["compress", shard, dir + "/b.stz", "--resume"])
+        #expect(foreign.status == 1 && foreign.stderr.contains("is not a complete output"), "\(foreign.stderr)")
+        #expect(Fixtures.readBytes(dir + "/b.stz") == Array("not ours".utf8))
+    }
+
     @Test func refusals() throws {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
