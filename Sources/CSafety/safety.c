@@ -39,11 +39,13 @@ int moe_note_mapping(const void *base, size_t length, const char *path) {
     return -1;
 }
 
+/* The path strings are never freed: a handler on another thread may be reading one, and freed memory
+   reused for another path could make it unlink the wrong file. A run notes a few hundred at most. */
 void moe_forget_mapping(int slot) {
     if (slot < 0 || slot >= SLOTS) return;
     atomic_store(&mappings[slot].base, 0);
     atomic_store(&mappings[slot].length, 0);
-    free(atomic_exchange(&mappings[slot].path, NULL));
+    atomic_store(&mappings[slot].path, NULL);
 }
 
 int moe_note_temporary(const char *path) {
@@ -58,7 +60,7 @@ int moe_note_temporary(const char *path) {
 
 void moe_forget_temporary(int slot) {
     if (slot < 0 || slot >= SLOTS) return;
-    free(atomic_exchange(&temporaries[slot], NULL));
+    atomic_store(&temporaries[slot], NULL);  /* not freed: see moe_forget_mapping */
 }
 
 void moe_start_writeback(int fd, long long offset, long long length) {
@@ -141,7 +143,8 @@ void moe_install_signal_handlers(void) {
         struct sigaction term;
         memset(&term, 0, sizeof term);
         term.sa_handler = on_termination;
-        sigemptyset(&term.sa_mask);
+        sigemptyset(&term.sa_mask);  /* one termination handler at a time */
+        for (unsigned k = 0; k < sizeof deadly / sizeof deadly[0]; k++) sigaddset(&term.sa_mask, deadly[k]);
         sigaction(deadly[i], &term, NULL);
     }
     signal(SIGXFSZ, SIG_IGN);

@@ -226,6 +226,8 @@ public final class CompressedShard: @unchecked Sendable {
             guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
                 throw problem("covers \(length) bytes from \(dataOffset) of tensor \(t.name) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
             }
+            let width = encoding == .split16 ? 2 : encoding == .split32 ? 4 : 1
+            guard Int(length) % width == 0 else { throw problem("\(length) bytes is not a whole number of \(width)-byte values") }
             let lengths = encoding.planeLengths(Int(length))
             var planes: [CompressedFormat.Plane] = []
             for i in 0..<planeCount {
@@ -238,6 +240,10 @@ public final class CompressedShard: @unchecked Sendable {
                 guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset <= payload.upperBound,
                       UInt64(stored) <= payload.upperBound - offset, method == .zstd || stored == raw
                 else { throw problem("plane \(i) is out of bounds or has the wrong length") }
+                // Planes are stored back to back, in order (readers rely on it to release a chunk's pages).
+                if let previous = planes.last, offset != previous.offset + UInt64(previous.storedLength) {
+                    throw problem("plane \(i) does not follow plane \(i - 1)")
+                }
                 planes.append(.init(offset: offset, storedLength: stored, rawLength: raw, method: method))
             }
             chunks.append(.init(dataOffset: dataOffset, length: length, tensor: tensor, checksum: checksum, encoding: encoding, planes: planes))

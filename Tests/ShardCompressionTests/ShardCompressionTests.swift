@@ -101,8 +101,9 @@ let fixtureShards: [String] = {
                 #expect(bytes == Array(original.data(t)), "\(path) \(t.name)")
             }
             // Any byte range of a tensor, decoding only its chunks.
+            var rng = SeededBits(UInt64(i))
             for t in original.tensors where t.byteCount > 2 {
-                let a = UInt64.random(in: 0..<t.byteCount), b = UInt64.random(in: a...t.byteCount)
+                let a = rng.next() % t.byteCount, b = a + rng.next() % (t.byteCount - a + 1)
                 #expect(try shard.bytes(t, a..<b) == Array(original.data(t)[Int(a)..<Int(b)]), "\(path) \(t.name) \(a)..<\(b)")
             }
             try shard.decompress(to: restored)
@@ -169,6 +170,60 @@ let fixtureShards: [String] = {
         version[8] = 9
         refused(version, "format version 9")
         refused(Fixtures.readBytes(Fixtures.path("models/mixtral-bf16/model.safetensors")), "no magic number")
+
+        // A chunk whose two planes are stored in the other order, offsets fixed to match: every byte
+        // still decodes and checks out, but readers assume planes back to back in order (it trapped).
+        let tableOffset = Int(bytes[(bytes.count - 56)..<(bytes.count - 48)].enumerated()
+            .reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        func u64(_ b: [UInt8], _ at: Int) -> Int { (0..<8).reduce(0) { $0 | Int(b[at + $1]) << (8 * $1) } }
+        func u32(_ b: [UInt8], _ at: Int) -> Int { (0..<4).reduce(0) { $0 | Int(b[at + $1]) << (8 * $1) } }
+        func put64(_ b: inout [UInt8], _ at: Int, _ v: Int) { for k in 0..<8 { b[at + k] = UInt8((v >> (8 * k)) & 0xFF) } }
+        let entry = tableOffset  // chunk 0
+        #expect(bytes[entry + 25] == 2, "chunk 0 should have two planes")
+        let (o0, s0) = (u64(bytes, entry + 32), u32(bytes, entry + 40))
+        let (o1, s1) = (u64(bytes, entry + 56), u32(bytes, entry + 64))
+        #expect(o1 == o0 + s0)
+        var swapped = bytes
+        swapped.replaceSubrange(o0..<(o0 + s1), with: bytes[o1..<(o1 + s1)])
+        swapped.replaceSubrange((o0 + s1)..<(o0 + s1 + s0), with: bytes[o0..<(o0 + s0)])
+        put64(&swapped, entry + 32, o0 + s1)
+        put64(&swapped, entry + 56, o0)
+        refused(swapped, "plane 1 does not follow plane 0")
+    }
+
+    /// Tensors of several chunks (a chunk holds 2 MiB): random access across chunk boundaries, partial
+    /// chunks, and the whole file back.
+    @Test func tensorsSpanningSeveralChunks() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SeededBits(0x5EED)
+        let big: [UInt16] = (0..<(5 * 1024 * 1024 / 2 + 37)).map { _ in UInt16(truncatingIfNeeded: 0x3C00 &+ (rng.next() & 0x7FF)) }
+        let f32: [UInt32] = (0..<(3 * 1024 * 1024 / 4 + 5)).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
+        let path = dir + "/big.safetensors"
+        try SafetensorsWriter.write(to: path, tensors: [TensorSpec(name: "a", dtype: .BF16, shape: [UInt64(big.count)]),
+                                                        TensorSpec(name: "b", dtype: .F32, shape: [UInt64(f32.count)])],
+                                    metadata: nil) { info, sink in
+            if info.name == "a" { try big.withUnsafeBytes { try sink.write($0) } } else { try f32.withUnsafeBytes { try sink.write($0) } }
+        }
+        _ = try ShardCompressor.compress(input: dir + "/big.safetensors", output: dir + "/big.stz")
+        let shard = try CompressedShard(path: dir + "/big.stz")
+        let original = try SafetensorsFile(path: path)
+        #expect(shard.chunks.count == 3 + 2, "\(shard.chunks.count) chunks")
+        for t in original.tensors {
+            let whole = Array(original.data(t))
+            #expect(try shard.data(t) == whole)
+            let chunk = UInt64(CompressedFormat.chunkBytes)
+            var ranges: [Range<UInt64>] = [(chunk - 3)..<(chunk + 5), 0..<t.byteCount, (t.byteCount - 1)..<t.byteCount, chunk..<(2 * chunk)]
+            for _ in 0..<20 {
+                let a = rng.next() % t.byteCount
+                ranges.append(a..<(a + rng.next() % (t.byteCount - a + 1)))
+            }
+            for r in ranges where r.upperBound <= t.byteCount {
+                #expect(try shard.bytes(t, r) == Array(whole[Int(r.lowerBound)..<Int(r.upperBound)]), "\(t.name) \(r)")
+            }
+        }
+        try shard.decompress(to: dir + "/back.safetensors")
+        #expect(Fixtures.readBytes(dir + "/back.safetensors") == Fixtures.readBytes(path))
     }
 
     /// A checkpoint directory: shards compressed under their own names, the index and other
@@ -187,5 +242,18 @@ let fixtureShards: [String] = {
         for n in names { #expect(Fixtures.readBytes(dir + "/restored/" + n) == Fixtures.readBytes(source + "/" + n), "\(n)") }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source, dir + "/packed", .compress) }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source + "/config.json", dir + "/x", .compress) }
+    }
+}
+
+/// A fixed-seed 64-bit generator (SplitMix64) for reproducible test inputs.
+struct SeededBits {
+    var state: UInt64
+    init(_ seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
