@@ -463,6 +463,18 @@ public func listDirectory(_ path: String) -> [String] {
     return names
 }
 
+/// What a resumable run records of one input file so that a resume from a changed input is refused:
+/// its name, size and modification time (nanoseconds). Two revisions of a model often have shards of
+/// the same names and sizes; they are not written in the same nanosecond.
+public func inputIdentity(name: String, path: String) -> JSONValue {
+    var st = stat()
+    _ = stat(path, &st)
+    return .object(JSONObject([
+        ("name", .string(name)), ("bytes", .int(Int(st.st_size))),
+        ("mtime_ns", .int(Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec))),
+    ]))
+}
+
 /// Seconds on a clock that only goes forward, for timing.
 public func monotonicSeconds() -> Double {
     var ts = timespec()

@@ -71,14 +71,12 @@ public enum CheckpointConversion {
     /// What identifies a conversion: the input shards and every option that changes output bytes.
     static func fingerprint(checkpoint: Checkpoint, options: ConversionOptions) -> JSONValue {
         .object(JSONObject([
-            ("version", 1), ("target", .string(options.target.rawValue)),
+            ("version", 2), ("target", .string(options.target.rawValue)),
             ("scale_format", .string(options.scaleFormat.rawValue)),
             ("include", options.selection.include.map { .string($0.pattern) } ?? .null),
             ("exclude", options.selection.exclude.map { .string($0.pattern) } ?? .null),
             ("allow_nonfinite", .bool(options.allowNonFinite)),
-            ("input", .array(zip(checkpoint.fileNames, checkpoint.files).map { name, f in
-                .object(JSONObject([("shard", .string(name)), ("bytes", .uint(f.size))]))
-            })),
+            ("input", .array(zip(checkpoint.fileNames, checkpoint.files).map { inputIdentity(name: $0, path: $1.path) })),
         ]))
     }
 
@@ -120,11 +118,19 @@ public enum CheckpointConversion {
                 guard mode != .finalize else { throw ConversionError(file: output, "holds no conversion to finalize") }
             } else if recorded != fingerprintText {
                 throw ConversionError(file: output,
-                    "holds a conversion of another input or with other options (\(planPath)); use another directory")
+                    "holds a conversion of another or a changed input, or with other options (\(planPath)); use another directory")
             }
         }
         if recorded == nil {
-            try writeText(fingerprintText, to: planPath)
+            // --shards workers (a shared lock) may start together: the first plan put in place wins and
+            // the others must agree with it.
+            if try !writeText(fingerprintText, to: planPath, unlessExists: isWorker) {
+                let winner = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
+                guard winner == fingerprintText else {
+                    throw ConversionError(file: output,
+                        "another worker started a conversion of another or a changed input, or with other options (\(planPath))")
+                }
+            }
         }
 
         var results: [ShardResult] = []
@@ -258,12 +264,17 @@ public enum CheckpointConversion {
     }
 
     /// Writes a small file atomically (under the lock: a killed run's temporary for it is cleared first).
-    static func writeText(_ text: String, to path: String) throws(ConversionError) {
-        AtomicFile.removeStaleTemporaries(of: path, allWriters: true)
+    /// With `unlessExists` (only a shared lock held): other writers' temporaries are left alone, and an
+    /// existing file is kept (returns false).
+    @discardableResult
+    static func writeText(_ text: String, to path: String, unlessExists: Bool = false) throws(ConversionError) -> Bool {
+        AtomicFile.removeStaleTemporaries(of: path, allWriters: !unlessExists)
         do {
             let file = try AtomicFile(path: path)
             try file.write(Array(text.utf8))
+            if unlessExists { return try file.commitUnlessExists() }
             try file.commit()
+            return true
         } catch {
             throw ConversionError(file: path, "\(error)")
         }

@@ -133,6 +133,17 @@ public final class AtomicFile {
 
     /// Flushes, syncs and renames the file into place, then syncs the directory.
     public func commit() throws {
+        try commit(replacing: true)
+    }
+
+    /// The same, unless a file is already under the final name (put there by a racing writer): then
+    /// the temporary file is discarded and the result is false.
+    public func commitUnlessExists() throws -> Bool {
+        try commit(replacing: false)
+    }
+
+    @discardableResult
+    private func commit(replacing: Bool) throws -> Bool {
         precondition(!finished, "AtomicFile committed twice")
         do {
             for source in sources {
@@ -148,8 +159,17 @@ public final class AtomicFile {
             }
             fd = -1
             FaultInjection.event()
-            guard rename(temporaryPath, finalPath) == 0 else {
-                throw IOError(path: finalPath, "cannot rename the finished file into place", errno: errno)
+            if replacing {
+                guard rename(temporaryPath, finalPath) == 0 else {
+                    throw IOError(path: finalPath, "cannot rename the finished file into place", errno: errno)
+                }
+            } else if link(temporaryPath, finalPath) == 0 {
+                unlink(temporaryPath)
+            } else if errno == EEXIST {
+                abort()
+                return false
+            } else {
+                throw IOError(path: finalPath, "cannot put the finished file into place", errno: errno)
             }
         } catch {
             abort()
@@ -164,6 +184,7 @@ public final class AtomicFile {
             _ = fsync(dfd)
             close(dfd)
         }
+        return true
     }
 
     /// Discards the temporary file.

@@ -28,10 +28,11 @@ public final class WriterLock {
                 "is being written by another \(command)\(holder.map { " (pid \($0))" } ?? ""); wait for it to finish, or use another output")
         }
         fd = opened
-        if kind == .exclusive {
-            // Name ourselves for whoever is refused next (shared holders are many: they write nothing).
+        // An exclusive holder names itself for whoever is refused next; shared holders (many at once)
+        // clear the name an earlier exclusive holder left.
+        if ftruncate(fd, 0) == 0, kind == .exclusive {
             let line = Array("\(getpid())\n".utf8)
-            if ftruncate(fd, 0) == 0 { _ = line.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } }
+            _ = line.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
         }
     }
 
@@ -42,7 +43,9 @@ public final class WriterLock {
     private static func recordedHolder(_ fd: Int32) -> Int? {
         var buffer = [UInt8](repeating: 0, count: 32)
         let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 31, 0) }
-        guard n > 0 else { return nil }
-        return Int(String(decoding: buffer[0..<n].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self))
+        guard n > 0, let pid = Int32(String(decoding: buffer[0..<n].prefix { $0 >= 0x30 && $0 <= 0x39 }, as: UTF8.self)),
+              kill(pid, 0) == 0 || errno == EPERM  // still running (on this machine)
+        else { return nil }
+        return Int(pid)
     }
 }

@@ -194,13 +194,8 @@ public enum DirectoryCompression {
             o.append("level", .number(JSONNumber(Int(levels.other))))
         }
         o.append("files", .array(jobs.map { job in
-            var st = stat()
-            _ = stat(job.source, &st)
-            var f = JSONObject()
-            f.append("name", .string(job.name))
+            var f = inputIdentity(name: job.name, path: job.source).objectValue!
             f.append("action", .string(job.action))
-            f.append("bytes", .number(JSONNumber(Int(st.st_size))))
-            f.append("mtime_ns", .number(JSONNumber(Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec))))
             return .object(f)
         }))
         return JSONSerializer.pretty(.object(o))

@@ -218,5 +218,23 @@ import Testing
             try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: other),
                                          options: other, mode: .resume)
         }
+        // Another revision of the input: same names, same sizes, other bytes (a copy touched later).
+        let revised = Fixtures.temporaryDirectory() + "/in"
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-f32-sharded"), toPath: revised)
+        let copyOut = Fixtures.temporaryDirectory() + "/out"
+        let r = try Checkpoint(path: revised)
+        let options = ConversionOptions(target: .fp8)
+        _ = try CheckpointConversion.run(checkpoint: r, output: copyOut, plan: try ConversionPlan(checkpoint: r, options: options),
+                                         options: options, mode: .shards(index: 1, count: 3))
+        let shard = revised + "/" + r.fileNames[1]
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 60)], ofItemAtPath: shard)
+        let changed = try Checkpoint(path: revised)
+        do {
+            _ = try CheckpointConversion.run(checkpoint: changed, output: copyOut,
+                                             plan: try ConversionPlan(checkpoint: changed, options: options), options: options, mode: .resume)
+            Issue.record("resumed from a changed input")
+        } catch let e as ConversionError {
+            #expect(e.message.contains("a changed input"), "\(e)")
+        }
     }
 }

@@ -36,7 +36,10 @@ enum Faulty {
     static func events(_ arguments: [String]) throws -> Int {
         let r = try run(arguments, fault: "count")
         let line = r.stderr.split(separator: "\n").first { $0.hasPrefix("moetool-fault-events: ") }
-        return Int(line?.dropFirst("moetool-fault-events: ".count) ?? "") ?? 0
+        let n = Int(line?.dropFirst("moetool-fault-events: ".count) ?? "") ?? 0
+        // The hook exists in debug builds only; without a count there is nothing to test.
+        try #require(n > 20, "\(arguments[0]): \(n) disk steps counted (a release build?)")
+        return n
     }
 
     /// Points spread over 1...total: both ends, evenly spaced ones and seeded random ones.
@@ -173,14 +176,18 @@ enum Faulty {
         // ThreadSanitizer's runtime keeps memory in files of its own, which a file-size limit cuts short
         // (a bus error outside moetool's mappings): that half runs in the other builds.
         for command in [["convert", "--to", "fp8"], ["compress"]] where !Faulty.threadSanitized {
-            let out = dir + "/limited-\(command[0])"
-            // 200 blocks of 512 bytes: room for the small files, not for a 300 KB shard.
+            let out = dir + "/limited-\(command[0])", reference = dir + "/reference-\(command[0])"
+            #expect(try CLI.run(Array(command.prefix(1)) + [source, reference] + Array(command.dropFirst())).status == 0)
+            // 200 blocks of 512 bytes: room for the small files and the smallest shard, not for the others.
             let r = try Faulty.run(Array(command.prefix(1)) + [source, out] + Array(command.dropFirst()),
                                    wrapper: ["/bin/sh", "-c", "ulimit -f 200; exec \"$@\"", "sh"])
             #expect(r.status == 1 && !r.killed, "\(command[0]) under ulimit -f: \(r.status) \(r.stderr)")
             #expect(r.stderr.contains("File too large") && r.stderr.contains("ulimit -f"), "\(r.stderr)")
             #expect(Faulty.temporaries(out).isEmpty, "\(Faulty.temporaries(out))")
-            #expect(!Faulty.tree(out).contains { $0.hasPrefix("model-") && $0.hasSuffix(".safetensors") && fileSize(out + "/" + $0) > 100_000 })
+            // Whatever is under a final name is complete: the same bytes as an unlimited run.
+            for name in Faulty.tree(out) where !name.hasPrefix(".") {
+                #expect(Fixtures.readBytes(out + "/" + name) == Fixtures.readBytes(reference + "/" + name), "\(command[0]): \(name)")
+            }
         }
 
         let mountPoint = dir + "/small"
@@ -249,12 +256,20 @@ enum Faulty {
                 let changed = input + (command == "convert" ? "/model-00005-of-00005.safetensors" : "/model-00003-of-00005.safetensors")
                 let arguments = command == "convert" ? ["convert", input, out, "--to", "fp8"] : ["compress", changed, out]
                 let (p, err) = try Faulty.startStopped(arguments, at: command == "convert" ? total / 4 : compressTotal / 2)
+                // The file being written when the input changed: it must never appear under its name.
+                let parent = command == "convert" ? out : dir
+                let unfinished = Faulty.temporaries(parent).compactMap { t -> String? in
+                    let name = (t as NSString).lastPathComponent
+                    guard let cut = name.range(of: ".tmp-") else { return nil }
+                    return ((t as NSString).deletingLastPathComponent as NSString).appendingPathComponent(String(name.dropFirst().prefix(upTo: cut.lowerBound)))
+                }
+                #expect(!unfinished.isEmpty, "nothing half-written when stopped: the test would prove nothing")
                 try change(changed)
                 Faulty.resume(p)
                 let stderr = String(decoding: Fixtures.readBytes(err), as: UTF8.self)
                 #expect(p.terminationStatus == 1 && p.terminationReason == .exit, "\(what) \(command): \(stderr)")
                 #expect(stderr.contains(changed) && stderr.contains("while"), "\(what) \(command): \(stderr)")
-                let parent = command == "convert" ? out : dir
+                for name in unfinished { #expect(!FileManager.default.fileExists(atPath: parent + "/" + name), "\(name) put in place") }
                 #expect(!FileManager.default.fileExists(atPath: command == "convert" ? out + "/model-00005-of-00005.safetensors" : out))
                 #expect(Faulty.temporaries(parent).isEmpty, "\(Faulty.temporaries(parent))")
             }
@@ -314,9 +329,15 @@ enum Faulty {
         let finalize = try Faulty.run(["convert", source, shared, "--to", "fp8", "--finalize"])
         #expect(finalize.status == 0, "\(finalize.stderr)")
         Faulty.expectSameTree(shared, as: dir + "/reference", "two workers and a refused twin")
-    }
-}
 
-private func fileSize(_ path: String) -> Int {
-    (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        // Two workers starting together with different options: the one whose plan lands second is
+        // refused instead of mixing its shards into the other's conversion.
+        let mixed = dir + "/mixed"
+        let (slow, slowErr) = try Faulty.startStopped(["convert", source, mixed, "--to", "fp8", "--shards", "1/2"], at: 1)
+        let fast = try Faulty.run(["convert", source, mixed, "--to", "fp8", "--scale-format", "ue8m0", "--shards", "2/2"])
+        #expect(fast.status == 0, "\(fast.stderr)")
+        Faulty.resume(slow)
+        let slowMessage = String(decoding: Fixtures.readBytes(slowErr), as: UTF8.self)
+        #expect(slow.terminationStatus == 1 && slowMessage.contains("another worker started a conversion"), "\(slowMessage)")
+    }
 }
