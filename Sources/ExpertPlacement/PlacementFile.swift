@@ -12,6 +12,7 @@ public enum PlacementFile {
     /// Shortest round-trip text for metrics, rounded to 6 significant decimals.
     static func format(_ v: Double) -> String {
         guard v.isFinite else { return "0" }
+        guard abs(v) < 1e15 else { return JSONNumber(v).text }  // no fraction left to round (and v * 1e6 could overflow)
         let rounded = (v * 1e6).rounded() / 1e6
         return JSONNumber(rounded).text
     }

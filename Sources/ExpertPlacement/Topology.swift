@@ -13,11 +13,17 @@ public struct Topology: Sendable, Equatable {
     public var redundantSlots: Int { slots - experts }
 
     /// Checks every constraint and names the first one broken.
+    /// The most physical expert slots per layer a plan may have (memory grows with slots x layers).
+    public static let maxSlots = 1 << 24
+
     public init(experts: Int, slots: Int, gpus: Int, nodes: Int, groups: Int) throws(PlacementError) {
         guard experts >= 1 else { throw .impossible("the profile has no experts") }
         guard gpus >= 1 else { throw .impossible("--gpus must be at least 1 (got \(gpus))") }
         guard nodes >= 1 else { throw .impossible("--nodes must be at least 1 (got \(nodes))") }
         guard groups >= 1 else { throw .impossible("expert groups must be at least 1 (got \(groups))") }
+        guard slots <= Topology.maxSlots else {
+            throw .impossible("\(slots) slots per layer is more than moetool plans (\(Topology.maxSlots)); use fewer GPUs or redundant slots")
+        }
         guard slots >= experts else {
             throw .impossible("slots (\(slots)) must be at least the number of logical experts (\(experts)): every expert needs a slot")
         }

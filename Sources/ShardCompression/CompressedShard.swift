@@ -1,6 +1,9 @@
 import CKernels
 import Checkpoint
 import SafetensorsFormat
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public struct CompressionError: Error, Sendable, CustomStringConvertible {
     public let file: String
@@ -55,7 +58,7 @@ public enum ShardCompressor {
             var offset = UInt64(CompressedFormat.prefixBytes) + n
             var entries: [CompressedFormat.Chunk] = []
             var stats = ShardStats()
-            let window = max(1, (threads > 0 ? threads : 2) * 4)
+            let window = max(1, (threads > 0 ? threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) * 4)
             var start = 0
             while start < jobs.count {
                 let batch = Array(jobs[start..<min(jobs.count, start + window)])
@@ -127,6 +130,24 @@ public final class CompressedShard: @unchecked Sendable {
     public var tensors: [TensorInfo] { header.tensors }
     public var storedBytes: UInt64 { mapping.size }
     public var originalBytes: UInt64 { 8 + header.headerLength + header.dataBytes }
+
+    /// Whether `original` is the file this shard restores to: same size, same header, and every chunk
+    /// of its data has the checksum the table records (one read of `original`, nothing decompressed).
+    public func restores(_ original: MappedFile, threads: Int = 0) -> Bool {
+        let prefix = UInt64(CompressedFormat.prefixBytes)
+        guard original.size == originalBytes,
+              Array(original.bytes(8..<(8 + header.headerLength))) == Array(mapping.bytes(prefix..<(prefix + header.headerLength)))
+        else { return false }
+        let dataStart = 8 + header.headerLength
+        let matches = parallelMap(chunks.count, threads: threads) { k -> Bool in
+            let c = self.chunks[k]
+            let range = (dataStart + c.dataOffset)..<(dataStart + c.dataOffset + UInt64(c.length))
+            let bytes = original.bytes(range)
+            defer { original.adviseDone(range) }
+            return moe_xxh64(bytes.baseAddress, bytes.count, 0) == c.checksum
+        }
+        return !matches.contains(false)
+    }
 
     /// Original and stored bytes, in total and per dtype, from the chunk table.
     public func statistics() -> ShardStats {

@@ -97,7 +97,7 @@ public enum DirectoryCompression {
         for job in jobs {
             let inSize = fileSize(job.source)
             var result = FileResult(name: job.name, action: job.action, inputBytes: inSize, outputBytes: 0, stats: nil)
-            if resume, let stats = finished(job) {
+            if resume, let stats = finished(job, threads: threads) {
                 result.resumed = true
                 result.stats = stats
                 result.outputBytes = fileSize(job.destination)
@@ -202,25 +202,23 @@ public enum DirectoryCompression {
     }
 
     /// For a file a killed run already put in place: its statistics if it is complete and made from
-    /// this source, nil if it must be redone. (Files appear only complete, renamed after an fsync;
-    /// this also catches a file of the same name that is not ours.)
-    static func finished(_ job: (source: String, destination: String, name: String, action: String)) -> ShardStats? {
-        var st = stat()
-        guard stat(job.destination, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
-        let size = UInt64(st.st_size)
+    /// this very source, nil if it must be redone. Compressed and restored files are checked chunk by
+    /// chunk against the checksums in the compressed shard's table, copies byte for byte, so a file of
+    /// the same name from another input (another revision of the model, say) is never kept.
+    static func finished(_ job: (source: String, destination: String, name: String, action: String), threads: Int) -> ShardStats? {
+        guard let made = try? MappedFile(path: job.destination), let source = try? MappedFile(path: job.source) else { return nil }
         switch job.action {
         case "compressed":
-            guard let shard = try? CompressedShard(path: job.destination), shard.originalBytes == fileSize(job.source),
-                  let original = try? MappedFile(path: job.source), original.size >= 8 + shard.header.headerLength,
-                  Array(original.bytes(8..<(8 + shard.header.headerLength)))
-                    == Array(shard.mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + shard.header.headerLength)))
-            else { return nil }
+            guard let shard = try? CompressedShard(path: job.destination), shard.restores(source, threads: threads) else { return nil }
             return shard.statistics()
         case "decompressed":
-            guard let shard = try? CompressedShard(path: job.source), shard.originalBytes == size else { return nil }
+            guard let shard = try? CompressedShard(path: job.source), shard.restores(made, threads: threads) else { return nil }
             return ShardStats()
         default:
-            return size == fileSize(job.source) ? ShardStats() : nil
+            guard made.size == source.size, made.size == 0 || memcmp(made.bytes(0..<made.size).baseAddress!,
+                                                                     source.bytes(0..<source.size).baseAddress!, Int(made.size)) == 0
+            else { return nil }
+            return ShardStats()
         }
     }
 

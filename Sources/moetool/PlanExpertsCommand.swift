@@ -90,7 +90,7 @@ struct PlanExperts: ParsableCommand {
         if gpus < 1 || gpus > 1 << 20 { throw ValidationError("--gpus must be 1 to \(1 << 20)") }
         if let n = nodes, n < 1 || n > gpus { throw ValidationError("--nodes must be 1 to --gpus") }
         if let g = gpusPerNode, g < 1 || g > gpus { throw ValidationError("--gpus-per-node must be 1 to --gpus") }
-        if let s = slots, s < 1 || s > 1 << 24 { throw ValidationError("--slots must be 1 to \(1 << 24)") }
+        if let s = slots, s < 1 || s > Topology.maxSlots { throw ValidationError("--slots must be 1 to \(Topology.maxSlots)") }
         if let r = redundantPerGpu, r > 1 << 10 { throw ValidationError("--redundant-per-gpu must be 0 to \(1 << 10)") }
         if let g = groups, g < 1 { throw ValidationError("--groups must be at least 1") }
         if let k = topk, k < 1 { throw ValidationError("--topk must be at least 1") }

@@ -1,5 +1,6 @@
 import FixtureSupport
 import Foundation
+import StrictJSON
 import Testing
 
 /// Every malformed fixture, fed to every command that reads that kind of file: exit status 1 (not a
@@ -178,6 +179,16 @@ import Testing
             #expect(r.status == 2, "\(args): \(r.stderr)")
             #expect(r.stderr.contains("must be"), "\(args): \(r.stderr)")
         }
+        // Each option within its bounds, but together a billion slots per layer: refused, not run out of memory.
+        let many = try CLI.run(["plan-experts", profile, "--gpus", "1048576", "--redundant-per-gpu", "1024"])
+        #expect(many.status == 1 && many.stderr.contains("more than moetool plans"), "\(many.stderr)")
+        // Loads near the top of the double range still give valid JSON (no "inf" from rounding).
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        FileManager.default.createFile(atPath: dir + "/huge.json", contents: Data("{\"layers\": [[1e303, 2e303, 1, 5]]}".utf8))
+        let huge = try CLI.run(["plan-experts", dir + "/huge.json", "--gpus", "2", "--json"])
+        #expect(huge.status == 0, "\(huge.stderr)")
+        #expect((try? JSONParser.parse(huge.stdout)) != nil, "\(huge.stdout.prefix(600))")
     }
 }
 

@@ -82,6 +82,17 @@ import Testing
         let foreign = try CLI.run(["compress", shard, dir + "/b.stz", "--resume"])
         #expect(foreign.status == 1 && foreign.stderr.contains("is not a complete output"), "\(foreign.stderr)")
         #expect(Fixtures.readBytes(dir + "/b.stz") == Array("not ours".utf8))
+        // Another revision of the shard: same header, same size, one weight changed. Its compressed file
+        // must not pass for this one's, nor a restored file for the other's.
+        var revision = Fixtures.readBytes(shard)
+        revision[revision.count - 3] ^= 0x40
+        FileManager.default.createFile(atPath: dir + "/revision.safetensors", contents: Data(revision))
+        let stale = try CLI.run(["compress", dir + "/revision.safetensors", dir + "/a.stz", "--resume"])
+        #expect(stale.status == 1 && stale.stderr.contains("is not a complete output"), "\(stale.stderr)")
+        FileManager.default.createFile(atPath: dir + "/restored.safetensors", contents: Data(revision))
+        let wrong = try CLI.run(["decompress", dir + "/a.stz", dir + "/restored.safetensors", "--resume"])
+        #expect(wrong.status == 1 && wrong.stderr.contains("is not a complete output"), "\(wrong.stderr)")
+        #expect(Fixtures.readBytes(dir + "/restored.safetensors") == revision)
     }
 
     @Test func refusals() throws {
