@@ -126,9 +126,13 @@ import Testing
     @Test func keepsAGoodPlacement() throws {
         let c = ReferenceCase.all.first { $0.profile == "dsv3_lognormal" && $0.slots == 288 && $0.policy == .global }!
         let t = c.topology
+        // Deployed for another layer's loads, so that a fresh plan for these loads would differ.
+        let deployed = Planner.place(c.loads[0], topology: t, policy: .global)
         let loads = c.loads[1]
-        let deployed = Planner.place(loads, topology: t, policy: .global)
-        let plan = try PlacementPlanner.plan([loads], PlanRequest(topology: t, policy: .global, previous: [deployed], targetImbalance: 1.5))
+        #expect(Planner.place(loads, topology: t, policy: .global).phy2log != deployed.phy2log)
+        let kept = PlacementMetrics.measure(deployed, loads: loads, topology: t, routing: nil).imbalance
+        let plan = try PlacementPlanner.plan([loads], PlanRequest(topology: t, policy: .global, previous: [deployed],
+                                                                  targetImbalance: kept * 1.01))
         #expect(plan.layers[0].moved == 0)
         #expect(plan.layers[0].placement.phy2log == deployed.phy2log)
     }
