@@ -243,9 +243,13 @@ public enum Converter {
                 defer { codes.deallocate() }
                 let scales = UnsafeMutableBufferPointer(rebasing: scalesOut[(band * gridCols)..<((band + 1) * gridCols)])
                 let bad: Int
+                let f32InPlace = data.baseAddress! + first * 4
                 if dtype == .BF16 {
                     // Read in place: no float32 copy of the band.
                     bad = BlockQuantization.quantize(.bf16(data.baseAddress! + first * 2), rows: r1 - r0, cols: cols,
+                                                     format: format, codes: codes, scales: scales)
+                } else if dtype == .F32, Int(bitPattern: f32InPlace) % MemoryLayout<Float>.alignment == 0 {
+                    bad = BlockQuantization.quantize(.f32(f32InPlace.assumingMemoryBound(to: Float.self)), rows: r1 - r0, cols: cols,
                                                      format: format, codes: codes, scales: scales)
                 } else {
                     let values = [Float](unsafeUninitializedCapacity: n) { out, count in

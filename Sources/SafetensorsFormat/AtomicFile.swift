@@ -38,7 +38,6 @@ public final class AtomicFile {
     private var fd: Int32
     private var buffer: [UInt8] = []
     private let bufferLimit = 1 << 20
-    public private(set) var bytesWritten: UInt64 = 0
     private var finished = false
     /// Where the signal handlers know the temporary file (to delete it if the process is killed).
     private var safetySlot: Int32 = -1
@@ -77,7 +76,6 @@ public final class AtomicFile {
             try flushBuffer()
             if bytes.count >= bufferLimit { try writeAll(bytes) } else { buffer.append(contentsOf: bytes) }
         }
-        bytesWritten += UInt64(bytes.count)
     }
 
     public func write(_ bytes: [UInt8]) throws {

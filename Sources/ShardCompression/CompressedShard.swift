@@ -21,6 +21,19 @@ public struct ShardStats: Sendable {
     public var storedBytes: UInt64 = 0
     /// Original and stored data bytes per dtype name.
     public var byDtype: [String: (original: UInt64, stored: UInt64)] = [:]
+
+    public init() {}
+
+    /// The figures of a chunk table (`tensors`: the shard's, which the chunks index).
+    init(_ chunks: [CompressedFormat.Chunk], tensors: [TensorInfo]) {
+        for c in chunks {
+            let dtype = tensors[Int(c.tensor)].dtype.rawValue
+            originalBytes += UInt64(c.length)
+            storedBytes += c.storedBytes
+            byDtype[dtype, default: (0, 0)].original += UInt64(c.length)
+            byDtype[dtype, default: (0, 0)].stored += c.storedBytes
+        }
+    }
 }
 
 public enum ShardCompressor {
@@ -57,7 +70,6 @@ public enum ShardCompressor {
             let headerChecksum = moe_xxh64(headerBytes.baseAddress, headerBytes.count, 0)
             var offset = UInt64(CompressedFormat.prefixBytes) + n
             var entries: [CompressedFormat.Chunk] = []
-            var stats = ShardStats()
             let window = max(1, (threads > 0 ? threads : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) * 4)
             var start = 0
             while start < jobs.count {
@@ -77,13 +89,7 @@ public enum ShardCompressor {
                     }
                     entries.append(.init(dataOffset: j.begin, length: UInt32(j.end - j.begin), tensor: UInt32(j.tensor),
                                          checksum: e.checksum, encoding: e.encoding, planes: planes))
-                    let dtype = file.tensors[j.tensor].dtype.rawValue
-                    let original = j.end - j.begin
-                    stats.originalBytes += original
-                    stats.storedBytes += UInt64(e.storedBytes)
-                    stats.byDtype[dtype, default: (0, 0)].original += original
-                    stats.byDtype[dtype, default: (0, 0)].stored += UInt64(e.storedBytes)
-                    progress?(original)
+                    progress?(j.end - j.begin)
                 }
                 let range = (file.header.dataStart + batch.first!.begin)..<(file.header.dataStart + batch.last!.end)
                 file.mapping.adviseDone(range)
@@ -101,7 +107,7 @@ public enum ShardCompressor {
             table.append(contentsOf: CompressedFormat.endMagic)
             try out.write(table)
             try out.commit()
-            return stats
+            return ShardStats(entries, tensors: file.tensors)
         } catch {
             out.abort()
             throw error
@@ -150,17 +156,7 @@ public final class CompressedShard: @unchecked Sendable {
     }
 
     /// Original and stored bytes, in total and per dtype, from the chunk table.
-    public func statistics() -> ShardStats {
-        var stats = ShardStats()
-        for c in chunks {
-            let dtype = header.tensors[Int(c.tensor)].dtype.rawValue
-            stats.originalBytes += UInt64(c.length)
-            stats.storedBytes += c.storedBytes
-            stats.byDtype[dtype, default: (0, 0)].original += UInt64(c.length)
-            stats.byDtype[dtype, default: (0, 0)].stored += c.storedBytes
-        }
-        return stats
-    }
+    public func statistics() -> ShardStats { ShardStats(chunks, tensors: header.tensors) }
 
     /// Whether the file starts with the compressed format's magic number.
     public static func isCompressed(path: String) -> Bool {

@@ -115,8 +115,7 @@ public enum DirectoryCompression {
                 result.stats = try ShardCompressor.compress(input: job.source, output: job.destination, levels: levels,
                                                             threads: threads, progress: progress)
             case "decompressed":
-                let shard: CompressedShard
-                do { shard = try CompressedShard(path: job.source) } catch { throw error }
+                let shard = try CompressedShard(path: job.source)
                 try shard.decompress(to: job.destination, threads: threads, progress: progress)
             default:
                 try AtomicFile.copy(from: job.source, to: job.destination)
