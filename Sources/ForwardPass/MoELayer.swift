@@ -112,11 +112,10 @@ public struct MoELayer {
             let p = prefix + "experts.\(e)."
             return (try reader.weight(p + g + ".weight"), try reader.weight(p + u + ".weight"), try reader.weight(p + d + ".weight"))
         case .fused:
-            let gateUp = try reader.matrix(prefix + "experts.gate_up_proj", index: e)
+            // Gate rows first, then up rows: both read in place from the map, like the other layouts.
+            let gateUp = try reader.weight(prefix + "experts.gate_up_proj", index: e)
             let i = gateUp.rows / 2
-            let gate = Matrix(rows: i, cols: gateUp.cols, values: Array(gateUp.values[0..<(i * gateUp.cols)]))
-            let up = Matrix(rows: i, cols: gateUp.cols, values: Array(gateUp.values[(i * gateUp.cols)...]))
-            return (Weight(gate), Weight(up), try reader.weight(prefix + "experts.down_proj", index: e))
+            return (gateUp.rows(0..<i), gateUp.rows(i..<(2 * i)), try reader.weight(prefix + "experts.down_proj", index: e))
         }
     }
 

@@ -57,6 +57,31 @@ public struct Weight: @unchecked Sendable {
         self.fileRange = fileRange
     }
 
+    /// Rows `range` of this weight, read from the same place (no copy): the gate and up halves of a
+    /// fused gate_up projection.
+    public func rows(_ range: Range<Int>) -> Weight {
+        precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) of \(rows)")
+        var part: Weight
+        switch storage {
+        case .dense(let v):
+            part = Weight(Matrix(rows: range.count, cols: cols, values: Array(v[(range.lowerBound * cols)..<(range.upperBound * cols)])))
+        case .mapped(let data, let first, let dtype, let scales):
+            precondition(scales == nil || range.lowerBound % BlockQuantization.blockSize == 0, "FP8 rows start on a block")
+            let bytesPerRow = UInt64(cols * dtype.bits / 8)
+            let lo = fileRange.map { $0.lowerBound + UInt64(range.lowerBound) * bytesPerRow }
+            let rowScales = scales.map { s in
+                Matrix(rows: (range.count + BlockQuantization.blockSize - 1) / BlockQuantization.blockSize, cols: s.cols,
+                       values: Array(s.values[(range.lowerBound / BlockQuantization.blockSize * s.cols)...]
+                                        .prefix((range.count + BlockQuantization.blockSize - 1) / BlockQuantization.blockSize * s.cols)))
+            }
+            part = Weight(rows: range.count, cols: cols,
+                          storage: .mapped(data: data, first: first + range.lowerBound * cols, dtype: dtype, scales: rowScales),
+                          owner: owner, fileRange: lo.map { $0..<($0 + UInt64(range.count) * bytesPerRow) })
+        }
+        part.name = "\(name)[rows \(range.lowerBound)..<\(range.upperBound)]"
+        return part
+    }
+
     /// Lets the kernel drop the mapped pages of this weight (done with it), so that running a
     /// layer of hundreds of experts keeps memory at one expert's worth.
     public func release() {

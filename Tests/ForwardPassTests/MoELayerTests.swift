@@ -26,6 +26,24 @@ import Testing
     /// The four tiny models, and DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN.
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e")]
 
+    /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
+    /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
+    @Test func fusedExpertsEqualPerExpert() throws {
+        let perExpert = try Checkpoint(path: Fixtures.path("models/deepseek_v3-bf16"))
+        let fused = try Checkpoint(path: Fixtures.path("models/deepseek_v3-fused-bf16"))
+        #expect(fused.locate("model.layers.1.mlp.experts.gate_up_proj") != nil)
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/deepseek_v3-f32-sharded.safetensors"))
+        for layer in [1, 2] {
+            let a = try MoELayer(WeightReader(perExpert), config: perExpert.config!, layer: layer)
+            let b = try MoELayer(WeightReader(fused), config: fused.config!, layer: layer)
+            let x = floats(reference, "layer.\(layer).input")
+            let (ya, ra) = try a.forward(x, tokens: x.count / a.hidden)
+            let (yb, rb) = try b.forward(x, tokens: x.count / b.hidden)
+            #expect(ya.count == yb.count && ya.map(\.bitPattern) == yb.map(\.bitPattern), "layer \(layer)")
+            #expect(ra.map(\.experts) == rb.map(\.experts))
+        }
+    }
+
     @Test(arguments: checkpoints)
     func matchesTransformers(_ model: String, _ path: String) throws {
         let checkpoint = try Checkpoint(path: Fixtures.path(path))
