@@ -32,8 +32,30 @@ struct Verify: ParsableCommand {
     @Flag(help: "Print a JSON report (schema moetool.verify/1).") var json = false
     @Option(help: ArgumentHelp("Write the outputs (logits, hidden states, router choices) to this safetensors file.", valueName: "file")) var saveOutputs: String?
 
+    /// The limits the run was judged by (only those of its mode), for --json.
+    func thresholds(model: Bool) -> JSONValue {
+        var t = JSONObject([("max_relative_error", .double(maxRelError)), ("min_cosine", .double(minCosine)),
+                            ("min_router_agreement", .double(minRouterAgreement))])
+        if model {
+            t.append("min_top1_agreement", .double(minTop1Agreement))
+            t.append("max_kl", .double(maxKl))
+        }
+        return .object(t)
+    }
+
     func validate() throws {
         if tokens < 1 || tokens > 1 << 16 { throw ValidationError("--tokens must be 1 to 65536") }
+        if let tokenIds, tokenIds.split(separator: ",").isEmpty || tokenIds.split(separator: ",").contains(where: { (Int($0) ?? -1) < 0 }) {
+            throw ValidationError("--token-ids takes one or more token ids (non-negative integers) separated by commas")
+        }
+        if let layers, layers != "all" {
+            let numbers = layers.split(separator: ",").compactMap { Int($0) }
+            if let twice = numbers.first(where: { n in numbers.filter { $0 == n }.count > 1 }) {
+                throw ValidationError("--layers names layer \(twice) twice")
+            }
+        }
+        // Options of the other mode would be silently ignored: refuse them.
+        if layers != nil && tokenIds != nil { throw ValidationError("--token-ids applies to whole-model mode; layer mode runs --tokens hidden states") }
         if experts != "all" && (Int(experts) ?? 0) < 1 { throw ValidationError("--experts takes \"all\" or a positive number") }
         if let tokenIds, tokenIds.split(separator: ",").contains(where: { Int($0) == nil }) {
             throw ValidationError("--token-ids takes token ids separated by commas")
@@ -74,6 +96,9 @@ struct Verify: ParsableCommand {
             FileHandleOutput.stderr("note: \(a) holds \(weightBytes >> 30) GiB of weights: running every MoE layer (layer mode); give --token-ids for the whole model\n")
         }
         if layers == nil && (tokenIds != nil || weightBytes <= 2 << 30) {
+            guard experts == "all" else {
+                throw ValidationError("--experts applies to layer mode, and this runs the whole model: give --layers too")
+            }
             return try verifyModel(ca, cb)
         }
         let available = MoELayers.of(ca)
@@ -132,6 +157,8 @@ struct Verify: ParsableCommand {
             o.append("mode", "layers")
             o.append("tokens", .number(JSONNumber(tokens)))
             o.append("seed", .number(JSONNumber(seed)))
+            o.append("experts", experts == "all" ? .string("all") : .int(Int(experts)!))  // a sample makes a partial check
+            o.append("thresholds", thresholds(model: false))
             o.append("passed", .bool(failures.isEmpty))
             o.append("failures", .array(failures.map { .string($0) }))
             o.append("layers", .array(results.map { d in
@@ -199,6 +226,7 @@ struct Verify: ParsableCommand {
             o.append("b", b.map { .string($0) } ?? .null)
             o.append("mode", "model")
             o.append("tokens", .number(JSONNumber(ids.count)))
+            o.append("thresholds", thresholds(model: true))
             o.append("token_ids", .array(ids.map { .number(JSONNumber($0)) }))
             o.append("passed", .bool(failures.isEmpty))
             o.append("failures", .array(failures.map { .string($0) }))

@@ -89,8 +89,19 @@ import Testing
         let outside = try CLI.run(["verify", Fixtures.path("models/mixtral-bf16"), "--token-ids", "1,99999"])
         #expect(outside.status == 1)
         #expect(outside.stderr.contains("outside the vocabulary"))
-        #expect(alone.status == 0, "\(alone.stderr)")
-        #expect(alone.stdout.contains("passed"))
+        // Options that would be ignored or wasted are refused before any work.
+        let model = Fixtures.path("models/qwen3_moe-bf16")
+        for (args, message) in [(["--experts", "2"], "--experts applies to layer mode"), (["--layers", "1,1"], "names layer 1 twice"),
+                                (["--token-ids", ""], "one or more token ids"), (["--token-ids", "3,-1"], "one or more token ids"),
+                                (["--layers", "1", "--token-ids", "1,2"], "--token-ids applies to whole-model mode")] {
+            let r = try CLI.run(["verify", model] + args)
+            #expect(r.status == 2 && r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        // --json records the limits it judged by, and whether layer mode ran a sample of the experts.
+        let sampled = try CLI.run(["verify", model, model, "--layers", "1", "--experts", "2", "--json"])
+        let o = try #require(try JSONParser.parse(sampled.stdout).objectValue)
+        #expect(o["experts"] == .int(2))
+        #expect(o["thresholds"]?.objectValue?["min_cosine"]?.doubleValue == 0.99)
         let dense = try CLI.run(["verify", Fixtures.path("models/deepseek_v3-bf16"), "--layers", "0"])
         #expect(dense.status == 1)
         #expect(dense.stderr.contains("layer 0 is not an MoE layer (MoE layers: 1,2)"), "\(dense.stderr)")
