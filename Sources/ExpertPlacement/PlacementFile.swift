@@ -89,6 +89,9 @@ public struct PlanReport {
     public let seconds: Double
     public let profile: String
     public let output: String?
+    /// The deployed placement planned from (`--previous`), and the format the output was written in.
+    public var previous: String?
+    public var outputFormat: String?
 
     public init(plan: Plan, baseline: Plan?, bytesPerExpert: UInt64?, seconds: Double, profile: String, output: String?) {
         self.plan = plan
@@ -149,8 +152,14 @@ public struct PlanReport {
         o.append("schema", "moetool.plan-experts/1")
         o.append("profile", .string(profile))
         o.append("output", output.map { .string($0) } ?? .null)
+        o.append("output_format", outputFormat.map { .string($0) } ?? .null)
+        o.append("previous", previous.map { .string($0) } ?? .null)
         o.append("algorithm", .string(plan.request.algorithm.rawValue))
         o.append("policy", .string(plan.request.policy?.rawValue ?? "auto"))
+        o.append("target_imbalance", plan.request.targetImbalance.map { .double($0) } ?? .null)
+        o.append("max_nodes_per_token", plan.request.maxNodesPerToken.map { .double($0) } ?? .null)
+        o.append("topk", plan.request.routing.map { .int($0.topk) } ?? .null)
+        o.append("topk_group", plan.request.routing?.topkGroup.map { .int($0) } ?? .null)
         o.append("layers", .number(JSONNumber(plan.layers.count)))
         o.append("experts", .number(JSONNumber(t.experts)))
         o.append("slots", .number(JSONNumber(t.slots)))

@@ -182,8 +182,10 @@ struct PlanExperts: ParsableCommand {
                 throw fail("\(output): \(error)")
             }
         }
-        let report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
+        var report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
                                 profile: profile, output: output)
+        report.previous = previous
+        report.outputFormat = output == nil ? nil : format.rawValue
         FileHandleOutput.stdout(json ? JSONSerializer.pretty(report.json()) + "\n" : report.text(perLayer: perLayer))
     }
 

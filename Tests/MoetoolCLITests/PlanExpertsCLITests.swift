@@ -34,6 +34,10 @@ import Testing
         let o = try #require(try JSONParser.parse(r.stdout).objectValue)
         #expect(o["schema"]?.stringValue == "moetool.plan-experts/1")
         #expect(o["slots"]?.uint64Value == 32 && o["groups"]?.uint64Value == 8 && o["nodes"]?.uint64Value == 2)
+        // The routing the metrics used comes from config.json and is recorded with them.
+        let topk = try #require(o["topk"]?.uint64Value), topkGroup = try #require(o["topk_group"]?.uint64Value)
+        #expect(topk == 4 && topkGroup == 4, "topk \(topk), topk_group \(topkGroup)")
+        #expect(o["previous"] == .null && o["output_format"] == .null)
         let m = try #require(o["metrics"]?.objectValue)
         // One routed expert of the tiny model: gate, up (24x64) and down (64x24), float32.
         // (Unwrapped first: comparing an optional with a folded constant inside #expect trips
