@@ -450,18 +450,6 @@ public func realPath(_ path: String) -> String? {
     return String(cString: p)
 }
 
-public func listDirectory(_ path: String) -> [String] {
-    guard let dir = opendir(path) else { return [] }
-    defer { closedir(dir) }
-    var names: [String] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafePointer(to: entry.pointee.d_name) {
-            $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-        }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names
-}
 
 /// What a resumable run records of one input file so that a resume from a changed input is refused:
 /// its name, size and modification time (nanoseconds). Two revisions of a model often have shards of

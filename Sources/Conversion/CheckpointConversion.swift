@@ -83,55 +83,24 @@ public enum CheckpointConversion {
     public static func run(checkpoint: Checkpoint, output: String, plan: ConversionPlan, options: ConversionOptions,
                            mode: Mode = .full, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
         let state = output + "/" + stateDirectoryName
-        let planPath = state + "/plan.json"
         let fingerprintText = JSONSerializer.pretty(fingerprint(checkpoint: checkpoint, options: options))
         try checkOutsideInput(output, input: checkpoint)
-        let existing = listDirectory(output).filter { $0 != stateDirectoryName }
         if mode == .full { try checkOutput(output, input: checkpoint) }
-        // Refuse before writing anything into a directory that is not ours.
-        if !existing.isEmpty && access(planPath, F_OK) != 0 {
-            throw ConversionError(file: output, "is not empty and holds no interrupted conversion; give a new or empty directory")
-        }
-        if mode == .finalize && access(planPath, F_OK) != 0 {
-            throw ConversionError(file: output, "holds no conversion to finalize")
-        }
-        for dir in [output, state] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw ConversionError(file: dir, "cannot create the directory: \(String(cString: strerror(errno)))")
-        }
-        // Everything from here on happens under the lock, so two runs cannot interleave.
-        var isWorker = false
-        if case .shards = mode { isWorker = true }
-        let lock = try takeLock(state + "/lock", isWorker ? .shared : .exclusive, what: output)
-        defer { withExtendedLifetime(lock) {} }
-        let recorded = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
+        let claimMode: OutputClaim.Mode
         switch mode {
-        case .full:
-            // Empty when checked above; anything here now was put by a run that raced us.
-            guard recorded == nil, listDirectory(output) == [stateDirectoryName], listDirectory(state).filter({ !$0.hasPrefix(".") }) == ["lock"] else {
-                throw ConversionError(file: output, "was written to by another process while starting; give a new or empty directory")
-            }
-        case .resume, .shards, .finalize:
-            if recorded == nil {
-                guard existing.isEmpty else {
-                    throw ConversionError(file: output, "is not empty and holds no interrupted conversion; give a new or empty directory")
-                }
-                guard mode != .finalize else { throw ConversionError(file: output, "holds no conversion to finalize") }
-            } else if recorded != fingerprintText {
-                throw ConversionError(file: output,
-                    "holds a conversion of another or a changed input, or with other options (\(planPath)); use another directory")
-            }
+        case .full: claimMode = .fresh
+        case .resume: claimMode = .resume
+        case .shards: claimMode = .worker
+        case .finalize: claimMode = .existing
         }
-        if recorded == nil {
-            // --shards workers (a shared lock) may start together: the first plan put in place wins and
-            // the others must agree with it.
-            if try !writeText(fingerprintText, to: planPath, unlessExists: isWorker) {
-                let winner = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
-                guard winner == fingerprintText else {
-                    throw ConversionError(file: output,
-                        "another worker started a conversion of another or a changed input, or with other options (\(planPath))")
-                }
-            }
+        let claim: OutputClaim
+        do {
+            claim = try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprintText, mode: claimMode,
+                                    noun: "conversion", command: "moetool convert")
+        } catch {
+            throw ConversionError(error.description)
         }
+        defer { withExtendedLifetime(claim) {} }  // the lock is held until the run ends
 
         var results: [ShardResult] = []
         if mode != .finalize {
@@ -169,6 +138,7 @@ public enum CheckpointConversion {
         if case .shards = mode {} else {
             try finalize(checkpoint: checkpoint, output: output, plan: plan, options: options,
                          alreadyVerified: Set(results.map(\.name)))
+            claim.release()
             finalized = true
         }
         return Summary(
@@ -198,9 +168,6 @@ public enum CheckpointConversion {
             try writeText(JSONSerializer.pretty(.object(updated)), to: output + "/" + Checkpoint.configFileName)
         }
         try copyOtherFiles(from: checkpoint, to: output)
-        let state = output + "/" + stateDirectoryName
-        for name in listDirectory(state) { unlink(state + "/" + name) }
-        rmdir(state)
     }
 
     /// Records a finished shard with the checksum of the bytes written (taken as they were written):
@@ -264,17 +231,12 @@ public enum CheckpointConversion {
     }
 
     /// Writes a small file atomically (under the lock: a killed run's temporary for it is cleared first).
-    /// With `unlessExists` (only a shared lock held): other writers' temporaries are left alone, and an
-    /// existing file is kept (returns false).
-    @discardableResult
-    static func writeText(_ text: String, to path: String, unlessExists: Bool = false) throws(ConversionError) -> Bool {
-        AtomicFile.removeStaleTemporaries(of: path, allWriters: !unlessExists)
+    static func writeText(_ text: String, to path: String) throws(ConversionError) {
+        AtomicFile.removeStaleTemporaries(of: path, allWriters: true)
         do {
             let file = try AtomicFile(path: path)
             try file.write(Array(text.utf8))
-            if unlessExists { return try file.commitUnlessExists() }
             try file.commit()
-            return true
         } catch {
             throw ConversionError(file: path, "\(error)")
         }

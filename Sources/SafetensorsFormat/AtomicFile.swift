@@ -203,15 +203,11 @@ extension AtomicFile {
     public static func removeStaleTemporaries(of path: String, allWriters: Bool) {
         let (dir, base) = splitPath(path)
         let prefix = "." + base + ".tmp-"
-        guard let d = opendir(dir.isEmpty ? "." : dir) else { return }
-        defer { closedir(d) }
-        var stale: [String] = []
-        while let entry = readdir(d) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasPrefix(prefix) else { continue }
+        let stale = listDirectory(dir.isEmpty ? "." : dir).filter { name in
+            guard name.hasPrefix(prefix) else { return false }
             let pid = name.dropFirst(prefix.count).prefix { $0 != "-" }
-            if !allWriters, let pid = Int32(pid), pid > 0, kill(pid, 0) == 0 || errno == EPERM { continue }
-            stale.append(name)
+            if !allWriters, let pid = Int32(pid), pid > 0, kill(pid, 0) == 0 || errno == EPERM { return false }
+            return true
         }
         for name in stale { unlink((dir.isEmpty ? "" : dir + "/") + name) }
     }

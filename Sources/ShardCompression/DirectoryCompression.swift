@@ -83,10 +83,9 @@ public enum DirectoryCompression {
         var st = stat()
         let isDirectory = stat(input, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
         let jobs = try plan(input, output, direction)
-        let state = output + "/" + stateDirectoryName
-        var lock: WriterLock? = nil
+        var claim: OutputClaim? = nil
         if isDirectory {
-            lock = try prepareDirectory(input, output, jobs: jobs, direction: direction, levels: levels, resume: resume)
+            claim = try claimDirectory(input, output, jobs: jobs, direction: direction, levels: levels, resume: resume)
         } else {
             var o = stat()
             if stat(output, &o) == 0 && !resume {
@@ -109,7 +108,7 @@ public enum DirectoryCompression {
                 throw CompressionError(job.destination, "exists and is not a complete output of \(job.source); moetool never overwrites a file, choose a new output")
             }
             // In a directory we hold the lock, so every leftover temporary is stale.
-            AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: lock != nil)
+            AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: claim != nil)
             switch job.action {
             case "compressed":
                 result.stats = try ShardCompressor.compress(input: job.source, output: job.destination, levels: levels,
@@ -127,60 +126,25 @@ public enum DirectoryCompression {
         if isDirectory && direction == .compress {
             try writeManifest(summary, to: output + "/" + manifestName)
         }
-        if lock != nil {
-            for name in listDirectory(state) { unlink(state + "/" + name) }
-            rmdir(state)
-        }
-        withExtendedLifetime(lock) {}
+        claim?.release()
         summary.seconds = monotonicSeconds() - start
         return summary
     }
 
     /// Checks and claims a directory OUT: new or empty, or (`resume`) holding an unfinished run of this
-    /// very input with these options. Returns the lock held for the rest of the run.
-    static func prepareDirectory(_ input: String, _ output: String, jobs: [(source: String, destination: String, name: String, action: String)],
-                                 direction: Direction, levels: ChunkCodec.Levels, resume: Bool) throws -> WriterLock {
+    /// very input with these options.
+    static func claimDirectory(_ input: String, _ output: String, jobs: [(source: String, destination: String, name: String, action: String)],
+                               direction: Direction, levels: ChunkCodec.Levels, resume: Bool) throws -> OutputClaim {
         var o = stat()
         let exists = stat(output, &o) == 0
         if exists && (o.st_mode & S_IFMT) != S_IFDIR { throw CompressionError(output, "exists and is not a directory; choose a new output") }
         guard !exists || realPath(input) != realPath(output) else { throw CompressionError(output, "is the input directory") }
-        let state = output + "/" + stateDirectoryName
-        let entries = listDirectory(output).filter { $0 != stateDirectoryName }
-        let planPath = state + "/plan.json"
-        // Refuse before writing anything into a directory that is not ours.
-        if !entries.isEmpty {
-            guard resume else { throw CompressionError(output, "is not empty; choose a new output, or --resume a killed run into it") }
-            guard access(planPath, F_OK) == 0 else {
-                throw CompressionError(output, "is not empty and holds no interrupted run; choose a new output")
-            }
+        do {
+            return try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprint(jobs, direction: direction, levels: levels),
+                                   mode: resume ? .resume : .fresh, noun: "run", command: "moetool compress or decompress")
+        } catch {
+            throw CompressionError(error.path, error.message)
         }
-        for dir in [output, state] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw CompressionError(dir, "cannot create: \(String(cString: strerror(errno)))")
-        }
-        let lock = try WriterLock(state + "/lock", .exclusive, what: output, by: "moetool compress or decompress")
-        let recorded = (try? MappedFile(path: planPath)).map { String(decoding: $0.bytes(0..<$0.size), as: UTF8.self) }
-        let expected = fingerprint(jobs, direction: direction, levels: levels)
-        if recorded != nil || !entries.isEmpty {
-            guard resume else {
-                throw CompressionError(output, "is not empty; choose a new output, or --resume a killed run into it")
-            }
-            guard let recorded else { throw CompressionError(output, "is not empty and holds no interrupted run; choose a new output") }
-            guard recorded == expected else {
-                throw CompressionError(output, "holds an interrupted run of another input, of a changed input or with other options (\(planPath)); choose a new output")
-            }
-        }
-        if recorded == nil {
-            AtomicFile.removeStaleTemporaries(of: planPath, allWriters: true)
-            let file = try AtomicFile(path: planPath)
-            do {
-                try file.write(Array(expected.utf8))
-                try file.commit()
-            } catch {
-                file.abort()
-                throw error
-            }
-        }
-        return lock
     }
 
     /// What identifies a run: the direction, the levels, and every input file with its size and modification time.

@@ -338,6 +338,6 @@ enum Faulty {
         #expect(fast.status == 0, "\(fast.stderr)")
         Faulty.resume(slow)
         let slowMessage = String(decoding: Fixtures.readBytes(slowErr), as: UTF8.self)
-        #expect(slow.terminationStatus == 1 && slowMessage.contains("another worker started a conversion"), "\(slowMessage)")
+        #expect(slow.terminationStatus == 1 && slowMessage.contains("another process started a conversion"), "\(slowMessage)")
     }
 }
