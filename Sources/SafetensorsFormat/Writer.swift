@@ -125,52 +125,83 @@ public final class TensorRegion: @unchecked Sendable {
     public var written: UInt64 { count.withLock { $0 } }
 }
 
-/// Hands the bytes written to a file, arriving from several threads and not quite in order, to an
-/// observer in file order (to checksum a file while it is written, without reading it back): a piece
-/// at the cursor goes straight through, one a little ahead of it waits (copied) until the gap is filled.
-/// A piece further ahead than `limit` bytes, or more than `limit` bytes waiting, stops it, and `finish`
-/// reads the rest back from the file.
+/// Hands the bytes written to a file, arriving from several threads and not in order, to an observer in
+/// file order (to checksum a file while it is written instead of reading it all back): a piece at the
+/// cursor goes straight through; one a little ahead waits, copied, until the gap is filled; one far
+/// ahead (an FP8 weight's codes, computed with its scales, which come earlier in the file) is noted and
+/// read back from the file when the cursor reaches it. A piece written twice stops the streaming, and
+/// `finish` reads the rest back.
 final class InOrder: @unchecked Sendable {
     private let observe: (UnsafeRawBufferPointer) -> Void
+    private let path: String
     private struct State {
         var cursor: UInt64 = 0
         var waiting: [UInt64: [UInt8]] = [:]
         var waitingBytes = 0
+        var farAhead: [UInt64: Int] = [:]
         var streaming = true
+        var written: MappedFile? = nil
     }
     private let state = Mutex(State())
     private let limit = 16 << 20
 
-    init(_ observe: @escaping (UnsafeRawBufferPointer) -> Void) {
+    /// `path`: the file being written, to read pieces back from.
+    init(path: String, _ observe: @escaping (UnsafeRawBufferPointer) -> Void) {
+        self.path = path
         self.observe = observe
     }
 
     func feed(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) {
         state.withLock { s in
             guard s.streaming, !bytes.isEmpty else { return }
+            let n = bytes.count
             if offset == s.cursor {
                 observe(bytes)
-                s.cursor += UInt64(bytes.count)
-                while let next = s.waiting.removeValue(forKey: s.cursor) {
-                    s.waitingBytes -= next.count
-                    next.withUnsafeBytes { observe($0) }
-                    s.cursor += UInt64(next.count)
+                s.cursor += UInt64(n)
+                drain(&s)
+            } else if offset > s.cursor, s.waiting[offset] == nil, s.farAhead[offset] == nil {
+                if offset - s.cursor <= UInt64(limit) && s.waitingBytes + n <= limit {
+                    s.waiting[offset] = Array(bytes)
+                    s.waitingBytes += n
+                } else {
+                    s.farAhead[offset] = n
                 }
-            } else if offset > s.cursor && offset - s.cursor <= UInt64(limit) && s.waitingBytes + bytes.count <= limit
-                        && s.waiting[offset] == nil {
-                s.waiting[offset] = Array(bytes)
-                s.waitingBytes += bytes.count
             } else {
-                // Too far ahead (or written twice): the rest is read back from the file at the end.
+                // Written twice: the rest is read back from the file at the end.
                 s = State(cursor: s.cursor, streaming: false)
             }
         }
     }
 
+    /// Observes every piece now contiguous with the cursor.
+    private func drain(_ s: inout State) {
+        while true {
+            if let next = s.waiting.removeValue(forKey: s.cursor) {
+                s.waitingBytes -= next.count
+                next.withUnsafeBytes { observe($0) }
+                s.cursor += UInt64(next.count)
+            } else if let n = s.farAhead.removeValue(forKey: s.cursor) {
+                let end = s.cursor + UInt64(n)
+                if s.written.map({ $0.size < end }) ?? true { s.written = try? MappedFile(path: path) }
+                guard let written = s.written, written.size >= end else {
+                    s = State(cursor: s.cursor, streaming: false)  // cannot read it now: finish will
+                    return
+                }
+                written.slices(s.cursor..<end) { slice, _ in observe(slice) }
+                s.cursor = end
+            } else {
+                return
+            }
+        }
+    }
+
     /// Observes whatever did not stream, reading the file from the cursor to its end.
-    func finish(_ file: AtomicFile) throws {
-        let cursor = state.withLock { $0.cursor }
-        let written = try MappedFile(path: file.temporaryPath)
+    func finish() throws {
+        let cursor = state.withLock { s in
+            s.written = nil
+            return s.cursor
+        }
+        let written = try MappedFile(path: path)
         guard cursor < written.size else { return }
         written.slices(cursor..<written.size) { slice, _ in observe(slice) }
     }
@@ -214,10 +245,11 @@ public final class SafetensorsOutput {
     /// written, the rest when it is committed.
     public init(path: String, tensors: [TensorSpec], metadata: [(key: String, value: String)]?,
                 sources: [MappedFile] = [], observe: ((UnsafeRawBufferPointer) -> Void)? = nil) throws {
-        sequence = observe.map { InOrder($0) }
         layout = try SafetensorsLayout(tensors: tensors, metadata: metadata)
         self.path = path
-        file = try AtomicFile(path: path)
+        let file = try AtomicFile(path: path)
+        self.file = file
+        sequence = observe.map { InOrder(path: file.temporaryPath, $0) }
         filled = Array(repeating: false, count: layout.tensors.count)
         for (k, t) in layout.tensors.enumerated() { index[t.name] = k }
         file.sources = sources
@@ -261,7 +293,7 @@ public final class SafetensorsOutput {
         if let k = filled.firstIndex(of: false) {
             throw SafetensorsWriteError.wrongByteCount(tensor: layout.tensors[k].name, expected: layout.tensors[k].byteCount, got: 0)
         }
-        try sequence?.finish(file)
+        try sequence?.finish()
         done = true
         try file.commit()
     }
