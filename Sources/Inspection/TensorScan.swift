@@ -69,7 +69,7 @@ public enum TensorScan {
                             progress: (@Sendable (UInt64) -> Void)? = nil) throws(CompressionError) -> [TensorStats?] {
         var compressed: [String: CompressedShard] = [:]
         for t in targets where t.file.isCompressed && compressed[t.file.path] == nil {
-            compressed[t.file.path] = try CompressedShard(path: t.file.path)
+            compressed[t.file.path] = try CompressedShard(t.file.mapping)  // the map the header came from
         }
         let shards = compressed
         struct Work: Sendable { let target: Int; let range: Range<Int> }

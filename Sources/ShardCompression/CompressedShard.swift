@@ -164,13 +164,21 @@ public final class CompressedShard: @unchecked Sendable {
         return Array(m.bytes(0..<8)) == CompressedFormat.magic
     }
 
-    public init(path: String) throws(CompressionError) {
-        self.path = path
+    public convenience init(path: String) throws(CompressionError) {
+        let mapping: MappedFile
         do {
             mapping = try MappedFile(path: path)
         } catch {
             throw CompressionError(path, error.description)
         }
+        try self.init(mapping)
+    }
+
+    /// A compressed shard already mapped (e.g. by the SafetensorsFile that read its header).
+    public init(_ mapping: MappedFile) throws(CompressionError) {
+        let path = mapping.path
+        self.path = path
+        self.mapping = mapping
         let size = mapping.size
         let minimum = UInt64(CompressedFormat.prefixBytes + CompressedFormat.tailBytes)
         guard size >= minimum else { throw CompressionError(path, "\(size) bytes is too short for a compressed shard (truncated?)") }
@@ -300,14 +308,16 @@ public final class CompressedShard: @unchecked Sendable {
             let mid = (lo + hi) / 2
             if chunks[mid].dataOffset <= begin { lo = mid + 1 } else { hi = mid }
         }
-        var k = max(0, lo - 1)
-        var out = [UInt8](repeating: 0, count: Int(range.count))  // every byte is then written
-        while k < chunks.count, chunks[k].dataOffset < end {
-            let c = chunks[k]
-            let from = max(begin, c.dataOffset), to = min(end, c.dataOffset + UInt64(c.length))
-            let failure: CompressionError? = out.withUnsafeMutableBytes { o in
+        var failure: CompressionError? = nil
+        // Not zero-filled first: the chunks covering the range write every byte (or the result is dropped).
+        let out = [UInt8](unsafeUninitializedCapacity: Int(range.count)) { buffer, count in
+            count = Int(range.count)
+            var k = max(0, lo - 1)
+            while k < chunks.count, chunks[k].dataOffset < end {
+                let c = chunks[k]
+                let from = max(begin, c.dataOffset), to = min(end, c.dataOffset + UInt64(c.length))
+                let dst = UnsafeMutableRawPointer(buffer.baseAddress!) + Int(from - begin)
                 do throws(CompressionError) {
-                    let dst = o.baseAddress! + Int(from - begin)
                     if from == c.dataOffset && to == c.dataOffset + UInt64(c.length) {
                         // The whole chunk is wanted: decode it in place.
                         try decode(k, into: UnsafeMutableRawBufferPointer(start: dst, count: Int(c.length)))
@@ -317,18 +327,18 @@ public final class CompressedShard: @unchecked Sendable {
                         try decode(k, into: scratch)
                         dst.copyMemory(from: scratch.baseAddress! + Int(from - c.dataOffset), byteCount: Int(to - from))
                     }
-                    return nil
                 } catch {
-                    return error
+                    failure = error
+                    return
                 }
+                // Done with this chunk's stored bytes: let their pages go (a scan stays at a few chunks).
+                if let first = c.planes.first, let last = c.planes.last {
+                    mapping.adviseDone(first.offset..<(last.offset + UInt64(last.storedLength)))
+                }
+                k += 1
             }
-            if let failure { throw failure }
-            // Done with this chunk's stored bytes: let their pages go (a scan stays at a few chunks).
-            if let first = c.planes.first, let last = c.planes.last {
-                mapping.adviseDone(first.offset..<(last.offset + UInt64(last.storedLength)))
-            }
-            k += 1
         }
+        if let failure { throw failure }
         return out
     }
 
