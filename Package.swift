@@ -85,7 +85,7 @@ let package = Package(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
-        .testTarget(name: "ShardCompressionTests", dependencies: ["ShardCompression", "SafetensorsFormat", "CKernels", "FixtureSupport"]),
+        .testTarget(name: "ShardCompressionTests", dependencies: ["ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
         .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]

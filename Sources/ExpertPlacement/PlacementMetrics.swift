@@ -1,3 +1,4 @@
+import Checkpoint
 /// How tokens are routed, for the traffic estimate: `topk` experts per token, chosen inside
 /// `topkGroup` of the topology's groups when group-limited (DeepSeek-V3: 8 in 4 of 8 groups).
 public struct Routing: Sendable, Equatable {
@@ -176,19 +177,4 @@ public enum PlacementMetrics {
         }
         return Double(sum) / Double(tokens)
     }
-}
-
-/// A small, fast, seedable generator (SplitMix64).
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// A uniform double in [0, 1).
-    mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }

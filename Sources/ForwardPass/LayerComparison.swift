@@ -5,14 +5,8 @@ import Checkpoint
 /// real forward pass's.
 public enum HiddenStates {
     public static func make(tokens: Int, hidden: Int, seed: UInt64, norm: [Float]?, eps: Float) throws(ForwardError) -> [Float] {
-        var state = seed &+ 0x9E37_79B9_7F4A_7C15
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var rng = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15)
+        func next() -> UInt64 { rng.next() }
         var x = [Float](repeating: 0, count: tokens * hidden)
         var i = 0
         while i < x.count {

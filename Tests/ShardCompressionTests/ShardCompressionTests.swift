@@ -1,4 +1,5 @@
 import CKernels
+import Checkpoint
 import FixtureSupport
 import Foundation
 import SafetensorsFormat
@@ -101,7 +102,7 @@ let fixtureShards: [String] = {
                 #expect(bytes == Array(original.data(t)), "\(path) \(t.name)")
             }
             // Any byte range of a tensor, decoding only its chunks.
-            var rng = SeededBits(UInt64(i))
+            var rng = SplitMix64(seed: UInt64(i))
             for t in original.tensors where t.byteCount > 2 {
                 let a = rng.next() % t.byteCount, b = a + rng.next() % (t.byteCount - a + 1)
                 #expect(try shard.bytes(t, a..<b) == Array(original.data(t)[Int(a)..<Int(b)]), "\(path) \(t.name) \(a)..<\(b)")
@@ -196,7 +197,7 @@ let fixtureShards: [String] = {
     @Test func tensorsSpanningSeveralChunks() throws {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var rng = SeededBits(0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         let big: [UInt16] = (0..<(5 * 1024 * 1024 / 2 + 37)).map { _ in UInt16(truncatingIfNeeded: 0x3C00 &+ (rng.next() & 0x7FF)) }
         let f32: [UInt32] = (0..<(3 * 1024 * 1024 / 4 + 5)).map { _ in UInt32(truncatingIfNeeded: rng.next()) }
         let path = dir + "/big.safetensors"
@@ -242,18 +243,5 @@ let fixtureShards: [String] = {
         for n in names { #expect(Fixtures.readBytes(dir + "/restored/" + n) == Fixtures.readBytes(source + "/" + n), "\(n)") }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source, dir + "/packed", .compress) }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source + "/config.json", dir + "/x", .compress) }
-    }
-}
-
-/// A fixed-seed 64-bit generator (SplitMix64) for reproducible test inputs.
-struct SeededBits {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
