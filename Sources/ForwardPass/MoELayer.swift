@@ -167,10 +167,13 @@ public struct MoELayer {
     /// from the checkpoint one at a time, only those some token chose.
     /// `only`: run just these routed experts (the others' contributions are left out), to sample a
     /// layer of hundreds of experts; nil runs every expert some token chose.
-    public func forward(_ x: [Float], tokens: Int, only: Set<Int>? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
+    /// `routing`: this block's routing of `x` when the caller already has it (it is not computed again).
+    public func forward(_ x: [Float], tokens: Int, only: Set<Int>? = nil,
+                        routing known: [Routing]? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
         let h = hidden
         precondition(x.count == tokens * h)
-        let routing = try route(x, tokens: tokens)
+        let routing: [Routing]
+        if let known { routing = known } else { routing = try route(x, tokens: tokens) }
         var out = [Float](repeating: 0, count: tokens * h)
         var users = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for (t, r) in routing.enumerated() {

@@ -114,12 +114,14 @@ struct Verify: ParsableCommand {
             let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
             let x = try HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
             var sample: Set<Int>? = nil
+            var routingA: [Routing]? = nil
             if let n = Int(experts) {
                 var uses = [Int](repeating: 0, count: la.experts)
-                for r in try la.route(x, tokens: tokens) { for e in r.experts { uses[e] += 1 } }
+                routingA = try la.route(x, tokens: tokens)
+                for r in routingA! { for e in r.experts { uses[e] += 1 } }
                 sample = Set(uses.indices.sorted { uses[$0] > uses[$1] || (uses[$0] == uses[$1] && $0 < $1) }.prefix(n))
             }
-            let ra = try la.forward(x, tokens: tokens, only: sample)
+            let ra = try la.forward(x, tokens: tokens, only: sample, routing: routingA)
             let rb: (output: [Float], routing: [Routing])
             if let cb {
                 let lb = try MoELayer(WeightReader(cb), config: cb.config!, layer: layer)
