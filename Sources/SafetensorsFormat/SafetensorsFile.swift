@@ -1,4 +1,3 @@
-import Synchronization
 
 /// An open, validated safetensors file: its header, and zero-copy views of its
 /// tensors' bytes through a memory map. Views are valid while the file object lives.
@@ -8,7 +7,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let header: SafetensorsHeader
     public let mapping: MappedFile
     /// Built on first lookup: checkpoints look names up through their own index instead.
-    private let indexByName = Mutex<[String: Int]?>(nil)
+    private let indexByName = Locked<[String: Int]?>(nil)
 
     /// A moetool compressed shard: the header is readable, tensor bytes are not (`data` must
     /// not be used; decompress first).

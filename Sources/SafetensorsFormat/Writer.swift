@@ -1,4 +1,3 @@
-import Synchronization
 import StrictJSON
 
 /// A tensor to be written: what the header says about it. Its bytes come later, streamed.
@@ -101,7 +100,7 @@ public final class TensorRegion: @unchecked Sendable {
     let file: AtomicFile
     let start: UInt64
     public let tensor: TensorInfo
-    private let count = Mutex<UInt64>(0)
+    private let count = Locked<UInt64>(0)
     let sequence: InOrder?
 
     init(file: AtomicFile, start: UInt64, tensor: TensorInfo, sequence: InOrder?) {
@@ -142,7 +141,7 @@ final class InOrder: @unchecked Sendable {
         var streaming = true
         var written: MappedFile? = nil
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let limit = 16 << 20
 
     /// `path`: the file being written, to read pieces back from.
