@@ -40,7 +40,7 @@ let package = Package(
         // Checkpoints: single files, sharded directories with an index, config.json.
         .target(
             name: "Checkpoint",
-            dependencies: ["SafetensorsFormat", "StrictJSON", "CJSONC", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", .product(name: "Crypto", package: "swift-crypto")]),
         // Conversion to and from the FP8 block format, streamed and atomic.
         .target(
             name: "Conversion",

@@ -194,3 +194,11 @@ void moe_decode_band_e4m3_to_bf16(const uint8_t *codes, size_t rows, size_t cols
         }
     }
 }
+
+MOE_CLONES
+size_t moe_count_nonfinite_bf16(const uint16_t *v, size_t n) {
+    /* All-ones exponent: infinity or NaN. Counted without a branch so the loop vectorizes. */
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) count += (v[i] & 0x7f80u) == 0x7f80u;
+    return count;
+}

@@ -34,6 +34,8 @@ public final class Checkpoint: @unchecked Sendable {
     public let indexTotalSize: UInt64?
     public let config: ModelConfig?
     public let configPath: String?
+    /// quantization_config.weight_block_size, validated (nil: none declared).
+    public let declaredBlock: BlockShape?
     public let warnings: [Warning]
     private let location: NameTable<Slot>
 
@@ -134,6 +136,16 @@ public final class Checkpoint: @unchecked Sendable {
                 case .shard: fatalError("unreachable")
                 }
                 totalSize = parsed.totalSize
+                if parsed.entries.count == 0 {
+                    throw InvalidInput(Problem(file: indexPath, rule: .indexEmpty,
+                        "weight_map is empty, though the directory holds \(listing.count) .safetensors file(s)"))
+                }
+                // Loaders read only the shards the index names: any other is left out, which is worth a word.
+                let named = Set(parsed.shards)
+                for name in listing where !named.contains(name) {
+                    warnings.append(Warning(file: join(root, name), kind: .unlistedShard,
+                        "not named by the index's weight_map: loaders ignore it, and so does moetool"))
+                }
                 if totalSize == nil {
                     warnings.append(Warning(file: indexPath, kind: .noTotalSize, "index has no metadata.total_size; not checked"))
                 }
@@ -173,6 +185,11 @@ public final class Checkpoint: @unchecked Sendable {
                 continue
             }
             if kind == .directory {
+                if name.utf8.contains(0) {
+                    problems.append(Problem(file: join(root, Checkpoint.indexFileName), rule: .invalidShardName,
+                        "shard name \"\(escapeForDisplay(name))\" holds a NUL byte"))
+                    continue
+                }
                 if name.isEmpty || name.hasPrefix("/") || name.split(separator: "/", omittingEmptySubsequences: false).contains("..") {
                     problems.append(Problem(file: display, rule: .shardPathEscapes,
                         "shard name \"\(escapeForDisplay(name))\" leaves the checkpoint directory"))
@@ -278,6 +295,7 @@ public final class Checkpoint: @unchecked Sendable {
         // config.json beside the weights.
         var config: ModelConfig? = nil
         var configPath: String? = nil
+        var declaredBlock: BlockShape? = nil
         let candidate = join(directory, Checkpoint.configFileName)
         if fileKind(candidate) == .regular {
             do throws(InvalidInput) {
@@ -285,6 +303,11 @@ public final class Checkpoint: @unchecked Sendable {
                 configPath = candidate
             } catch {
                 problems.append(contentsOf: error.problems)
+            }
+            do throws(Problem) {
+                declaredBlock = try config?.declaredBlockShape()
+            } catch {
+                problems.append(Problem(file: candidate, rule: error.rule, error.message))
             }
         }
 
@@ -294,6 +317,7 @@ public final class Checkpoint: @unchecked Sendable {
         self.indexTotalSize = totalSize
         self.config = config
         self.configPath = configPath
+        self.declaredBlock = declaredBlock
         self.warnings = warnings
         self.location = location
     }

@@ -49,7 +49,7 @@ public struct PlannedTensor: Sendable {
         case copy(file: Int, tensor: TensorInfo)
         case codes(file: Int, weight: TensorInfo)
         case scales(file: Int, weight: TensorInfo)
-        case dequantized(weightFile: Int, weight: TensorInfo, scaleFile: Int, scale: TensorInfo)
+        case dequantized(weightFile: Int, weight: TensorInfo, scaleFile: Int, scale: TensorInfo, block: BlockShape)
     }
 
     public let spec: TensorSpec
@@ -94,9 +94,19 @@ public struct ConversionPlan: Sendable {
         for (fi, file) in checkpoint.files.enumerated() {
             var planned: [PlannedTensor] = []
             for t in file.tensors {
-                let scale = Converter.scale(of: t, in: checkpoint)
+                // Only a conversion to BF16 reads FP8 weights; their scales are recognised (and checked) then.
+                var encoding = WeightEncoding.plain
+                if options.target == .bf16 {
+                    do throws(WeightEncodingError) {
+                        encoding = try checkpoint.encoding(of: t, inFile: fi)
+                    } catch {
+                        throw ConversionError(file: error.file, tensor: error.tensor, error.message)
+                    }
+                }
+                let hasScale: Bool
+                if case .fp8Block = encoding { hasScale = true } else { hasScale = checkpoint.blockScale(of: t) != nil }
                 let action = options.selection.action(
-                    for: t, target: options.target, hasScale: scale != nil, isScale: Converter.isScaleName(t.name))
+                    for: t, target: options.target, hasScale: hasScale, isScale: Checkpoint.isScaleName(t.name))
                 decisions.append(Decision(name: t.name, dtype: t.dtype, shape: t.shape, action: action))
                 switch action.kind {
                 case .passThrough:
@@ -112,17 +122,11 @@ public struct ConversionPlan: Sendable {
                         spec: TensorSpec(name: t.name + String(describing: BlockQuantization.scaleSuffix), dtype: .F32, shape: grid),
                         source: .scales(file: fi, weight: t)))
                 case .dequantize:
-                    let s = scale!
-                    guard t.shape.count == 2 else {
-                        throw ConversionError(tensor: t.name, "FP8 weight is \(t.shape.count)-D; only 2-D block-quantized weights are read")
-                    }
-                    let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1])
-                    guard s.tensor.shape == expected, s.tensor.dtype == .F32 || s.tensor.dtype == .BF16 else {
-                        throw ConversionError(tensor: s.tensor.name,
-                            "scale is \(s.tensor.dtype.rawValue) \(formatShape(s.tensor.shape)); a 128x128 block scale of \(formatShape(t.shape)) is F32 \(formatShape(expected))")
+                    guard case .fp8Block(let s, let block) = encoding else {
+                        throw ConversionError(file: file.path, tensor: t.name, "FP8 weight without a readable block scale")
                     }
                     planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .BF16, shape: t.shape),
-                                                 source: .dequantized(weightFile: fi, weight: t, scaleFile: s.file, scale: s.tensor)))
+                                                 source: .dequantized(weightFile: fi, weight: t, scaleFile: s.file, scale: s.tensor, block: block)))
                 }
             }
             shards.append(Shard(name: checkpoint.fileNames[fi], tensors: planned))
@@ -135,22 +139,6 @@ public struct ConversionPlan: Sendable {
 /// Converts checkpoints between BF16/F16/F32 and FP8 block format, one output shard
 /// per input shard, each written atomically and streamed tensor by tensor.
 public enum Converter {
-    static let scaleSuffixes: [String] = [
-        String(describing: BlockQuantization.scaleSuffix),
-        String(describing: BlockQuantization.compressedTensorsScaleSuffix),
-    ]
-
-    static func isScaleName(_ name: String) -> Bool {
-        scaleSuffixes.contains { name.hasSuffix(".weight" + $0) }
-    }
-
-    /// The block scale of an FP8 weight, wherever it is stored.
-    static func scale(of t: TensorInfo, in checkpoint: Checkpoint) -> Checkpoint.Located? {
-        guard t.dtype.isFP8, t.name.hasSuffix(".weight") else { return nil }
-        return checkpoint.locate(t.name, suffix: BlockQuantization.scaleSuffix)
-            ?? checkpoint.locate(t.name, suffix: BlockQuantization.compressedTensorsScaleSuffix)
-    }
-
     /// Rows quantized or dequantized per work item: one block row.
     static let bandRows = BlockQuantization.blockSize
 
@@ -192,9 +180,10 @@ public enum Converter {
                         try scales.withUnsafeBytes { try region.write($0, at: 0) }
                     }
                     progress?(w.byteCount)
-                case .dequantized(let wf, let w, let sf, let sc):
+                case .dequantized(let wf, let w, let sf, let sc, let block):
                     try output.fill(info.name) { region in
-                        try dequantize(w, in: checkpoint.files[wf], scale: sc, in: checkpoint.files[sf], options: options, into: region)
+                        try dequantize(w, in: checkpoint.files[wf], scale: sc, in: checkpoint.files[sf], block: block,
+                                       options: options, into: region)
                     }
                     progress?(w.byteCount)
                 }
@@ -283,36 +272,97 @@ public enum Converter {
         return scales
     }
 
-    /// Dequantizes an FP8 weight with its block scale into BF16, 128 rows at a time on all cores, each
-    /// band written into `region` by the core that computed it.
+    /// Dequantizes an FP8 weight (any FP8 dtype, decoded as itself) with its block scales into BF16, 128
+    /// rows at a time on all cores, each band written into `region` by the core that computed it.
+    /// Refuses, unless `allowNonFinite`, a scale that is not finite, a zero scale over non-zero codes, and
+    /// any value that comes out NaN or infinite (a NaN code, or a scale too large for BF16), naming the block.
     static func dequantize(_ w: TensorInfo, in file: SafetensorsFile, scale s: TensorInfo, in scaleFile: SafetensorsFile,
-                           options: ConversionOptions, into region: TensorRegion) throws {
+                           block: BlockShape, options: ConversionOptions, into region: TensorRegion) throws {
+        guard w.elementCount > 0, let table = w.dtype.fp8Table else { return }
+        // Both fit an Int: the weight's bytes (one per element) lie inside a mapped file.
         let rows = Int(w.shape[0])
         let cols = Int(w.shape[1])
         nonisolated(unsafe) let codes = file.data(w)  // the map outlives the parallel loop below
         let scaleData = scaleFile.data(s)
-        let gridCols = (cols + bandRows - 1) / bandRows
         let scales: [Float] = (0..<Int(s.elementCount)).map { i in
             s.dtype == .F32
                 ? scaleData.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
                 : FloatDecoding.bf16(scaleData.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
         }
-        let results = parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Void, any Error> in
+        let gridCols = (cols + block.cols - 1) / block.cols
+        if !options.allowNonFinite {
+            try checkScales(scales, gridCols: gridCols, of: w, codes: codes, rows: rows, cols: cols, block: block, path: file.path)
+        }
+        let results = parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Int, any Error> in
             let r0 = band * bandRows
             let r1 = min(rows, r0 + bandRows)
             let n = (r1 - r0) * cols
             let out = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: n)
             defer { out.deallocate() }
             UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)]).withMemoryRebound(to: UInt8.self) { c in
-                scales[(band * gridCols)..<((band + 1) * gridCols)].withUnsafeBufferPointer { sc in
-                    BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols, into: out)
+                scales.withUnsafeBufferPointer { sc in
+                    BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols, firstRow: r0,
+                                                       block: (block.rows, block.cols), table: table, into: out)
                 }
             }
+            let bad = moe_count_nonfinite_bf16(out.baseAddress!, n)
             let lo = file.fileRange(w).lowerBound + UInt64(r0 * cols)
             file.mapping.adviseDone(lo..<(lo + UInt64(n)))
-            return Result { try region.write(UnsafeRawBufferPointer(out), at: UInt64(r0 * cols * 2)) }
+            if bad > 0 && !options.allowNonFinite { return .success(r0) }
+            return Result { try region.write(UnsafeRawBufferPointer(out), at: UInt64(r0 * cols * 2)); return -1 }
         }
-        for r in results { try r.get() }
+        for r in results {
+            let firstBadBand = try r.get()
+            guard firstBadBand >= 0 else { continue }
+            let where_ = firstNonFinite(codes: codes, scales: scales, rows: firstBadBand..<min(rows, firstBadBand + bandRows),
+                                        cols: cols, block: block, table: table)
+            throw ConversionError(file: file.path, tensor: w.name,
+                "dequantizes to NaN or infinity \(where_); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
+        }
+    }
+
+    /// Scales that cannot be right: not finite, or zero over codes that are not all zero (they would be erased).
+    static func checkScales(_ scales: [Float], gridCols: Int, of w: TensorInfo, codes: UnsafeRawBufferPointer,
+                            rows: Int, cols: Int, block: BlockShape, path: String) throws {
+        for (i, scale) in scales.enumerated() where !scale.isFinite || scale == 0 {
+            let (br, bc) = (i / gridCols, i % gridCols)
+            let at = "block (\(br), \(bc)), rows \(br * block.rows)..<\(min(rows, (br + 1) * block.rows)), columns \(bc * block.cols)..<\(min(cols, (bc + 1) * block.cols))"
+            if !scale.isFinite {
+                throw ConversionError(file: path, tensor: w.name,
+                    "scale of \(at) is \(scale); fix the scales, or pass --allow-nonfinite to write what they give")
+            }
+            // A zero scale is harmless over an all-zero block (some exporters write one there).
+            var nonZero = false
+            for r in (br * block.rows)..<min(rows, (br + 1) * block.rows) where !nonZero {
+                for c in (bc * block.cols)..<min(cols, (bc + 1) * block.cols) where codes[r * cols + c] & 0x7F != 0 {
+                    nonZero = true
+                    break
+                }
+            }
+            if nonZero {
+                throw ConversionError(file: path, tensor: w.name,
+                    "scale of \(at) is 0, which erases its non-zero codes; fix the scales, or pass --allow-nonfinite to write zeros")
+            }
+        }
+    }
+
+    /// Where the first NaN or infinity of these rows comes from, for the message.
+    static func firstNonFinite(codes: UnsafeRawBufferPointer, scales: [Float], rows: Range<Int>, cols: Int,
+                               block: BlockShape, table: [Float]) -> String {
+        let gridCols = (cols + block.cols - 1) / block.cols
+        for r in rows {
+            for c in 0..<cols {
+                let code = codes[r * cols + c]
+                let scale = scales[(r / block.rows) * gridCols + c / block.cols]
+                let value = table[Int(code)] * scale
+                if !value.isFinite || !FloatDecoding.bf16(FloatEncoding.bf16(value)).isFinite {
+                    let cause = table[Int(code)].isNaN ? "its code 0x\(String(code, radix: 16)) is NaN"
+                        : "code \(table[Int(code)]) times scale \(scale) is beyond BF16's range"
+                    return "at row \(r), column \(c) (block (\(r / block.rows), \(c / block.cols))): \(cause)"
+                }
+            }
+        }
+        return "in rows \(rows.lowerBound)..<\(rows.upperBound)"
     }
 }
 

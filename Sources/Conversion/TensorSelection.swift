@@ -63,6 +63,7 @@ public struct TensorSelection: Sendable {
             if t.dtype.isFP8 { return TensorAction(kind: .passThrough, reason: "FP8 without a block scale") }
             return TensorAction(kind: .passThrough, reason: "not FP8")
         case .fp8:
+            if t.elementCount == 0 { return TensorAction(kind: .passThrough, reason: "no elements") }
             if t.dtype.isFP8 || isScale {
                 return TensorAction(kind: .passThrough, reason: "already FP8 (never requantized)")
             }

@@ -31,7 +31,17 @@ public struct Weight: @unchecked Sendable {
     public let cols: Int
     enum Storage {
         case dense([Float])
-        case mapped(data: UnsafeRawBufferPointer, first: Int, dtype: Dtype, scales: Matrix?)
+        case mapped(data: UnsafeRawBufferPointer, first: Int, dtype: Dtype, scales: BlockScales?)
+    }
+
+    /// An FP8 weight's whole scale grid; this weight's row 0 is row `firstRow` of the grid's weight.
+    struct BlockScales {
+        let values: [Float]
+        let gridCols: Int
+        let block: BlockShape
+        let firstRow: Int
+        /// float32 of each FP8 code of the weight's dtype.
+        let table: [Float]
     }
     let storage: Storage
     /// The tensor it came from, for error messages.
@@ -66,13 +76,10 @@ public struct Weight: @unchecked Sendable {
         case .dense(let v):
             part = Weight(Matrix(rows: range.count, cols: cols, values: Array(v[(range.lowerBound * cols)..<(range.upperBound * cols)])))
         case .mapped(let data, let first, let dtype, let scales):
-            precondition(scales == nil || range.lowerBound % BlockQuantization.blockSize == 0, "FP8 rows start on a block")
             let bytesPerRow = UInt64(cols * dtype.bits / 8)
             let lo = fileRange.map { $0.lowerBound + UInt64(range.lowerBound) * bytesPerRow }
-            let rowScales = scales.map { s in
-                Matrix(rows: (range.count + BlockQuantization.blockSize - 1) / BlockQuantization.blockSize, cols: s.cols,
-                       values: Array(s.values[(range.lowerBound / BlockQuantization.blockSize * s.cols)...]
-                                        .prefix((range.count + BlockQuantization.blockSize - 1) / BlockQuantization.blockSize * s.cols)))
+            let rowScales = scales.map {
+                BlockScales(values: $0.values, gridCols: $0.gridCols, block: $0.block, firstRow: $0.firstRow + range.lowerBound, table: $0.table)
             }
             part = Weight(rows: range.count, cols: cols,
                           storage: .mapped(data: data, first: first + range.lowerBound * cols, dtype: dtype, scales: rowScales),
@@ -104,15 +111,15 @@ public struct Weight: @unchecked Sendable {
                 FloatDecoding.f16Table.withUnsafeBufferPointer { table in
                     for c in 0..<cols { out[c] = table[Int(data.loadUnaligned(fromByteOffset: (start + c) * 2, as: UInt16.self))] }
                 }
-            default:  // F8_E4M3 with 128x128 block scales
-                let block = BlockQuantization.blockSize
+            default:  // FP8 with block scales
                 let s = scales!
-                FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
+                let scaleRow = ((s.firstRow + r) / s.block.rows) * s.gridCols
+                s.table.withUnsafeBufferPointer { table in
                     var c0 = 0
                     while c0 < cols {
-                        let n = min(block, cols - c0)
+                        let n = min(s.block.cols, cols - c0)
                         moe_decode_e4m3_to_f32(data.baseAddress!.assumingMemoryBound(to: UInt8.self) + start + c0, n,
-                                               s.values[(r / block) * s.cols + c0 / block], table.baseAddress!, out + c0)
+                                               s.values[scaleRow + c0 / s.block.cols], table.baseAddress!, out + c0)
                         c0 += n
                     }
                 }
@@ -152,7 +159,10 @@ public struct WeightReader: Sendable {
         let file = checkpoint.file(located)
         guard !file.isCompressed else { throw ForwardError("\(file.path) is a compressed shard: run moetool decompress first") }
         let t = located.tensor
-        let shape = t.shape.map(Int.init)
+        // Every dimension of a tensor with elements fits an Int (its bytes lie in a mapped file); an empty
+        // tensor may have a dimension of 2^64-1 and is no weight.
+        guard t.elementCount > 0 else { throw ForwardError("\(name): shape \(formatShape(t.shape)) has no elements") }
+        let shape = t.shape.map { Int($0) }
         var rows: Int, cols: Int, first = 0
         switch (shape.count, index) {
         case (1, nil): (rows, cols) = (1, shape[0])
@@ -164,20 +174,23 @@ public struct WeightReader: Sendable {
         default:
             throw ForwardError("\(name): shape \(shape) is not a matrix\(index == nil ? "" : " stack")")
         }
-        var scales: Matrix? = nil
+        var scales: Weight.BlockScales? = nil
         switch t.dtype {
         case .F32, .BF16, .F16:
             break
-        case .F8_E4M3:
+        case let fp8 where fp8.isFP8:
             guard index == nil else { throw ForwardError("\(name): FP8 expert stacks are not supported") }
-            let scaleName = [name + "_scale_inv", name + "_scale"].first { checkpoint.locate($0) != nil }
-            guard let scaleName else { throw ForwardError("\(name) is FP8 but has no \(name)_scale_inv block scales") }
-            let s = try matrix(scaleName)
-            let block = BlockQuantization.blockSize
-            guard s.rows == (rows + block - 1) / block, s.cols == (cols + block - 1) / block else {
-                throw ForwardError("\(scaleName) is \(s.rows)x\(s.cols); \(name) [\(rows),\(cols)] needs the 128x128 grid \((rows + block - 1) / block)x\((cols + block - 1) / block)")
+            let encoding: WeightEncoding
+            do throws(WeightEncodingError) {
+                encoding = try checkpoint.encoding(of: t, inFile: located.file)
+            } catch {
+                throw ForwardError(error.description)
             }
-            scales = s
+            guard case .fp8Block(let scale, let block) = encoding else {
+                throw ForwardError("\(name) is FP8 but has no \(name)_scale_inv block scales")
+            }
+            let s = try matrix(scale.tensor.name)
+            scales = Weight.BlockScales(values: s.values, gridCols: s.cols, block: block, firstRow: 0, table: fp8.fp8Table!)
         default:
             throw ForwardError("\(name): dtype \(t.dtype.rawValue) cannot be read as weights")
         }

@@ -20,10 +20,10 @@ public struct QuantizationSummary: Sendable {
         let q = checkpoint.config?.quantizationConfig
         method = q?["quant_method"]?.stringValue
         format = q?["fmt"]?.stringValue
-        let block = q?["weight_block_size"]?.arrayValue?.compactMap { $0.uint64Value.map(Int.init) }
-        blockSize = block
-        let rows = UInt64(block?.first ?? BlockQuantization.blockSize)
-        let cols = UInt64(block?.last ?? BlockQuantization.blockSize)
+        let block = checkpoint.declaredBlock
+        blockSize = block.map { [$0.rows, $0.cols] }
+        let rows = UInt64((block ?? .deepSeek).rows)
+        let cols = UInt64((block ?? .deepSeek).cols)
         struct Part: Sendable {
             var fp8 = 0
             var paired = 0
@@ -36,9 +36,7 @@ public struct QuantizationSummary: Sendable {
             var p = Part()
             for t in checkpoint.files[fileIndex].tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
                 p.fp8 += 1
-                let scale = checkpoint.locate(t.name, suffix: BlockQuantization.scaleSuffix)
-                    ?? checkpoint.locate(t.name, suffix: BlockQuantization.compressedTensorsScaleSuffix)
-                guard let scale else {
+                guard let scale = checkpoint.blockScale(of: t) else {
                     p.missing.append(t.name)
                     continue
                 }

@@ -11,9 +11,10 @@ public enum BlockQuantization {
     /// compressed-tensors' name for the same scale.
     public static let compressedTensorsScaleSuffix: StaticString = "_scale"
 
-    /// Scale grid for a [rows, cols] weight: ceil(rows/block) x ceil(cols/block).
+    /// Scale grid for a [rows, cols] weight: ceil(rows/block) x ceil(cols/block), for any dimension a
+    /// header can hold (a zero-element [2^64-1, 0] weight included).
     public static func scaleShape(rows: UInt64, cols: UInt64, block: (UInt64, UInt64) = (128, 128)) -> [UInt64] {
-        [(rows + block.0 - 1) / block.0, (cols + block.1 - 1) / block.1]
+        [rows / block.0 + (rows % block.0 == 0 ? 0 : 1), cols / block.1 + (cols % block.1 == 0 ? 0 : 1)]
     }
 }
 
@@ -135,33 +136,43 @@ extension BlockQuantization {
         return nonFinite
     }
 
-    /// Dequantizes to BF16: `bf16_RNE(float32(e4m3(q)) * s)` for each element.
+    /// Dequantizes to BF16: `bf16_RNE(float32(fp8(q)) * s)` for each element, `fp8` given by `table`
+    /// (E4M3FN unless told; E5M2 and the FNUZ variants decode as themselves).
     public static func dequantizeToBF16(codes: UnsafeBufferPointer<UInt8>, scales: UnsafeBufferPointer<Float>,
                                         rows: Int, cols: Int, block: Int = blockSize) -> [UInt16] {
         [UInt16](unsafeUninitializedCapacity: rows * cols) { dst, count in
-            dequantizeToBF16(codes: codes, scales: scales, rows: rows, cols: cols, block: block, into: dst)
+            dequantizeToBF16(codes: codes, scales: scales, rows: rows, cols: cols, block: (block, block), into: dst)
             count = rows * cols
         }
     }
 
-    /// Dequantizes rows x cols codes into `dst` (rows x cols elements); `scales` covers the block
-    /// grid of these rows, which start on a block boundary.
+    /// Dequantizes rows x cols codes into `dst` (rows x cols elements). The codes are rows
+    /// `firstRow ..< firstRow + rows` of a weight whose whole scale grid (blocks of `block.rows` x
+    /// `block.cols`, row-major) is `scales`: a band may start anywhere, not only on a block boundary.
     public static func dequantizeToBF16(codes: UnsafeBufferPointer<UInt8>, scales: UnsafeBufferPointer<Float>,
-                                        rows: Int, cols: Int, block: Int = blockSize,
+                                        rows: Int, cols: Int, firstRow: Int = 0,
+                                        block: (rows: Int, cols: Int) = (blockSize, blockSize),
+                                        table: [Float] = FloatDecoding.e4m3Table,
                                         into dst: UnsafeMutableBufferPointer<UInt16>) {
         precondition(codes.count == rows * cols, "codes must hold rows x cols elements")
         precondition(dst.count >= rows * cols, "the destination must hold rows x cols elements")
-        let gridCols = (cols + block - 1) / block
-        precondition(scales.count == ((rows + block - 1) / block) * gridCols, "scales must cover the block grid")
+        precondition(table.count == 256, "an FP8 table has 256 entries")
         guard rows > 0, cols > 0 else { return }
+        let gridCols = (cols + block.cols - 1) / block.cols
+        let lastBlockRow = (firstRow + rows - 1) / block.rows
+        precondition(scales.count >= (lastBlockRow + 1) * gridCols, "scales must cover the block grid")
         let lut = UnsafeMutablePointer<UInt16>.allocate(capacity: 256 * gridCols)
         defer { lut.deallocate() }
-        FloatDecoding.e4m3Table.withUnsafeBufferPointer { table in
-            for br in 0..<((rows + block - 1) / block) {
-                let r0 = br * block, r1 = min(rows, r0 + block)
-                moe_decode_band_e4m3_to_bf16(codes.baseAddress! + r0 * cols, r1 - r0, cols, cols, block,
-                                             scales.baseAddress! + br * gridCols, table.baseAddress!, lut,
-                                             dst.baseAddress! + r0 * cols, cols)
+        table.withUnsafeBufferPointer { table in
+            // One kernel call per run of rows that share a block row (and so a row of scales).
+            var r = firstRow
+            while r < firstRow + rows {
+                let blockRow = r / block.rows
+                let end = min(firstRow + rows, (blockRow + 1) * block.rows)
+                moe_decode_band_e4m3_to_bf16(codes.baseAddress! + (r - firstRow) * cols, end - r, cols, cols, block.cols,
+                                             scales.baseAddress! + blockRow * gridCols, table.baseAddress!, lut,
+                                             dst.baseAddress! + (r - firstRow) * cols, cols)
+                r = end
             }
         }
     }

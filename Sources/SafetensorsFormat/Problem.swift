@@ -27,6 +27,8 @@ public enum Rule: String, Sendable, CaseIterable {
     case noWeights = "no_weights"
     case indexInvalidJSON = "index_invalid_json"
     case indexInvalid = "index_invalid"
+    case indexEmpty = "index_empty"
+    case invalidShardName = "invalid_shard_name"
     case shardMissing = "shard_missing"
     case shardPathEscapes = "shard_path_escapes"
     case binShard = "bin_shard"
@@ -51,6 +53,8 @@ public enum Rule: String, Sendable, CaseIterable {
         case .trailingBytes: return "the file has bytes after its last tensor: it was corrupted or appended to"
         case .noWeights: return "point at a .safetensors file or a checkpoint directory holding model.safetensors or model.safetensors.index.json"
         case .indexInvalidJSON, .indexInvalid: return "fix or regenerate model.safetensors.index.json"
+        case .indexEmpty: return "the index's weight_map lists no tensor, so a loader would load nothing: regenerate the index from the shards"
+        case .invalidShardName: return "a shard name must be a plain relative file name without NUL bytes; fix the index"
         case .shardMissing: return "the checkpoint is incomplete: fetch the missing shard"
         case .shardPathEscapes: return "shards must be files inside the checkpoint directory; fix the index"
         case .binShard: return "convert the checkpoint to safetensors first (pickled .bin files are not read)"
@@ -99,6 +103,7 @@ public struct Warning: Sendable, Equatable, CustomStringConvertible {
         case noTotalSize = "no_total_size"
         case expertCountMismatch = "expert_count_mismatch"
         case configMissing = "config_missing"
+        case unlistedShard = "unlisted_shard"
     }
 
     public let file: String

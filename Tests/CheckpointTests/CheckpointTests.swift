@@ -153,3 +153,55 @@ import Foundation
         }
     }
 }
+
+/// An index that would make a loader load nothing, or something other than what the directory holds.
+@Suite struct IndexCompleteness {
+    /// A copy of the sharded Qwen3 fixture with another index.
+    func withIndex(_ text: String, extra: [String] = []) throws -> String {
+        let dir = Fixtures.temporaryDirectory()
+        let source = Fixtures.path("models/qwen3_moe-f32-sharded")
+        for name in try FileManager.default.contentsOfDirectory(atPath: source) where name != Checkpoint.indexFileName {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: dir + "/" + name)
+        }
+        for name in extra {
+            try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"), toPath: dir + "/" + name)
+        }
+        try Data(text.utf8).write(to: URL(fileURLWithPath: dir + "/" + Checkpoint.indexFileName))
+        return dir
+    }
+
+    @Test func anEmptyWeightMapIsAnError() throws {
+        let dir = try withIndex(#"{"metadata": {"total_size": 0}, "weight_map": {}}"#)
+        do {
+            _ = try Checkpoint(path: dir)
+            Issue.record("an empty weight_map was accepted")
+        } catch {
+            #expect(error.problems.map(\.rule) == [.indexEmpty])
+            #expect(error.description.contains("5 .safetensors file(s)"), "\(error)")
+        }
+    }
+
+    @Test func aShardTheIndexDoesNotNameIsAWarning() throws {
+        let source = Fixtures.path("models/qwen3_moe-f32-sharded/" + Checkpoint.indexFileName)
+        let dir = try withIndex(String(decoding: Fixtures.readBytes(source), as: UTF8.self), extra: ["stray.safetensors"])
+        let c = try Checkpoint(path: dir)
+        #expect(c.files.count == 5)
+        let unlisted = c.warnings.filter { $0.kind == .unlistedShard }
+        #expect(unlisted.map(\.file) == [dir + "/stray.safetensors"])
+    }
+
+    /// Python loaders refuse a NUL byte in a path; so does moetool, instead of opening the name cut at the NUL.
+    @Test func aNULByteInAShardNameIsAnError() throws {
+        let original = String(decoding: Fixtures.readBytes(Fixtures.path("models/qwen3_moe-f32-sharded/" + Checkpoint.indexFileName)), as: UTF8.self)
+        let text = original.replacingOccurrences(of: "\"model-00001-of-00005.safetensors\"", with: "\"model-00001-of-00005.safetensors\\u0000.txt\"")
+        #expect(text != original)
+        let dir = try withIndex(text)
+        do {
+            _ = try Checkpoint(path: dir)
+            Issue.record("a NUL in a shard name was accepted")
+        } catch {
+            #expect(error.problems.contains { $0.rule == .invalidShardName })
+            #expect(error.description.contains("\\u{0}"), "\(error)")
+        }
+    }
+}

@@ -238,3 +238,130 @@ import Testing
         }
     }
 }
+
+/// FP8 weights are read as what they are: their own dtype, the block size the config declares, and
+/// scales that make sense (refused otherwise).
+@Suite struct FP8Decoding {
+    func convertToBF16(_ input: String, allowNonFinite: Bool = false) throws -> String {
+        let c = try Checkpoint(path: input)
+        var o = ConversionOptions(target: .bf16)
+        o.allowNonFinite = allowNonFinite
+        let out = Fixtures.temporaryDirectory() + "/bf16"
+        _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
+        return out
+    }
+
+    /// Every dequantized tensor equals torch's `(codes.float() * scale).to(bfloat16)` bit for bit.
+    func expectEqualsReference(_ out: String, _ expectedFile: String) throws {
+        let ours = try SafetensorsFile(path: out + "/model.safetensors")
+        let expected = try SafetensorsFile(path: Fixtures.path(expectedFile))
+        #expect(expected.tensors.count >= 1)
+        for e in expected.tensors {
+            let t = try #require(ours.tensor(named: e.name), "\(e.name) missing")
+            #expect(t.dtype == .BF16 && t.shape == e.shape)
+            #expect(Array(ours.data(t)) == Array(expected.data(e)), "\(e.name) differs from torch")
+        }
+        #expect(!ours.tensors.contains { Checkpoint.isScaleName($0.name) })
+    }
+
+    /// E4M3FN, E5M2, E4M3FNUZ and E5M2FNUZ codes, 200x300 (partial blocks both ways).
+    @Test func everyFP8DtypeDecodesAsItself() throws {
+        try expectEqualsReference(try convertToBF16(Fixtures.path("quant/fp8_variants")), "quant/fp8_variants-expected.safetensors")
+    }
+
+    /// weight_block_size [100, 128] on a [200, 128] weight: its [2, 1] grid is also 128x128's, so only
+    /// honouring the declared size gives rows 100..127 the second scale.
+    @Test func theDeclaredBlockSizeIsHonoured() throws {
+        try expectEqualsReference(try convertToBF16(Fixtures.path("quant/fp8_block100")), "quant/fp8_block100-expected.safetensors")
+    }
+
+    /// A copy of the [100, 128] fixture with another config or other scale bytes.
+    func variant(config: String? = nil, scales: [Float]? = nil, codeAt0: UInt8? = nil) throws -> String {
+        let dir = Fixtures.temporaryDirectory()
+        let source = Fixtures.path("quant/fp8_block100")
+        var bytes = Fixtures.readBytes(source + "/model.safetensors")
+        let f = try SafetensorsFile(path: source + "/model.safetensors")
+        if let scales {
+            let s = try #require(f.tensor(named: "model.layers.0.mlp.experts.0.down_proj.weight_scale_inv"))
+            let at = Int(f.fileRange(s).lowerBound)
+            for (i, v) in scales.enumerated() { withUnsafeBytes(of: v) { for k in 0..<4 { bytes[at + i * 4 + k] = $0[k] } } }
+        }
+        if let codeAt0 {
+            let w = try #require(f.tensor(named: "model.layers.0.mlp.experts.0.down_proj.weight"))
+            bytes[Int(f.fileRange(w).lowerBound)] = codeAt0
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        let text = config ?? String(decoding: Fixtures.readBytes(source + "/config.json"), as: UTF8.self)
+        try Data(text.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
+        return dir
+    }
+
+    func refusal(_ input: String) throws -> ConversionError? {
+        do {
+            _ = try convertToBF16(input)
+            return nil
+        } catch let e as ConversionError {
+            return e
+        }
+    }
+
+    @Test func aScaleGridThatContradictsTheDeclaredBlockSizeIsRefused() throws {
+        let dir = try variant(config: #"{"quantization_config": {"quant_method": "fp8", "weight_block_size": [64, 128]}}"#)
+        let e = try #require(try refusal(dir))
+        #expect(e.tensor == "model.layers.0.mlp.experts.0.down_proj.weight_scale_inv")
+        #expect(e.message.contains("[2,1]") && e.message.contains("[4,1]"), "\(e.message)")
+    }
+
+    @Test(arguments: ["[0, 0]", "[0, 128]", "[128]", "[128, 1e400]", "\"128\"", "[1048577, 128]"])
+    func anImpossibleDeclaredBlockSizeIsRefusedWhenOpened(_ value: String) throws {
+        let dir = try variant(config: #"{"quantization_config": {"quant_method": "fp8", "weight_block_size": \#(value)}}"#)
+        do {
+            _ = try Checkpoint(path: dir)
+            Issue.record("\(value) accepted")
+        } catch {
+            #expect(error.problems.first?.rule == .configInvalid)
+            #expect(error.description.contains("weight_block_size"))
+        }
+    }
+
+    @Test(arguments: [
+        ([Float.nan, 0.5], "scale of block (0, 0)"),
+        ([0.002, Float.infinity], "scale of block (1, 0)"),
+        ([0, 0.5], "is 0, which erases"),
+        ([0.002, 1e38], "beyond BF16's range"),
+    ])
+    func impossibleScalesAreRefusedNamingTheBlock(_ scales: [Float], _ expected: String) throws {
+        let dir = try variant(scales: scales)
+        let e = try #require(try refusal(dir), "\(scales) accepted")
+        #expect(e.tensor == "model.layers.0.mlp.experts.0.down_proj.weight")
+        #expect(e.message.contains(expected), "\(e.message)")
+        // --allow-nonfinite writes what they give.
+        _ = try convertToBF16(dir, allowNonFinite: true)
+    }
+
+    @Test func aNaNCodeIsRefusedNamingItsPlace() throws {
+        let e = try #require(try refusal(try variant(codeAt0: 0x7F)))
+        #expect(e.message.contains("row 0, column 0") && e.message.contains("NaN"), "\(e.message)")
+    }
+
+    /// A zero-element weight whose other dimension is 2^64-1 (the reference reader opens it) converts both ways.
+    @Test(arguments: [[UInt64.max, 0], [0, UInt64.max]])
+    func zeroElementWeightsWithHugeDimensionsConvert(_ shape: [UInt64]) throws {
+        let dir = Fixtures.temporaryDirectory()
+        let specs = [TensorSpec(name: "model.layers.0.self_attn.q_proj.weight", dtype: .BF16, shape: shape),
+                     TensorSpec(name: "model.layers.0.self_attn.k_proj.weight", dtype: .BF16, shape: [128, 128])]
+        try SafetensorsWriter.write(to: dir + "/model.safetensors", tensors: specs, metadata: nil) { info, sink in
+            try sink.write(UnsafeRawBufferPointer(start: nil, count: 0))
+            if info.shape == [128, 128] { try [UInt8](repeating: 0x3F, count: 128 * 128 * 2).withUnsafeBytes { try sink.write($0) } }
+        }
+        let c = try Checkpoint(path: dir)
+        let o = ConversionOptions(target: .fp8)
+        let out = dir + "-fp8"
+        _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
+        let fp8 = try SafetensorsFile(path: out + "/model.safetensors")
+        #expect(fp8.tensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == shape)
+        #expect(fp8.tensor(named: "model.layers.0.self_attn.k_proj.weight")?.dtype == .F8_E4M3)
+        let back = try convertToBF16(out)
+        #expect(try SafetensorsFile(path: back + "/model.safetensors").tensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == shape)
+    }
+}

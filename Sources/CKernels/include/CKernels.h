@@ -78,4 +78,7 @@ void moe_xxh64_reset(moe_xxh64_state *s, uint64_t seed);
 void moe_xxh64_update(moe_xxh64_state *s, const void *data, size_t len);
 uint64_t moe_xxh64_digest(const moe_xxh64_state *s);
 
+/// Elements of v[0..n) that are BF16 infinities or NaNs.
+size_t moe_count_nonfinite_bf16(const uint16_t *v, size_t n);
+
 #endif
