@@ -38,17 +38,7 @@ public struct LayerDifference: Sendable {
 
     public static func between(_ a: (output: [Float], routing: [Routing]), _ b: (output: [Float], routing: [Routing]),
                                layer: Int, tokens: Int, topK: Int) -> LayerDifference {
-        var maxAbs = 0.0, diff2 = 0.0, a2 = 0.0, b2 = 0.0, ab = 0.0
-        var finite = true
-        for (x, y) in zip(a.output, b.output) {
-            let (dx, dy) = (Double(x), Double(y))
-            if !dx.isFinite || !dy.isFinite { finite = false; continue }
-            maxAbs = max(maxAbs, abs(dx - dy))
-            diff2 += (dx - dy) * (dx - dy)
-            a2 += dx * dx
-            b2 += dy * dy
-            ab += dx * dy
-        }
+        let d = OutputDifference.between(a.output, b.output)
         var same = 0
         var change = 0.0
         for (ra, rb) in zip(a.routing, b.routing) {
@@ -60,10 +50,37 @@ public struct LayerDifference: Sendable {
             change += all.reduce(0.0) { $0 + abs(Double((wa[$1] ?? 0) - (wb[$1] ?? 0))) } / Double(topK)
         }
         return LayerDifference(
-            layer: layer, tokens: tokens, maxAbsError: maxAbs, relativeError: a2 > 0 ? (diff2 / a2).squareRoot() : (diff2 > 0 ? .infinity : 0),
-            cosine: a2 > 0 && b2 > 0 ? ab / (a2 * b2).squareRoot() : (a2 == b2 ? 1 : 0),
+            layer: layer, tokens: tokens, maxAbsError: d.maxAbsError, relativeError: d.relativeError, cosine: d.cosine,
             routerAgreement: tokens > 0 ? Double(same) / Double(tokens) : 1, meanWeightChange: tokens > 0 ? change / Double(tokens) : 0,
-            outputNorm: a2.squareRoot(), finite: finite)
+            outputNorm: d.norm, finite: d.finite)
+    }
+}
+
+/// How far two outputs of the same computation are apart.
+public struct OutputDifference: Sendable {
+    public var maxAbsError: Double
+    /// ||a - b|| / ||a||.
+    public var relativeError: Double
+    public var cosine: Double
+    /// ||a||.
+    public var norm: Double
+    public var finite: Bool
+
+    public static func between(_ a: [Float], _ b: [Float]) -> OutputDifference {
+        var maxAbs = 0.0, diff2 = 0.0, a2 = 0.0, b2 = 0.0, ab = 0.0
+        var finite = true
+        for (x, y) in zip(a, b) {
+            let (dx, dy) = (Double(x), Double(y))
+            if !dx.isFinite || !dy.isFinite { finite = false; continue }
+            maxAbs = max(maxAbs, abs(dx - dy))
+            diff2 += (dx - dy) * (dx - dy)
+            a2 += dx * dx
+            b2 += dy * dy
+            ab += dx * dy
+        }
+        return OutputDifference(
+            maxAbsError: maxAbs, relativeError: a2 > 0 ? (diff2 / a2).squareRoot() : (diff2 > 0 ? .infinity : 0),
+            cosine: a2 > 0 && b2 > 0 ? ab / (a2 * b2).squareRoot() : (a2 == b2 ? 1 : 0), norm: a2.squareRoot(), finite: finite)
     }
 }
 

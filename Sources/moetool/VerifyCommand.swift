@@ -44,6 +44,17 @@ struct Verify: ParsableCommand {
     }
 
     func validate() throws {
+        // A NaN limit would switch its check off: every limit is a number in its range.
+        let limits: [(String, Double, ClosedRange<Double>)] = [
+            ("--max-rel-error", maxRelError, 0...Double.greatestFiniteMagnitude), ("--min-cosine", minCosine, -1...1),
+            ("--min-router-agreement", minRouterAgreement, 0...1), ("--min-top1-agreement", minTop1Agreement, 0...1),
+            ("--max-kl", maxKl, 0...Double.greatestFiniteMagnitude),
+        ]
+        for (flag, value, range) in limits where !range.contains(value) {
+            let upper = range.upperBound == Double.greatestFiniteMagnitude ? "any finite number from \(fmt(range.lowerBound))"
+                : "a number from \(fmt(range.lowerBound)) to \(fmt(range.upperBound))"
+            throw ValidationError("\(flag) must be \(upper), not \(value)")
+        }
         if tokens < 1 || tokens > 1 << 16 { throw ValidationError("--tokens must be 1 to 65536") }
         if let tokenIds, tokenIds.split(separator: ",").isEmpty || tokenIds.split(separator: ",").contains(where: { (Int($0) ?? -1) < 0 }) {
             throw ValidationError("--token-ids takes one or more token ids (non-negative integers) separated by commas")
@@ -88,8 +99,15 @@ struct Verify: ParsableCommand {
     func verify() throws {
         let ca = try open(a)
         let cb = try b.map(open)
+        if let saveOutputs {
+            // The outputs never replace, or land inside, what is being verified.
+            let inputs = [ca, cb].compactMap { $0 }.flatMap { c in [c.path] + c.files.map(\.path) + (c.configPath.map { [$0] } ?? []) }
+            if let why = OutputPlacement.conflict(output: saveOutputs, inputs: inputs) {
+                throw ForwardError("--save-outputs \(escapeForDisplay(saveOutputs)) \(why); choose a file outside the checkpoints")
+            }
+        }
         if let cb, ca.config?.modelType != cb.config?.modelType {
-            throw ForwardError("the checkpoints are different models (model_type \(ca.config?.modelType ?? "?") and \(cb.config?.modelType ?? "?")): verify compares a model with a conversion of it")
+            throw ForwardError("the checkpoints are different models (model_type \(escapeForDisplay(ca.config?.modelType ?? "?")) and \(escapeForDisplay(cb.config?.modelType ?? "?"))): verify compares a model with a conversion of it")
         }
         let weightBytes = ca.files.reduce(UInt64(0)) { $0 + $1.header.dataBytes }
         if layers == nil && tokenIds == nil && weightBytes > 2 << 30 {
@@ -109,6 +127,7 @@ struct Verify: ParsableCommand {
         guard !chosen.isEmpty else { throw ForwardError("\(a): no MoE layers found") }
         var results: [LayerDifference] = []
         var failures: [String] = []
+        var coverage: [ExpertCoverage] = []
         var out = OutputFile()
         for layer in chosen {
             let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
@@ -133,6 +152,15 @@ struct Verify: ParsableCommand {
                 rb = ra
             }
             let d = LayerDifference.between(ra, rb, layer: layer, tokens: tokens, topK: la.topK)
+            if sample == nil {
+                // Experts no token chose run on their own, so that every expert of the layer is checked.
+                let reached = Set(ra.routing.flatMap(\.experts)).union(rb.routing.flatMap(\.experts))
+                let missed = (0..<la.experts).filter { !reached.contains($0) }
+                let lb = try cb.map { c throws(ForwardError) in try MoELayer(WeightReader(c), config: c.config!, layer: layer) }
+                let layerSweep = try ExpertSweep.compare(la, lb, seed: seed, experts: missed)
+                coverage.append(ExpertCoverage(layer: layer, experts: la.experts, routings: [ra.routing, rb.routing], sweep: layerSweep))
+                failures += ExpertSweep.failures(layerSweep, compared: cb != nil, maxRelativeError: maxRelError, minCosine: minCosine)
+            }
             if saveOutputs != nil {
                 out.floats("layer.\(layer).input", x, shape: [tokens, la.hidden])
                 for (prefix, r) in cb == nil ? [("", ra)] : [("a.", ra), ("b.", rb)] {
@@ -171,6 +199,7 @@ struct Verify: ParsableCommand {
                     ("output_norm", num(d.outputNorm)), ("finite", .bool(d.finite)),
                 ]))
             }))
+            o.append("expert_coverage", coverageJSON(coverage))
             FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
         } else {
             FileHandleOutput.stdout("\(a)\(b.map { " vs \($0)" } ?? ""): \(results.count) MoE layer(s), \(tokens) tokens each, seed \(seed)\n")
@@ -180,7 +209,8 @@ struct Verify: ParsableCommand {
                     + fmt(d.cosine).leftPad(12) + fmt(d.routerAgreement).leftPad(15) + fmt(d.meanWeightChange).leftPad(16)
                     + fmt(d.outputNorm).leftPad(14) + "\n")
             }
-            FileHandleOutput.stdout(failures.isEmpty ? "passed\n" : failures.map { "FAILED " + $0 }.joined(separator: "\n") + "\n")
+            printCoverage(coverage)
+            printVerdict(failures)
         }
         if !failures.isEmpty { throw ExitStatus.invalidInput }
     }
@@ -198,6 +228,17 @@ struct Verify: ParsableCommand {
             rb = try mb.forward(ids)
         }
         let d = ModelDifference.between(ra, rb, vocab: ma.vocab, topK: ra.topK)
+        // Every routed expert of every MoE layer runs on its own too: the tokens reach only some of them.
+        var sweep: [ExpertSweep.ExpertDifference] = []
+        var coverage: [ExpertCoverage] = []
+        for l in MoELayers.of(ca) {
+            let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: l)
+            let lb = try cb.map { c throws(ForwardError) in try MoELayer(WeightReader(c), config: c.config!, layer: l) }
+            let layerSweep = try ExpertSweep.compare(la, lb, seed: seed)
+            sweep += layerSweep
+            coverage.append(ExpertCoverage(layer: l, experts: la.experts, routings: [ra.routing[l] ?? [], rb.routing[l] ?? []],
+                                           sweep: layerSweep))
+        }
         if let saveOutputs {
             var out = OutputFile()
             out.ints("token_ids", ids, shape: [ids.count])
@@ -221,6 +262,7 @@ struct Verify: ParsableCommand {
                 failures.append("layer \(r.layer): router agreement \(fmt(r.agreement)) < \(minRouterAgreement)")
             }
         }
+        failures += ExpertSweep.failures(sweep, compared: cb != nil, maxRelativeError: maxRelError, minCosine: minCosine)
         if json {
             var o = JSONObject()
             o.append("schema", "moetool.verify/1")
@@ -244,6 +286,7 @@ struct Verify: ParsableCommand {
                 .object(JSONObject([("layer", .number(JSONNumber(r.layer))), ("router_agreement", num(r.agreement)),
                                     ("mean_weight_change", num(r.weightChange))]))
             }))
+            o.append("expert_coverage", coverageJSON(coverage))
             FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
         } else {
             FileHandleOutput.stdout("\(a)\(b.map { " vs \($0)" } ?? ""): whole model, \(ids.count) tokens\n")
@@ -253,9 +296,45 @@ struct Verify: ParsableCommand {
             for r in d.routers {
                 FileHandleOutput.stdout("layer \(r.layer) routers: same experts for \(fmt(r.agreement)) of tokens, mean weight change \(fmt(r.weightChange))\n")
             }
-            FileHandleOutput.stdout(failures.isEmpty ? "passed\n" : failures.map { "FAILED " + $0 }.joined(separator: "\n") + "\n")
+            printCoverage(coverage)
+            printVerdict(failures)
         }
         if !failures.isEmpty { throw ExitStatus.invalidInput }
+    }
+
+    /// Per MoE layer: experts, how many the tokens reached, how many ran on their own, the worst of those.
+    func coverageJSON(_ coverage: [ExpertCoverage]) -> JSONValue {
+        .array(coverage.map { c in
+            var o = JSONObject([("layer", .int(c.layer)), ("experts", .int(c.experts)), ("reached_by_tokens", .int(c.reachedByTokens)),
+                                ("run_alone", .int(c.swept))])
+            if let w = c.worst {
+                o.append("worst_expert", .int(w.expert))
+                o.append("worst_relative_error", num(w.difference.relativeError))
+                o.append("worst_cosine", num(w.difference.cosine))
+                o.append("worst_finite", .bool(w.difference.finite))
+            }
+            return .object(o)
+        })
+    }
+
+    func printCoverage(_ coverage: [ExpertCoverage]) {
+        for c in coverage {
+            var line = "layer \(c.layer) experts: \(c.reachedByTokens) of \(c.experts) reached by the tokens, \(c.swept) run alone on \(ExpertSweep.tokens) hidden states"
+            if let w = c.worst {
+                line += w.difference.finite
+                    ? ", worst expert \(w.expert): rel error \(fmt(w.difference.relativeError)), cosine \(fmt(w.difference.cosine))"
+                    : ", expert \(w.expert) gives non-finite outputs"
+            }
+            FileHandleOutput.stdout(line + "\n")
+        }
+    }
+
+    /// "passed", or each failure (the first 20, then how many more).
+    func printVerdict(_ failures: [String]) {
+        guard !failures.isEmpty else { return FileHandleOutput.stdout("passed\n") }
+        var lines = failures.prefix(20).map { "FAILED " + $0 }
+        if failures.count > 20 { lines.append("FAILED ... and \(failures.count - 20) more (--json lists them all)") }
+        FileHandleOutput.stdout(lines.joined(separator: "\n") + "\n")
     }
 
     func num(_ v: Double) -> JSONValue { .number(JSONNumber(text: v.isFinite ? fmt(v) : "null")) }

@@ -135,3 +135,107 @@ import Testing
     }
 }
 
+
+/// Whole-model mode checks every routed expert, not only those its tokens reach.
+@Suite struct VerifyCoverage {
+    static let original = Fixtures.path("models/deepseek_v3-bf16")
+
+    /// An FP8 conversion of the tiny DeepSeek-V3, and an expert of layer 2 that the default tokens never choose
+    /// (read from the run's own saved router choices).
+    static func setUp() throws -> (dir: String, fp8: String, unreached: Int) {
+        let dir = Fixtures.temporaryDirectory()
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let saved = dir + "/outputs.safetensors"
+        let r = try CLI.run(["verify", original, "--save-outputs", saved])
+        #expect(r.status == 0, "\(r.stderr)")
+        let f = try SafetensorsFile(path: saved)
+        let t = try #require(f.tensor(named: "router.layer.2.experts"))
+        let chosen = Set((0..<Int(t.elementCount)).map { Int(f.data(t).loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) })
+        let unreached = try #require((0..<16).first { !chosen.contains($0) }, "the tokens reach every expert: nothing to test")
+        return (dir, fp8, unreached)
+    }
+
+    enum Damage: String, CaseIterable { case zeroed, scaleTimesFour, scaleNegated, swapped }
+
+    @Test(arguments: Damage.allCases)
+    func damageToAnExpertNoTokenReachesFails(_ damage: Damage) throws {
+        let (dir, fp8, e) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        var bytes = Fixtures.readBytes(shard)
+        func range(_ name: String) throws -> Range<Int> {
+            let r = file.fileRange(try #require(file.tensor(named: name), "\(name)"))
+            return Int(r.lowerBound)..<Int(r.upperBound)
+        }
+        let p = "model.layers.2.mlp.experts.\(e)."
+        switch damage {
+        case .zeroed:
+            for n in ["gate_proj.weight", "up_proj.weight", "down_proj.weight"] {
+                let r = try range(p + n)
+                bytes.replaceSubrange(r, with: [UInt8](repeating: 0, count: r.count))
+            }
+        case .scaleTimesFour, .scaleNegated:
+            let r = try range(p + "down_proj.weight_scale_inv")
+            let v = bytes[r].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } * (damage == .scaleTimesFour ? 4 : -1)
+            withUnsafeBytes(of: v) { for k in 0..<4 { bytes[r.lowerBound + k] = $0[k] } }
+        case .swapped:
+            let other = (e + 1) % 16
+            for n in ["gate_proj.weight", "up_proj.weight", "down_proj.weight",
+                      "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"] {
+                let x = try range(p + n), y = try range("model.layers.2.mlp.experts.\(other)." + n)
+                let a = Array(bytes[x]), b = Array(bytes[y])
+                bytes.replaceSubrange(x, with: b)
+                bytes.replaceSubrange(y, with: a)
+            }
+        }
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
+        let r = try CLI.run(["verify", Self.original, fp8])
+        #expect(r.status == 1, "\(damage) passed:\n\(r.stdout)")
+        #expect(r.stdout.contains("FAILED layer 2 expert \(e):"), "\(r.stdout)")
+        let j = try CLI.run(["verify", Self.original, fp8, "--json"])
+        let o = try #require(try JSONParser.parse(j.stdout).objectValue)
+        let layer2 = try #require(o["expert_coverage"]?.arrayValue?.compactMap(\.objectValue).first { $0["layer"] == .int(2) })
+        #expect(layer2["experts"] == .int(16) && layer2["run_alone"] == .int(16))
+        #expect((layer2["reached_by_tokens"]?.uint64Value ?? 16) < 16)
+    }
+
+    @Test func anIntactConversionPassesAndReportsCoverage() throws {
+        let (dir, fp8, _) = try Self.setUp()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run(["verify", Self.original, fp8])
+        #expect(r.status == 0, "\(r.stdout)")
+        #expect(r.stdout.contains("layer 2 experts: ") && r.stdout.contains("of 16 reached by the tokens, 16 run alone on 8 hidden states"), "\(r.stdout)")
+    }
+
+    @Test(arguments: [["--max-rel-error", "nan"], ["--min-cosine", "2"], ["--min-cosine", "nan"], ["--max-kl=-1"],
+                      ["--min-router-agreement", "inf"], ["--min-top1-agreement", "1.5"]])
+    func impossibleLimitsAreRefused(_ args: [String]) throws {
+        let r = try CLI.run(["verify", Self.original, Self.original] + args)
+        #expect(r.status == 2, "\(args): \(r.status) \(r.stderr)")
+        let flag = args[0].split(separator: "=")[0]
+        #expect(r.stderr.contains(flag + " must be"), "\(r.stderr)")
+    }
+
+    /// --save-outputs never replaces the weights or config it verifies, however the path is spelled.
+    @Test func outputsNeverLandOnTheInputs() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let copy = dir + "/ck"
+        try FileManager.default.copyItem(atPath: Self.original, toPath: copy)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: copy)
+        let before = Fixtures.readBytes(copy + "/model.safetensors")
+        for target in [copy + "/model.safetensors", copy + "/config.json", dir + "/link/model.safetensors", copy + "/new.safetensors"] {
+            let r = try CLI.run(["verify", copy, "--save-outputs", target])
+            #expect(r.status == 1, "\(target): \(r.status)")
+            #expect(r.stderr.contains("--save-outputs"), "\(r.stderr)")
+        }
+        #expect(Fixtures.readBytes(copy + "/model.safetensors") == before)
+        #expect(!FileManager.default.fileExists(atPath: copy + "/new.safetensors"))
+        // A file given as the checkpoint: its config.json beside it is an input too.
+        let r = try CLI.run(["verify", copy + "/model.safetensors", "--save-outputs", copy + "/config.json"])
+        #expect(r.status == 1)
+    }
+}
