@@ -59,7 +59,7 @@ struct CompressionRun {
                 .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)), ("resumed", .bool(f.resumed)),
                                     ("input_bytes", .number(JSONNumber(f.inputBytes))), ("output_bytes", .number(JSONNumber(f.outputBytes)))]))
             }))
-            FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
+            FileHandleOutput.document(JSONSerializer.pretty(.object(o)))
         } else {
             let verb = direction == .compress ? "compressed" : "restored"
             let kept = summary.files.filter(\.resumed).count

@@ -127,7 +127,7 @@ struct Convert: ParsableCommand {
 
     func printPlan(_ plan: ConversionPlan) {
         if json {
-            FileHandleOutput.stdout(JSONSerializer.pretty(.array(plan.decisions.map { d in
+            FileHandleOutput.document(JSONSerializer.pretty(.array(plan.decisions.map { d in
                 .object(JSONObject([
                     ("name", .string(d.name)), ("dtype", .string(d.dtype.rawValue)), ("shape", .array(d.shape.map { .uint($0) })),
                     ("action", .string(d.action.kind.rawValue)), ("reason", .string(d.action.reason)),
@@ -148,7 +148,7 @@ struct Convert: ParsableCommand {
 
     func printSummary(_ s: CheckpointConversion.Summary) {
         if json {
-            FileHandleOutput.stdout(JSONSerializer.pretty(.object(JSONObject([
+            FileHandleOutput.document(JSONSerializer.pretty(.object(JSONObject([
                 ("input", .string(input)), ("output", .string(output)), ("to", .string(to.rawValue)),
                 ("finalized", .bool(s.finalized)),
                 ("quantized", .int(s.quantized)), ("dequantized", .int(s.dequantized)),

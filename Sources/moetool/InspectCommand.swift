@@ -69,7 +69,7 @@ struct Inspect: ParsableCommand {
             checkpoint = try Checkpoint(path: path)
         } catch {
             if json {
-                FileHandleOutput.stdout(JSONSerializer.pretty(InspectReport.invalidJSON(path: path, problems: error.problems)))
+                FileHandleOutput.document(JSONSerializer.pretty(InspectReport.invalidJSON(path: path, problems: error.problems)))
             }
             let shown = error.problems.prefix(200)
             for p in shown { FileHandleOutput.stderr("error: \(p)\n") }
@@ -109,7 +109,7 @@ struct Inspect: ParsableCommand {
 
         let listing = tensors ? TensorListing(checkpoint: checkpoint, include: include, collapse: !noCollapse) : nil
         if json {
-            FileHandleOutput.stdout(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets))))
+            FileHandleOutput.document(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets))))
             finish(report)
         }
         FileHandleOutput.stdout(report.text())

@@ -62,11 +62,42 @@ enum FileHandleOutput {
         }
     }
 
+    /// Text for a person: every control character but newline and tab is shown as an escape, so that
+    /// nothing read from a file (a tensor name, a dtype, config.json's model_type) can move the cursor,
+    /// retitle the window or reorder the line, whichever message it ends up in.
     static func stdout(_ s: String) {
-        writeAll(1, s)
+        writeAll(1, terminalSafe(s))
     }
 
     static func stderr(_ s: String) {
+        writeAll(2, terminalSafe(s))
+    }
+
+    /// A JSON document, as the serializer wrote it (it escapes every control character itself).
+    static func document(_ s: String) {
+        writeAll(1, s)
+    }
+
+    /// The progress line, which returns the cursor to its start ("\r") on purpose.
+    static func progress(_ s: String) {
         writeAll(2, s)
+    }
+
+    static func terminalSafe(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: { isControl($0) }) else { return s }
+        var out = ""
+        for u in s.unicodeScalars {
+            if isControl(u) {
+                out += u == "\r" ? "\\r" : "\\u{" + String(u.value, radix: 16) + "}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+        return out
+    }
+
+    private static func isControl(_ u: Unicode.Scalar) -> Bool {
+        (u.value < 0x20 && u != "\n" && u != "\t") || (0x7F..<0xA0).contains(u.value)
+            || (0x202A...0x202E).contains(u.value) || (0x2066...0x2069).contains(u.value)
     }
 }

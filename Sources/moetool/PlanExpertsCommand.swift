@@ -186,7 +186,7 @@ struct PlanExperts: ParsableCommand {
                                 profile: profile, output: output)
         report.previous = previous
         report.outputFormat = output == nil ? nil : format.rawValue
-        FileHandleOutput.stdout(json ? JSONSerializer.pretty(report.json()) + "\n" : report.text(perLayer: perLayer))
+        if json { FileHandleOutput.document(JSONSerializer.pretty(report.json()) + "\n") } else { FileHandleOutput.stdout(report.text(perLayer: perLayer)) }
     }
 
     /// Bytes of one routed expert (all its projections), from a checkpoint's headers.

@@ -45,7 +45,7 @@ final class ProgressBar: Sendable {
             line += " ETA \(Int(remaining / 60)):" + String(format: "%02d", Int(remaining) % 60)
         }
         line += "   "
-        FileHandleOutput.stderr(line)
+        FileHandleOutput.progress(line)
     }
 
     private func formatMB(_ bytes: UInt64) -> String {

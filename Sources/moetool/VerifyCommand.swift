@@ -200,7 +200,7 @@ struct Verify: ParsableCommand {
                 ]))
             }))
             o.append("expert_coverage", coverageJSON(coverage))
-            FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
+            FileHandleOutput.document(JSONSerializer.pretty(.object(o)))
         } else {
             FileHandleOutput.stdout("\(a)\(b.map { " vs \($0)" } ?? ""): \(results.count) MoE layer(s), \(tokens) tokens each, seed \(seed)\n")
             FileHandleOutput.stdout("layer   max abs err    rel error      cosine   routers same   weight change   output norm\n")
@@ -287,7 +287,7 @@ struct Verify: ParsableCommand {
                                     ("mean_weight_change", num(r.weightChange))]))
             }))
             o.append("expert_coverage", coverageJSON(coverage))
-            FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
+            FileHandleOutput.document(JSONSerializer.pretty(.object(o)))
         } else {
             FileHandleOutput.stdout("\(a)\(b.map { " vs \($0)" } ?? ""): whole model, \(ids.count) tokens\n")
             FileHandleOutput.stdout("logits: max abs err \(fmt(d.logits.maxAbsError)), rel error \(fmt(d.logits.relativeError)), cosine \(fmt(d.logits.cosine)), top-1 agreement \(fmt(d.top1Agreement)), KL \(fmt(d.klDivergence))\n")

@@ -213,3 +213,51 @@ struct CLI {
         }
     }
 }
+
+/// Names, dtypes, metadata and config strings from a file never reach the terminal as control characters.
+@Suite struct HostileStringsAreEscaped {
+    /// A safetensors file written byte by byte with `header` (a JSON text) and `data`.
+    static func write(_ path: String, header: String, data: [UInt8]) {
+        var bytes = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) }
+        bytes += Array(header.utf8) + data
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+    }
+
+    /// No C0 control but newline and tab, no DEL or C1, no bidi override.
+    static func expectClean(_ text: String, _ what: String) {
+        let bad = text.unicodeScalars.first { u in
+            (u.value < 0x20 && u != "\n" && u != "\t") || (0x7F..<0xA0).contains(u.value) || (0x202A...0x202E).contains(u.value)
+        }
+        #expect(bad == nil, "\(what): raw U+\(String(bad?.value ?? 0, radix: 16)) in \(text.debugDescription)")
+    }
+
+    @Test func everyCommandEscapesWhatItPrints() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let esc = "\\u001b[2J\\u001b]0;x\\u0007\\u202e"
+        try FileManager.default.createDirectory(atPath: dir + "/ck", withIntermediateDirectories: true)
+        Self.write(dir + "/ck/model.safetensors",
+                   header: #"{"__metadata__": {"k\#(esc)": "v\#(esc)"}, "model.layers.0.mlp.experts.0.up_proj.we\#(esc)ight": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#,
+                   data: [0, 0, 0x80, 0x3F])
+        try Data(#"{"model_type": "m\#(esc)", "architectures": ["A\#(esc)"]}"#.utf8).write(to: URL(fileURLWithPath: dir + "/ck/config.json"))
+        Self.write(dir + "/dtype.safetensors", header: #"{"w": {"dtype": "F\#(esc)", "shape": [1], "data_offsets": [0, 4]}}"#, data: [0, 0, 0, 0])
+        let runs: [[String]] = [
+            ["inspect", dir + "/ck"], ["inspect", dir + "/ck", "--tensors"], ["inspect", dir + "/ck", "--scan"],
+            ["inspect", dir + "/dtype.safetensors"], ["convert", dir + "/ck", dir + "/out", "--to", "fp8", "--dry-run"],
+            ["convert", dir + "/dtype.safetensors", dir + "/out2", "--to", "fp8"], ["verify", dir + "/ck"],
+        ]
+        for args in runs {
+            let r = try CLI.run(args)
+            Self.expectClean(r.stdout, args.joined(separator: " "))
+            Self.expectClean(r.stderr, args.joined(separator: " "))
+            #expect(!(r.stdout + r.stderr).isEmpty)
+        }
+        // The config's strings are shown, escaped.
+        let shown = try CLI.run(["inspect", dir + "/ck"])
+        #expect(shown.stdout.contains("m\\u{1b}[2J\\u{1b}]0;x\\u{7}\\u{202e}"), "\(shown.stdout)")
+        // JSON keeps the exact strings (escaped the JSON way), parseable.
+        let json = try CLI.run(["inspect", dir + "/ck", "--json"])
+        let o = try #require(try JSONParser.parse(json.stdout).objectValue)
+        #expect(o["config"]?.objectValue?["model_type"]?.stringValue == "m\u{1b}[2J\u{1b}]0;x\u{7}\u{202e}")
+    }
+}
