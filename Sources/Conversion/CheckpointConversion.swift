@@ -121,6 +121,7 @@ public enum CheckpointConversion {
                 let start = monotonicSeconds()
                 let digest: String
                 do {
+                    try AtomicFile.makeParentDirectories(of: shard.name, in: output)
                     digest = try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
                 } catch let e as ConversionError {
                     throw e

@@ -212,6 +212,18 @@ extension AtomicFile {
         for name in stale { unlink((dir.isEmpty ? "" : dir + "/") + name) }
     }
 
+    /// Creates the directories of `relative` (a path inside `root`, e.g. "sub/model-00001.safetensors")
+    /// below `root`, as a checkpoint whose index names shards in subdirectories needs them.
+    public static func makeParentDirectories(of relative: String, in root: String) throws(IOError) {
+        var path = root
+        for part in relative.split(separator: "/").dropLast() {
+            path += "/" + part
+            if mkdir(path, 0o755) != 0 && errno != EEXIST {
+                throw IOError(path: path, "cannot create the directory", errno: errno)
+            }
+        }
+    }
+
     /// Copies the file at `source` to `destination` through a temporary file renamed into place.
     public static func copy(from source: String, to destination: String) throws {
         let m: MappedFile
