@@ -365,3 +365,42 @@ import Testing
         #expect(try SafetensorsFile(path: back + "/model.safetensors").tensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == shape)
     }
 }
+
+/// A checkpoint laid out beyond one flat directory.
+@Suite struct CheckpointTrees {
+    /// The sharded Qwen3 fixture with shard 2 moved to `sub/` (the index says so) and a `tokenizer/` directory.
+    static func nested() throws -> String {
+        let dir = Fixtures.temporaryDirectory() + "/in"
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/qwen3_moe-f32-sharded"), toPath: dir)
+        let shard = "model-00002-of-00005.safetensors"
+        try FileManager.default.createDirectory(atPath: dir + "/sub", withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: dir + "/" + shard, toPath: dir + "/sub/" + shard)
+        let index = dir + "/" + Checkpoint.indexFileName
+        let text = String(decoding: Fixtures.readBytes(index), as: UTF8.self).replacingOccurrences(of: "\"\(shard)\"", with: "\"sub/\(shard)\"")
+        try Data(text.utf8).write(to: URL(fileURLWithPath: index))
+        try FileManager.default.createDirectory(atPath: dir + "/tokenizer/extra", withIntermediateDirectories: true)
+        try Data("vocab".utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer/vocab.txt"))
+        try Data("deep".utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer/extra/merges.txt"))
+        return dir
+    }
+
+    @Test func aShardInASubdirectoryIsConvertedWhereTheIndexSaysItIs() throws {
+        let input = try Self.nested()
+        let c = try Checkpoint(path: input)
+        #expect(c.fileNames.contains("sub/model-00002-of-00005.safetensors"))
+        let o = ConversionOptions(target: .fp8)
+        let out = input + "-fp8"
+        let summary = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
+        #expect(summary.shards.count == 5)
+        let converted = try Checkpoint(path: out)
+        #expect(converted.fileNames == c.fileNames)
+        #expect(converted.tensorCount > c.tensorCount)  // scales added
+        // Two workers and a finalize give the same shards.
+        let split = input + "-split"
+        let p = try ConversionPlan(checkpoint: c, options: o)
+        _ = try CheckpointConversion.run(checkpoint: c, output: split, plan: p, options: o, mode: .shards(index: 1, count: 2))
+        _ = try CheckpointConversion.run(checkpoint: c, output: split, plan: p, options: o, mode: .shards(index: 2, count: 2))
+        _ = try CheckpointConversion.run(checkpoint: c, output: split, plan: p, options: o, mode: .finalize)
+        for name in c.fileNames { #expect(Fixtures.readBytes(split + "/" + name) == Fixtures.readBytes(out + "/" + name), "\(name)") }
+    }
+}
