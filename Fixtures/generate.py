@@ -778,10 +778,12 @@ def build_checkpoints():
          wmap={**{n: S1 for n in s1}, **{n: "../outside.safetensors" for n in s2}}, write2=False)
     case("shard_path_escapes_absolute", "shard_path_escapes", None, "weight_map names /tmp/x.safetensors",
          wmap={**{n: S1 for n in s1}, **{n: "/tmp/x.safetensors" for n in s2}}, write2=False)
-    d = case("shard_path_escapes_symlink", "shard_path_escapes", None,
-             f"{S2} is a relative symlink to ../outside.safetensors (a valid file outside the checkpoint)",
+    # A symlink the directory holds is followed wherever it points (the Hugging Face cache links every file into
+    # ../../blobs); one whose target is missing is a download that never finished.
+    d = case("shard_not_downloaded", "shard_not_downloaded", None,
+             f"{S2} is a relative symlink to ../../blobs/<sha256>, which does not exist (as in an interrupted hf download)",
              write2=False)
-    os.symlink("../outside.safetensors", d / S2)
+    os.symlink("../../blobs/" + "0" * 64, d / S2)
     BIN = "pytorch_model-00001-of-00002.bin"
     d = case("bin_shard", "bin_shard", None,
              f"weight_map puts the first tensors in {BIN} (a placeholder file exists) and the rest in {S2}",

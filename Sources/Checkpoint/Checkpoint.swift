@@ -175,8 +175,8 @@ public final class Checkpoint: @unchecked Sendable {
             shardNames = [base]
         }
 
-        // Shard paths must name regular files inside the directory.
-        let realRoot = realPath(directory) ?? directory
+        // The index names shards by relative paths inside the directory. A symlink the directory holds is the
+        // user's (or the Hugging Face cache's) choice and is followed wherever it points.
         var openable: [String] = []
         for name in shardNames {
             let display = kind == .directory ? join(root, name) : root
@@ -195,18 +195,10 @@ public final class Checkpoint: @unchecked Sendable {
                         "shard name \"\(escapeForDisplay(name))\" leaves the checkpoint directory"))
                     continue
                 }
-                guard fileKind(display) != nil else {
-                    problems.append(Problem(file: display, rule: .shardMissing, "shard listed in the index does not exist"))
-                    continue
-                }
-                // A plain name (no '/') of a file that is not a symlink cannot leave the
-                // directory; anything else is resolved and checked.
-                let plain = !name.contains("/") && !isSymlink(display)
-                if !plain, let real = realPath(display), !real.hasPrefix(realRoot.hasSuffix("/") ? realRoot : realRoot + "/") {
-                    problems.append(Problem(file: display, rule: .shardPathEscapes,
-                        "shard resolves to \(escapeForDisplay(real)), outside the checkpoint directory"))
-                    continue
-                }
+            }
+            if let problem = Checkpoint.downloadProblem(display) {
+                problems.append(problem)
+                continue
             }
             openable.append(name)
         }
@@ -320,6 +312,22 @@ public final class Checkpoint: @unchecked Sendable {
         self.declaredBlock = declaredBlock
         self.warnings = warnings
         self.location = location
+    }
+
+    /// Why the shard at `path` cannot be read though the index names it: absent, a link to nothing (a blob
+    /// never downloaded), or a link to an unfinished download; nil when it is there.
+    static func downloadProblem(_ path: String) -> Problem? {
+        if let target = symlinkTarget(path), fileKind(path) == nil {
+            return Problem(file: path, rule: .shardNotDownloaded,
+                "is a link to \(escapeForDisplay(target)), which does not exist: the file was never downloaded, or its download did not finish")
+        }
+        guard fileKind(path) != nil else {
+            return Problem(file: path, rule: .shardMissing, "shard listed in the index does not exist")
+        }
+        if isSymlink(path), let real = realPath(path), real.hasSuffix(".incomplete") {
+            return Problem(file: path, rule: .shardNotDownloaded, "is a link to an unfinished download (\(escapeForDisplay(real)))")
+        }
+        return nil
     }
 
     enum Opened {
@@ -460,6 +468,14 @@ func fileKind(_ path: String) -> FileKind? {
     case S_IFDIR: return .directory
     default: return .other
     }
+}
+
+/// Where the symlink at `path` points, as written in it, or nil when `path` is not a symlink.
+func symlinkTarget(_ path: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink(path, &buffer, buffer.count - 1)
+    guard n >= 0 else { return nil }
+    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func isSymlink(_ path: String) -> Bool {

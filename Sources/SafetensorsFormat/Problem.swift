@@ -30,6 +30,7 @@ public enum Rule: String, Sendable, CaseIterable {
     case indexEmpty = "index_empty"
     case invalidShardName = "invalid_shard_name"
     case shardMissing = "shard_missing"
+    case shardNotDownloaded = "shard_not_downloaded"
     case shardPathEscapes = "shard_path_escapes"
     case binShard = "bin_shard"
     case tensorMissingFromWeightMap = "tensor_missing_from_weight_map"
@@ -56,7 +57,8 @@ public enum Rule: String, Sendable, CaseIterable {
         case .indexEmpty: return "the index's weight_map lists no tensor, so a loader would load nothing: regenerate the index from the shards"
         case .invalidShardName: return "a shard name must be a plain relative file name without NUL bytes; fix the index"
         case .shardMissing: return "the checkpoint is incomplete: fetch the missing shard"
-        case .shardPathEscapes: return "shards must be files inside the checkpoint directory; fix the index"
+        case .shardNotDownloaded: return "download the checkpoint again (e.g. `hf download ORG/NAME`), which fetches what is missing"
+        case .shardPathEscapes: return "the index must name shards by paths relative to the checkpoint directory, without \"..\"; fix the index"
         case .binShard: return "convert the checkpoint to safetensors first (pickled .bin files are not read)"
         case .tensorMissingFromWeightMap, .tensorMissingFromShard, .tensorInTwoShards, .totalSizeMismatch:
             return "the index and the shards disagree: regenerate the index or fetch the shards again"

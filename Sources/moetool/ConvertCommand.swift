@@ -21,11 +21,13 @@ struct Convert: ParsableCommand {
             Each output shard is written under a temporary name and renamed when complete; the input is never written.
             """)
 
-    @Argument(help: "The input: a .safetensors file or a checkpoint directory.")
+    @Argument(help: "The input: a .safetensors file, a checkpoint directory, or a model id (org/name) in the Hugging Face cache.")
     var input: String
 
     @Argument(help: "The output directory (new or empty).")
     var output: String
+
+    @OptionGroup var source: CheckpointSource
 
     @Option(help: "fp8 or bf16.")
     var to: ConversionTarget
@@ -90,9 +92,10 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
+        let located = try source.locate(input)
         let checkpoint: Checkpoint
         do {
-            checkpoint = try Checkpoint(path: input)
+            checkpoint = try Checkpoint(path: located)
         } catch {
             for p in error.problems.prefix(200) { FileHandleOutput.stderr("error: \(p)\n") }
             FileHandleOutput.stderr("\(escapeForDisplay(input)): invalid input, nothing converted\n")

@@ -19,8 +19,10 @@ struct Inspect: ParsableCommand {
             a usage error exits 2.
             """)
 
-    @Argument(help: "A .safetensors file or a checkpoint directory.")
+    @Argument(help: "A .safetensors file, a checkpoint directory, or a model id (org/name) in the Hugging Face cache.")
     var path: String
+
+    @OptionGroup var source: CheckpointSource
 
     @Flag(help: "Print a JSON document (schema moetool.inspect/1, see Docs/inspect.md) instead of text.")
     var json = false
@@ -64,9 +66,10 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
+        let located = try source.locate(path)
         let checkpoint: Checkpoint
         do {
-            checkpoint = try Checkpoint(path: path)
+            checkpoint = try Checkpoint(path: located)
         } catch {
             if json {
                 FileHandleOutput.document(JSONSerializer.pretty(InspectReport.invalidJSON(path: path, problems: error.problems)))

@@ -19,6 +19,7 @@ struct Verify: ParsableCommand {
 
     @Argument(help: "The reference checkpoint (e.g. the original BF16).") var a: String
     @Argument(help: "The checkpoint to compare (e.g. the converted FP8).") var b: String?
+    @OptionGroup var source: CheckpointSource
     @Option(help: "Layer mode: MoE layers to run, e.g. 3,30,60 (\"all\": every MoE layer).") var layers: String?
     @Option(help: "Tokens per run (whole model: deterministic ids; layers: hidden states).") var tokens = 32
     @Option(help: "Layer mode: \"all\" experts, or N: only the N experts A's router picks most often (the rest left out of both).") var experts = "all"
@@ -97,8 +98,9 @@ struct Verify: ParsableCommand {
     }
 
     func verify() throws {
-        let ca = try open(a)
-        let cb = try b.map(open)
+        let located = try source.locate([a] + (b.map { [$0] } ?? []))
+        let ca = try open(located[0])
+        let cb = try b.map { _ in try open(located[1]) }
         if let saveOutputs {
             // The outputs never replace, or land inside, what is being verified.
             let inputs = [ca, cb].compactMap { $0 }.flatMap { c in [c.path] + c.files.map(\.path) + (c.configPath.map { [$0] } ?? []) }

@@ -24,10 +24,14 @@ struct CLI {
         let stderr: String
     }
 
-    static func run(_ arguments: [String]) throws -> Result {
+    /// `environment`: variables set for the child on top of this process's.
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = arguments
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         // Capture into files: no pipe can fill up and block the child.
         let dir = Fixtures.temporaryDirectory()
         FileManager.default.createFile(atPath: dir + "/out", contents: nil)
@@ -259,5 +263,76 @@ struct CLI {
         let json = try CLI.run(["inspect", dir + "/ck", "--json"])
         let o = try #require(try JSONParser.parse(json.stdout).objectValue)
         #expect(o["config"]?.objectValue?["model_type"]?.stringValue == "m\u{1b}[2J\u{1b}]0;x\u{7}\u{202e}")
+    }
+}
+
+/// Checkpoints where users keep them: the Hugging Face cache, by path or by model id.
+@Suite struct HubCacheCheckpoints {
+    let cache = Fixtures.temporaryDirectory() + "/hub"
+
+    /// Runs moetool with HF_HUB_CACHE pointing at this cache.
+    func run(_ args: [String]) throws -> CLI.Result {
+        try CLI.run(args, environment: ["HF_HUB_CACHE": cache])
+    }
+
+    /// The same report for a snapshot (by path and by id) as for the plain directory, paths aside.
+    @Test(arguments: ["models/deepseek_v3-bf16", "models/qwen3_moe-f32-sharded"])
+    func inspectSeesTheSameCheckpoint(_ fixture: String) throws {
+        let snapshot = try HubCacheLayout.add(model: Fixtures.path(fixture), id: "tiny/model", to: cache)
+        let plain = try run(["inspect", "--json", Fixtures.path(fixture)])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        for target in [snapshot, "tiny/model"] {
+            let r = try run(["inspect", "--json", target])
+            #expect(r.status == 0, "\(target): \(r.stderr)")
+            #expect(r.stdout.replacingOccurrences(of: snapshot, with: "P") == plain.stdout.replacingOccurrences(of: Fixtures.path(fixture), with: "P"),
+                    "\(target)")
+        }
+        let byRevision = try run(["inspect", "tiny/model", "--revision", HubCacheLayout.commit])
+        #expect(byRevision.status == 0, "\(byRevision.stderr)")
+    }
+
+    @Test func convertAndVerifyTakeAModelID() throws {
+        try HubCacheLayout.add(model: Fixtures.path("models/deepseek_v3-bf16"), id: "tiny/dsv3", to: cache)
+        let out = Fixtures.temporaryDirectory() + "/fp8"
+        let c = try run(["convert", "tiny/dsv3", out, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let direct = Fixtures.temporaryDirectory() + "/fp8"
+        _ = try run(["convert", Fixtures.path("models/deepseek_v3-bf16"), direct, "--to", "fp8", "-q"])
+        #expect(Fixtures.readBytes(out + "/model.safetensors") == Fixtures.readBytes(direct + "/model.safetensors"))
+        #expect(Fixtures.readBytes(out + "/config.json") == Fixtures.readBytes(direct + "/config.json"))
+        let v = try run(["verify", "tiny/dsv3", out])
+        #expect(v.status == 0, "\(v.stdout)\(v.stderr)")
+        // The outputs never replace a blob the snapshot links to, nor land in the snapshot.
+        let snapshot = cache + "/models--tiny--dsv3/snapshots/" + HubCacheLayout.commit
+        let blob = try FileManager.default.destinationOfSymbolicLink(atPath: snapshot + "/model.safetensors")
+        let before = Fixtures.readBytes(snapshot + "/" + blob)
+        for target in [snapshot + "/" + blob, snapshot + "/outputs.safetensors"] {
+            let inside = try run(["verify", "tiny/dsv3", "--save-outputs", target])
+            #expect(inside.status == 1, "\(target)")
+        }
+        #expect(Fixtures.readBytes(snapshot + "/" + blob) == before)
+    }
+
+    @Test func aModelNotInTheCacheSaysWhatToRun() throws {
+        let r = try run(["inspect", "nobody/nothing"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("not in the Hugging Face cache") && r.stderr.contains("hf download nobody/nothing"), "\(r.stderr)")
+        try HubCacheLayout.add(model: Fixtures.path("models/mixtral-bf16"), id: "tiny/mixtral", to: cache)
+        let rev = try run(["inspect", "tiny/mixtral", "--revision", "v2"])
+        #expect(rev.status == 1 && rev.stderr.contains("no revision \"v2\""), "\(rev.stderr)")
+        let local = try run(["inspect", Fixtures.path("models/mixtral-bf16"), "--revision", "main"])
+        #expect(local.status == 2, "\(local.stderr)")
+    }
+
+    /// A blob never downloaded (the link points at nothing) is named, with what to run.
+    @Test func aDanglingLinkIsAShardNotDownloaded() throws {
+        let snapshot = try HubCacheLayout.add(model: Fixtures.path("models/qwen3_moe-f32-sharded"), id: "tiny/qwen", to: cache)
+        let link = snapshot + "/model-00003-of-00005.safetensors"
+        let target = try FileManager.default.destinationOfSymbolicLink(atPath: link)
+        try FileManager.default.removeItem(atPath: snapshot + "/" + target)
+        let r = try run(["inspect", "tiny/qwen"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("model-00003-of-00005.safetensors") && r.stderr.contains("[shard_not_downloaded]")
+                && r.stderr.contains("hf download"), "\(r.stderr)")
     }
 }
