@@ -3,6 +3,7 @@
 public enum Rule: String, Sendable, CaseIterable {
     // A safetensors file.
     case unreadable = "unreadable"
+    case notSafetensors = "not_safetensors"
     case fileTooSmall = "file_too_small"
     case headerTooLarge = "header_too_large"
     case headerOutOfBounds = "header_out_of_bounds"
@@ -43,6 +44,7 @@ public enum Rule: String, Sendable, CaseIterable {
     public var hint: String {
         switch self {
         case .unreadable: return "check the path and its permissions"
+        case .notSafetensors: return "point at the .safetensors file itself, or fetch it again"
         case .fileTooSmall, .headerOutOfBounds, .dataTruncated:
             return "the file looks truncated: download or copy it again"
         case .headerTooLarge: return "this is not a safetensors file, or it is corrupted (headers are at most 100,000,000 bytes)"

@@ -26,8 +26,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         } catch {
             throw InvalidInput(Problem(file: name, rule: .unreadable, error.description))
         }
+        // Before blaming a header length, say what the file is when it is plainly something else.
+        func notSafetensors() -> InvalidInput? {
+            FileSniffing.describe(mapping.bytes(0..<min(mapping.size, 512))).map {
+                InvalidInput(Problem(file: name, rule: .notSafetensors, "is not a safetensors file: it looks like \($0)"))
+            }
+        }
         guard mapping.size >= SafetensorsLimits.prefixBytes else {
-            throw InvalidInput(Problem(file: name, rule: .fileTooSmall,
+            throw notSafetensors() ?? InvalidInput(Problem(file: name, rule: .fileTooSmall,
                 "file is \(mapping.size) bytes; a safetensors file starts with an 8-byte header length"))
         }
         if let compressed = try CompressedLayout.probe(mapping, file: name) {
@@ -38,6 +44,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             self.mapping = mapping
             return
         }
+        if mapping.size == 8 || mapping.bytes(8..<9)[0] != UInt8(ascii: "{"), let problem = notSafetensors() { throw problem }
         isCompressed = false
         let prefix = mapping.bytes(0..<8).loadUnaligned(as: UInt64.self).littleEndian
         let n = try HeaderParser.headerLength(prefix: prefix, fileSize: mapping.size, file: name)

@@ -1,3 +1,4 @@
+import Foundation
 import FixtureSupport
 import SafetensorsFormat
 import StrictJSON
@@ -98,5 +99,40 @@ import Testing
         #expect(escapeForDisplay("x\ny\\") == "x\\ny\\\\")
         #expect(escapeForDisplay("plain.name") == "plain.name")
         #expect(escapeForDisplay("rtl\u{202E}x") == "rtl\\u{202e}x")
+    }
+}
+
+/// A file that is plainly something else is called what it is, not a header of absurd length.
+@Suite struct NotSafetensors {
+    @Test(arguments: [
+        ("<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", "HTML"),
+        ("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n", "Git LFS pointer"),
+        ("just some notes\n", "a text file"),
+        ("GGUF\u{3}\u{0}\u{0}\u{0}", "GGUF"),
+        ("{\"weight_map\": {}}", "JSON text"),
+        ("hi", "a text file"),
+    ])
+    func isNamedForWhatItIs(_ content: String, _ expected: String) throws {
+        let path = Fixtures.temporaryDirectory() + "/x.safetensors"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(content.utf8)))
+        do {
+            _ = try SafetensorsFile(path: path)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.problems.first?.rule == .notSafetensors)
+            #expect(error.description.contains(expected), "\(error)")
+        }
+    }
+
+    @Test(arguments: [([0x50, 0x4B, 0x03, 0x04, 0, 0, 0, 0, 0, 0], "zip archive"), ([0x80, 0x02, 0x7D, 0x71, 0, 0, 0, 0, 0], "pickle")])
+    func binaryFormatsAreRecognised(_ bytes: [UInt8], _ expected: String) throws {
+        let path = Fixtures.temporaryDirectory() + "/x.safetensors"
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        do {
+            _ = try SafetensorsFile(path: path)
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description.contains(expected), "\(error)")
+        }
     }
 }
