@@ -12,6 +12,8 @@ if ! pkg-config --exists libzstd json-c 2>/dev/null; then
   as_root apt-get install -y --no-install-recommends libzstd-dev libjson-c-dev pkg-config
 fi
 swift build -c release
+# $PREFIX/bin may not exist yet (PREFIX=~/.local on a fresh account): create it where we may.
+if [ ! -d "$PREFIX/bin" ]; then mkdir -p "$PREFIX/bin" 2>/dev/null || as_root mkdir -p "$PREFIX/bin"; fi
 if [ -w "$PREFIX/bin" ]; then install -m 755 .build/release/moetool "$PREFIX/bin/moetool"
 else as_root install -m 755 .build/release/moetool "$PREFIX/bin/moetool"; fi
 echo "installed $PREFIX/bin/moetool"
