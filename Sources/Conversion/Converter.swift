@@ -80,6 +80,22 @@ public struct ConversionPlan: Sendable {
 
     public func count(_ kind: TensorAction.Kind) -> Int { decisions.filter { $0.action.kind == kind }.count }
 
+    /// Why this conversion would change no tensor (the output would be a copy of the input), or nil.
+    public func nothingToConvert(target: ConversionTarget) -> String? {
+        guard count(.quantize) == 0 && count(.dequantize) == 0 else { return nil }
+        switch target {
+        case .fp8:
+            let fp8 = decisions.filter { $0.dtype.isFP8 }.count
+            return fp8 > 0
+                ? "nothing to convert: its \(fp8) FP8 weight(s) are already FP8 and nothing else is eligible (BF16/F16/F32 2-D projections)"
+                : "nothing to convert: no BF16, F16 or F32 2-D attention or MLP projection to quantize (see --dry-run for why each tensor stays)"
+        case .bf16:
+            let floats = Set(decisions.map(\.dtype).filter { $0 == .F32 || $0 == .F16 })
+            let hint = floats.isEmpty ? "" : "; --to bf16 dequantizes FP8 block-scaled weights, it does not cast \(floats.map(\.rawValue).sorted().joined(separator: "/")) weights (quantize them with --to fp8, or cast them with torch)"
+            return "nothing to convert: no FP8 weight with block scales\(hint)"
+        }
+    }
+
     /// Decides every tensor's fate; throws when the input cannot be converted this way.
     public init(checkpoint: Checkpoint, options: ConversionOptions) throws(ConversionError) {
         if let q = checkpoint.config?.quantizationConfig {

@@ -115,7 +115,13 @@ struct Convert: ParsableCommand {
             let plan = try ConversionPlan(checkpoint: checkpoint, options: options)
             if dryRun {
                 printPlan(plan)
+                if let why = plan.nothingToConvert(target: to) { FileHandleOutput.stderr("note: \(why)\n") }
                 return
+            }
+            // A run that changes no tensor would only copy the checkpoint: say so, and write nothing.
+            if let why = plan.nothingToConvert(target: to), mode != .finalize {
+                FileHandleOutput.stderr("error: \(escapeForDisplay(located)): \(why); nothing was written\n")
+                throw ExitStatus.invalidInput
             }
             let bar = ProgressBar(label: "convert", total: checkpoint.dataBytes, quiet: quiet)
             let summary = try CheckpointConversion.run(checkpoint: checkpoint, output: output, plan: plan, options: options,
