@@ -742,7 +742,8 @@ def build_checkpoints():
     save_file(s2, str(outside), metadata={"format": "pt"})
     manifest = []
 
-    def case(name, rule, tensor, what, shard1=s1, shard2=s2, wmap=None, total=None, write2=True, index_text=None):
+    def case(name, rule, tensor, what, shard1=s1, shard2=s2, wmap=None, total=None, write2=True, index_text=None,
+             severity=None):
         d = root / name
         d.mkdir()
         shutil.copyfile(config_src, d / "config.json")
@@ -755,14 +756,18 @@ def build_checkpoints():
             (d / "model.safetensors.index.json").write_text(index_text)
         else:
             write_index(d, wmap, tensor_bytes(s1) + tensor_bytes(s2) if total is None else total)
-        manifest.append(dict(dir=name, rule=rule, tensor=tensor, what=what))
+        entry = dict(dir=name, rule=rule, tensor=tensor, what=what)
+        if severity:
+            # Loaders load these correctly: moetool warns (an error only under inspect --strict).
+            entry["severity"] = severity
+        manifest.append(entry)
         return d
 
     case("shard_missing", "shard_missing", None, f"{S2} is named by the weight_map but absent", write2=False)
     extra = {**s1, "model.layers.0.extra.weight": torch.ones(4)}
-    case("tensor_missing_from_weight_map", "tensor_missing_from_weight_map", "model.layers.0.extra.weight",
+    case("tensor_missing_from_weight_map", "tensor_not_in_weight_map", "model.layers.0.extra.weight",
          f"{S1} holds model.layers.0.extra.weight, which the weight_map lacks", shard1=extra,
-         total=tensor_bytes(extra) + tensor_bytes(s2))
+         total=tensor_bytes(extra) + tensor_bytes(s2), severity="warning")
     case("tensor_missing_from_shard", "tensor_missing_from_shard", "model.layers.0.ghost.weight",
          f"the weight_map puts model.layers.0.ghost.weight in {S1}, which lacks it",
          wmap={**{n: S1 for n in s1}, **{n: S2 for n in s2}, "model.layers.0.ghost.weight": S1})
@@ -772,7 +777,7 @@ def build_checkpoints():
          total=tensor_bytes(s1) + tensor_bytes(s2))
     case("total_size_mismatch", "total_size_mismatch", None,
          "metadata.total_size is one more than the tensors' data bytes",
-         total=tensor_bytes(s1) + tensor_bytes(s2) + 1)
+         total=tensor_bytes(s1) + tensor_bytes(s2) + 1, severity="warning")
     case("shard_path_escapes_parent", "shard_path_escapes", None,
          "weight_map names ../outside.safetensors (which exists, beside this directory)",
          wmap={**{n: S1 for n in s1}, **{n: "../outside.safetensors" for n in s2}}, write2=False)

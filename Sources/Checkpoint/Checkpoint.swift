@@ -252,8 +252,9 @@ public final class Checkpoint: @unchecked Sendable {
                     slot.tensor = Int32(ti)
                     guard sharded else { return }
                     if slot.listed < 0 {
-                        problems.append(Problem(file: display, tensor: t.name, rule: .tensorMissingFromWeightMap,
-                            "stored in this shard but absent from the index's weight_map"))
+                        // Loaders load what the weight_map names; this tensor is left behind, and nothing else is wrong.
+                        warnings.append(Warning(file: display, tensor: t.name, kind: .tensorNotInWeightMap,
+                            "stored in this shard but absent from the index's weight_map: loaders do not load it"))
                     } else if slot.listed != here {
                         problems.append(Problem(file: display, tensor: t.name, rule: .tensorMissingFromShard,
                             "the index says it is in \(escapeForDisplay(index!.shards[Int(slot.listed)])), but it is stored here"))
@@ -275,10 +276,11 @@ public final class Checkpoint: @unchecked Sendable {
                     "listed in the index's weight_map but not stored in this shard"))
             }
             problems.append(contentsOf: absent.sorted { ($0.file, $0.tensor ?? "") < ($1.file, $1.tensor ?? "") })
+            // Loaders never read total_size: a wrong one is worth a word, not a refusal.
             if let totalSize, problems.isEmpty {
                 let sum = files.reduce(0) { $0 + $1.header.dataBytes }
                 if sum != totalSize {
-                    problems.append(Problem(file: join(directory, Checkpoint.indexFileName), rule: .totalSizeMismatch,
+                    warnings.append(Warning(file: join(directory, Checkpoint.indexFileName), kind: .totalSizeMismatch,
                         "metadata.total_size is \(totalSize) but the shards hold \(sum) bytes of tensor data"))
                 }
             }

@@ -98,16 +98,39 @@ public struct InspectReport: Sendable {
 
     public var warnings: [Warning] { checkpoint.warnings + structure.warnings }
 
+    /// What makes the checkpoint load wrongly though every file is valid: experts or layers missing against
+    /// config.json, FP8 weights without their block scales or with a scale grid of another shape.
+    public var problems: [Problem] {
+        structure.problems
+            + quantization.withoutScale.map {
+                Problem(file: checkpoint.path, tensor: $0, rule: .scaleMissing, "FP8 weight without a weight_scale_inv (or weight_scale) tensor")
+            }
+            + quantization.scaleShapeMismatches.map {
+                Problem(file: checkpoint.path, tensor: $0, rule: .scaleGridMismatch,
+                        "its scale is not shaped as the block grid of the weight (quantization_config.weight_block_size, 128x128 when absent)")
+            }
+    }
+
+    static func problemJSON(_ p: Problem) -> JSONValue {
+        .object(JSONObject([
+            ("file", .string(p.file)), ("tensor", p.tensor.map { .string($0) } ?? .null),
+            ("rule", .string(p.rule.rawValue)), ("message", .string(p.message)), ("hint", .string(p.rule.hint)),
+        ]))
+    }
+
     // MARK: JSON
 
     public static let schema = "moetool.inspect/1"
 
     /// The `--json` document (schema in Docs/inspect.md). `tensorList` is added when listing tensors.
-    public func json(tensorList: JSONValue? = nil) -> JSONValue {
+    /// `strict`: warnings make the checkpoint invalid too (`--strict`).
+    public func json(tensorList: JSONValue? = nil, strict: Bool = false) -> JSONValue {
         var o = JSONObject()
         o.append("schema", .string(InspectReport.schema))
         o.append("path", .string(checkpoint.path))
-        o.append("valid", true)
+        let problems = problems
+        o.append("valid", .bool(problems.isEmpty && !(strict && !warnings.isEmpty)))
+        o.append("problems", .array(problems.map(InspectReport.problemJSON)))
         o.append("layout", .string(checkpoint.layout.rawValue))
         o.append("files", .int(checkpoint.files.count))
         o.append("file_names", .array(checkpoint.fileNames.map { .string($0) }))
@@ -204,12 +227,7 @@ public struct InspectReport: Sendable {
     public static func invalidJSON(path: String, problems: [Problem]) -> JSONValue {
         .object(JSONObject([
             ("schema", .string(schema)), ("path", .string(path)), ("valid", false),
-            ("problems", .array(problems.map { p in
-                .object(JSONObject([
-                    ("file", .string(p.file)), ("tensor", p.tensor.map { .string($0) } ?? .null),
-                    ("rule", .string(p.rule.rawValue)), ("message", .string(p.message)), ("hint", .string(p.rule.hint)),
-                ]))
-            })),
+            ("problems", .array(problems.map(problemJSON))),
         ]))
     }
 

@@ -249,6 +249,9 @@ public struct ModelStructure: Sendable {
     /// layers and the routed experts not chosen (k of E count in each MoE layer).
     public let activeParameters: UInt64?
     public let warnings: [Warning]
+    /// Disagreements with config.json that make a loader build the model wrongly (an expert or a layer
+    /// missing: its weights would be randomly initialised).
+    public let problems: [Problem]
 
     /// `tensors`: every tensor of the checkpoint; `config` when config.json was found.
     public init(tensors: some Sequence<TensorInfo>, config: ModelConfig?, source: String) {
@@ -294,25 +297,27 @@ public struct ModelStructure: Sendable {
         routedParameters = main.reduce(0) { $0 + $1.routedParameters }
 
         var warnings: [Warning] = []
+        var problems: [Problem] = []
         if let config {
             for l in main {
                 let expected = config.isMoELayer(l.index) ?? false
                 if expected && l.routedExperts != routedExperts {
-                    warnings.append(Warning(file: source, kind: .expertCountMismatch,
+                    problems.append(Problem(file: source, rule: .expertCountMismatch,
                         "layer \(l.index): found \(l.routedExperts) routed experts, config.json says \(routedExperts)"))
                 } else if !expected && l.isMoE {
-                    warnings.append(Warning(file: source, kind: .expertCountMismatch,
+                    problems.append(Problem(file: source, rule: .expertCountMismatch,
                         "layer \(l.index): has \(l.routedExperts) routed experts, but config.json makes it a dense layer"))
                 }
             }
             if main.count != decoderLayers {
-                warnings.append(Warning(file: source, kind: .expertCountMismatch,
+                problems.append(Problem(file: source, rule: .layerCountMismatch,
                     "found \(main.count) decoder layers, config.json says \(decoderLayers)"))
             }
         } else if !summaries.isEmpty {
             warnings.append(Warning(file: source, kind: .configMissing,
                 "no config.json beside the weights: layer and expert counts come from tensor names alone, active parameters unknown"))
         }
+        self.problems = problems
         self.warnings = warnings
 
         if let k = expertsPerToken, moeLayers > 0 {

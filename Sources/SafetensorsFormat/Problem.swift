@@ -34,11 +34,14 @@ public enum Rule: String, Sendable, CaseIterable {
     case shardNotDownloaded = "shard_not_downloaded"
     case shardPathEscapes = "shard_path_escapes"
     case binShard = "bin_shard"
-    case tensorMissingFromWeightMap = "tensor_missing_from_weight_map"
     case tensorMissingFromShard = "tensor_missing_from_shard"
     case tensorInTwoShards = "tensor_in_two_shards"
-    case totalSizeMismatch = "total_size_mismatch"
     case configInvalid = "config_invalid"
+    // A checkpoint that loads, but not as its config describes (inspect).
+    case expertCountMismatch = "expert_count_mismatch"
+    case layerCountMismatch = "layer_count_mismatch"
+    case scaleMissing = "scale_missing"
+    case scaleGridMismatch = "scale_grid_mismatch"
 
     /// What the user can do about it.
     public var hint: String {
@@ -62,9 +65,13 @@ public enum Rule: String, Sendable, CaseIterable {
         case .shardNotDownloaded: return "download the checkpoint again (e.g. `hf download ORG/NAME`), which fetches what is missing"
         case .shardPathEscapes: return "the index must name shards by paths relative to the checkpoint directory, without \"..\"; fix the index"
         case .binShard: return "convert the checkpoint to safetensors first (pickled .bin files are not read)"
-        case .tensorMissingFromWeightMap, .tensorMissingFromShard, .tensorInTwoShards, .totalSizeMismatch:
+        case .tensorMissingFromShard, .tensorInTwoShards:
             return "the index and the shards disagree: regenerate the index or fetch the shards again"
         case .configInvalid: return "fix config.json"
+        case .expertCountMismatch, .layerCountMismatch:
+            return "a loader would initialise the missing weights at random: fetch or convert the checkpoint again, or fix config.json"
+        case .scaleMissing, .scaleGridMismatch:
+            return "FP8 weights need their block scales, shaped as the block grid: fetch or convert the checkpoint again"
         }
     }
 }
@@ -108,6 +115,8 @@ public struct Warning: Sendable, Equatable, CustomStringConvertible {
         case expertCountMismatch = "expert_count_mismatch"
         case configMissing = "config_missing"
         case unlistedShard = "unlisted_shard"
+        case tensorNotInWeightMap = "tensor_not_in_weight_map"
+        case totalSizeMismatch = "total_size_mismatch"
     }
 
     public let file: String

@@ -51,6 +51,9 @@ struct Inspect: ParsableCommand {
     @Flag(name: .shortAndLong, help: "No progress bar.")
     var quiet = false
 
+    @Flag(help: "Treat warnings (inconsistencies that load correctly) as errors: exit 1 when there is any.")
+    var strict = false
+
     func validate() throws {
         if offsets && !noCollapse { throw ValidationError("--offsets needs --tensors --no-collapse") }
         if threads < 0 { throw ValidationError("--threads must be 0 or more") }
@@ -112,7 +115,7 @@ struct Inspect: ParsableCommand {
 
         let listing = tensors ? TensorListing(checkpoint: checkpoint, include: include, collapse: !noCollapse) : nil
         if json {
-            FileHandleOutput.document(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets))))
+            FileHandleOutput.document(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets), strict: strict)))
             finish(report)
         }
         FileHandleOutput.stdout(report.text())
@@ -128,8 +131,17 @@ struct Inspect: ParsableCommand {
     }
 
     /// Output is written (unbuffered); skip tearing down ~100k names and shapes.
+    /// Exit 1 when the checkpoint would load wrongly (or, with --strict, when anything was worth a warning).
     private func finish(_ report: InspectReport) -> Never {
-        withExtendedLifetime(report) { Glibc.exit(0) }
+        let problems = report.problems
+        let warnings = strict ? report.warnings : []
+        for p in problems.prefix(200) { FileHandleOutput.stderr("error: \(p)\n") }
+        for w in warnings.prefix(200) { FileHandleOutput.stderr("error: \(w) [\(w.kind.rawValue)] (--strict)\n") }
+        let count = problems.count + warnings.count
+        if count > 0 {
+            FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(count) problem\(count == 1 ? "" : "s"))\n")
+        }
+        withExtendedLifetime(report) { Glibc.exit(count > 0 ? 1 : 0) }
     }
 }
 

@@ -336,3 +336,106 @@ struct CLI {
                 && r.stderr.contains("hf download"), "\(r.stderr)")
     }
 }
+
+/// Each row of the severity table (Docs/formats.md): an error when a loader would load the checkpoint wrongly,
+/// a warning when it is inconsistent but loads correctly (an error under --strict).
+@Suite struct Severity {
+    /// A copy of `fixture` whose shards keep only the tensors `keep` accepts (plus `extra` in the first shard,
+    /// which the index does not list), the index rewritten to match (`totalDelta` added to total_size).
+    static func rewritten(_ fixture: String, keep: (String) -> Bool = { _ in true }, extra: Bool = false, totalDelta: Int = 0) throws -> String {
+        let source = Fixtures.path(fixture)
+        let dir = Fixtures.temporaryDirectory() + "/ck"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: source) where !name.hasSuffix(".safetensors") && !name.hasSuffix(".index.json") {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: dir + "/" + name)
+        }
+        var map: [(String, String)] = []
+        var total = 0
+        let shards = try FileManager.default.contentsOfDirectory(atPath: source).filter { $0.hasSuffix(".safetensors") }.sorted()
+        for (i, shard) in shards.enumerated() {
+            let f = try SafetensorsFile(path: source + "/" + shard)
+            var specs = f.tensors.filter { keep($0.name) }.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
+            for s in specs { map.append((s.name, shard)) }
+            if extra && i == 0 { specs.append(TensorSpec(name: "model.layers.0.extra.weight", dtype: .F32, shape: [4])) }
+            let written = try SafetensorsWriter.write(to: dir + "/" + shard, tensors: specs, metadata: [(key: "format", value: "pt")]) { info, sink in
+                if let t = f.tensor(named: info.name) { try sink.write(f.data(t)) } else { try [Float](repeating: 1, count: 4).withUnsafeBytes { try sink.write($0) } }
+            }
+            _ = written
+            total += f.tensors.filter { keep($0.name) }.reduce(0) { $0 + Int($1.byteCount) }
+        }
+        let entries = map.map { "\"\($0.0)\": \"\($0.1)\"" }.joined(separator: ", ")
+        try Data("{\"metadata\": {\"total_size\": \(total + totalDelta)}, \"weight_map\": {\(entries)}}".utf8)
+            .write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        return dir
+    }
+
+    func expectWarning(_ dir: String, _ kind: String) throws {
+        let r = try CLI.run(["inspect", dir])
+        #expect(r.status == 0, "\(kind): \(r.stderr)")
+        #expect(r.stdout.contains("warnings"), "\(r.stdout)")
+        let strict = try CLI.run(["inspect", dir, "--strict", "--json"])
+        #expect(strict.status == 1)
+        #expect(strict.stderr.contains("[\(kind)] (--strict)"), "\(strict.stderr)")
+        let o = try #require(try JSONParser.parse(strict.stdout).objectValue)
+        #expect(o["valid"] == .bool(false))
+        #expect(o["warnings"]?.arrayValue?.contains { $0.objectValue?["kind"]?.stringValue == kind } == true, "\(strict.stdout)")
+    }
+
+    func expectError(_ dir: String, _ rule: String, _ message: String) throws {
+        let r = try CLI.run(["inspect", dir, "--json"])
+        #expect(r.status == 1, "\(rule)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["valid"] == .bool(false))
+        let problems = (o["problems"]?.arrayValue ?? []).compactMap { $0.objectValue }
+        #expect(!problems.isEmpty)
+        #expect(problems.contains { $0["rule"]?.stringValue == rule && $0["message"]?.stringValue?.contains(message) == true }, "\(problems)")
+        #expect(r.stderr.contains("[\(rule)]"), "\(r.stderr)")
+    }
+
+    @Test func aTotalSizeOffByOneIsAWarning() throws {
+        try expectWarning(try Self.rewritten("models/qwen3_moe-f32-sharded", totalDelta: 1), "total_size_mismatch")
+    }
+
+    @Test func aTensorTheWeightMapLacksIsAWarning() throws {
+        try expectWarning(try Self.rewritten("models/qwen3_moe-f32-sharded", extra: true), "tensor_not_in_weight_map")
+    }
+
+    @Test func aMissingExpertIsAnError() throws {
+        let dir = try Self.rewritten("models/qwen3_moe-f32-sharded") { !$0.hasPrefix("model.layers.1.mlp.experts.3.") }
+        try expectError(dir, "expert_count_mismatch", "layer 1: found 7 routed experts, config.json says 8")
+    }
+
+    @Test func aMissingLayerIsAnError() throws {
+        let dir = try Self.rewritten("models/qwen3_moe-f32-sharded") { !$0.hasPrefix("model.layers.2.") }
+        try expectError(dir, "layer_count_mismatch", "found 2 decoder layers, config.json says 3")
+    }
+
+    @Test func aMissingScaleIsAnError() throws {
+        let fp8 = Fixtures.temporaryDirectory() + "/fp8"
+        let c = try CLI.run(["convert", Fixtures.path("models/qwen3_moe-f32-sharded"), fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let scale = "model.layers.1.mlp.experts.0.up_proj.weight_scale_inv"
+        // Rebuild the converted checkpoint without that one scale.
+        let copy = Fixtures.temporaryDirectory() + "/copy"
+        try FileManager.default.copyItem(atPath: fp8, toPath: copy)
+        for name in try FileManager.default.contentsOfDirectory(atPath: copy) where name.hasSuffix(".safetensors") {
+            let f = try SafetensorsFile(path: fp8 + "/" + name)
+            guard f.tensor(named: scale) != nil else { continue }
+            try FileManager.default.removeItem(atPath: copy + "/" + name)
+            try SafetensorsWriter.write(to: copy + "/" + name, tensors: f.tensors.filter { $0.name != scale }
+                .map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }, metadata: nil) { info, sink in
+                try sink.write(f.data(f.tensor(named: info.name)!))
+            }
+        }
+        let index = copy + "/model.safetensors.index.json"
+        let text = String(decoding: Fixtures.readBytes(index), as: UTF8.self)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.contains("\"\(scale)\"") }
+        try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: index))
+        try expectError(copy, "scale_missing", "without a weight_scale_inv")
+    }
+
+    @Test func theIntactCheckpointIsValidEvenUnderStrict() throws {
+        let r = try CLI.run(["inspect", Fixtures.path("models/qwen3_moe-f32-sharded"), "--strict"])
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+}
