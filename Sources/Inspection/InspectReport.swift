@@ -79,6 +79,7 @@ public struct InspectReport: Sendable {
         self.checkpoint = checkpoint
         structure = ModelStructure(files: checkpoint.files, config: checkpoint.config, source: checkpoint.path)
         quantization = QuantizationSummary(checkpoint: checkpoint)
+        completeness = ExpectedTensors.check(checkpoint)
         // Totals per dtype, indexed by rank (no hashing per tensor).
         var params = [UInt64](repeating: 0, count: Dtype.allCases.count)
         var bytes = [UInt64](repeating: 0, count: Dtype.allCases.count)
@@ -96,12 +97,35 @@ public struct InspectReport: Sendable {
         bytesByDtype = present.map { ($0, bytes[$0.rank]) }
     }
 
-    public var warnings: [Warning] { checkpoint.warnings + structure.warnings }
+    /// config.json against the tensors (nil: an architecture or config this check does not cover).
+    public let completeness: ExpectedTensors.Report?
+
+    public var warnings: [Warning] {
+        checkpoint.warnings + structure.warnings + (completeness.map { r in
+            InspectReport.collapsed(r.unexpected).map {
+                Warning(file: checkpoint.path, kind: .unexpectedTensor,
+                        "\($0.pattern)\($0.count > 1 ? " (\($0.count) tensors)" : ""): not described by config.json; a loader ignores it")
+            }
+        } ?? [])
+    }
+
+    /// Names collapsed into patterns (`model.layers.{3..60}.mlp.experts.{0..255}.up_proj.weight`).
+    static func collapsed(_ names: [String]) -> [NamePattern] {
+        NamePatterns.collapse(names.map { TensorInfo(name: $0, dtype: .F32, shape: [], begin: 0, end: 0) })
+    }
 
     /// What makes the checkpoint load wrongly though every file is valid: experts or layers missing against
     /// config.json, FP8 weights without their block scales or with a scale grid of another shape.
     public var problems: [Problem] {
-        structure.problems
+        let missing = (completeness.map { InspectReport.collapsed($0.missing) } ?? []).map {
+            Problem(file: checkpoint.path, rule: .tensorMissing,
+                    "\($0.pattern)\($0.count > 1 ? " (\($0.count) tensors)" : ""): config.json implies it, the checkpoint lacks it")
+        }
+        let misshapen = (completeness?.wrongShape ?? []).map {
+            Problem(file: checkpoint.path, tensor: $0.name, rule: .tensorWrongShape,
+                    "is \(formatShape($0.found)), config.json makes it \(formatShape($0.expected))")
+        }
+        return structure.problems + missing + misshapen
             + quantization.withoutScale.map {
                 Problem(file: checkpoint.path, tensor: $0, rule: .scaleMissing, "FP8 weight without a weight_scale_inv (or weight_scale) tensor")
             }
@@ -152,6 +176,17 @@ public struct InspectReport: Sendable {
         }
         o.append("moe", moeJSON())
         o.append("quantization", quantizationJSON())
+        o.append("completeness", completeness.map { r in
+            .object(JSONObject([
+                ("expected_tensors", .int(r.expected)),
+                ("missing", .array(InspectReport.collapsed(r.missing).map { .string($0.pattern) })),
+                ("wrong_shape", .array(r.wrongShape.map { w in
+                    .object(JSONObject([("name", .string(w.name)), ("shape", .array(w.found.map { .uint($0) })),
+                                        ("expected", .array(w.expected.map { .uint($0) }))]))
+                })),
+                ("unexpected", .array(InspectReport.collapsed(r.unexpected).map { .string($0.pattern) })),
+            ]))
+        } ?? .null)
         o.append("warnings", .array(warnings.map(warningJSON)))
         if let tensorList { o.append("tensor_list", tensorList) }
         if let scan {

@@ -42,6 +42,8 @@ public enum Rule: String, Sendable, CaseIterable {
     case layerCountMismatch = "layer_count_mismatch"
     case scaleMissing = "scale_missing"
     case scaleGridMismatch = "scale_grid_mismatch"
+    case tensorMissing = "tensor_missing"
+    case tensorWrongShape = "tensor_wrong_shape"
 
     /// What the user can do about it.
     public var hint: String {
@@ -68,7 +70,7 @@ public enum Rule: String, Sendable, CaseIterable {
         case .tensorMissingFromShard, .tensorInTwoShards:
             return "the index and the shards disagree: regenerate the index or fetch the shards again"
         case .configInvalid: return "fix config.json"
-        case .expertCountMismatch, .layerCountMismatch:
+        case .expertCountMismatch, .layerCountMismatch, .tensorMissing, .tensorWrongShape:
             return "a loader would initialise the missing weights at random: fetch or convert the checkpoint again, or fix config.json"
         case .scaleMissing, .scaleGridMismatch:
             return "FP8 weights need their block scales, shaped as the block grid: fetch or convert the checkpoint again"
@@ -116,6 +118,7 @@ public struct Warning: Sendable, Equatable, CustomStringConvertible {
         case configMissing = "config_missing"
         case unlistedShard = "unlisted_shard"
         case tensorNotInWeightMap = "tensor_not_in_weight_map"
+        case unexpectedTensor = "unexpected_tensor"
         case totalSizeMismatch = "total_size_mismatch"
     }
 

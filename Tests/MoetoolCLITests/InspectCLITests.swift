@@ -439,3 +439,70 @@ struct CLI {
         #expect(r.status == 0, "\(r.stderr)")
     }
 }
+
+/// config.json against the tensors: what a loader would look for and not find is an error.
+@Suite struct Completeness {
+    static let models = ["deepseek_v3-bf16", "deepseek_v3-f32-sharded", "deepseek_v3-fused-bf16", "deepseek_v3-mtp-bf16",
+                         "mixtral-bf16", "mixtral-f32-sharded", "qwen2_moe-bf16", "qwen2_moe-f32-sharded", "qwen3_moe-bf16",
+                         "qwen3_moe-f32-sharded"]
+
+    /// Every checkpoint transformers wrote is complete: every tensor config.json implies, at its shape, nothing more.
+    @Test(arguments: models)
+    func transformersCheckpointsAreComplete(_ model: String) throws {
+        let r = try CLI.run(["inspect", "--json", "--strict", Fixtures.path("models/" + model)])
+        #expect(r.status == 0, "\(model): \(r.stderr)")
+        let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue, "\(model): not checked")
+        let tensors = try #require(try JSONParser.parse(r.stdout).objectValue?["tensors"]?.uint64Value)
+        // The MTP fixture's layer 3 is beyond num_hidden_layers, so not implied by it.
+        #expect(c["expected_tensors"]?.uint64Value == (model == "deepseek_v3-mtp-bf16" ? tensors - 68 : tensors), "\(model)")
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]))
+    }
+
+    /// The same for an FP8 conversion: scales are the quantization check's, not unexpected tensors.
+    @Test func anFP8ConversionIsComplete() throws {
+        let out = Fixtures.temporaryDirectory() + "/fp8"
+        _ = try CLI.run(["convert", Fixtures.path("models/deepseek_v3-bf16"), out, "--to", "fp8", "-q"])
+        let r = try CLI.run(["inspect", out, "--strict"])
+        #expect(r.status == 0, "\(r.stderr)")
+    }
+
+    @Test func aMissingNormIsAnErrorNamingIt() throws {
+        let dir = try Severity.rewritten("models/deepseek_v3-f32-sharded") { !$0.hasSuffix("layers.1.self_attn.q_a_layernorm.weight") }
+        let r = try CLI.run(["inspect", dir, "--json"])
+        #expect(r.status == 1)
+        let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(c["missing"] == .array([.string("model.layers.1.self_attn.q_a_layernorm.weight")]), "\(c)")
+        #expect(r.stderr.contains("[tensor_missing]"), "\(r.stderr)")
+    }
+
+    @Test func aWholeMissingExpertIsOnePattern() throws {
+        let dir = try Severity.rewritten("models/qwen3_moe-f32-sharded") { !$0.hasPrefix("model.layers.2.mlp.experts.5.") }
+        let r = try CLI.run(["inspect", dir, "--json"])
+        let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(c["missing"] == .array([.string("model.layers.2.mlp.experts.5.{down,gate,up}_proj.weight")])
+                || c["missing"]?.arrayValue?.count == 3, "\(c)")
+    }
+
+    @Test func aWrongShapeIsAnErrorAndAnExtraTensorAWarning() throws {
+        let dir = try Severity.rewritten("models/qwen3_moe-f32-sharded")
+        // Rewrite config.json with a larger moe_intermediate_size: every expert projection is now the wrong shape.
+        let config = dir + "/config.json"
+        let text = String(decoding: Fixtures.readBytes(config), as: UTF8.self)
+        let changed = text.replacingOccurrences(of: "\"moe_intermediate_size\": 24", with: "\"moe_intermediate_size\": 32")
+        #expect(changed != text)
+        try Data(changed.utf8).write(to: URL(fileURLWithPath: config))
+        let r = try CLI.run(["inspect", dir])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("[tensor_wrong_shape]") && r.stderr.contains("config.json makes it [32,64]"), "\(r.stderr)")
+
+        let extra = try Severity.rewritten("models/qwen3_moe-f32-sharded", extra: true)
+        // Listed in the index this time, so only the completeness check speaks.
+        let index = extra + "/model.safetensors.index.json"
+        let indexText = String(decoding: Fixtures.readBytes(index), as: UTF8.self)
+            .replacingOccurrences(of: "\"weight_map\": {", with: "\"weight_map\": {\"model.layers.0.extra.weight\": \"model-00001-of-00005.safetensors\", ")
+        try Data(indexText.utf8).write(to: URL(fileURLWithPath: index))
+        let w = try CLI.run(["inspect", extra])
+        #expect(w.status == 0, "\(w.stderr)")
+        #expect(w.stdout.contains("model.layers.0.extra.weight: not described by config.json"), "\(w.stdout)")
+    }
+}

@@ -1,0 +1,157 @@
+import Checkpoint
+import SafetensorsFormat
+
+/// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
+/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral): what a loader would look for, so that a tensor it
+/// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
+public enum ExpectedTensors {
+    /// Largest config this check expands (a hostile config could describe billions of tensors).
+    public static let maximumTensors = 4_000_000
+
+    public struct Report: Sendable {
+        /// How many tensors config.json implies.
+        public var expected = 0
+        /// Names config.json implies that the checkpoint lacks.
+        public var missing: [String] = []
+        /// (name, shape found, shape expected).
+        public var wrongShape: [(name: String, found: [UInt64], expected: [UInt64])] = []
+        /// Names the checkpoint holds that config.json does not imply (other than scales and MTP layers).
+        public var unexpected: [String] = []
+    }
+
+    /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
+    /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
+    public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
+        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral"].contains(type),
+              let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
+              let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
+        else { return nil }
+        let experts = config.routedExperts ?? 0
+        let estimate = layers * (16 + 3 * max(experts, 0))
+        guard experts >= 0, experts <= 1 << 16, estimate <= maximumTensors else { return nil }
+        var out: [(String, [UInt64])] = []
+        func add(_ name: String, _ shape: [Int]) { out.append((name, shape.map { UInt64($0) })) }
+        add("model.embed_tokens.weight", [v, h])
+        add("model.norm.weight", [h])
+        if !(config.tieWordEmbeddings ?? false) { add("lm_head.weight", [v, h]) }
+        for l in 0..<layers {
+            let p = "model.layers.\(l)."
+            add(p + "input_layernorm.weight", [h])
+            add(p + "post_attention_layernorm.weight", [h])
+            guard attention(config, type: type, prefix: p + "self_attn.", hidden: h, heads: heads, add: add) else { return nil }
+            guard feedForward(config, type: type, layer: l, prefix: p, hidden: h, has: has, add: add) else { return nil }
+        }
+        return out
+    }
+
+    static func attention(_ c: ModelConfig, type: String, prefix p: String, hidden h: Int, heads: Int,
+                          add: (String, [Int]) -> Void) -> Bool {
+        if type.hasPrefix("deepseek") {
+            guard let nope = c.int("qk_nope_head_dim"), let rope = c.int("qk_rope_head_dim"), let vDim = c.int("v_head_dim"),
+                  let kvRank = c.int("kv_lora_rank") else { return false }
+            if let qRank = c.int("q_lora_rank") {
+                add(p + "q_a_proj.weight", [qRank, h])
+                add(p + "q_a_layernorm.weight", [qRank])
+                add(p + "q_b_proj.weight", [heads * (nope + rope), qRank])
+            } else {
+                add(p + "q_proj.weight", [heads * (nope + rope), h])
+            }
+            add(p + "kv_a_proj_with_mqa.weight", [kvRank + rope, h])
+            add(p + "kv_a_layernorm.weight", [kvRank])
+            add(p + "kv_b_proj.weight", [heads * (nope + vDim), kvRank])
+            add(p + "o_proj.weight", [h, heads * vDim])
+            return true
+        }
+        let kv = c.int("num_key_value_heads") ?? heads
+        let d = c.int("head_dim") ?? h / heads
+        add(p + "q_proj.weight", [heads * d, h])
+        add(p + "k_proj.weight", [kv * d, h])
+        add(p + "v_proj.weight", [kv * d, h])
+        add(p + "o_proj.weight", [h, heads * d])
+        if type == "qwen2_moe" || (c.field("attention_bias")?.boolValue ?? false) {
+            add(p + "q_proj.bias", [heads * d])
+            add(p + "k_proj.bias", [kv * d])
+            add(p + "v_proj.bias", [kv * d])
+        }
+        if type == "qwen3_moe" {
+            add(p + "q_norm.weight", [d])
+            add(p + "k_norm.weight", [d])
+        }
+        return true
+    }
+
+    static func feedForward(_ c: ModelConfig, type: String, layer: Int, prefix p: String, hidden h: Int,
+                            has: (String) -> Bool, add: (String, [Int]) -> Void) -> Bool {
+        func mlp(_ q: String, _ size: Int, names: (String, String, String) = ("gate_proj", "up_proj", "down_proj")) {
+            add(q + names.0 + ".weight", [size, h])
+            add(q + names.1 + ".weight", [size, h])
+            add(q + names.2 + ".weight", [h, size])
+        }
+        guard c.isMoELayer(layer) == true, let experts = c.routedExperts, experts > 0 else {
+            guard let size = c.intermediateSize else { return false }
+            mlp(p + "mlp.", size)
+            return true
+        }
+        let moe = type == "mixtral" ? p + "block_sparse_moe." : p + "mlp."
+        add(moe + "gate.weight", [experts, h])
+        let size = type == "mixtral" ? c.intermediateSize : c.moeIntermediateSize
+        guard let size else { return false }
+        if has(moe + "experts.gate_up_proj") {
+            add(moe + "experts.gate_up_proj", [experts, 2 * size, h])
+            add(moe + "experts.down_proj", [experts, h, size])
+        } else {
+            let names = type == "mixtral" ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj")
+            for e in 0..<experts { mlp(moe + "experts.\(e).", size, names: names) }
+        }
+        switch type {
+        case "deepseek_v3":
+            add(moe + "gate.e_score_correction_bias", [experts])
+            if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
+        case "deepseek_v2":
+            if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
+        case "qwen2_moe":
+            if let shared = c.sharedExpertIntermediateSize, shared > 0 {
+                mlp(moe + "shared_expert.", shared)
+                add(moe + "shared_expert_gate.weight", [1, h])
+            }
+        default:
+            break
+        }
+        return true
+    }
+
+    /// Compares what config.json implies with what the checkpoint holds. Names of quantization companions
+    /// (`*_scale_inv`, `*_scale`) and of MTP layers (`model.layers.N+` beyond `num_hidden_layers`) are not
+    /// counted as unexpected: other checks own them.
+    public static func check(_ checkpoint: Checkpoint) -> Report? {
+        guard let config = checkpoint.config,
+              let expected = expected(config, has: { checkpoint.locate($0) != nil }) else { return nil }
+        var report = Report()
+        report.expected = expected.count
+        var expectedNames = Set<String>()
+        expectedNames.reserveCapacity(expected.count)
+        for (name, shape) in expected {
+            expectedNames.insert(name)
+            guard let found = checkpoint.locate(name) else {
+                report.missing.append(name)
+                continue
+            }
+            if found.tensor.shape != shape { report.wrongShape.append((name, found.tensor.shape, shape)) }
+        }
+        let layers = config.numHiddenLayers ?? 0
+        for located in checkpoint.allTensors where !expectedNames.contains(located.tensor.name) {
+            let name = located.tensor.name
+            if Checkpoint.isScaleName(name) || name.hasSuffix(".input_scale") { continue }
+            if let l = layerIndex(name), l >= layers { continue }  // MTP layers
+            // Rotary caches some exporters keep are no weights.
+            if name.hasSuffix("rotary_emb.inv_freq") { continue }
+            report.unexpected.append(name)
+        }
+        return report
+    }
+
+    static func layerIndex(_ name: String) -> Int? {
+        guard name.hasPrefix("model.layers.") else { return nil }
+        return Int(name.dropFirst("model.layers.".count).prefix { $0.isNumber })
+    }
+}
