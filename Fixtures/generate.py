@@ -764,6 +764,11 @@ def build_checkpoints():
         return d
 
     case("shard_missing", "shard_missing", None, f"{S2} is named by the weight_map but absent", write2=False)
+    case("index_empty", "index_empty", None, "the weight_map is {} though both shards are present (a loader would load nothing)",
+         index_text='{"metadata": {"total_size": 0}, "weight_map": {}}')
+    case("invalid_shard_name", "invalid_shard_name", None,
+         f"the weight_map puts the second shard's tensors in {S2} followed by a NUL byte and .txt",
+         wmap={**{n: S1 for n in s1}, **{n: S2 + "\u0000.txt" for n in s2}})
     extra = {**s1, "model.layers.0.extra.weight": torch.ones(4)}
     case("tensor_missing_from_weight_map", "tensor_not_in_weight_map", "model.layers.0.extra.weight",
          f"{S1} holds model.layers.0.extra.weight, which the weight_map lacks", shard1=extra,

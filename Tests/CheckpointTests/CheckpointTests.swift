@@ -73,7 +73,7 @@ import Foundation
     @Test func everyCheckpointRuleHasAFixture() {
         let rules = Set(Self.cases.compactMap { $0["rule"]?.stringValue })
         for r in ["shard_missing", "tensor_not_in_weight_map", "tensor_missing_from_shard", "tensor_in_two_shards",
-                  "total_size_mismatch", "shard_path_escapes", "shard_not_downloaded", "bin_shard", "index_invalid_json", "shard_invalid"] {
+                  "total_size_mismatch", "shard_path_escapes", "shard_not_downloaded", "bin_shard", "index_invalid_json", "shard_invalid", "index_empty", "invalid_shard_name"] {
             #expect(rules.contains(r), "\(r)")
         }
     }

@@ -43,7 +43,7 @@ import Testing
 
     @Test func counts() {
         #expect(Self.malformedFiles.count >= 40)
-        #expect(Self.malformedCheckpoints.count >= 9)
+        #expect(Self.malformedCheckpoints.count >= 11)
         #expect(Self.malformedProfiles.count >= 17)
     }
 
