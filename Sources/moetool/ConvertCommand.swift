@@ -56,7 +56,7 @@ struct Convert: ParsableCommand {
     @Flag(help: "Let blocks holding NaN or infinity become NaN instead of refusing the tensor.")
     var allowNonfinite = false
 
-    @Option(help: "Threads for the block math (0: all cores).")
+    @Option(parsing: .unconditional, help: "Threads for the block math (0: all cores).")
     var threads = 0
 
     @Flag(help: "Print a JSON summary (or, with --dry-run, the plan).")
@@ -158,7 +158,7 @@ struct Convert: ParsableCommand {
     func printSummary(_ s: CheckpointConversion.Summary) {
         if json {
             FileHandleOutput.document(JSONSerializer.pretty(.object(JSONObject([
-                ("input", .string(input)), ("output", .string(output)), ("to", .string(to.rawValue)),
+                ("schema", "moetool.convert/1"), ("input", .string(input)), ("output", .string(output)), ("to", .string(to.rawValue)),
                 ("finalized", .bool(s.finalized)),
                 ("quantized", .int(s.quantized)), ("dequantized", .int(s.dequantized)),
                 ("passed_through", .int(s.passedThrough)), ("dropped", .int(s.dropped)),

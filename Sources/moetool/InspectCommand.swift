@@ -45,7 +45,7 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Read the data: SHA-256 of every file.")
     var checksum = false
 
-    @Option(help: "Threads for --scan and --checksum (0: all cores).")
+    @Option(parsing: .unconditional, help: "Threads for --scan and --checksum (0: all cores).")
     var threads = 0
 
     @Flag(name: .shortAndLong, help: "No progress bar.")

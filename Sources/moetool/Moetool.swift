@@ -29,18 +29,27 @@ enum Main {
     static func main() {
         moe_keep_large_buffers()
         installSignalHandlers()
+        // Errors thrown while running (not parsing) are reported with the usage of the command that ran.
+        var running: ParsableCommand.Type? = nil
         do {
             var command = try Moetool.parseAsRoot()
+            running = type(of: command)
             try command.run()
         } catch let code as ExitCode {
             exit(code.rawValue)
         } catch {
             let code = Moetool.exitCode(for: error)
-            let message = Moetool.fullMessage(for: error)
+            var message = Moetool.fullMessage(for: error)
+            if let running, code != .success {
+                let name = running.configuration.commandName ?? "moetool"
+                message = "error: \(Moetool.message(for: error))\n  See 'moetool \(name) --help' for more information."
+            }
             if code == .success {
                 print(message)
                 exit(0)
             }
+            // One prefix for every error moetool prints.
+            if message.hasPrefix("Error: ") { message = "error: " + message.dropFirst("Error: ".count) }
             FileHandleOutput.stderr(message + "\n")
             exit(ExitStatus.usage.rawValue)
         }
