@@ -258,7 +258,7 @@ public struct ModelStructure: Sendable {
     /// The structure of a whole checkpoint, its files classified in parallel.
     public init(files: [SafetensorsFile], config: ModelConfig?, source: String) {
         var tally = Tally()
-        for part in parallelMap(files.count) { Tally(files[$0].tensors) } { tally.merge(part) }
+        for part in parallelMap(files.count, { Tally(files[$0].tensors) }) { tally.merge(part) }
         self.init(tally: tally, config: config, source: source)
     }
 

@@ -72,7 +72,7 @@ enum IndexScratch {
                               "model.layers.0.mlp.experts.0.down_proj.weight", "lm_head.weight"]
     static let shardNames = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
 
-    nonisolated(unsafe) static let directory: String? = {
+    static let directory: String? = {
         let dir = (access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/moetool-fuzz-\(getpid())-index"
         mkdir(dir, 0o700)
         for (k, shard) in shardNames.enumerated() {
