@@ -12,7 +12,8 @@ public struct CompressionError: Error, Sendable, CustomStringConvertible {
         self.file = file
         self.message = message
     }
-    public var description: String { "\(file): \(message)" }
+    /// The file name escaped for a terminal (messages escape the names they quote themselves).
+    public var description: String { "\(escapeForDisplay(file)): \(message)" }
 }
 
 /// Statistics of one compressed file.
@@ -47,6 +48,8 @@ public enum ShardCompressor {
         } catch {
             throw CompressionError(input, "not a valid safetensors file: \(error.problems.first.map { "\($0)" } ?? "")")
         }
+        // A compressed shard opens as a header-only safetensors file; its data section is not there.
+        if file.isCompressed { throw DirectoryCompression.alreadyCompressed(input) }
         var jobs: [(tensor: Int, begin: UInt64, end: UInt64)] = []
         for (i, t) in file.tensors.enumerated() {
             var b = t.begin
@@ -249,7 +252,7 @@ public final class CompressedShard: @unchecked Sendable {
             guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
             let t = header.tensors[Int(tensor)]
             guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
-                throw problem("covers \(length) bytes from \(dataOffset) of tensor \(t.name) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
+                throw problem("covers \(length) bytes from \(dataOffset) of tensor \(escapeForDisplay(t.name)) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
             }
             let width = encoding == .split16 ? 2 : encoding == .split32 ? 4 : 1
             guard Int(length) % width == 0 else { throw problem("\(length) bytes is not a whole number of \(width)-byte values") }
@@ -292,7 +295,7 @@ public final class CompressedShard: @unchecked Sendable {
         do {
             try ChunkCodec.decode(c, stored: stored(c), into: out)
         } catch {
-            throw CompressionError(path, "chunk \(k) (tensor \(header.tensors[Int(c.tensor)].name), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
+            throw CompressionError(path, "chunk \(k) (tensor \(escapeForDisplay(header.tensors[Int(c.tensor)].name)), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
         }
     }
 

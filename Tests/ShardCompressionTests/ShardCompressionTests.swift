@@ -245,3 +245,64 @@ let fixtureShards: [String] = {
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source + "/config.json", dir + "/x", .compress) }
     }
 }
+
+@Suite struct DirectoryTreeTests {
+    /// The whole tree under IN: a shard in a subdirectory named by the index, `original/x.safetensors`,
+    /// `tokenizer/`, an empty directory, a hidden file and a file that is a symlink into a blob store.
+    /// Compress then decompress gives every file back byte for byte at its place; a FIFO, a symlink loop,
+    /// a dangling symlink and moetool's own state directory are left out and said; the manifest lists
+    /// relative paths.
+    @Test func wholeTreeRoundTrip() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = try CheckpointTree.make(in: dir)
+        let expected = CheckpointTree.entries(input)
+        #expect(expected.contains("sub/model-00005-of-00005.safetensors") && expected.contains("empty/") && expected.contains(".gitattributes"))
+        #expect(mkfifo(input + "/tokenizer/pipe", 0o644) == 0)
+        try FileManager.default.createSymbolicLink(atPath: input + "/original/loop", withDestinationPath: "..")
+        try FileManager.default.createSymbolicLink(atPath: input + "/gone", withDestinationPath: "../blobs/missing")
+        try FileManager.default.createDirectory(atPath: input + "/.moetool-convert", withIntermediateDirectories: false)
+
+        let packed = dir + "/packed", restored = dir + "/restored"
+        let summary = try DirectoryCompression.run(input, packed, .compress)
+        #expect(summary.files.filter { $0.action == "compressed" }.map(\.name).sorted() == CheckpointTree.shards.sorted())
+        #expect(summary.leftOut.map(\.name) == [".moetool-convert", "gone", "original/loop", "tokenizer/pipe"])
+        #expect(summary.leftOut.map(\.reason) == ["moetool's own run state (a plan and a lock), not part of the checkpoint",
+                                                  "a dangling symlink (its target does not exist)",
+                                                  "a symlink loop (it leads back to a directory it is in)",
+                                                  "a FIFO (named pipe), not a file"])
+        for shard in CheckpointTree.shards { #expect(CompressedShard.isCompressed(path: packed + "/" + shard), "\(shard)") }
+        #expect(Fixtures.readBytes(packed + "/model.safetensors.index.json") == Fixtures.readBytes(input + "/model.safetensors.index.json"))
+        let manifest = String(decoding: Fixtures.readBytes(packed + "/" + DirectoryCompression.manifestName), as: UTF8.self)
+        #expect(manifest.contains("\"name\": \"sub/model-00005-of-00005.safetensors\""), "\(manifest)")
+        #expect(manifest.contains("\"name\": \"tokenizer/pipe\""), "\(manifest)")
+
+        let back = try DirectoryCompression.run(packed, restored, .decompress)
+        #expect(back.leftOut.isEmpty)
+        #expect(back.files.filter { $0.action == "decompressed" }.count == CheckpointTree.shards.count)
+        let differences = CheckpointTree.differences(restored, input, expected: expected)
+        #expect(differences.isEmpty, "\(differences)")
+    }
+
+    /// moetool compress output given to compress again (it trapped in `MappedFile.bytes`, leaving a
+    /// temporary shard, the state directory and copies behind): refused naming the file, nothing created.
+    @Test func compressedInputIsRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let packed = dir + "/packed"
+        _ = try DirectoryCompression.run(Fixtures.path("models/qwen3_moe-f32-sharded"), packed, .compress)
+        for resume in [false, true] {
+            do {
+                _ = try DirectoryCompression.run(packed, dir + "/again", .compress, resume: resume)
+                Issue.record("compressed output accepted (resume: \(resume))")
+            } catch let error as CompressionError {
+                #expect(error.file == packed + "/model-00001-of-00005.safetensors")
+                #expect(error.message.hasPrefix("already compressed"), "\(error)")
+            }
+        }
+        let shard = packed + "/model-00002-of-00005.safetensors"
+        #expect(throws: CompressionError.self) { try ShardCompressor.compress(input: shard, output: dir + "/one.stz") }
+        #expect(throws: CompressionError.self) { try DirectoryCompression.run(shard, dir + "/one.stz", .compress) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["packed"])
+    }
+}
