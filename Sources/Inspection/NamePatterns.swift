@@ -20,100 +20,139 @@ public struct NamePattern: Sendable, Equatable {
 /// last number merge into a set, then members differing only in the next number
 /// *and* having equal sets merge, and so on. Every resulting pattern is therefore
 /// an exact product: it stands for exactly the names it lists, no more.
+///
+/// Time is linear in the numeric parts (names x numbers per name) plus sorting: at
+/// position p, members are grouped by one interned id for their numbers before p and
+/// one for their sets after p, never by comparing the whole list (which made a 2.8 MB
+/// header of names with many numbers take minutes).
 public enum NamePatterns {
     public static func collapse(_ tensors: [TensorInfo]) -> [NamePattern] {
         struct Item {
             var template: Int  // index into `templates`: the name with "#" at numeric parts
-            var values: [[Int]]  // per numeric position, a sorted set
+            var numbers: [Int]  // the first member's number at each numeric position
+            /// prefixes[p]: the interned id of numbers[0..<p], the positions not merged yet at step p.
+            var prefixes: [Int]
+            /// The interned id of the sets at the positions merged so far (those after the current one).
+            var suffix: Int
+            /// The interned id of the set at each position, once merged.
+            var sets: [Int]
             var dtype: Dtype
             var shape: Int  // index into `shapes`
             var count: Int
-            var firstName: String
+        }
+        struct Pair: Hashable { var a: Int, b: Int }
+        struct Key: Hashable {
+            var template: Int
+            var prefix: Int
+            var suffix: Int
+            var dtype: Dtype
+            var shape: Int
         }
         var templates = Interner<String>()
         var shapes = Interner<[UInt64]>()
+        // 0 is the empty prefix and the empty suffix; each (id, next part) gets an id of its own.
+        var chains = Interner<Pair>()
+        _ = chains.id(Pair(a: -1, b: -1))
+        var sets = Interner<[Int]>()
         var items: [Item] = []
         items.reserveCapacity(tensors.count)
         var templateBytes: [UInt8] = []
         for t in tensors {
-            var name = t.name
-            var values: [[Int]] = []
-            templateBytes.removeAll(keepingCapacity: true)
-            name.withUTF8 { p in
-                var start = 0
-                for i in 0...p.count where i == p.count || p[i] == UInt8(ascii: ".") {
-                    let part = UnsafeBufferPointer(rebasing: p[start..<i])
-                    if start > 0 { templateBytes.append(UInt8(ascii: ".")) }
-                    if let v = numericPart(part) {
-                        templateBytes.append(UInt8(ascii: "#"))
-                        values.append([v])
-                    } else {
-                        // Escape a literal '#' so it cannot be mistaken for a numeric slot.
-                        for c in part {
-                            if c == UInt8(ascii: "#") || c == UInt8(ascii: "\\") { templateBytes.append(UInt8(ascii: "\\")) }
-                            templateBytes.append(c)
-                        }
-                    }
-                    start = i + 1
-                }
-            }
-            let templateID = templates.id(String(decoding: templateBytes, as: UTF8.self))
-            items.append(Item(template: templateID, values: values, dtype: t.dtype, shape: shapes.id(t.shape), count: 1,
-                              firstName: t.name))
+            let numbers = parse(t.name, template: &templateBytes)
+            var prefixes = [0]
+            prefixes.reserveCapacity(numbers.count)
+            for v in numbers.dropLast() { prefixes.append(chains.id(Pair(a: prefixes.last!, b: v))) }
+            items.append(Item(template: templates.id(String(decoding: templateBytes, as: UTF8.self)), numbers: numbers,
+                              prefixes: prefixes, suffix: 0, sets: [Int](repeating: -1, count: numbers.count),
+                              dtype: t.dtype, shape: shapes.id(t.shape), count: 1))
         }
-        let maxPositions = items.map(\.values.count).max() ?? 0
+        let maxPositions = items.map(\.numbers.count).max() ?? 0
         for position in stride(from: maxPositions - 1, through: 0, by: -1) {
-            struct Key: Hashable {
-                var template: Int
-                var others: [[Int]]
-                var dtype: Dtype
-                var shape: Int
-            }
             var groups: [Key: Int] = [:]
             var merged: [Item] = []
+            var values: [[Int]] = []  // per merged item, the numbers its members have at `position`
             for item in items {
-                guard position < item.values.count else {
+                guard position < item.numbers.count else {
                     merged.append(item)
+                    values.append([])
                     continue
                 }
-                var others = item.values
-                others[position] = []
-                let key = Key(template: item.template, others: others, dtype: item.dtype, shape: item.shape)
+                let key = Key(template: item.template, prefix: item.prefixes[position], suffix: item.suffix,
+                              dtype: item.dtype, shape: item.shape)
                 if let g = groups[key] {
-                    merged[g].values[position].append(contentsOf: item.values[position])
+                    values[g].append(item.numbers[position])
                     merged[g].count += item.count
-                    if naturalLess(item.firstName, merged[g].firstName) { merged[g].firstName = item.firstName }
                 } else {
                     groups[key] = merged.count
                     merged.append(item)
+                    values.append([item.numbers[position]])
                 }
             }
-            for i in merged.indices where position < merged[i].values.count && merged[i].values[position].count > 1 {
-                merged[i].values[position] = Array(Set(merged[i].values[position])).sorted()
+            for i in merged.indices where position < merged[i].numbers.count {
+                let set = values[i].count > 1 ? Array(Set(values[i])).sorted() : values[i]
+                let id = sets.id(set)
+                merged[i].sets[position] = id
+                merged[i].suffix = chains.id(Pair(a: id, b: merged[i].suffix))
             }
             items = merged
         }
         let patterns = items.map { item -> NamePattern in
-            var out = ""
-            var valueIndex = 0
-            var escaped = false
-            for c in templates.values[item.template].unicodeScalars {
-                if escaped {
-                    out.unicodeScalars.append(c)
-                    escaped = false
-                } else if c == "\\" {
-                    escaped = true
-                } else if c == "#" {
-                    out += formatSet(item.values[valueIndex])
-                    valueIndex += 1
-                } else {
-                    out.unicodeScalars.append(c)
-                }
-            }
-            return NamePattern(pattern: out, dtype: item.dtype, shape: shapes.values[item.shape], count: item.count,
-                               firstName: item.firstName)
+            let members = item.sets.map { sets.values[$0] }
+            // Members share the template, so natural order is the order of their numbers: the first
+            // member has the smallest number at every position (the pattern is a product).
+            return NamePattern(pattern: fill(templates.values[item.template]) { formatSet(members[$0]) },
+                               dtype: item.dtype, shape: shapes.values[item.shape], count: item.count,
+                               firstName: fill(templates.values[item.template]) { String(members[$0][0]) })
         }
         return patterns.sorted { naturalLess($0.firstName, $1.firstName) }
+    }
+
+    /// The numbers of a name's numeric parts; `template` receives the name with "#" at each of them
+    /// (and literal "#" and "\\" escaped with "\\").
+    static func parse(_ name: String, template: inout [UInt8]) -> [Int] {
+        var name = name
+        var numbers: [Int] = []
+        template.removeAll(keepingCapacity: true)
+        name.withUTF8 { p in
+            var start = 0
+            for i in 0...p.count where i == p.count || p[i] == UInt8(ascii: ".") {
+                let part = UnsafeBufferPointer(rebasing: p[start..<i])
+                if start > 0 { template.append(UInt8(ascii: ".")) }
+                if let v = numericPart(part) {
+                    template.append(UInt8(ascii: "#"))
+                    numbers.append(v)
+                } else {
+                    // Escape a literal '#' so it cannot be mistaken for a numeric slot.
+                    for c in part {
+                        if c == UInt8(ascii: "#") || c == UInt8(ascii: "\\") { template.append(UInt8(ascii: "\\")) }
+                        template.append(c)
+                    }
+                }
+                start = i + 1
+            }
+        }
+        return numbers
+    }
+
+    /// The template with its k-th numeric slot replaced by `slot(k)`, escapes undone.
+    static func fill(_ template: String, _ slot: (Int) -> String) -> String {
+        var out = ""
+        var index = 0
+        var escaped = false
+        for c in template.unicodeScalars {
+            if escaped {
+                out.unicodeScalars.append(c)
+                escaped = false
+            } else if c == "\\" {
+                escaped = true
+            } else if c == "#" {
+                out += slot(index)
+                index += 1
+            } else {
+                out.unicodeScalars.append(c)
+            }
+        }
+        return out
     }
 
     static func numericPart(_ part: UnsafeBufferPointer<UInt8>) -> Int? {
