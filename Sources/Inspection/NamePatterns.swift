@@ -32,13 +32,14 @@ public enum NamePatterns {
             var numbers: [Int]  // the first member's number at each numeric position
             /// prefixes[p]: the interned id of numbers[0..<p], the positions not merged yet at step p.
             var prefixes: [Int]
-            /// The interned id of the sets at the positions merged so far (those after the current one).
+            /// The sets at the positions merged so far (those after the current one): an id in `chains`,
+            /// (the first set's id in `sets`, the rest's id), 0 for none.
             var suffix: Int
-            /// The interned id of the set at each position, once merged.
-            var sets: [Int]
             var dtype: Dtype
             var shape: Int  // index into `shapes`
             var count: Int
+            /// The input index of the first member, to order equal first names as they came.
+            var order: Int
         }
         struct Pair: Hashable { var a: Int, b: Int }
         struct Key: Hashable {
@@ -50,61 +51,78 @@ public enum NamePatterns {
         }
         var templates = Interner<String>()
         var shapes = Interner<[UInt64]>()
-        // 0 is the empty prefix and the empty suffix; each (id, next part) gets an id of its own.
-        var chains = Interner<Pair>()
-        _ = chains.id(Pair(a: -1, b: -1))
-        var sets = Interner<[Int]>()
         var items: [Item] = []
         items.reserveCapacity(tensors.count)
         var templateBytes: [UInt8] = []
-        for t in tensors {
+        for (order, t) in tensors.enumerated() {
             let numbers = parse(t.name, template: &templateBytes)
-            var prefixes = [0]
-            prefixes.reserveCapacity(numbers.count)
-            for v in numbers.dropLast() { prefixes.append(chains.id(Pair(a: prefixes.last!, b: v))) }
             items.append(Item(template: templates.id(String(decoding: templateBytes, as: UTF8.self)), numbers: numbers,
-                              prefixes: prefixes, suffix: 0, sets: [Int](repeating: -1, count: numbers.count),
-                              dtype: t.dtype, shape: shapes.id(t.shape), count: 1))
+                              prefixes: [], suffix: 0, dtype: t.dtype, shape: shapes.id(t.shape), count: 1, order: order))
         }
-        let maxPositions = items.map(\.numbers.count).max() ?? 0
-        for position in stride(from: maxPositions - 1, through: 0, by: -1) {
+        // Id 0 is the empty prefix and the empty suffix; each (id, next part) gets an id of its own: at most
+        // one per number for the prefixes and one per number for the suffixes (sized once, not grown).
+        let numberCount = items.reduce(0) { $0 + $1.numbers.count }
+        var chains = Interner<Pair>(capacity: 2 * numberCount + 1)
+        _ = chains.id(Pair(a: -1, b: -1))
+        var sets = Interner<[Int]>()
+        for i in items.indices {
+            var prefixes = [0]
+            prefixes.reserveCapacity(items[i].numbers.count)
+            for v in items[i].numbers.dropLast() { prefixes.append(chains.id(Pair(a: prefixes.last!, b: v))) }
+            items[i].prefixes = prefixes
+        }
+        // Only items with a number at `position` take part in its step: they join, most numbers first,
+        // when the steps reach their last number.
+        let pending = items.sorted { ($0.numbers.count, $1.order) > ($1.numbers.count, $0.order) }
+        var joined = 0
+        var active: [Item] = []
+        for position in stride(from: (pending.first?.numbers.count ?? 0) - 1, through: 0, by: -1) {
+            while joined < pending.count, pending[joined].numbers.count > position {
+                active.append(pending[joined])
+                joined += 1
+            }
             var groups: [Key: Int] = [:]
+            groups.reserveCapacity(active.count)
             var merged: [Item] = []
             var values: [[Int]] = []  // per merged item, the numbers its members have at `position`
-            for item in items {
-                guard position < item.numbers.count else {
-                    merged.append(item)
-                    values.append([])
-                    continue
-                }
+            for item in active {
                 let key = Key(template: item.template, prefix: item.prefixes[position], suffix: item.suffix,
                               dtype: item.dtype, shape: item.shape)
                 if let g = groups[key] {
                     values[g].append(item.numbers[position])
                     merged[g].count += item.count
+                    merged[g].order = min(merged[g].order, item.order)
                 } else {
                     groups[key] = merged.count
                     merged.append(item)
                     values.append([item.numbers[position]])
                 }
             }
-            for i in merged.indices where position < merged[i].numbers.count {
+            for i in merged.indices {
                 let set = values[i].count > 1 ? Array(Set(values[i])).sorted() : values[i]
-                let id = sets.id(set)
-                merged[i].sets[position] = id
-                merged[i].suffix = chains.id(Pair(a: id, b: merged[i].suffix))
+                merged[i].suffix = chains.id(Pair(a: sets.id(set), b: merged[i].suffix))
             }
-            items = merged
+            active = merged
         }
-        let patterns = items.map { item -> NamePattern in
-            let members = item.sets.map { sets.values[$0] }
+        let results = active + pending[joined...]
+        let patterns = results.map { item -> (pattern: NamePattern, order: Int) in
+            var members: [[Int]] = []
+            var link = item.suffix
+            while link != 0 {
+                members.append(sets.values[chains.values[link].a])
+                link = chains.values[link].b
+            }
             // Members share the template, so natural order is the order of their numbers: the first
             // member has the smallest number at every position (the pattern is a product).
-            return NamePattern(pattern: fill(templates.values[item.template]) { formatSet(members[$0]) },
-                               dtype: item.dtype, shape: shapes.values[item.shape], count: item.count,
-                               firstName: fill(templates.values[item.template]) { String(members[$0][0]) })
+            let template = templates.values[item.template]
+            return (NamePattern(pattern: fill(template) { formatSet(members[$0]) }, dtype: item.dtype,
+                                shape: shapes.values[item.shape], count: item.count,
+                                firstName: fill(template) { String(members[$0][0]) }), item.order)
         }
-        return patterns.sorted { naturalLess($0.firstName, $1.firstName) }
+        return patterns.sorted {
+            naturalLess($0.pattern.firstName, $1.pattern.firstName)
+                || (!naturalLess($1.pattern.firstName, $0.pattern.firstName) && $0.order < $1.order)
+        }.map(\.pattern)
     }
 
     /// The numbers of a name's numeric parts; `template` receives the name with "#" at each of them
