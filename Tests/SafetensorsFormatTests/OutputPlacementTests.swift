@@ -17,7 +17,7 @@ import Testing
     }
 
     @Test(arguments: [
-        ("in/model.safetensors", "is the input"),       // the input file itself
+        ("in/model.safetensors", "is inside the input"), // a file of the input directory
         ("in/new.safetensors", "is inside the input"),  // a new file in the input directory
         ("in/sub/deeper/x", "is inside the input"),     // below directories that do not exist yet
         ("link/x", "is inside the input"),              // through a symlink to the input
