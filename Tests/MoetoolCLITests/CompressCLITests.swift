@@ -54,13 +54,13 @@ import Glibc
         #expect(c.status == 0, "\(c.stderr)")
         var bytes = Fixtures.readBytes(packed)
         bytes[bytes.count / 2] ^= 0xFF
-        FileManager.default.createFile(atPath: packed, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: packed, contents: Data(bytes))
         let d = try CLI.run(["decompress", packed, dir + "/out.safetensors"])
         #expect(d.status == 1)
         #expect(d.stderr.contains("chunk") && d.stderr.contains("tensor"), "\(d.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["m.stz"])
         let truncated = dir + "/t.stz"
-        FileManager.default.createFile(atPath: truncated, contents: Data(bytes.prefix(bytes.count - 100)))
+        _ = FileManager.default.createFile(atPath: truncated, contents: Data(bytes.prefix(bytes.count - 100)))
         let t = try CLI.run(["decompress", truncated, dir + "/out2.safetensors"])
         #expect(t.status == 1)
         #expect(t.stderr.contains("truncated"), "\(t.stderr)")
@@ -81,7 +81,7 @@ import Glibc
         #expect(try FileManager.default.attributesOfItem(atPath: dir + "/a.stz")[.modificationDate] as? Date == before)
         let text = try CLI.run(["compress", shard, dir + "/a.stz", "--resume"])
         #expect(text.stdout.contains("(1 kept from an earlier run)"), "\(text.stdout)")
-        FileManager.default.createFile(atPath: dir + "/b.stz", contents: Data("not ours".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/b.stz", contents: Data("not ours".utf8))
         let foreign = try CLI.run(["compress", shard, dir + "/b.stz", "--resume"])
         #expect(foreign.status == 1 && foreign.stderr.contains("is not a complete output"), "\(foreign.stderr)")
         #expect(Fixtures.readBytes(dir + "/b.stz") == Array("not ours".utf8))
@@ -89,10 +89,10 @@ import Glibc
         // must not pass for this one's, nor a restored file for the other's.
         var revision = Fixtures.readBytes(shard)
         revision[revision.count - 3] ^= 0x40
-        FileManager.default.createFile(atPath: dir + "/revision.safetensors", contents: Data(revision))
+        _ = FileManager.default.createFile(atPath: dir + "/revision.safetensors", contents: Data(revision))
         let stale = try CLI.run(["compress", dir + "/revision.safetensors", dir + "/a.stz", "--resume"])
         #expect(stale.status == 1 && stale.stderr.contains("is not a complete output"), "\(stale.stderr)")
-        FileManager.default.createFile(atPath: dir + "/restored.safetensors", contents: Data(revision))
+        _ = FileManager.default.createFile(atPath: dir + "/restored.safetensors", contents: Data(revision))
         let wrong = try CLI.run(["decompress", dir + "/a.stz", dir + "/restored.safetensors", "--resume"])
         #expect(wrong.status == 1 && wrong.stderr.contains("is not a complete output"), "\(wrong.stderr)")
         #expect(Fixtures.readBytes(dir + "/restored.safetensors") == revision)
@@ -104,7 +104,7 @@ import Glibc
         let model = Fixtures.path("models/mixtral-bf16")
         let existing = dir + "/exists"
         try FileManager.default.createDirectory(atPath: existing, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: existing + "/keep", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: existing + "/keep", contents: Data("x".utf8))
         let busy = try CLI.run(["compress", model, existing])
         #expect(busy.status == 1)
         #expect(busy.stderr.contains("is not empty"))

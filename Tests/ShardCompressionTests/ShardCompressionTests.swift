@@ -127,7 +127,7 @@ let fixtureShards: [String] = {
         let target = Int(victim.planes[0].offset) + Int(victim.planes[0].storedLength) / 2
         bytes[target] ^= 0x5A
         let bad = dir + "/bad.stz"
-        FileManager.default.createFile(atPath: bad, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: bad, contents: Data(bytes))
         let opened = try CompressedShard(path: bad)  // the table is intact: opening works
         #expect(throws: (any Error).self) { try opened.decompress(to: dir + "/out.safetensors") }
         do {
@@ -150,7 +150,7 @@ let fixtureShards: [String] = {
         let bytes = Fixtures.readBytes(packed)
         func refused(_ data: [UInt8], _ message: String) {
             let p = dir + "/case.stz"
-            FileManager.default.createFile(atPath: p, contents: Data(data))
+            _ = FileManager.default.createFile(atPath: p, contents: Data(data))
             do {
                 _ = try CompressedShard(path: p)
                 Issue.record("accepted: \(message)")
