@@ -56,12 +56,12 @@ struct CompressionRun {
                 return (k, .object(JSONObject([("original_bytes", .number(JSONNumber(v.original))), ("stored_bytes", .number(JSONNumber(v.stored))),
                                                ("ratio", .number(JSONNumber(text: fixed(Double(v.original) / Double(max(v.stored, 1)), 4))))])))
             })))
+            o.append("left_out", .array(summary.leftOut.map {
+                .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))]))
+            }))
             o.append("files", .array(summary.files.map { f in
                 .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)), ("resumed", .bool(f.resumed)),
                                     ("input_bytes", .number(JSONNumber(f.inputBytes))), ("output_bytes", .number(JSONNumber(f.outputBytes)))]))
-            }))
-            o.append("left_out", .array(summary.leftOut.map {
-                .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))]))
             }))
             FileHandleOutput.stdout(JSONSerializer.pretty(.object(o)))
         } else {
