@@ -73,7 +73,8 @@ let package = Package(
             dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "ShardCompression"]),
 
         // Locates and reads the committed fixtures for every test target.
-        .target(name: "FixtureSupport", dependencies: ["StrictJSON"], path: "Tests/FixtureSupport"),
+        .target(name: "FixtureSupport", dependencies: ["StrictJSON", "SafetensorsFormat", "ShardCompression", "Checkpoint"],
+                path: "Tests/FixtureSupport"),
         .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
         .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON", "FixtureSupport"]),

@@ -3,11 +3,18 @@ struct Interner<Value: Hashable> {
     private(set) var values: [Value] = []
     private var ids: [Value: Int] = [:]
 
-    /// The id of `value`, assigning the next one when it is new.
-    mutating func id(_ value: Value) -> Int {
-        if let id = ids[value] { return id }
-        ids[value] = values.count
-        values.append(value)
-        return values.count - 1
+    init(capacity: Int = 0) {
+        values.reserveCapacity(capacity)
+        ids.reserveCapacity(capacity)
     }
+
+    /// The id of `value`, assigning the next one when it is new (one hash look-up either way).
+    mutating func id(_ value: Value) -> Int {
+        let next = values.count
+        let id = Interner.read(&ids[value, default: next])
+        if id == next { values.append(value) }
+        return id
+    }
+
+    private static func read(_ slot: inout Int) -> Int { slot }
 }

@@ -20,100 +20,157 @@ public struct NamePattern: Sendable, Equatable {
 /// last number merge into a set, then members differing only in the next number
 /// *and* having equal sets merge, and so on. Every resulting pattern is therefore
 /// an exact product: it stands for exactly the names it lists, no more.
+///
+/// Time is linear in the numeric parts (names x numbers per name) plus sorting: at
+/// position p, members are grouped by one interned id for their numbers before p and
+/// one for their sets after p, never by comparing the whole list (which made a 2.8 MB
+/// header of names with many numbers take minutes).
 public enum NamePatterns {
     public static func collapse(_ tensors: [TensorInfo]) -> [NamePattern] {
         struct Item {
             var template: Int  // index into `templates`: the name with "#" at numeric parts
-            var values: [[Int]]  // per numeric position, a sorted set
+            var numbers: [Int]  // the first member's number at each numeric position
+            /// prefixes[p]: the interned id of numbers[0..<p], the positions not merged yet at step p.
+            var prefixes: [Int]
+            /// The sets at the positions merged so far (those after the current one): an id in `chains`,
+            /// (the first set's id in `sets`, the rest's id), 0 for none.
+            var suffix: Int
             var dtype: Dtype
             var shape: Int  // index into `shapes`
             var count: Int
-            var firstName: String
+            /// The input index of the first member, to order equal first names as they came.
+            var order: Int
+        }
+        struct Pair: Hashable { var a: Int, b: Int }
+        struct Key: Hashable {
+            var template: Int
+            var prefix: Int
+            var suffix: Int
+            var dtype: Dtype
+            var shape: Int
         }
         var templates = Interner<String>()
         var shapes = Interner<[UInt64]>()
         var items: [Item] = []
         items.reserveCapacity(tensors.count)
         var templateBytes: [UInt8] = []
-        for t in tensors {
-            var name = t.name
-            var values: [[Int]] = []
-            templateBytes.removeAll(keepingCapacity: true)
-            name.withUTF8 { p in
-                var start = 0
-                for i in 0...p.count where i == p.count || p[i] == UInt8(ascii: ".") {
-                    let part = UnsafeBufferPointer(rebasing: p[start..<i])
-                    if start > 0 { templateBytes.append(UInt8(ascii: ".")) }
-                    if let v = numericPart(part) {
-                        templateBytes.append(UInt8(ascii: "#"))
-                        values.append([v])
-                    } else {
-                        // Escape a literal '#' so it cannot be mistaken for a numeric slot.
-                        for c in part {
-                            if c == UInt8(ascii: "#") || c == UInt8(ascii: "\\") { templateBytes.append(UInt8(ascii: "\\")) }
-                            templateBytes.append(c)
-                        }
-                    }
-                    start = i + 1
-                }
-            }
-            let templateID = templates.id(String(decoding: templateBytes, as: UTF8.self))
-            items.append(Item(template: templateID, values: values, dtype: t.dtype, shape: shapes.id(t.shape), count: 1,
-                              firstName: t.name))
+        for (order, t) in tensors.enumerated() {
+            let numbers = parse(t.name, template: &templateBytes)
+            items.append(Item(template: templates.id(String(decoding: templateBytes, as: UTF8.self)), numbers: numbers,
+                              prefixes: [], suffix: 0, dtype: t.dtype, shape: shapes.id(t.shape), count: 1, order: order))
         }
-        let maxPositions = items.map(\.values.count).max() ?? 0
-        for position in stride(from: maxPositions - 1, through: 0, by: -1) {
-            struct Key: Hashable {
-                var template: Int
-                var others: [[Int]]
-                var dtype: Dtype
-                var shape: Int
+        // Id 0 is the empty prefix and the empty suffix; each (id, next part) gets an id of its own: at most
+        // one per number for the prefixes and one per number for the suffixes (sized once, not grown).
+        let numberCount = items.reduce(0) { $0 + $1.numbers.count }
+        var chains = Interner<Pair>(capacity: 2 * numberCount + 1)
+        _ = chains.id(Pair(a: -1, b: -1))
+        var sets = Interner<[Int]>()
+        for i in items.indices {
+            var prefixes = [0]
+            prefixes.reserveCapacity(items[i].numbers.count)
+            for v in items[i].numbers.dropLast() { prefixes.append(chains.id(Pair(a: prefixes.last!, b: v))) }
+            items[i].prefixes = prefixes
+        }
+        // Only items with a number at `position` take part in its step: they join, most numbers first,
+        // when the steps reach their last number.
+        let pending = items.sorted { ($0.numbers.count, $1.order) > ($1.numbers.count, $0.order) }
+        var joined = 0
+        var active: [Item] = []
+        for position in stride(from: (pending.first?.numbers.count ?? 0) - 1, through: 0, by: -1) {
+            while joined < pending.count, pending[joined].numbers.count > position {
+                active.append(pending[joined])
+                joined += 1
             }
             var groups: [Key: Int] = [:]
+            groups.reserveCapacity(active.count)
             var merged: [Item] = []
-            for item in items {
-                guard position < item.values.count else {
-                    merged.append(item)
-                    continue
-                }
-                var others = item.values
-                others[position] = []
-                let key = Key(template: item.template, others: others, dtype: item.dtype, shape: item.shape)
+            var values: [[Int]] = []  // per merged item, the numbers its members have at `position`
+            for item in active {
+                let key = Key(template: item.template, prefix: item.prefixes[position], suffix: item.suffix,
+                              dtype: item.dtype, shape: item.shape)
                 if let g = groups[key] {
-                    merged[g].values[position].append(contentsOf: item.values[position])
+                    values[g].append(item.numbers[position])
                     merged[g].count += item.count
-                    if naturalLess(item.firstName, merged[g].firstName) { merged[g].firstName = item.firstName }
+                    merged[g].order = min(merged[g].order, item.order)
                 } else {
                     groups[key] = merged.count
                     merged.append(item)
+                    values.append([item.numbers[position]])
                 }
             }
-            for i in merged.indices where position < merged[i].values.count && merged[i].values[position].count > 1 {
-                merged[i].values[position] = Array(Set(merged[i].values[position])).sorted()
+            for i in merged.indices {
+                let set = values[i].count > 1 ? Array(Set(values[i])).sorted() : values[i]
+                merged[i].suffix = chains.id(Pair(a: sets.id(set), b: merged[i].suffix))
             }
-            items = merged
+            active = merged
         }
-        let patterns = items.map { item -> NamePattern in
-            var out = ""
-            var valueIndex = 0
-            var escaped = false
-            for c in templates.values[item.template].unicodeScalars {
-                if escaped {
-                    out.unicodeScalars.append(c)
-                    escaped = false
-                } else if c == "\\" {
-                    escaped = true
-                } else if c == "#" {
-                    out += formatSet(item.values[valueIndex])
-                    valueIndex += 1
+        let results = active + pending[joined...]
+        let patterns = results.map { item -> (pattern: NamePattern, order: Int) in
+            var members: [[Int]] = []
+            var link = item.suffix
+            while link != 0 {
+                members.append(sets.values[chains.values[link].a])
+                link = chains.values[link].b
+            }
+            // Members share the template, so natural order is the order of their numbers: the first
+            // member has the smallest number at every position (the pattern is a product).
+            let template = templates.values[item.template]
+            return (NamePattern(pattern: fill(template) { formatSet(members[$0]) }, dtype: item.dtype,
+                                shape: shapes.values[item.shape], count: item.count,
+                                firstName: fill(template) { String(members[$0][0]) }), item.order)
+        }
+        return patterns.sorted {
+            naturalLess($0.pattern.firstName, $1.pattern.firstName)
+                || (!naturalLess($1.pattern.firstName, $0.pattern.firstName) && $0.order < $1.order)
+        }.map(\.pattern)
+    }
+
+    /// The numbers of a name's numeric parts; `template` receives the name with "#" at each of them
+    /// (and literal "#" and "\\" escaped with "\\").
+    static func parse(_ name: String, template: inout [UInt8]) -> [Int] {
+        var name = name
+        var numbers: [Int] = []
+        template.removeAll(keepingCapacity: true)
+        name.withUTF8 { p in
+            var start = 0
+            for i in 0...p.count where i == p.count || p[i] == UInt8(ascii: ".") {
+                let part = UnsafeBufferPointer(rebasing: p[start..<i])
+                if start > 0 { template.append(UInt8(ascii: ".")) }
+                if let v = numericPart(part) {
+                    template.append(UInt8(ascii: "#"))
+                    numbers.append(v)
                 } else {
-                    out.unicodeScalars.append(c)
+                    // Escape a literal '#' so it cannot be mistaken for a numeric slot.
+                    for c in part {
+                        if c == UInt8(ascii: "#") || c == UInt8(ascii: "\\") { template.append(UInt8(ascii: "\\")) }
+                        template.append(c)
+                    }
                 }
+                start = i + 1
             }
-            return NamePattern(pattern: out, dtype: item.dtype, shape: shapes.values[item.shape], count: item.count,
-                               firstName: item.firstName)
         }
-        return patterns.sorted { naturalLess($0.firstName, $1.firstName) }
+        return numbers
+    }
+
+    /// The template with its k-th numeric slot replaced by `slot(k)`, escapes undone.
+    static func fill(_ template: String, _ slot: (Int) -> String) -> String {
+        var out = ""
+        var index = 0
+        var escaped = false
+        for c in template.unicodeScalars {
+            if escaped {
+                out.unicodeScalars.append(c)
+                escaped = false
+            } else if c == "\\" {
+                escaped = true
+            } else if c == "#" {
+                out += slot(index)
+                index += 1
+            } else {
+                out.unicodeScalars.append(c)
+            }
+        }
+        return out
     }
 
     static func numericPart(_ part: UnsafeBufferPointer<UInt8>) -> Int? {

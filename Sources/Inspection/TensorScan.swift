@@ -3,6 +3,7 @@ import Dispatch
 import NumberFormats
 import SafetensorsFormat
 import ShardCompression
+import Synchronization
 
 /// Statistics of one tensor's values: non-finite counts, and min, max, mean and
 /// standard deviation (population) over the finite values.
@@ -63,8 +64,9 @@ public enum TensorScan {
 
     /// Returns one result per target (nil for dtypes that are not floats).
     /// `progress` is called with bytes done so far, from any thread.
-    /// Compressed shards (moetool compress) are read by decompressing only the chunks each unit
-    /// of work needs; a damaged chunk is an error.
+    /// Compressed shards (moetool compress) are read a few whole chunks per unit of work, each chunk
+    /// decompressed once; the first damaged chunk stops the scan and is the error (naming the file,
+    /// the chunk and the tensor).
     public static func scan(_ targets: [Target], threads: Int = 0,
                             progress: (@Sendable (UInt64) -> Void)? = nil) throws(CompressionError) -> [TensorStats?] {
         var compressed: [String: CompressedShard] = [:]
@@ -75,6 +77,14 @@ public enum TensorScan {
         struct Work: Sendable { let target: Int; let range: Range<Int> }
         var work: [Work] = []
         for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
+            let size = t.tensor.dtype.bits / 8
+            if let shard = shards[t.file.path] {
+                // Units of whole chunks, so that every chunk is decompressed once.
+                for r in shard.chunkAlignedRanges(t.tensor, about: UInt64(chunkElements * size)) {
+                    work.append(Work(target: i, range: Int(r.lowerBound) / size..<Int(r.upperBound) / size))
+                }
+                continue
+            }
             let n = Int(t.tensor.elementCount)
             var start = 0
             while start < n {
@@ -84,7 +94,10 @@ public enum TensorScan {
             }
         }
         let chunks = work
-        let partials = parallelMap(chunks.count, threads: threads) { w -> Result<TensorStats, CompressionError> in
+        let failed = Atomic<Bool>(false)
+        // nil: not scanned, because a unit failed before.
+        let partials = parallelMap(chunks.count, threads: threads) { w -> Result<TensorStats, CompressionError>? in
+            guard !failed.load(ordering: .relaxed) else { return nil }
             let item = chunks[w]
             let t = targets[item.target]
             let size = t.tensor.dtype.bits / 8
@@ -96,6 +109,8 @@ public enum TensorScan {
                     progress?(UInt64(item.range.count * size))
                     return .success(stats)
                 } catch {
+                    // The first damaged chunk is the answer: stop.
+                    failed.store(true, ordering: .relaxed)
                     return .failure(error)
                 }
             }
@@ -107,11 +122,15 @@ public enum TensorScan {
             progress?(UInt64(item.range.count * size))
             return .success(stats)
         }
+        if let failure = partials.lazy.compactMap({ (p: Result<TensorStats, CompressionError>?) -> CompressionError? in
+            if case .failure(let e) = p { return e }
+            return nil
+        }).first { throw failure }
         var results = [TensorStats?](repeating: nil, count: targets.count)
         for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
             results[i] = TensorStats()
         }
-        for (w, p) in zip(work, partials) { results[w.target]!.merge(try p.get()) }
+        for (w, p) in zip(work, partials) { results[w.target]!.merge(try p!.get()) }
         return results
     }
 

@@ -26,7 +26,7 @@ public struct IOError: Error, Sendable, CustomStringConvertible {
         }
         self.init(path: path, message)
     }
-    public var description: String { "\(path): \(message)" }
+    public var description: String { "\(escapeForDisplay(path)): \(message)" }
 }
 
 /// A file written under a temporary name in its final directory and renamed into

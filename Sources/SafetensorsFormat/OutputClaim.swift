@@ -57,7 +57,7 @@ public final class OutputClaim {
         }
         if let recorded, recorded != plan {
             throw IOError(path: directory,
-                "holds a \(noun) of another or a changed input, or with other options (\(planPath)); use another directory")
+                "holds a \(noun) of another or a changed input, or with other options (\(escapeForDisplay(planPath))); use another directory")
         }
         guard recorded == nil else { return }
         // Workers hold the lock shared: they leave each other's temporaries alone, and the first plan
@@ -68,7 +68,7 @@ public final class OutputClaim {
             try file.write(Array(plan.utf8))
             if try !file.commitUnlessExists(), OutputClaim.read(planPath) != plan {
                 throw IOError(path: directory,
-                    "another process started a \(noun) of another or a changed input, or with other options (\(planPath))")
+                    "another process started a \(noun) of another or a changed input, or with other options (\(escapeForDisplay(planPath)))")
             }
         } catch let e as IOError {
             throw e

@@ -23,7 +23,8 @@ public enum CompressedFormat {
     public static let entryBytes = 128
     public static let tailBytes = Int(CompressedLayout.tailBytes)
     public static let maxPlanes = 4
-    /// Original bytes per chunk (the last chunk of a tensor may be shorter).
+    /// Original bytes per chunk (the last chunk of a tensor may be shorter): what the writer cuts, and
+    /// the most a reader accepts, so that decoding a chunk never needs more than this (and its planes).
     public static let chunkBytes = 2 << 20
 
     /// How a chunk's bytes are split into planes.

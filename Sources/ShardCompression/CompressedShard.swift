@@ -1,6 +1,8 @@
 import CKernels
+import CZstd
 import Checkpoint
 import SafetensorsFormat
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,7 +14,8 @@ public struct CompressionError: Error, Sendable, CustomStringConvertible {
         self.file = file
         self.message = message
     }
-    public var description: String { "\(file): \(message)" }
+    /// The file name escaped for a terminal (messages escape the names they quote themselves).
+    public var description: String { "\(escapeForDisplay(file)): \(message)" }
 }
 
 /// Statistics of one compressed file.
@@ -47,6 +50,8 @@ public enum ShardCompressor {
         } catch {
             throw CompressionError(input, "not a valid safetensors file: \(error.problems.first.map { "\($0)" } ?? "")")
         }
+        // A compressed shard opens as a header-only safetensors file; its data section is not there.
+        if file.isCompressed { throw DirectoryCompression.alreadyCompressed(input) }
         var jobs: [(tensor: Int, begin: UInt64, end: UInt64)] = []
         for (i, t) in file.tensors.enumerated() {
             var b = t.begin
@@ -248,11 +253,21 @@ public final class CompressedShard: @unchecked Sendable {
             guard padding.allSatisfy({ r in table[r].allSatisfy { $0 == 0 } }) else { throw problem("non-zero padding: the table is damaged") }
             guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
             let t = header.tensors[Int(tensor)]
+            // Bounded before anything is allocated for it: a chunk of 4 GiB made decompress take 7.8 GB.
+            guard length <= CompressedFormat.chunkBytes else {
+                throw problem("holds \(length) bytes, more than the \(CompressedFormat.chunkBytes) a chunk may hold (damaged or not made by moetool)")
+            }
             guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
-                throw problem("covers \(length) bytes from \(dataOffset) of tensor \(t.name) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
+                throw problem("covers \(length) bytes from \(dataOffset) of tensor \(escapeForDisplay(t.name)) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
             }
             let width = encoding == .split16 ? 2 : encoding == .split32 ? 4 : 1
             guard Int(length) % width == 0 else { throw problem("\(length) bytes is not a whole number of \(width)-byte values") }
+            // Whole values of the tensor's dtype, as the writer cuts them: a reader can take chunks as units.
+            let valueBytes = t.dtype.bits % 8 == 0 ? UInt64(t.dtype.bits / 8) : 1
+            guard (dataOffset - t.begin) % valueBytes == 0, UInt64(length) % valueBytes == 0 else {
+                throw problem("bytes \(dataOffset - t.begin)..<\(dataOffset - t.begin + UInt64(length)) of tensor \(escapeForDisplay(t.name)) "
+                    + "cut its \(t.dtype.rawValue) values apart")
+            }
             let lengths = encoding.planeLengths(Int(length))
             var planes: [CompressedFormat.Plane] = []
             for i in 0..<planeCount {
@@ -263,8 +278,19 @@ public final class CompressedShard: @unchecked Sendable {
                 guard let method = CompressedFormat.Method(rawValue: table[p + 16]) else { throw problem("plane \(i): unknown method") }
                 // (Subtractions, not additions: hostile offsets must not overflow.)
                 guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset <= payload.upperBound,
-                      UInt64(stored) <= payload.upperBound - offset, method == .zstd || stored == raw
+                      UInt64(stored) <= payload.upperBound - offset, method == .zstd ? stored < raw : stored == raw
                 else { throw problem("plane \(i) is out of bounds or has the wrong length") }
+                if method == .zstd {
+                    // The frame must say it holds exactly the plane (the writer always records the size).
+                    let frame = mapping.bytes(offset..<(offset + UInt64(stored)))
+                    let declared = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
+                    guard declared == UInt64(raw) else {
+                        let what = declared == ZSTD_CONTENTSIZE_ERROR ? "is not a zstd frame"
+                            : declared == ZSTD_CONTENTSIZE_UNKNOWN ? "is a zstd frame that does not declare its size"
+                            : "is a zstd frame of \(declared) bytes, not \(raw)"
+                        throw problem("plane \(i) \(what)")
+                    }
+                }
                 // Planes are stored back to back, in order (readers rely on it to release a chunk's pages).
                 if let previous = planes.last, offset != previous.offset + UInt64(previous.storedLength) {
                     throw problem("plane \(i) does not follow plane \(i - 1)")
@@ -292,7 +318,7 @@ public final class CompressedShard: @unchecked Sendable {
         do {
             try ChunkCodec.decode(c, stored: stored(c), into: out)
         } catch {
-            throw CompressionError(path, "chunk \(k) (tensor \(header.tensors[Int(c.tensor)].name), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
+            throw CompressionError(path, "chunk \(k) (tensor \(escapeForDisplay(header.tensors[Int(c.tensor)].name)), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
         }
     }
 
@@ -342,6 +368,30 @@ public final class CompressedShard: @unchecked Sendable {
         return out
     }
 
+    /// Byte ranges of `tensor` (offsets within it), in order, covering it, each made of whole chunks and
+    /// about `bytes` long (at least one chunk): units of work that decode every chunk exactly once. Chunks
+    /// hold whole values (checked on open), so each range holds whole values too.
+    public func chunkAlignedRanges(_ tensor: TensorInfo, about bytes: UInt64) -> [Range<UInt64>] {
+        // The first chunk of the tensor.
+        var lo = 0, hi = chunks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if chunks[mid].dataOffset < tensor.begin { lo = mid + 1 } else { hi = mid }
+        }
+        var ranges: [Range<UInt64>] = []
+        var start = tensor.begin
+        var k = lo
+        while k < chunks.count, chunks[k].dataOffset < tensor.end {
+            let end = chunks[k].dataOffset + UInt64(chunks[k].length)
+            if end - start >= bytes || end == tensor.end {
+                ranges.append((start - tensor.begin)..<(end - tensor.begin))
+                start = end
+            }
+            k += 1
+        }
+        return ranges
+    }
+
     /// One tensor's original bytes, decompressing only its chunks (each checked).
     public func data(_ tensor: TensorInfo) throws(CompressionError) -> [UInt8] {
         try bytes(tensor, 0..<tensor.byteCount)
@@ -361,7 +411,10 @@ public final class CompressedShard: @unchecked Sendable {
             try head.withUnsafeBytes { try out.write($0, at: 0) }
             let dataStart = 8 + header.headerLength
             nonisolated(unsafe) let file = out
+            let failed = Atomic<Bool>(false)
             let failures = parallelMap(chunks.count, threads: threads) { k -> (any Error)? in
+                // After the first failure the output is lost anyway: stop.
+                guard !failed.load(ordering: .relaxed) else { return nil }
                 let c = self.chunks[k]
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(c.length), alignment: 64)
                 defer { buffer.deallocate() }
@@ -369,6 +422,7 @@ public final class CompressedShard: @unchecked Sendable {
                     try self.decode(k, into: buffer)
                     try file.write(UnsafeRawBufferPointer(buffer), at: dataStart + c.dataOffset)
                 } catch {
+                    failed.store(true, ordering: .relaxed)
                     return error
                 }
                 if let first = c.planes.first, let last = c.planes.last {

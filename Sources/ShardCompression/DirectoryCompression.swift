@@ -6,11 +6,16 @@ import StrictJSON
 import Glibc
 #endif
 
-/// Compressing and restoring a single file or a checkpoint directory.
+/// Compressing and restoring a single file or a checkpoint directory (the whole tree under it).
 public enum DirectoryCompression {
     public static let manifestName = "moetool-compressed.json"
+    /// Where an unfinished directory run keeps its plan and lock inside OUT (removed at the end).
+    public static let stateDirectoryName = ".moetool-compress"
+    /// moetool's own state directories (`.moetool-compress`, `.moetool-convert`): never compressed or copied.
+    public static let statePrefix = ".moetool-"
 
     public struct FileResult: Sendable {
+        /// The path relative to IN and OUT (for a single file, its base name).
         public var name: String
         /// compressed, decompressed or copied.
         public var action: String
@@ -21,8 +26,16 @@ public enum DirectoryCompression {
         public var resumed = false
     }
 
+    /// Something under IN that is not put in OUT, and why (a socket, a FIFO, a symlink loop, ...).
+    public struct LeftOut: Sendable, Equatable {
+        /// The path relative to IN.
+        public var name: String
+        public var reason: String
+    }
+
     public struct Summary: Sendable {
         public var files: [FileResult] = []
+        public var leftOut: [LeftOut] = []
         public var seconds: Double = 0
         /// Bytes of the uncompressed side: inputs when compressing, outputs when restoring.
         public var originalBytes: UInt64 { files.reduce(0) { $0 + ($1.action == "decompressed" ? $1.outputBytes : $1.inputBytes) } }
@@ -31,61 +44,157 @@ public enum DirectoryCompression {
 
     public enum Direction: Sendable { case compress, decompress }
 
-    /// What would be done: (source, destination, action) for every file, or an error.
-    public static func plan(_ input: String, _ output: String, _ direction: Direction) throws(CompressionError)
-        -> [(source: String, destination: String, name: String, action: String)]
-    {
+    /// One file to compress, restore or copy.
+    public struct Job: Sendable {
+        public var source: String
+        public var destination: String
+        /// The path relative to IN and OUT (for a single file, its base name).
+        public var name: String
+        /// compressed, decompressed or copied.
+        public var action: String
+    }
+
+    /// What a run does: every file under IN at any depth, the directories to recreate, what is left out.
+    public struct Plan: Sendable {
+        public var jobs: [Job] = []
+        /// Every directory under IN, relative, parents before children (recreated in OUT, empty ones too).
+        public var directories: [String] = []
+        public var leftOut: [LeftOut] = []
+        /// Entries of IN that are symlinks (followed): their targets are inputs too, which OUT must keep apart from.
+        public var symlinks: [String] = []
+    }
+
+    /// What would be done, or an error. Refuses to compress moetool compress output ("already compressed").
+    public static func plan(_ input: String, _ output: String, _ direction: Direction) throws(CompressionError) -> Plan {
         var st = stat()
         guard stat(input, &st) == 0 else { throw CompressionError(input, "no such file or directory") }
         if (st.st_mode & S_IFMT) == S_IFREG {
             let isCompressed = CompressedShard.isCompressed(path: input)
             switch direction {
             case .compress:
-                if isCompressed { throw CompressionError(input, "already compressed") }
+                if isCompressed { throw alreadyCompressed(input) }
             case .decompress:
                 if !isCompressed { throw CompressionError(input, "not a moetool compressed shard (no magic number)") }
             }
-            return [(input, output, basename(input), direction == .compress ? "compressed" : "decompressed")]
+            return Plan(jobs: [Job(source: input, destination: output, name: basename(input),
+                                   action: direction == .compress ? "compressed" : "decompressed")])
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(input, "not a file or directory") }
-        var out: [(String, String, String, String)] = []
-        for name in listDirectory(input).sorted() where !name.hasPrefix(".") {
-            let source = input + "/" + name
-            var s = stat()
-            guard stat(source, &s) == 0, (s.st_mode & S_IFMT) == S_IFREG else { continue }
-            if name == manifestName { continue }
+        var plan = Plan()
+        let walk = TreeWalk(output: output, direction: direction)
+        try walk.visit(input, relative: "", ancestors: [DirectoryIdentity(st)], into: &plan)
+        if direction == .compress && !plan.jobs.contains(where: { $0.action == "compressed" }) {
+            throw CompressionError(input, "no .safetensors files to compress")
+        }
+        return plan
+    }
+
+    static func alreadyCompressed(_ path: String) -> CompressionError {
+        CompressionError(path, "already compressed (it is moetool compress output); restore it with moetool decompress, "
+            + "or compress the original checkpoint")
+    }
+
+    /// A directory as the file system knows it, to notice a symlink that leads back up the tree.
+    struct DirectoryIdentity: Hashable {
+        let device: UInt64
+        let inode: UInt64
+        init(_ st: stat) {
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+        }
+    }
+
+    /// Walks IN depth-first in name order, following symlinks (a Hugging Face cache snapshot is a
+    /// directory of symlinks into `../../blobs`).
+    struct TreeWalk {
+        let output: String
+        let direction: Direction
+
+        func visit(_ directory: String, relative: String, ancestors: Set<DirectoryIdentity>,
+                   into plan: inout Plan) throws(CompressionError) {
+            guard let handle = opendir(directory) else {
+                throw CompressionError(directory, "cannot read the directory: \(String(cString: strerror(errno)))")
+            }
+            closedir(handle)
+            for name in listDirectory(directory).sorted() {
+                let path = directory + "/" + name
+                let rel = relative.isEmpty ? name : relative + "/" + name
+                if name.hasPrefix(statePrefix) {
+                    plan.leftOut.append(LeftOut(name: rel, reason: "moetool's own run state (a plan and a lock), not part of the checkpoint"))
+                    continue
+                }
+                if relative.isEmpty && name == manifestName {
+                    // The manifest marks moetool compress output; restoring drops it.
+                    if direction == .compress { throw alreadyCompressed(path) }
+                    continue
+                }
+                if isSymlink(path) { plan.symlinks.append(path) }
+                var st = stat()
+                guard stat(path, &st) == 0 else {
+                    let code = errno
+                    let reason = code == ELOOP ? "a symlink loop"
+                        : code == ENOENT ? "a dangling symlink (its target does not exist)"
+                        : "cannot be read: \(String(cString: strerror(code)))"
+                    plan.leftOut.append(LeftOut(name: rel, reason: reason))
+                    continue
+                }
+                switch st.st_mode & S_IFMT {
+                case S_IFREG:
+                    plan.jobs.append(try job(path, rel))
+                case S_IFDIR:
+                    let id = DirectoryIdentity(st)
+                    guard !ancestors.contains(id) else {
+                        plan.leftOut.append(LeftOut(name: rel, reason: "a symlink loop (it leads back to a directory it is in)"))
+                        continue
+                    }
+                    plan.directories.append(rel)
+                    try visit(path, relative: rel, ancestors: ancestors.union([id]), into: &plan)
+                case S_IFIFO:
+                    plan.leftOut.append(LeftOut(name: rel, reason: "a FIFO (named pipe), not a file"))
+                case S_IFSOCK:
+                    plan.leftOut.append(LeftOut(name: rel, reason: "a socket, not a file"))
+                case S_IFCHR, S_IFBLK:
+                    plan.leftOut.append(LeftOut(name: rel, reason: "a device, not a file"))
+                default:
+                    plan.leftOut.append(LeftOut(name: rel, reason: "not a regular file or directory"))
+                }
+            }
+        }
+
+        func job(_ source: String, _ rel: String) throws(CompressionError) -> Job {
             let action: String
             switch direction {
             case .compress:
-                action = name.hasSuffix(".safetensors") ? "compressed" : "copied"
+                guard rel.hasSuffix(".safetensors") else { action = "copied"; break }
+                if CompressedShard.isCompressed(path: source) { throw alreadyCompressed(source) }
+                action = "compressed"
             case .decompress:
                 action = CompressedShard.isCompressed(path: source) ? "decompressed" : "copied"
             }
-            out.append((source, output + "/" + name, name, action))
+            return Job(source: source, destination: output + "/" + rel, name: rel, action: action)
         }
-        if direction == .compress && !out.contains(where: { $0.3 == "compressed" }) {
-            throw CompressionError(input, "no .safetensors files to compress")
-        }
-        return out
     }
 
-    /// Where an unfinished directory run keeps its plan and lock inside OUT (removed at the end).
-    public static let stateDirectoryName = ".moetool-compress"
-
-    /// Compresses or restores `input` (a file or a checkpoint directory) into `output`, which
-    /// must not exist yet or be an empty directory. Every file is written under a temporary name
-    /// and renamed when complete; in a directory the manifest is written last. With `resume`, a
-    /// run that was killed is finished: files already in place (and intact) are kept, the rest redone.
+    /// Compresses or restores `input` (a file or a checkpoint directory, with everything under it) into
+    /// `output`, which must not exist yet or be an empty directory, and must be apart from the input
+    /// (not it, not inside it, not holding it). Every file is written under a temporary name and renamed
+    /// when complete; in a directory the manifest is written last. With `resume`, a run that was killed is
+    /// finished: files already in place (and intact) are kept, the rest redone.
     public static func run(_ input: String, _ output: String, _ direction: Direction, levels: ChunkCodec.Levels = .init(),
                            threads: Int = 0, resume: Bool = false,
                            progress: (@Sendable (UInt64) -> Void)? = nil) throws -> Summary {
         let start = monotonicSeconds()
         var st = stat()
         let isDirectory = stat(input, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-        let jobs = try plan(input, output, direction)
+        let plan = try plan(input, output, direction)
+        // Before anything is created.
+        if let conflict = OutputPlacement.conflict(output: output, inputs: [input] + plan.symlinks, outputIsDirectory: isDirectory) {
+            throw CompressionError(output, conflict)
+        }
         var claim: OutputClaim? = nil
         if isDirectory {
-            claim = try claimDirectory(input, output, jobs: jobs, direction: direction, levels: levels, resume: resume)
+            claim = try claimDirectory(input, output, plan: plan, direction: direction, levels: levels, resume: resume)
+            try makeDirectories(plan.directories, in: output)
         } else {
             var o = stat()
             if stat(output, &o) == 0 && !resume {
@@ -93,35 +202,10 @@ public enum DirectoryCompression {
             }
         }
         var summary = Summary()
-        for job in jobs {
-            let inSize = fileSize(job.source)
-            var result = FileResult(name: job.name, action: job.action, inputBytes: inSize, outputBytes: 0, stats: nil)
-            if resume, let stats = finished(job, threads: threads) {
-                result.resumed = true
-                result.stats = stats
-                result.outputBytes = fileSize(job.destination)
-                summary.files.append(result)
-                progress?(job.action == "decompressed" ? result.outputBytes : inSize)
-                continue
-            }
-            if !isDirectory && access(job.destination, F_OK) == 0 {
-                throw CompressionError(job.destination, "exists and is not a complete output of \(job.source); moetool never overwrites a file, choose a new output")
-            }
-            // In a directory we hold the lock, so every leftover temporary is stale.
-            AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: claim != nil)
-            switch job.action {
-            case "compressed":
-                result.stats = try ShardCompressor.compress(input: job.source, output: job.destination, levels: levels,
-                                                            threads: threads, progress: progress)
-            case "decompressed":
-                let shard = try CompressedShard(path: job.source)
-                try shard.decompress(to: job.destination, threads: threads, progress: progress)
-            default:
-                try AtomicFile.copy(from: job.source, to: job.destination)
-                progress?(inSize)
-            }
-            result.outputBytes = fileSize(job.destination)
-            summary.files.append(result)
+        summary.leftOut = plan.leftOut
+        for job in plan.jobs {
+            summary.files.append(try perform(job, levels: levels, threads: threads, resume: resume, inDirectory: isDirectory,
+                                             progress: progress))
         }
         if isDirectory && direction == .compress {
             try writeManifest(summary, to: output + "/" + manifestName)
@@ -131,16 +215,59 @@ public enum DirectoryCompression {
         return summary
     }
 
+    /// Compresses, restores or copies one file (or keeps it, when a killed run finished it: `resume`).
+    static func perform(_ job: Job, levels: ChunkCodec.Levels, threads: Int, resume: Bool, inDirectory: Bool,
+                        progress: (@Sendable (UInt64) -> Void)?) throws -> FileResult {
+        let inSize = fileSize(job.source)
+        var result = FileResult(name: job.name, action: job.action, inputBytes: inSize, outputBytes: 0, stats: nil)
+        if resume, let stats = finished(job, threads: threads) {
+            result.resumed = true
+            result.stats = stats
+            result.outputBytes = fileSize(job.destination)
+            progress?(job.action == "decompressed" ? result.outputBytes : inSize)
+            return result
+        }
+        if !inDirectory && access(job.destination, F_OK) == 0 {
+            throw CompressionError(job.destination, "exists and is not a complete output of \(escapeForDisplay(job.source)); "
+                + "moetool never overwrites a file, choose a new output")
+        }
+        // In a directory we hold the lock, so every leftover temporary is stale.
+        AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: inDirectory)
+        switch job.action {
+        case "compressed":
+            result.stats = try ShardCompressor.compress(input: job.source, output: job.destination, levels: levels,
+                                                        threads: threads, progress: progress)
+        case "decompressed":
+            let shard = try CompressedShard(path: job.source)
+            try shard.decompress(to: job.destination, threads: threads, progress: progress)
+        default:
+            try AtomicFile.copy(from: job.source, to: job.destination)
+            progress?(inSize)
+        }
+        result.outputBytes = fileSize(job.destination)
+        return result
+    }
+
+    /// Recreates IN's directories in OUT (parents come first in `directories`).
+    static func makeDirectories(_ directories: [String], in output: String) throws(CompressionError) {
+        for relative in directories {
+            let path = output + "/" + relative
+            if mkdir(path, 0o755) != 0 && errno != EEXIST {
+                throw CompressionError(path, "cannot create the directory: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
     /// Checks and claims a directory OUT: new or empty, or (`resume`) holding an unfinished run of this
     /// very input with these options.
-    static func claimDirectory(_ input: String, _ output: String, jobs: [(source: String, destination: String, name: String, action: String)],
-                               direction: Direction, levels: ChunkCodec.Levels, resume: Bool) throws -> OutputClaim {
+    static func claimDirectory(_ input: String, _ output: String, plan: Plan, direction: Direction,
+                               levels: ChunkCodec.Levels, resume: Bool) throws -> OutputClaim {
         var o = stat()
-        let exists = stat(output, &o) == 0
-        if exists && (o.st_mode & S_IFMT) != S_IFDIR { throw CompressionError(output, "exists and is not a directory; choose a new output") }
-        guard !exists || realPath(input) != realPath(output) else { throw CompressionError(output, "is the input directory") }
+        if stat(output, &o) == 0 && (o.st_mode & S_IFMT) != S_IFDIR {
+            throw CompressionError(output, "exists and is not a directory; choose a new output")
+        }
         do {
-            return try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprint(jobs, direction: direction, levels: levels),
+            return try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprint(plan.jobs, direction: direction, levels: levels),
                                    mode: resume ? .resume : .fresh, noun: "run", command: "moetool compress or decompress")
         } catch {
             throw CompressionError(error.path, error.message)
@@ -148,8 +275,7 @@ public enum DirectoryCompression {
     }
 
     /// What identifies a run: the direction, the levels, and every input file with its size and modification time.
-    static func fingerprint(_ jobs: [(source: String, destination: String, name: String, action: String)], direction: Direction,
-                            levels: ChunkCodec.Levels) -> String {
+    static func fingerprint(_ jobs: [Job], direction: Direction, levels: ChunkCodec.Levels) -> String {
         var o = JSONObject()
         o.append("direction", .string(direction == .compress ? "compress" : "decompress"))
         if direction == .compress {
@@ -168,7 +294,7 @@ public enum DirectoryCompression {
     /// this very source, nil if it must be redone. Compressed and restored files are checked chunk by
     /// chunk against the checksums in the compressed shard's table, copies byte for byte, so a file of
     /// the same name from another input (another revision of the model, say) is never kept.
-    static func finished(_ job: (source: String, destination: String, name: String, action: String), threads: Int) -> ShardStats? {
+    static func finished(_ job: Job, threads: Int) -> ShardStats? {
         guard let made = try? MappedFile(path: job.destination), let source = try? MappedFile(path: job.source) else { return nil }
         switch job.action {
         case "compressed":
@@ -199,6 +325,7 @@ public enum DirectoryCompression {
             m.append("stored_bytes", .number(JSONNumber(f.outputBytes)))
             return .object(m)
         }))
+        o.append("left_out", .array(summary.leftOut.map { .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))])) }))
         let file = try AtomicFile(path: path)
         do {
             try file.write(Array(JSONSerializer.pretty(.object(o)).utf8))
@@ -209,15 +336,17 @@ public enum DirectoryCompression {
         }
     }
 
-
     static func fileSize(_ path: String) -> UInt64 {
         var st = stat()
         return stat(path, &st) == 0 ? UInt64(st.st_size) : 0
     }
 
+    static func isSymlink(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK
+    }
+
     static func basename(_ path: String) -> String {
         path.split(separator: "/").last.map(String.init) ?? path
     }
-
-
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SafetensorsFormat
 import ShardCompression
 import StrictJSON
 #if canImport(Glibc)
@@ -11,8 +12,8 @@ struct CompressionRun {
                         threads: Int, resume: Bool, json: Bool, quiet: Bool) throws {
         let total: UInt64
         do {
-            let jobs = try DirectoryCompression.plan(input, output, direction)
-            total = jobs.reduce(0) { sum, job in
+            let plan = try DirectoryCompression.plan(input, output, direction)
+            total = plan.jobs.reduce(0) { sum, job in
                 var st = stat()
                 guard stat(job.source, &st) == 0 else { return sum }
                 if job.action == "decompressed", let shard = try? CompressedShard(path: job.source) { return sum + shard.originalBytes }
@@ -55,6 +56,9 @@ struct CompressionRun {
                 return (k, .object(JSONObject([("original_bytes", .number(JSONNumber(v.original))), ("stored_bytes", .number(JSONNumber(v.stored))),
                                                ("ratio", .number(JSONNumber(text: fixed(Double(v.original) / Double(max(v.stored, 1)), 4))))])))
             })))
+            o.append("left_out", .array(summary.leftOut.map {
+                .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))]))
+            }))
             o.append("files", .array(summary.files.map { f in
                 .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)), ("resumed", .bool(f.resumed)),
                                     ("input_bytes", .number(JSONNumber(f.inputBytes))), ("output_bytes", .number(JSONNumber(f.outputBytes)))]))
@@ -63,11 +67,16 @@ struct CompressionRun {
         } else {
             let verb = direction == .compress ? "compressed" : "restored"
             let kept = summary.files.filter(\.resumed).count
-            FileHandleOutput.stdout("\(input) -> \(output): \(summary.files.filter { $0.action != "copied" }.count) file(s) \(verb), "
-                + "\(summary.files.filter { $0.action == "copied" }.count) copied"
+            let leftOut = summary.leftOut.isEmpty ? "" : ", \(summary.leftOut.count) left out (below)"
+            FileHandleOutput.stdout("\(escapeForDisplay(input)) -> \(escapeForDisplay(output)): "
+                + "\(summary.files.filter { $0.action != "copied" }.count) file(s) \(verb), "
+                + "\(summary.files.filter { $0.action == "copied" }.count) copied" + leftOut
                 + (kept > 0 ? " (\(kept) kept from an earlier run)" : "") + "; \(mb(original)) MB original, \(mb(compressed)) MB compressed "
                 + "(ratio \(fixed(Double(original) / Double(max(compressed, 1)), 3))), \(fixed(seconds, 2)) s, "
                 + "\(fixed(Double(original) / 1e6 / seconds, 0)) MB/s of original bytes\n")
+            for item in summary.leftOut {
+                FileHandleOutput.stdout("left out: \(escapeForDisplay(item.name)): \(item.reason)\n")
+            }
         }
     }
 
@@ -88,9 +97,10 @@ struct Compress: ParsableCommand {
         commandName: "compress",
         abstract: "Compress safetensors shards losslessly (byte planes + zstd), keeping headers readable.",
         discussion: """
-            IN is a .safetensors file or a checkpoint directory (every .safetensors file compressed under \
-            its own name, other files copied, a manifest added; the index stays valid). OUT must not exist \
-            (or be an empty directory); after a kill, rerun with --resume. `moetool decompress` restores every \
+            IN is a .safetensors file or a checkpoint directory (the whole tree under it: every .safetensors \
+            file compressed under its own path, other files copied, symlinks followed, a manifest added; the \
+            index stays valid). OUT must not exist (or be an empty directory) and must be apart from IN; \
+            after a kill, rerun with --resume. `moetool decompress` restores every \
             byte. See Docs/compress.md.
             """)
 

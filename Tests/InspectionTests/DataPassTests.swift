@@ -4,6 +4,7 @@ import Foundation
 import Inspection
 import NumberFormats
 import SafetensorsFormat
+import ShardCompression
 import Testing
 
 @Suite struct ScanTests {
@@ -54,6 +55,33 @@ import Testing
             #expect(r.finite == UInt64(finite.count))
             if let lo = finite.min() { #expect(r.min == lo) }
         }
+    }
+
+    /// A compressed shard scans to the same statistics as the original (in units of whole chunks, each
+    /// decoded once: `BoundedChunks.chunkAlignedRangesCoverEveryChunkOnce`); the first damaged chunk stops
+    /// the scan (it went on through every unit) and is the error, naming file, chunk and tensor.
+    @Test func compressedShardsScanOnceAndStopAtTheFirstDamage() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bad = try damagedMultiChunkShard(in: dir)
+        let original = try SafetensorsFile(path: dir + "/multi.safetensors")
+        let packed = try SafetensorsFile(path: dir + "/multi.stz")
+        let expected = try TensorScan.scan(original.tensors.map { TensorScan.Target(file: original, tensor: $0) })
+        #expect(try TensorScan.scan(packed.tensors.map { TensorScan.Target(file: packed, tensor: $0) }) == expected)
+
+        let damaged = try SafetensorsFile(path: bad)
+        let scanned = Locked<UInt64>(0)
+        do {
+            _ = try TensorScan.scan(damaged.tensors.map { TensorScan.Target(file: damaged, tensor: $0) }, threads: 1,
+                                    progress: { n in scanned.withLock { $0 += n } })
+            Issue.record("a damaged shard was scanned")
+        } catch {
+            let shard = try CompressedShard(path: bad)
+            let name = shard.tensors[Int(shard.chunks[0].tensor)].name
+            #expect(error.file == bad)
+            #expect(error.message.hasPrefix("chunk 0 (tensor \(name), bytes 0..<2097152 of the data): checksum mismatch"), "\(error)")
+        }
+        #expect(scanned.withLock { $0 } == 0)
     }
 }
 

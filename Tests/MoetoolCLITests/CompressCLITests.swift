@@ -2,6 +2,9 @@ import FixtureSupport
 import Foundation
 import StrictJSON
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct CompressCommand {
     /// A sharded checkpoint through compress and decompress on the command line: the JSON
@@ -51,13 +54,13 @@ import Testing
         #expect(c.status == 0, "\(c.stderr)")
         var bytes = Fixtures.readBytes(packed)
         bytes[bytes.count / 2] ^= 0xFF
-        FileManager.default.createFile(atPath: packed, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: packed, contents: Data(bytes))
         let d = try CLI.run(["decompress", packed, dir + "/out.safetensors"])
         #expect(d.status == 1)
         #expect(d.stderr.contains("chunk") && d.stderr.contains("tensor"), "\(d.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["m.stz"])
         let truncated = dir + "/t.stz"
-        FileManager.default.createFile(atPath: truncated, contents: Data(bytes.prefix(bytes.count - 100)))
+        _ = FileManager.default.createFile(atPath: truncated, contents: Data(bytes.prefix(bytes.count - 100)))
         let t = try CLI.run(["decompress", truncated, dir + "/out2.safetensors"])
         #expect(t.status == 1)
         #expect(t.stderr.contains("truncated"), "\(t.stderr)")
@@ -78,7 +81,7 @@ import Testing
         #expect(try FileManager.default.attributesOfItem(atPath: dir + "/a.stz")[.modificationDate] as? Date == before)
         let text = try CLI.run(["compress", shard, dir + "/a.stz", "--resume"])
         #expect(text.stdout.contains("(1 kept from an earlier run)"), "\(text.stdout)")
-        FileManager.default.createFile(atPath: dir + "/b.stz", contents: Data("not ours".utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/b.stz", contents: Data("not ours".utf8))
         let foreign = try CLI.run(["compress", shard, dir + "/b.stz", "--resume"])
         #expect(foreign.status == 1 && foreign.stderr.contains("is not a complete output"), "\(foreign.stderr)")
         #expect(Fixtures.readBytes(dir + "/b.stz") == Array("not ours".utf8))
@@ -86,10 +89,10 @@ import Testing
         // must not pass for this one's, nor a restored file for the other's.
         var revision = Fixtures.readBytes(shard)
         revision[revision.count - 3] ^= 0x40
-        FileManager.default.createFile(atPath: dir + "/revision.safetensors", contents: Data(revision))
+        _ = FileManager.default.createFile(atPath: dir + "/revision.safetensors", contents: Data(revision))
         let stale = try CLI.run(["compress", dir + "/revision.safetensors", dir + "/a.stz", "--resume"])
         #expect(stale.status == 1 && stale.stderr.contains("is not a complete output"), "\(stale.stderr)")
-        FileManager.default.createFile(atPath: dir + "/restored.safetensors", contents: Data(revision))
+        _ = FileManager.default.createFile(atPath: dir + "/restored.safetensors", contents: Data(revision))
         let wrong = try CLI.run(["decompress", dir + "/a.stz", dir + "/restored.safetensors", "--resume"])
         #expect(wrong.status == 1 && wrong.stderr.contains("is not a complete output"), "\(wrong.stderr)")
         #expect(Fixtures.readBytes(dir + "/restored.safetensors") == revision)
@@ -101,7 +104,7 @@ import Testing
         let model = Fixtures.path("models/mixtral-bf16")
         let existing = dir + "/exists"
         try FileManager.default.createDirectory(atPath: existing, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: existing + "/keep", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: existing + "/keep", contents: Data("x".utf8))
         let busy = try CLI.run(["compress", model, existing])
         #expect(busy.status == 1)
         #expect(busy.stderr.contains("is not empty"))
@@ -116,5 +119,102 @@ import Testing
         #expect(plain.status == 1)
         #expect(plain.stderr.contains("not a moetool compressed shard"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["exists"])
+    }
+
+    /// An output that is the input, inside it (also through a symlink), or a directory holding it: exit 1
+    /// with the reason, nothing created anywhere. (`compress IN IN/x` and `decompress C C/restored` wrote
+    /// inside their input.)
+    @Test func outputApartFromTheInput() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = dir + "/IN", packed = dir + "/C"
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16"), toPath: input)
+        #expect(try CLI.run(["compress", input, packed, "-q"]).status == 0)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: "IN")
+        let before = Faulty.tree(dir)
+        let cases: [([String], String)] = [
+            (["compress", input, input + "/x"], "IN/x: is inside the input"),
+            (["compress", input, dir + "/link/x"], "link/x: is inside the input"),
+            (["compress", input, input + "/sub/deeper"], "IN/sub/deeper: is inside the input"),
+            (["decompress", packed, packed + "/restored"], "C/restored: is inside the input"),
+            (["compress", input, dir], "holds the input"),
+            (["compress", input + "/model.safetensors", dir + "/link/model.safetensors"], "is the input"),
+            (["decompress", packed + "/model.safetensors", packed + "/model.safetensors", "--resume"], "is the input"),
+        ]
+        for (arguments, message) in cases {
+            let r = try CLI.run(arguments + ["-q"])
+            #expect(r.status == 1 && r.stderr.contains(message), "\(arguments): \(r.stderr)")
+            #expect(Faulty.tree(dir) == before, "\(arguments) created something")
+        }
+    }
+
+    /// Compress output given to compress again (it died of SIGILL, leaving files in OUT): exit 1 naming
+    /// the file, with and without --resume, nothing created.
+    @Test func alreadyCompressedInputIsRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let packed = dir + "/C"
+        #expect(try CLI.run(["compress", Fixtures.path("models/deepseek_v3-f32-sharded"), packed, "-q"]).status == 0)
+        for extra in [[], ["--resume"]] {
+            let r = try CLI.run(["compress", packed, dir + "/again"] + extra)
+            #expect(r.status == 1, "\(extra): \(r.stderr)")
+            #expect(r.stderr.hasPrefix("error: \(packed)/model-00001-of-00005.safetensors: already compressed"), "\(r.stderr)")
+        }
+        let one = try CLI.run(["compress", packed + "/model-00003-of-00005.safetensors", dir + "/one.stz"])
+        #expect(one.status == 1 && one.stderr.contains("model-00003-of-00005.safetensors: already compressed"), "\(one.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["C"])
+    }
+
+    /// A checkpoint tree (a shard under sub/ named by the index, tokenizer/, original/, a symlinked file)
+    /// on the command line: what is left out is said (text and --json); a compress and a decompress killed
+    /// part-way and resumed give the same tree as an uninterrupted run, and decompress gives back the input.
+    @Test func checkpointTreeWithResume() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = try CheckpointTree.make(in: dir)
+        let expected = CheckpointTree.entries(input)
+        #expect(mkfifo(input + "/tokenizer/pipe", 0o644) == 0)
+        let c = try CLI.run(["compress", input, dir + "/packed"])
+        #expect(c.status == 0, "\(c.stderr)")
+        #expect(c.stdout.contains(": 6 file(s) compressed, 4 copied, 1 left out (below);"), "\(c.stdout)")
+        #expect(c.stdout.hasSuffix("\nleft out: tokenizer/pipe: a FIFO (named pipe), not a file\n"), "\(c.stdout)")
+        let json = try CLI.run(["compress", input, dir + "/packed-json", "--json"])
+        let leftOut = try JSONParser.parse(json.stdout).objectValue?["left_out"]?.arrayValue ?? []
+        #expect(leftOut.map { $0.objectValue?["name"]?.stringValue } == ["tokenizer/pipe"], "\(json.stdout)")
+        let d = try CLI.run(["decompress", dir + "/packed", dir + "/restored"])
+        #expect(d.status == 0, "\(d.stderr)")
+        let differences = CheckpointTree.differences(dir + "/restored", input, expected: expected)
+        #expect(differences.isEmpty, "\(differences)")
+        for (command, source, reference) in [("compress", input, dir + "/packed"), ("decompress", dir + "/packed", dir + "/restored")] {
+            let total = try Faulty.events([command, source, dir + "/\(command)-counted"])
+            for k in [total / 3, total / 2, total - 1] {
+                let out = dir + "/\(command)-\(k)"
+                #expect(try Faulty.run([command, source, out], fault: "kill:\(k)").killed, "\(command) step \(k)")
+                let again = try Faulty.run([command, source, out, "--resume"])
+                #expect(again.status == 0, "\(command) resume after step \(k): \(again.stderr)")
+                Faulty.expectSameTree(out, as: reference, "\(command) killed at step \(k) of \(total), resumed")
+            }
+        }
+    }
+
+    /// Names from the file system are escaped in text output and messages: a directory named with a
+    /// terminal escape sequence, a left-out entry with a bell, a bad file with a carriage return.
+    @Test func fileNamesAreEscaped() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = dir + "/in\u{1b}[2J"
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16"), toPath: input)
+        #expect(mkfifo(input + "/p\u{7}ipe", 0o644) == 0)
+        let c = try CLI.run(["compress", input, dir + "/out\u{1b}]0;x"])
+        #expect(c.status == 0, "\(c.stderr)")
+        #expect(!c.stdout.contains("\u{1b}") && !c.stdout.contains("\u{7}"), "\(c.stdout)")
+        #expect(c.stdout.contains("in\\u{1b}[2J -> \(dir)/out\\u{1b}]0;x: 1 file(s) compressed"), "\(c.stdout)")
+        #expect(c.stdout.contains("left out: p\\u{7}ipe: a FIFO"), "\(c.stdout)")
+        let bad = dir + "/bad\r.safetensors"
+        _ = FileManager.default.createFile(atPath: bad, contents: Data(repeating: 0x41, count: 100))
+        let b = try CLI.run(["compress", bad, dir + "/bad.stz"])
+        #expect(b.status == 1 && !b.stderr.contains("\r") && b.stderr.contains("bad\\r.safetensors"), "\(b.stderr)")
+        let inside = try CLI.run(["decompress", dir + "/out\u{1b}]0;x", dir + "/out\u{1b}]0;x/\u{1b}x"])
+        #expect(inside.status == 1 && !inside.stderr.contains("\u{1b}"), "\(inside.stderr)")
     }
 }

@@ -127,7 +127,7 @@ let fixtureShards: [String] = {
         let target = Int(victim.planes[0].offset) + Int(victim.planes[0].storedLength) / 2
         bytes[target] ^= 0x5A
         let bad = dir + "/bad.stz"
-        FileManager.default.createFile(atPath: bad, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: bad, contents: Data(bytes))
         let opened = try CompressedShard(path: bad)  // the table is intact: opening works
         #expect(throws: (any Error).self) { try opened.decompress(to: dir + "/out.safetensors") }
         do {
@@ -150,7 +150,7 @@ let fixtureShards: [String] = {
         let bytes = Fixtures.readBytes(packed)
         func refused(_ data: [UInt8], _ message: String) {
             let p = dir + "/case.stz"
-            FileManager.default.createFile(atPath: p, contents: Data(data))
+            _ = FileManager.default.createFile(atPath: p, contents: Data(data))
             do {
                 _ = try CompressedShard(path: p)
                 Issue.record("accepted: \(message)")
@@ -243,5 +243,210 @@ let fixtureShards: [String] = {
         for n in names { #expect(Fixtures.readBytes(dir + "/restored/" + n) == Fixtures.readBytes(source + "/" + n), "\(n)") }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source, dir + "/packed", .compress) }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(source + "/config.json", dir + "/x", .compress) }
+    }
+}
+
+@Suite struct DirectoryTreeTests {
+    /// The whole tree under IN: a shard in a subdirectory named by the index, `original/x.safetensors`,
+    /// `tokenizer/`, an empty directory, a hidden file and a file that is a symlink into a blob store.
+    /// Compress then decompress gives every file back byte for byte at its place; a FIFO, a symlink loop,
+    /// a dangling symlink and moetool's own state directory are left out and said; the manifest lists
+    /// relative paths.
+    @Test func wholeTreeRoundTrip() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = try CheckpointTree.make(in: dir)
+        let expected = CheckpointTree.entries(input)
+        #expect(expected.contains("sub/model-00005-of-00005.safetensors") && expected.contains("empty/") && expected.contains(".gitattributes"))
+        #expect(mkfifo(input + "/tokenizer/pipe", 0o644) == 0)
+        try FileManager.default.createSymbolicLink(atPath: input + "/original/loop", withDestinationPath: "..")
+        try FileManager.default.createSymbolicLink(atPath: input + "/gone", withDestinationPath: "../blobs/missing")
+        try FileManager.default.createDirectory(atPath: input + "/.moetool-convert", withIntermediateDirectories: false)
+
+        let packed = dir + "/packed", restored = dir + "/restored"
+        let summary = try DirectoryCompression.run(input, packed, .compress)
+        #expect(summary.files.filter { $0.action == "compressed" }.map(\.name).sorted() == CheckpointTree.shards.sorted())
+        #expect(summary.leftOut.map(\.name) == [".moetool-convert", "gone", "original/loop", "tokenizer/pipe"])
+        #expect(summary.leftOut.map(\.reason) == ["moetool's own run state (a plan and a lock), not part of the checkpoint",
+                                                  "a dangling symlink (its target does not exist)",
+                                                  "a symlink loop (it leads back to a directory it is in)",
+                                                  "a FIFO (named pipe), not a file"])
+        for shard in CheckpointTree.shards { #expect(CompressedShard.isCompressed(path: packed + "/" + shard), "\(shard)") }
+        #expect(Fixtures.readBytes(packed + "/model.safetensors.index.json") == Fixtures.readBytes(input + "/model.safetensors.index.json"))
+        let manifest = String(decoding: Fixtures.readBytes(packed + "/" + DirectoryCompression.manifestName), as: UTF8.self)
+        #expect(manifest.contains("\"name\": \"sub/model-00005-of-00005.safetensors\""), "\(manifest)")
+        #expect(manifest.contains("\"name\": \"tokenizer/pipe\""), "\(manifest)")
+
+        let back = try DirectoryCompression.run(packed, restored, .decompress)
+        #expect(back.leftOut.isEmpty)
+        #expect(back.files.filter { $0.action == "decompressed" }.count == CheckpointTree.shards.count)
+        let differences = CheckpointTree.differences(restored, input, expected: expected)
+        #expect(differences.isEmpty, "\(differences)")
+    }
+
+    /// moetool compress output given to compress again (it trapped in `MappedFile.bytes`, leaving a
+    /// temporary shard, the state directory and copies behind): refused naming the file, nothing created.
+    @Test func compressedInputIsRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let packed = dir + "/packed"
+        _ = try DirectoryCompression.run(Fixtures.path("models/qwen3_moe-f32-sharded"), packed, .compress)
+        for resume in [false, true] {
+            do {
+                _ = try DirectoryCompression.run(packed, dir + "/again", .compress, resume: resume)
+                Issue.record("compressed output accepted (resume: \(resume))")
+            } catch let error as CompressionError {
+                #expect(error.file == packed + "/model-00001-of-00005.safetensors")
+                #expect(error.message.hasPrefix("already compressed"), "\(error)")
+            }
+        }
+        let shard = packed + "/model-00002-of-00005.safetensors"
+        #expect(throws: CompressionError.self) { try ShardCompressor.compress(input: shard, output: dir + "/one.stz") }
+        #expect(throws: CompressionError.self) { try DirectoryCompression.run(shard, dir + "/one.stz", .compress) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["packed"])
+    }
+}
+
+/// A compressed shard written by hand: a safetensors header with one tensor, then the given chunks
+/// (each plane as its stored bytes), the table and the tail, with the header and file checksums right,
+/// so that only what a test means to be wrong is wrong.
+struct CraftedShard {
+    struct Plane { var stored: [UInt8]; var raw: UInt32; var method: CompressedFormat.Method }
+    struct Chunk { var offset: UInt64; var length: UInt32; var encoding: CompressedFormat.Encoding; var planes: [Plane] }
+
+    static func bytes(dtype: String, tensorBytes: UInt64, chunks: [Chunk]) -> [UInt8] {
+        let valueBytes = UInt64(Dtype(rawValue: dtype)!.bits / 8)
+        var json = Array("{\"w\":{\"dtype\":\"\(dtype)\",\"shape\":[\(tensorBytes / valueBytes)],\"data_offsets\":[0,\(tensorBytes)]}}".utf8)
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = CompressedFormat.magic
+        out.appendLE(CompressedFormat.version)
+        out.appendLE(UInt32(0))
+        out.appendLE(UInt64(json.count))
+        out += json
+        let headerChecksum = moe_xxh64(json, json.count, 0)
+        var entries: [CompressedFormat.Chunk] = []
+        for c in chunks {
+            var planes: [CompressedFormat.Plane] = []
+            for p in c.planes {
+                planes.append(.init(offset: UInt64(out.count), storedLength: UInt32(p.stored.count), rawLength: p.raw, method: p.method))
+                out += p.stored
+            }
+            entries.append(.init(dataOffset: c.offset, length: c.length, tensor: 0, checksum: 0, encoding: c.encoding, planes: planes))
+        }
+        let tableOffset = UInt64(out.count)
+        for e in entries { e.serialize(into: &out) }
+        out.appendLE(UInt64(entries.count))
+        out.appendLE(tableOffset)
+        out.appendLE(tensorBytes)
+        out.appendLE(ShardCompressor.fileChecksum(header: headerChecksum, chunks: entries.map(\.checksum)))
+        out.appendLE(headerChecksum)
+        out += [UInt8](repeating: 0, count: 16)
+        out += CompressedFormat.endMagic
+        return out
+    }
+
+    /// The header of a zstd frame declaring `size` bytes of content (single segment, 8-byte size field),
+    /// then one empty raw block that ends it.
+    static func zstdFrame(declaring size: UInt64) -> [UInt8] {
+        var frame: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD, 0xE0]
+        frame.appendLE(size)
+        return frame + [0x01, 0x00, 0x00]
+    }
+
+    /// A zstd frame whose header does not say how much it holds.
+    static let zstdFrameOfUnknownSize: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD, 0x00, 0x00, 0x01, 0x00, 0x00]
+}
+
+@Suite struct BoundedChunks {
+    func refusal(_ bytes: [UInt8]) throws -> String {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/crafted.stz"
+        _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        do {
+            _ = try CompressedShard(path: path)
+        } catch {
+            #expect(error.file == path)
+            return error.message
+        }
+        Issue.record("a crafted shard was accepted")
+        return ""
+    }
+
+    /// A chunk of 3 GiB (the writer's are 2 MiB) behind 16 stored bytes: decompress allocated that much
+    /// per chunk and core (7.8 GB RSS from a 244 KB file), inspect --scan decoded it once per unit. Now
+    /// refused when the table is read.
+    @Test func oversizedChunkIsRefusedOnOpen() throws {
+        let size: UInt64 = 3 << 30
+        let crafted = CraftedShard.bytes(dtype: "U8", tensorBytes: size, chunks: [
+            .init(offset: 0, length: UInt32(size), encoding: .bytes,
+                  planes: [.init(stored: CraftedShard.zstdFrame(declaring: size), raw: UInt32(size), method: .zstd)])])
+        #expect(crafted.count < 400)
+        #expect(try refusal(crafted) == "chunk 0: holds 3221225472 bytes, more than the 2097152 a chunk may hold (damaged or not made by moetool)")
+    }
+
+    /// Chunks of legal size whose zstd frames declare another size, or none: refused on open, before
+    /// anything is decompressed.
+    @Test func zstdFrameSizeIsChecked() throws {
+        let n: UInt32 = 1 << 20
+        func file(_ frame: [UInt8]) -> [UInt8] {
+            CraftedShard.bytes(dtype: "U8", tensorBytes: UInt64(n), chunks: [
+                .init(offset: 0, length: n, encoding: .bytes, planes: [.init(stored: frame, raw: n, method: .zstd)])])
+        }
+        #expect(try refusal(file(CraftedShard.zstdFrame(declaring: 4 << 30))) == "chunk 0: plane 0 is a zstd frame of 4294967296 bytes, not 1048576")
+        #expect(try refusal(file(CraftedShard.zstdFrameOfUnknownSize)) == "chunk 0: plane 0 is a zstd frame that does not declare its size")
+        #expect(try refusal(file(Array("not zstd at all".utf8))) == "chunk 0: plane 0 is not a zstd frame")
+        // A zstd plane is only stored when it is smaller than the plane.
+        #expect(try refusal(file(CraftedShard.zstdFrame(declaring: UInt64(n)) + [UInt8](repeating: 0, count: Int(n))))
+                == "chunk 0: plane 0 is out of bounds or has the wrong length")
+    }
+
+    /// Chunks that cut values apart (the writer cuts at 2 MiB, a multiple of every value size): refused,
+    /// so that a reader can take whole chunks as units of work.
+    @Test func chunksHoldWholeValues() throws {
+        let crafted = CraftedShard.bytes(dtype: "F32", tensorBytes: 16, chunks: [
+            .init(offset: 0, length: 6, encoding: .bytes, planes: [.init(stored: [UInt8](repeating: 1, count: 6), raw: 6, method: .raw)]),
+            .init(offset: 6, length: 10, encoding: .bytes, planes: [.init(stored: [UInt8](repeating: 2, count: 10), raw: 10, method: .raw)])])
+        #expect(try refusal(crafted) == "chunk 0: bytes 0..<6 of tensor w cut its F32 values apart")
+    }
+
+    /// Units of whole chunks, each chunk in exactly one, covering the tensor.
+    @Test func chunkAlignedRangesCoverEveryChunkOnce() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = try multiChunkShard(in: dir)
+        let shard = try CompressedShard(path: path)
+        let chunk = UInt64(CompressedFormat.chunkBytes)
+        for t in shard.tensors {
+            let starts = Set(shard.chunks.filter { shard.tensors[Int($0.tensor)] == t }.map { $0.dataOffset - t.begin })
+            for about: UInt64 in [1, chunk, 3 * chunk, 1 << 40] {
+                let ranges = shard.chunkAlignedRanges(t, about: about)
+                #expect(ranges.first?.lowerBound == 0 && ranges.last?.upperBound == t.byteCount)
+                #expect(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+                #expect(ranges.allSatisfy { starts.contains($0.lowerBound) }, "\(t.name) \(about)")
+                let expected = about <= chunk ? starts.count : about >= t.byteCount ? 1 : (starts.count + 2) / 3
+                #expect(ranges.count == expected, "\(t.name) \(about)")
+            }
+        }
+    }
+
+    /// decompress stops at the first damaged chunk (it went on decoding the rest): with one thread and
+    /// chunk 0 damaged, nothing more is decoded, and the error names the file, the chunk and the tensor.
+    @Test func decompressStopsAtTheFirstDamagedChunk() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bad = try damagedMultiChunkShard(in: dir)
+        let shard = try CompressedShard(path: bad)
+        let decoded = Locked<UInt64>(0)
+        do {
+            try shard.decompress(to: dir + "/out.safetensors", threads: 1, progress: { n in decoded.withLock { $0 += n } })
+            Issue.record("a damaged shard was restored")
+        } catch let error as CompressionError {
+            #expect(error.file == bad)
+            let name = shard.tensors[Int(shard.chunks[0].tensor)].name
+            #expect(error.message.hasPrefix("chunk 0 (tensor \(name), bytes 0..<2097152 of the data): checksum mismatch"), "\(error)")
+        }
+        #expect(decoded.withLock { $0 } == 0)
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out.safetensors"))
     }
 }
