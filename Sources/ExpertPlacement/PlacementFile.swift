@@ -1,3 +1,4 @@
+import SafetensorsFormat
 import StrictJSON
 
 /// Placement documents: moetool's own (schema moetool.placement/1: EPLB's three maps, the
@@ -185,7 +186,7 @@ public struct PlanReport {
             return s
         }
         func pct(_ v: Double) -> String { f(v * 100, 2) + "%" }
-        var out = "\(profile): \(plan.layers.count) layers x \(t.experts) experts -> \(t.slots) slots on \(t.gpus) GPUs"
+        var out = "\(escapeForDisplay(profile)): \(plan.layers.count) layers x \(t.experts) experts -> \(t.slots) slots on \(t.gpus) GPUs"
         out += " (\(t.nodes) node\(t.nodes == 1 ? "" : "s") x \(t.gpusPerNode)), \(t.groups) group\(t.groups == 1 ? "" : "s")\n"
         let policies = Set(plan.layers.map(\.policy))
         let policyText = policies.count == 1 ? policies.first!.rawValue : "auto (\(plan.layers.filter { $0.policy == .hierarchical }.count) hierarchical, \(plan.layers.filter { $0.policy == .global }.count) global layers)"
@@ -222,7 +223,7 @@ public struct PlanReport {
             out += "; \(gib(total)) GiB (\(gib(total / UInt64(t.gpus))) GiB per GPU at \(f(Double(bytesPerExpert) / 1_048_576, 1)) MiB per expert)"
         }
         out += "\n"
-        if let output { out += "wrote \(output)\n" }
+        if let output { out += "wrote \(escapeForDisplay(output))\n" }
         return out
     }
 

@@ -105,8 +105,10 @@ struct PlanExperts: ParsableCommand {
         if threads < 0 { throw ValidationError("--threads must be 0 or more") }
     }
 
+    /// Prints the one-line error and gives exit status 1. The whole line is escaped: it quotes
+    /// file names, JSON keys and CSV fields, and none may move the cursor or rewrite the screen.
     func fail(_ message: String) -> ExitCode {
-        FileHandleOutput.stderr("error: \(message)\n")
+        FileHandleOutput.stderr("error: \(escapeForDisplay(message))\n")
         return ExitStatus.invalidInput
     }
 

@@ -108,4 +108,28 @@ import Testing
         #expect(r.status == 2)
         #expect(r.stderr.contains("--nodes or --gpus-per-node"))
     }
+
+    /// Control characters in a profile's name, in a JSON key or a CSV field reach the terminal
+    /// escaped, never as the bytes that would move the cursor or clear the screen.
+    @Test func fileDerivedTextIsEscaped() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let hostile = dir + "/loads\u{1B}[2J\u{1B}]0;owned\u{07}.json"
+        try FileManager.default.copyItem(atPath: Fixtures.path("profiles/tiny_dsv3.json"), toPath: hostile)
+        let ok = try CLI.run(["plan-experts", hostile, "--gpus", "4", "-o", hostile + ".out"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("loads\\u{1b}[2J\\u{1b}]0;owned\\u{7}.json: 2 layers x 16 experts"), "\(ok.stdout)")
+        #expect(ok.stdout.contains("wrote \(dir)/loads\\u{1b}[2J"), "\(ok.stdout)")
+        let key = dir + "/key.json"
+        try #"{"layers": [[1, 2]], "\u001b[2J": 1, "\u001b[2J": 2}"#.write(toFile: key, atomically: false, encoding: .utf8)
+        let field = dir + "/field.csv"
+        try "layer,expert,load\n0,0,\u{1B}[2Jmany\n".write(toFile: field, atomically: false, encoding: .utf8)
+        for (file, message) in [(key, "member \"\\u{1b}[2J\" appears twice"), (field, "load \"\\u{1b}[2Jmany\" is not a number")] {
+            let r = try CLI.run(["plan-experts", file, "--gpus", "1"])
+            #expect(r.status == 1)
+            #expect(r.stderr.contains(message), "\(r.stderr)")
+            #expect(!r.stderr.unicodeScalars.contains { $0.value == 0x1B })
+        }
+        #expect(!(ok.stdout + ok.stderr).unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
+    }
 }
