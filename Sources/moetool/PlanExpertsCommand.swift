@@ -112,6 +112,9 @@ struct PlanExperts: ParsableCommand {
         return ExitStatus.invalidInput
     }
 
+    /// Every file or directory the command reads: the output may be none of them, nor inside one.
+    var inputs: [String] { [profile] + [config, previous, checkpoint].compactMap { $0 } }
+
     func run() throws {
         do {
             try plan()
@@ -121,6 +124,9 @@ struct PlanExperts: ParsableCommand {
     }
 
     func plan() throws {
+        if let output, let conflict = OutputPlacement.conflict(output: output, inputs: inputs) {
+            throw fail("-o \(output) \(conflict)")
+        }
         var modelConfig: ModelConfig? = nil
         if let config {
             var path = config

@@ -109,6 +109,45 @@ import Testing
         #expect(r.stderr.contains("--nodes or --gpus-per-node"))
     }
 
+    /// An output that is an input, or inside one, is refused before any work (exit 1, naming both),
+    /// whatever path reaches it: the profile itself, a symlink or a hard link to it, --previous,
+    /// the config, a file inside --checkpoint. Every input is byte-identical afterwards.
+    @Test func outputNeverOverwritesAnInput() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fm = FileManager.default
+        let profile = dir + "/P.json"
+        try fm.copyItem(atPath: Fixtures.path("profiles/tiny_dsv3.json"), toPath: profile)
+        try fm.createSymbolicLink(atPath: dir + "/symlink.json", withDestinationPath: profile)
+        try fm.linkItem(atPath: profile, toPath: dir + "/hardlink.json")
+        let checkpoint = dir + "/CK"
+        try fm.createDirectory(atPath: checkpoint, withIntermediateDirectories: false)
+        try fm.copyItem(atPath: Fixtures.path("models/deepseek_v3-f32-sharded/config.json"), toPath: checkpoint + "/config.json")
+        let base = ["plan-experts", profile, "--gpus", "4", "--groups", "8"]
+        let prepared = try CLI.run(base + ["--format", "sglang", "-o", dir + "/previous.json"])
+        #expect(prepared.status == 0, "\(prepared.stderr)")
+        let watched = [profile, dir + "/previous.json", checkpoint + "/config.json"]
+        let before = watched.map(Fixtures.readBytes)
+        let cases: [(extra: [String], output: String, input: String)] = [
+            ([], profile, profile),
+            ([], dir + "/symlink.json", profile),
+            ([], dir + "/hardlink.json", profile),
+            (["--previous", dir + "/previous.json"], dir + "/previous.json", dir + "/previous.json"),
+            (["--config", checkpoint + "/config.json"], checkpoint + "/config.json", checkpoint + "/config.json"),
+            (["--checkpoint", checkpoint], checkpoint + "/config.json", checkpoint),
+            (["--config", checkpoint], checkpoint + "/placement.json", checkpoint),
+        ]
+        for c in cases {
+            let r = try CLI.run(base + c.extra + ["-o", c.output])
+            #expect(r.status == 1, "-o \(c.output): \(r.stdout)")
+            #expect(r.stderr.contains("-o \(c.output) is"), "\(r.stderr)")
+            #expect(r.stderr.contains("input \(c.input)"), "\(r.stderr)")
+            #expect(r.stdout.isEmpty)
+        }
+        #expect(watched.map(Fixtures.readBytes) == before)
+        #expect(!fm.fileExists(atPath: checkpoint + "/placement.json"))
+    }
+
     /// Control characters in a profile's name, in a JSON key or a CSV field reach the terminal
     /// escaped, never as the bytes that would move the cursor or clear the screen.
     @Test func fileDerivedTextIsEscaped() throws {
