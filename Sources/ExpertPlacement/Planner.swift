@@ -53,17 +53,33 @@ public enum Planner {
     /// `cap` (one per GPU) unless the slots leave no other choice. Ties: the lowest index.
     static func allocate(_ loads: [Double], slots: Int, cap: Int) -> [Int] {
         var count = [Int](repeating: 1, count: loads.count)
+        var belowCap = Heap(loads.indices.filter { count[$0] < cap }.map { PerReplica(load: loads[$0], count: 1, index: $0) })
+        var atCap: Heap<Heaviest<Double>>? = nil  // once every expert is at the cap
         for _ in loads.count..<slots {
-            var best = -1
-            for j in loads.indices where count[j] < cap {
-                if best < 0 || loads[j] * Double(count[best]) > loads[best] * Double(count[j]) { best = j }
+            if let best = belowCap.popFirst()?.index {
+                count[best] += 1
+                if count[best] < cap { belowCap.insert(PerReplica(load: loads[best], count: count[best], index: best)) }
+            } else {
+                if atCap == nil { atCap = Heap(loads.indices.map { Heaviest(load: loads[$0] / Double(count[$0]), index: $0) }) }
+                let best = atCap!.popFirst()!.index
+                count[best] += 1
+                atCap!.insert(Heaviest(load: loads[best] / Double(count[best]), index: best))
             }
-            if best < 0 {  // every expert at the cap
-                best = loads.indices.max { loads[$0] / Double(count[$0]) < loads[$1] / Double(count[$1]) }!
-            }
-            count[best] += 1
         }
         return count
+    }
+
+    /// An expert's load per replica, heaviest first, then lowest index; compared as
+    /// load x other count, which is exact for integer loads (no division to round).
+    struct PerReplica: Comparable {
+        let load: Double
+        let count: Int
+        let index: Int
+
+        static func < (a: Self, b: Self) -> Bool {
+            let (l, r) = (a.load * Double(b.count), b.load * Double(a.count))
+            return l > r || (l == r && a.index < b.index)
+        }
     }
 
     /// The smallest achievable heaviest per-replica load for `slots` replicas.
