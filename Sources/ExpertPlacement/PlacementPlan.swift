@@ -72,6 +72,10 @@ public enum PlacementPlanner {
     /// Plans every layer of `loads` ([layer][expert]); layers are independent and run in parallel.
     public static func plan(_ loads: [[Double]], _ request: PlanRequest) throws(PlacementError) -> Plan {
         let t = request.topology
+        try LoadProfile.check(loads, name: "the loads")
+        guard loads[0].count == t.experts else {
+            throw .impossible("the loads have \(loads[0].count) experts per layer, the topology \(t.experts)")
+        }
         let policies: [Policy]
         if let p = request.policy {
             if p == .hierarchical, let problem = t.hierarchicalProblem { throw .impossible(problem) }
