@@ -103,6 +103,12 @@ public struct PlanReport {
         self.output = output
     }
 
+    /// Bytes the redundant replicas of all layers take, or nil above 2^64 - 1.
+    public static func redundantBytes(bytesPerExpert: UInt64, topology t: Topology, layers: Int) -> UInt64? {
+        let (total, overflow) = bytesPerExpert.multipliedReportingOverflow(by: UInt64(t.redundantSlots) * UInt64(layers))
+        return overflow ? nil : total
+    }
+
     static func summary(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONObject {
         let t = plan.request.topology
         let num = PlacementFile.num
@@ -117,8 +123,9 @@ public struct PlanReport {
         o.append("redundant_replicas", .number(JSONNumber(t.redundantSlots * plan.layers.count)))
         if let bytesPerExpert {
             o.append("bytes_per_expert", .number(JSONNumber(bytesPerExpert)))
-            o.append("redundant_bytes", .number(JSONNumber(bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count))))
-            o.append("redundant_bytes_per_gpu", .number(JSONNumber(bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count) / UInt64(t.gpus))))
+            let total = redundantBytes(bytesPerExpert: bytesPerExpert, topology: t, layers: plan.layers.count) ?? .max
+            o.append("redundant_bytes", .number(JSONNumber(total)))
+            o.append("redundant_bytes_per_gpu", .number(JSONNumber(total / UInt64(t.gpus))))
         }
         o.append("nodes_per_token", plan.meanNodesPerToken.map(num) ?? .null)
         o.append("moved_slots", plan.moved.map { .number(JSONNumber($0)) } ?? .null)
@@ -219,7 +226,7 @@ public struct PlanReport {
         }
         out += "\nreplicas: \(t.redundantSlots) redundant per layer, \(t.redundantSlots * plan.layers.count) in all"
         if let bytesPerExpert {
-            let total = bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count)
+            let total = PlanReport.redundantBytes(bytesPerExpert: bytesPerExpert, topology: t, layers: plan.layers.count) ?? .max
             out += "; \(gib(total)) GiB (\(gib(total / UInt64(t.gpus))) GiB per GPU at \(f(Double(bytesPerExpert) / 1_048_576, 1)) MiB per expert)"
         }
         out += "\n"

@@ -76,6 +76,17 @@ public enum PlacementPlanner {
         guard loads[0].count == t.experts else {
             throw .impossible("the loads have \(loads[0].count) experts per layer, the topology \(t.experts)")
         }
+        guard loads.count * t.slots <= Topology.maxSlots else {
+            throw .impossible("\(loads.count) layers x \(t.slots) slots is more than moetool plans (\(Topology.maxSlots) slots in all); plan fewer layers at a time or use fewer slots")
+        }
+        if let r = request.routing {
+            guard r.topk >= 1, r.topk <= t.experts else {
+                throw .impossible("top-k (\(r.topk)) must be 1 to the experts per layer (\(t.experts))")
+            }
+            if let g = r.topkGroup, g < 1 || g > t.groups {
+                throw .impossible("topk_group (\(g)) must be 1 to the expert groups (\(t.groups))")
+            }
+        }
         let policies: [Policy]
         if let p = request.policy {
             if p == .hierarchical, let problem = t.hierarchicalProblem { throw .impossible(problem) }

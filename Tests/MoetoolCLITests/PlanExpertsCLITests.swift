@@ -171,4 +171,53 @@ import Testing
         }
         #expect(!(ok.stdout + ok.stderr).unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
     }
+
+    /// Numbers from a config or a flag are range-checked before any arithmetic: a config's
+    /// num_experts_per_tok of 2^63 - 1 trapped, a --topk of 10^11 allocated 800 GB. File values
+    /// exit 1 naming the file and key; flags out of range exit 2; a flag beyond the profile exits 1.
+    @Test func outOfRangeNumbersRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = Fixtures.path("profiles/tiny_dsv3.json")
+        let config = String(decoding: Fixtures.readBytes(Fixtures.path("models/deepseek_v3-f32-sharded/config.json")), as: UTF8.self)
+        let cases: [(key: String, value: String, message: String)] = [
+            ("num_experts_per_tok", "9223372036854775807", "num_experts_per_tok is 9223372036854775807; a token picks 1 to 16 experts: fix the config or give --topk"),
+            ("topk_group", "1000", "topk_group is 1000; a token uses 1 to 8 groups (n_group): fix the config or give --topk-group"),
+            ("n_group", "4611686018427387904", "n_group is 4611686018427387904; it must be 1 to the experts per layer (16)"),
+            ("n_routed_experts", "9223372036854775807", "n_routed_experts is 9223372036854775807; moetool plans 1 to 65536 experts per layer"),
+        ]
+        for c in cases {
+            let pattern = try Regex("\"\(c.key)\": *[0-9]+")
+            let edited = config.replacing(pattern, with: "\"\(c.key)\": \(c.value)")
+            #expect(edited != config, "\(c.key) is in the fixture config")
+            let path = dir + "/\(c.key).json"
+            try edited.write(toFile: path, atomically: false, encoding: .utf8)
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4", "--config", path])
+            #expect(r.status == 1, "\(c.key): \(r.stdout)")
+            #expect(r.stderr.contains("\(path): \(c.message)"), "\(r.stderr)")
+        }
+        for flags in [["--topk", "100000000000"], ["--topk", "1e11"], ["--topk-group", "9223372036854775807"], ["--groups", "100000000"]] {
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4"] + flags)
+            #expect(r.status == 2, "\(flags): \(r.stderr)")
+        }
+        let beyond = try CLI.run(["plan-experts", profile, "--gpus", "4", "--topk", "17"])
+        #expect(beyond.status == 1)
+        #expect(beyond.stderr.contains("top-k (17) must be 1 to the experts per layer (16)"), "\(beyond.stderr)")
+    }
+
+    /// Loads whose sums overflow are refused (exit 1, file and layer named) rather than planned
+    /// into "-nan" in the report and 0 in the placement file.
+    @Test func overflowingLoadsNeverReachTheOutput() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = dir + "/huge.json"
+        try #"{"layers": [[1e308, 1e308, 1e308, 1e308]]}"#.write(toFile: profile, atomically: false, encoding: .utf8)
+        for extra in [[], ["--json"]] {
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "2", "-o", dir + "/placement.json"] + extra)
+            #expect(r.status == 1)
+            #expect(r.stdout.isEmpty, "\(r.stdout)")
+            #expect(r.stderr.contains("huge.json: layer 0: the loads add up to more than the largest float"), "\(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/placement.json"))
+    }
 }
