@@ -44,6 +44,23 @@ public enum PlacementFile {
         .object(JSONObject([("physical_to_logical_map", .array(plan.layers.map { ints($0.placement.phy2log) }))]))
     }
 
+    /// A moetool placement records its deployment: a placement for another one (4 GPUs x 4 slots
+    /// read for 16 GPUs x 1) has slots that mean other GPUs, and moves counted against it mean
+    /// nothing. SGLang's file records only slots per layer, checked by the caller.
+    static func checkDeployment(_ o: JSONObject, path: String, topology t: Topology, layers: Int) throws(PlacementError) {
+        let expected: [(key: String, value: Int, what: String)] = [
+            ("num_layers", layers, "layers"), ("num_logical_experts", t.experts, "experts per layer"),
+            ("num_physical_experts", t.slots, "slots per layer"), ("num_gpus", t.gpus, "GPUs"),
+            ("slots_per_gpu", t.slotsPerGPU, "slots per GPU"),
+        ]
+        for (key, value, what) in expected {
+            guard let v = o[key] else { continue }
+            guard let n = v.uint64Value, n == UInt64(value) else {
+                throw .badInput("\(path): the previous placement is for \(v.uint64Value.map(String.init) ?? "a non-integer number of") \(what) (\(key)), this plan for \(value): re-plan from a placement of the same deployment (\(t.gpus) GPUs x \(t.slotsPerGPU) slots, \(t.experts) experts, \(layers) layers), or plan without --previous")
+            }
+        }
+    }
+
     /// Reads a deployed placement (either format) and checks it against the plan's shape.
     public static func read(path: String, topology t: Topology, layers: Int) throws(PlacementError) -> [LayerPlacement] {
         let bytes = try LoadProfile.readFile(path)
@@ -56,6 +73,7 @@ public enum PlacementFile {
         guard let o = doc.objectValue, let maps = (o["phy2log"] ?? o["physical_to_logical_map"])?.arrayValue else {
             throw .badInput("\(path): no \"phy2log\" or \"physical_to_logical_map\": not a placement")
         }
+        try checkDeployment(o, path: path, topology: t, layers: layers)
         guard maps.count == layers else {
             throw .badInput("\(path): \(maps.count) layers, but the profile has \(layers)")
         }

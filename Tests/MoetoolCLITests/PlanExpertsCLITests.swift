@@ -172,6 +172,21 @@ import Testing
         #expect(!(ok.stdout + ok.stderr).unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
     }
 
+    /// A placement made for 4 GPUs x 4 slots is not a starting point for 16 GPUs x 1 slot (the
+    /// same 16 slots per layer, on other GPUs): refused, exit 1, naming what differs.
+    @Test func previousOfAnotherDeploymentRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = Fixtures.path("profiles/tiny_dsv3.json")
+        let made = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "-o", dir + "/4x4.json"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let r = try CLI.run(["plan-experts", profile, "--gpus", "16", "--slots", "16", "--previous", dir + "/4x4.json"])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains("4x4.json: the previous placement is for 4 GPUs (num_gpus), this plan for 16: re-plan from a placement of the same deployment (16 GPUs x 1 slots, 16 experts, 2 layers), or plan without --previous"), "\(r.stderr)")
+        let same = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "--previous", dir + "/4x4.json", "--json"])
+        #expect(same.status == 0, "\(same.stderr)")
+    }
+
     /// Numbers from a config or a flag are range-checked before any arithmetic: a config's
     /// num_experts_per_tok of 2^63 - 1 trapped, a --topk of 10^11 allocated 800 GB. File values
     /// exit 1 naming the file and key; flags out of range exit 2; a flag beyond the profile exits 1.
