@@ -100,7 +100,7 @@ public struct LoadProfile: Sendable, Equatable {
                     case "logical_count":
                         layers = try readLogicalCount(&s, name: name)
                     default:
-                        _ = try s.parseValue(depth: 2)
+                        try s.skipValue(depth: 2)
                     }
                 }
                 scanner.skipWhitespace()
@@ -346,5 +346,18 @@ public struct LoadProfile: Sendable, Equatable {
         }
         if let failure { throw .badInput("\(path): zstd: \(failure)") }
         return out
+    }
+}
+
+extension JSONScanner {
+    /// Walks past a value without building it: the members moetool does not use, in a profile
+    /// or a placement, may be as large as the file.
+    mutating func skipValue(depth: Int) throws {
+        skipWhitespace()
+        switch peek() {
+        case UInt8(ascii: "{"): try scanObjectRawKeys(depth: depth) { s, _, _ in try s.skipValue(depth: depth + 1) }
+        case UInt8(ascii: "["): try scanArray(depth: depth) { s, _ in try s.skipValue(depth: depth + 1) }
+        default: _ = try parseValue(depth: depth)
+        }
     }
 }

@@ -44,51 +44,61 @@ public enum PlacementFile {
         .object(JSONObject([("physical_to_logical_map", .array(plan.layers.map { ints($0.placement.phy2log) }))]))
     }
 
-    /// A moetool placement records its deployment: a placement for another one (4 GPUs x 4 slots
-    /// read for 16 GPUs x 1) has slots that mean other GPUs, and moves counted against it mean
-    /// nothing. SGLang's file records only slots per layer, checked by the caller.
-    static func checkDeployment(_ o: JSONObject, path: String, topology t: Topology, layers: Int) throws(PlacementError) {
-        let expected: [(key: String, value: Int, what: String)] = [
-            ("num_layers", layers, "layers"), ("num_logical_experts", t.experts, "experts per layer"),
-            ("num_physical_experts", t.slots, "slots per layer"), ("num_gpus", t.gpus, "GPUs"),
-            ("slots_per_gpu", t.slotsPerGPU, "slots per GPU"),
-        ]
-        for (key, value, what) in expected {
-            guard let v = o[key] else { continue }
-            guard let n = v.uint64Value, n == UInt64(value) else {
-                throw .badInput("\(path): the previous placement is for \(v.uint64Value.map(String.init) ?? "a non-integer number of") \(what) (\(key)), this plan for \(value): re-plan from a placement of the same deployment (\(t.gpus) GPUs x \(t.slotsPerGPU) slots, \(t.experts) experts, \(layers) layers), or plan without --previous")
-            }
-        }
+    /// The deployment a moetool placement records, each checked as soon as it is read: a
+    /// placement for another deployment (4 GPUs x 4 slots read for 16 GPUs x 1) has slots that
+    /// mean other GPUs, and moves counted against it mean nothing. SGLang's file records only
+    /// the slots per layer, checked with the maps.
+    static func deploymentKeys(topology t: Topology, layers: Int) -> [String: (value: Int, what: String)] {
+        ["num_layers": (layers, "layers"), "num_logical_experts": (t.experts, "experts per layer"),
+         "num_physical_experts": (t.slots, "slots per layer"), "num_gpus": (t.gpus, "GPUs"),
+         "slots_per_gpu": (t.slotsPerGPU, "slots per GPU")]
     }
 
-    /// Reads a deployed placement (either format) and checks it against the plan's shape.
+    /// Reads a deployed placement (either format) and checks it against the plan's shape. The
+    /// file is walked, not parsed into a tree: memory follows the slots, and a map longer than
+    /// the plan's is refused where it passes the plan's size.
     public static func read(path: String, topology t: Topology, layers: Int) throws(PlacementError) -> [LayerPlacement] {
         let bytes = try LoadProfile.readFile(path)
-        let doc: JSONValue
+        let expected = deploymentKeys(topology: t, layers: layers)
+        let shape = "\(t.gpus) GPUs x \(t.slotsPerGPU) slots, \(t.experts) experts, \(layers) layers"
+        let maps: [[Int]]
         do {
-            doc = try JSONParser.parse(bytes, maxDepth: 16)
+            maps = try bytes.withUnsafeBytes { raw in
+                try JSONParser.checkEncoding(raw)
+                var s = JSONScanner(raw, maxDepth: 16)
+                var maps: [[Int]]? = nil
+                var seen = Set<String>()
+                try s.scanObject(depth: 1) { s, key, offset in
+                    guard seen.insert(key).inserted else {
+                        throw PlacementError.badInput("\(path): member \"\(key)\" appears twice (at byte \(offset))")
+                    }
+                    if key == "phy2log" || key == "physical_to_logical_map" {
+                        guard maps == nil else { throw PlacementError.badInput("\(path): both \"phy2log\" and \"physical_to_logical_map\"") }
+                        maps = try readMaps(&s, path: path, topology: t, layers: layers)
+                    } else if let (value, what) = expected[key] {
+                        s.skipWhitespace()
+                        let recorded = try? s.parseUInt64(key)
+                        guard recorded == UInt64(value) else {
+                            throw PlacementError.badInput("\(path): the previous placement is for \(recorded.map(String.init) ?? "a non-integer number of") \(what) (\(key)), this plan for \(value): re-plan from a placement of the same deployment (\(shape)), or plan without --previous")
+                        }
+                    } else {
+                        try s.skipValue(depth: 2)
+                    }
+                }
+                s.skipWhitespace()
+                guard s.atEnd else { throw s.syntaxError("trailing data after the JSON document") }
+                guard let maps else {
+                    throw PlacementError.badInput("\(path): no \"phy2log\" or \"physical_to_logical_map\": not a placement")
+                }
+                return maps
+            }
+        } catch let e as PlacementError {
+            throw e
         } catch {
             throw .badInput("\(path): invalid JSON: \(error)")
         }
-        guard let o = doc.objectValue, let maps = (o["phy2log"] ?? o["physical_to_logical_map"])?.arrayValue else {
-            throw .badInput("\(path): no \"phy2log\" or \"physical_to_logical_map\": not a placement")
-        }
-        try checkDeployment(o, path: path, topology: t, layers: layers)
-        guard maps.count == layers else {
-            throw .badInput("\(path): \(maps.count) layers, but the profile has \(layers)")
-        }
         var out: [LayerPlacement] = []
-        for (i, m) in maps.enumerated() {
-            guard let slots = m.arrayValue, slots.count == t.slots else {
-                throw .badInput("\(path): layer \(i) must list \(t.slots) slots")
-            }
-            var phy2log: [Int] = []
-            for (s, v) in slots.enumerated() {
-                guard let e = v.uint64Value, e < UInt64(t.experts) else {
-                    throw .badInput("\(path): layer \(i) slot \(s): \(v) is not an expert index below \(t.experts)")
-                }
-                phy2log.append(Int(e))
-            }
+        for (i, phy2log) in maps.enumerated() {
             let p = LayerPlacement(phy2log: phy2log, experts: t.experts)
             if let missing = p.logcnt.firstIndex(of: 0) {
                 throw .badInput("\(path): layer \(i) has no slot for expert \(missing)")
@@ -96,6 +106,34 @@ public enum PlacementFile {
             out.append(p)
         }
         return out
+    }
+
+    /// [layer][slot] expert indices, exactly `layers` x `t.slots` of them.
+    static func readMaps(_ s: inout JSONScanner, path: String, topology t: Topology, layers: Int) throws -> [[Int]] {
+        var maps: [[Int]] = []
+        try s.scanArray(depth: 2) { s, i in
+            guard i < layers else { throw PlacementError.badInput("\(path): more than \(layers) layers, but the profile has \(layers)") }
+            var slots: [Int] = []
+            slots.reserveCapacity(t.slots)
+            try s.scanArray(depth: 3) { s, j in
+                guard j < t.slots else { throw PlacementError.badInput("\(path): layer \(i) must list \(t.slots) slots, it lists more") }
+                s.skipWhitespace()
+                let start = s.position
+                guard let e = try? s.parseUInt64("slot"), e < UInt64(t.experts) else {
+                        var end = start
+                    while end < min(start + 24, s.bytes.count), !",]} \n\r\t".utf8.contains(s.bytes[end]) { end += 1 }
+                    let found = String(decoding: s.bytes[start..<end], as: UTF8.self)
+                    throw PlacementError.badInput("\(path): layer \(i) slot \(j): \(found) is not an expert index below \(t.experts)")
+                }
+                slots.append(Int(e))
+            }
+            guard slots.count == t.slots else {
+                throw PlacementError.badInput("\(path): layer \(i) must list \(t.slots) slots, it lists \(slots.count)")
+            }
+            maps.append(slots)
+        }
+        guard maps.count == layers else { throw PlacementError.badInput("\(path): \(maps.count) layers, but the profile has \(layers)") }
+        return maps
     }
 }
 

@@ -185,6 +185,17 @@ import Testing
         #expect(r.stderr.contains("4x4.json: the previous placement is for 4 GPUs (num_gpus), this plan for 16: re-plan from a placement of the same deployment (16 GPUs x 1 slots, 16 experts, 2 layers), or plan without --previous"), "\(r.stderr)")
         let same = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "--previous", dir + "/4x4.json", "--json"])
         #expect(same.status == 0, "\(same.stderr)")
+        // The maps are read slot by slot and refused where they leave the plan's shape.
+        for (text, message) in [
+            (#"{"physical_to_logical_map": [[0, 1], [0, 1], [0, 1]], "x": {"y": [1, [2]]}}"#, "layer 0 must list 16 slots, it lists 2"),
+            (#"{"meta": {"deep": [[1, 2], {"k": null}]}, "phy2log": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, "x"]]}"#, "layer 0 slot 15: \"x\" is not an expert index below 16"),
+            (#"{"phy2log": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0]]}"#, "layer 0 must list 16 slots, it lists more"),
+        ] {
+            try text.write(toFile: dir + "/bad.json", atomically: false, encoding: .utf8)
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "--previous", dir + "/bad.json"])
+            #expect(r.status == 1)
+            #expect(r.stderr.contains("bad.json: \(message)"), "\(r.stderr)")
+        }
     }
 
     /// Numbers from a config or a flag are range-checked before any arithmetic: a config's
