@@ -129,6 +129,17 @@ struct Packing {
             for (i, s) in sorted.enumerated() { byLoad[g * k + i] = s }
         }
         for g in 0..<gpus { sortGPU(g) }
+        // The GPUs lightest first (then by index); a swap changes two loads, which move within it.
+        var byGPULoad = (0..<gpus).sorted { gl[$0] < gl[$1] || (gl[$0] == gl[$1] && $0 < $1) }
+        func reposition(_ g: Int, from old: Double) {
+            func before(_ l: Double, _ i: Int, _ h: Int) -> Bool { h != i && (gl[h] < l || (gl[h] == l && h < i)) }
+            var lo = 0, hi = gpus  // where g is now, found by its old load
+            while lo < hi { let m = (lo + hi) / 2; if before(old, g, byGPULoad[m]) { lo = m + 1 } else { hi = m } }
+            byGPULoad.remove(at: lo)
+            lo = 0; hi = gpus - 1
+            while lo < hi { let m = (lo + hi) / 2; if before(gl[g], g, byGPULoad[m]) { lo = m + 1 } else { hi = m } }
+            byGPULoad.insert(g, at: lo)
+        }
 
         for step in 0..<maxSteps {
             var a = 0
@@ -144,10 +155,9 @@ struct Packing {
             // The swap chosen is the least by (peak, x, b, y), so GPUs may be tried lightest
             // first: a swap with b leaves at least the midpoint of top and lb, and once that
             // midpoint (less a margin for rounding) is above the best peak, no heavier GPU can win.
-            let lighter = (0..<gpus).filter { gl[$0] < top }.sorted { gl[$0] < gl[$1] || (gl[$0] == gl[$1] && $0 < $1) }
-            for b in lighter {
+            for b in byGPULoad {
                 let lb = gl[b]
-                if (top + lb) * 0.5 - top * 1e-14 > bestPeak { break }
+                if lb >= top || (top + lb) * 0.5 - top * 1e-14 > bestPeak { break }
                 let room = top - lb  // d must stay below this to keep b under top
                 let start = b * k, end = start + k
                 bStamp += 1
@@ -214,8 +224,11 @@ struct Packing {
             guard bestX >= 0 else { break }
             let b = bestY / k
             let d = slotLoad[bestX] - slotLoad[bestY]
+            let (oldA, oldB) = (gl[a], gl[b])
             gl[a] -= d
+            reposition(a, from: oldA)
             gl[b] += d
+            reposition(b, from: oldB)
             slot.swapAt(bestX, bestY)
             slotLoad.swapAt(bestX, bestY)
             slotExpert.swapAt(bestX, bestY)

@@ -16,11 +16,14 @@ public struct Topology: Sendable, Equatable {
     /// together (memory and the placement file grow with slots x layers; DeepSeek-V3 on 32 GPUs
     /// has 58 x 288).
     public static let maxSlots = 1 << 22
+    /// The most GPUs a plan spreads one layer over (expert-parallel deployments use tens to
+    /// hundreds): the swap search takes seconds per layer at this size.
+    public static let maxGPUs = 4096
 
     /// Checks every constraint and names the first one broken.
     public init(experts: Int, slots: Int, gpus: Int, nodes: Int, groups: Int) throws(PlacementError) {
         guard experts >= 1 else { throw .impossible("the profile has no experts") }
-        guard gpus >= 1 else { throw .impossible("--gpus must be at least 1 (got \(gpus))") }
+        guard gpus >= 1, gpus <= Topology.maxGPUs else { throw .impossible("--gpus must be 1 to \(Topology.maxGPUs) (got \(gpus))") }
         guard nodes >= 1 else { throw .impossible("--nodes must be at least 1 (got \(nodes))") }
         guard groups >= 1 else { throw .impossible("expert groups must be at least 1 (got \(groups))") }
         guard slots <= Topology.maxSlots else {

@@ -87,7 +87,7 @@ struct PlanExperts: ParsableCommand {
     enum FormatChoice: String, ExpressibleByArgument, CaseIterable { case moetool, sglang }
 
     func validate() throws {
-        if gpus < 1 || gpus > 1 << 20 { throw ValidationError("--gpus must be 1 to \(1 << 20)") }
+        if gpus < 1 || gpus > Topology.maxGPUs { throw ValidationError("--gpus must be 1 to \(Topology.maxGPUs)") }
         if let n = nodes, n < 1 || n > gpus { throw ValidationError("--nodes must be 1 to --gpus") }
         if let g = gpusPerNode, g < 1 || g > gpus { throw ValidationError("--gpus-per-node must be 1 to --gpus") }
         if let s = slots, s < 1 || s > Topology.maxSlots { throw ValidationError("--slots must be 1 to \(Topology.maxSlots)") }
