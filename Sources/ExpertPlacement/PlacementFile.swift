@@ -18,9 +18,17 @@ public enum PlacementFile {
         return JSONNumber(rounded).text
     }
 
-    public static func moetool(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONValue {
+    /// The most entries log2phy may have (layers x experts x the most replicas of one expert):
+    /// EPLB can give one expert nearly every slot, and the padded map then dwarfs phy2log.
+    public static let maxLog2phyEntries = 1 << 24
+
+    public static func moetool(_ plan: Plan, bytesPerExpert: UInt64?) throws(PlacementError) -> JSONValue {
         let t = plan.request.topology
         let width = plan.log2phyWidth
+        let entries = plan.layers.count * t.experts * width
+        guard entries <= maxLog2phyEntries else {
+            throw .impossible("log2phy would hold \(entries) entries (\(plan.layers.count) layers x \(t.experts) experts x \(width), the most replicas of one expert), more than moetool writes (\(maxLog2phyEntries)): write --format sglang, or use fewer slots")
+        }
         var o = JSONObject()
         o.append("schema", .string(schema))
         o.append("algorithm", .string(plan.request.algorithm.rawValue))

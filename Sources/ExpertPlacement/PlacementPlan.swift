@@ -99,6 +99,9 @@ public enum PlacementPlanner {
             policies = [.hierarchical]  // EPLB's rule: groups stay on nodes when they divide evenly
         }
         if let prev = request.previous {
+            guard t.slots <= Incremental.maxSlots else {
+                throw .impossible("re-planning from a previous placement weighs every pair of slots per move: at most \(Incremental.maxSlots) slots per layer (this plan has \(t.slots)); plan without --previous")
+            }
             guard prev.count == loads.count else {
                 throw .badInput("the previous placement has \(prev.count) layers, the profile \(loads.count)")
             }

@@ -182,7 +182,7 @@ struct PlanExperts: ParsableCommand {
         }
 
         if let output {
-            let doc = format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
+            let doc = try format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
             do {
                 let file = try AtomicFile(path: output)
                 do {

@@ -182,6 +182,28 @@ struct ReferenceCase: CustomStringConvertible {
         }
     }
 
+    /// A moetool placement file's log2phy is padded to the most replicas of any expert: one
+    /// expert with 4097 replicas among 4096 makes 16.8 million entries from 8192 slots. Refused
+    /// (pointing to --format sglang) instead of allocated.
+    @Test func log2phyBounded() throws {
+        let t = try Topology(experts: 4096, slots: 8192, gpus: 2, nodes: 1, groups: 1)
+        let loads = [Double](repeating: 1, count: 4096)
+        let p = LayerPlacement(phy2log: [Int](repeating: 0, count: 4097) + Array(1..<4096), experts: 4096)
+        let layer = PlannedLayer(placement: p, policy: .global, metrics: PlacementMetrics.measure(p, loads: loads, topology: t, routing: nil))
+        let plan = Plan(request: PlanRequest(topology: t, policy: .global, algorithm: .eplb), layers: [layer])
+        #expect(throws: PlacementError.self) { try PlacementFile.moetool(plan, bytesPerExpert: nil) }
+        #expect(PlacementFile.sglang(plan).objectValue?["physical_to_logical_map"]?.arrayValue?.count == 1)
+    }
+
+    /// Re-planning from --previous weighs every pair of slots per move: above its slot limit it
+    /// is refused rather than left to run for minutes.
+    @Test func previousSlotsCapped() throws {
+        let t = try Topology(experts: 16, slots: 1024, gpus: 64, nodes: 1, groups: 1)
+        let loads = [[Double]](repeating: (0..<16).map { Double($0 + 1) }, count: 1)
+        let previous = [EPLBBaseline.place(loads[0], topology: t, policy: .global)]
+        #expect(throws: PlacementError.self) { try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global, previous: previous)) }
+    }
+
     @Test func impossibleParameters() {
         #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 10, gpus: 2, nodes: 1, groups: 1) }
         #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 18, gpus: 4, nodes: 1, groups: 1) }
