@@ -219,6 +219,16 @@ public struct LoadProfile: Sendable, Equatable {
     /// place as they are read, so memory follows the layers x experts seen, not the rows; a row
     /// past the limits is refused when it is read.
     static func parseCSV(_ bytes: [UInt8], name: String, experts: Int?) throws(PlacementError) -> LoadProfile {
+        do {
+            return try bytes.withUnsafeBufferPointer { try parseCSV($0, name: name, experts: experts) }
+        } catch let e as PlacementError {
+            throw e
+        } catch {
+            throw .badInput("\(name): \(error)")
+        }
+    }
+
+    static func parseCSV(_ bytes: UnsafeBufferPointer<UInt8>, name: String, experts: Int?) throws(PlacementError) -> LoadProfile {
         var rows: [[Double]] = []
         var present: [Bool] = []
         var width = 0  // experts seen so far
@@ -229,26 +239,26 @@ public struct LoadProfile: Sendable, Equatable {
             var end = start
             while end < bytes.count && bytes[end] != 0x0A { end += 1 }
             lineNumber += 1
-            let line = bytes[start..<end]
+            let row = CSVRow(bytes, start..<end)
             start = end + 1
-            let fields = csvFields(line)
-            if fields.isEmpty || fields[0].first == UInt8(ascii: "#") { continue }
-            let text = fields.map { String(decoding: $0, as: UTF8.self) }
-            if rows.isEmpty && text.map({ $0.lowercased() }) == ["layer", "expert", "load"] { continue }
-            guard fields.count == 3 else {
-                throw .badInput("\(name):\(lineNumber): expected 3 fields (layer,expert,load), found \(fields.count)")
+            if row.count == 0 || bytes[row[0].lowerBound] == UInt8(ascii: "#") { continue }
+            func text(_ i: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: bytes[row[i]]), as: UTF8.self) }
+            if rows.isEmpty && row.count == 3 && (0..<3).map({ text($0).lowercased() }) == ["layer", "expert", "load"] { continue }
+            guard row.count == 3 else {
+                throw .badInput("\(name):\(lineNumber): expected 3 fields (layer,expert,load), found \(row.count)")
             }
-            guard let layer = index(fields[0]), layer < maxLayers else {
-                throw .badInput("\(name):\(lineNumber): layer \"\(text[0])\" is not an index below \(maxLayers) (0, 1, 2, ...)")
+            guard let layer = index(bytes, row[0]), layer < maxLayers else {
+                throw .badInput("\(name):\(lineNumber): layer \"\(text(0))\" is not an index below \(maxLayers) (0, 1, 2, ...)")
             }
-            guard let expert = index(fields[1]), expert < expertLimit else {
-                throw .badInput("\(name):\(lineNumber): expert \"\(text[1])\" is not an index below \(expertLimit)\(experts == nil ? "" : ", the config's expert count") (0, 1, 2, ...)")
+            guard let expert = index(bytes, row[1]), expert < expertLimit else {
+                throw .badInput("\(name):\(lineNumber): expert \"\(text(1))\" is not an index below \(expertLimit)\(experts == nil ? "" : ", the config's expert count") (0, 1, 2, ...)")
             }
-            guard let load = Double(text[2]) else {
-                throw .badInput("\(name):\(lineNumber): load \"\(text[2])\" is not a number")
+            // Plain integers (token counts) without making a String; anything else as Swift reads it.
+            guard let load = index(bytes, row[2]).map(Double.init) ?? Double(text(2)) else {
+                throw .badInput("\(name):\(lineNumber): load \"\(text(2))\" is not a number")
             }
-            guard load.isFinite else { throw .badInput("\(name):\(lineNumber): load \(text[2]) is not finite") }
-            guard load >= 0 else { throw .badInput("\(name):\(lineNumber): load \(text[2]) is negative; loads count tokens") }
+            guard load.isFinite else { throw .badInput("\(name):\(lineNumber): load \(text(2)) is not finite") }
+            guard load >= 0 else { throw .badInput("\(name):\(lineNumber): load \(text(2)) is negative; loads count tokens") }
             let layers = max(rows.count, layer + 1)
             width = max(width, expert + 1)
             guard layers * width <= maxLoads else {
@@ -271,24 +281,47 @@ public struct LoadProfile: Sendable, Equatable {
         return LoadProfile(loads: rows)
     }
 
-    /// A CSV line's fields without surrounding spaces, tabs or a carriage return; none for a blank line.
-    static func csvFields(_ line: ArraySlice<UInt8>) -> [ArraySlice<UInt8>] {
-        func trimmed(_ f: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
-            var f = f
-            while let c = f.first, c == 0x20 || c == 0x09 || c == 0x0D { f.removeFirst() }
-            while let c = f.last, c == 0x20 || c == 0x09 || c == 0x0D { f.removeLast() }
-            return f
+    /// A CSV line's first three fields (byte ranges) without surrounding spaces, tabs or a
+    /// carriage return, and how many fields it has (0 for a blank line), found without allocating.
+    struct CSVRow {
+        var count = 0
+        var fields: (Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0)
+
+        init(_ bytes: UnsafeBufferPointer<UInt8>, _ line: Range<Int>) {
+            func trimmed(_ r: Range<Int>) -> Range<Int> {
+                var (lo, hi) = (r.lowerBound, r.upperBound)
+                func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0D }
+                while lo < hi && space(bytes[lo]) { lo += 1 }
+                while hi > lo && space(bytes[hi - 1]) { hi -= 1 }
+                return lo..<hi
+            }
+            guard !trimmed(line).isEmpty else { return }
+            var start = line.lowerBound
+            while true {
+                var comma = start
+                while comma < line.upperBound && bytes[comma] != UInt8(ascii: ",") { comma += 1 }
+                let field = trimmed(start..<comma)
+                switch count {
+                case 0: fields.0 = field
+                case 1: fields.1 = field
+                case 2: fields.2 = field
+                default: break
+                }
+                count += 1
+                guard comma < line.upperBound else { return }
+                start = comma + 1
+            }
         }
-        let whole = trimmed(line)
-        if whole.isEmpty { return [] }
-        return whole.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false).map(trimmed)
+
+        subscript(_ i: Int) -> Range<Int> { i == 0 ? fields.0 : i == 1 ? fields.1 : fields.2 }
     }
 
     /// A non-negative decimal index of at most 9 digits.
-    static func index(_ field: ArraySlice<UInt8>) -> Int? {
+    static func index(_ bytes: UnsafeBufferPointer<UInt8>, _ field: Range<Int>) -> Int? {
         guard !field.isEmpty, field.count <= 9 else { return nil }
         var v = 0
-        for c in field {
+        for i in field {
+            let c = bytes[i]
             guard c >= 0x30 && c <= 0x39 else { return nil }
             v = v * 10 + Int(c - 0x30)
         }
