@@ -55,7 +55,7 @@ let package = Package(
                 "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression",
             ]),
         // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
-        .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "StrictJSON", "CZstd"]),
+        .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "CZstd"]),
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
         // A float32 forward pass of MoE blocks on the CPU (verify).

@@ -25,15 +25,15 @@ public enum EPLBBaseline {
         var packItems = [Int](repeating: 0, count: packs)
         var pack = [Int](repeating: 0, count: n)
         var rank = [Int](repeating: 0, count: n)
+        // The packs with room, lightest first (a scan for the first strict minimum, in O(log packs)).
+        var open = Heap((0..<packs).map { Lightest(load: Float(0), index: $0) })
         for i in order {
-            var best = -1
-            for p in 0..<packs where packItems[p] < capacity {
-                if best < 0 || packWeight[p] < packWeight[best] { best = p }
-            }
+            let best = open.popFirst()!.index
             pack[i] = best
             rank[i] = packItems[best]
             packWeight[best] += w[i]
             packItems[best] += 1
+            if packItems[best] < capacity { open.insert(Lightest(load: packWeight[best], index: best)) }
         }
         return (pack, rank)
     }
@@ -44,16 +44,14 @@ public enum EPLBBaseline {
         var phy2log = Array(0..<m)
         var rank = [Int](repeating: 0, count: m)
         var count = [Int](repeating: 1, count: m)
+        // Load per replica, heaviest first (a scan for the first strict maximum, in O(log m)).
+        var heaviest = Heap((0..<m).map { Heaviest(load: w[$0], index: $0) })
         for _ in m..<slots {
-            var best = 0
-            var bestValue = w[0] / Float(count[0])
-            for j in 1..<m {
-                let v = w[j] / Float(count[j])
-                if v > bestValue { best = j; bestValue = v }
-            }
+            let best = heaviest.popFirst()!.index
             phy2log.append(best)
             rank.append(count[best])
             count[best] += 1
+            heaviest.insert(Heaviest(load: w[best] / Float(count[best]), index: best))
         }
         return (phy2log, rank, count)
     }

@@ -14,11 +14,22 @@ public struct LoadProfile: Sendable, Equatable {
         self.loads = loads
     }
 
-    /// The largest input read (after decompression): a profile is a few numbers per expert.
-    public static let maxBytes = 1 << 31
+    /// The largest profile read, after decompression (a DeepSeek-V3 profile of 58 x 256 loads is
+    /// about 150 KB; SGLang's per-pass dumps are larger). A zstd stream is refused as soon as
+    /// its output passes this, before more is decompressed.
+    public static let maxBytes = 256 << 20
+    /// The most MoE layers and experts per layer a profile may have, and loads in all.
+    public static let maxLayers = 4096
+    public static let maxExperts = 1 << 16
+    public static let maxLoads = 1 << 24
+    /// The most tokens one layer's loads may add up to. Far above any real count, and far enough
+    /// below float32's range (EPLB's arithmetic) that no sum, product or ratio the planners
+    /// form can overflow to infinity or NaN.
+    public static let maxLayerTotal = 1e30
 
     /// Reads a JSON or CSV profile, zstd-compressed or not (recognised by its magic number),
-    /// and checks it: numbers only, finite, not negative, every layer the same length.
+    /// and checks it: numbers only, finite, not negative, every layer the same length, within
+    /// the limits above.
     public static func read(path: String, expectedExperts: Int? = nil) throws(PlacementError) -> LoadProfile {
         var bytes = try readFile(path)
         if bytes.starts(with: [0x28, 0xB5, 0x2F, 0xFD]) { bytes = try decompress(bytes, path: path) }
@@ -38,7 +49,34 @@ public struct LoadProfile: Sendable, Equatable {
         if let expectedExperts, profile.experts != expectedExperts {
             throw .badInput("\(name): the profile has \(profile.experts) experts per layer but the config has \(expectedExperts)")
         }
+        try check(profile.loads, name: name)
         return profile
+    }
+
+    /// The checks every plan relies on: a rectangle within the limits, every load finite and not
+    /// negative, every layer's total at most `maxLayerTotal` (sums of passes or CSV rows can
+    /// overflow even when each value is in range).
+    public static func check(_ loads: [[Double]], name: String) throws(PlacementError) {
+        guard let experts = loads.first?.count, experts > 0 else { throw .badInput("\(name): no loads") }
+        guard loads.count <= maxLayers else {
+            throw .badInput("\(name): \(loads.count) layers is more than moetool plans (\(maxLayers))")
+        }
+        guard experts <= maxExperts, loads.count * experts <= maxLoads else {
+            throw .badInput("\(name): \(loads.count) layers x \(experts) experts is more than moetool plans (\(maxExperts) experts per layer, \(maxLoads) loads in all)")
+        }
+        for (i, layer) in loads.enumerated() {
+            guard layer.count == experts else {
+                throw .badInput("\(name): layer \(i) has \(layer.count) experts but layer 0 has \(experts)")
+            }
+            var total = 0.0
+            for (j, w) in layer.enumerated() {
+                guard !(w < 0) else { throw .badInput("\(name): layer \(i) expert \(j): load \(w) is negative; loads count tokens") }
+                total += w  // a load that is not finite here is a sum of passes or rows that overflowed
+            }
+            guard total.isFinite, total <= maxLayerTotal else {
+                throw .badInput("\(name): layer \(i): the loads add up to \(total.isFinite ? "\(total)" : "more than the largest float"), above the most moetool plans (\(maxLayerTotal)); divide every load by one factor (only their ratios matter)")
+            }
+        }
     }
 
     // MARK: JSON
@@ -58,11 +96,11 @@ public struct LoadProfile: Sendable, Equatable {
                     }
                     switch key {
                     case "layers":
-                        layers = try readMatrix(&s, name: name, what: "layers")
+                        layers = try readMatrix(&s, name: name, what: "layers", depth: 2)
                     case "logical_count":
                         layers = try readLogicalCount(&s, name: name)
                     default:
-                        _ = try s.parseValue(depth: 2)
+                        try s.skipValue(depth: 2)
                     }
                 }
                 scanner.skipWhitespace()
@@ -105,16 +143,25 @@ public struct LoadProfile: Sendable, Equatable {
         return value
     }
 
-    static func readMatrix(_ s: inout JSONScanner, name: String, what: String) throws -> [[Double]] {
+    /// `[[load, ...], ...]`, refused as soon as it passes a limit or a row's length differs.
+    static func readMatrix(_ s: inout JSONScanner, name: String, what: String, depth: Int) throws -> [[Double]] {
         var rows: [[Double]] = []
-        try s.scanArray(depth: 2) { s, i in
+        try s.scanArray(depth: depth) { s, i in
+            guard i < maxLayers else {
+                throw PlacementError.badInput("\(name): \(what) has more than \(maxLayers) layers, more than moetool plans")
+            }
+            let width = rows.first?.count
             var row: [Double] = []
-            row.reserveCapacity(rows.first?.count ?? 0)
-            try s.scanArray(depth: 3) { s, j in
+            row.reserveCapacity(width ?? 0)
+            try s.scanArray(depth: depth + 1) { s, j in
+                guard j < (width ?? maxExperts), (i + 1) * (j + 1) <= maxLoads else {
+                    throw PlacementError.badInput(width.map { "\(name): \(what)[\(i)] has more than \($0) experts but \(what)[0] has \($0): every layer needs one load per expert" }
+                        ?? "\(name): \(what)[\(i)] has more than \(min(maxExperts, maxLoads / (i + 1))) experts, more than moetool plans")
+                }
                 row.append(try readNumber(&s, name: name) { "\(what)[\(i)][\(j)]" })
             }
-            if let first = rows.first, first.count != row.count {
-                throw PlacementError.badInput("\(name): \(what)[\(i)] has \(row.count) experts but \(what)[0] has \(first.count): every layer needs one load per expert")
+            if let width, width != row.count {
+                throw PlacementError.badInput("\(name): \(what)[\(i)] has \(row.count) experts but \(what)[0] has \(width): every layer needs one load per expert")
             }
             rows.append(row)
         }
@@ -129,21 +176,11 @@ public struct LoadProfile: Sendable, Equatable {
         try probe.expect(UInt8(ascii: "["), "an array of layers")
         probe.skipWhitespace()
         guard probe.peek() == UInt8(ascii: "[") else {
-            return try readMatrix(&s, name: name, what: "logical_count")
+            return try readMatrix(&s, name: name, what: "logical_count", depth: 2)
         }
         var sum: [[Double]]? = nil
         try s.scanArray(depth: 2) { s, pass in
-            var rows: [[Double]] = []
-            try s.scanArray(depth: 3) { s, i in
-                var row: [Double] = []
-                try s.scanArray(depth: 4) { s, j in
-                    row.append(try readNumber(&s, name: name) { "logical_count[\(pass)][\(i)][\(j)]" })
-                }
-                if let first = rows.first, first.count != row.count {
-                    throw PlacementError.badInput("\(name): logical_count[\(pass)][\(i)] has \(row.count) experts but logical_count[\(pass)][0] has \(first.count)")
-                }
-                rows.append(row)
-            }
+            let rows = try readMatrix(&s, name: name, what: "logical_count[\(pass)]", depth: 3)
             if let current = sum {
                 guard current.count == rows.count, current.first?.count == rows.first?.count else {
                     throw PlacementError.badInput("\(name): logical_count[\(pass)] is \(rows.count)x\(rows.first?.count ?? 0) but logical_count[0] is \(current.count)x\(current.first?.count ?? 0)")
@@ -178,61 +215,117 @@ public struct LoadProfile: Sendable, Equatable {
     // MARK: CSV
 
     /// `layer,expert,load` rows (a header line is optional; `#` lines are comments). Rows for
-    /// the same layer and expert add up; an expert without a row has load 0.
+    /// the same layer and expert add up; an expert without a row has load 0. Rows are added in
+    /// place as they are read, so memory follows the layers x experts seen, not the rows; a row
+    /// past the limits is refused when it is read.
     static func parseCSV(_ bytes: [UInt8], name: String, experts: Int?) throws(PlacementError) -> LoadProfile {
-        var cells: [(layer: Int, expert: Int, load: Double)] = []
+        do {
+            return try bytes.withUnsafeBufferPointer { try parseCSV($0, name: name, experts: experts) }
+        } catch let e as PlacementError {
+            throw e
+        } catch {
+            throw .badInput("\(name): \(error)")
+        }
+    }
+
+    static func parseCSV(_ bytes: UnsafeBufferPointer<UInt8>, name: String, experts: Int?) throws(PlacementError) -> LoadProfile {
+        var rows: [[Double]] = []
+        var present: [Bool] = []
+        var width = 0  // experts seen so far
         var lineNumber = 0
-        var maxLayer = -1
-        var maxExpert = -1
         var start = 0
+        let expertLimit = min(experts ?? maxExperts, maxExperts)
         while start < bytes.count {
             var end = start
             while end < bytes.count && bytes[end] != 0x0A { end += 1 }
             lineNumber += 1
-            var line = String(decoding: bytes[start..<end], as: UTF8.self)
+            let row = CSVRow(bytes, start..<end)
             start = end + 1
-            if line.hasSuffix("\r") { line.removeLast() }
-            let trimmed = line.trimmingSpaces
-            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            let fields = trimmed.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingSpaces }
-            if lineNumber == 1 || (cells.isEmpty && Int(fields.first ?? "") == nil) {
-                if fields.map({ $0.lowercased() }) == ["layer", "expert", "load"] { continue }
+            if row.count == 0 || bytes[row[0].lowerBound] == UInt8(ascii: "#") { continue }
+            func text(_ i: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: bytes[row[i]]), as: UTF8.self) }
+            if rows.isEmpty && row.count == 3 && (0..<3).map({ text($0).lowercased() }) == ["layer", "expert", "load"] { continue }
+            guard row.count == 3 else {
+                throw .badInput("\(name):\(lineNumber): expected 3 fields (layer,expert,load), found \(row.count)")
             }
-            guard fields.count == 3 else {
-                throw .badInput("\(name):\(lineNumber): expected 3 fields (layer,expert,load), found \(fields.count)")
+            guard let layer = index(bytes, row[0]), layer < maxLayers else {
+                throw .badInput("\(name):\(lineNumber): layer \"\(text(0))\" is not an index below \(maxLayers) (0, 1, 2, ...)")
             }
-            guard let layer = Int(fields[0]), layer >= 0, layer < 1 << 20 else {
-                throw .badInput("\(name):\(lineNumber): layer \"\(fields[0])\" is not an index (0, 1, 2, ...)")
+            guard let expert = index(bytes, row[1]), expert < expertLimit else {
+                throw .badInput("\(name):\(lineNumber): expert \"\(text(1))\" is not an index below \(expertLimit)\(experts == nil ? "" : ", the config's expert count") (0, 1, 2, ...)")
             }
-            guard let expert = Int(fields[1]), expert >= 0, expert < 1 << 20 else {
-                throw .badInput("\(name):\(lineNumber): expert \"\(fields[1])\" is not an index (0, 1, 2, ...)")
+            // Plain integers (token counts) without making a String; anything else as Swift reads it.
+            guard let load = index(bytes, row[2]).map(Double.init) ?? Double(text(2)) else {
+                throw .badInput("\(name):\(lineNumber): load \"\(text(2))\" is not a number")
             }
-            guard let load = Double(fields[2]) else {
-                throw .badInput("\(name):\(lineNumber): load \"\(fields[2])\" is not a number")
+            guard load.isFinite else { throw .badInput("\(name):\(lineNumber): load \(text(2)) is not finite") }
+            guard load >= 0 else { throw .badInput("\(name):\(lineNumber): load \(text(2)) is negative; loads count tokens") }
+            let layers = max(rows.count, layer + 1)
+            width = max(width, expert + 1)
+            guard layers * width <= maxLoads else {
+                throw .badInput("\(name):\(lineNumber): \(layers) layers x \(width) experts is more than moetool plans (\(maxLoads) loads in all)")
             }
-            guard load.isFinite else { throw .badInput("\(name):\(lineNumber): load \(fields[2]) is not finite") }
-            guard load >= 0 else { throw .badInput("\(name):\(lineNumber): load \(fields[2]) is negative; loads count tokens") }
-            cells.append((layer, expert, load))
-            maxLayer = max(maxLayer, layer)
-            maxExpert = max(maxExpert, expert)
+            while rows.count < layers { rows.append([]); present.append(false) }
+            if rows[layer].count <= expert { rows[layer].append(contentsOf: repeatElement(0, count: expert + 1 - rows[layer].count)) }
+            rows[layer][expert] += load
+            present[layer] = true
         }
-        let expertCount = experts ?? (maxExpert + 1)
-        if maxExpert >= expertCount {
-            throw .badInput("\(name): expert \(maxExpert) appears but the config has \(expertCount) experts")
-        }
-        guard maxLayer >= 0, maxLayer < 1 << 16, Double(maxLayer + 1) * Double(expertCount) <= 1e8 else {
-            throw .badInput(maxLayer < 0 ? "\(name): no rows" : "\(name): \(maxLayer + 1) layers x \(expertCount) experts is too large for a profile")
-        }
-        var loads = [[Double]](repeating: [Double](repeating: 0, count: expertCount), count: maxLayer + 1)
-        var present = [Bool](repeating: false, count: maxLayer + 1)
-        for c in cells {
-            loads[c.layer][c.expert] += c.load
-            present[c.layer] = true
-        }
+        guard !rows.isEmpty else { throw .badInput("\(name): no rows") }
         if let missing = present.firstIndex(of: false) {
-            throw .badInput("\(name): layer \(missing) has no rows but layer \(maxLayer) does: layers are numbered 0, 1, 2, ... without gaps")
+            throw .badInput("\(name): layer \(missing) has no rows but layer \(rows.count - 1) does: layers are numbered 0, 1, 2, ... without gaps")
         }
-        return LoadProfile(loads: loads)
+        let expertCount = experts ?? width
+        guard rows.count * expertCount <= maxLoads else {
+            throw .badInput("\(name): \(rows.count) layers x \(expertCount) experts is more than moetool plans (\(maxLoads) loads in all)")
+        }
+        for i in rows.indices { rows[i].append(contentsOf: repeatElement(0, count: expertCount - rows[i].count)) }
+        return LoadProfile(loads: rows)
+    }
+
+    /// A CSV line's first three fields (byte ranges) without surrounding spaces, tabs or a
+    /// carriage return, and how many fields it has (0 for a blank line), found without allocating.
+    struct CSVRow {
+        var count = 0
+        var fields: (Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0)
+
+        init(_ bytes: UnsafeBufferPointer<UInt8>, _ line: Range<Int>) {
+            func trimmed(_ r: Range<Int>) -> Range<Int> {
+                var (lo, hi) = (r.lowerBound, r.upperBound)
+                func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0D }
+                while lo < hi && space(bytes[lo]) { lo += 1 }
+                while hi > lo && space(bytes[hi - 1]) { hi -= 1 }
+                return lo..<hi
+            }
+            guard !trimmed(line).isEmpty else { return }
+            var start = line.lowerBound
+            while true {
+                var comma = start
+                while comma < line.upperBound && bytes[comma] != UInt8(ascii: ",") { comma += 1 }
+                let field = trimmed(start..<comma)
+                switch count {
+                case 0: fields.0 = field
+                case 1: fields.1 = field
+                case 2: fields.2 = field
+                default: break
+                }
+                count += 1
+                guard comma < line.upperBound else { return }
+                start = comma + 1
+            }
+        }
+
+        subscript(_ i: Int) -> Range<Int> { i == 0 ? fields.0 : i == 1 ? fields.1 : fields.2 }
+    }
+
+    /// A non-negative decimal index of at most 9 digits.
+    static func index(_ bytes: UnsafeBufferPointer<UInt8>, _ field: Range<Int>) -> Int? {
+        guard !field.isEmpty, field.count <= 9 else { return nil }
+        var v = 0
+        for i in field {
+            let c = bytes[i]
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            v = v * 10 + Int(c - 0x30)
+        }
+        return v
     }
 
     // MARK: Files
@@ -258,15 +351,14 @@ public struct LoadProfile: Sendable, Equatable {
         return out
     }
 
-    /// Streams a zstd frame (or several) through libzstd, refusing output beyond `maxBytes`.
+    /// Streams a zstd frame (or several) through libzstd, refusing output beyond `maxBytes` as
+    /// soon as it is produced (a small file can expand to terabytes).
     public static func decompress(_ input: [UInt8], path: String) throws(PlacementError) -> [UInt8] {
         guard let stream = ZSTD_createDStream() else { throw .badInput("\(path): zstd: out of memory") }
         defer { ZSTD_freeDStream(stream) }
         ZSTD_initDStream(stream)
         var out: [UInt8] = []
-        let chunk = ZSTD_DStreamOutSize()
-        var buffer = [UInt8](repeating: 0, count: chunk)
-        var lastResult = 0
+        var buffer = [UInt8](repeating: 0, count: ZSTD_DStreamOutSize())
         let failure: String? = input.withUnsafeBytes { src -> String? in
             var inBuf = ZSTD_inBuffer(src: src.baseAddress, size: src.count, pos: 0)
             while true {
@@ -276,23 +368,29 @@ public struct LoadProfile: Sendable, Equatable {
                     return (r, outBuf.pos)
                 }
                 if ZSTD_isError(result) != 0 { return String(cString: ZSTD_getErrorName(result)) }
+                guard out.count + produced <= maxBytes else {
+                    return "decompresses to more than \(maxBytes) bytes, more than a load profile can be"
+                }
                 out.append(contentsOf: buffer[0..<produced])
-                if out.count > maxBytes { return "decompresses to more than \(maxBytes) bytes" }
-                lastResult = result
-                if inBuf.pos == inBuf.size && produced < chunk { return nil }
+                let consumed = inBuf.pos == inBuf.size
+                if consumed && result == 0 { return nil }  // the last frame is complete and flushed
+                if consumed && produced == 0 { return "truncated (the last frame is incomplete)" }
             }
         }
         if let failure { throw .badInput("\(path): zstd: \(failure)") }
-        guard lastResult == 0 else { throw .badInput("\(path): zstd: truncated (the last frame is incomplete)") }
         return out
     }
 }
 
-extension String {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
+extension JSONScanner {
+    /// Walks past a value without building it: the members moetool does not use, in a profile
+    /// or a placement, may be as large as the file.
+    mutating func skipValue(depth: Int) throws {
+        skipWhitespace()
+        switch peek() {
+        case UInt8(ascii: "{"): try scanObjectRawKeys(depth: depth) { s, _, _ in try s.skipValue(depth: depth + 1) }
+        case UInt8(ascii: "["): try scanArray(depth: depth) { s, _ in try s.skipValue(depth: depth + 1) }
+        default: _ = try parseValue(depth: depth)
+        }
     }
 }

@@ -1,3 +1,4 @@
+import SafetensorsFormat
 import StrictJSON
 
 /// Placement documents: moetool's own (schema moetool.placement/1: EPLB's three maps, the
@@ -17,9 +18,17 @@ public enum PlacementFile {
         return JSONNumber(rounded).text
     }
 
-    public static func moetool(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONValue {
+    /// The most entries log2phy may have (layers x experts x the most replicas of one expert):
+    /// EPLB can give one expert nearly every slot, and the padded map then dwarfs phy2log.
+    public static let maxLog2phyEntries = 1 << 24
+
+    public static func moetool(_ plan: Plan, bytesPerExpert: UInt64?) throws(PlacementError) -> JSONValue {
         let t = plan.request.topology
         let width = plan.log2phyWidth
+        let entries = plan.layers.count * t.experts * width
+        guard entries <= maxLog2phyEntries else {
+            throw .impossible("log2phy would hold \(entries) entries (\(plan.layers.count) layers x \(t.experts) experts x \(width), the most replicas of one expert), more than moetool writes (\(maxLog2phyEntries)): write --format sglang, or use fewer slots")
+        }
         var o = JSONObject()
         o.append("schema", .string(schema))
         o.append("algorithm", .string(plan.request.algorithm.rawValue))
@@ -43,33 +52,61 @@ public enum PlacementFile {
         .object(JSONObject([("physical_to_logical_map", .array(plan.layers.map { ints($0.placement.phy2log) }))]))
     }
 
-    /// Reads a deployed placement (either format) and checks it against the plan's shape.
+    /// The deployment a moetool placement records, each checked as soon as it is read: a
+    /// placement for another deployment (4 GPUs x 4 slots read for 16 GPUs x 1) has slots that
+    /// mean other GPUs, and moves counted against it mean nothing. SGLang's file records only
+    /// the slots per layer, checked with the maps.
+    static func deploymentKeys(topology t: Topology, layers: Int) -> [String: (value: Int, what: String)] {
+        ["num_layers": (layers, "layers"), "num_logical_experts": (t.experts, "experts per layer"),
+         "num_physical_experts": (t.slots, "slots per layer"), "num_gpus": (t.gpus, "GPUs"),
+         "slots_per_gpu": (t.slotsPerGPU, "slots per GPU")]
+    }
+
+    /// Reads a deployed placement (either format) and checks it against the plan's shape. The
+    /// file is walked, not parsed into a tree: memory follows the slots, and a map longer than
+    /// the plan's is refused where it passes the plan's size.
     public static func read(path: String, topology t: Topology, layers: Int) throws(PlacementError) -> [LayerPlacement] {
         let bytes = try LoadProfile.readFile(path)
-        let doc: JSONValue
+        let expected = deploymentKeys(topology: t, layers: layers)
+        let shape = "\(t.gpus) GPUs x \(t.slotsPerGPU) slots, \(t.experts) experts, \(layers) layers"
+        let maps: [[Int]]
         do {
-            doc = try JSONParser.parse(bytes, maxDepth: 16)
+            maps = try bytes.withUnsafeBytes { raw in
+                try JSONParser.checkEncoding(raw)
+                var s = JSONScanner(raw, maxDepth: 16)
+                var maps: [[Int]]? = nil
+                var seen = Set<String>()
+                try s.scanObject(depth: 1) { s, key, offset in
+                    guard seen.insert(key).inserted else {
+                        throw PlacementError.badInput("\(path): member \"\(key)\" appears twice (at byte \(offset))")
+                    }
+                    if key == "phy2log" || key == "physical_to_logical_map" {
+                        guard maps == nil else { throw PlacementError.badInput("\(path): both \"phy2log\" and \"physical_to_logical_map\"") }
+                        maps = try readMaps(&s, path: path, topology: t, layers: layers)
+                    } else if let (value, what) = expected[key] {
+                        s.skipWhitespace()
+                        let recorded = try? s.parseUInt64(key)
+                        guard recorded == UInt64(value) else {
+                            throw PlacementError.badInput("\(path): the previous placement is for \(recorded.map(String.init) ?? "a non-integer number of") \(what) (\(key)), this plan for \(value): re-plan from a placement of the same deployment (\(shape)), or plan without --previous")
+                        }
+                    } else {
+                        try s.skipValue(depth: 2)
+                    }
+                }
+                s.skipWhitespace()
+                guard s.atEnd else { throw s.syntaxError("trailing data after the JSON document") }
+                guard let maps else {
+                    throw PlacementError.badInput("\(path): no \"phy2log\" or \"physical_to_logical_map\": not a placement")
+                }
+                return maps
+            }
+        } catch let e as PlacementError {
+            throw e
         } catch {
             throw .badInput("\(path): invalid JSON: \(error)")
         }
-        guard let o = doc.objectValue, let maps = (o["phy2log"] ?? o["physical_to_logical_map"])?.arrayValue else {
-            throw .badInput("\(path): no \"phy2log\" or \"physical_to_logical_map\": not a placement")
-        }
-        guard maps.count == layers else {
-            throw .badInput("\(path): \(maps.count) layers, but the profile has \(layers)")
-        }
         var out: [LayerPlacement] = []
-        for (i, m) in maps.enumerated() {
-            guard let slots = m.arrayValue, slots.count == t.slots else {
-                throw .badInput("\(path): layer \(i) must list \(t.slots) slots")
-            }
-            var phy2log: [Int] = []
-            for (s, v) in slots.enumerated() {
-                guard let e = v.uint64Value, e < UInt64(t.experts) else {
-                    throw .badInput("\(path): layer \(i) slot \(s): \(v) is not an expert index below \(t.experts)")
-                }
-                phy2log.append(Int(e))
-            }
+        for (i, phy2log) in maps.enumerated() {
             let p = LayerPlacement(phy2log: phy2log, experts: t.experts)
             if let missing = p.logcnt.firstIndex(of: 0) {
                 throw .badInput("\(path): layer \(i) has no slot for expert \(missing)")
@@ -77,6 +114,34 @@ public enum PlacementFile {
             out.append(p)
         }
         return out
+    }
+
+    /// [layer][slot] expert indices, exactly `layers` x `t.slots` of them.
+    static func readMaps(_ s: inout JSONScanner, path: String, topology t: Topology, layers: Int) throws -> [[Int]] {
+        var maps: [[Int]] = []
+        try s.scanArray(depth: 2) { s, i in
+            guard i < layers else { throw PlacementError.badInput("\(path): more than \(layers) layers, but the profile has \(layers)") }
+            var slots: [Int] = []
+            slots.reserveCapacity(t.slots)
+            try s.scanArray(depth: 3) { s, j in
+                guard j < t.slots else { throw PlacementError.badInput("\(path): layer \(i) must list \(t.slots) slots, it lists more") }
+                s.skipWhitespace()
+                let start = s.position
+                guard let e = try? s.parseUInt64("slot"), e < UInt64(t.experts) else {
+                        var end = start
+                    while end < min(start + 24, s.bytes.count), !",]} \n\r\t".utf8.contains(s.bytes[end]) { end += 1 }
+                    let found = String(decoding: s.bytes[start..<end], as: UTF8.self)
+                    throw PlacementError.badInput("\(path): layer \(i) slot \(j): \(found) is not an expert index below \(t.experts)")
+                }
+                slots.append(Int(e))
+            }
+            guard slots.count == t.slots else {
+                throw PlacementError.badInput("\(path): layer \(i) must list \(t.slots) slots, it lists \(slots.count)")
+            }
+            maps.append(slots)
+        }
+        guard maps.count == layers else { throw PlacementError.badInput("\(path): \(maps.count) layers, but the profile has \(layers)") }
+        return maps
     }
 }
 
@@ -102,6 +167,12 @@ public struct PlanReport {
         self.output = output
     }
 
+    /// Bytes the redundant replicas of all layers take, or nil above 2^64 - 1.
+    public static func redundantBytes(bytesPerExpert: UInt64, topology t: Topology, layers: Int) -> UInt64? {
+        let (total, overflow) = bytesPerExpert.multipliedReportingOverflow(by: UInt64(t.redundantSlots) * UInt64(layers))
+        return overflow ? nil : total
+    }
+
     static func summary(_ plan: Plan, bytesPerExpert: UInt64?) -> JSONObject {
         let t = plan.request.topology
         let num = PlacementFile.num
@@ -116,8 +187,9 @@ public struct PlanReport {
         o.append("redundant_replicas", .number(JSONNumber(t.redundantSlots * plan.layers.count)))
         if let bytesPerExpert {
             o.append("bytes_per_expert", .number(JSONNumber(bytesPerExpert)))
-            o.append("redundant_bytes", .number(JSONNumber(bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count))))
-            o.append("redundant_bytes_per_gpu", .number(JSONNumber(bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count) / UInt64(t.gpus))))
+            let total = redundantBytes(bytesPerExpert: bytesPerExpert, topology: t, layers: plan.layers.count) ?? .max
+            o.append("redundant_bytes", .number(JSONNumber(total)))
+            o.append("redundant_bytes_per_gpu", .number(JSONNumber(total / UInt64(t.gpus))))
         }
         o.append("nodes_per_token", plan.meanNodesPerToken.map(num) ?? .null)
         o.append("moved_slots", plan.moved.map { .number(JSONNumber($0)) } ?? .null)
@@ -185,7 +257,7 @@ public struct PlanReport {
             return s
         }
         func pct(_ v: Double) -> String { f(v * 100, 2) + "%" }
-        var out = "\(profile): \(plan.layers.count) layers x \(t.experts) experts -> \(t.slots) slots on \(t.gpus) GPUs"
+        var out = "\(escapeForDisplay(profile)): \(plan.layers.count) layers x \(t.experts) experts -> \(t.slots) slots on \(t.gpus) GPUs"
         out += " (\(t.nodes) node\(t.nodes == 1 ? "" : "s") x \(t.gpusPerNode)), \(t.groups) group\(t.groups == 1 ? "" : "s")\n"
         let policies = Set(plan.layers.map(\.policy))
         let policyText = policies.count == 1 ? policies.first!.rawValue : "auto (\(plan.layers.filter { $0.policy == .hierarchical }.count) hierarchical, \(plan.layers.filter { $0.policy == .global }.count) global layers)"
@@ -218,11 +290,11 @@ public struct PlanReport {
         }
         out += "\nreplicas: \(t.redundantSlots) redundant per layer, \(t.redundantSlots * plan.layers.count) in all"
         if let bytesPerExpert {
-            let total = bytesPerExpert * UInt64(t.redundantSlots * plan.layers.count)
+            let total = PlanReport.redundantBytes(bytesPerExpert: bytesPerExpert, topology: t, layers: plan.layers.count) ?? .max
             out += "; \(gib(total)) GiB (\(gib(total / UInt64(t.gpus))) GiB per GPU at \(f(Double(bytesPerExpert) / 1_048_576, 1)) MiB per expert)"
         }
         out += "\n"
-        if let output { out += "wrote \(output)\n" }
+        if let output { out += "wrote \(escapeForDisplay(output))\n" }
         return out
     }
 

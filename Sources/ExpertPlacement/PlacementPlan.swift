@@ -72,6 +72,21 @@ public enum PlacementPlanner {
     /// Plans every layer of `loads` ([layer][expert]); layers are independent and run in parallel.
     public static func plan(_ loads: [[Double]], _ request: PlanRequest) throws(PlacementError) -> Plan {
         let t = request.topology
+        try LoadProfile.check(loads, name: "the loads")
+        guard loads[0].count == t.experts else {
+            throw .impossible("the loads have \(loads[0].count) experts per layer, the topology \(t.experts)")
+        }
+        guard loads.count * t.slots <= Topology.maxSlots else {
+            throw .impossible("\(loads.count) layers x \(t.slots) slots is more than moetool plans (\(Topology.maxSlots) slots in all); plan fewer layers at a time or use fewer slots")
+        }
+        if let r = request.routing {
+            guard r.topk >= 1, r.topk <= t.experts else {
+                throw .impossible("top-k (\(r.topk)) must be 1 to the experts per layer (\(t.experts))")
+            }
+            if let g = r.topkGroup, g < 1 || g > t.groups {
+                throw .impossible("topk_group (\(g)) must be 1 to the expert groups (\(t.groups))")
+            }
+        }
         let policies: [Policy]
         if let p = request.policy {
             if p == .hierarchical, let problem = t.hierarchicalProblem { throw .impossible(problem) }
@@ -84,6 +99,9 @@ public enum PlacementPlanner {
             policies = [.hierarchical]  // EPLB's rule: groups stay on nodes when they divide evenly
         }
         if let prev = request.previous {
+            guard t.slots <= Incremental.maxSlots else {
+                throw .impossible("re-planning from a previous placement weighs every pair of slots per move: at most \(Incremental.maxSlots) slots per layer (this plan has \(t.slots)); plan without --previous")
+            }
             guard prev.count == loads.count else {
                 throw .badInput("the previous placement has \(prev.count) layers, the profile \(loads.count)")
             }

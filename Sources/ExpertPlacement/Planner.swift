@@ -53,17 +53,33 @@ public enum Planner {
     /// `cap` (one per GPU) unless the slots leave no other choice. Ties: the lowest index.
     static func allocate(_ loads: [Double], slots: Int, cap: Int) -> [Int] {
         var count = [Int](repeating: 1, count: loads.count)
+        var belowCap = Heap(loads.indices.filter { count[$0] < cap }.map { PerReplica(load: loads[$0], count: 1, index: $0) })
+        var atCap: Heap<Heaviest<Double>>? = nil  // once every expert is at the cap
         for _ in loads.count..<slots {
-            var best = -1
-            for j in loads.indices where count[j] < cap {
-                if best < 0 || loads[j] * Double(count[best]) > loads[best] * Double(count[j]) { best = j }
+            if let best = belowCap.popFirst()?.index {
+                count[best] += 1
+                if count[best] < cap { belowCap.insert(PerReplica(load: loads[best], count: count[best], index: best)) }
+            } else {
+                if atCap == nil { atCap = Heap(loads.indices.map { Heaviest(load: loads[$0] / Double(count[$0]), index: $0) }) }
+                let best = atCap!.popFirst()!.index
+                count[best] += 1
+                atCap!.insert(Heaviest(load: loads[best] / Double(count[best]), index: best))
             }
-            if best < 0 {  // every expert at the cap
-                best = loads.indices.max { loads[$0] / Double(count[$0]) < loads[$1] / Double(count[$1]) }!
-            }
-            count[best] += 1
         }
         return count
+    }
+
+    /// An expert's load per replica, heaviest first, then lowest index; compared as
+    /// load x other count, which is exact for integer loads (no division to round).
+    struct PerReplica: Comparable {
+        let load: Double
+        let count: Int
+        let index: Int
+
+        static func < (a: Self, b: Self) -> Bool {
+            let (l, r) = (a.load * Double(b.count), b.load * Double(a.count))
+            return l > r || (l == r && a.index < b.index)
+        }
     }
 
     /// The smallest achievable heaviest per-replica load for `slots` replicas.
@@ -71,6 +87,11 @@ public enum Planner {
         let count = allocate(loads, slots: slots, cap: Int.max)
         return loads.indices.map { loads[$0] / Double(count[$0]) }.max() ?? 0
     }
+
+    /// The most experts whose count vectors are enumerated (one level of recursion each): a pool
+    /// of 65536 experts with no redundant slot has one vector, and recursing 65536 deep overflowed
+    /// the stack.
+    static let exhaustiveExperts = 256
 
     /// Plans one node: its experts (global ids), its slots and GPUs; returns each GPU's experts.
     ///
@@ -107,7 +128,8 @@ public enum Planner {
         }
         guard best.maxLoad > enough else { return order(best, experts) }
 
-        if let ways = compositionCount(extra: slots - loads.count, parts: loads.count, cap: gpus - 1, limit: 20_000) {
+        if loads.count <= exhaustiveExperts,
+           let ways = compositionCount(extra: slots - loads.count, parts: loads.count, cap: gpus - 1, limit: 20_000) {
             // Few enough: every count vector, pruned by its heaviest replica.
             budget = ways
             var trial = [Int](repeating: 1, count: loads.count)
@@ -195,17 +217,23 @@ public enum Planner {
     /// above `limit`.
     static func compositionCount(extra: Int, parts: Int, cap: Int, limit: Int) -> Int? {
         guard extra >= 0, parts >= 1, cap >= 0 else { return nil }
-        // ways[e]: ways to place e extras over the experts seen so far.
+        // ways[e]: ways to place e extras over the experts seen so far, held at most limit + 1.
+        // Each expert takes 0 to cap: next[e] is the sum of ways over a window of cap + 1.
         var ways = [Int](repeating: 0, count: extra + 1)
         ways[0] = 1
-        for _ in 0..<parts {
+        for p in 1...parts {
             var next = [Int](repeating: 0, count: extra + 1)
-            for e in 0...extra where ways[e] > 0 {
-                for c in 0...min(cap, extra - e) {
-                    next[e + c] = min(limit + 1, next[e + c] + ways[e])
-                }
+            var window = 0
+            for e in 0...extra {
+                window += ways[e]
+                if e > cap { window -= ways[e - cap - 1] }
+                next[e] = min(limit + 1, window)
             }
             ways = next
+            // Any way over the experts so far that the others can complete is part of at least
+            // one full way: past the limit there, past the limit in all.
+            let rest = (parts - p) * min(cap, extra)
+            if ways[max(0, extra - rest)...].contains(where: { $0 > limit }) { return nil }
         }
         return ways[extra] <= limit ? ways[extra] : nil
     }

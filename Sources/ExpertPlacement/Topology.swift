@@ -12,13 +12,18 @@ public struct Topology: Sendable, Equatable {
     public var expertsPerGroup: Int { experts / groups }
     public var redundantSlots: Int { slots - experts }
 
-    /// Checks every constraint and names the first one broken.
-    /// The most physical expert slots per layer a plan may have (memory grows with slots x layers).
-    public static let maxSlots = 1 << 24
+    /// The most physical expert slots a plan may have, per layer and over all its layers
+    /// together (memory and the placement file grow with slots x layers; DeepSeek-V3 on 32 GPUs
+    /// has 58 x 288).
+    public static let maxSlots = 1 << 22
+    /// The most GPUs a plan spreads one layer over (expert-parallel deployments use tens to
+    /// hundreds): the swap search takes seconds per layer at this size.
+    public static let maxGPUs = 4096
 
+    /// Checks every constraint and names the first one broken.
     public init(experts: Int, slots: Int, gpus: Int, nodes: Int, groups: Int) throws(PlacementError) {
         guard experts >= 1 else { throw .impossible("the profile has no experts") }
-        guard gpus >= 1 else { throw .impossible("--gpus must be at least 1 (got \(gpus))") }
+        guard gpus >= 1, gpus <= Topology.maxGPUs else { throw .impossible("--gpus must be 1 to \(Topology.maxGPUs) (got \(gpus))") }
         guard nodes >= 1 else { throw .impossible("--nodes must be at least 1 (got \(nodes))") }
         guard groups >= 1 else { throw .impossible("expert groups must be at least 1 (got \(groups))") }
         guard slots <= Topology.maxSlots else {
@@ -29,6 +34,9 @@ public struct Topology: Sendable, Equatable {
         }
         guard slots % gpus == 0 else {
             throw .impossible("slots (\(slots)) must be a multiple of the GPU count (\(gpus)): every GPU holds the same number of slots")
+        }
+        guard slots / gpus <= experts else {
+            throw .impossible("\(slots / gpus) slots per GPU is more than the \(experts) experts: a GPU would hold two replicas of an expert, which balances nothing; use at most \(experts) slots per GPU")
         }
         guard gpus % nodes == 0 else {
             throw .impossible("GPUs (\(gpus)) must be a multiple of the node count (\(nodes)): every node has the same number of GPUs")

@@ -87,14 +87,15 @@ struct PlanExperts: ParsableCommand {
     enum FormatChoice: String, ExpressibleByArgument, CaseIterable { case moetool, sglang }
 
     func validate() throws {
-        if gpus < 1 || gpus > 1 << 20 { throw ValidationError("--gpus must be 1 to \(1 << 20)") }
+        if gpus < 1 || gpus > Topology.maxGPUs { throw ValidationError("--gpus must be 1 to \(Topology.maxGPUs)") }
         if let n = nodes, n < 1 || n > gpus { throw ValidationError("--nodes must be 1 to --gpus") }
         if let g = gpusPerNode, g < 1 || g > gpus { throw ValidationError("--gpus-per-node must be 1 to --gpus") }
         if let s = slots, s < 1 || s > Topology.maxSlots { throw ValidationError("--slots must be 1 to \(Topology.maxSlots)") }
         if let r = redundantPerGpu, r > 1 << 10 { throw ValidationError("--redundant-per-gpu must be 0 to \(1 << 10)") }
-        if let g = groups, g < 1 { throw ValidationError("--groups must be at least 1") }
-        if let k = topk, k < 1 { throw ValidationError("--topk must be at least 1") }
-        if let k = topkGroup, k < 1 { throw ValidationError("--topk-group must be at least 1") }
+        let maxExperts = LoadProfile.maxExperts
+        if let g = groups, g < 1 || g > maxExperts { throw ValidationError("--groups must be 1 to \(maxExperts)") }
+        if let k = topk, k < 1 || k > maxExperts { throw ValidationError("--topk must be 1 to \(maxExperts) (at most the experts per layer)") }
+        if let k = topkGroup, k < 1 || k > maxExperts { throw ValidationError("--topk-group must be 1 to \(maxExperts) (at most the expert groups)") }
         if nodes != nil && gpusPerNode != nil { throw ValidationError("give --nodes or --gpus-per-node, not both") }
         if slots != nil && redundantPerGpu != nil { throw ValidationError("give --slots or --redundant-per-gpu, not both") }
         if let r = redundantPerGpu, r < 0 { throw ValidationError("--redundant-per-gpu must be 0 or more") }
@@ -105,10 +106,15 @@ struct PlanExperts: ParsableCommand {
         if threads < 0 { throw ValidationError("--threads must be 0 or more") }
     }
 
+    /// Prints the one-line error and gives exit status 1. The whole line is escaped: it quotes
+    /// file names, JSON keys and CSV fields, and none may move the cursor or rewrite the screen.
     func fail(_ message: String) -> ExitCode {
-        FileHandleOutput.stderr("error: \(message)\n")
+        FileHandleOutput.stderr("error: \(escapeForDisplay(message))\n")
         return ExitStatus.invalidInput
     }
+
+    /// Every file or directory the command reads: the output may be none of them, nor inside one.
+    var inputs: [String] { [profile] + [config, previous, checkpoint].compactMap { $0 } }
 
     func run() throws {
         do {
@@ -119,6 +125,9 @@ struct PlanExperts: ParsableCommand {
     }
 
     func plan() throws {
+        if let output, let conflict = OutputPlacement.conflict(output: output, inputs: inputs) {
+            throw fail("-o \(output) \(conflict)")
+        }
         var modelConfig: ModelConfig? = nil
         if let config {
             var path = config
@@ -132,6 +141,7 @@ struct PlanExperts: ParsableCommand {
             if modelConfig?.routedExperts == nil {
                 throw fail("\(path): no n_routed_experts, num_experts or num_local_experts: not an MoE config")
             }
+            try checkConfig(modelConfig!, path: path)
         }
         let loads = try LoadProfile.read(path: profile, expectedExperts: modelConfig?.routedExperts)
         let experts = loads.experts
@@ -166,9 +176,13 @@ struct PlanExperts: ParsableCommand {
         baselineRequest.previous = nil
         let baseline = algorithm == .eplb ? nil : try PlacementPlanner.plan(loads.loads, baselineRequest)
         let bytesPerExpert = try checkpoint.map(expertBytes)
+        if let checkpoint, let bytesPerExpert,
+           PlanReport.redundantBytes(bytesPerExpert: bytesPerExpert, topology: topology, layers: loads.layers) == nil {
+            throw fail("\(checkpoint): \(bytesPerExpert) bytes per routed expert x \(topology.redundantSlots * loads.layers) redundant replicas is more than 2^64 bytes")
+        }
 
         if let output {
-            let doc = format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
+            let doc = try format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
             do {
                 let file = try AtomicFile(path: output)
                 do {
@@ -189,6 +203,26 @@ struct PlanExperts: ParsableCommand {
         if json { FileHandleOutput.document(JSONSerializer.pretty(report.json()) + "\n") } else { FileHandleOutput.stdout(report.text(perLayer: perLayer)) }
     }
 
+    /// The config's numbers are used in arithmetic and allocations: each must be in range
+    /// before any is used (a top-k of 2^63 would overflow, not just mislead).
+    func checkConfig(_ c: ModelConfig, path: String) throws {
+        let experts = c.routedExperts ?? 0
+        let key = c.int("n_routed_experts") != nil ? "n_routed_experts" : c.int("num_experts") != nil ? "num_experts" : "num_local_experts"
+        if experts < 1 || experts > LoadProfile.maxExperts {
+            throw fail("\(path): \(key) is \(experts); moetool plans 1 to \(LoadProfile.maxExperts) experts per layer")
+        }
+        let groups = c.nGroup ?? 1
+        if groups < 1 || groups > experts {
+            throw fail("\(path): n_group is \(groups); it must be 1 to the experts per layer (\(experts)): fix the config or give --groups")
+        }
+        if let k = c.expertsPerToken, k < 1 || k > experts {
+            throw fail("\(path): num_experts_per_tok is \(k); a token picks 1 to \(experts) experts: fix the config or give --topk")
+        }
+        if let k = c.topkGroup, k < 1 || k > groups {
+            throw fail("\(path): topk_group is \(k); a token uses 1 to \(groups) groups (n_group): fix the config or give --topk-group")
+        }
+    }
+
     /// Bytes of one routed expert (all its projections), from a checkpoint's headers.
     func expertBytes(_ path: String) throws -> UInt64 {
         let ckpt: Checkpoint
@@ -199,17 +233,20 @@ struct PlanExperts: ParsableCommand {
         }
         var bytes: UInt64 = 0
         var layers = Set<Int>()
-        var expertsSeen = 0
+        var expertsSeen: UInt64 = 0
         for t in ckpt.allTensors {
             let role = TensorRole.classify(t.tensor.name)
             guard role.kind == .routedExpert else { continue }
-            bytes += t.tensor.byteCount
+            let (sum, overflow) = bytes.addingReportingOverflow(t.tensor.byteCount)
+            if overflow { throw fail("\(path): the routed experts' tensors add up to more than 2^64 bytes") }
+            bytes = sum
             if let l = role.layer { layers.insert(l) }
-            if let e = role.expert { expertsSeen = max(expertsSeen, e + 1) }
-            if role.fused, let first = t.tensor.shape.first { expertsSeen = max(expertsSeen, Int(first)) }
+            if let e = role.expert { expertsSeen = max(expertsSeen, UInt64(e) + 1) }
+            if role.fused, let first = t.tensor.shape.first { expertsSeen = max(expertsSeen, first) }
         }
         guard bytes > 0, !layers.isEmpty, expertsSeen > 0 else { throw fail("\(path): no routed expert tensors found") }
-        return bytes / UInt64(layers.count * expertsSeen)
+        let (experts, overflow) = UInt64(layers.count).multipliedReportingOverflow(by: expertsSeen)
+        return overflow ? 0 : bytes / experts
     }
 }
 

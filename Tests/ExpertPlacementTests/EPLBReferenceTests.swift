@@ -1,4 +1,5 @@
 import FixtureSupport
+import Foundation
 import StrictJSON
 import Testing
 
@@ -135,6 +136,72 @@ struct ReferenceCase: CustomStringConvertible {
         #expect(Planner.partitionCount(items: 8, parts: 2, limit: 1_000_000) == 35)
         #expect(Planner.partitionCount(items: 8, parts: 8, limit: 1_000_000) == 1)
         #expect(Planner.partitionCount(items: 32, parts: 4, limit: 1_000_000) == nil)
+    }
+
+    /// Ranges that used to take tens of seconds or crash (the swap search scanned every slot
+    /// against every slot of the heaviest GPU, the packings every GPU per replica, and a pool of
+    /// 65536 experts without redundant slots recursed 65536 deep): 16 experts on 4096 GPUs x 16
+    /// slots, 65536 experts on 8 GPUs, 65536 experts on 4096 GPUs. Each is now about a second or
+    /// less in a release build; a debug build gets a generous bound.
+    @Test func largeRangesPlanQuickly() throws {
+        /// Lognormal token counts (mu 5, sigma 1) from a fixed hash, by Box-Muller.
+        func lognormal(_ n: Int) -> [Double] {
+            func uniform(_ j: Int) -> Double { (Double((j * 2_654_435_761) % 1_000_003) + 0.5) / 1_000_003 }
+            return (0..<n).map { j in
+                let z = (-2 * log(uniform(j))).squareRoot() * cos(2 * Double.pi * uniform(j + 65536))
+                return exp(5 + z).rounded(.down)
+            }
+        }
+        for (experts, gpus, slots) in [(16, 4096, 65536), (65536, 8, 65536), (65536, 4096, 65536)] {
+            let t = try Topology(experts: experts, slots: slots, gpus: gpus, nodes: 1, groups: 1)
+            let loads = lognormal(experts)
+            let start = ContinuousClock.now
+            let p = Planner.place(loads, topology: t, policy: .global)
+            let elapsed = ContinuousClock.now - start
+            #expect(elapsed < .seconds(60), "\(experts) experts, \(gpus) GPUs x \(slots / gpus) slots: \(elapsed)")
+            #expect(p.logcnt.reduce(0, +) == slots && PlacementMetrics.colocatedDuplicates(p, topology: t) == 0)
+        }
+    }
+
+    /// Slots per GPU above the expert count, and slots over all layers above the limit, are
+    /// refused: neither can improve a placement, and both made plans take minutes.
+    @Test func slotRangesCapped() throws {
+        #expect(throws: PlacementError.impossible("8192 slots per GPU is more than the 16 experts: a GPU would hold two replicas of an expert, which balances nothing; use at most 16 slots per GPU")) {
+            try Topology(experts: 16, slots: 16384, gpus: 2, nodes: 1, groups: 1)
+        }
+        #expect(throws: PlacementError.impossible("--gpus must be 1 to 4096 (got 65536)")) {
+            try Topology(experts: 16, slots: 1 << 20, gpus: 1 << 16, nodes: 1, groups: 1)
+        }
+        let t = try Topology(experts: 1024, slots: 1 << 20, gpus: 4096, nodes: 1, groups: 1)
+        let loads = [[Double]](repeating: [Double](repeating: 1, count: 1024), count: 8)
+        #expect(throws: PlacementError.self) { try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global)) }
+        // A top-k beyond the experts (it sized a buffer: 2^63 trapped) is refused.
+        let small = try Topology(experts: 16, slots: 16, gpus: 4, nodes: 1, groups: 1)
+        #expect(throws: PlacementError.impossible("top-k (9223372036854775807) must be 1 to the experts per layer (16)")) {
+            try PlacementPlanner.plan([[Double](repeating: 1, count: 16)], PlanRequest(topology: small, policy: .global, routing: Routing(topk: Int.max, topkGroup: nil)))
+        }
+    }
+
+    /// A moetool placement file's log2phy is padded to the most replicas of any expert: one
+    /// expert with 4097 replicas among 4096 makes 16.8 million entries from 8192 slots. Refused
+    /// (pointing to --format sglang) instead of allocated.
+    @Test func log2phyBounded() throws {
+        let t = try Topology(experts: 4096, slots: 8192, gpus: 2, nodes: 1, groups: 1)
+        let loads = [Double](repeating: 1, count: 4096)
+        let p = LayerPlacement(phy2log: [Int](repeating: 0, count: 4097) + Array(1..<4096), experts: 4096)
+        let layer = PlannedLayer(placement: p, policy: .global, metrics: PlacementMetrics.measure(p, loads: loads, topology: t, routing: nil))
+        let plan = Plan(request: PlanRequest(topology: t, policy: .global, algorithm: .eplb), layers: [layer])
+        #expect(throws: PlacementError.self) { try PlacementFile.moetool(plan, bytesPerExpert: nil) }
+        #expect(PlacementFile.sglang(plan).objectValue?["physical_to_logical_map"]?.arrayValue?.count == 1)
+    }
+
+    /// Re-planning from --previous weighs every pair of slots per move: above its slot limit it
+    /// is refused rather than left to run for minutes.
+    @Test func previousSlotsCapped() throws {
+        let t = try Topology(experts: 16, slots: 1024, gpus: 64, nodes: 1, groups: 1)
+        let loads = [[Double]](repeating: (0..<16).map { Double($0 + 1) }, count: 1)
+        let previous = [EPLBBaseline.place(loads[0], topology: t, policy: .global)]
+        #expect(throws: PlacementError.self) { try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global, previous: previous)) }
     }
 
     @Test func impossibleParameters() {

@@ -59,6 +59,7 @@ import Testing
         ("text-load.csv", "load \"many\" is not a number"),
         ("truncated.json.zst", "zstd"),
         ("garbage.json.zst", "zstd"),
+        ("bomb.csv.zst", "zstd: decompresses to more than \(LoadProfile.maxBytes) bytes"),
     ])
     func malformedRefused(_ file: String, _ message: String) {
         do {
@@ -68,6 +69,57 @@ import Testing
             #expect(error.description.contains(message), "\(file): \(error.description)")
             #expect(error.description.contains(file), "\(file): the message names the file: \(error.description)")
         }
+    }
+}
+
+extension LoadProfileTests {
+    func refusal(_ text: String, name: String = "inline.json", expectedExperts: Int? = nil) -> String {
+        do {
+            _ = try LoadProfile.parse(Array(text.utf8), name: name, expectedExperts: expectedExperts)
+            return "accepted"
+        } catch {
+            return error.description
+        }
+    }
+
+    /// Loads each in range whose sums are not (1e308 twice, passes or CSV rows adding up past
+    /// the largest double) are refused naming the file and layer, so no infinity or NaN reaches
+    /// a metric, the report or the placement file.
+    @Test func overflowingTotalsRefused() throws {
+        let limit = "above the most moetool plans (\(LoadProfile.maxLayerTotal))"
+        #expect(refusal(#"{"layers": [[1, 2], [1e308, 1e308]]}"#).hasPrefix("inline.json: layer 1: the loads add up to more than the largest float, \(limit)"))
+        #expect(refusal(#"{"layers": [[6e29, 6e29]]}"#) == "inline.json: layer 0: the loads add up to 1.2e+30, \(limit); divide every load by one factor (only their ratios matter)")
+        #expect(refusal(#"{"logical_count": [[[1e308, 1]], [[1e308, 1]]]}"#).hasPrefix("inline.json: layer 0: the loads add up to more than the largest float"))
+        #expect(refusal("0,0,1e308\n0,0,1e308\n", name: "inline.csv").hasPrefix("inline.csv: layer 0: the loads add up"))
+        // Many of the largest 64-bit counts stay far below the limit and are planned.
+        let big = Array(repeating: "18446744073709551615", count: 64).joined(separator: ", ")
+        #expect(refusal(#"{"layers": [[\#(big)]]}"#) == "accepted")
+        // The planner checks loads handed to it directly too.
+        let t = try Topology(experts: 2, slots: 2, gpus: 1, nodes: 1, groups: 1)
+        #expect(throws: PlacementError.self) { try PlacementPlanner.plan([[1e308, 1e308]], PlanRequest(topology: t, policy: .global)) }
+    }
+
+    /// Profiles larger than a plan can use are refused as soon as a limit is passed, without
+    /// first building what they describe.
+    @Test func limitsRefusedWhileReading() throws {
+        let longRow = "[" + Array(repeating: "1", count: LoadProfile.maxExperts + 1).joined(separator: ",") + "]"
+        #expect(refusal(#"{"layers": [\#(longRow)]}"#) == "inline.json: layers[0] has more than \(LoadProfile.maxExperts) experts, more than moetool plans")
+        let manyLayers = Array(repeating: "[1]", count: LoadProfile.maxLayers + 1).joined(separator: ",")
+        #expect(refusal(#"{"layers": [\#(manyLayers)]}"#) == "inline.json: layers has more than \(LoadProfile.maxLayers) layers, more than moetool plans")
+        #expect(refusal("0,70000,1\n", name: "inline.csv") == "inline.csv:1: expert \"70000\" is not an index below \(LoadProfile.maxExperts) (0, 1, 2, ...)")
+        #expect(refusal("4095,65535,1\n", name: "inline.csv") == "inline.csv:1: 4096 layers x 65536 experts is more than moetool plans (\(LoadProfile.maxLoads) loads in all)")
+        #expect(refusal("0,0,1\n", name: "inline.csv", expectedExperts: Int.max).hasPrefix("inline.csv: 1 layers x \(Int.max) experts is more than"))
+        // Repeated rows add up in place: a million rows of one expert are one load.
+        let rows = String(repeating: "0,0,1\n", count: 1_000_000)
+        #expect(try LoadProfile.parse(Array(rows.utf8), name: "rows.csv").loads == [[1_000_000]])
+    }
+
+    /// A zstd bomb (90 KB that would expand to 1 GiB) is refused once its output passes the
+    /// limit, in well under the time it would take to expand it all.
+    @Test func zstdBombStopsAtTheLimit() throws {
+        let start = ContinuousClock.now
+        #expect(throws: PlacementError.self) { try LoadProfile.read(path: Fixtures.path("profiles/malformed/bomb.csv.zst")) }
+        #expect(ContinuousClock.now - start < .seconds(20))
     }
 }
 

@@ -108,4 +108,142 @@ import Testing
         #expect(r.status == 2)
         #expect(r.stderr.contains("--nodes or --gpus-per-node"))
     }
+
+    /// An output that is an input, or inside one, is refused before any work (exit 1, naming both),
+    /// whatever path reaches it: the profile itself, a symlink or a hard link to it, --previous,
+    /// the config, a file inside --checkpoint. Every input is byte-identical afterwards.
+    @Test func outputNeverOverwritesAnInput() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fm = FileManager.default
+        let profile = dir + "/P.json"
+        try fm.copyItem(atPath: Fixtures.path("profiles/tiny_dsv3.json"), toPath: profile)
+        try fm.createSymbolicLink(atPath: dir + "/symlink.json", withDestinationPath: profile)
+        try fm.linkItem(atPath: profile, toPath: dir + "/hardlink.json")
+        let checkpoint = dir + "/CK"
+        try fm.createDirectory(atPath: checkpoint, withIntermediateDirectories: false)
+        try fm.copyItem(atPath: Fixtures.path("models/deepseek_v3-f32-sharded/config.json"), toPath: checkpoint + "/config.json")
+        let base = ["plan-experts", profile, "--gpus", "4", "--groups", "8"]
+        let prepared = try CLI.run(base + ["--format", "sglang", "-o", dir + "/previous.json"])
+        #expect(prepared.status == 0, "\(prepared.stderr)")
+        let watched = [profile, dir + "/previous.json", checkpoint + "/config.json"]
+        let before = watched.map(Fixtures.readBytes)
+        let cases: [(extra: [String], output: String, input: String)] = [
+            ([], profile, profile),
+            ([], dir + "/symlink.json", profile),
+            ([], dir + "/hardlink.json", profile),
+            (["--previous", dir + "/previous.json"], dir + "/previous.json", dir + "/previous.json"),
+            (["--config", checkpoint + "/config.json"], checkpoint + "/config.json", checkpoint + "/config.json"),
+            (["--checkpoint", checkpoint], checkpoint + "/config.json", checkpoint),
+            (["--config", checkpoint], checkpoint + "/placement.json", checkpoint),
+        ]
+        for c in cases {
+            let r = try CLI.run(base + c.extra + ["-o", c.output])
+            #expect(r.status == 1, "-o \(c.output): \(r.stdout)")
+            #expect(r.stderr.contains("-o \(c.output) is"), "\(r.stderr)")
+            #expect(r.stderr.contains("input \(c.input)"), "\(r.stderr)")
+            #expect(r.stdout.isEmpty)
+        }
+        #expect(watched.map(Fixtures.readBytes) == before)
+        #expect(!fm.fileExists(atPath: checkpoint + "/placement.json"))
+    }
+
+    /// Control characters in a profile's name, in a JSON key or a CSV field reach the terminal
+    /// escaped, never as the bytes that would move the cursor or clear the screen.
+    @Test func fileDerivedTextIsEscaped() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let hostile = dir + "/loads\u{1B}[2J\u{1B}]0;owned\u{07}.json"
+        try FileManager.default.copyItem(atPath: Fixtures.path("profiles/tiny_dsv3.json"), toPath: hostile)
+        let ok = try CLI.run(["plan-experts", hostile, "--gpus", "4", "-o", hostile + ".out"])
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("loads\\u{1b}[2J\\u{1b}]0;owned\\u{7}.json: 2 layers x 16 experts"), "\(ok.stdout)")
+        #expect(ok.stdout.contains("wrote \(dir)/loads\\u{1b}[2J"), "\(ok.stdout)")
+        let key = dir + "/key.json"
+        try #"{"layers": [[1, 2]], "\u001b[2J": 1, "\u001b[2J": 2}"#.write(toFile: key, atomically: false, encoding: .utf8)
+        let field = dir + "/field.csv"
+        try "layer,expert,load\n0,0,\u{1B}[2Jmany\n".write(toFile: field, atomically: false, encoding: .utf8)
+        for (file, message) in [(key, "member \"\\u{1b}[2J\" appears twice"), (field, "load \"\\u{1b}[2Jmany\" is not a number")] {
+            let r = try CLI.run(["plan-experts", file, "--gpus", "1"])
+            #expect(r.status == 1)
+            #expect(r.stderr.contains(message), "\(r.stderr)")
+            #expect(!r.stderr.unicodeScalars.contains { $0.value == 0x1B })
+        }
+        #expect(!(ok.stdout + ok.stderr).unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
+    }
+
+    /// A placement made for 4 GPUs x 4 slots is not a starting point for 16 GPUs x 1 slot (the
+    /// same 16 slots per layer, on other GPUs): refused, exit 1, naming what differs.
+    @Test func previousOfAnotherDeploymentRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = Fixtures.path("profiles/tiny_dsv3.json")
+        let made = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "-o", dir + "/4x4.json"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let r = try CLI.run(["plan-experts", profile, "--gpus", "16", "--slots", "16", "--previous", dir + "/4x4.json"])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains("4x4.json: the previous placement is for 4 GPUs (num_gpus), this plan for 16: re-plan from a placement of the same deployment (16 GPUs x 1 slots, 16 experts, 2 layers), or plan without --previous"), "\(r.stderr)")
+        let same = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "--previous", dir + "/4x4.json", "--json"])
+        #expect(same.status == 0, "\(same.stderr)")
+        // The maps are read slot by slot and refused where they leave the plan's shape.
+        for (text, message) in [
+            (#"{"physical_to_logical_map": [[0, 1], [0, 1], [0, 1]], "x": {"y": [1, [2]]}}"#, "layer 0 must list 16 slots, it lists 2"),
+            (#"{"meta": {"deep": [[1, 2], {"k": null}]}, "phy2log": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, "x"]]}"#, "layer 0 slot 15: \"x\" is not an expert index below 16"),
+            (#"{"phy2log": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0]]}"#, "layer 0 must list 16 slots, it lists more"),
+        ] {
+            try text.write(toFile: dir + "/bad.json", atomically: false, encoding: .utf8)
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4", "--slots", "16", "--previous", dir + "/bad.json"])
+            #expect(r.status == 1)
+            #expect(r.stderr.contains("bad.json: \(message)"), "\(r.stderr)")
+        }
+    }
+
+    /// Numbers from a config or a flag are range-checked before any arithmetic: a config's
+    /// num_experts_per_tok of 2^63 - 1 trapped, a --topk of 10^11 allocated 800 GB. File values
+    /// exit 1 naming the file and key; flags out of range exit 2; a flag beyond the profile exits 1.
+    @Test func outOfRangeNumbersRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = Fixtures.path("profiles/tiny_dsv3.json")
+        let config = String(decoding: Fixtures.readBytes(Fixtures.path("models/deepseek_v3-f32-sharded/config.json")), as: UTF8.self)
+        let cases: [(key: String, value: String, message: String)] = [
+            ("num_experts_per_tok", "9223372036854775807", "num_experts_per_tok is 9223372036854775807; a token picks 1 to 16 experts: fix the config or give --topk"),
+            ("topk_group", "1000", "topk_group is 1000; a token uses 1 to 8 groups (n_group): fix the config or give --topk-group"),
+            ("n_group", "4611686018427387904", "n_group is 4611686018427387904; it must be 1 to the experts per layer (16)"),
+            ("n_routed_experts", "9223372036854775807", "n_routed_experts is 9223372036854775807; moetool plans 1 to 65536 experts per layer"),
+        ]
+        for c in cases {
+            let pattern = try Regex("\"\(c.key)\": *[0-9]+")
+            let edited = config.replacing(pattern, with: "\"\(c.key)\": \(c.value)")
+            #expect(edited != config, "\(c.key) is in the fixture config")
+            let path = dir + "/\(c.key).json"
+            try edited.write(toFile: path, atomically: false, encoding: .utf8)
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4", "--config", path])
+            #expect(r.status == 1, "\(c.key): \(r.stdout)")
+            #expect(r.stderr.contains("\(path): \(c.message)"), "\(r.stderr)")
+        }
+        for flags in [["--topk", "100000000000"], ["--topk", "1e11"], ["--topk-group", "9223372036854775807"], ["--groups", "100000000"]] {
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4"] + flags)
+            #expect(r.status == 2, "\(flags): \(r.stderr)")
+        }
+        let beyond = try CLI.run(["plan-experts", profile, "--gpus", "4", "--topk", "17"])
+        #expect(beyond.status == 1)
+        #expect(beyond.stderr.contains("top-k (17) must be 1 to the experts per layer (16)"), "\(beyond.stderr)")
+    }
+
+    /// Loads whose sums overflow are refused (exit 1, file and layer named) rather than planned
+    /// into "-nan" in the report and 0 in the placement file.
+    @Test func overflowingLoadsNeverReachTheOutput() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = dir + "/huge.json"
+        try #"{"layers": [[1e308, 1e308, 1e308, 1e308]]}"#.write(toFile: profile, atomically: false, encoding: .utf8)
+        for extra in [[], ["--json"]] {
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "2", "-o", dir + "/placement.json"] + extra)
+            #expect(r.status == 1)
+            #expect(r.stdout.isEmpty, "\(r.stdout)")
+            #expect(r.stderr.contains("huge.json: layer 0: the loads add up to more than the largest float"), "\(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/placement.json"))
+    }
 }
