@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
         .library(name: "ShardCompression", targets: ["ShardCompression"]),
         .library(name: "ForwardPass", targets: ["ForwardPass"]),
+        .library(name: "RemoteCheckpoint", targets: ["RemoteCheckpoint"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -58,12 +59,15 @@ let package = Package(
         .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "CZstd"]),
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
+        // Header-only reading of checkpoints on a Hugging Face endpoint (inspect hf://org/name).
+        .target(name: "RemoteCheckpoint", dependencies: ["SafetensorsFormat", "StrictJSON"]),
         // A float32 forward pass of MoE blocks on the CPU (verify).
         .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels", "StrictJSON"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
                 "Inspection", "Conversion", "ExpertPlacement", "ShardCompression", "ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
+                "RemoteCheckpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 

@@ -6,6 +6,7 @@ import Glibc
 import Checkpoint
 import Inspection
 import SafetensorsFormat
+import RemoteCheckpoint
 import StrictJSON
 
 struct Inspect: ParsableCommand {
@@ -69,16 +70,55 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
-        let located = try source.locate(path)
+        if let remote = RemoteHeaders.Location(path) { return try runRemote(remote) }
+        try inspect(try source.locate(path))
+    }
+
+    /// `hf://org/name[@rev]`: the headers are fetched into a temporary header-only copy, which is inspected like a
+    /// local checkpoint, every path in the output shown as the remote one.
+    func runRemote(_ location: RemoteHeaders.Location) throws {
+        if scan || checksum {
+            FileHandleOutput.stderr("error: --scan and --checksum read tensor data, and hf:// reads headers only: download the checkpoint (hf download \(location.repo)) and inspect it locally\n")
+            throw ExitStatus.usage
+        }
+        if source.revision != nil {
+            FileHandleOutput.stderr("error: give the revision in the address (hf://\(location.repo)@REV), not with --revision\n")
+            throw ExitStatus.usage
+        }
+        let scratch = (ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp") + "/moetool-remote-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        do {
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false)
+        } catch {
+            FileHandleOutput.stderr("error: cannot create a scratch directory for the headers: \(error)\n")
+            throw ExitStatus.invalidInput
+        }
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let client = HubClient(.fromEnvironment(ProcessInfo.processInfo.environment))
+        let summary: RemoteHeaders.Summary
+        do {
+            summary = try RemoteHeaders.fetch(location, client: client, into: scratch)
+        } catch {
+            FileHandleOutput.stderr("error: \(error)\n")
+            throw ExitStatus.invalidInput
+        }
+        if !quiet && !json {
+            FileHandleOutput.stderr("fetched the headers of \(summary.shards) file(s): \(summary.bytesReceived) bytes in \(summary.requests) requests\n")
+        }
+        try inspect(scratch, shownAs: location.description, cleanUp: scratch)
+    }
+
+    /// `shownAs`: the name printed for `located` (and its files) instead of its path; `cleanUp`: removed before exit.
+    func inspect(_ located: String, shownAs: String? = nil, cleanUp: String? = nil) throws {
+        let rename: (String) -> String = { text in shownAs.map { text.replacingOccurrences(of: located, with: $0) } ?? text }
         let checkpoint: Checkpoint
         do {
             checkpoint = try Checkpoint(path: located)
         } catch {
             if json {
-                FileHandleOutput.document(JSONSerializer.pretty(InspectReport.invalidJSON(path: path, problems: error.problems)))
+                FileHandleOutput.document(rename(JSONSerializer.pretty(InspectReport.invalidJSON(path: path, problems: error.problems))))
             }
             let shown = error.problems.prefix(200)
-            for p in shown { FileHandleOutput.stderr("error: \(p)\n") }
+            for p in shown { FileHandleOutput.stderr(rename("error: \(p)\n")) }
             if error.problems.count > shown.count {
                 FileHandleOutput.stderr("error: ... and \(error.problems.count - shown.count) more problems (see --json)\n")
             }
@@ -115,10 +155,10 @@ struct Inspect: ParsableCommand {
 
         let listing = tensors ? TensorListing(checkpoint: checkpoint, include: include, collapse: !noCollapse) : nil
         if json {
-            FileHandleOutput.document(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets), strict: strict)))
-            finish(report)
+            FileHandleOutput.document(rename(JSONSerializer.pretty(report.json(tensorList: listing?.json(offsets: offsets), strict: strict))))
+            finish(report, rename: rename, cleanUp: cleanUp)
         }
-        FileHandleOutput.stdout(report.text())
+        FileHandleOutput.stdout(rename(report.text()))
         if let listing {
             FileHandleOutput.stdout("\ntensors\(listing.collapsed ? " (numbered names collapsed; --no-collapse for all)" : "")\n")
             FileHandleOutput.stdout(listing.text(offsets: offsets))
@@ -127,16 +167,17 @@ struct Inspect: ParsableCommand {
             FileHandleOutput.stdout("\nscan\n")
             FileHandleOutput.stdout(ScanTable.render(scanned))
         }
-        finish(report)
+        finish(report, rename: rename, cleanUp: cleanUp)
     }
 
     /// Output is written (unbuffered); skip tearing down ~100k names and shapes.
     /// Exit 1 when the checkpoint would load wrongly (or, with --strict, when anything was worth a warning).
-    private func finish(_ report: InspectReport) -> Never {
+    private func finish(_ report: InspectReport, rename: (String) -> String, cleanUp: String?) -> Never {
         let problems = report.problems
         let warnings = strict ? report.warnings : []
-        for p in problems.prefix(200) { FileHandleOutput.stderr("error: \(p)\n") }
-        for w in warnings.prefix(200) { FileHandleOutput.stderr("error: \(w) [\(w.kind.rawValue)] (--strict)\n") }
+        for p in problems.prefix(200) { FileHandleOutput.stderr(rename("error: \(p)\n")) }
+        for w in warnings.prefix(200) { FileHandleOutput.stderr(rename("error: \(w) [\(w.kind.rawValue)] (--strict)\n")) }
+        if let cleanUp { try? FileManager.default.removeItem(atPath: cleanUp) }
         let count = problems.count + warnings.count
         if count > 0 {
             FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(count) problem\(count == 1 ? "" : "s"))\n")
