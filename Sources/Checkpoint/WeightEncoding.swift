@@ -57,7 +57,7 @@ extension ModelConfig {
               (1...UInt64(BlockShape.maximumSide)).contains(r), (1...UInt64(BlockShape.maximumSide)).contains(c)
         else {
             throw Problem(file: "config.json", rule: .configInvalid,
-                "quantization_config.weight_block_size is \(value); it must be two integers from 1 to \(BlockShape.maximumSide), e.g. [128, 128]")
+                "quantization_config.weight_block_size is \(String(decoding: JSONSerializer.compact(value), as: UTF8.self)); it must be two integers from 1 to \(BlockShape.maximumSide), e.g. [128, 128]")
         }
         return BlockShape(rows: Int(r), cols: Int(c))
     }

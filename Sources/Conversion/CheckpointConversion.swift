@@ -57,14 +57,19 @@ public enum CheckpointConversion {
     }
 
     static func checkOutsideInput(_ output: String, input checkpoint: Checkpoint) throws(ConversionError) {
-        let inputDir = realPath(checkpoint.directory) ?? checkpoint.directory
         var st = stat()
         if stat(output, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR {
             throw ConversionError(file: output, "exists and is not a directory; give a new or empty directory")
         }
-        let outAbsolute = absolutePath(output)
-        if outAbsolute == inputDir || outAbsolute.hasPrefix(inputDir + "/") {
-            throw ConversionError(file: output, "is inside the input checkpoint \(checkpoint.directory); the input is never written to")
+        // Device and inode up the path: symlinks, hard links, `..` and bind mounts cannot hide the input.
+        let inputs = [checkpoint.directory] + checkpoint.files.map(\.path) + (checkpoint.configPath.map { [$0] } ?? [])
+        if let why = OutputPlacement.conflict(output: output, inputs: inputs, outputIsDirectory: true) {
+            throw ConversionError(file: output, why)
+        }
+        // A shard the index places under moetool's state directory would be deleted with that directory.
+        if let name = checkpoint.fileNames.first(where: { $0.split(separator: "/").contains { $0.hasPrefix(".moetool-") } }) {
+            throw ConversionError(file: checkpoint.directory + "/" + name,
+                "lies under a .moetool-* directory, where moetool keeps the state of its runs; rename the shard (and its index entries) first")
         }
     }
 

@@ -149,6 +149,25 @@ public struct ConversionPlan: Sendable {
         }
         self.decisions = decisions
         self.shards = shards
+        try ConversionPlan.checkKeptFP8(checkpoint: checkpoint, options: options, decisions: decisions)
+    }
+
+    /// FP8 weights kept as they are must be in the format the written config.json declares (128x128 blocks,
+    /// this run's scale format): a config that contradicts the weights would be loaded wrongly.
+    static func checkKeptFP8(checkpoint: Checkpoint, options: ConversionOptions, decisions: [Decision]) throws(ConversionError) {
+        guard options.target == .fp8,
+              decisions.contains(where: { $0.action.kind == .quantize }),
+              let kept = decisions.first(where: { $0.dtype.isFP8 && $0.action.kind == .passThrough && $0.name.hasSuffix(".weight") })
+        else { return }
+        if let block = checkpoint.declaredBlock, block != .deepSeek {
+            throw ConversionError(file: checkpoint.configPath, tensor: kept.name,
+                "is kept in FP8 with \(block) blocks (quantization_config.weight_block_size), but this run writes 128x128 blocks and one config.json cannot say both; convert the checkpoint --to bf16 first, then --to fp8")
+        }
+        let declared = checkpoint.config?.quantizationConfig?["scale_fmt"]?.stringValue == "ue8m0" ? BlockQuantization.ScaleFormat.ue8m0 : .float32
+        if declared != options.scaleFormat {
+            throw ConversionError(file: checkpoint.configPath, tensor: kept.name,
+                "is kept in FP8 with \(declared.rawValue) scales, but this run writes \(options.scaleFormat.rawValue) scales and one config.json cannot say both; use --scale-format \(declared.rawValue), or convert --to bf16 first")
+        }
     }
 }
 
@@ -307,7 +326,9 @@ public enum Converter {
         }
         let gridCols = (cols + block.cols - 1) / block.cols
         if !options.allowNonFinite {
-            try checkScales(scales, gridCols: gridCols, of: w, codes: codes, rows: rows, cols: cols, block: block, path: file.path)
+            let largestCode = table.filter(\.isFinite).map(abs).max() ?? 0
+            try checkScales(scales, gridCols: gridCols, of: w, codes: codes, rows: rows, cols: cols, block: block,
+                            largestCode: largestCode, path: file.path)
         }
         let results = parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Int, any Error> in
             let r0 = band * bandRows
@@ -337,10 +358,13 @@ public enum Converter {
         }
     }
 
-    /// Scales that cannot be right: not finite, or zero over codes that are not all zero (they would be erased).
+    /// Scales that cannot be right: not finite, or so small (zero included) that even the largest code
+    /// dequantizes to 0 in BF16, over codes that are not all zero (they would be erased).
     static func checkScales(_ scales: [Float], gridCols: Int, of w: TensorInfo, codes: UnsafeRawBufferPointer,
-                            rows: Int, cols: Int, block: BlockShape, path: String) throws {
-        for (i, scale) in scales.enumerated() where !scale.isFinite || scale == 0 {
+                            rows: Int, cols: Int, block: BlockShape, largestCode: Float, path: String) throws {
+        // Below half of BF16's smallest subnormal (2^-133), a product rounds to zero.
+        let erases = { (scale: Float) in abs(scale) * largestCode < 0x1p-134 }
+        for (i, scale) in scales.enumerated() where !scale.isFinite || erases(scale) {
             let (br, bc) = (i / gridCols, i % gridCols)
             let at = "block (\(br), \(bc)), rows \(br * block.rows)..<\(min(rows, (br + 1) * block.rows)), columns \(bc * block.cols)..<\(min(cols, (bc + 1) * block.cols))"
             if !scale.isFinite {
@@ -357,7 +381,7 @@ public enum Converter {
             }
             if nonZero {
                 throw ConversionError(file: path, tensor: w.name,
-                    "scale of \(at) is 0, which erases its non-zero codes; fix the scales, or pass --allow-nonfinite to write zeros")
+                    "scale of \(at) is \(scale), so small that every code dequantizes to 0, which erases its non-zero codes; fix the scales, or pass --allow-nonfinite to write zeros")
             }
         }
     }

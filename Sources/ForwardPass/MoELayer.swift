@@ -104,6 +104,8 @@ public struct MoELayer {
     }
 
     public var hidden: Int { routerWeight.cols }
+    /// Whether the router has DeepSeek's e_score_correction_bias (it changes which experts are chosen).
+    public var hasRouterBias: Bool { bias != nil }
 
     /// Expert `e`'s gate, up and down projections, read from the map as they are used.
     func expert(_ e: Int) throws(ForwardError) -> (gate: Weight, up: Weight, down: Weight) {

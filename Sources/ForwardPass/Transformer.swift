@@ -14,6 +14,8 @@ public struct Transformer {
     public let hidden: Int
     public let vocab: Int
     public let layers: Int
+    /// tie_word_embeddings: the embeddings are the output head.
+    let tied: Bool
     let eps: Float
     let heads: Int
     let kvHeads: Int
@@ -34,6 +36,11 @@ public struct Transformer {
               let heads = config.int("num_attention_heads") else {
             throw ForwardError("config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
         }
+        // The experts and MLPs are SwiGLU: a model with another activation would be computed wrongly, so refuse it.
+        if let act = config.string("hidden_act"), act != "silu" && act != "swish" {
+            throw ForwardError("config.json: hidden_act \"\(act)\" is not one verify runs (silu)")
+        }
+        tied = config.tieWordEmbeddings ?? false
         let kv = config.int("num_key_value_heads") ?? heads
         guard h >= 1, v >= 1, n >= 1, n <= 4096, heads >= 1, kv >= 1, heads % kv == 0 else {
             throw ForwardError("config.json: hidden_size \(h), vocab_size \(v), num_hidden_layers \(n), num_attention_heads \(heads) and num_key_value_heads \(kv) must be positive, with the heads a multiple of the key/value heads")
@@ -176,7 +183,8 @@ public struct Transformer {
         }
         h = try Math.rmsNorm(h, tokens: t, weight: try reader.vector("model.norm.weight"), eps: eps, name: "model.norm.weight")
         states[states.count - 1] = h
-        let head = reader.has("lm_head.weight") ? try reader.weight("lm_head.weight") : embed
+        // Tied embeddings are the output head whatever lm_head.weight the file also holds, as transformers ties them.
+        let head = !tied && reader.has("lm_head.weight") ? try reader.weight("lm_head.weight") : embed
         return Output(logits: try Math.linear(h, tokens: t, head, rows: vocab), hidden: states, routing: routing, topK: topK)
     }
 

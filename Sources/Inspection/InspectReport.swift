@@ -44,7 +44,9 @@ public struct QuantizationSummary: Sendable {
                 if scale.file != fileIndex { p.elsewhere += 1 }
                 if t.shape.count == 2 {
                     let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
-                    if scale.tensor.shape != expected && scale.tensor.elementCount != 1 { p.mismatched.append(t.name) }
+                    // A single per-tensor value ([] or [1]) is another scheme, accepted only when no block size is declared.
+                    let perTensor = scale.tensor.shape.count <= 1 && scale.tensor.elementCount == 1 && block == nil
+                    if scale.tensor.shape != expected && !perTensor { p.mismatched.append(t.name) }
                 }
             }
             return p

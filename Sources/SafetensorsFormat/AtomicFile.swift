@@ -47,6 +47,7 @@ public final class AtomicFile {
 
     public init(path: String) throws {
         finalPath = path
+        try AtomicFile.refuseNonRegular(path)
         let (dir, base) = splitPath(path)
         var suffix = UInt64.random(in: 0...UInt64.max) & 0xFFFF_FFFF
         var tmp = ""
@@ -66,6 +67,19 @@ public final class AtomicFile {
 
     deinit {
         if !finished { abort() }
+    }
+
+    /// The rename that puts an output in place replaces whatever has its name: a device (`/dev/null`), a FIFO,
+    /// a socket or a directory there is never the user's old output, so it is refused, not replaced. (A symlink
+    /// is replaced itself, never what it points to; a regular file is replaced, as `cp` would.)
+    public static func refuseNonRegular(_ path: String) throws(IOError) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        let kind = st.st_mode & S_IFMT
+        guard kind != S_IFREG && kind != S_IFLNK else { return }
+        let what = kind == S_IFDIR ? "a directory" : kind == S_IFCHR || kind == S_IFBLK ? "a device"
+            : kind == S_IFIFO ? "a FIFO (named pipe)" : kind == S_IFSOCK ? "a socket" : "not a regular file"
+        throw IOError(path: path, "exists and is \(what); moetool writes outputs only as regular files and never replaces anything else: choose a file path")
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) throws {

@@ -239,3 +239,28 @@ import Testing
         #expect(r.status == 1)
     }
 }
+
+extension VerifyCoverage {
+    /// A bad expert that tokens do reach, mixed with good ones, stays under a layer's limits; judged alone it fails,
+    /// in layer mode too (the default for real-sized models).
+    @Test func aReachedExpertWithGateAndUpSwappedFailsInBothModes() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let copy = dir + "/ck"
+        try FileManager.default.copyItem(atPath: Self.original, toPath: copy)
+        let shard = copy + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        var bytes = Fixtures.readBytes(shard)
+        let g = file.fileRange(try #require(file.tensor(named: "model.layers.1.mlp.experts.3.gate_proj.weight")))
+        let u = file.fileRange(try #require(file.tensor(named: "model.layers.1.mlp.experts.3.up_proj.weight")))
+        let a = Array(bytes[Int(g.lowerBound)..<Int(g.upperBound)]), b = Array(bytes[Int(u.lowerBound)..<Int(u.upperBound)])
+        bytes.replaceSubrange(Int(g.lowerBound)..<Int(g.upperBound), with: b)
+        bytes.replaceSubrange(Int(u.lowerBound)..<Int(u.upperBound), with: a)
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
+        for mode in [["--layers", "all"], []] {
+            let r = try CLI.run(["verify", Self.original, copy] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(r.stdout.contains("FAILED layer 1 expert 3:"), "\(mode): \(r.stdout)")
+        }
+    }
+}
