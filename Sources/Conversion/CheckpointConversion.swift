@@ -39,6 +39,8 @@ public enum CheckpointConversion {
         public let passedThrough: Int
         public let dropped: Int
         public let finalized: Bool
+        /// What the directory held that was not carried over, and why.
+        public var leftOut: [DirectoryTree.LeftOut] = []
         public var bytesIn: UInt64 { shards.reduce(0) { $0 + $1.bytesIn } }
         public var bytesOut: UInt64 { shards.reduce(0) { $0 + $1.bytesOut } }
     }
@@ -141,20 +143,22 @@ public enum CheckpointConversion {
             }
         }
         var finalized = false
+        var leftOut: [DirectoryTree.LeftOut] = []
         if case .shards = mode {} else {
-            try finalize(checkpoint: checkpoint, output: output, plan: plan, options: options,
+            leftOut = try finalize(checkpoint: checkpoint, output: output, plan: plan, options: options,
                          alreadyVerified: Set(results.map(\.name)))
             claim.release()
             finalized = true
         }
         return Summary(
             shards: results, quantized: plan.count(.quantize), dequantized: plan.count(.dequantize),
-            passedThrough: plan.count(.passThrough), dropped: plan.count(.drop), finalized: finalized)
+            passedThrough: plan.count(.passThrough), dropped: plan.count(.drop), finalized: finalized, leftOut: leftOut)
     }
 
     /// Every shard done and intact, then the index, config.json and other files; the state goes last.
+    /// Returns what was left out of the copy, and why.
     static func finalize(checkpoint: Checkpoint, output: String, plan: ConversionPlan, options: ConversionOptions,
-                         alreadyVerified: Set<String>) throws {
+                         alreadyVerified: Set<String>) throws -> [DirectoryTree.LeftOut] {
         let missing = plan.shards.map(\.name).filter { !alreadyVerified.contains($0) && !verifiedDone($0, output: output) }
         guard missing.isEmpty else {
             throw ConversionError(file: output,
@@ -173,7 +177,7 @@ public enum CheckpointConversion {
             let updated = updatedConfig(config, plan: plan, options: options)
             try writeText(JSONSerializer.pretty(.object(updated)), to: output + "/" + Checkpoint.configFileName)
         }
-        try copyOtherFiles(from: checkpoint, to: output)
+        return try copyOtherFiles(from: checkpoint, to: output)
     }
 
     /// Records a finished shard with the checksum of the bytes written (taken as they were written):
@@ -248,16 +252,39 @@ public enum CheckpointConversion {
         }
     }
 
-    /// Tokenizer files, generation_config.json and the like, copied unchanged.
-    static func copyOtherFiles(from checkpoint: Checkpoint, to output: String) throws(ConversionError) {
+    /// Everything else in the checkpoint directory, at any depth (tokenizer files, generation_config.json,
+    /// `original/`, ...), copied unchanged; returns what was left out and why.
+    @discardableResult
+    static func copyOtherFiles(from checkpoint: Checkpoint, to output: String) throws(ConversionError) -> [DirectoryTree.LeftOut] {
         // Only for a checkpoint directory: a single file named on the command line brings nothing along.
-        guard checkpoint.layout == .sharded || checkpoint.path != checkpoint.files[0].path else { return }
-        let skip = Set(checkpoint.fileNames + [Checkpoint.indexFileName, Checkpoint.configFileName])
-        for name in listDirectory(checkpoint.directory).sorted() where !skip.contains(name) && !name.hasPrefix(".") {
+        guard checkpoint.layout == .sharded || checkpoint.path != checkpoint.files[0].path else { return [] }
+        let tree: DirectoryTree
+        do {
+            tree = try DirectoryTree.walk(checkpoint.directory)
+        } catch {
+            throw ConversionError(file: error.path, error.message)
+        }
+        let rewritten = Set(checkpoint.fileNames + [Checkpoint.indexFileName, Checkpoint.configFileName])
+        var leftOut = tree.leftOut
+        for directory in tree.directories {
+            do {
+                try AtomicFile.makeParentDirectories(of: directory + "/x", in: output)
+            } catch {
+                throw ConversionError(file: error.path, error.message)
+            }
+        }
+        for name in tree.files where !rewritten.contains(name) {
+            if name.hasPrefix(".cache/huggingface/") {
+                // hf download --local-dir's records of the original files: they would describe files that are not these.
+                leftOut.append(DirectoryTree.LeftOut(name: name, reason: "the Hugging Face download records of the original files"))
+                continue
+            }
+            if name.hasSuffix(".safetensors") {
+                // Weights the index does not name: loaders ignore them, and a copy would only double their size.
+                leftOut.append(DirectoryTree.LeftOut(name: name, reason: "a .safetensors file the index does not name (loaders ignore it); not converted"))
+                continue
+            }
             let source = checkpoint.directory + "/" + name
-            var st = stat()
-            guard stat(source, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
-            if name.hasSuffix(".safetensors") { continue }  // stray weights not in the checkpoint
             AtomicFile.removeStaleTemporaries(of: output + "/" + name, allWriters: true)
             do {
                 try AtomicFile.copy(from: source, to: output + "/" + name)
@@ -265,6 +292,7 @@ public enum CheckpointConversion {
                 throw ConversionError(file: source, "cannot copy: \(error)")
             }
         }
+        return leftOut
     }
 }
 

@@ -11,8 +11,6 @@ public enum DirectoryCompression {
     public static let manifestName = "moetool-compressed.json"
     /// Where an unfinished directory run keeps its plan and lock inside OUT (removed at the end).
     public static let stateDirectoryName = ".moetool-compress"
-    /// moetool's own state directories (`.moetool-compress`, `.moetool-convert`): never compressed or copied.
-    public static let statePrefix = ".moetool-"
 
     public struct FileResult: Sendable {
         /// The path relative to IN and OUT (for a single file, its base name).
@@ -27,11 +25,7 @@ public enum DirectoryCompression {
     }
 
     /// Something under IN that is not put in OUT, and why (a socket, a FIFO, a symlink loop, ...).
-    public struct LeftOut: Sendable, Equatable {
-        /// The path relative to IN.
-        public var name: String
-        public var reason: String
-    }
+    public typealias LeftOut = DirectoryTree.LeftOut
 
     public struct Summary: Sendable {
         public var files: [FileResult] = []
@@ -80,88 +74,20 @@ public enum DirectoryCompression {
                                    action: direction == .compress ? "compressed" : "decompressed")])
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(input, "not a file or directory") }
-        var plan = Plan()
-        let walk = TreeWalk(output: output, direction: direction)
-        try walk.visit(input, relative: "", ancestors: [DirectoryIdentity(st)], into: &plan)
-        if direction == .compress && !plan.jobs.contains(where: { $0.action == "compressed" }) {
-            throw CompressionError(input, "no .safetensors files to compress")
+        let tree: DirectoryTree
+        do {
+            tree = try DirectoryTree.walk(input)
+        } catch {
+            throw CompressionError(error.path, error.message)
         }
-        return plan
-    }
-
-    static func alreadyCompressed(_ path: String) -> CompressionError {
-        CompressionError(path, "already compressed (it is moetool compress output); restore it with moetool decompress, "
-            + "or compress the original checkpoint")
-    }
-
-    /// A directory as the file system knows it, to notice a symlink that leads back up the tree.
-    struct DirectoryIdentity: Hashable {
-        let device: UInt64
-        let inode: UInt64
-        init(_ st: stat) {
-            device = UInt64(st.st_dev)
-            inode = UInt64(st.st_ino)
-        }
-    }
-
-    /// Walks IN depth-first in name order, following symlinks (a Hugging Face cache snapshot is a
-    /// directory of symlinks into `../../blobs`).
-    struct TreeWalk {
-        let output: String
-        let direction: Direction
-
-        func visit(_ directory: String, relative: String, ancestors: Set<DirectoryIdentity>,
-                   into plan: inout Plan) throws(CompressionError) {
-            guard let handle = opendir(directory) else {
-                throw CompressionError(directory, "cannot read the directory: \(String(cString: strerror(errno)))")
+        var plan = Plan(directories: tree.directories, leftOut: tree.leftOut, symlinks: tree.symlinks)
+        for rel in tree.files {
+            let source = input + "/" + rel
+            if rel == manifestName {
+                // The manifest marks moetool compress output; restoring drops it.
+                if direction == .compress { throw alreadyCompressed(source) }
+                continue
             }
-            closedir(handle)
-            for name in listDirectory(directory).sorted() {
-                let path = directory + "/" + name
-                let rel = relative.isEmpty ? name : relative + "/" + name
-                if name.hasPrefix(statePrefix) {
-                    plan.leftOut.append(LeftOut(name: rel, reason: "moetool's own run state (a plan and a lock), not part of the checkpoint"))
-                    continue
-                }
-                if relative.isEmpty && name == manifestName {
-                    // The manifest marks moetool compress output; restoring drops it.
-                    if direction == .compress { throw alreadyCompressed(path) }
-                    continue
-                }
-                if isSymlink(path) { plan.symlinks.append(path) }
-                var st = stat()
-                guard stat(path, &st) == 0 else {
-                    let code = errno
-                    let reason = code == ELOOP ? "a symlink loop"
-                        : code == ENOENT ? "a dangling symlink (its target does not exist)"
-                        : "cannot be read: \(String(cString: strerror(code)))"
-                    plan.leftOut.append(LeftOut(name: rel, reason: reason))
-                    continue
-                }
-                switch st.st_mode & S_IFMT {
-                case S_IFREG:
-                    plan.jobs.append(try job(path, rel))
-                case S_IFDIR:
-                    let id = DirectoryIdentity(st)
-                    guard !ancestors.contains(id) else {
-                        plan.leftOut.append(LeftOut(name: rel, reason: "a symlink loop (it leads back to a directory it is in)"))
-                        continue
-                    }
-                    plan.directories.append(rel)
-                    try visit(path, relative: rel, ancestors: ancestors.union([id]), into: &plan)
-                case S_IFIFO:
-                    plan.leftOut.append(LeftOut(name: rel, reason: "a FIFO (named pipe), not a file"))
-                case S_IFSOCK:
-                    plan.leftOut.append(LeftOut(name: rel, reason: "a socket, not a file"))
-                case S_IFCHR, S_IFBLK:
-                    plan.leftOut.append(LeftOut(name: rel, reason: "a device, not a file"))
-                default:
-                    plan.leftOut.append(LeftOut(name: rel, reason: "not a regular file or directory"))
-                }
-            }
-        }
-
-        func job(_ source: String, _ rel: String) throws(CompressionError) -> Job {
             let action: String
             switch direction {
             case .compress:
@@ -171,8 +97,17 @@ public enum DirectoryCompression {
             case .decompress:
                 action = CompressedShard.isCompressed(path: source) ? "decompressed" : "copied"
             }
-            return Job(source: source, destination: output + "/" + rel, name: rel, action: action)
+            plan.jobs.append(Job(source: source, destination: output + "/" + rel, name: rel, action: action))
         }
+        if direction == .compress && !plan.jobs.contains(where: { $0.action == "compressed" }) {
+            throw CompressionError(input, "no .safetensors files to compress")
+        }
+        return plan
+    }
+
+    static func alreadyCompressed(_ path: String) -> CompressionError {
+        CompressionError(path, "already compressed (it is moetool compress output); restore it with moetool decompress, "
+            + "or compress the original checkpoint")
     }
 
     /// Compresses or restores `input` (a file or a checkpoint directory, with everything under it) into

@@ -163,6 +163,7 @@ struct Convert: ParsableCommand {
                 ("quantized", .int(s.quantized)), ("dequantized", .int(s.dequantized)),
                 ("passed_through", .int(s.passedThrough)), ("dropped", .int(s.dropped)),
                 ("bytes_in", .uint(s.bytesIn)), ("bytes_out", .uint(s.bytesOut)),
+                ("left_out", .array(s.leftOut.map { .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))])) })),
                 ("shards", .array(s.shards.map { r in
                     .object(JSONObject([
                         ("name", .string(r.name)), ("bytes_in", .uint(r.bytesIn)), ("bytes_out", .uint(r.bytesOut)),
@@ -176,7 +177,9 @@ struct Convert: ParsableCommand {
         var line = "\(escapeForDisplay(input)) -> \(escapeForDisplay(output)) (\(to.rawValue)): "
         line += "\(s.shards.count - resumed) shard(s) converted" + (resumed > 0 ? ", \(resumed) kept from an earlier run" : "")
         line += "; \(s.quantized) quantized, \(s.dequantized) dequantized, \(s.passedThrough) unchanged, \(s.dropped) dropped"
+        if !s.leftOut.isEmpty { line += "; \(s.leftOut.count) left out (below)" }
         line += s.finalized ? "; checkpoint complete\n" : "; run --finalize when every worker is done\n"
         FileHandleOutput.stdout(line)
+        for item in s.leftOut { FileHandleOutput.stdout("left out: \(escapeForDisplay(item.name)): \(item.reason)\n") }
     }
 }

@@ -6,6 +6,9 @@ import NumberFormats
 import SafetensorsFormat
 import StrictJSON
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct WholeCheckpointConversion {
     func convert(_ input: String, _ target: ConversionTarget, to output: String) throws -> CheckpointConversion.Summary {
@@ -382,6 +385,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir + "/tokenizer/extra", withIntermediateDirectories: true)
         try Data("vocab".utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer/vocab.txt"))
         try Data("deep".utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer/extra/merges.txt"))
+        try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"), toPath: dir + "/stray.safetensors")
+        #expect(mkfifo(dir + "/fifo", 0o644) == 0)
         return dir
     }
 
@@ -393,6 +398,11 @@ import Testing
         let out = input + "-fp8"
         let summary = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
         #expect(summary.shards.count == 5)
+        // Every other file, at any depth, is carried over; what is not is said.
+        #expect(Fixtures.readBytes(out + "/tokenizer/vocab.txt") == Array("vocab".utf8))
+        #expect(Fixtures.readBytes(out + "/tokenizer/extra/merges.txt") == Array("deep".utf8))
+        #expect(summary.leftOut.map(\.name) == ["fifo", "stray.safetensors"], "\(summary.leftOut)")
+        #expect(!FileManager.default.fileExists(atPath: out + "/stray.safetensors"))
         let converted = try Checkpoint(path: out)
         #expect(converted.fileNames == c.fileNames)
         #expect(converted.tensorCount > c.tensorCount)  // scales added
