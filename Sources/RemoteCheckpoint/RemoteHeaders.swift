@@ -64,29 +64,33 @@ public enum RemoteHeaders {
                     message: "no config.json, \(indexName) or model.safetensors: not a safetensors model repository, or not this revision")
             }
         }
-        // Each shard on its own connection, `parallel` at a time; the first failure is reported.
-        let failures = NSLock()
+        // `parallel` threads of their own (each waits on the network, so they must not be pool threads, whose
+        // count follows the cores), each taking the next shard; the first failure stops them.
+        let state = NSLock()
         nonisolated(unsafe) var firstFailure: RemoteError? = nil
-        let queue = DispatchQueue(label: "moetool.remote", attributes: .concurrent)
-        let slots = DispatchSemaphore(value: max(1, parallel))
+        nonisolated(unsafe) var next = 0
+        let names = shards
         let group = DispatchGroup()
-        for name in shards {
-            slots.wait()
-            failures.lock()
-            let stop = firstFailure != nil
-            failures.unlock()
-            if stop { slots.signal(); break }
+        for _ in 0..<max(1, min(parallel, names.count)) {
             group.enter()
-            queue.async {
-                defer { slots.signal(); group.leave() }
-                do throws(RemoteError) {
-                    try fetchShard(url(name), to: directory + "/" + name, client: client)
-                } catch {
-                    failures.lock()
-                    if firstFailure == nil { firstFailure = error }
-                    failures.unlock()
+            Thread {
+                defer { group.leave() }
+                while true {
+                    state.lock()
+                    let i = next
+                    next += 1
+                    let stop = firstFailure != nil || i >= names.count
+                    state.unlock()
+                    if stop { return }
+                    do throws(RemoteError) {
+                        try fetchShard(url(names[i]), to: directory + "/" + names[i], client: client)
+                    } catch {
+                        state.lock()
+                        if firstFailure == nil { firstFailure = error }
+                        state.unlock()
+                    }
                 }
-            }
+            }.start()
         }
         group.wait()
         if let firstFailure { throw firstFailure }
