@@ -51,6 +51,8 @@ public final class HubClient: @unchecked Sendable {
         public let body: Data
         /// The whole file's size, from Content-Range (a range request) or the body (a full one).
         public let totalSize: UInt64?
+        /// Where the bytes came from after redirects (a second range of the same file goes straight there).
+        public var finalURL: String? = nil
     }
 
     public let options: Options
@@ -101,7 +103,8 @@ public final class HubClient: @unchecked Sendable {
                         // A server that ignores Range would send whole shards: refuse rather than download them.
                         throw RemoteError(url: url, message: "the server ignored the byte range and sent the whole file; header-only reading needs Range support")
                     }
-                    return Response(status: http.statusCode, body: data, totalSize: totalSize(http, bodyCount: data.count))
+                    return Response(status: http.statusCode, body: data, totalSize: totalSize(http, bodyCount: data.count),
+                                    finalURL: http.url?.absoluteString)
                 case 404:
                     return Response(status: 404, body: Data(), totalSize: nil)
                 case 401, 403:

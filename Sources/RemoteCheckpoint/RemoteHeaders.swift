@@ -110,7 +110,8 @@ public enum RemoteHeaders {
         guard n <= SafetensorsLimits.maxHeaderBytes, n >= 2, 8 + n <= total else {
             throw RemoteError(url: url, message: "header length \(n) does not fit a \(total)-byte safetensors file; this is not a safetensors file, or it is damaged")
         }
-        let header = try client.get(url, range: 8...(8 + n - 1))
+        // The CDN address the first request was redirected to serves the second range without another redirect.
+        let header = try client.get(prefix.finalURL ?? url, range: 8...(8 + n - 1))
         guard header.body.count == Int(n) else {
             throw RemoteError(url: url, message: "asked for \(n) header bytes, got \(header.body.count)")
         }

@@ -102,7 +102,7 @@ struct Inspect: ParsableCommand {
             throw ExitStatus.invalidInput
         }
         if !quiet && !json {
-            FileHandleOutput.stderr("fetched the headers of \(summary.shards) file(s): \(summary.bytesReceived) bytes in \(summary.requests) requests\n")
+            FileHandleOutput.stderr("fetched the headers of \(summary.shards) file(s): \(summary.bytesReceived) bytes in \(summary.requests) requests, \(String(format: "%.2f", summary.seconds)) s\n")
         }
         try inspect(scratch, shownAs: location.description, cleanUp: scratch)
     }

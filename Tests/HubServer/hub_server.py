@@ -6,7 +6,7 @@ Serves DIR/<org>--<name>/<file> under the Hub's URL scheme: GET /<org>/<name>/re
 302 with a redirect to /cdn/<org>/<name>/<rev>/<file> (as the Hub redirects to its CDN), which serves the bytes
 with Range support (206 + Content-Range). Repositories whose name starts with "gated" need
 "Authorization: Bearer <SECRET>" (401 otherwise). With --flaky every third request answers 503 with
-Retry-After: 0. GET /_stats returns {"requests", "body_bytes", "ranges"} (body bytes of file answers).
+Retry-After: 0. GET /api/models/<org>/<name>/tree/<rev> lists the files with their sizes. GET /_stats returns {"requests", "body_bytes", "ranges"} (body bytes of file answers).
 Prints "PORT <n>" once listening, and exits with its parent. Standard library only; binds 127.0.0.1.
 """
 import argparse
@@ -48,6 +48,18 @@ def make_handler(root, flaky, token):
                 n = STATS["requests"]
             if flaky and n % 3 == 0:
                 return self.send_plain(503, b"busy", [("Retry-After", "0")])
+            m = re.fullmatch(r"/api/models/([^/]+)/([^/]+)/tree/([^/?]+)(\?.*)?", self.path)
+            if m:
+                # The Hub's file listing (what hf-mem asks first): every file with its size.
+                base = os.path.join(root, f"{m.group(1)}--{m.group(2)}")
+                if not os.path.isdir(base):
+                    return self.send_plain(404, b"not found")
+                files = []
+                for d, _, names in os.walk(base, followlinks=True):
+                    for n in sorted(names):
+                        full = os.path.join(d, n)
+                        files.append({"type": "file", "path": os.path.relpath(full, base), "size": os.path.getsize(full)})
+                return self.send_plain(200, json.dumps(files).encode(), [("Content-Type", "application/json")])
             m = re.fullmatch(r"/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", self.path)
             if m:
                 org, name, rev, file = m.groups()
