@@ -119,7 +119,7 @@ import Foundation
 /// Hostile inputs are refused quickly, without large allocations or hangs.
 @Suite struct HostileCheckpoints {
     func sparseFile(_ path: String, size: Int64) {
-        FileManager.default.createFile(atPath: path, contents: nil)
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
         let h = FileHandle(forWritingAtPath: path)!
         try! h.truncate(atOffset: UInt64(size))
         try! h.close()

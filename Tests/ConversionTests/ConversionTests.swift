@@ -111,7 +111,7 @@ import Glibc
     @Test func refusesANonEmptyOutputOrOneInsideTheInput() throws {
         let (c, p, o) = try plan(Fixtures.path("models/mixtral-bf16"), .fp8)
         let out = Fixtures.temporaryDirectory()
-        FileManager.default.createFile(atPath: out + "/keep.txt", contents: Data("x".utf8))
+        #expect(FileManager.default.createFile(atPath: out + "/keep.txt", contents: Data("x".utf8)))
         #expect(throws: ConversionError.self) { try CheckpointConversion.run(checkpoint: c, output: out, plan: p, options: o) }
         #expect(Fixtures.readBytes(out + "/keep.txt") == Array("x".utf8))
         #expect(throws: ConversionError.self) {
@@ -210,7 +210,7 @@ import Glibc
 
     @Test func resumeRefusesAForeignDirectoryOrOtherOptions() throws {
         let dir = Fixtures.temporaryDirectory()
-        FileManager.default.createFile(atPath: dir + "/notes.txt", contents: Data("mine".utf8))
+        #expect(FileManager.default.createFile(atPath: dir + "/notes.txt", contents: Data("mine".utf8)))
         #expect(throws: ConversionError.self) { try run(dir, .resume) }
         let out = Fixtures.temporaryDirectory() + "/out"
         _ = try run(out, .shards(index: 1, count: 3))

@@ -15,7 +15,7 @@ public enum HubCacheLayout {
         try Data(commit.utf8).write(to: URL(fileURLWithPath: repo + "/refs/" + revision))
         for relative in try FileManager.default.subpathsOfDirectory(atPath: model).sorted() {
             var isDirectory: ObjCBool = false
-            FileManager.default.fileExists(atPath: model + "/" + relative, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: model + "/" + relative, isDirectory: &isDirectory)
             let link = snapshot + "/" + relative
             if isDirectory.boolValue {
                 try FileManager.default.createDirectory(atPath: link, withIntermediateDirectories: true)

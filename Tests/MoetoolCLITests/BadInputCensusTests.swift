@@ -87,14 +87,14 @@ import Testing
         let bytes = Fixtures.readBytes(packed)
         for (i, cut) in [1, 8, 23, 24, 100, bytes.count / 3, bytes.count / 2, bytes.count - 65, bytes.count - 1].enumerated() {
             let p = dir + "/cut\(i).stz"
-            FileManager.default.createFile(atPath: p, contents: Data(bytes.prefix(cut)))
+            #expect(FileManager.default.createFile(atPath: p, contents: Data(bytes.prefix(cut))))
             try refuses(["decompress", p, dir + "/out\(i)"], output: dir + "/out\(i)")
         }
         for (i, at) in [9, 13, 17, 30, bytes.count / 2, bytes.count - 100, bytes.count - 200, bytes.count - 40, bytes.count - 20, bytes.count - 3].enumerated() {
             var damaged = bytes
             damaged[at] ^= 0xA5
             let p = dir + "/flip\(i).stz"
-            FileManager.default.createFile(atPath: p, contents: Data(damaged))
+            #expect(FileManager.default.createFile(atPath: p, contents: Data(damaged)))
             try refuses(["decompress", p, dir + "/flipped\(i)"], output: dir + "/flipped\(i)")
         }
     }
@@ -130,7 +130,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         func write(_ name: String, header: [UInt8], dataBytes: Int = 0) throws -> String {
             let path = dir + "/" + name
-            FileManager.default.createFile(atPath: path, contents: nil)
+            #expect(FileManager.default.createFile(atPath: path, contents: nil))
             let h = try #require(FileHandle(forWritingAtPath: path))
             try h.write(contentsOf: withUnsafeBytes(of: UInt64(header.count).littleEndian) { Data($0) })
             try h.write(contentsOf: header)
@@ -192,11 +192,11 @@ import Testing
         // whose totals pass it (1e303, where float32 arithmetic is already infinite) are refused.
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        FileManager.default.createFile(atPath: dir + "/large.json", contents: Data("{\"layers\": [[1e29, 2e29, 1, 5]]}".utf8))
+        #expect(FileManager.default.createFile(atPath: dir + "/large.json", contents: Data("{\"layers\": [[1e29, 2e29, 1, 5]]}".utf8)))
         let large = try CLI.run(["plan-experts", dir + "/large.json", "--gpus", "2", "--json"])
         #expect(large.status == 0, "\(large.stderr)")
         #expect((try? JSONParser.parse(large.stdout)) != nil, "\(large.stdout.prefix(600))")
-        FileManager.default.createFile(atPath: dir + "/huge.json", contents: Data("{\"layers\": [[1e303, 2e303, 1, 5]]}".utf8))
+        #expect(FileManager.default.createFile(atPath: dir + "/huge.json", contents: Data("{\"layers\": [[1e303, 2e303, 1, 5]]}".utf8)))
         let huge = try CLI.run(["plan-experts", dir + "/huge.json", "--gpus", "2", "--json"])
         #expect(huge.status == 1 && huge.stdout.isEmpty, "\(huge.stdout.prefix(600))")
         #expect(huge.stderr.contains("huge.json: layer 0: the loads add up to 3.0000000000000003e+303"), "\(huge.stderr)")

@@ -34,8 +34,8 @@ struct CLI {
         }
         // Capture into files: no pipe can fill up and block the child.
         let dir = Fixtures.temporaryDirectory()
-        FileManager.default.createFile(atPath: dir + "/out", contents: nil)
-        FileManager.default.createFile(atPath: dir + "/err", contents: nil)
+        _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
+        _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: dir + "/out")
         p.standardError = FileHandle(forWritingAtPath: dir + "/err")
         try p.run()

@@ -47,7 +47,7 @@ import Testing
         let bad = (value * 16).bitPattern
         var corrupted = bytes
         for i in 0..<4 { corrupted[at + i] = UInt8((bad >> (8 * UInt32(i))) & 0xFF) }
-        FileManager.default.createFile(atPath: shard, contents: Data(corrupted))
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(corrupted)))
         let scaled = try CLI.run(["verify", original, fp8, "--layers", "all"])
         #expect(scaled.status == 1, "\(scaled.stdout)")
         #expect(scaled.stdout.contains("FAILED layer 1"), "\(scaled.stdout)")
@@ -64,7 +64,7 @@ import Testing
             bytes.replaceSubrange(Int(x.lowerBound)..<Int(x.upperBound), with: b)
             bytes.replaceSubrange(Int(y.lowerBound)..<Int(y.upperBound), with: a)
         }
-        FileManager.default.createFile(atPath: shard, contents: Data(bytes))
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
         let swapped = try CLI.run(["verify", original, fp8, "--layers", "2"])
         #expect(swapped.status == 1, "\(swapped.stdout)")
         #expect(swapped.stdout.contains("FAILED layer 2"), "\(swapped.stdout)")
