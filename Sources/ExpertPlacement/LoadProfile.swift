@@ -1,3 +1,4 @@
+import SafetensorsFormat
 import CZstd
 import StrictJSON
 #if canImport(Glibc)
@@ -317,16 +318,7 @@ public struct LoadProfile: Sendable, Equatable {
     }
 
     /// A non-negative decimal index of at most 9 digits.
-    static func index(_ bytes: UnsafeBufferPointer<UInt8>, _ field: Range<Int>) -> Int? {
-        guard !field.isEmpty, field.count <= 9 else { return nil }
-        var v = 0
-        for i in field {
-            let c = bytes[i]
-            guard c >= 0x30 && c <= 0x39 else { return nil }
-            v = v * 10 + Int(c - 0x30)
-        }
-        return v
-    }
+    static func index(_ bytes: UnsafeBufferPointer<UInt8>, _ field: Range<Int>) -> Int? { decimalValue(bytes, field) }
 
     // MARK: Files
 

@@ -114,17 +114,7 @@ struct NameParts {
     }
 
     /// The part as a number when it is all digits (at most 9).
-    func number(_ i: Int) -> Int? {
-        let r = ranges[i]
-        guard !r.isEmpty, r.count <= 9 else { return nil }
-        var v = 0
-        for k in r {
-            let c = bytes[k]
-            guard c >= 0x30 && c <= 0x39 else { return nil }
-            v = v * 10 + Int(c - 0x30)
-        }
-        return v
-    }
+    func number(_ i: Int) -> Int? { decimalValue(bytes, ranges[i]) }
 
     func firstIndex(of literal: StaticString, in range: Range<Int>? = nil) -> Int? {
         (range ?? 0..<count).first { equals($0, literal) }

@@ -179,3 +179,16 @@ public struct NameTable<Value> {
 }
 
 extension NameTable: @unchecked Sendable where Value: Sendable {}
+
+/// `bytes[range]` as a non-negative decimal number when it is all ASCII digits, at most `maxDigits` of them
+/// (9 by default: the value always fits an Int); nil otherwise.
+public func decimalValue(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, maxDigits: Int = 9) -> Int? {
+    guard !range.isEmpty, range.count <= maxDigits else { return nil }
+    var v = 0
+    for i in range {
+        let c = bytes[i]
+        guard c >= 0x30 && c <= 0x39 else { return nil }
+        v = v * 10 + Int(c - 0x30)
+    }
+    return v
+}
