@@ -10,7 +10,14 @@ struct CheckpointSource: ParsableArguments {
 
     /// Each path as given when it exists, else the cache snapshot of the model id it names. Exit 1 with a
     /// message naming what was looked for when a model id is not in the cache.
-    func locate(_ paths: [String]) throws -> [String] {
+    func locate(_ paths: [String]) throws -> [String] { try CheckpointSource.locate(paths, revision: revision) }
+
+    func locate(_ path: String) throws -> String { try locate([path])[0] }
+
+    /// The same for a command without --revision (a model id then means its main branch).
+    static func locate(_ path: String) throws -> String { try locate([path], revision: nil)[0] }
+
+    static func locate(_ paths: [String], revision: String?) throws -> [String] {
         var located: [String] = []
         var fromCache = false
         for path in paths {
@@ -29,6 +36,4 @@ struct CheckpointSource: ParsableArguments {
         }
         return located
     }
-
-    func locate(_ path: String) throws -> String { try locate([path])[0] }
 }

@@ -8,8 +8,10 @@ import Glibc
 
 /// Shared by compress and decompress.
 struct CompressionRun {
-    static func execute(input: String, output: String, direction: DirectoryCompression.Direction, levels: ChunkCodec.Levels,
+    static func execute(input given: String, output: String, direction: DirectoryCompression.Direction, levels: ChunkCodec.Levels,
                         threads: Int, resume: Bool, json: Bool, quiet: Bool) throws {
+        // A model id in the Hugging Face cache compresses like its snapshot directory.
+        let input = try CheckpointSource.locate(given)
         let total: UInt64
         do {
             let plan = try DirectoryCompression.plan(input, output, direction)
@@ -104,7 +106,7 @@ struct Compress: ParsableCommand {
             byte. See Docs/compress.md.
             """)
 
-    @Argument(help: "A .safetensors file or a checkpoint directory.") var input: String
+    @Argument(help: "A .safetensors file, a checkpoint directory, or a model id (org/name) in the Hugging Face cache.") var input: String
     @Argument(help: "The output file or directory.") var output: String
     @Option(help: "zstd level for exponent planes: 0 (moetool's entropy setting, the default) or 1-19.") var exponentLevel: Int32 = 0
     @Option(help: "zstd level for the other planes: 0 (the default) or 1-19.") var level: Int32 = 0

@@ -64,8 +64,13 @@ struct PlanExperts: ParsableCommand {
     @Option(help: "With --previous: the imbalance (max/mean GPU load) each layer must reach (default: within 1% of a fresh plan).")
     var targetImbalance: Double?
 
-    @Option(help: ArgumentHelp("A checkpoint, for the memory the replicas take (bytes per routed expert).", valueName: "path"))
+    @Option(help: ArgumentHelp("A checkpoint (or a model id in the Hugging Face cache), for the memory the replicas take (bytes per routed expert).", valueName: "path"))
     var checkpoint: String?
+
+    /// `--checkpoint` as a path: a model id resolved through the Hugging Face cache.
+    var checkpointPath: String? {
+        get throws { try checkpoint.map { try CheckpointSource.locate($0) } }
+    }
 
     @Option(name: .shortAndLong, help: ArgumentHelp("Write the placement here (written whole, then renamed into place).", valueName: "path"))
     var output: String?
@@ -114,7 +119,7 @@ struct PlanExperts: ParsableCommand {
     }
 
     /// Every file or directory the command reads: the output may be none of them, nor inside one.
-    var inputs: [String] { [profile] + [config, previous, checkpoint].compactMap { $0 } }
+    var inputs: [String] { get throws { [profile] + [config, previous, try checkpointPath].compactMap { $0 } } }
 
     func run() throws {
         do {
@@ -125,7 +130,7 @@ struct PlanExperts: ParsableCommand {
     }
 
     func plan() throws {
-        if let output, let conflict = OutputPlacement.conflict(output: output, inputs: inputs) {
+        if let output, let conflict = OutputPlacement.conflict(output: output, inputs: try inputs) {
             throw fail("-o \(output) \(conflict)")
         }
         var modelConfig: ModelConfig? = nil
@@ -175,7 +180,7 @@ struct PlanExperts: ParsableCommand {
         baselineRequest.algorithm = .eplb
         baselineRequest.previous = nil
         let baseline = algorithm == .eplb ? nil : try PlacementPlanner.plan(loads.loads, baselineRequest)
-        let bytesPerExpert = try checkpoint.map(expertBytes)
+        let bytesPerExpert = try checkpointPath.map(expertBytes)
         if let checkpoint, let bytesPerExpert,
            PlanReport.redundantBytes(bytesPerExpert: bytesPerExpert, topology: topology, layers: loads.layers) == nil {
             throw fail("\(checkpoint): \(bytesPerExpert) bytes per routed expert x \(topology.redundantSlots * loads.layers) redundant replicas is more than 2^64 bytes")

@@ -313,6 +313,22 @@ struct CLI {
         #expect(Fixtures.readBytes(snapshot + "/" + blob) == before)
     }
 
+    /// plan-experts --checkpoint and compress take the model id too; compress then decompress gives the snapshot's bytes.
+    @Test func planExpertsAndCompressTakeAModelID() throws {
+        let snapshot = try HubCacheLayout.add(model: Fixtures.path("models/deepseek_v3-bf16"), id: "tiny/dsv3", to: cache)
+        let plan = try run(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json"), "--gpus", "8", "--slots", "24", "--checkpoint", "tiny/dsv3", "--json"])
+        let direct = try run(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json"), "--gpus", "8", "--slots", "24", "--checkpoint", snapshot, "--json"])
+        #expect(plan.status == 0 && direct.status == 0, "\(plan.stderr)")
+        // 3 projections of 24x64 BF16 values per routed expert.
+        #expect(plan.stdout.contains("\"bytes_per_expert\": 9216") && direct.stdout.contains("\"bytes_per_expert\": 9216"), "\(plan.stdout)")
+        let out = Fixtures.temporaryDirectory()
+        let c = try run(["compress", "tiny/dsv3", out + "/c", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let d = try run(["decompress", out + "/c", out + "/d", "-q"])
+        #expect(d.status == 0, "\(d.stderr)")
+        #expect(Fixtures.readBytes(out + "/d/model.safetensors") == Fixtures.readBytes(snapshot + "/model.safetensors"))
+    }
+
     @Test func aModelNotInTheCacheSaysWhatToRun() throws {
         let r = try run(["inspect", "nobody/nothing"])
         #expect(r.status == 1)
