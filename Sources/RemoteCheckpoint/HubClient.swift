@@ -71,7 +71,18 @@ public final class HubClient: @unchecked Sendable {
         configuration.timeoutIntervalForRequest = options.timeoutSeconds
         configuration.timeoutIntervalForResource = options.timeoutSeconds * 4
         configuration.httpMaximumConnectionsPerHost = 16
-        session = URLSession(configuration: configuration)
+        session = URLSession(configuration: configuration, delegate: RedirectPolicy(), delegateQueue: nil)
+    }
+
+    /// The token goes to the endpoint's host only: a redirect elsewhere (the Hub's CDN, whose URLs are signed)
+    /// is followed without it, as huggingface_hub and `requests` do.
+    final class RedirectPolicy: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
+        func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                        newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
+            var next = request
+            if next.url?.host != task.originalRequest?.url?.host { next.setValue(nil, forHTTPHeaderField: "Authorization") }
+            completionHandler(next)
+        }
     }
 
     /// `{endpoint}/{repo}/resolve/{revision}/{file}`.
@@ -84,7 +95,9 @@ public final class HubClient: @unchecked Sendable {
         guard let target = URL(string: url) else { throw RemoteError(url: url, message: "not a valid URL") }
         var request = URLRequest(url: target)
         if let range { request.setValue("bytes=\(range.lowerBound)-\(range.upperBound)", forHTTPHeaderField: "Range") }
-        if let token = options.token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let token = options.token, target.host == URL(string: options.endpoint)?.host {
+            request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
+        }
         var attempt = 0
         while true {
             attempt += 1

@@ -6,7 +6,8 @@ Serves DIR/<org>--<name>/<file> under the Hub's URL scheme: GET /<org>/<name>/re
 302 with a redirect to /cdn/<org>/<name>/<rev>/<file> (as the Hub redirects to its CDN), which serves the bytes
 with Range support (206 + Content-Range). Repositories whose name starts with "gated" need
 "Authorization: Bearer <SECRET>" (401 otherwise). With --flaky every third request answers 503 with
-Retry-After: 0. GET /api/models/<org>/<name>/tree/<rev> lists the files with their sizes. GET /_stats returns {"requests", "body_bytes", "ranges"} (body bytes of file answers).
+Retry-After: 0. The redirect names 127.0.0.1, so a client that asked for localhost meets another host, as with the
+Hub's CDN ("cdn_with_token" counts CDN requests that carried a token). GET /api/models/<org>/<name>/tree/<rev> lists the files with their sizes. GET /_stats returns {"requests", "body_bytes", "ranges"} (body bytes of file answers).
 Prints "PORT <n>" once listening, and exits with its parent. Standard library only; binds 127.0.0.1.
 """
 import argparse
@@ -19,7 +20,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATS = {"requests": 0, "body_bytes": 0, "ranges": []}
+STATS = {"requests": 0, "body_bytes": 0, "ranges": [], "cdn_with_token": 0}
 
 
 def make_handler(root, flaky, token):
@@ -65,11 +66,16 @@ def make_handler(root, flaky, token):
                 org, name, rev, file = m.groups()
                 if name.startswith("gated") and self.headers.get("Authorization") != f"Bearer {token}":
                     return self.send_plain(401, b"gated")
-                return self.send_plain(302, b"", [("Location", f"/cdn/{org}/{name}/{rev}/{file}")])
+                # To another host name than the one asked (127.0.0.1 when asked as localhost), as the Hub's CDN is.
+                cdn = f"http://127.0.0.1:{self.server.server_address[1]}"
+                return self.send_plain(302, b"", [("Location", f"{cdn}/cdn/{org}/{name}/{rev}/{file}")])
             m = re.fullmatch(r"/cdn/([^/]+)/([^/]+)/([^/]+)/(.+)", self.path)
             if not m:
                 return self.send_plain(404, b"no such path")
             org, name, rev, file = m.groups()
+            if self.headers.get("Authorization"):
+                with LOCK:
+                    STATS["cdn_with_token"] += 1
             path = os.path.join(root, f"{org}--{name}", file)
             if ".." in file.split("/") or not os.path.isfile(path):
                 return self.send_plain(404, b"not found")

@@ -47,14 +47,19 @@ final class HubServer {
 
     var endpoint: String { "http://127.0.0.1:\(port)" }
 
+    /// The endpoint under another name than the CDN it redirects to.
+    var namedEndpoint: String { "http://localhost:\(port)" }
+
     /// Body bytes the server sent for file requests.
-    func bodyBytes() throws -> UInt64 {
+    func bodyBytes() throws -> UInt64 { try stat("body_bytes") }
+
+    func stat(_ key: String) throws -> UInt64 {
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var body: Data? = nil
         URLSession.shared.dataTask(with: URL(string: endpoint + "/_stats")!) { d, _, _ in body = d; done.signal() }.resume()
         done.wait()
         let data = try #require(body)
-        return try #require(try JSONParser.parse([UInt8](data)).objectValue?["body_bytes"]?.uint64Value)
+        return try #require(try JSONParser.parse([UInt8](data)).objectValue?[key]?.uint64Value)
     }
 
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/env") && (try? pythonWorks()) == true }
@@ -105,6 +110,11 @@ struct RemoteInspect {
         #expect(denied.stderr.contains("HTTP 401") && denied.stderr.contains("HF_TOKEN"), "\(denied.stderr)")
         let allowed = try CLI.run(["inspect", "hf://org/gated-model"], environment: ["HF_ENDPOINT": server.endpoint, "HF_TOKEN": "secret"])
         #expect(allowed.status == 0, "\(allowed.stderr)")
+        // Asked under another host name than its CDN's, the token stays with the endpoint.
+        let before = try server.stat("cdn_with_token")
+        let named = try CLI.run(["inspect", "hf://org/gated-model"], environment: ["HF_ENDPOINT": server.namedEndpoint, "HF_TOKEN": "secret"])
+        #expect(named.status == 0, "\(named.stderr)")
+        #expect(try server.stat("cdn_with_token") == before)
         // The token file the Hugging Face CLI writes is read too.
         let home = Fixtures.temporaryDirectory()
         try Data("secret\n".utf8).write(to: URL(fileURLWithPath: home + "/token"))
