@@ -81,7 +81,13 @@ public struct InspectReport: Sendable {
         self.checkpoint = checkpoint
         structure = ModelStructure(files: checkpoint.files, config: checkpoint.config, source: checkpoint.path)
         quantization = QuantizationSummary(checkpoint: checkpoint)
-        completeness = ExpectedTensors.check(checkpoint)
+        let completeness = ExpectedTensors.check(checkpoint)
+        self.completeness = completeness
+        missingPatterns = completeness.map { InspectReport.collapsed($0.missing) } ?? []
+        unexpectedPatterns = completeness.map { InspectReport.collapsed($0.unexpected) } ?? []
+        (warnings, problems) = InspectReport.findings(checkpoint: checkpoint, structure: structure, quantization: quantization,
+                                                      completeness: completeness, missing: missingPatterns,
+                                                      unexpected: unexpectedPatterns)
         // Totals per dtype, indexed by rank (no hashing per tensor).
         var params = [UInt64](repeating: 0, count: Dtype.allCases.count)
         var bytes = [UInt64](repeating: 0, count: Dtype.allCases.count)
@@ -102,39 +108,43 @@ public struct InspectReport: Sendable {
     /// config.json against the tensors (nil: an architecture or config this check does not cover).
     public let completeness: ExpectedTensors.Report?
 
-    public var warnings: [Warning] {
-        checkpoint.warnings + structure.warnings + (completeness.map { r in
-            InspectReport.collapsed(r.unexpected).map {
-                Warning(file: checkpoint.path, kind: .unexpectedTensor,
-                        "\($0.pattern)\($0.count > 1 ? " (\($0.count) tensors)" : ""): not described by config.json; a loader ignores it")
-            }
-        } ?? [])
-    }
+    /// The completeness check's missing and unexpected names, collapsed into patterns once.
+    let missingPatterns: [NamePattern]
+    let unexpectedPatterns: [NamePattern]
+    /// What is worth telling: inconsistencies that load correctly.
+    public let warnings: [Warning]
+    /// What makes the checkpoint load wrongly though every file is valid: experts, layers or tensors missing
+    /// against config.json, wrong shapes, FP8 weights without their block scales or with a scale grid of another shape.
+    public let problems: [Problem]
 
     /// Names collapsed into patterns (`model.layers.{3..60}.mlp.experts.{0..255}.up_proj.weight`).
     static func collapsed(_ names: [String]) -> [NamePattern] {
         NamePatterns.collapse(names.map { TensorInfo(name: $0, dtype: .F32, shape: [], begin: 0, end: 0) })
     }
 
-    /// What makes the checkpoint load wrongly though every file is valid: experts or layers missing against
-    /// config.json, FP8 weights without their block scales or with a scale grid of another shape.
-    public var problems: [Problem] {
-        let missing = (completeness.map { InspectReport.collapsed($0.missing) } ?? []).map {
-            Problem(file: checkpoint.path, rule: .tensorMissing,
-                    "\($0.pattern)\($0.count > 1 ? " (\($0.count) tensors)" : ""): config.json implies it, the checkpoint lacks it")
+    static func counted(_ p: NamePattern) -> String { p.pattern + (p.count > 1 ? " (\(p.count) tensors)" : "") }
+
+    static func findings(checkpoint: Checkpoint, structure: ModelStructure, quantization: QuantizationSummary,
+                         completeness: ExpectedTensors.Report?, missing: [NamePattern],
+                         unexpected: [NamePattern]) -> (warnings: [Warning], problems: [Problem]) {
+        let path = checkpoint.path
+        let warnings = checkpoint.warnings + structure.warnings + unexpected.map {
+            Warning(file: path, kind: .unexpectedTensor, "\(counted($0)): not described by config.json; a loader ignores it")
         }
-        let misshapen = (completeness?.wrongShape ?? []).map {
-            Problem(file: checkpoint.path, tensor: $0.name, rule: .tensorWrongShape,
-                    "is \(formatShape($0.found)), config.json makes it \(formatShape($0.expected))")
-        }
-        return structure.problems + missing + misshapen
+        let problems = structure.problems
+            + missing.map { Problem(file: path, rule: .tensorMissing, "\(counted($0)): config.json implies it, the checkpoint lacks it") }
+            + (completeness?.wrongShape ?? []).map {
+                Problem(file: path, tensor: $0.name, rule: .tensorWrongShape,
+                        "is \(formatShape($0.found)), config.json makes it \(formatShape($0.expected))")
+            }
             + quantization.withoutScale.map {
-                Problem(file: checkpoint.path, tensor: $0, rule: .scaleMissing, "FP8 weight without a weight_scale_inv (or weight_scale) tensor")
+                Problem(file: path, tensor: $0, rule: .scaleMissing, "FP8 weight without a weight_scale_inv (or weight_scale) tensor")
             }
             + quantization.scaleShapeMismatches.map {
-                Problem(file: checkpoint.path, tensor: $0, rule: .scaleGridMismatch,
+                Problem(file: path, tensor: $0, rule: .scaleGridMismatch,
                         "its scale is not shaped as the block grid of the weight (quantization_config.weight_block_size, 128x128 when absent)")
             }
+        return (warnings, problems)
     }
 
     static func problemJSON(_ p: Problem) -> JSONValue {
@@ -181,12 +191,12 @@ public struct InspectReport: Sendable {
         o.append("completeness", completeness.map { r in
             .object(JSONObject([
                 ("expected_tensors", .int(r.expected)),
-                ("missing", .array(InspectReport.collapsed(r.missing).map { .string($0.pattern) })),
+                ("missing", .array(missingPatterns.map { .string($0.pattern) })),
                 ("wrong_shape", .array(r.wrongShape.map { w in
                     .object(JSONObject([("name", .string(w.name)), ("shape", .array(w.found.map { .uint($0) })),
                                         ("expected", .array(w.expected.map { .uint($0) }))]))
                 })),
-                ("unexpected", .array(InspectReport.collapsed(r.unexpected).map { .string($0.pattern) })),
+                ("unexpected", .array(unexpectedPatterns.map { .string($0.pattern) })),
             ]))
         } ?? .null)
         o.append("warnings", .array(warnings.map(warningJSON)))

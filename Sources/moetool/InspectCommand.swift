@@ -20,7 +20,7 @@ struct Inspect: ParsableCommand {
             a usage error exits 2.
             """)
 
-    @Argument(help: "A .safetensors file, a checkpoint directory, or a model id (org/name) in the Hugging Face cache.")
+    @Argument(help: "A .safetensors file, a checkpoint directory, a model id (org/name) in the Hugging Face cache, or hf://org/name[@rev] (headers read over HTTP).")
     var path: String
 
     @OptionGroup var source: CheckpointSource

@@ -373,10 +373,9 @@ struct CLI {
             var specs = f.tensors.filter { keep($0.name) }.map { TensorSpec(name: $0.name, dtype: $0.dtype, shape: $0.shape) }
             for s in specs { map.append((s.name, shard)) }
             if extra && i == 0 { specs.append(TensorSpec(name: "model.layers.0.extra.weight", dtype: .F32, shape: [4])) }
-            let written = try SafetensorsWriter.write(to: dir + "/" + shard, tensors: specs, metadata: [(key: "format", value: "pt")]) { info, sink in
+            _ = try SafetensorsWriter.write(to: dir + "/" + shard, tensors: specs, metadata: [(key: "format", value: "pt")]) { info, sink in
                 if let t = f.tensor(named: info.name) { try sink.write(f.data(t)) } else { try [Float](repeating: 1, count: 4).withUnsafeBytes { try sink.write($0) } }
             }
-            _ = written
             total += f.tensors.filter { keep($0.name) }.reduce(0) { $0 + Int($1.byteCount) }
         }
         let entries = map.map { "\"\($0.0)\": \"\($0.1)\"" }.joined(separator: ", ")
@@ -495,8 +494,9 @@ struct CLI {
         let dir = try Severity.rewritten("models/qwen3_moe-f32-sharded") { !$0.hasPrefix("model.layers.2.mlp.experts.5.") }
         let r = try CLI.run(["inspect", dir, "--json"])
         let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue)
-        #expect(c["missing"] == .array([.string("model.layers.2.mlp.experts.5.{down,gate,up}_proj.weight")])
-                || c["missing"]?.arrayValue?.count == 3, "\(c)")
+        let missing = (c["missing"]?.arrayValue ?? []).compactMap(\.stringValue)
+        #expect(missing.count >= 1 && missing.allSatisfy { $0.hasPrefix("model.layers.2.mlp.experts.5.") }, "\(c)")
+        #expect(missing.joined().contains("down_proj") && missing.joined().contains("gate_proj") && missing.joined().contains("up_proj"))
     }
 
     @Test func aWrongShapeIsAnErrorAndAnExtraTensorAWarning() throws {
