@@ -13,6 +13,8 @@ public struct DirectoryTree: Sendable {
     /// Paths (absolute as given) of the symlinks met: their targets are inputs too.
     public var symlinks: [String] = []
     public var leftOut: [LeftOut] = []
+    /// The root resolved, to keep the walk inside it.
+    var realRoot = ""
 
     /// Something under the root that is not carried over, and why.
     public struct LeftOut: Sendable, Equatable {
@@ -33,6 +35,7 @@ public struct DirectoryTree: Sendable {
         var tree = DirectoryTree()
         var st = stat()
         guard stat(root, &st) == 0 else { throw IOError(path: root, "cannot read the directory", errno: errno) }
+        tree.realRoot = realPathOf(root) ?? root
         try tree.visit(root, relative: "", ancestors: [Identity(st)])
         return tree
     }
@@ -57,7 +60,8 @@ public struct DirectoryTree: Sendable {
                 continue
             }
             var link = stat()
-            if lstat(path, &link) == 0, link.st_mode & S_IFMT == S_IFLNK { symlinks.append(path) }
+            let isLink = lstat(path, &link) == 0 && link.st_mode & S_IFMT == S_IFLNK
+            if isLink { symlinks.append(path) }
             var st = stat()
             guard stat(path, &st) == 0 else {
                 let code = errno
@@ -71,6 +75,12 @@ public struct DirectoryTree: Sendable {
             case S_IFREG:
                 files.append(rel)
             case S_IFDIR:
+                // A linked file may live anywhere (the Hugging Face cache links into ../../blobs), but a linked
+                // directory outside the checkpoint (`x -> /`) would carry a whole other tree along.
+                if isLink, let real = realPathOf(path), real != realRoot, !real.hasPrefix(realRoot.hasSuffix("/") ? realRoot : realRoot + "/") {
+                    leftOut.append(LeftOut(name: rel, reason: "a link to a directory outside the checkpoint (\(escapeForDisplay(real)))"))
+                    continue
+                }
                 let id = Identity(st)
                 guard !ancestors.contains(id) else {
                     leftOut.append(LeftOut(name: rel, reason: "a symlink loop (it leads back to a directory it is in)"))
@@ -85,4 +95,10 @@ public struct DirectoryTree: Sendable {
             }
         }
     }
+}
+
+func realPathOf(_ path: String) -> String? {
+    guard let p = realpath(path, nil) else { return nil }
+    defer { free(p) }
+    return String(cString: p)
 }

@@ -60,7 +60,7 @@ public enum OutputPlacement {
             if parent == current { return chain }
             current = parent
         }
-        guard var resolved = realpathString(current) else { return chain }
+        guard var resolved = realPathOf(current) else { return chain }
         while resolved != "/" {
             resolved = parentPath(resolved)
             if let id = identity(resolved) { chain.append(id) }
@@ -71,14 +71,8 @@ public enum OutputPlacement {
     static func parentPath(_ path: String) -> String {
         var p = path
         while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
-        guard let slash = p.lastIndex(of: "/") else { return p == "." ? "." : "." }
+        guard let slash = p.lastIndex(of: "/") else { return "." }
         let parent = String(p[..<slash])
         return parent.isEmpty ? "/" : parent
-    }
-
-    static func realpathString(_ path: String) -> String? {
-        guard let p = realpath(path, nil) else { return nil }
-        defer { free(p) }
-        return String(cString: p)
     }
 }

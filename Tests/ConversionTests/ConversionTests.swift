@@ -387,6 +387,11 @@ import Glibc
         try Data("deep".utf8).write(to: URL(fileURLWithPath: dir + "/tokenizer/extra/merges.txt"))
         try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"), toPath: dir + "/stray.safetensors")
         #expect(mkfifo(dir + "/fifo", 0o644) == 0)
+        // A linked directory inside the checkpoint is followed; one outside it is not carried along.
+        try FileManager.default.createSymbolicLink(atPath: dir + "/tokens", withDestinationPath: "tokenizer")
+        let elsewhere = Fixtures.temporaryDirectory()
+        try Data("far".utf8).write(to: URL(fileURLWithPath: elsewhere + "/big.bin"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/outside", withDestinationPath: elsewhere)
         return dir
     }
 
@@ -401,7 +406,9 @@ import Glibc
         // Every other file, at any depth, is carried over; what is not is said.
         #expect(Fixtures.readBytes(out + "/tokenizer/vocab.txt") == Array("vocab".utf8))
         #expect(Fixtures.readBytes(out + "/tokenizer/extra/merges.txt") == Array("deep".utf8))
-        #expect(summary.leftOut.map(\.name) == ["fifo", "stray.safetensors"], "\(summary.leftOut)")
+        #expect(summary.leftOut.map(\.name) == ["fifo", "outside", "stray.safetensors"], "\(summary.leftOut)")
+        #expect(Fixtures.readBytes(out + "/tokens/vocab.txt") == Array("vocab".utf8))
+        #expect(!FileManager.default.fileExists(atPath: out + "/outside"))
         #expect(!FileManager.default.fileExists(atPath: out + "/stray.safetensors"))
         let converted = try Checkpoint(path: out)
         #expect(converted.fileNames == c.fileNames)
