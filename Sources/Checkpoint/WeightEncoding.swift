@@ -67,9 +67,12 @@ extension Checkpoint {
     /// The names a block-scaled FP8 weight's scale goes by: DeepSeek's, then compressed-tensors'.
     public static let scaleSuffixes: [StaticString] = [BlockQuantization.scaleSuffix, BlockQuantization.compressedTensorsScaleSuffix]
 
+    /// `.weight_scale_inv`, `.weight_scale`: what a scale's name ends with.
+    static let scaleNameEndings = scaleSuffixes.map { ".weight" + String(describing: $0) }
+
     /// Whether `name` is the block scale of a weight (by name alone).
     public static func isScaleName(_ name: String) -> Bool {
-        scaleSuffixes.contains { name.hasSuffix(".weight" + String(describing: $0)) }
+        scaleNameEndings.contains { name.hasSuffix($0) }
     }
 
     /// The scale tensor stored beside an FP8 `.weight`, wherever it is (DeepSeek keeps some in another shard).
