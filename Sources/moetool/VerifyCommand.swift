@@ -147,8 +147,9 @@ struct Verify: ParsableCommand {
             }
             let ra = try la.forward(x, tokens: tokens, only: sample, routing: routingA)
             let rb: (output: [Float], routing: [Routing])
-            if let cb {
-                let lb = try MoELayer(WeightReader(cb), config: cb.config!, layer: layer)
+            // B's layer is read once, for the forward pass and for the experts run alone.
+            let lb = try cb.map { c throws(ForwardError) in try MoELayer(WeightReader(c), config: c.config!, layer: layer) }
+            if let lb {
                 guard lb.hidden == la.hidden, lb.experts == la.experts, lb.topK == la.topK else {
                     throw ForwardError("layer \(layer): the checkpoints differ in shape (hidden \(la.hidden)/\(lb.hidden), experts \(la.experts)/\(lb.experts), top-k \(la.topK)/\(lb.topK))")
                 }
@@ -160,7 +161,6 @@ struct Verify: ParsableCommand {
             do {
                 // Every expert (or the sample) also runs on its own and is judged alone: one bad expert among the
                 // k a token mixes can stay under the layer's limits, and some experts no token reaches at all.
-                let lb = try cb.map { c throws(ForwardError) in try MoELayer(WeightReader(c), config: c.config!, layer: layer) }
                 let layerSweep = try ExpertSweep.compare(la, lb, seed: seed, experts: sample.map { $0.sorted() })
                 coverage.append(ExpertCoverage(layer: layer, experts: la.experts, routings: [ra.routing, rb.routing], sweep: layerSweep))
                 failures += ExpertSweep.failures(layerSweep, compared: cb != nil, maxRelativeError: maxRelError, minCosine: minCosine)
