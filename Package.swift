@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "NumberFormats", dependencies: ["CKernels"]),
         // Strict JSON: exact integers, duplicate keys detected, bounded nesting.
         .target(name: "StrictJSON"),
+        // Small shared utilities with no domain: a parallel map over indices, a seedable generator.
+        .target(name: "Support"),
         // Signal handlers that name the file behind a bus error and delete unfinished outputs.
         .target(name: "CSafety"),
         // The safetensors file format: dtypes, header validation, mapped reader, writer.
@@ -41,28 +43,28 @@ let package = Package(
         // Checkpoints: single files, sharded directories with an index, config.json.
         .target(
             name: "Checkpoint",
-            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", "Support", .product(name: "Crypto", package: "swift-crypto")]),
         // Conversion to and from the FP8 block format, streamed and atomic.
         .target(
             name: "Conversion",
             dependencies: [
-                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels",
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels", "Support",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
         .target(
             name: "Inspection",
             dependencies: [
-                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression",
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression", "Support",
             ]),
         // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
-        .target(name: "ExpertPlacement", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "CZstd"]),
+        .target(name: "ExpertPlacement", dependencies: ["Support", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CZstd"]),
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
-        .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels"]),
+        .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels", "Support"]),
         // Header-only reading of checkpoints on a Hugging Face endpoint (inspect hf://org/name).
         .target(name: "RemoteCheckpoint", dependencies: ["SafetensorsFormat", "StrictJSON"]),
         // A float32 forward pass of MoE blocks on the CPU (verify).
-        .target(name: "ForwardPass", dependencies: ["Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels", "StrictJSON"]),
+        .target(name: "ForwardPass", dependencies: ["Support", "Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels", "StrictJSON"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
@@ -77,7 +79,7 @@ let package = Package(
             dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "ShardCompression"]),
 
         // Locates and reads the committed fixtures for every test target.
-        .target(name: "FixtureSupport", dependencies: ["StrictJSON", "SafetensorsFormat", "ShardCompression", "Checkpoint"],
+        .target(name: "FixtureSupport", dependencies: ["Support", "StrictJSON", "SafetensorsFormat", "ShardCompression", "Checkpoint"],
                 path: "Tests/FixtureSupport"),
         .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
@@ -85,12 +87,12 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(
             name: "InspectionTests",
-            dependencies: ["Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "FixtureSupport"]),
+            dependencies: ["Support", "Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "FixtureSupport"]),
         .testTarget(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
-        .testTarget(name: "ShardCompressionTests", dependencies: ["ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
+        .testTarget(name: "ShardCompressionTests", dependencies: ["Support", "ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
         .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]

@@ -3,6 +3,7 @@ import StrictJSON
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 /// A model checkpoint: one safetensors file, a directory holding `model.safetensors`,

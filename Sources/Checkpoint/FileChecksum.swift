@@ -1,5 +1,6 @@
 import Crypto
 import SafetensorsFormat
+import Support
 
 /// SHA-256 of whole files, read through the memory map in slices so memory stays flat.
 public enum FileChecksum {

@@ -8,6 +8,7 @@ import StrictJSON
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 /// Why a conversion was refused or failed. Nothing under OUT is left under a final name half-written.

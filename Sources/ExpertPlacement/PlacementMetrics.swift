@@ -1,4 +1,5 @@
 import Checkpoint
+import Support
 /// How tokens are routed, for the traffic estimate: `topk` experts per token, chosen inside
 /// `topkGroup` of the topology's groups when group-limited (DeepSeek-V3: 8 in 4 of 8 groups).
 public struct Routing: Sendable, Equatable {

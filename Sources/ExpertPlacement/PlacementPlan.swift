@@ -1,4 +1,5 @@
 import Checkpoint
+import Support
 
 /// Which algorithm places the experts.
 public enum Algorithm: String, Sendable, CaseIterable {

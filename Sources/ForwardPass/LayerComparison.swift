@@ -98,6 +98,7 @@ public enum MoELayers {
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 /// How far two whole-model runs on the same tokens are apart.

@@ -72,4 +72,5 @@ public enum Math {
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif

@@ -1,5 +1,6 @@
 import Checkpoint
 import SafetensorsFormat
+import Support
 
 /// What a tensor is for in a transformer checkpoint, read from its name.
 public struct TensorRole: Sendable, Equatable {

@@ -4,6 +4,7 @@ import NumberFormats
 import SafetensorsFormat
 import ShardCompression
 import Synchronization
+import Support
 
 /// Statistics of one tensor's values: non-finite counts, and min, max, mean and
 /// standard deviation (population) over the finite values.

@@ -5,6 +5,7 @@ import SafetensorsFormat
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 public struct CompressionError: Error, Sendable, CustomStringConvertible {

@@ -2,6 +2,7 @@ import Checkpoint
 import Foundation
 import SafetensorsFormat
 import ShardCompression
+import Support
 
 /// A shard of a BF16 tensor `a` of 5 chunks and an F32 tensor `b` of 2, compressed (returns its path).
 /// Their mantissa planes are random, so stored raw.

@@ -4,6 +4,7 @@ import Inspection
 import SafetensorsFormat
 import StrictJSON
 import Testing
+import Support
 
 /// Layers, experts and parameter counts on every transformers-written fixture equal
 /// what Fixtures/generate.py derived independently from the config and the torch model.

@@ -6,6 +6,7 @@ import SafetensorsFormat
 import Testing
 
 @testable import ShardCompression
+import Support
 
 @Suite struct ChecksumAndPlanes {
     /// XXH64 against the xxhash package on lengths that exercise every tail path.
