@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
         .library(name: "ShardCompression", targets: ["ShardCompression"]),
         .library(name: "ForwardPass", targets: ["ForwardPass"]),
+        .library(name: "WeightReading", targets: ["WeightReading"]),
         .library(name: "RemoteCheckpoint", targets: ["RemoteCheckpoint"]),
     ],
     dependencies: [
@@ -48,14 +49,15 @@ let package = Package(
         .target(
             name: "Conversion",
             dependencies: [
-                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels", "Support",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels", "Support", "WeightReading", "ShardCompression",
             ]),
+        // The one way weights are read: encodings recognised once, decoded to float32 rows, from plain or compressed shards.
+        .target(name: "WeightReading", dependencies: ["Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "CKernels"]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
         .target(
             name: "Inspection",
             dependencies: [
-                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression", "Support",
+                "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression", "Support", "WeightReading",
             ]),
         // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
         .target(name: "ExpertPlacement", dependencies: ["Support", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CZstd"]),
@@ -64,7 +66,7 @@ let package = Package(
         // Header-only reading of checkpoints on a Hugging Face endpoint (inspect hf://org/name).
         .target(name: "RemoteCheckpoint", dependencies: ["SafetensorsFormat", "StrictJSON"]),
         // A float32 forward pass of MoE blocks on the CPU (verify).
-        .target(name: "ForwardPass", dependencies: ["Support", "Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels", "StrictJSON"]),
+        .target(name: "ForwardPass", dependencies: ["Support", "WeightReading", "Checkpoint", "SafetensorsFormat", "NumberFormats", "CKernels", "StrictJSON"]),
         .executableTarget(
             name: "moetool",
             dependencies: [
@@ -93,6 +95,7 @@ let package = Package(
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["Support", "ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
+        .testTarget(name: "WeightReadingTests", dependencies: ["WeightReading", "Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "FixtureSupport"]),
         .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]

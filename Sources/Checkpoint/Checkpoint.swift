@@ -51,6 +51,11 @@ public final class Checkpoint: @unchecked Sendable {
     public struct Located: Sendable {
         public let file: Int
         public let tensor: TensorInfo
+
+        public init(file: Int, tensor: TensorInfo) {
+            self.file = file
+            self.tensor = tensor
+        }
     }
 
     /// Every tensor with the index of its file, shard by shard in data order.

@@ -1,7 +1,9 @@
 import Checkpoint
 import NumberFormats
 import SafetensorsFormat
+import ShardCompression
 import StrictJSON
+import WeightReading
 
 #if canImport(Glibc)
 import Glibc
@@ -111,6 +113,13 @@ public enum CheckpointConversion {
 
         var results: [ShardResult] = []
         if mode != .finalize {
+            // Weights are read through one reader: plain shards mapped, compressed ones decompressed chunk by chunk.
+            let reader: CheckpointReader
+            do throws(WeightReadError) {
+                reader = try CheckpointReader(checkpoint)
+            } catch {
+                throw ConversionError(file: error.file, tensor: error.tensor.isEmpty ? nil : error.tensor, error.message + "; " + error.hint)
+            }
             for (position, shard) in plan.shards.enumerated() {
                 if case .shards(let index, let count) = mode, position % count != index - 1 { continue }
                 let shardLock = try takeLock(state + "/" + shard.name.replacingSlashes() + ".lock", .exclusive,
@@ -129,7 +138,7 @@ public enum CheckpointConversion {
                 let digest: String
                 do {
                     try AtomicFile.makeParentDirectories(of: shard.name, in: output)
-                    digest = try Converter.writeShard(shard, to: path, checkpoint: checkpoint, options: options, progress: progress)
+                    digest = try Converter.writeShard(shard, to: path, reader: reader, options: options, progress: progress)
                 } catch let e as ConversionError {
                     throw e
                 } catch let e as IOError {
@@ -277,6 +286,11 @@ public enum CheckpointConversion {
             if name.hasPrefix(".cache/huggingface/") {
                 // hf download --local-dir's records of the original files: they would describe files that are not these.
                 leftOut.append(DirectoryTree.LeftOut(name: name, reason: "the Hugging Face download records of the original files"))
+                continue
+            }
+            if name == DirectoryCompression.manifestName {
+                // A compressed input's record of its shards: the converted shards are plain.
+                leftOut.append(DirectoryTree.LeftOut(name: name, reason: "moetool compress's record of the input's compressed shards; the output's shards are not compressed"))
                 continue
             }
             if name.hasSuffix(".safetensors") {

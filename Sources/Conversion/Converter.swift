@@ -1,10 +1,10 @@
 import CKernels
 import Checkpoint
-import Crypto
 import Dispatch
 import NumberFormats
 import SafetensorsFormat
 import StrictJSON
+import WeightReading
 
 #if canImport(Glibc)
 import Glibc
@@ -50,7 +50,8 @@ public struct PlannedTensor: Sendable {
         case copy(file: Int, tensor: TensorInfo)
         case codes(file: Int, weight: TensorInfo)
         case scales(file: Int, weight: TensorInfo)
-        case dequantized(weightFile: Int, weight: TensorInfo, scaleFile: Int, scale: TensorInfo, block: BlockShape)
+        /// An encoded weight, decoded through the checkpoint's reader (its encoding says how).
+        case dequantized(weightFile: Int, weight: TensorInfo)
     }
 
     public let spec: TensorSpec
@@ -114,10 +115,10 @@ public struct ConversionPlan: Sendable {
                 // Only a conversion to BF16 reads FP8 weights; their scales are recognised (and checked) then.
                 var encoding = WeightEncoding.plain
                 if options.target == .bf16 {
-                    do throws(WeightEncodingError) {
+                    do throws(WeightReadError) {
                         encoding = try checkpoint.encoding(of: t, inFile: fi)
                     } catch {
-                        throw ConversionError(file: error.file, tensor: error.tensor, error.message)
+                        throw ConversionError(file: error.file, tensor: error.tensor, error.message + (error.hint.isEmpty ? "" : "; " + error.hint))
                     }
                 }
                 let hasScale: Bool
@@ -139,11 +140,11 @@ public struct ConversionPlan: Sendable {
                         spec: TensorSpec(name: t.name + String(describing: BlockQuantization.scaleSuffix), dtype: .F32, shape: grid),
                         source: .scales(file: fi, weight: t)))
                 case .dequantize:
-                    guard case .fp8Block(let s, let block) = encoding else {
+                    guard case .fp8Block = encoding else {
                         throw ConversionError(file: file.path, tensor: t.name, "FP8 weight without a readable block scale")
                     }
                     planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .BF16, shape: t.shape),
-                                                 source: .dequantized(weightFile: fi, weight: t, scaleFile: s.file, scale: s.tensor, block: block)))
+                                                 source: .dequantized(weightFile: fi, weight: t)))
                 }
             }
             shards.append(Shard(name: checkpoint.fileNames[fi], tensors: planned))
@@ -177,14 +178,17 @@ public struct ConversionPlan: Sendable {
 public enum Converter {
     /// Rows quantized or dequantized per work item: one block row.
     static let bandRows = BlockQuantization.blockSize
+    /// Bytes of a tensor copied per write (a compressed shard's chunks are followed instead).
+    static let copyPieceBytes: UInt64 = 8 << 20
 
     /// Writes one output shard. Every tensor is computed straight into the output file's pages
     /// (quantized weights in 128-row bands on all cores); a quantized weight's codes are computed
     /// when its scales (which come first in the file) are, in one pass over the input.
     /// Returns the XXH64 of the file, as "xxh64:" and 16 hex digits.
     @discardableResult
-    public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, checkpoint: Checkpoint,
+    public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, reader: CheckpointReader,
                                   options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
+        let checkpoint = reader.checkpoint
         // The checksum is taken as the bytes are written, in file order (the codes of quantized weights,
         // computed ahead of their place, are read back at the end).
         nonisolated(unsafe) var hasher = moe_xxh64_state()
@@ -198,11 +202,13 @@ public enum Converter {
             for info in output.layout.tensors where !output.isFilled(info.name) {
                 switch byName[info.name]!.source {
                 case .copy(let fi, let t):
-                    let file = checkpoint.files[fi]
+                    let storage = reader.storages[fi]
                     try output.fill(info.name) { region in
-                        try file.mapping.slices(file.fileRange(t)) { slice, offset in
-                            try region.write(slice, at: offset)
-                            progress?(UInt64(slice.count))
+                        for piece in storage.pieces(t, about: copyPieceBytes) {
+                            let bytes = try storage.bytes(t, piece)
+                            try bytes.withUnsafeBytes { try region.write($0, at: piece.lowerBound) }
+                            bytes.release()
+                            progress?(UInt64(piece.count))
                         }
                     }
                 case .codes(let fi, let w), .scales(let fi, let w):
@@ -210,16 +216,15 @@ public enum Converter {
                     let scalesName = w.name + String(describing: BlockQuantization.scaleSuffix)
                     var scales: [Float] = []
                     try output.fill(codesName) { region in
-                        scales = try quantize(w, in: checkpoint.files[fi], options: options, into: region)
+                        scales = try quantize(try reader.weight(Checkpoint.Located(file: fi, tensor: w)), options: options, into: region)
                     }
                     try output.fill(scalesName) { region in
                         try scales.withUnsafeBytes { try region.write($0, at: 0) }
                     }
                     progress?(w.byteCount)
-                case .dequantized(let wf, let w, let sf, let sc, let block):
+                case .dequantized(let wf, let w):
                     try output.fill(info.name) { region in
-                        try dequantize(w, in: checkpoint.files[wf], scale: sc, in: checkpoint.files[sf], block: block,
-                                       options: options, into: region)
+                        try dequantize(try reader.weight(Checkpoint.Located(file: wf, tensor: w)), options: options, into: region)
                     }
                     progress?(w.byteCount)
                 }
@@ -247,13 +252,11 @@ public enum Converter {
 
     /// Block-quantizes a BF16/F16/F32 weight 128 rows at a time on all cores; each band's FP8 codes
     /// are written into `region` by the core that computed them, while still in its cache. Returns
-    /// the block scales.
-    static func quantize(_ w: TensorInfo, in file: SafetensorsFile, options: ConversionOptions,
-                         into region: TensorRegion) throws -> [Float] {
-        let rows = Int(w.shape[0])
-        let cols = Int(w.shape[1])
-        nonisolated(unsafe) let data = file.data(w)  // the map outlives the parallel loop below
-        let dtype = w.dtype
+    /// the block scales. BF16 and aligned F32 bands are read in place; F16 bands are decoded first.
+    static func quantize(_ w: StoredWeight, options: ConversionOptions, into region: TensorRegion) throws -> [Float] {
+        let rows = w.rows
+        let cols = w.cols
+        let dtype = w.tensor.dtype
         let gridCols = (cols + bandRows - 1) / bandRows
         let format = options.scaleFormat
         var scales = [Float](repeating: 0, count: ((rows + bandRows - 1) / bandRows) * gridCols)
@@ -262,74 +265,52 @@ public enum Converter {
             return parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Int, any Error> in
                 let r0 = band * bandRows
                 let r1 = min(rows, r0 + bandRows)
-                let first = r0 * cols
                 let n = (r1 - r0) * cols
                 let codes = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: n)
                 defer { codes.deallocate() }
                 let scales = UnsafeMutableBufferPointer(rebasing: scalesOut[(band * gridCols)..<((band + 1) * gridCols)])
-                let bad: Int
-                let f32InPlace = data.baseAddress! + first * 4
-                if dtype == .BF16 {
-                    // Read in place: no float32 copy of the band.
-                    bad = BlockQuantization.quantize(.bf16(data.baseAddress! + first * 2), rows: r1 - r0, cols: cols,
-                                                     format: format, codes: codes, scales: scales)
-                } else if dtype == .F32, Int(bitPattern: f32InPlace) % MemoryLayout<Float>.alignment == 0 {
-                    bad = BlockQuantization.quantize(.f32(f32InPlace.assumingMemoryBound(to: Float.self)), rows: r1 - r0, cols: cols,
-                                                     format: format, codes: codes, scales: scales)
-                } else {
-                    let values = [Float](unsafeUninitializedCapacity: n) { out, count in
-                        count = n
-                        if dtype == .F16 {
-                            FloatDecoding.f16Table.withUnsafeBufferPointer { table in
-                                for i in 0..<n {
-                                    out[i] = table[Int(data.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self))]
-                                }
-                            }
-                        } else {
-                            UnsafeMutableRawPointer(out.baseAddress!).copyMemory(from: data.baseAddress! + first * 4, byteCount: n * 4)
-                        }
+                let input: StoredRows
+                do { input = try w.rows(r0..<r1) } catch { return .failure(error) }
+                defer { input.release() }  // done with this band of the input: let its pages go
+                let bad = input.withStoredBytes { stored -> Int in
+                    let raw = stored.baseAddress!
+                    if dtype == .BF16 {
+                        return BlockQuantization.quantize(.bf16(raw), rows: r1 - r0, cols: cols, format: format, codes: codes, scales: scales)
+                    } else if dtype == .F32, Int(bitPattern: raw) % MemoryLayout<Float>.alignment == 0 {
+                        return BlockQuantization.quantize(.f32(raw.assumingMemoryBound(to: Float.self)), rows: r1 - r0, cols: cols,
+                                                          format: format, codes: codes, scales: scales)
                     }
-                    bad = values.withUnsafeBufferPointer {
+                    let values = [Float](unsafeUninitializedCapacity: n) { out, count in
+                        for r in 0..<(r1 - r0) { input.decodeRow(r, into: out.baseAddress! + r * cols) }
+                        count = n
+                    }
+                    return values.withUnsafeBufferPointer {
                         BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format, codes: codes, scales: scales)
                     }
                 }
-                // Done with this band of the input: let its pages go.
-                let lo = file.fileRange(w).lowerBound + UInt64(first * dtype.bits / 8)
-                file.mapping.adviseDone(lo..<(lo + UInt64(n * dtype.bits / 8)))
-                return Result { try region.write(UnsafeRawBufferPointer(codes), at: UInt64(first)); return bad }
+                return Result { try region.write(UnsafeRawBufferPointer(codes), at: UInt64(r0 * cols)); return bad }
             }
         }
         var nonFinite = 0
         for r in results { nonFinite += try r.get() }
         if nonFinite > 0 && !options.allowNonFinite {
-            throw ConversionError(file: file.path, tensor: w.name,
+            throw ConversionError(file: w.storage.file.path, tensor: w.tensor.name,
                 "\(nonFinite) NaN or infinite values; fix the weights, or pass --allow-nonfinite to turn their blocks into NaN")
         }
         return scales
     }
 
-    /// Dequantizes an FP8 weight (any FP8 dtype, decoded as itself) with its block scales into BF16, 128
-    /// rows at a time on all cores, each band written into `region` by the core that computed it.
-    /// Refuses, unless `allowNonFinite`, a scale that is not finite, a zero scale over non-zero codes, and
-    /// any value that comes out NaN or infinite (a NaN code, or a scale too large for BF16), naming the block.
-    static func dequantize(_ w: TensorInfo, in file: SafetensorsFile, scale s: TensorInfo, in scaleFile: SafetensorsFile,
-                           block: BlockShape, options: ConversionOptions, into region: TensorRegion) throws {
-        guard w.elementCount > 0, let table = w.dtype.fp8Table else { return }
-        // Both fit an Int: the weight's bytes (one per element) lie inside a mapped file.
-        let rows = Int(w.shape[0])
-        let cols = Int(w.shape[1])
-        nonisolated(unsafe) let codes = file.data(w)  // the map outlives the parallel loop below
-        let scaleData = scaleFile.data(s)
-        let scales: [Float] = (0..<Int(s.elementCount)).map { i in
-            s.dtype == .F32
-                ? scaleData.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
-                : FloatDecoding.bf16(scaleData.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-        }
-        let gridCols = (cols + block.cols - 1) / block.cols
-        if !options.allowNonFinite {
-            let largestCode = table.filter(\.isFinite).map(abs).max() ?? 0
-            try checkScales(scales, gridCols: gridCols, of: w, codes: codes, rows: rows, cols: cols, block: block,
-                            largestCode: largestCode, path: file.path)
+    /// Dequantizes an encoded weight into BF16 through its decoder, 128 rows at a time on all cores, each
+    /// band written into `region` by the core that computed it. For FP8 block weights it refuses, unless
+    /// `allowNonFinite`, a scale that is not finite, a zero scale over non-zero codes, and any value that
+    /// comes out NaN or infinite (a NaN code, or a scale too large for BF16), naming the block.
+    static func dequantize(_ w: StoredWeight, options: ConversionOptions, into region: TensorRegion) throws {
+        let rows = w.rows
+        let cols = w.cols
+        let path = w.storage.file.path
+        let fp8 = w.layout as? FP8BlockLayout
+        if let fp8, !options.allowNonFinite {
+            try checkScales(fp8, of: w, path: path)
         }
         let results = parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Int, any Error> in
             let r0 = band * bandRows
@@ -337,80 +318,71 @@ public enum Converter {
             let n = (r1 - r0) * cols
             let out = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: n)
             defer { out.deallocate() }
-            UnsafeRawBufferPointer(rebasing: codes[(r0 * cols)..<(r1 * cols)]).withMemoryRebound(to: UInt8.self) { c in
-                scales.withUnsafeBufferPointer { sc in
-                    BlockQuantization.dequantizeToBF16(codes: c, scales: sc, rows: r1 - r0, cols: cols, firstRow: r0,
-                                                       block: (block.rows, block.cols), table: table, into: out)
-                }
-            }
+            let input: StoredRows
+            do { input = try w.rows(r0..<r1) } catch { return .failure(error) }
+            input.decodeRowsBF16(0..<(r1 - r0), into: out.baseAddress!)
+            input.release()
             let bad = moe_count_nonfinite_bf16(out.baseAddress!, n)
-            let lo = file.fileRange(w).lowerBound + UInt64(r0 * cols)
-            file.mapping.adviseDone(lo..<(lo + UInt64(n)))
             if bad > 0 && !options.allowNonFinite { return .success(r0) }
             return Result { try region.write(UnsafeRawBufferPointer(out), at: UInt64(r0 * cols * 2)); return -1 }
         }
         for r in results {
             let firstBadBand = try r.get()
             guard firstBadBand >= 0 else { continue }
-            let where_ = firstNonFinite(codes: codes, scales: scales, rows: firstBadBand..<min(rows, firstBadBand + bandRows),
-                                        cols: cols, block: block, table: table)
-            throw ConversionError(file: file.path, tensor: w.name,
+            let band = firstBadBand..<min(rows, firstBadBand + bandRows)
+            let where_ = try fp8.map { try firstNonFinite(w.rows(band), firstRow: firstBadBand, layout: $0) } ?? "in rows \(band)"
+            throw ConversionError(file: path, tensor: w.tensor.name,
                 "dequantizes to NaN or infinity \(where_); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
         }
     }
 
     /// Scales that cannot be right: not finite, or so small (zero included) that even the largest code
     /// dequantizes to 0 in BF16, over codes that are not all zero (they would be erased).
-    static func checkScales(_ scales: [Float], gridCols: Int, of w: TensorInfo, codes: UnsafeRawBufferPointer,
-                            rows: Int, cols: Int, block: BlockShape, largestCode: Float, path: String) throws {
+    static func checkScales(_ layout: FP8BlockLayout, of w: StoredWeight, path: String) throws {
+        let block = layout.block
+        let largestCode = layout.table.filter(\.isFinite).map(abs).max() ?? 0
         // Below half of BF16's smallest subnormal (2^-133), a product rounds to zero.
         let erases = { (scale: Float) in abs(scale) * largestCode < 0x1p-134 }
-        for (i, scale) in scales.enumerated() where !scale.isFinite || erases(scale) {
-            let (br, bc) = (i / gridCols, i % gridCols)
-            let at = "block (\(br), \(bc)), rows \(br * block.rows)..<\(min(rows, (br + 1) * block.rows)), columns \(bc * block.cols)..<\(min(cols, (bc + 1) * block.cols))"
+        for (i, scale) in layout.scales.enumerated() where !scale.isFinite || erases(scale) {
+            let (br, bc) = (i / layout.gridCols, i % layout.gridCols)
+            let blockRows = (br * block.rows)..<min(w.rows, (br + 1) * block.rows)
+            let blockCols = (bc * block.cols)..<min(w.cols, (bc + 1) * block.cols)
+            let at = "block (\(br), \(bc)), rows \(blockRows.lowerBound)..<\(blockRows.upperBound), columns \(blockCols.lowerBound)..<\(blockCols.upperBound)"
             if !scale.isFinite {
-                throw ConversionError(file: path, tensor: w.name,
+                throw ConversionError(file: path, tensor: w.tensor.name,
                     "scale of \(at) is \(scale); fix the scales, or pass --allow-nonfinite to write what they give")
             }
             // A zero scale is harmless over an all-zero block (some exporters write one there).
-            var nonZero = false
-            for r in (br * block.rows)..<min(rows, (br + 1) * block.rows) where !nonZero {
-                for c in (bc * block.cols)..<min(cols, (bc + 1) * block.cols) where codes[r * cols + c] & 0x7F != 0 {
-                    nonZero = true
-                    break
-                }
+            let nonZero = try w.rows(blockRows).withStoredBytes { codes in
+                (0..<blockRows.count).contains { r in blockCols.contains { c in codes[r * w.cols + c] & 0x7F != 0 } }
             }
             if nonZero {
-                throw ConversionError(file: path, tensor: w.name,
+                throw ConversionError(file: path, tensor: w.tensor.name,
                     "scale of \(at) is \(scale), so small that every code dequantizes to 0, which erases its non-zero codes; fix the scales, or pass --allow-nonfinite to write zeros")
             }
         }
     }
 
-    /// Where the first NaN or infinity of these rows comes from, for the message.
-    static func firstNonFinite(codes: UnsafeRawBufferPointer, scales: [Float], rows: Range<Int>, cols: Int,
-                               block: BlockShape, table: [Float]) -> String {
-        let gridCols = (cols + block.cols - 1) / block.cols
-        for r in rows {
+    /// Where the first NaN or infinity of these rows (the weight's rows from `firstRow`) comes from, for the message.
+    static func firstNonFinite(_ band: StoredRows, firstRow: Int, layout: FP8BlockLayout) -> String {
+        band.withStoredBytes { firstNonFinite(codes: $0, rows: band.rows, cols: band.cols, firstRow: firstRow, layout: layout) }
+    }
+
+    static func firstNonFinite(codes: UnsafeRawBufferPointer, rows: Int, cols: Int, firstRow: Int, layout: FP8BlockLayout) -> String {
+        let block = layout.block
+        for i in 0..<rows {
+            let r = firstRow + i
             for c in 0..<cols {
-                let code = codes[r * cols + c]
-                let scale = scales[(r / block.rows) * gridCols + c / block.cols]
-                let value = table[Int(code)] * scale
+                let code = codes[i * cols + c]
+                let scale = layout.scale(row: r, column: c)
+                let value = layout.table[Int(code)] * scale
                 if !value.isFinite || !FloatDecoding.bf16(FloatEncoding.bf16(value)).isFinite {
-                    let cause = table[Int(code)].isNaN ? "its code 0x\(String(code, radix: 16)) is NaN"
-                        : "code \(table[Int(code)]) times scale \(scale) is beyond BF16's range"
+                    let cause = layout.table[Int(code)].isNaN ? "its code 0x\(String(code, radix: 16)) is NaN"
+                        : "code \(layout.table[Int(code)]) times scale \(scale) is beyond BF16's range"
                     return "at row \(r), column \(c) (block (\(r / block.rows), \(c / block.cols))): \(cause)"
                 }
             }
         }
-        return "in rows \(rows.lowerBound)..<\(rows.upperBound)"
-    }
-}
-
-extension String {
-    /// Two lowercase hex digits.
-    init(format2 byte: UInt8) {
-        let hex = Array("0123456789abcdef")
-        self = String([hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+        return "in rows \(firstRow)..<\(firstRow + rows)"
     }
 }

@@ -27,7 +27,7 @@ public struct Transformer {
     public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
         guard let config = override ?? checkpoint.config else { throw ForwardError("\(checkpoint.path): no config.json") }
         self.config = config
-        reader = WeightReader(checkpoint)
+        reader = try WeightReader(checkpoint)
         type = config.modelType ?? ""
         guard ["deepseek_v3", "mixtral", "qwen2_moe", "qwen3_moe"].contains(type) else {
             throw ForwardError("config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")

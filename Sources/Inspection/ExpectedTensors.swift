@@ -1,5 +1,6 @@
 import Checkpoint
 import SafetensorsFormat
+import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
 /// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral): what a loader would look for, so that a tensor it

@@ -2,6 +2,7 @@ import Checkpoint
 import NumberFormats
 import SafetensorsFormat
 import StrictJSON
+import WeightReading
 import Support
 
 /// FP8 weights and their block scales.

@@ -4,6 +4,7 @@ import NumberFormats
 import SafetensorsFormat
 import ShardCompression
 import Synchronization
+import WeightReading
 import Support
 
 /// Statistics of one tensor's values: non-finite counts, and min, max, mean and
@@ -65,65 +66,51 @@ public enum TensorScan {
 
     /// Returns one result per target (nil for dtypes that are not floats).
     /// `progress` is called with bytes done so far, from any thread.
-    /// Compressed shards (moetool compress) are read a few whole chunks per unit of work, each chunk
-    /// decompressed once; the first damaged chunk stops the scan and is the error (naming the file,
-    /// the chunk and the tensor).
+    /// Bytes come through the one reader: compressed shards (moetool compress) are read a few whole chunks
+    /// per unit of work, each chunk decompressed once; the first damaged chunk stops the scan and is the
+    /// error (naming the file, the chunk and the tensor).
     public static func scan(_ targets: [Target], threads: Int = 0,
-                            progress: (@Sendable (UInt64) -> Void)? = nil) throws(CompressionError) -> [TensorStats?] {
-        var compressed: [String: CompressedShard] = [:]
-        for t in targets where t.file.isCompressed && compressed[t.file.path] == nil {
-            compressed[t.file.path] = try CompressedShard(t.file.mapping)  // the map the header came from
+                            progress: (@Sendable (UInt64) -> Void)? = nil) throws(WeightReadError) -> [TensorStats?] {
+        // Each file's bytes through the one reader (a compressed shard's frame opened once).
+        var storages: [String: ShardStorage] = [:]
+        for t in targets where storages[t.file.path] == nil {
+            do throws(CompressionError) {
+                storages[t.file.path] = try ShardStorage(t.file)
+            } catch {
+                throw WeightReadError(.damagedChunk, file: t.file.path, tensor: t.tensor.name, error.message,
+                                      hint: "the compressed shard is damaged: compress the original again")
+            }
         }
-        let shards = compressed
-        struct Work: Sendable { let target: Int; let range: Range<Int> }
+        struct Work: Sendable { let target: Int; let bytes: Range<UInt64> }
         var work: [Work] = []
         for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
-            let size = t.tensor.dtype.bits / 8
-            if let shard = shards[t.file.path] {
-                // Units of whole chunks, so that every chunk is decompressed once.
-                for r in shard.chunkAlignedRanges(t.tensor, about: UInt64(chunkElements * size)) {
-                    work.append(Work(target: i, range: Int(r.lowerBound) / size..<Int(r.upperBound) / size))
-                }
-                continue
-            }
-            let n = Int(t.tensor.elementCount)
-            var start = 0
-            while start < n {
-                let end = Swift.min(n, start + chunkElements)
-                work.append(Work(target: i, range: start..<end))
-                start = end
+            let size = UInt64(t.tensor.dtype.bits / 8)
+            for r in storages[t.file.path]!.pieces(t.tensor, about: UInt64(chunkElements) * size, granule: size) {
+                work.append(Work(target: i, bytes: r))
             }
         }
-        let chunks = work
+        let units = work
+        let shards = storages
         let failed = Atomic<Bool>(false)
         // nil: not scanned, because a unit failed before.
-        let partials = parallelMap(chunks.count, threads: threads) { w -> Result<TensorStats, CompressionError>? in
+        let partials = parallelMap(units.count, threads: threads) { w -> Result<TensorStats, WeightReadError>? in
             guard !failed.load(ordering: .relaxed) else { return nil }
-            let item = chunks[w]
-            let t = targets[item.target]
+            let unit = units[w]
+            let t = targets[unit.target]
             let size = t.tensor.dtype.bits / 8
-            if let shard = shards[t.file.path] {
-                let byteRange = UInt64(item.range.lowerBound * size)..<UInt64(item.range.upperBound * size)
-                do throws(CompressionError) {
-                    let bytes = try shard.bytes(t.tensor, byteRange)
-                    let stats = bytes.withUnsafeBytes { scanRange($0, dtype: t.tensor.dtype, range: 0..<item.range.count) }
-                    progress?(UInt64(item.range.count * size))
-                    return .success(stats)
-                } catch {
-                    // The first damaged chunk is the answer: stop.
-                    failed.store(true, ordering: .relaxed)
-                    return .failure(error)
-                }
+            do throws(WeightReadError) {
+                let bytes = try shards[t.file.path]!.bytes(t.tensor, unit.bytes)
+                let stats = bytes.withUnsafeBytes { scanRange($0, dtype: t.tensor.dtype, range: 0..<($0.count / size)) }
+                bytes.release()
+                progress?(UInt64(unit.bytes.count))
+                return .success(stats)
+            } catch {
+                // The first damaged chunk is the answer: stop.
+                failed.store(true, ordering: .relaxed)
+                return .failure(error)
             }
-            let data = t.file.data(t.tensor)
-            let stats = scanRange(data, dtype: t.tensor.dtype, range: item.range)
-            let fileRange = t.file.fileRange(t.tensor)
-            let lo = fileRange.lowerBound + UInt64(item.range.lowerBound * size)
-            t.file.mapping.adviseDone(lo..<(lo + UInt64(item.range.count * size)))
-            progress?(UInt64(item.range.count * size))
-            return .success(stats)
         }
-        if let failure = partials.lazy.compactMap({ (p: Result<TensorStats, CompressionError>?) -> CompressionError? in
+        if let failure = partials.lazy.compactMap({ (p: Result<TensorStats, WeightReadError>?) -> WeightReadError? in
             if case .failure(let e) = p { return e }
             return nil
         }).first { throw failure }
@@ -131,7 +118,7 @@ public enum TensorScan {
         for (i, t) in targets.enumerated() where t.tensor.dtype.isScannableFloat {
             results[i] = TensorStats()
         }
-        for (w, p) in zip(work, partials) { results[w.target]!.merge(try p!.get()) }
+        for (w, p) in zip(units, partials) { results[w.target]!.merge(try p!.get()) }
         return results
     }
 

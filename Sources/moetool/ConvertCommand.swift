@@ -101,10 +101,6 @@ struct Convert: ParsableCommand {
             FileHandleOutput.stderr("\(escapeForDisplay(input)): invalid input, nothing converted\n")
             throw ExitStatus.invalidInput
         }
-        if let packed = checkpoint.files.first(where: \.isCompressed) {
-            FileHandleOutput.stderr("error: \(escapeForDisplay(packed.path)): a compressed shard (moetool compress); convert needs the tensor bytes: run moetool decompress first\n")
-            throw ExitStatus.invalidInput
-        }
         var options = ConversionOptions(target: to)
         options.scaleFormat = scaleFormat
         options.allowNonFinite = allowNonfinite

@@ -135,7 +135,7 @@ struct Verify: ParsableCommand {
         var coverage: [ExpertCoverage] = []
         var out = OutputFile()
         for layer in chosen {
-            let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: layer)
+            let la = try MoELayer(try WeightReader(ca), config: ca.config!, layer: layer)
             let x = try HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
             var sample: Set<Int>? = nil
             var routingA: [Routing]? = nil
@@ -148,7 +148,7 @@ struct Verify: ParsableCommand {
             let ra = try la.forward(x, tokens: tokens, only: sample, routing: routingA)
             let rb: (output: [Float], routing: [Routing])
             // B's layer is read once, for the forward pass and for the experts run alone.
-            let lb = try cb.map { c throws(ForwardError) in try MoELayer(WeightReader(c), config: c.config!, layer: layer) }
+            let lb = try cb.map { c throws(ForwardError) in try MoELayer(try WeightReader(c), config: c.config!, layer: layer) }
             if let lb {
                 guard lb.hidden == la.hidden, lb.experts == la.experts, lb.topK == la.topK else {
                     throw ForwardError("layer \(layer): the checkpoints differ in shape (hidden \(la.hidden)/\(lb.hidden), experts \(la.experts)/\(lb.experts), top-k \(la.topK)/\(lb.topK))")
@@ -241,8 +241,8 @@ struct Verify: ParsableCommand {
         var coverage: [ExpertCoverage] = []
         var structure: [String] = []
         for l in MoELayers.of(ca) {
-            let la = try MoELayer(WeightReader(ca), config: ca.config!, layer: l)
-            let lb = try cb.map { c throws(ForwardError) in try MoELayer(WeightReader(c), config: c.config!, layer: l) }
+            let la = try MoELayer(try WeightReader(ca), config: ca.config!, layer: l)
+            let lb = try cb.map { c throws(ForwardError) in try MoELayer(try WeightReader(c), config: c.config!, layer: l) }
             let layerSweep = try ExpertSweep.compare(la, lb, seed: seed)
             if let lb, lb.hasRouterBias != la.hasRouterBias {
                 structure.append("layer \(l): the router's e_score_correction_bias is \(la.hasRouterBias ? "in A but missing from B" : "in B but missing from A")")

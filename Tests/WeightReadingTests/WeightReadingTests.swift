@@ -1,0 +1,178 @@
+import Checkpoint
+import FixtureSupport
+import Foundation
+import NumberFormats
+import SafetensorsFormat
+import ShardCompression
+import Testing
+import WeightReading
+
+/// Every row of `w` as float32.
+func decoded(_ w: StoredWeight) throws -> [Float] {
+    let rows = try w.rows()
+    return [Float](unsafeUninitializedCapacity: w.rows * w.cols) { out, count in
+        for r in 0..<w.rows { rows.decodeRow(r, into: out.baseAddress! + r * w.cols) }
+        count = w.rows * w.cols
+    }
+}
+
+/// A copy of a checkpoint directory with every shard compressed (moetool compress, shard by shard).
+func compressedCopy(of source: String, in dir: String) throws -> String {
+    let out = dir + "/packed"
+    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+    for name in try FileManager.default.contentsOfDirectory(atPath: source) {
+        if name.hasSuffix(".safetensors") {
+            _ = try ShardCompressor.compress(input: source + "/" + name, output: out + "/" + name)
+        } else {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: out + "/" + name)
+        }
+    }
+    return out
+}
+
+@Suite struct StoredBytes {
+    /// Through the reader, a compressed copy gives every tensor's bytes, and every weight's rows, exactly as
+    /// the original does; the units of work cover each tensor once, in order.
+    @Test func aCompressedCopyReadsLikeTheOriginal() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/deepseek_v3-f32-sharded")
+        let plain = try CheckpointReader(Checkpoint(path: source))
+        let packed = try CheckpointReader(Checkpoint(path: try compressedCopy(of: source, in: dir)))
+        #expect(packed.storages.allSatisfy(\.isCompressed) && !plain.storages.contains(where: \.isCompressed))
+        var weights = 0
+        for located in plain.checkpoint.allTensors {
+            let other = try #require(packed.checkpoint.locate(located.tensor.name))
+            #expect(try plain.bytes(located).array == packed.bytes(other).array, "\(located.tensor.name)")
+            for storage in [plain.storage(located), packed.storage(other)] {
+                let pieces = storage.pieces(located.tensor, about: 4096, granule: 4)
+                #expect(pieces.first?.lowerBound == 0 && pieces.last?.upperBound == located.tensor.byteCount)
+                #expect(zip(pieces, pieces.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound })
+                #expect(pieces.allSatisfy { $0.count % 4 == 0 })
+            }
+            if located.tensor.shape.count <= 2 {
+                #expect(try decoded(plain.weight(located)) == decoded(packed.weight(other)), "\(located.tensor.name)")
+                weights += 1
+            }
+        }
+        #expect(weights == plain.checkpoint.tensorCount)
+    }
+
+    /// A damaged chunk is an error naming the file and tensor, never wrong bytes.
+    @Test func aDamagedChunkIsAnError() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bad = try damagedMultiChunkShard(in: dir)
+        let storage = try ShardStorage(SafetensorsFile(path: bad))
+        let shard = try CompressedShard(path: bad)
+        let damaged = shard.tensors[Int(shard.chunks[0].tensor)]  // chunk 0 is damaged
+        #expect(throws: WeightReadError.self) { _ = try storage.bytes(damaged, 0..<16) }
+        do {
+            _ = try storage.bytes(damaged, 0..<16)
+        } catch {
+            #expect(error.kind == .damagedChunk && error.file == bad && error.tensor == damaged.name, "\(error)")
+            #expect(error.message.contains("checksum mismatch"), "\(error)")
+        }
+    }
+}
+
+@Suite struct Encodings {
+    /// F32, BF16 and F16 rows widen exactly: BF16 is the top half of a float32; the fused 3-D expert stack
+    /// of DeepSeek-V3 (transformers' fused layout) is read an expert at a time.
+    @Test func plainRowsAndFusedExperts() throws {
+        let reader = try CheckpointReader(Checkpoint(path: Fixtures.path("models/deepseek_v3-fused-bf16")))
+        let name = "model.layers.1.mlp.experts.gate_up_proj"
+        let stack = try #require(reader.checkpoint.locate(name))
+        let raw = try reader.bytes(stack).array
+        let (rows, cols) = (Int(stack.tensor.shape[1]), Int(stack.tensor.shape[2]))
+        for e in [0, 7, 15] {
+            let w = try reader.weight(name, expert: e)
+            #expect(w.rows == rows && w.cols == cols && w.name == "\(name)[\(e)]")
+            let expected = (0..<(rows * cols)).map { i in
+                let at = (e * rows * cols + i) * 2
+                return Float(bitPattern: UInt32(raw[at]) << 16 | UInt32(raw[at + 1]) << 24)
+            }
+            #expect(try decoded(w) == expected, "expert \(e)")
+        }
+        // The down half of gate_up read as a view of the same rows.
+        let w = try reader.weight(name, expert: 3).rows()
+        let half = w.rows((rows / 2)..<rows)
+        var a = [Float](repeating: 0, count: cols), b = [Float](repeating: 0, count: cols)
+        half.decodeRow(2, into: &a)
+        w.decodeRow(rows / 2 + 2, into: &b)
+        #expect(a == b && half.name.hasSuffix("[rows \(rows / 2)..<\(rows)]"))
+    }
+
+    /// Every FP8 dtype decodes as itself times its block's scale (computed here from the codes' own table and
+    /// the scale tensor), and the BF16 path gives torch's `(codes.float() * scale).to(bfloat16)` bit for bit.
+    @Test func fp8BlockRowsMatchTheFormulaAndTorch() throws {
+        let reader = try CheckpointReader(Checkpoint(path: Fixtures.path("quant/fp8_variants")))
+        let expected = try SafetensorsFile(path: Fixtures.path("quant/fp8_variants-expected.safetensors"))
+        var checked = 0
+        for located in reader.checkpoint.allTensors where located.tensor.dtype.isFP8 {
+            let w = try reader.weight(located)
+            let layout = try #require(w.layout as? FP8BlockLayout)
+            #expect(layout.block == .deepSeek && layout.gridCols == 3)
+            let codes = try reader.bytes(located).array
+            let table = try #require(located.tensor.dtype.fp8Table)
+            let values = try decoded(w)
+            for i in stride(from: 0, to: codes.count, by: 97) {
+                let (r, c) = (i / w.cols, i % w.cols)
+                #expect(values[i] == table[Int(codes[i])] * layout.scales[(r / 128) * 3 + c / 128])
+            }
+            let rows = try w.rows()
+            var bf16 = [UInt16](repeating: 0, count: w.rows * w.cols)
+            rows.decodeRowsBF16(0..<w.rows, into: &bf16)
+            let reference = try #require(expected.tensor(named: located.tensor.name))
+            #expect(bf16.withUnsafeBytes { Array($0) } == Array(expected.data(reference)), "\(located.tensor.name)")
+            // The generic path (float32 rows rounded once) gives the same bits as the fused kernel.
+            var generic = [UInt16](repeating: 0, count: w.rows * w.cols)
+            RowsOnly(rows: rows).decodeRowsBF16(0..<w.rows, cols: w.cols, into: &generic)
+            #expect(generic == bf16)
+            checked += 1
+        }
+        #expect(checked == 4)
+    }
+
+    /// A decoder that only knows float32 rows: the protocol's BF16 rounding is what it gets.
+    struct RowsOnly: RowDecoder {
+        let rows: StoredRows
+        func decodeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) { rows.decodeRow(r, into: out) }
+    }
+}
+
+@Suite struct ReadErrors {
+    func reader(_ tensors: [(String, Dtype, [UInt64])], in dir: String) throws -> CheckpointReader {
+        let path = dir + "/model.safetensors"
+        try SafetensorsWriter.write(to: path, tensors: tensors.map { TensorSpec(name: $0.0, dtype: $0.1, shape: $0.2) },
+                                    metadata: nil) { info, sink in
+            try [UInt8](repeating: 0x11, count: Int(info.end - info.begin)).withUnsafeBytes { try sink.write($0) }
+        }
+        return try CheckpointReader(Checkpoint(path: path))
+    }
+
+    /// Each way a weight cannot be read has its own id, and names the tensor.
+    @Test func eachFailureHasItsId() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try reader([("a.weight", .F8_E4M3, [4, 4]), ("b.weight", .I32, [4, 4]), ("c.weight", .BF16, [2, 3, 4]),
+                            ("d.weight", .BF16, [4, 4])], in: dir)
+        func kind(_ name: String, expert: Int? = nil) -> WeightReadError.Kind? {
+            do {
+                _ = try r.weight(name, expert: expert)
+                return nil
+            } catch {
+                #expect(error.tensor == name && error.description.contains("[\(error.id)]"))
+                return error.kind
+            }
+        }
+        #expect(kind("missing.weight") == .notFound)
+        #expect(kind("a.weight") == .scaleMissing)
+        #expect(kind("b.weight") == .unsupportedDtype)
+        #expect(kind("c.weight") == .notAMatrix)
+        #expect(kind("c.weight", expert: 2) == .expertOutOfRange)
+        #expect(kind("c.weight", expert: 1) == nil)
+        #expect(kind("d.weight", expert: 0) == .notAMatrix)
+        #expect(kind("d.weight") == nil)
+    }
+}
