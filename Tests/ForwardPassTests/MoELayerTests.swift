@@ -133,3 +133,22 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
     guard a.count == b.count, !a.isEmpty else { return .infinity }
     return zip(a, b).map { abs($0 - $1) }.max()!
 }
+
+@Suite struct VerificationValues {
+    /// The sample of experts is the most used ones, ties to the lower index.
+    @Test func mostUsedExpertsBreakTiesByIndex() {
+        let routing = [Routing(experts: [3, 1], weights: [0.5, 0.5]), Routing(experts: [1, 2], weights: [0.5, 0.5]),
+                       Routing(experts: [2, 0], weights: [0.5, 0.5])]
+        #expect(Verification.mostUsed(routing, experts: 4, n: 2) == [1, 2])
+        #expect(Verification.mostUsed(routing, experts: 4, n: 3) == [0, 1, 2])
+    }
+
+    /// Reports show six significant digits.
+    @Test func numbersShowSixSignificantDigits() {
+        #expect(Verification.fmt(0.0032760912) == "0.00327609")
+        #expect(Verification.fmt(1) == "1")
+        #expect(Verification.fmt(123456789) == "123457000")
+        #expect(Verification.fmt(.nan) == "inf")
+        #expect(Verification.fmt(0) == "0")
+    }
+}
