@@ -55,7 +55,7 @@ public enum CheckpointConversion {
         try checkOutsideInput(output, input: checkpoint)
         let entries = listDirectory(output)
         guard entries.isEmpty else {
-            throw ConversionError(file: output,
+            throw ConversionError(.outputRefused, file: output,
                 "is not empty (\(entries.count) entries); give a new or empty directory, or --resume an interrupted conversion")
         }
     }
@@ -63,16 +63,16 @@ public enum CheckpointConversion {
     static func checkOutsideInput(_ output: String, input checkpoint: Checkpoint) throws(ConversionError) {
         var st = stat()
         if stat(output, &st) == 0 && st.st_mode & S_IFMT != S_IFDIR {
-            throw ConversionError(file: output, "exists and is not a directory; give a new or empty directory")
+            throw ConversionError(.outputRefused, file: output, "exists and is not a directory; give a new or empty directory")
         }
         // Device and inode up the path: symlinks, hard links, `..` and bind mounts cannot hide the input.
         let inputs = [checkpoint.directory] + checkpoint.files.map(\.path) + (checkpoint.configPath.map { [$0] } ?? [])
         if let why = OutputPlacement.conflict(output: output, inputs: inputs, outputIsDirectory: true) {
-            throw ConversionError(file: output, why)
+            throw ConversionError(.outputRefused, file: output, why)
         }
         // A shard the index places under moetool's state directory would be deleted with that directory.
         if let name = checkpoint.fileNames.first(where: { $0.split(separator: "/").contains { $0.hasPrefix(".moetool-") } }) {
-            throw ConversionError(file: checkpoint.directory + "/" + name,
+            throw ConversionError(.outputRefused, file: checkpoint.directory + "/" + name,
                 "lies under a .moetool-* directory, where moetool keeps the state of its runs; rename the shard (and its index entries) first")
         }
     }
@@ -107,7 +107,7 @@ public enum CheckpointConversion {
             claim = try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprintText, mode: claimMode,
                                     noun: "conversion", command: "moetool convert")
         } catch {
-            throw ConversionError(error.description)
+            throw ConversionError(.outputClaimed, error.description)
         }
         defer { withExtendedLifetime(claim) {} }  // the lock is held until the run ends
 
@@ -118,7 +118,7 @@ public enum CheckpointConversion {
             do throws(WeightReadError) {
                 reader = try CheckpointReader(checkpoint)
             } catch {
-                throw ConversionError(file: error.file, tensor: error.tensor.isEmpty ? nil : error.tensor, error.message + "; " + error.hint)
+                throw ConversionError(error)
             }
             for (position, shard) in plan.shards.enumerated() {
                 if case .shards(let index, let count) = mode, position % count != index - 1 { continue }
@@ -142,9 +142,9 @@ public enum CheckpointConversion {
                 } catch let e as ConversionError {
                     throw e
                 } catch let e as IOError {
-                    throw ConversionError(file: e.path, e.message)
+                    throw ConversionError(.ioFailed, file: e.path, e.message)
                 } catch {
-                    throw ConversionError(file: path, "\(error)")
+                    throw ConversionError(.ioFailed, file: path, "\(error)")
                 }
                 try markDone(shard.name, digest: digest, output: output)
                 results.append(ShardResult(name: shard.name, bytesIn: inputBytes, bytesOut: shard.outputBytes,
@@ -170,7 +170,7 @@ public enum CheckpointConversion {
                          alreadyVerified: Set<String>) throws -> [DirectoryTree.LeftOut] {
         let missing = plan.shards.map(\.name).filter { !alreadyVerified.contains($0) && !verifiedDone($0, output: output) }
         guard missing.isEmpty else {
-            throw ConversionError(file: output,
+            throw ConversionError(.outputRefused, file: output,
                 "\(missing.count) shard(s) not finished or damaged (e.g. \(missing[0])); run the missing --shards workers or --resume")
         }
         var weightMap: [(String, String)] = []
@@ -216,7 +216,7 @@ public enum CheckpointConversion {
         do {
             return try WriterLock(path, kind, what: what, by: "moetool convert")
         } catch {
-            throw ConversionError(error.description)
+            throw ConversionError(.outputClaimed, error.description)
         }
     }
 
@@ -257,7 +257,7 @@ public enum CheckpointConversion {
             try file.write(Array(text.utf8))
             try file.commit()
         } catch {
-            throw ConversionError(file: path, "\(error)")
+            throw ConversionError(.ioFailed, file: path, "\(error)")
         }
     }
 
@@ -271,7 +271,7 @@ public enum CheckpointConversion {
         do {
             tree = try DirectoryTree.walk(checkpoint.directory)
         } catch {
-            throw ConversionError(file: error.path, error.message)
+            throw ConversionError(.ioFailed, file: error.path, error.message)
         }
         let rewritten = Set(checkpoint.fileNames + [Checkpoint.indexFileName, Checkpoint.configFileName])
         var leftOut = tree.leftOut
@@ -279,7 +279,7 @@ public enum CheckpointConversion {
             do {
                 try AtomicFile.makeParentDirectories(of: directory + "/x", in: output)
             } catch {
-                throw ConversionError(file: error.path, error.message)
+                throw ConversionError(.ioFailed, file: error.path, error.message)
             }
         }
         for name in tree.files where !rewritten.contains(name) {
@@ -303,7 +303,7 @@ public enum CheckpointConversion {
             do {
                 try AtomicFile.copy(from: source, to: output + "/" + name)
             } catch {
-                throw ConversionError(file: source, "cannot copy: \(error)")
+                throw ConversionError(.ioFailed, file: source, "cannot copy: \(error)")
             }
         }
         return leftOut

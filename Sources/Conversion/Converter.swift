@@ -11,16 +11,49 @@ import Glibc
 import Support
 #endif
 
-/// Why a conversion was refused or failed. Nothing under OUT is left under a final name half-written.
+/// Why a conversion was refused or failed: one case per failure, each with a stable id and a message naming
+/// the file and tensor and what to do. Nothing under OUT is left under a final name half-written.
 public struct ConversionError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// OUT cannot be written as asked (it is, holds or lies inside the input, or is not a directory).
+        case outputRefused = "output_refused"
+        /// Another run holds OUT, or OUT holds another conversion.
+        case outputClaimed = "output_claimed"
+        /// A weight cannot be read as its format says (WeightReadError; `id` is its own).
+        case weightUnreadable = "weight_unreadable"
+        /// A quantization method moetool does not convert.
+        case quantizationUnsupported = "quantization_unsupported"
+        /// Weights kept as they are would contradict the config.json written beside them.
+        case configContradictsWeights = "config_contradicts_weights"
+        /// Values that are NaN or infinite, in the input or after dequantizing.
+        case nonFiniteValues = "non_finite_values"
+        /// A block scale that cannot be right (not finite, or erasing its codes).
+        case scaleInvalid = "scale_invalid"
+        /// Reading or writing a file failed.
+        case ioFailed = "io_failed"
+    }
+
+    public let kind: Kind
     public let file: String?
     public let tensor: String?
     public let message: String
+    /// The stable id: the kind's, or, for an unreadable weight, the reader's own (e.g. scale_grid_mismatch).
+    public let id: String
 
-    public init(file: String? = nil, tensor: String? = nil, _ message: String) {
+    public init(_ kind: Kind, file: String? = nil, tensor: String? = nil, _ message: String) {
+        self.kind = kind
         self.file = file
         self.tensor = tensor
         self.message = message
+        id = kind.rawValue
+    }
+
+    public init(_ error: WeightReadError) {
+        kind = .weightUnreadable
+        file = error.file
+        tensor = error.tensor.isEmpty ? nil : error.tensor
+        message = error.message + (error.hint.isEmpty ? "" : "; " + error.hint)
+        id = error.id
     }
 
     public var description: String {
@@ -103,7 +136,7 @@ public struct ConversionPlan: Sendable {
         if let q = checkpoint.config?.quantizationConfig {
             let method = q["quant_method"]?.stringValue ?? "unknown"
             guard method == "fp8" || method == "compressed-tensors" else {
-                throw ConversionError(file: checkpoint.configPath,
+                throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
                     "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block checkpoints only")
             }
         }
@@ -118,7 +151,7 @@ public struct ConversionPlan: Sendable {
                     do throws(WeightReadError) {
                         encoding = try checkpoint.encoding(of: t, inFile: fi)
                     } catch {
-                        throw ConversionError(file: error.file, tensor: error.tensor, error.message + (error.hint.isEmpty ? "" : "; " + error.hint))
+                        throw ConversionError(error)
                     }
                 }
                 let hasScale: Bool
@@ -141,7 +174,7 @@ public struct ConversionPlan: Sendable {
                         source: .scales(file: fi, weight: t)))
                 case .dequantize:
                     guard case .fp8Block = encoding else {
-                        throw ConversionError(file: file.path, tensor: t.name, "FP8 weight without a readable block scale")
+                        throw ConversionError(.weightUnreadable, file: file.path, tensor: t.name, "FP8 weight without a readable block scale")
                     }
                     planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .BF16, shape: t.shape),
                                                  source: .dequantized(weightFile: fi, weight: t)))
@@ -162,12 +195,12 @@ public struct ConversionPlan: Sendable {
               let kept = decisions.first(where: { $0.dtype.isFP8 && $0.action.kind == .passThrough && $0.name.hasSuffix(".weight") })
         else { return }
         if let block = checkpoint.declaredBlock, block != .deepSeek {
-            throw ConversionError(file: checkpoint.configPath, tensor: kept.name,
+            throw ConversionError(.configContradictsWeights, file: checkpoint.configPath, tensor: kept.name,
                 "is kept in FP8 with \(block) blocks (quantization_config.weight_block_size), but this run writes 128x128 blocks and one config.json cannot say both; convert the checkpoint --to bf16 first, then --to fp8")
         }
         let declared = checkpoint.config?.quantizationConfig?["scale_fmt"]?.stringValue == "ue8m0" ? BlockQuantization.ScaleFormat.ue8m0 : .float32
         if declared != options.scaleFormat {
-            throw ConversionError(file: checkpoint.configPath, tensor: kept.name,
+            throw ConversionError(.configContradictsWeights, file: checkpoint.configPath, tensor: kept.name,
                 "is kept in FP8 with \(declared.rawValue) scales, but this run writes \(options.scaleFormat.rawValue) scales and one config.json cannot say both; use --scale-format \(declared.rawValue), or convert --to bf16 first")
         }
     }
@@ -294,7 +327,7 @@ public enum Converter {
         var nonFinite = 0
         for r in results { nonFinite += try r.get() }
         if nonFinite > 0 && !options.allowNonFinite {
-            throw ConversionError(file: w.storage.file.path, tensor: w.tensor.name,
+            throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.tensor.name,
                 "\(nonFinite) NaN or infinite values; fix the weights, or pass --allow-nonfinite to turn their blocks into NaN")
         }
         return scales
@@ -331,7 +364,7 @@ public enum Converter {
             guard firstBadBand >= 0 else { continue }
             let band = firstBadBand..<min(rows, firstBadBand + bandRows)
             let where_ = try fp8.map { try firstNonFinite(w.rows(band), firstRow: firstBadBand, layout: $0) } ?? "in rows \(band)"
-            throw ConversionError(file: path, tensor: w.tensor.name,
+            throw ConversionError(.nonFiniteValues, file: path, tensor: w.tensor.name,
                 "dequantizes to NaN or infinity \(where_); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
         }
     }
@@ -349,7 +382,7 @@ public enum Converter {
             let blockCols = (bc * block.cols)..<min(w.cols, (bc + 1) * block.cols)
             let at = "block (\(br), \(bc)), rows \(blockRows.lowerBound)..<\(blockRows.upperBound), columns \(blockCols.lowerBound)..<\(blockCols.upperBound)"
             if !scale.isFinite {
-                throw ConversionError(file: path, tensor: w.tensor.name,
+                throw ConversionError(.scaleInvalid, file: path, tensor: w.tensor.name,
                     "scale of \(at) is \(scale); fix the scales, or pass --allow-nonfinite to write what they give")
             }
             // A zero scale is harmless over an all-zero block (some exporters write one there).
@@ -357,7 +390,7 @@ public enum Converter {
                 (0..<blockRows.count).contains { r in blockCols.contains { c in codes[r * w.cols + c] & 0x7F != 0 } }
             }
             if nonZero {
-                throw ConversionError(file: path, tensor: w.tensor.name,
+                throw ConversionError(.scaleInvalid, file: path, tensor: w.tensor.name,
                     "scale of \(at) is \(scale), so small that every code dequantizes to 0, which erases its non-zero codes; fix the scales, or pass --allow-nonfinite to write zeros")
             }
         }

@@ -17,7 +17,7 @@ public enum ExpertSweep {
     public static func compare(_ a: MoELayer, _ b: MoELayer?, seed: UInt64,
                                experts: [Int]? = nil) throws(ForwardError) -> [ExpertDifference] {
         if let b, b.hidden != a.hidden || b.experts != a.experts {
-            throw ForwardError("layer \(a.layer): the checkpoints differ in shape (hidden \(a.hidden)/\(b.hidden), experts \(a.experts)/\(b.experts))")
+            throw ForwardError(.checkpointsDiffer, "layer \(a.layer): the checkpoints differ in shape (hidden \(a.hidden)/\(b.hidden), experts \(a.experts)/\(b.experts))")
         }
         let x = try HiddenStates.make(tokens: tokens, hidden: a.hidden, seed: seed &+ UInt64(a.layer) &+ 0x5EED,
                                       norm: a.inputNorm, eps: a.normEps)

@@ -10,7 +10,7 @@ public enum Math {
     public static func linear(_ x: [Float], tokens: Int, _ w: Weight, rows: Int? = nil, threads: Int = 0) throws(ForwardError) -> [Float] {
         let n = w.cols, outs = w.rows
         guard tokens > 0, x.count == tokens * n, rows.map({ $0 == outs }) ?? true else {
-            throw ForwardError("\(w.name) is [\(outs), \(n)], but the model needs [\(rows.map(String.init) ?? "\(outs)"), \(tokens > 0 ? x.count / tokens : 0)] here: its shapes disagree with config.json or with each other")
+            throw ForwardError(.configInvalid, "\(w.name) is [\(outs), \(n)], but the model needs [\(rows.map(String.init) ?? "\(outs)"), \(tokens > 0 ? x.count / tokens : 0)] here: its shapes disagree with config.json or with each other")
         }
         var y = [Float](repeating: 0, count: tokens * outs)
         let rowsPerTask = max(1, min(256, (1 << 16) / max(1, n)))
@@ -57,7 +57,7 @@ public enum Math {
     public static func rmsNorm(_ x: [Float], tokens: Int, weight: [Float], eps: Float, name: String = "norm weight") throws(ForwardError) -> [Float] {
         let n = weight.count
         guard n > 0, x.count == tokens * n else {
-            throw ForwardError("\(name) has \(n) values, but the model normalises vectors of \(tokens > 0 ? x.count / tokens : 0) here")
+            throw ForwardError(.shapeMismatch, "\(name) has \(n) values, but the model normalises vectors of \(tokens > 0 ? x.count / tokens : 0) here")
         }
         var y = x
         for t in 0..<tokens {

@@ -52,13 +52,13 @@ public struct MoELayer {
         let base = "model.layers.\(layer)."
         let candidates = [base + "mlp.", base + "block_sparse_moe."]
         guard let prefix = candidates.first(where: { reader.has($0 + "gate.weight") }) else {
-            throw ForwardError("layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
+            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
         }
         self.prefix = prefix
         routerWeight = try reader.matrix(prefix + "gate.weight")
         experts = routerWeight.rows
         guard let k = config.expertsPerToken, k >= 1, k <= experts else {
-            throw ForwardError("config.json: num_experts_per_tok missing or not in 1...\(experts)")
+            throw ForwardError(.configInvalid, "config.json: num_experts_per_tok missing or not in 1...\(experts)")
         }
         topK = k
         switch type {
@@ -66,13 +66,13 @@ public struct MoELayer {
             let groups = config.nGroup ?? 1
             let topkGroup = config.topkGroup ?? groups
             guard groups >= 1, experts % groups == 0, topkGroup >= 1, topkGroup <= groups else {
-                throw ForwardError("config.json: n_group \(groups) / topk_group \(topkGroup) do not fit \(experts) experts")
+                throw ForwardError(.configInvalid, "config.json: n_group \(groups) / topk_group \(topkGroup) do not fit \(experts) experts")
             }
             let scaling = config.field("routed_scaling_factor")?.doubleValue ?? 1
             router = .deepseekV3(groups: groups, topkGroup: topkGroup, scaling: Float(scaling), normTopk: config.normTopkProb ?? true)
             bias = reader.has(prefix + "gate.e_score_correction_bias") ? try reader.vector(prefix + "gate.e_score_correction_bias") : nil
             if let bias, bias.count != experts {
-                throw ForwardError("\(prefix)gate.e_score_correction_bias has \(bias.count) values for \(experts) experts")
+                throw ForwardError(.shapeMismatch, "\(prefix)gate.e_score_correction_bias has \(bias.count) values for \(experts) experts")
             }
         case "mixtral":
             router = .softmaxTopK(normalize: true)
@@ -81,7 +81,7 @@ public struct MoELayer {
             router = .softmaxTopK(normalize: config.normTopkProb ?? false)
             bias = nil
         default:
-            throw ForwardError("config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
+            throw ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
         }
         if reader.has(prefix + "experts.gate_up_proj") {
             naming = .fused
@@ -90,7 +90,7 @@ public struct MoELayer {
         } else if reader.has(prefix + "experts.0.gate_proj.weight") {
             naming = .perExpert(gate: "gate_proj", up: "up_proj", down: "down_proj")
         } else {
-            throw ForwardError("layer \(layer): no expert weights under \(prefix)experts.")
+            throw ForwardError(.notAnMoELayer, "layer \(layer): no expert weights under \(prefix)experts.")
         }
         let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
         if let sp = sharedPrefix {

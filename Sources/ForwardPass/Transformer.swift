@@ -25,25 +25,25 @@ public struct Transformer {
 
     /// `config` overrides the checkpoint's config.json.
     public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
-        guard let config = override ?? checkpoint.config else { throw ForwardError("\(checkpoint.path): no config.json") }
+        guard let config = override ?? checkpoint.config else { throw ForwardError(.configInvalid, "\(checkpoint.path): no config.json") }
         self.config = config
         reader = try WeightReader(checkpoint)
         type = config.modelType ?? ""
         guard ["deepseek_v3", "mixtral", "qwen2_moe", "qwen3_moe"].contains(type) else {
-            throw ForwardError("config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
+            throw ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
         }
         guard let h = config.hiddenSize, let v = config.vocabSize, let n = config.numHiddenLayers,
               let heads = config.int("num_attention_heads") else {
-            throw ForwardError("config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
+            throw ForwardError(.configInvalid, "config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
         }
         // The experts and MLPs are SwiGLU: a model with another activation would be computed wrongly, so refuse it.
         if let act = config.string("hidden_act"), act != "silu" && act != "swish" {
-            throw ForwardError("config.json: hidden_act \"\(act)\" is not one verify runs (silu)")
+            throw ForwardError(.unsupportedModel, "config.json: hidden_act \"\(act)\" is not one verify runs (silu)")
         }
         tied = config.tieWordEmbeddings ?? false
         let kv = config.int("num_key_value_heads") ?? heads
         guard h >= 1, v >= 1, n >= 1, n <= 4096, heads >= 1, kv >= 1, heads % kv == 0 else {
-            throw ForwardError("config.json: hidden_size \(h), vocab_size \(v), num_hidden_layers \(n), num_attention_heads \(heads) and num_key_value_heads \(kv) must be positive, with the heads a multiple of the key/value heads")
+            throw ForwardError(.configInvalid, "config.json: hidden_size \(h), vocab_size \(v), num_hidden_layers \(n), num_attention_heads \(heads) and num_key_value_heads \(kv) must be positive, with the heads a multiple of the key/value heads")
         }
         hidden = h
         vocab = v
@@ -51,11 +51,11 @@ public struct Transformer {
         self.heads = heads
         kvHeads = kv
         headDim = config.int("head_dim") ?? h / heads
-        guard headDim >= 2, headDim % 2 == 0 else { throw ForwardError("config.json: head_dim \(headDim) must be a positive even number (rotary pairs)") }
+        guard headDim >= 2, headDim % 2 == 0 else { throw ForwardError(.configInvalid, "config.json: head_dim \(headDim) must be a positive even number (rotary pairs)") }
         if config.modelType == "deepseek_v3" {
             let dims = ["qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "kv_lora_rank"].map { config.int($0) ?? 0 }
             guard dims.allSatisfy({ $0 >= 1 }), dims[1] % 2 == 0 else {
-                throw ForwardError("config.json: qk_nope_head_dim, qk_rope_head_dim (even), v_head_dim and kv_lora_rank must be positive for MLA")
+                throw ForwardError(.configInvalid, "config.json: qk_nope_head_dim, qk_rope_head_dim (even), v_head_dim and kv_lora_rank must be positive for MLA")
             }
         }
         eps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
@@ -77,7 +77,7 @@ public struct Transformer {
             attentionFactor = yarn.attentionFactor
             mlaScale = yarn.mlaScale
         default:
-            throw ForwardError("config.json: rope type \"\(kind)\" is not supported by whole-model verify (default and yarn are; use --layers)")
+            throw ForwardError(.unsupportedModel, "config.json: rope type \"\(kind)\" is not supported by whole-model verify (default and yarn are; use --layers)")
         }
     }
 
@@ -98,7 +98,7 @@ public struct Transformer {
 
         init(_ p: JSONObject, base: Double, dim: Int, maxPositions: Int?) throws(ForwardError) {
             guard let original = p["original_max_position_embeddings"]?.doubleValue else {
-                throw ForwardError("config.json: yarn rope needs original_max_position_embeddings")
+                throw ForwardError(.configInvalid, "config.json: yarn rope needs original_max_position_embeddings")
             }
             let factor = p["factor"]?.doubleValue ?? (maxPositions.map { Double($0) / original } ?? 1)
             func mscale(_ scale: Double, _ m: Double = 1) -> Double { scale <= 1 ? 1 : 0.1 * m * log(scale) + 1 }
@@ -151,11 +151,11 @@ public struct Transformer {
         let t = ids.count
         let embed = try reader.weight("model.embed_tokens.weight")
         guard embed.rows == vocab, embed.cols == hidden else {
-            throw ForwardError("model.embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
+            throw ForwardError(.configInvalid, "model.embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
         }
         var h = [Float](repeating: 0, count: t * hidden)
         for (i, id) in ids.enumerated() {
-            guard id >= 0, id < vocab else { throw ForwardError("token id \(id) is outside the vocabulary of \(vocab)") }
+            guard id >= 0, id < vocab else { throw ForwardError(.inputOutOfRange, "token id \(id) is outside the vocabulary of \(vocab)") }
             h.withUnsafeMutableBufferPointer { embed.decodeRow(id, into: $0.baseAddress! + i * hidden) }
         }
         var states = [h]
@@ -240,7 +240,7 @@ public struct Transformer {
             var y = try Math.linear(x, tokens: t, try reader.weight(p + name + ".weight"), rows: rows)
             if reader.has(p + name + ".bias") {
                 let b = try reader.vector(p + name + ".bias")
-                guard b.count == rows else { throw ForwardError("\(p)\(name).bias has \(b.count) values for \(rows) outputs") }
+                guard b.count == rows else { throw ForwardError(.shapeMismatch, "\(p)\(name).bias has \(b.count) values for \(rows) outputs") }
                 for i in y.indices { y[i] += b[i % b.count] }
             }
             return y
@@ -267,7 +267,7 @@ public struct Transformer {
         let p = "model.layers.\(l).self_attn."
         guard let nope = config.int("qk_nope_head_dim"), let ropeDim = config.int("qk_rope_head_dim"),
               let vDim = config.int("v_head_dim"), let kvRank = config.int("kv_lora_rank") else {
-            throw ForwardError("config.json: MLA needs qk_nope_head_dim, qk_rope_head_dim, v_head_dim and kv_lora_rank")
+            throw ForwardError(.configInvalid, "config.json: MLA needs qk_nope_head_dim, qk_rope_head_dim, v_head_dim and kv_lora_rank")
         }
         let qkDim = nope + ropeDim
         let interleaved = config.field("rope_interleave")?.boolValue ?? true

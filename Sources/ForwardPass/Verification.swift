@@ -73,7 +73,7 @@ public enum Verification {
     /// The checkpoints must be the same model: a conversion is compared with its original.
     static func checkSameModel(_ ca: Checkpoint, _ cb: Checkpoint?) throws(ForwardError) {
         if let cb, ca.config?.modelType != cb.config?.modelType {
-            throw ForwardError("the checkpoints are different models (model_type \(escapeForDisplay(ca.config?.modelType ?? "?")) and \(escapeForDisplay(cb.config?.modelType ?? "?"))): verify compares a model with a conversion of it")
+            throw ForwardError(.checkpointsDiffer, "the checkpoints are different models (model_type \(escapeForDisplay(ca.config?.modelType ?? "?")) and \(escapeForDisplay(cb.config?.modelType ?? "?"))): verify compares a model with a conversion of it")
         }
     }
 
@@ -91,9 +91,9 @@ public enum Verification {
         let available = MoELayers.of(ca)
         let chosen = chosen ?? available
         if let missing = chosen.first(where: { !available.contains($0) }) {
-            throw ForwardError("\(request.a): layer \(missing) is not an MoE layer (MoE layers: \(available.map(String.init).joined(separator: ",")))")
+            throw ForwardError(.notAnMoELayer, "\(request.a): layer \(missing) is not an MoE layer (MoE layers: \(available.map(String.init).joined(separator: ",")))")
         }
-        guard !chosen.isEmpty else { throw ForwardError("\(request.a): no MoE layers found") }
+        guard !chosen.isEmpty else { throw ForwardError(.notAnMoELayer, "\(request.a): no MoE layers found") }
         let limits = request.thresholds
         let tokens = request.tokens
         let readerA = try WeightReader(ca)
@@ -117,7 +117,7 @@ public enum Verification {
             let lb = try readerB.map { r throws(ForwardError) in try MoELayer(r, config: cb!.config!, layer: layer) }
             if let lb {
                 guard lb.hidden == la.hidden, lb.experts == la.experts, lb.topK == la.topK else {
-                    throw ForwardError("layer \(layer): the checkpoints differ in shape (hidden \(la.hidden)/\(lb.hidden), experts \(la.experts)/\(lb.experts), top-k \(la.topK)/\(lb.topK))")
+                    throw ForwardError(.checkpointsDiffer, "layer \(layer): the checkpoints differ in shape (hidden \(la.hidden)/\(lb.hidden), experts \(la.experts)/\(lb.experts), top-k \(la.topK)/\(lb.topK))")
                 }
                 rb = try lb.forward(x, tokens: tokens, only: sample)
             } else {
@@ -159,7 +159,7 @@ public enum Verification {
         let ma = try Transformer(ca)
         let ids = request.tokenIds ?? (0..<request.tokens).map { ($0 * 7919 + 13) % ma.vocab }
         guard ids.count <= maxModelTokens else {
-            throw ForwardError("whole-model mode runs at most \(maxModelTokens) tokens (attention cost grows with their square); use fewer, or layer mode (--layers) for more")
+            throw ForwardError(.inputOutOfRange, "whole-model mode runs at most \(maxModelTokens) tokens (attention cost grows with their square); use fewer, or layer mode (--layers) for more")
         }
         let limits = request.thresholds
         let ra = try ma.forward(ids)
@@ -167,7 +167,7 @@ public enum Verification {
         if let cb {
             let mb = try Transformer(cb)
             guard mb.hidden == ma.hidden, mb.vocab == ma.vocab, mb.layers == ma.layers else {
-                throw ForwardError("the checkpoints differ in shape (hidden \(ma.hidden)/\(mb.hidden), vocab \(ma.vocab)/\(mb.vocab), layers \(ma.layers)/\(mb.layers))")
+                throw ForwardError(.checkpointsDiffer, "the checkpoints differ in shape (hidden \(ma.hidden)/\(mb.hidden), vocab \(ma.vocab)/\(mb.vocab), layers \(ma.layers)/\(mb.layers))")
             }
             rb = try mb.forward(ids)
         }
@@ -385,7 +385,7 @@ struct OutputFile {
                 try bytes[info.name]!.withUnsafeBytes { try sink.write($0) }
             }
         } catch {
-            throw ForwardError("\(path): cannot write the outputs: \(error)")
+            throw ForwardError(.outputUnwritable, "\(path): cannot write the outputs: \(error)")
         }
     }
 }

@@ -4,10 +4,55 @@ import NumberFormats
 import SafetensorsFormat
 import WeightReading
 
+/// Why a forward pass cannot run or a comparison cannot be made: one case per failure, each with a stable
+/// id, a message naming the file, tensor or config field, and what to do where the message does not say.
 public struct ForwardError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// config.json lacks a field the model needs, or holds an impossible value.
+        case configInvalid = "config_invalid"
+        /// An architecture, activation or rope type verify does not run.
+        case unsupportedModel = "model_unsupported"
+        /// A tensor's shape disagrees with config.json or with the tensors it works with.
+        case shapeMismatch = "shape_mismatch"
+        /// A layer asked for is not an MoE layer (or there is none).
+        case notAnMoELayer = "not_an_moe_layer"
+        /// The two checkpoints are not the same model.
+        case checkpointsDiffer = "checkpoints_differ"
+        /// Token ids outside the vocabulary, or more tokens than a run takes.
+        case inputOutOfRange = "input_out_of_range"
+        /// A weight that cannot be read (WeightReadError; `id` is its own).
+        case weightUnreadable = "weight_unreadable"
+        /// The outputs cannot be written where asked.
+        case outputUnwritable = "output_unwritable"
+    }
+
+    public let kind: Kind
     public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+    public let hint: String?
+    /// The stable id: the kind's, or, for an unreadable weight, the reader's own (e.g. scale_grid_mismatch).
+    public let id: String
+
+    public init(_ kind: Kind, _ message: String, hint: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.hint = hint ?? ForwardError.defaultHints[kind]
+        id = kind.rawValue
+    }
+
+    public init(_ error: WeightReadError) {
+        kind = .weightUnreadable
+        message = error.description
+        hint = nil
+        id = error.id
+    }
+
+    /// What to do, for the kinds whose messages cannot say it themselves.
+    static let defaultHints: [Kind: String] = [
+        .unsupportedModel: "verify runs deepseek_v3 (and Kimi-K2), mixtral, qwen2_moe and qwen3_moe; see Docs/verify.md",
+        .shapeMismatch: "the checkpoint does not match its config.json: check that they belong together",
+    ]
+
+    public var description: String { message + (hint.map { "; " + $0 } ?? "") }
 }
 
 /// A row-major float32 matrix.
@@ -92,7 +137,7 @@ public struct WeightReader: Sendable {
         do throws(WeightReadError) {
             reader = try CheckpointReader(checkpoint)
         } catch {
-            throw ForwardError(error.description)
+            throw ForwardError(error)
         }
     }
 
@@ -115,7 +160,7 @@ public struct WeightReader: Sendable {
         do throws(WeightReadError) {
             return Weight(try reader.weight(name, expert: index).rows())
         } catch {
-            throw ForwardError(error.description)
+            throw ForwardError(error)
         }
     }
 }

@@ -72,7 +72,7 @@ struct Verify: ParsableCommand {
     func open(_ path: String) throws -> Checkpoint {
         do {
             let c = try Checkpoint(path: path)
-            guard c.config != nil else { throw ForwardError("\(path): no config.json beside the weights: verify needs the model's config") }
+            guard c.config != nil else { throw ForwardError(.configInvalid, "\(path): no config.json beside the weights: verify needs the model's config") }
             return c
         } catch let e as InvalidInput {
             for p in e.problems.prefix(20) { FileHandleOutput.stderr("error: \(p)\n") }
@@ -113,7 +113,7 @@ struct Verify: ParsableCommand {
             // The outputs never replace, or land inside, what is being verified.
             let inputs = [ca, cb].compactMap { $0 }.flatMap { c in [c.path] + c.files.map(\.path) + (c.configPath.map { [$0] } ?? []) }
             if let why = OutputPlacement.conflict(output: saveOutputs, inputs: inputs) {
-                throw ForwardError("--save-outputs \(escapeForDisplay(saveOutputs)) \(why); choose a file outside the checkpoints")
+                throw ForwardError(.outputUnwritable, "--save-outputs \(escapeForDisplay(saveOutputs)) \(why); choose a file outside the checkpoints")
             }
         }
         let weightBytes = ca.files.reduce(UInt64(0)) { $0 + $1.header.dataBytes }

@@ -313,6 +313,7 @@ import Glibc
         let e = try #require(try refusal(dir))
         #expect(e.tensor == "model.layers.0.mlp.experts.0.down_proj.weight_scale_inv")
         #expect(e.message.contains("[2,1]") && e.message.contains("[4,1]"), "\(e.message)")
+        #expect(e.kind == .weightUnreadable && e.id == "scale_grid_mismatch")
     }
 
     @Test(arguments: ["[0, 0]", "[0, 128]", "[128]", "[128, 1e400]", "\"128\"", "[1048577, 128]"])
@@ -339,6 +340,7 @@ import Glibc
         let e = try #require(try refusal(dir), "\(scales) accepted")
         #expect(e.tensor == "model.layers.0.mlp.experts.0.down_proj.weight")
         #expect(e.message.contains(expected), "\(e.message)")
+        #expect(e.kind == (expected.contains("BF16's range") ? .nonFiniteValues : .scaleInvalid), "\(e.kind)")
         // --allow-nonfinite writes what they give.
         _ = try convertToBF16(dir, allowNonFinite: true)
     }
@@ -346,6 +348,7 @@ import Glibc
     @Test func aNaNCodeIsRefusedNamingItsPlace() throws {
         let e = try #require(try refusal(try variant(codeAt0: 0x7F)))
         #expect(e.message.contains("row 0, column 0") && e.message.contains("NaN"), "\(e.message)")
+        #expect(e.kind == .nonFiniteValues && e.id == "non_finite_values")
     }
 
     /// A zero-element weight whose other dimension is 2^64-1 (the reference reader opens it) converts both ways.

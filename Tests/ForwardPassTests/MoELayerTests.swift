@@ -1,5 +1,6 @@
 import Checkpoint
 import FixtureSupport
+import Foundation
 import SafetensorsFormat
 import StrictJSON
 import Testing
@@ -150,5 +151,31 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
         #expect(Verification.fmt(123456789) == "123457000")
         #expect(Verification.fmt(.nan) == "inf")
         #expect(Verification.fmt(0) == "0")
+    }
+}
+
+@Suite struct ForwardErrors {
+    /// An architecture verify does not run is refused by id, with what it does run.
+    @Test func anUnsupportedModelTypeIsNamed() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/qwen3_moe-bf16")
+        for name in try FileManager.default.contentsOfDirectory(atPath: source) {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: dir + "/" + name)
+        }
+        let config = String(decoding: Fixtures.readBytes(dir + "/config.json"), as: UTF8.self)
+        #expect(config.contains(#""model_type": "qwen3_moe""#))
+        try FileManager.default.removeItem(atPath: dir + "/config.json")
+        try Data(config.replacingOccurrences(of: #""model_type": "qwen3_moe""#, with: #""model_type": "grok""#).utf8)
+            .write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let checkpoint = try Checkpoint(path: dir)
+        do throws(ForwardError) {
+            _ = try Transformer(checkpoint)
+            Issue.record("a grok config was accepted")
+        } catch {
+            #expect(error.kind == .unsupportedModel && error.id == "model_unsupported")
+            #expect(error.description.contains("\"grok\"") && error.description.contains("qwen3_moe"), "\(error)")
+        }
+        #expect(Set(ForwardError.Kind.allCases.map(\.rawValue)).count == ForwardError.Kind.allCases.count)
     }
 }
