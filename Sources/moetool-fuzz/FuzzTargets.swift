@@ -5,6 +5,7 @@
 //    the MOETOOL_FUZZ_TARGET environment variable is fed by libFuzzer.
 import Checkpoint
 import ExpertPlacement
+import PlacementFiles
 import SafetensorsFormat
 import ShardCompression
 #if canImport(Glibc)

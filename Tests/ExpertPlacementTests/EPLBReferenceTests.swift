@@ -31,7 +31,10 @@ struct ReferenceCase: CustomStringConvertible {
         }
     }()
 
-    var loads: [[Double]] { try! LoadProfile.read(path: Fixtures.path("profiles/\(profile).json")).loads }
+    var loads: [[Double]] {
+        let path = Fixtures.path("profiles/\(profile).json")
+        return try! LoadProfile.parse(Fixtures.readBytes(path), name: path).loads
+    }
     var topology: Topology {
         try! Topology(experts: loads[0].count, slots: slots, gpus: gpus, nodes: nodes, groups: groups)
     }

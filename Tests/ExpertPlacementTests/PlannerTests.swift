@@ -98,18 +98,20 @@ import Testing
     /// Slots per GPU above the expert count, and slots over all layers above the limit, are
     /// refused: neither can improve a placement, and both made plans take minutes.
     @Test func slotRangesCapped() throws {
-        #expect(throws: PlacementError.impossible("8192 slots per GPU is more than the 16 experts: a GPU would hold two replicas of an expert, which balances nothing; use at most 16 slots per GPU")) {
+        #expect(throws: PlacementError(.invalidTopology, "8192 slots per GPU is more than the 16 experts: a GPU would hold two replicas of an expert, which balances nothing; use at most 16 slots per GPU")) {
             try Topology(experts: 16, slots: 16384, gpus: 2, nodes: 1, groups: 1)
         }
-        #expect(throws: PlacementError.impossible("--gpus must be 1 to 4096 (got 65536)")) {
+        #expect(throws: PlacementError(.invalidTopology, "GPUs must be 1 to 4096 (got 65536)")) {
             try Topology(experts: 16, slots: 1 << 20, gpus: 1 << 16, nodes: 1, groups: 1)
         }
         let t = try Topology(experts: 1024, slots: 1 << 20, gpus: 4096, nodes: 1, groups: 1)
         let loads = [[Double]](repeating: [Double](repeating: 1, count: 1024), count: 8)
-        #expect(throws: PlacementError.self) { try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global)) }
+        #expect(throws: PlacementError(.planTooLarge, "8 layers x 1048576 slots is more than moetool plans (4194304 slots in all)")) {
+            try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global))
+        }
         // A top-k beyond the experts (it sized a buffer: 2^63 trapped) is refused.
         let small = try Topology(experts: 16, slots: 16, gpus: 4, nodes: 1, groups: 1)
-        #expect(throws: PlacementError.impossible("top-k (9223372036854775807) must be 1 to the experts per layer (16)")) {
+        #expect(throws: PlacementError(.invalidRouting, "top-k (9223372036854775807) must be 1 to the experts per layer (16)")) {
             try PlacementPlanner.plan([[Double](repeating: 1, count: 16)], PlanRequest(topology: small, policy: .global, routing: Routing(topk: Int.max, topkGroup: nil)))
         }
     }
@@ -123,7 +125,9 @@ import Testing
         let p = LayerPlacement(phy2log: [Int](repeating: 0, count: 4097) + Array(1..<4096), experts: 4096)
         let layer = PlannedLayer(placement: p, policy: .global, metrics: PlacementMetrics.measure(p, loads: loads, topology: t, routing: nil))
         let plan = Plan(request: PlanRequest(topology: t, policy: .global, algorithm: .eplb), layers: [layer])
-        #expect(throws: PlacementError.self) { try PlacementFile.moetool(plan, bytesPerExpert: nil) }
+        #expect(throws: PlacementError(.planTooLarge, "log2phy would hold 16781312 entries (1 layer x 4096 experts x 4097, the most replicas of one expert), more than moetool writes (16777216): write SGLang's format, which has no log2phy")) {
+            try PlacementFile.moetool(plan, bytesPerExpert: nil)
+        }
         #expect(PlacementFile.sglang(plan).objectValue?["physical_to_logical_map"]?.arrayValue?.count == 1)
     }
 
@@ -133,18 +137,49 @@ import Testing
         let t = try Topology(experts: 16, slots: 1024, gpus: 64, nodes: 1, groups: 1)
         let loads = [[Double]](repeating: (0..<16).map { Double($0 + 1) }, count: 1)
         let previous = [EPLBBaseline.place(loads[0], topology: t, policy: .global)]
-        #expect(throws: PlacementError.self) { try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global, previous: previous)) }
+        #expect(throws: PlacementError(.planTooLarge, "re-planning from a previous placement weighs every pair of slots per move: at most 512 slots per layer (this plan has 1024); plan without a previous placement")) {
+            try PlacementPlanner.plan(loads, PlanRequest(topology: t, policy: .global, previous: previous))
+        }
     }
 
     @Test func impossibleParameters() {
-        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 10, gpus: 2, nodes: 1, groups: 1) }
-        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 18, gpus: 4, nodes: 1, groups: 1) }
-        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 16, gpus: 8, nodes: 3, groups: 4) }
-        #expect(throws: PlacementError.self) { try Topology(experts: 12, slots: 16, gpus: 8, nodes: 2, groups: 5) }
+        func rule(_ make: () throws(PlacementError) -> Topology) -> PlacementError.Rule? {
+            do { _ = try make(); return nil } catch { return error.rule }
+        }
+        #expect(rule { () throws(PlacementError) in try Topology(experts: 12, slots: 10, gpus: 2, nodes: 1, groups: 1) } == .invalidTopology)
+        #expect(rule { () throws(PlacementError) in try Topology(experts: 12, slots: 18, gpus: 4, nodes: 1, groups: 1) } == .invalidTopology)
+        #expect(rule { () throws(PlacementError) in try Topology(experts: 12, slots: 16, gpus: 8, nodes: 3, groups: 4) } == .invalidTopology)
+        #expect(rule { () throws(PlacementError) in try Topology(experts: 12, slots: 16, gpus: 8, nodes: 2, groups: 5) } == .invalidTopology)
+        #expect(rule { () throws(PlacementError) in try Topology(experts: 12, slots: 1 << 23, gpus: 4096, nodes: 1, groups: 1) } == .planTooLarge)
         let t = try! Topology(experts: 12, slots: 16, gpus: 8, nodes: 2, groups: 3)
-        #expect(t.hierarchicalProblem != nil)
-        #expect(throws: PlacementError.self) {
+        let problem = PlacementError(.hierarchicalImpossible, "expert groups (3) must be divisible by nodes (2) for the hierarchical policy")
+        #expect(t.hierarchicalProblem == problem)
+        #expect(throws: problem) {
             try PlacementPlanner.plan([[Double](repeating: 1, count: 12)], PlanRequest(topology: t, policy: .hierarchical))
+        }
+    }
+
+    /// Every rule has a distinct stable id and a hint.
+    @Test func rulesHaveIdsAndHints() {
+        let ids = PlacementError.Rule.allCases.map(\.rawValue)
+        #expect(Set(ids).count == ids.count)
+        #expect(ids.allSatisfy { $0.allSatisfy { $0 == "_" || ($0 >= "a" && $0 <= "z") } })
+        #expect(PlacementError.Rule.allCases.allSatisfy { !$0.hint.isEmpty })
+        #expect(PlacementError(.invalidLoad, file: "p.json", "layers[0][1]: load -2 is negative").description
+                == "p.json: layers[0][1]: load -2 is negative [invalid_load]; loads count tokens: finite numbers, 0 or more")
+    }
+
+    /// A request's slots: given, or the experts plus redundant slots per GPU rounded up to a
+    /// multiple of the GPUs; its nodes: given, or the GPUs over GPUs per node, which must divide them.
+    @Test func requestSizesTheTopology() throws {
+        #expect(PlacementRequest(gpus: 32, slots: .redundantPerGPU(1)).slotCount(experts: 256) == 288)
+        #expect(PlacementRequest(gpus: 8).slotCount(experts: 12) == 16)
+        #expect(PlacementRequest(gpus: 6, slots: .redundantPerGPU(0)).slotCount(experts: 16) == 18)
+        #expect(PlacementRequest(gpus: 8, slots: .count(24)).slotCount(experts: 16) == 24)
+        let t = try PlacementRequest(gpus: 8, nodes: .gpusPerNode(4), slots: .redundantPerGPU(2), groups: 8).topology(experts: 16)
+        #expect(t == (try Topology(experts: 16, slots: 32, gpus: 8, nodes: 2, groups: 8)))
+        #expect(throws: PlacementError(.invalidTopology, "GPUs (6) must be a multiple of the GPUs per node (4): every node has the same number of GPUs")) {
+            try PlacementRequest(gpus: 6, nodes: .gpusPerNode(4)).topology(experts: 16)
         }
     }
 }
