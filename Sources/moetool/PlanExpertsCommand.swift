@@ -76,17 +76,13 @@ struct PlanExperts: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Write the placement here (written whole, then renamed into place).", valueName: "path"))
     var output: String?
 
-    @Option(help: "Placement format: moetool (phy2log, log2phy, logcnt, metrics) or sglang (physical_to_logical_map).")
-    var format: FormatChoice = .moetool
+    @Option(help: "With -o: the placement's format, moetool (the default: phy2log, log2phy, logcnt, metrics) or sglang (physical_to_logical_map).")
+    var format: FormatChoice?
 
-    @Flag(help: "Print the report as JSON (schema moetool.plan-experts/1).")
-    var json = false
-
-    @Flag(help: "With the text report: a line per layer (policy, imbalance, node imbalance, gap, nodes per token, moves).")
+    @Flag(help: "With the text report: a line per layer (policy, imbalance, node imbalance, gap, nodes per token, moves); the JSON report always has them.")
     var perLayer = false
 
-    @Option(help: "Threads (0: all cores).")
-    var threads = 0
+    @OptionGroup var common: CommonOptions
 
     enum PolicyChoice: String, ExpressibleByArgument, CaseIterable { case hierarchical, global, auto }
     enum AlgorithmChoice: String, ExpressibleByArgument, CaseIterable { case moetool, eplb }
@@ -109,7 +105,8 @@ struct PlanExperts: ParsableCommand {
         if maxNodesPerToken != nil && policy != .auto { throw ValidationError("--max-nodes-per-token needs --policy auto") }
         if let t = targetImbalance, !(t >= 1) { throw ValidationError("--target-imbalance is max/mean GPU load: 1 or more") }
         if targetImbalance != nil && previous == nil { throw ValidationError("--target-imbalance needs --previous") }
-        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+        if format != nil && output == nil { throw ValidationError("--format needs -o: it is the format of the placement file, which is written only with -o") }
+        if perLayer && common.json { throw ValidationError("--per-layer is for the text report; the JSON report has every layer already") }
     }
 
     /// Prints the one-line error and gives exit status 1. The whole line is escaped: it quotes
@@ -140,6 +137,7 @@ struct PlanExperts: ParsableCommand {
         let topology = try request.topology(experts: loads.experts)
         if request.routing == nil {
             if maxNodesPerToken != nil { throw fail("--max-nodes-per-token needs the experts per token: give --topk or --config") }
+            if topkGroup != nil { throw fail("--topk-group needs the experts per token: give --topk or --config") }
         }
         let previousPlacement = try previous.map { try PlacementFile.read(path: $0, topology: topology, layers: loads.layers) }
         let planRequest = request.planRequest(topology: topology, previous: previousPlacement)
@@ -151,6 +149,7 @@ struct PlanExperts: ParsableCommand {
         if let checkpoint, let bytesPerExpert, topology.redundantBytes(bytesPerExpert: bytesPerExpert, layers: loads.layers) == nil {
             throw fail("\(checkpoint): \(bytesPerExpert) bytes per routed expert x \(topology.redundantSlots * loads.layers) redundant replicas is more than 2^64 bytes")
         }
+        let format = format ?? .moetool
         if let output {
             try PlacementFile.write(format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert), to: output)
         }
@@ -158,7 +157,7 @@ struct PlanExperts: ParsableCommand {
                                 profile: profile, output: output)
         report.previous = previous
         report.outputFormat = output == nil ? nil : format.rawValue
-        if json {
+        if common.json {
             FileHandleOutput.document(JSONSerializer.pretty(report.json()) + "\n")
         } else {
             FileHandleOutput.stdout(report.text(perLayer: perLayer))
@@ -180,7 +179,7 @@ struct PlanExperts: ParsableCommand {
             groups: groups ?? modelConfig?.nGroup ?? 1,
             policy: chosenPolicy, algorithm: algorithm == .eplb ? .eplb : .moetool,
             routing: k.map { Routing(topk: $0, topkGroup: topkGroup ?? modelConfig?.topkGroup) },
-            maxNodesPerToken: maxNodesPerToken, targetImbalance: targetImbalance, threads: threads)
+            maxNodesPerToken: maxNodesPerToken, targetImbalance: targetImbalance, threads: common.threads)
     }
 
     /// `--config`: a config.json, or the one in a checkpoint directory, checked for what the plan uses.

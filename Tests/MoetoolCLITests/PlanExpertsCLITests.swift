@@ -109,6 +109,23 @@ import Testing
         #expect(r.stderr.contains("--nodes or --gpus-per-node"))
     }
 
+    /// No option is silently ignored: --format without -o, --per-layer with --json, and
+    /// --topk-group without the experts per token are refused before any work.
+    @Test func optionsThatWouldDoNothingRefused() throws {
+        let profile = Fixtures.path("profiles/tiny_dsv3.json")
+        for (flags, message) in [(["--format", "sglang"], "--format needs -o"), (["--format", "moetool"], "--format needs -o"),
+                                 (["--per-layer", "--json"], "--per-layer is for the text report")] {
+            let r = try CLI.run(["plan-experts", profile, "--gpus", "4"] + flags)
+            #expect(r.status == 2, "\(flags): \(r.stderr)")
+            #expect(r.stdout.isEmpty && r.stderr.hasPrefix("error: \(message)"), "\(flags): \(r.stderr)")
+        }
+        let group = try CLI.run(["plan-experts", profile, "--gpus", "4", "--topk-group", "2"])
+        #expect(group.status == 1 && group.stdout.isEmpty)
+        #expect(group.stderr == "error: --topk-group needs the experts per token: give --topk or --config\n", "\(group.stderr)")
+        let threads = try CLI.run(["plan-experts", profile, "--gpus", "4", "--threads", "-1"])
+        #expect(threads.status == 2 && threads.stderr.contains("--threads must be 0"), "\(threads.stderr)")
+    }
+
     /// A placement error is one line: the single prefix, the file, the problem, the rule's id and hint.
     @Test func errorLineCarriesRuleAndHint() throws {
         let path = Fixtures.path("profiles/malformed/negative.json")
