@@ -6,16 +6,17 @@ import StrictJSON
 import Glibc
 #endif
 
-// The file layer of expert placement. ExpertPlacement holds the algorithms and, beside them, the
-// profile and placement formats as pure functions (bytes in, values out; values in, documents
-// out), so all of it is testable without files and needs neither libzstd nor the safetensors
-// machinery. This module opens files, decompresses zstd, writes placements atomically and
-// shapes the report the user reads (whose file names are escaped for the terminal here). It is a
-// target of its own, not part of the CLI, because the tests, the fuzz replayer and the CLI all
-// read profiles the same way; it stays small, and its functions extend the format types
-// (`LoadProfile.read`, `PlacementFile.read`, `PlacementFile.write`) so callers name the format,
-// not the layer.
-
+/// The file layer of expert placement. ExpertPlacement holds the algorithms and, beside them, the
+/// profile and placement formats as pure functions (bytes in, values out; values in, documents
+/// out), so all of it is testable without files and needs neither libzstd nor the safetensors
+/// machinery. This module opens files, decompresses zstd, writes placements atomically and
+/// shapes the report the user reads (whose file names are escaped for the terminal here). It is a
+/// target of its own, not part of the CLI, because the tests, the fuzz replayer and the CLI all
+/// read profiles the same way; it stays small, and its functions extend the format types
+/// (`LoadProfile.read`, `PlacementFile.read`, `PlacementFile.write`) so callers name the format,
+/// not the layer.
+///
+/// Profiles: a JSON or CSV file, zstd-compressed or not, parsed by `LoadProfile.parse`.
 extension LoadProfile {
     /// Reads a JSON or CSV profile, zstd-compressed or not (recognised by its magic number, not
     /// its name), and parses and checks it (`parse`).
@@ -26,7 +27,7 @@ extension LoadProfile {
     }
 
     /// The first bytes of every zstd frame.
-    static let zstdMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
+    public static let zstdMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
 
     /// Streams a zstd frame (or several) through libzstd, refusing output beyond `maxBytes` as
     /// soon as it is produced (a small file can expand to terabytes).
