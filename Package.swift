@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "Inspection", targets: ["Inspection"]),
         .library(name: "Conversion", targets: ["Conversion"]),
         .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
+        .library(name: "PlacementFiles", targets: ["PlacementFiles"]),
         .library(name: "ShardCompression", targets: ["ShardCompression"]),
         .library(name: "ForwardPass", targets: ["ForwardPass"]),
         .library(name: "WeightReading", targets: ["WeightReading"]),
@@ -59,8 +60,11 @@ let package = Package(
             dependencies: [
                 "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "ShardCompression", "Support", "WeightReading",
             ]),
-        // Expert replication and placement over GPUs and nodes from load profiles (plan-experts).
-        .target(name: "ExpertPlacement", dependencies: ["Support", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CZstd"]),
+        // Expert replication and placement over GPUs and nodes from load profiles (plan-experts):
+        // pure algorithms, and the profile and placement formats as bytes in, values out.
+        .target(name: "ExpertPlacement", dependencies: ["Support", "StrictJSON"]),
+        // Expert placement's files: profiles read (zstd too), placements written atomically, the report.
+        .target(name: "PlacementFiles", dependencies: ["ExpertPlacement", "SafetensorsFormat", "StrictJSON", "Support", "CZstd"]),
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels", "Support"]),
         // Header-only reading of checkpoints on a Hugging Face endpoint (inspect hf://org/name).
@@ -70,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "moetool",
             dependencies: [
-                "Inspection", "Conversion", "ExpertPlacement", "ShardCompression", "ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
+                "Inspection", "Conversion", "ExpertPlacement", "PlacementFiles", "ShardCompression", "ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
                 "RemoteCheckpoint",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -78,7 +82,7 @@ let package = Package(
         // Fuzz targets (Scripts/fuzz.sh builds them for libFuzzer); normally a replayer of inputs.
         .executableTarget(
             name: "moetool-fuzz",
-            dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "ShardCompression"]),
+            dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "PlacementFiles", "ShardCompression"]),
 
         // Locates and reads the committed fixtures for every test target.
         .target(name: "FixtureSupport", dependencies: ["Support", "StrictJSON", "SafetensorsFormat", "ShardCompression", "Checkpoint"],
@@ -94,6 +98,7 @@ let package = Package(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "PlacementFilesTests", dependencies: ["PlacementFiles", "ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["Support", "ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
         .testTarget(name: "WeightReadingTests", dependencies: ["WeightReading", "Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "FixtureSupport"]),
         .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),

@@ -84,7 +84,7 @@ enum Incremental {
             var best: (gain: Double, apply: (inout State) -> Void)? = nil
             func consider(_ newMax: Double, cost: Int, _ apply: @escaping (inout State) -> Void) {
                 let gain = (top - newMax) / Double(cost)
-                if newMax < top * (1 - 1e-12), best == nil || gain > best!.gain { best = (gain, apply) }
+                if newMax.isClearlyBelow(top), best == nil || gain > best!.gain { best = (gain, apply) }
             }
             // Swaps.
             for xs in (a * k)..<((a + 1) * k) {

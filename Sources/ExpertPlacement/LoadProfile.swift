@@ -1,6 +1,5 @@
-import SafetensorsFormat
-import CZstd
 import StrictJSON
+import Support
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -28,15 +27,9 @@ public struct LoadProfile: Sendable, Equatable {
     /// form can overflow to infinity or NaN.
     public static let maxLayerTotal = 1e30
 
-    /// Reads a JSON or CSV profile, zstd-compressed or not (recognised by its magic number),
-    /// and checks it: numbers only, finite, not negative, every layer the same length, within
-    /// the limits above.
-    public static func read(path: String, expectedExperts: Int? = nil) throws(PlacementError) -> LoadProfile {
-        var bytes = try readFile(path)
-        if bytes.starts(with: [0x28, 0xB5, 0x2F, 0xFD]) { bytes = try decompress(bytes, path: path) }
-        return try parse(bytes, name: path, expectedExperts: expectedExperts)
-    }
-
+    /// Parses a JSON or CSV profile (already decompressed: `LoadProfile.read` in PlacementFiles
+    /// opens files) and checks it: numbers only, finite, not negative, every layer the same
+    /// length, within the limits above. `name` is the file named in errors.
     public static func parse(_ bytes: [UInt8], name: String, expectedExperts: Int? = nil) throws(PlacementError) -> LoadProfile {
         let first = bytes.first { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }
         let profile: LoadProfile
@@ -45,37 +38,37 @@ public struct LoadProfile: Sendable, Equatable {
         } else {
             profile = try parseCSV(bytes, name: name, experts: expectedExperts)
         }
-        guard profile.layers > 0 else { throw .badInput("\(name): the profile has no layers") }
-        guard profile.experts > 0 else { throw .badInput("\(name): the profile's layers have no experts") }
+        guard profile.layers > 0 else { throw PlacementError(.noLoads, file: name, "the profile has no layers") }
+        guard profile.experts > 0 else { throw PlacementError(.noLoads, file: name, "the profile's layers have no experts") }
         if let expectedExperts, profile.experts != expectedExperts {
-            throw .badInput("\(name): the profile has \(profile.experts) experts per layer but the config has \(expectedExperts)")
+            throw PlacementError(.expertCountMismatch, file: name, "the profile has \(profile.experts) experts per layer but the config has \(expectedExperts)")
         }
-        try check(profile.loads, name: name)
+        try check(profile.loads, file: name)
         return profile
     }
 
     /// The checks every plan relies on: a rectangle within the limits, every load finite and not
     /// negative, every layer's total at most `maxLayerTotal` (sums of passes or CSV rows can
-    /// overflow even when each value is in range).
-    public static func check(_ loads: [[Double]], name: String) throws(PlacementError) {
-        guard let experts = loads.first?.count, experts > 0 else { throw .badInput("\(name): no loads") }
+    /// overflow even when each value is in range). `name`: the file the loads came from, if any.
+    public static func check(_ loads: [[Double]], file name: String?) throws(PlacementError) {
+        guard let experts = loads.first?.count, experts > 0 else { throw PlacementError(.noLoads, file: name, "no loads") }
         guard loads.count <= maxLayers else {
-            throw .badInput("\(name): \(loads.count) layers is more than moetool plans (\(maxLayers))")
+            throw PlacementError(.profileTooLarge, file: name, "\(loads.count) layers is more than moetool plans (\(maxLayers))")
         }
         guard experts <= maxExperts, loads.count * experts <= maxLoads else {
-            throw .badInput("\(name): \(loads.count) layers x \(experts) experts is more than moetool plans (\(maxExperts) experts per layer, \(maxLoads) loads in all)")
+            throw PlacementError(.profileTooLarge, file: name, "\(counted(loads.count, "layer")) x \(counted(experts, "expert")) is more than moetool plans (\(maxExperts) experts per layer, \(maxLoads) loads in all)")
         }
         for (i, layer) in loads.enumerated() {
             guard layer.count == experts else {
-                throw .badInput("\(name): layer \(i) has \(layer.count) experts but layer 0 has \(experts)")
+                throw PlacementError(.layersDiffer, file: name, "layer \(i) has \(counted(layer.count, "expert")) but layer 0 has \(experts)")
             }
             var total = 0.0
             for (j, w) in layer.enumerated() {
-                guard !(w < 0) else { throw .badInput("\(name): layer \(i) expert \(j): load \(w) is negative; loads count tokens") }
+                guard !(w < 0) else { throw PlacementError(.invalidLoad, file: name, "layer \(i) expert \(j): load \(w) is negative") }
                 total += w  // a load that is not finite here is a sum of passes or rows that overflowed
             }
             guard total.isFinite, total <= maxLayerTotal else {
-                throw .badInput("\(name): layer \(i): the loads add up to \(total.isFinite ? "\(total)" : "more than the largest float"), above the most moetool plans (\(maxLayerTotal)); divide every load by one factor (only their ratios matter)")
+                throw PlacementError(.layerTotalTooLarge, file: name, "layer \(i): the loads add up to \(total.isFinite ? "\(total)" : "more than the largest float"), above the most moetool plans (\(maxLayerTotal))")
             }
         }
     }
@@ -93,7 +86,7 @@ public struct LoadProfile: Sendable, Equatable {
                 var seen = Set<String>()
                 try scanner.scanObject(depth: 1) { s, key, offset in
                     guard seen.insert(key).inserted else {
-                        throw PlacementError.badInput("\(name): member \"\(key)\" appears twice (at byte \(offset))")
+                        throw PlacementError(.duplicateMember, file: name, "member \"\(key)\" appears twice (at byte \(offset))")
                     }
                     switch key {
                     case "layers":
@@ -107,14 +100,14 @@ public struct LoadProfile: Sendable, Equatable {
                 scanner.skipWhitespace()
                 guard scanner.atEnd else { throw scanner.syntaxError("trailing data after the JSON document") }
                 guard let layers else {
-                    throw PlacementError.badInput("\(name): no \"layers\" or \"logical_count\" member: a profile is {\"layers\": [[load per expert], ...]}")
+                    throw PlacementError(.noLoads, file: name, "no \"layers\" or \"logical_count\" member")
                 }
                 return LoadProfile(loads: layers)
             }
         } catch let e as PlacementError {
             throw e
         } catch {
-            throw .badInput("\(name): invalid JSON: \(error)")
+            throw PlacementError(.invalidJSON, file: name, "invalid JSON: \(error)")
         }
     }
 
@@ -131,15 +124,15 @@ public struct LoadProfile: Sendable, Equatable {
             case nil: found = "the end of the file"
             default: found = "'\(String(decoding: [s.peek()!], as: UTF8.self))', which is not JSON"
             }
-            throw PlacementError.badInput("\(name): \(where_()): expected a load (a number), found \(found)")
+            throw PlacementError(.invalidLoad, file: name, "\(where_()): expected a load (a number), found \(found)")
         }
         let range = try s.scanNumber()
         let value = decimal(s.bytes, range)
         guard value.isFinite else {
-            throw PlacementError.badInput("\(name): \(where_()): load \(s.text(range)) is out of range")
+            throw PlacementError(.invalidLoad, file: name, "\(where_()): load \(s.text(range)) is out of range")
         }
         guard value >= 0 else {
-            throw PlacementError.badInput("\(name): \(where_()): load \(s.text(range)) is negative; loads count tokens")
+            throw PlacementError(.invalidLoad, file: name, "\(where_()): load \(s.text(range)) is negative")
         }
         return value
     }
@@ -149,20 +142,22 @@ public struct LoadProfile: Sendable, Equatable {
         var rows: [[Double]] = []
         try s.scanArray(depth: depth) { s, i in
             guard i < maxLayers else {
-                throw PlacementError.badInput("\(name): \(what) has more than \(maxLayers) layers, more than moetool plans")
+                throw PlacementError(.profileTooLarge, file: name, "\(what) has more than \(maxLayers) layers, more than moetool plans")
             }
             let width = rows.first?.count
             var row: [Double] = []
             row.reserveCapacity(width ?? 0)
             try s.scanArray(depth: depth + 1) { s, j in
                 guard j < (width ?? maxExperts), (i + 1) * (j + 1) <= maxLoads else {
-                    throw PlacementError.badInput(width.map { "\(name): \(what)[\(i)] has more than \($0) experts but \(what)[0] has \($0): every layer needs one load per expert" }
-                        ?? "\(name): \(what)[\(i)] has more than \(min(maxExperts, maxLoads / (i + 1))) experts, more than moetool plans")
+                    if let width, j >= width {
+                        throw PlacementError(.layersDiffer, file: name, "\(what)[\(i)] has more than \(width) experts but \(what)[0] has \(width)")
+                    }
+                    throw PlacementError(.profileTooLarge, file: name, "\(what)[\(i)] has more than \(min(maxExperts, maxLoads / (i + 1))) experts, more than moetool plans")
                 }
                 row.append(try readNumber(&s, name: name) { "\(what)[\(i)][\(j)]" })
             }
             if let width, width != row.count {
-                throw PlacementError.badInput("\(name): \(what)[\(i)] has \(row.count) experts but \(what)[0] has \(width): every layer needs one load per expert")
+                throw PlacementError(.layersDiffer, file: name, "\(what)[\(i)] has \(counted(row.count, "expert")) but \(what)[0] has \(width)")
             }
             rows.append(row)
         }
@@ -184,7 +179,7 @@ public struct LoadProfile: Sendable, Equatable {
             let rows = try readMatrix(&s, name: name, what: "logical_count[\(pass)]", depth: 3)
             if let current = sum {
                 guard current.count == rows.count, current.first?.count == rows.first?.count else {
-                    throw PlacementError.badInput("\(name): logical_count[\(pass)] is \(rows.count)x\(rows.first?.count ?? 0) but logical_count[0] is \(current.count)x\(current.first?.count ?? 0)")
+                    throw PlacementError(.layersDiffer, file: name, "logical_count[\(pass)] is \(rows.count)x\(rows.first?.count ?? 0) but logical_count[0] is \(current.count)x\(current.first?.count ?? 0)")
                 }
                 for i in rows.indices { for j in rows[i].indices { sum![i][j] += rows[i][j] } }
             } else {
@@ -225,7 +220,7 @@ public struct LoadProfile: Sendable, Equatable {
         } catch let e as PlacementError {
             throw e
         } catch {
-            throw .badInput("\(name): \(error)")
+            throw PlacementError(.invalidCSVRow, file: name, "\(error)")
         }
     }
 
@@ -246,37 +241,37 @@ public struct LoadProfile: Sendable, Equatable {
             func text(_ i: Int) -> String { String(decoding: UnsafeBufferPointer(rebasing: bytes[row[i]]), as: UTF8.self) }
             if rows.isEmpty && row.count == 3 && (0..<3).map({ text($0).lowercased() }) == ["layer", "expert", "load"] { continue }
             guard row.count == 3 else {
-                throw .badInput("\(name):\(lineNumber): expected 3 fields (layer,expert,load), found \(row.count)")
+                throw PlacementError(.invalidCSVRow, file: "\(name):\(lineNumber)", "expected 3 fields (layer,expert,load), found \(row.count)")
             }
             guard let layer = index(bytes, row[0]), layer < maxLayers else {
-                throw .badInput("\(name):\(lineNumber): layer \"\(text(0))\" is not an index below \(maxLayers) (0, 1, 2, ...)")
+                throw PlacementError(.invalidCSVRow, file: "\(name):\(lineNumber)", "layer \"\(text(0))\" is not an index below \(maxLayers) (0, 1, 2, ...)")
             }
             guard let expert = index(bytes, row[1]), expert < expertLimit else {
-                throw .badInput("\(name):\(lineNumber): expert \"\(text(1))\" is not an index below \(expertLimit)\(experts == nil ? "" : ", the config's expert count") (0, 1, 2, ...)")
+                throw PlacementError(.invalidCSVRow, file: "\(name):\(lineNumber)", "expert \"\(text(1))\" is not an index below \(expertLimit)\(experts == nil ? "" : ", the config's expert count") (0, 1, 2, ...)")
             }
             // Plain integers (token counts) without making a String; anything else as Swift reads it.
             guard let load = index(bytes, row[2]).map(Double.init) ?? Double(text(2)) else {
-                throw .badInput("\(name):\(lineNumber): load \"\(text(2))\" is not a number")
+                throw PlacementError(.invalidLoad, file: "\(name):\(lineNumber)", "load \"\(text(2))\" is not a number")
             }
-            guard load.isFinite else { throw .badInput("\(name):\(lineNumber): load \(text(2)) is not finite") }
-            guard load >= 0 else { throw .badInput("\(name):\(lineNumber): load \(text(2)) is negative; loads count tokens") }
+            guard load.isFinite else { throw PlacementError(.invalidLoad, file: "\(name):\(lineNumber)", "load \(text(2)) is not finite") }
+            guard load >= 0 else { throw PlacementError(.invalidLoad, file: "\(name):\(lineNumber)", "load \(text(2)) is negative") }
             let layers = max(rows.count, layer + 1)
             width = max(width, expert + 1)
             guard layers * width <= maxLoads else {
-                throw .badInput("\(name):\(lineNumber): \(layers) layers x \(width) experts is more than moetool plans (\(maxLoads) loads in all)")
+                throw PlacementError(.profileTooLarge, file: "\(name):\(lineNumber)", "\(counted(layers, "layer")) x \(counted(width, "expert")) is more than moetool plans (\(maxLoads) loads in all)")
             }
             while rows.count < layers { rows.append([]); present.append(false) }
             if rows[layer].count <= expert { rows[layer].append(contentsOf: repeatElement(0, count: expert + 1 - rows[layer].count)) }
             rows[layer][expert] += load
             present[layer] = true
         }
-        guard !rows.isEmpty else { throw .badInput("\(name): no rows") }
+        guard !rows.isEmpty else { throw PlacementError(.noLoads, file: name, "no rows") }
         if let missing = present.firstIndex(of: false) {
-            throw .badInput("\(name): layer \(missing) has no rows but layer \(rows.count - 1) does: layers are numbered 0, 1, 2, ... without gaps")
+            throw PlacementError(.layersDiffer, file: name, "layer \(missing) has no rows but layer \(rows.count - 1) does")
         }
         let expertCount = experts ?? width
         guard rows.count * expertCount <= maxLoads else {
-            throw .badInput("\(name): \(rows.count) layers x \(expertCount) experts is more than moetool plans (\(maxLoads) loads in all)")
+            throw PlacementError(.profileTooLarge, file: name, "\(counted(rows.count, "layer")) x \(counted(expertCount, "expert")) is more than moetool plans (\(maxLoads) loads in all)")
         }
         for i in rows.indices { rows[i].append(contentsOf: repeatElement(0, count: expertCount - rows[i].count)) }
         return LoadProfile(loads: rows)
@@ -317,60 +312,16 @@ public struct LoadProfile: Sendable, Equatable {
         subscript(_ i: Int) -> Range<Int> { i == 0 ? fields.0 : i == 1 ? fields.1 : fields.2 }
     }
 
-    /// A non-negative decimal index of at most 9 digits.
-    static func index(_ bytes: UnsafeBufferPointer<UInt8>, _ field: Range<Int>) -> Int? { decimalValue(bytes, field) }
-
-    // MARK: Files
-
-    static func readFile(_ path: String) throws(PlacementError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw .badInput("\(path): cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw .badInput("\(path): cannot stat: \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .badInput("\(path): not a regular file") }
-        guard st.st_size <= maxBytes else { throw .badInput("\(path): \(st.st_size) bytes is larger than a load profile can be (\(maxBytes))") }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size))
-        var done = 0
-        while done < out.count {
-            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                throw .badInput("\(path): read failed after \(done) bytes: \(n < 0 ? String(cString: strerror(errno)) : "the file shrank")")
-            }
-            done += n
+    /// A non-negative decimal index of at most 9 digits (so it always fits an Int), or nil.
+    static func index(_ bytes: UnsafeBufferPointer<UInt8>, _ field: Range<Int>) -> Int? {
+        guard !field.isEmpty, field.count <= 9 else { return nil }
+        var v = 0
+        for i in field {
+            let c = bytes[i]
+            guard c >= 0x30 && c <= 0x39 else { return nil }
+            v = v * 10 + Int(c - 0x30)
         }
-        return out
-    }
-
-    /// Streams a zstd frame (or several) through libzstd, refusing output beyond `maxBytes` as
-    /// soon as it is produced (a small file can expand to terabytes).
-    public static func decompress(_ input: [UInt8], path: String) throws(PlacementError) -> [UInt8] {
-        guard let stream = ZSTD_createDStream() else { throw .badInput("\(path): zstd: out of memory") }
-        defer { ZSTD_freeDStream(stream) }
-        ZSTD_initDStream(stream)
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: ZSTD_DStreamOutSize())
-        let failure: String? = input.withUnsafeBytes { src -> String? in
-            var inBuf = ZSTD_inBuffer(src: src.baseAddress, size: src.count, pos: 0)
-            while true {
-                let (result, produced) = buffer.withUnsafeMutableBytes { dst -> (Int, Int) in
-                    var outBuf = ZSTD_outBuffer(dst: dst.baseAddress, size: dst.count, pos: 0)
-                    let r = ZSTD_decompressStream(stream, &outBuf, &inBuf)
-                    return (r, outBuf.pos)
-                }
-                if ZSTD_isError(result) != 0 { return String(cString: ZSTD_getErrorName(result)) }
-                guard out.count + produced <= maxBytes else {
-                    return "decompresses to more than \(maxBytes) bytes, more than a load profile can be"
-                }
-                out.append(contentsOf: buffer[0..<produced])
-                let consumed = inBuf.pos == inBuf.size
-                if consumed && result == 0 { return nil }  // the last frame is complete and flushed
-                if consumed && produced == 0 { return "truncated (the last frame is incomplete)" }
-            }
-        }
-        if let failure { throw .badInput("\(path): zstd: \(failure)") }
-        return out
+        return v
     }
 }
 

@@ -146,7 +146,7 @@ struct Packing {
             for g in 1..<gpus where gl[g] > gl[a] { a = g }
             let top = gl[a]
             if top <= goodEnough { break }
-            let threshold = top - max(top * 1e-12, 1e-300)
+            let threshold = top - max(top * Tolerance.relative, Tolerance.absolute)
             for s in (a * k)..<(a * k + k) { onTopStamp[slotExpert[s]] = step }
             func usable(_ ys: Int) -> Bool { onTopStamp[slotExpert[ys]] != step }
             var bestPeak = threshold

@@ -1,5 +1,5 @@
-import Checkpoint
 import Support
+
 /// How tokens are routed, for the traffic estimate: `topk` experts per token, chosen inside
 /// `topkGroup` of the topology's groups when group-limited (DeepSeek-V3: 8 in 4 of 8 groups).
 public struct Routing: Sendable, Equatable {
@@ -82,45 +82,76 @@ public enum PlacementMetrics {
                                      tokens: Int = 512, seed: UInt64 = 0) -> Double {
         let total = loads.reduce(0, +)
         guard total > 0 else { return 0 }
-        // Each expert's replica nodes, flat: nodes[first[e] ..< first[e + 1]].
-        var first = [Int](repeating: 0, count: t.experts + 1)
-        for e in p.phy2log { first[e + 1] += 1 }
-        for e in 0..<t.experts { first[e + 1] += first[e] }
-        var fill = first
-        var nodes = [Int](repeating: 0, count: p.phy2log.count)
-        for (s, e) in p.phy2log.enumerated() {
-            nodes[fill[e]] = t.node(ofGPU: t.gpu(ofSlot: s))
-            fill[e] += 1
-        }
-        let groupSize = t.expertsPerGroup
-        // Cumulative loads: of the groups, and of the experts inside each group.
-        var groupCumulative = [Double](repeating: 0, count: t.groups)
-        var expertCumulative = [Double](repeating: 0, count: t.experts)
-        var groupLoad = [Double](repeating: 0, count: t.groups)
-        var groupExperts = [Int](repeating: 0, count: t.groups)  // experts with load
-        var running = 0.0
-        for g in 0..<t.groups {
-            var inGroup = 0.0
-            for k in 0..<groupSize {
-                inGroup += loads[g * groupSize + k]
-                if loads[g * groupSize + k] > 0 { groupExperts[g] += 1 }
-                expertCumulative[g * groupSize + k] = inGroup
-            }
-            groupLoad[g] = inGroup
-            running += inGroup
-            groupCumulative[g] = running
-        }
-        let pickGroups = min(routing.topkGroup ?? t.groups, groupLoad.filter { $0 > 0 }.count)
+        let replicas = ReplicaNodes(p, topology: t)
+        let cumulative = CumulativeLoads(loads, topology: t)
         var rng = SplitMix64(seed: 0x9E37_79B9_7F4A_7C15 ^ seed)
+        let touched = sampleTokens(tokens, loads: loads, total: total, topology: t, routing: routing,
+                                   replicas: replicas, cumulative: cumulative, rng: &rng)
+        return Double(touched) / Double(tokens)
+    }
+
+    /// Each expert's replica nodes, flat: nodes[first[e] ..< first[e + 1]].
+    struct ReplicaNodes {
+        var first: [Int]
+        var nodes: [Int]
+
+        init(_ p: LayerPlacement, topology t: Topology) {
+            first = [Int](repeating: 0, count: t.experts + 1)
+            for e in p.phy2log { first[e + 1] += 1 }
+            for e in 0..<t.experts { first[e + 1] += first[e] }
+            var fill = first
+            nodes = [Int](repeating: 0, count: p.phy2log.count)
+            for (s, e) in p.phy2log.enumerated() {
+                nodes[fill[e]] = t.node(ofGPU: t.gpu(ofSlot: s))
+                fill[e] += 1
+            }
+        }
+    }
+
+    /// Cumulative loads, of the groups and of the experts inside each group, for drawing in
+    /// proportion to load by binary search. All: [group] but `expert`: [expert].
+    struct CumulativeLoads {
+        var group: [Double]
+        var expert: [Double]
+        var groupLoad: [Double]
+        /// Experts with load, per group.
+        var groupExperts: [Int]
+
+        init(_ loads: [Double], topology t: Topology) {
+            let groupSize = t.expertsPerGroup
+            group = [Double](repeating: 0, count: t.groups)
+            expert = [Double](repeating: 0, count: t.experts)
+            groupLoad = [Double](repeating: 0, count: t.groups)
+            groupExperts = [Int](repeating: 0, count: t.groups)
+            var running = 0.0
+            for g in 0..<t.groups {
+                var inGroup = 0.0
+                for k in 0..<groupSize {
+                    inGroup += loads[g * groupSize + k]
+                    if loads[g * groupSize + k] > 0 { groupExperts[g] += 1 }
+                    expert[g * groupSize + k] = inGroup
+                }
+                groupLoad[g] = inGroup
+                running += inGroup
+                group[g] = running
+            }
+        }
+    }
+
+    /// Draws `tokens` tokens and returns the distinct nodes they touched, added up. Drawing with
+    /// replacement and redrawing repeats is drawing without replacement in proportion to what
+    /// is left.
+    static func sampleTokens(_ tokens: Int, loads: [Double], total: Double, topology t: Topology, routing: Routing,
+                             replicas: ReplicaNodes, cumulative: CumulativeLoads, rng: inout SplitMix64) -> Int {
+        let groupSize = t.expertsPerGroup
+        let pickGroups = min(routing.topkGroup ?? t.groups, cumulative.groupLoad.filter { $0 > 0 }.count)
         var sum = 0
-        // Drawing with replacement and redrawing repeats is drawing without replacement in
-        // proportion to what is left.
         loads.withUnsafeBufferPointer { loads in
-        groupCumulative.withUnsafeBufferPointer { groupCumulative in
-        expertCumulative.withUnsafeBufferPointer { expertCumulative in
-        groupLoad.withUnsafeBufferPointer { groupLoad in
-        nodes.withUnsafeBufferPointer { nodes in
-        first.withUnsafeBufferPointer { first in
+        cumulative.group.withUnsafeBufferPointer { groupCumulative in
+        cumulative.expert.withUnsafeBufferPointer { expertCumulative in
+        cumulative.groupLoad.withUnsafeBufferPointer { groupLoad in
+        replicas.nodes.withUnsafeBufferPointer { nodes in
+        replicas.first.withUnsafeBufferPointer { first in
             /// The first index whose cumulative value exceeds r, in cumulative[lo..<hi].
             func search(_ cumulative: UnsafeBufferPointer<Double>, _ lo: Int, _ hi: Int, _ r: Double) -> Int {
                 var lo = lo, hi = hi - 1
@@ -135,6 +166,7 @@ public enum PlacementMetrics {
                 let chosenGroups = UnsafeMutableBufferPointer(rebasing: scratch[0..<t.groups])
                 let chosenExperts = UnsafeMutableBufferPointer(rebasing: scratch[t.groups...])
                 for _ in 0..<tokens {
+                    // The token's groups.
                     var groups = 0
                     var available = 0.0
                     var availableExperts = 0
@@ -144,9 +176,10 @@ public enum PlacementMetrics {
                         for i in 0..<groups where chosenGroups[i] == g { continue draw }
                         chosenGroups[groups] = g
                         available += groupLoad[g]
-                        availableExperts += groupExperts[g]
+                        availableExperts += cumulative.groupExperts[g]
                         groups += 1
                     }
+                    // Its experts in those groups, and a replica of each.
                     let picks = min(routing.topk, availableExperts)
                     for i in 0..<t.nodes { touched[i] = false }
                     var experts = 0
@@ -163,8 +196,8 @@ public enum PlacementMetrics {
                         for i in 0..<experts where chosenExperts[i] == e { continue pick }
                         chosenExperts[experts] = e
                         experts += 1
-                        let replicas = UInt64(first[e + 1] - first[e])
-                        touched[nodes[first[e] + Int(rng.next() % replicas)]] = true
+                        let count = UInt64(first[e + 1] - first[e])
+                        touched[nodes[first[e] + Int(rng.next() % count)]] = true
                     }
                     for i in 0..<t.nodes where touched[i] { sum += 1 }
                 }
@@ -176,6 +209,6 @@ public enum PlacementMetrics {
         }
         }
         }
-        return Double(sum) / Double(tokens)
+        return sum
     }
 }

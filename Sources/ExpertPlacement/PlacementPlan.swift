@@ -1,4 +1,3 @@
-import Checkpoint
 import Support
 
 /// Which algorithm places the experts.
@@ -73,24 +72,24 @@ public enum PlacementPlanner {
     /// Plans every layer of `loads` ([layer][expert]); layers are independent and run in parallel.
     public static func plan(_ loads: [[Double]], _ request: PlanRequest) throws(PlacementError) -> Plan {
         let t = request.topology
-        try LoadProfile.check(loads, name: "the loads")
+        try LoadProfile.check(loads, file: nil)
         guard loads[0].count == t.experts else {
-            throw .impossible("the loads have \(loads[0].count) experts per layer, the topology \(t.experts)")
+            throw PlacementError(.expertCountMismatch, "the loads have \(loads[0].count) experts per layer, the topology \(t.experts)")
         }
         guard loads.count * t.slots <= Topology.maxSlots else {
-            throw .impossible("\(loads.count) layers x \(t.slots) slots is more than moetool plans (\(Topology.maxSlots) slots in all); plan fewer layers at a time or use fewer slots")
+            throw PlacementError(.planTooLarge, "\(counted(loads.count, "layer")) x \(counted(t.slots, "slot")) is more than moetool plans (\(Topology.maxSlots) slots in all)")
         }
         if let r = request.routing {
             guard r.topk >= 1, r.topk <= t.experts else {
-                throw .impossible("top-k (\(r.topk)) must be 1 to the experts per layer (\(t.experts))")
+                throw PlacementError(.invalidRouting, "top-k (\(r.topk)) must be 1 to the experts per layer (\(t.experts))")
             }
             if let g = r.topkGroup, g < 1 || g > t.groups {
-                throw .impossible("topk_group (\(g)) must be 1 to the expert groups (\(t.groups))")
+                throw PlacementError(.invalidRouting, "topk_group (\(g)) must be 1 to the expert groups (\(t.groups))")
             }
         }
         let policies: [Policy]
         if let p = request.policy {
-            if p == .hierarchical, let problem = t.hierarchicalProblem { throw .impossible(problem) }
+            if p == .hierarchical, let problem = t.hierarchicalProblem { throw problem }
             policies = [p]
         } else if t.hierarchicalProblem != nil || t.nodes == 1 {
             policies = [.global]
@@ -101,17 +100,17 @@ public enum PlacementPlanner {
         }
         if let prev = request.previous {
             guard t.slots <= Incremental.maxSlots else {
-                throw .impossible("re-planning from a previous placement weighs every pair of slots per move: at most \(Incremental.maxSlots) slots per layer (this plan has \(t.slots)); plan without --previous")
+                throw PlacementError(.planTooLarge, "re-planning from a previous placement weighs every pair of slots per move: at most \(Incremental.maxSlots) slots per layer (this plan has \(t.slots)); plan without a previous placement")
             }
             guard prev.count == loads.count else {
-                throw .badInput("the previous placement has \(prev.count) layers, the profile \(loads.count)")
+                throw PlacementError(.otherDeployment, "the previous placement has \(counted(prev.count, "layer")), the profile \(loads.count)")
             }
             for (i, p) in prev.enumerated() {
                 guard p.phy2log.count == t.slots else {
-                    throw .badInput("the previous placement's layer \(i) has \(p.phy2log.count) slots, the plan \(t.slots)")
+                    throw PlacementError(.otherDeployment, "the previous placement's layer \(i) has \(p.phy2log.count) slots, the plan \(t.slots)")
                 }
                 guard p.logcnt.count == t.experts, p.logcnt.allSatisfy({ $0 >= 1 }) else {
-                    throw .badInput("the previous placement's layer \(i) does not give every one of the \(t.experts) experts a slot")
+                    throw PlacementError(.expertWithoutSlot, "the previous placement's layer \(i) does not give every one of the \(t.experts) experts a slot")
                 }
             }
         }
@@ -119,6 +118,16 @@ public enum PlacementPlanner {
             planLayer(loads[i], index: i, request: request, policies: policies)
         }
         return Plan(request: request, layers: layers)
+    }
+
+    /// EPLB's plan of the same loads under the same policies, for comparison (nil when the plan
+    /// is EPLB's already). It starts afresh: the baseline of a re-plan is a fresh plan.
+    public static func baseline(_ loads: [[Double]], _ request: PlanRequest) throws(PlacementError) -> Plan? {
+        guard request.algorithm != .eplb else { return nil }
+        var baseline = request
+        baseline.algorithm = .eplb
+        baseline.previous = nil
+        return try plan(loads, baseline)
     }
 
     static func place(_ loads: [Double], _ request: PlanRequest, _ policy: Policy) -> LayerPlacement {

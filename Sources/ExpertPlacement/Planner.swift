@@ -9,39 +9,46 @@
 public enum Planner {
     public static func place(_ loads: [Double], topology t: Topology, policy: Policy) -> LayerPlacement {
         let nodesUsed = policy == .global ? 1 : t.nodes
-        let groupsUsed = policy == .global ? 1 : t.groups
-        let own: LayerPlacement
-        if nodesUsed == 1 {
-            own = assemble(nodeExperts: [Array(0..<t.experts)], loads: loads, topology: t, nodes: 1)
-        } else {
-            let groupLoads = (0..<groupsUsed).map { g in
-                (0..<t.expertsPerGroup).reduce(0.0) { $0 + loads[g * t.expertsPerGroup + $1] }
-            }
-            var candidates = groupAssignments(groupLoads: groupLoads, loads: loads, topology: t)
-            let eplbParts = eplbGroupAssignment(groupLoads: groupLoads, nodes: t.nodes)
-            let canonical = { (parts: [[Int]]) in Set(parts.map { Set($0) }) }
-            if !candidates.contains(where: { canonical($0.parts) == canonical(eplbParts) }) {
-                candidates.append((eplbParts, -Double.infinity))
-            }
-            var bestPlacement: LayerPlacement? = nil
-            var bestPeak = Double.infinity
-            for (parts, score) in candidates {
-                // An assignment whose best possible heaviest GPU is no lighter cannot win.
-                if score >= bestPeak { continue }
-                let nodeExperts = parts.map { groups in groups.flatMap { g in (0..<t.expertsPerGroup).map { g * t.expertsPerGroup + $0 } } }
-                let p = assemble(nodeExperts: nodeExperts, loads: loads, topology: t, nodes: t.nodes)
-                let peak = PlacementMetrics.gpuLoads(p, loads: loads, topology: t).max() ?? 0
-                if peak < bestPeak { bestPeak = peak; bestPlacement = p }
-            }
-            own = bestPlacement!
+        let own = nodesUsed == 1
+            ? assemble(nodeExperts: [Array(0..<t.experts)], loads: loads, topology: t, nodes: 1)
+            : placeGroupsOnNodes(loads, topology: t)
+        return betterOfOwnAndBaseline(own, loads: loads, topology: t, policy: policy, nodes: nodesUsed)
+    }
+
+    /// Hierarchical: the best few ways to put groups on nodes, and EPLB's, each planned in full;
+    /// the lightest heaviest GPU wins.
+    static func placeGroupsOnNodes(_ loads: [Double], topology t: Topology) -> LayerPlacement {
+        let groupLoads = (0..<t.groups).map { g in
+            (0..<t.expertsPerGroup).reduce(0.0) { $0 + loads[g * t.expertsPerGroup + $1] }
         }
-        // EPLB's placement, with its co-located duplicates swapped apart and then improved,
-        // when ours is not already at least as good.
+        var candidates = groupAssignments(groupLoads: groupLoads, loads: loads, topology: t)
+        let eplbParts = eplbGroupAssignment(groupLoads: groupLoads, nodes: t.nodes)
+        let canonical = { (parts: [[Int]]) in Set(parts.map { Set($0) }) }
+        if !candidates.contains(where: { canonical($0.parts) == canonical(eplbParts) }) {
+            candidates.append((eplbParts, -Double.infinity))
+        }
+        var bestPlacement: LayerPlacement? = nil
+        var bestPeak = Double.infinity
+        for (parts, score) in candidates {
+            // An assignment whose best possible heaviest GPU is no lighter cannot win.
+            if score >= bestPeak { continue }
+            let nodeExperts = parts.map { groups in groups.flatMap { g in (0..<t.expertsPerGroup).map { g * t.expertsPerGroup + $0 } } }
+            let p = assemble(nodeExperts: nodeExperts, loads: loads, topology: t, nodes: t.nodes)
+            let peak = PlacementMetrics.gpuLoads(p, loads: loads, topology: t).max() ?? 0
+            if peak < bestPeak { bestPeak = peak; bestPlacement = p }
+        }
+        return bestPlacement!
+    }
+
+    /// EPLB's placement, with its co-located duplicates swapped apart and then improved, when
+    /// ours is not already at least as good.
+    static func betterOfOwnAndBaseline(_ own: LayerPlacement, loads: [Double], topology t: Topology, policy: Policy,
+                                       nodes: Int) -> LayerPlacement {
         let baseline = EPLBBaseline.place(loads, topology: t, policy: policy)
         let ownPeak = PlacementMetrics.gpuLoads(own, loads: loads, topology: t).max() ?? 0
         let baselinePeak = PlacementMetrics.gpuLoads(baseline, loads: loads, topology: t).max() ?? 0
         if ownPeak <= baselinePeak { return own }
-        let improved = improveWithinNodes(baseline, loads: loads, topology: t, nodes: nodesUsed)
+        let improved = improveWithinNodes(baseline, loads: loads, topology: t, nodes: nodes)
         let improvedPeak = PlacementMetrics.gpuLoads(improved, loads: loads, topology: t).max() ?? 0
         let ownDup = PlacementMetrics.colocatedDuplicates(own, topology: t)
         let improvedDup = PlacementMetrics.colocatedDuplicates(improved, topology: t)
@@ -92,6 +99,16 @@ public enum Planner {
     /// of 65536 experts with no redundant slot has one vector, and recursing 65536 deep overflowed
     /// the stack.
     static let exhaustiveExperts = 256
+    /// The most candidates (count vectors, ways to put groups on nodes) tried one by one; above
+    /// it, a search.
+    static let exhaustiveLimit = 20_000
+    /// The most packings the search over replica counts tries beyond the first, when the
+    /// candidates are too many to try all (each is a full packing of the node).
+    static let countSearchBudget = 32
+    /// Packing stops within this fraction of the bound for any counts, the search over counts
+    /// within `searchStopsWithin`: closer is below the noise of any load profile.
+    static let packingStopsWithin = 1e-4
+    static let searchStopsWithin = 2.5e-3
 
     /// Plans one node: its experts (global ids), its slots and GPUs; returns each GPU's experts.
     ///
@@ -100,89 +117,131 @@ public enum Planner {
     /// otherwise single replicas moved toward the heaviest GPU's experts and counts built from
     /// target loads per replica, within a budget of packings.
     static func planNode(experts: [Int], loads allLoads: [Double], gpus: Int, slotsPerGPU: Int) -> [[Int]] {
-        let loads = experts.map { allLoads[$0] }
-        let slots = gpus * slotsPerGPU
-        // No packing of any replica counts beats the mean GPU load, and none of these counts
-        // beats its heaviest replica. Packing stops within 0.01% of the bound for any counts,
-        // the search over counts within 0.25%: closer is below the noise of any load profile.
-        let mean = loads.reduce(0, +) / Double(gpus)
+        var search = CountSearch(loads: experts.map { allLoads[$0] }, gpus: gpus, slotsPerGPU: slotsPerGPU)
+        if search.searching {
+            if !search.tryEveryCount() {
+                search.moveReplicasTowardHeaviest()
+                search.tryTargetLoads()
+            }
+        }
+        return order(search.best, experts)
+    }
+
+    /// The search over one node's replica counts: the best packing so far, its counts, and the
+    /// packings left to try. Loads: [node expert].
+    struct CountSearch {
+        let loads: [Double]
+        let gpus: Int
+        let slotsPerGPU: Int
+        var slots: Int { gpus * slotsPerGPU }
+        /// No packing of any replica counts beats the mean GPU load.
+        let mean: Double
+        /// The lightest heaviest replica any counts reach.
+        let lightestPeak: Double
+        /// Packing stops here; the search over counts at `enough`.
+        let floor: Double
+        let enough: Double
+        var count: [Int]
+        var best: Packing
+        var budget = Planner.countSearchBudget
+
+        init(loads: [Double], gpus: Int, slotsPerGPU: Int) {
+            self.loads = loads
+            self.gpus = gpus
+            self.slotsPerGPU = slotsPerGPU
+            mean = loads.reduce(0, +) / Double(gpus)
+            lightestPeak = minMaxPerReplica(loads, slots: gpus * slotsPerGPU)
+            let lowest = max(mean, lightestPeak)
+            floor = lowest * (1 + Planner.packingStopsWithin)
+            enough = lowest * (1 + Planner.searchStopsWithin)
+            count = allocate(loads, slots: gpus * slotsPerGPU, cap: gpus)
+            best = pack(loads, count: count, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
+        }
+
+        /// Whether the best packing is still far enough from the bound to try other counts.
+        var searching: Bool { best.maxLoad > enough }
+
+        /// No packing of these counts beats its heaviest replica, nor the mean.
         func bound(_ count: [Int]) -> Double {
             max(mean, loads.indices.map { loads[$0] / Double(count[$0]) }.max() ?? 0)
         }
-        let lightestPeak = minMaxPerReplica(loads, slots: slots)
-        let lowest = max(mean, lightestPeak)
-        let floor = lowest * (1 + 1e-4)
-        let enough = lowest * (1 + 2.5e-3)
-        var count = allocate(loads, slots: slots, cap: gpus)
-        var best = pack(loads, count: count, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
-        var budget = 32
+
         /// Packs `trial` unless its bound rules it out; keeps it if it is better.
-        func attempt(_ trial: [Int]) -> Bool {
-            guard budget > 0, bound(trial) < best.maxLoad * (1 - 1e-12) else { return false }
+        mutating func attempt(_ trial: [Int]) -> Bool {
+            guard budget > 0, bound(trial).isClearlyBelow(best.maxLoad) else { return false }
             budget -= 1
             let p = pack(loads, count: trial, gpus: gpus, slotsPerGPU: slotsPerGPU, goodEnough: floor)
-            guard p.maxLoad < best.maxLoad * (1 - 1e-12) else { return false }
+            guard p.maxLoad.isClearlyBelow(best.maxLoad) else { return false }
             best = p
             count = trial
             return true
         }
-        guard best.maxLoad > enough else { return order(best, experts) }
 
-        if loads.count <= exhaustiveExperts,
-           let ways = compositionCount(extra: slots - loads.count, parts: loads.count, cap: gpus - 1, limit: 20_000) {
-            // Few enough: every count vector, pruned by its heaviest replica.
+        /// Every count vector, pruned by its heaviest replica, when there are few enough;
+        /// false (nothing tried) otherwise.
+        mutating func tryEveryCount() -> Bool {
+            guard loads.count <= exhaustiveExperts,
+                  let ways = compositionCount(extra: slots - loads.count, parts: loads.count, cap: gpus - 1,
+                                              limit: Planner.exhaustiveLimit) else { return false }
             budget = ways
             var trial = [Int](repeating: 1, count: loads.count)
-            func assign(_ j: Int, _ left: Int, _ peak: Double) {
-                if peak >= best.maxLoad * (1 - 1e-12) { return }
-                if j == loads.count - 1 {
-                    guard left + 1 <= gpus else { return }
-                    trial[j] = left + 1
-                    _ = attempt(trial)
-                    return
-                }
-                for c in 1...min(gpus, left + 1) {
-                    trial[j] = c
-                    assign(j + 1, left - (c - 1), max(peak, loads[j] / Double(c)))
-                }
-            }
-            assign(0, slots - loads.count, 0)
-            return order(best, experts)
+            assign(0, slots - loads.count, 0, &trial)
+            return true
         }
 
-        // Single replicas moved toward the experts on the heaviest GPU while that helps.
-        search: while budget > 0, best.maxLoad > enough {
-            var heaviest = 0
-            for g in best.gpuLoad.indices where best.gpuLoad[g] > best.gpuLoad[heaviest] { heaviest = g }
-            let onTop = best.items[heaviest].map { best.expert[$0] }.sorted {
-                loads[$0] / Double(count[$0]) > loads[$1] / Double(count[$1])
+        /// Counts for experts `j...` with `left` extra replicas to give, the heaviest replica so far `peak`.
+        private mutating func assign(_ j: Int, _ left: Int, _ peak: Double, _ trial: inout [Int]) {
+            if !peak.isClearlyBelow(best.maxLoad) { return }
+            if j == loads.count - 1 {
+                guard left + 1 <= gpus else { return }
+                trial[j] = left + 1
+                _ = attempt(trial)
+                return
             }
-            for receiver in onTop where count[receiver] < gpus {
-                // The donor whose load per replica grows least when it gives one up.
-                var donor = -1
-                for j in loads.indices where j != receiver && count[j] > 1 {
-                    if donor < 0 || loads[j] * Double(count[donor] - 1) < loads[donor] * Double(count[j] - 1) { donor = j }
-                }
-                guard donor >= 0 else { break search }
-                var trial = count
-                trial[receiver] += 1
-                trial[donor] -= 1
-                if attempt(trial) { continue search }
+            for c in 1...min(gpus, left + 1) {
+                trial[j] = c
+                assign(j + 1, left - (c - 1), max(peak, loads[j] / Double(c)), &trial)
             }
-            break
         }
-        // Counts from a target load per replica T (each expert split until its replicas are at
-        // most T), the slots left over going either to the heaviest replicas or, as small
-        // fillers, to the lightest experts. Low targets first.
-        if best.maxLoad > enough {
+
+        /// Single replicas moved toward the experts on the heaviest GPU while that helps.
+        mutating func moveReplicasTowardHeaviest() {
+            search: while budget > 0, searching {
+                var heaviest = 0
+                for g in best.gpuLoad.indices where best.gpuLoad[g] > best.gpuLoad[heaviest] { heaviest = g }
+                let onTop = best.items[heaviest].map { best.expert[$0] }.sorted {
+                    loads[$0] / Double(count[$0]) > loads[$1] / Double(count[$1])
+                }
+                for receiver in onTop where count[receiver] < gpus {
+                    // The donor whose load per replica grows least when it gives one up.
+                    var donor = -1
+                    for j in loads.indices where j != receiver && count[j] > 1 {
+                        if donor < 0 || loads[j] * Double(count[donor] - 1) < loads[donor] * Double(count[j] - 1) { donor = j }
+                    }
+                    guard donor >= 0 else { break search }
+                    var trial = count
+                    trial[receiver] += 1
+                    trial[donor] -= 1
+                    if attempt(trial) { continue search }
+                }
+                break
+            }
+        }
+
+        /// Counts from a target load per replica T (each expert split until its replicas are at
+        /// most T), the slots left over going either to the heaviest replicas or, as small
+        /// fillers, to the lightest experts. Low targets first.
+        mutating func tryTargetLoads() {
+            guard searching else { return }
             var targets = Set<Double>()
             for w in loads {
                 for j in 1...min(gpus, 8) where w / Double(j) >= lightestPeak && w / Double(j) < best.maxLoad {
                     targets.insert(w / Double(j))
                 }
             }
-            for target in targets.sorted() where budget > 0 && best.maxLoad > enough {
-                var base = loads.map { w in min(gpus, max(1, Int((w / target * (1 - 1e-12)).rounded(.up)))) }
+            for target in targets.sorted() where budget > 0 && searching {
+                // Shaved by the tolerance: a load exactly k times the target needs k replicas, not k + 1.
+                var base = loads.map { w in min(gpus, max(1, Int((w / target * (1 - Tolerance.relative)).rounded(.up)))) }
                 var left = slots - base.reduce(0, +)
                 guard left >= 0 else { continue }
                 var fillers = base
@@ -202,7 +261,6 @@ public enum Planner {
                 _ = attempt(fillers)
             }
         }
-        return order(best, experts)
     }
 
     /// Each GPU's experts (global ids), heaviest replica first.
@@ -292,7 +350,7 @@ public enum Planner {
     /// at best reach: every way when there are few (at most `exhaustiveLimit`), otherwise pair
     /// swaps from EPLB's assignment while they help. Returns the best few.
     static func groupAssignments(groupLoads: [Double], loads: [Double], topology t: Topology,
-                                 exhaustiveLimit: Int = 20_000, keep: Int = 3) -> [(parts: [[Int]], score: Double)] {
+                                 exhaustiveLimit: Int = Planner.exhaustiveLimit, keep: Int = 3) -> [(parts: [[Int]], score: Double)] {
         let perNode = t.groups / t.nodes
         let slotsPerNode = t.slots / t.nodes
         func score(_ parts: [[Int]]) -> Double {
@@ -335,7 +393,7 @@ public enum Planner {
                                 var trial = parts
                                 (trial[a][i], trial[b][j]) = (parts[b][j], parts[a][i])
                                 let s = score(trial)
-                                if s < current * (1 - 1e-12) { parts = trial; current = s; improved = true }
+                                if s.isClearlyBelow(current) { parts = trial; current = s; improved = true }
                             }
                         }
                     }

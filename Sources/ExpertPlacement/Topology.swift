@@ -22,27 +22,27 @@ public struct Topology: Sendable, Equatable {
 
     /// Checks every constraint and names the first one broken.
     public init(experts: Int, slots: Int, gpus: Int, nodes: Int, groups: Int) throws(PlacementError) {
-        guard experts >= 1 else { throw .impossible("the profile has no experts") }
-        guard gpus >= 1, gpus <= Topology.maxGPUs else { throw .impossible("--gpus must be 1 to \(Topology.maxGPUs) (got \(gpus))") }
-        guard nodes >= 1 else { throw .impossible("--nodes must be at least 1 (got \(nodes))") }
-        guard groups >= 1 else { throw .impossible("expert groups must be at least 1 (got \(groups))") }
+        guard experts >= 1 else { throw PlacementError(.invalidTopology, "the profile has no experts") }
+        guard gpus >= 1, gpus <= Topology.maxGPUs else { throw PlacementError(.invalidTopology, "GPUs must be 1 to \(Topology.maxGPUs) (got \(gpus))") }
+        guard nodes >= 1 else { throw PlacementError(.invalidTopology, "nodes must be at least 1 (got \(nodes))") }
+        guard groups >= 1 else { throw PlacementError(.invalidTopology, "expert groups must be at least 1 (got \(groups))") }
         guard slots <= Topology.maxSlots else {
-            throw .impossible("\(slots) slots per layer is more than moetool plans (\(Topology.maxSlots)); use fewer GPUs or redundant slots")
+            throw PlacementError(.planTooLarge, "\(slots) slots per layer is more than moetool plans (\(Topology.maxSlots))")
         }
         guard slots >= experts else {
-            throw .impossible("slots (\(slots)) must be at least the number of logical experts (\(experts)): every expert needs a slot")
+            throw PlacementError(.invalidTopology, "slots (\(slots)) must be at least the number of logical experts (\(experts)): every expert needs a slot")
         }
         guard slots % gpus == 0 else {
-            throw .impossible("slots (\(slots)) must be a multiple of the GPU count (\(gpus)): every GPU holds the same number of slots")
+            throw PlacementError(.invalidTopology, "slots (\(slots)) must be a multiple of the GPU count (\(gpus)): every GPU holds the same number of slots")
         }
         guard slots / gpus <= experts else {
-            throw .impossible("\(slots / gpus) slots per GPU is more than the \(experts) experts: a GPU would hold two replicas of an expert, which balances nothing; use at most \(experts) slots per GPU")
+            throw PlacementError(.invalidTopology, "\(slots / gpus) slots per GPU is more than the \(experts) experts: a GPU would hold two replicas of an expert, which balances nothing; use at most \(experts) slots per GPU")
         }
         guard gpus % nodes == 0 else {
-            throw .impossible("GPUs (\(gpus)) must be a multiple of the node count (\(nodes)): every node has the same number of GPUs")
+            throw PlacementError(.invalidTopology, "GPUs (\(gpus)) must be a multiple of the node count (\(nodes)): every node has the same number of GPUs")
         }
         guard experts % groups == 0 else {
-            throw .impossible("experts (\(experts)) must be divisible by the expert groups (\(groups))")
+            throw PlacementError(.invalidTopology, "experts (\(experts)) must be divisible by the expert groups (\(groups))")
         }
         self.experts = experts
         self.slots = slots
@@ -53,9 +53,9 @@ public struct Topology: Sendable, Equatable {
 
     /// Whether whole groups can be kept on nodes: groups divide evenly over nodes and every
     /// node has at least as many slots as the experts it must hold.
-    public var hierarchicalProblem: String? {
+    public var hierarchicalProblem: PlacementError? {
         if groups % nodes != 0 {
-            return "expert groups (\(groups)) must be divisible by nodes (\(nodes)) for the hierarchical policy; use --policy global"
+            return PlacementError(.hierarchicalImpossible, "expert groups (\(groups)) must be divisible by nodes (\(nodes)) for the hierarchical policy")
         }
         return nil
     }
@@ -65,22 +65,15 @@ public struct Topology: Sendable, Equatable {
         try! Topology(experts: experts, slots: slots, gpus: gpus, nodes: 1, groups: 1)
     }
 
+    /// Bytes the redundant replicas of `layers` layers take at `bytesPerExpert` each, or nil
+    /// above 2^64 - 1.
+    public func redundantBytes(bytesPerExpert: UInt64, layers: Int) -> UInt64? {
+        let (total, overflow) = bytesPerExpert.multipliedReportingOverflow(by: UInt64(redundantSlots) * UInt64(layers))
+        return overflow ? nil : total
+    }
+
     public func node(ofGPU g: Int) -> Int { g / gpusPerNode }
     public func gpu(ofSlot s: Int) -> Int { s / slotsPerGPU }
-}
-
-public enum PlacementError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// Parameters no placement can satisfy.
-    case impossible(String)
-    /// A load profile or placement file that cannot be used.
-    case badInput(String)
-
-    public var description: String {
-        switch self {
-        case .impossible(let m): return m
-        case .badInput(let m): return m
-        }
-    }
 }
 
 public enum Policy: String, Sendable, CaseIterable {

@@ -5,6 +5,7 @@
 //    the MOETOOL_FUZZ_TARGET environment variable is fed by libFuzzer.
 import Checkpoint
 import ExpertPlacement
+import PlacementFiles
 import SafetensorsFormat
 import ShardCompression
 #if canImport(Glibc)
@@ -32,7 +33,7 @@ enum FuzzTarget: String, CaseIterable {
             _ = try? HeaderParser.parse(UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + Int(n))]), fileSize: UInt64(bytes.count), file: "fuzz")
         case .profile:
             var data = Array(bytes)
-            if data.starts(with: [0x28, 0xB5, 0x2F, 0xFD]) {
+            if data.starts(with: LoadProfile.zstdMagic) {
                 guard let d = try? LoadProfile.decompress(data, path: "fuzz") else { return }
                 data = d
             }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Checkpoint
 import ExpertPlacement
 import Inspection
+import PlacementFiles
 import SafetensorsFormat
 import StrictJSON
 #if canImport(Glibc)
@@ -75,17 +76,13 @@ struct PlanExperts: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Write the placement here (written whole, then renamed into place).", valueName: "path"))
     var output: String?
 
-    @Option(help: "Placement format: moetool (phy2log, log2phy, logcnt, metrics) or sglang (physical_to_logical_map).")
-    var format: FormatChoice = .moetool
+    @Option(help: "With -o: the placement's format, moetool (the default: phy2log, log2phy, logcnt, metrics) or sglang (physical_to_logical_map).")
+    var format: FormatChoice?
 
-    @Flag(help: "Print the report as JSON (schema moetool.plan-experts/1).")
-    var json = false
-
-    @Flag(help: "With the text report: a line per layer (policy, imbalance, node imbalance, gap, nodes per token, moves).")
+    @Flag(help: "With the text report: a line per layer (policy, imbalance, node imbalance, gap, nodes per token, moves); the JSON report always has them.")
     var perLayer = false
 
-    @Option(help: "Threads (0: all cores).")
-    var threads = 0
+    @OptionGroup var common: CommonOptions
 
     enum PolicyChoice: String, ExpressibleByArgument, CaseIterable { case hierarchical, global, auto }
     enum AlgorithmChoice: String, ExpressibleByArgument, CaseIterable { case moetool, eplb }
@@ -108,7 +105,8 @@ struct PlanExperts: ParsableCommand {
         if maxNodesPerToken != nil && policy != .auto { throw ValidationError("--max-nodes-per-token needs --policy auto") }
         if let t = targetImbalance, !(t >= 1) { throw ValidationError("--target-imbalance is max/mean GPU load: 1 or more") }
         if targetImbalance != nil && previous == nil { throw ValidationError("--target-imbalance needs --previous") }
-        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+        if format != nil && output == nil { throw ValidationError("--format needs -o: it is the format of the placement file, which is written only with -o") }
+        if perLayer && common.json { throw ValidationError("--per-layer is for the text report; the JSON report has every layer already") }
     }
 
     /// Prints the one-line error and gives exit status 1. The whole line is escaped: it quotes
@@ -133,79 +131,73 @@ struct PlanExperts: ParsableCommand {
         if let output, let conflict = OutputPlacement.conflict(output: output, inputs: try inputs) {
             throw fail("-o \(output) \(conflict)")
         }
-        var modelConfig: ModelConfig? = nil
-        if let config {
-            var path = config
-            var isDir = stat()
-            if stat(path, &isDir) == 0, (isDir.st_mode & S_IFMT) == S_IFDIR { path += "/config.json" }
-            do {
-                modelConfig = ModelConfig(try ConfigReader.read(path: path, displayName: path))
-            } catch {
-                throw fail("\(error)")
-            }
-            if modelConfig?.routedExperts == nil {
-                throw fail("\(path): no n_routed_experts, num_experts or num_local_experts: not an MoE config")
-            }
-            try checkConfig(modelConfig!, path: path)
-        }
+        let modelConfig = try config.map(readConfig)
         let loads = try LoadProfile.read(path: profile, expectedExperts: modelConfig?.routedExperts)
-        let experts = loads.experts
-        let nodeCount = nodes ?? gpusPerNode.map { per -> Int in per > 0 && gpus % per == 0 ? gpus / per : -1 } ?? 1
-        if nodeCount < 1 { throw fail("--gpus (\(gpus)) must be a multiple of --gpus-per-node (\(gpusPerNode!))") }
-        let slotCount = slots ?? {
-            let wanted = experts + gpus * (redundantPerGpu ?? 0)
-            return (wanted + gpus - 1) / gpus * gpus
-        }()
-        let groupCount = groups ?? modelConfig?.nGroup ?? 1
-        let topology = try Topology(experts: experts, slots: slotCount, gpus: gpus, nodes: nodeCount, groups: groupCount)
-        let k = topk ?? modelConfig?.expertsPerToken
-        let routing = k.map { Routing(topk: $0, topkGroup: topkGroup ?? modelConfig?.topkGroup) }
-        if maxNodesPerToken != nil && routing == nil {
-            throw fail("--max-nodes-per-token needs the experts per token: give --topk or --config")
+        let request = placementRequest(modelConfig)
+        let topology = try request.topology(experts: loads.experts)
+        if request.routing == nil {
+            if maxNodesPerToken != nil { throw fail("--max-nodes-per-token needs the experts per token: give --topk or --config") }
+            if topkGroup != nil { throw fail("--topk-group needs the experts per token: give --topk or --config") }
         }
         let previousPlacement = try previous.map { try PlacementFile.read(path: $0, topology: topology, layers: loads.layers) }
-        let chosenPolicy: Policy? = switch policy {
-        case .auto: nil
-        case .hierarchical: .hierarchical
-        case .global: .global
-        }
-        let request = PlanRequest(
-            topology: topology, policy: chosenPolicy, algorithm: algorithm == .eplb ? .eplb : .moetool, routing: routing,
-            maxNodesPerToken: maxNodesPerToken, previous: previousPlacement, targetImbalance: targetImbalance, threads: threads)
+        let planRequest = request.planRequest(topology: topology, previous: previousPlacement)
         let start = monotonicSeconds()
-        let plan = try PlacementPlanner.plan(loads.loads, request)
+        let plan = try PlacementPlanner.plan(loads.loads, planRequest)
         let seconds = monotonicSeconds() - start
-        // The baseline under the same policies, for comparison in the report.
-        var baselineRequest = request
-        baselineRequest.algorithm = .eplb
-        baselineRequest.previous = nil
-        let baseline = algorithm == .eplb ? nil : try PlacementPlanner.plan(loads.loads, baselineRequest)
+        let baseline = try PlacementPlanner.baseline(loads.loads, planRequest)
         let bytesPerExpert = try checkpointPath.map(expertBytes)
-        if let checkpoint, let bytesPerExpert,
-           PlanReport.redundantBytes(bytesPerExpert: bytesPerExpert, topology: topology, layers: loads.layers) == nil {
+        if let checkpoint, let bytesPerExpert, topology.redundantBytes(bytesPerExpert: bytesPerExpert, layers: loads.layers) == nil {
             throw fail("\(checkpoint): \(bytesPerExpert) bytes per routed expert x \(topology.redundantSlots * loads.layers) redundant replicas is more than 2^64 bytes")
         }
-
+        let format = format ?? .moetool
         if let output {
-            let doc = try format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
-            do {
-                let file = try AtomicFile(path: output)
-                do {
-                    try file.write(Array((JSONSerializer.pretty(doc) + "\n").utf8))
-                    try file.commit()
-                } catch {
-                    file.abort()
-                    throw error
-                }
-            } catch {
-                throw fail("\(output): \(error)")
-            }
+            try PlacementFile.write(format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert), to: output)
         }
         var report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
                                 profile: profile, output: output)
         report.previous = previous
         report.outputFormat = output == nil ? nil : format.rawValue
-        if json { FileHandleOutput.document(JSONSerializer.pretty(report.json()) + "\n") } else { FileHandleOutput.stdout(report.text(perLayer: perLayer)) }
+        if common.json {
+            FileHandleOutput.document(JSONSerializer.pretty(report.json()) + "\n")
+        } else {
+            FileHandleOutput.stdout(report.text(perLayer: perLayer))
+        }
+    }
+
+    /// The flags, with the config's numbers where a flag is not given, as the planner's request.
+    func placementRequest(_ modelConfig: ModelConfig?) -> PlacementRequest {
+        let k = topk ?? modelConfig?.expertsPerToken
+        let chosenPolicy: Policy? = switch policy {
+        case .auto: nil
+        case .hierarchical: .hierarchical
+        case .global: .global
+        }
+        return PlacementRequest(
+            gpus: gpus,
+            nodes: gpusPerNode.map { .gpusPerNode($0) } ?? .count(nodes ?? 1),
+            slots: slots.map { .count($0) } ?? .redundantPerGPU(redundantPerGpu ?? 0),
+            groups: groups ?? modelConfig?.nGroup ?? 1,
+            policy: chosenPolicy, algorithm: algorithm == .eplb ? .eplb : .moetool,
+            routing: k.map { Routing(topk: $0, topkGroup: topkGroup ?? modelConfig?.topkGroup) },
+            maxNodesPerToken: maxNodesPerToken, targetImbalance: targetImbalance, threads: common.threads)
+    }
+
+    /// `--config`: a config.json, or the one in a checkpoint directory, checked for what the plan uses.
+    func readConfig(_ config: String) throws -> ModelConfig {
+        var path = config
+        var isDir = stat()
+        if stat(path, &isDir) == 0, (isDir.st_mode & S_IFMT) == S_IFDIR { path += "/config.json" }
+        let modelConfig: ModelConfig
+        do {
+            modelConfig = ModelConfig(try ConfigReader.read(path: path, displayName: path))
+        } catch {
+            throw fail("\(error)")
+        }
+        if modelConfig.routedExperts == nil {
+            throw fail("\(path): no n_routed_experts, num_experts or num_local_experts: not an MoE config")
+        }
+        try checkConfig(modelConfig, path: path)
+        return modelConfig
     }
 
     /// The config's numbers are used in arithmetic and allocations: each must be in range
@@ -236,22 +228,10 @@ struct PlanExperts: ParsableCommand {
         } catch {
             throw fail("\(path): \(error.problems.first.map { "\($0)" } ?? "invalid checkpoint")")
         }
-        var bytes: UInt64 = 0
-        var layers = Set<Int>()
-        var expertsSeen: UInt64 = 0
-        for t in ckpt.allTensors {
-            let role = TensorRole.classify(t.tensor.name)
-            guard role.kind == .routedExpert else { continue }
-            let (sum, overflow) = bytes.addingReportingOverflow(t.tensor.byteCount)
-            if overflow { throw fail("\(path): the routed experts' tensors add up to more than 2^64 bytes") }
-            bytes = sum
-            if let l = role.layer { layers.insert(l) }
-            if let e = role.expert { expertsSeen = max(expertsSeen, UInt64(e) + 1) }
-            if role.fused, let first = t.tensor.shape.first { expertsSeen = max(expertsSeen, first) }
+        do {
+            return try RoutedExpertBytes.perExpert(in: ckpt)
+        } catch {
+            throw fail("\(path): \(error)")
         }
-        guard bytes > 0, !layers.isEmpty, expertsSeen > 0 else { throw fail("\(path): no routed expert tensors found") }
-        let (experts, overflow) = UInt64(layers.count).multipliedReportingOverflow(by: expertsSeen)
-        return overflow ? 0 : bytes / experts
     }
 }
-
