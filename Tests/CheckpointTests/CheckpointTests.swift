@@ -34,7 +34,11 @@ import Foundation
             #expect(checkpoint.fileNames[located.file] == info["file"]?.stringValue, "\(tensorName)")
             #expect([located.tensor.begin, located.tensor.end] == info["data_offsets"]?.arrayValue?.compactMap(\.uint64Value))
         }
-        #expect(checkpoint.config != nil)
+        // The config's counts agree with what Python read from the modules.
+        let moe = try #require(expected["moe"]?.objectValue)
+        let config = try #require(checkpoint.config, "\(name): config.json not read")
+        #expect(config.routedExperts.map(UInt64.init) == moe["routed_experts"]?.uint64Value, "\(name)")
+        #expect(config.expertsPerToken.map(UInt64.init) == moe["experts_per_token"]?.uint64Value, "\(name)")
     }
 
     @Test func readsDeepSeekConfig() throws {
@@ -52,10 +56,15 @@ import Foundation
 
     @Test func readsQwenAndMixtralConfigs() throws {
         let qwen3 = try #require(try Checkpoint(path: Fixtures.path("models/qwen3_moe-bf16")).config)
-        #expect(qwen3.routedExperts != nil)
-        #expect(qwen3.normTopkProb != nil)
+        #expect(qwen3.modelType == "qwen3_moe")
+        #expect(qwen3.routedExperts == 8)  // num_local_experts, as transformers 5.23 writes it
+        #expect(qwen3.expertsPerToken == 2)
+        #expect(qwen3.normTopkProb == false)
+        #expect(qwen3.isMoELayer(0) == false)  // mlp_only_layers [0]
+        #expect(qwen3.isMoELayer(1) == true)
         let mixtral = try #require(try Checkpoint(path: Fixtures.path("models/mixtral-bf16")).config)
-        #expect(mixtral.routedExperts == mixtral.int("num_local_experts"))
+        #expect(mixtral.routedExperts == 8)  // num_local_experts
+        #expect(mixtral.expertsPerToken == 2)
         #expect(mixtral.isMoELayer(0) == true)
     }
 
