@@ -116,6 +116,7 @@ import Foundation
     @Test func missingPathAndEmptyDirectory() throws {
         #expect(throws: InvalidInput.self) { try Checkpoint(path: "/nonexistent/moetool") }
         let empty = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(empty) }
         do {
             _ = try Checkpoint(path: empty)
             Issue.record("empty directory accepted")
@@ -136,6 +137,7 @@ import Foundation
 
     @Test func hugeIndexIsRefusedBeforeParsing() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         sparseFile(dir + "/model.safetensors.index.json", size: Int64(Checkpoint.maxIndexBytes) + 1)
         do {
             _ = try Checkpoint(path: dir)
@@ -148,6 +150,7 @@ import Foundation
 
     @Test func hugeConfigIsRefused() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"),
                                          toPath: dir + "/model.safetensors")
         sparseFile(dir + "/config.json", size: Int64(Checkpoint.maxConfigBytes) + 1)
@@ -161,6 +164,7 @@ import Foundation
 
     @Test func fifoShardDoesNotHang() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         #expect(mkfifo(dir + "/model.safetensors", 0o644) == 0)
         do {
             _ = try Checkpoint(path: dir)
@@ -189,6 +193,7 @@ import Foundation
 
     @Test func anEmptyWeightMapIsAnError() throws {
         let dir = try withIndex(#"{"metadata": {"total_size": 0}, "weight_map": {}}"#)
+        defer { Fixtures.removeTemporary(dir) }
         do {
             _ = try Checkpoint(path: dir)
             Issue.record("an empty weight_map was accepted")
@@ -201,6 +206,7 @@ import Foundation
     @Test func aShardTheIndexDoesNotNameIsAWarning() throws {
         let source = Fixtures.path("models/qwen3_moe-f32-sharded/" + Checkpoint.indexFileName)
         let dir = try withIndex(String(decoding: Fixtures.readBytes(source), as: UTF8.self), extra: ["stray.safetensors"])
+        defer { Fixtures.removeTemporary(dir) }
         let c = try Checkpoint(path: dir)
         #expect(c.files.count == 5)
         let unlisted = c.warnings.filter { $0.kind == .unlistedShard }
@@ -213,6 +219,7 @@ import Foundation
         let text = original.replacingOccurrences(of: "\"model-00001-of-00005.safetensors\"", with: "\"model-00001-of-00005.safetensors\\u0000.txt\"")
         #expect(text != original)
         let dir = try withIndex(text)
+        defer { Fixtures.removeTemporary(dir) }
         do {
             _ = try Checkpoint(path: dir)
             Issue.record("a NUL in a shard name was accepted")
