@@ -56,3 +56,29 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: Fixtures.path("fuzz-regressions/" + target)) == Self.targetsWithRegressions.contains(target), "\(target)")
     }
 }
+
+/// The hand-made regressions are what their recipe in Fixtures/README.md makes: `moetool compress` of
+/// valid/all_dtypes.safetensors (4515 bytes: chunk table at 1635, 64-byte tail at 4451), then one 8-byte
+/// little-endian field overwritten with a value near 2^64.
+@Suite struct FuzzRegressionRecipes {
+    static let patches: [(file: String, offset: Int, value: UInt64)] = [
+        ("chunk-offset-overflow.stz", 1635, 0xFFFF_FFFF_FFFF_FFF0),  // chunk 0: its offset in the original data
+        ("plane-offset-overflow.stz", 1667, 0xFFFF_FFFF_FFFF_FFFF),  // chunk 0, plane 0: its file offset
+        ("table-offset-overflow.stz", 4459, 0xFFFF_FFFF_FFFF_FF00),  // tail: the table offset
+        ("data-bytes-overflow.stz", 4467, 0xFFFF_FFFF_FFFF_FFF0),    // tail: the original data bytes
+    ]
+
+    @Test func theRecipesRemakeTheFiles() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let c = try CLI.run(["compress", Fixtures.path("valid/all_dtypes.safetensors"), dir + "/base.stz", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let base = Fixtures.readBytes(dir + "/base.stz")
+        #expect(base.count == 4515)
+        for p in Self.patches {
+            var bytes = base
+            withUnsafeBytes(of: p.value.littleEndian) { bytes.replaceSubrange(p.offset..<(p.offset + 8), with: $0) }
+            #expect(bytes == Fixtures.readBytes(Fixtures.path("fuzz-regressions/compressed/" + p.file)), "\(p.file)")
+        }
+    }
+}
