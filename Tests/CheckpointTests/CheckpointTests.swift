@@ -34,7 +34,11 @@ import Foundation
             #expect(checkpoint.fileNames[located.file] == info["file"]?.stringValue, "\(tensorName)")
             #expect([located.tensor.begin, located.tensor.end] == info["data_offsets"]?.arrayValue?.compactMap(\.uint64Value))
         }
-        #expect(checkpoint.config != nil)
+        // The config's counts agree with what Python read from the modules.
+        let moe = try #require(expected["moe"]?.objectValue)
+        let config = try #require(checkpoint.config, "\(name): config.json not read")
+        #expect(config.routedExperts.map(UInt64.init) == moe["routed_experts"]?.uint64Value, "\(name)")
+        #expect(config.expertsPerToken.map(UInt64.init) == moe["experts_per_token"]?.uint64Value, "\(name)")
     }
 
     @Test func readsDeepSeekConfig() throws {
@@ -52,10 +56,15 @@ import Foundation
 
     @Test func readsQwenAndMixtralConfigs() throws {
         let qwen3 = try #require(try Checkpoint(path: Fixtures.path("models/qwen3_moe-bf16")).config)
-        #expect(qwen3.routedExperts != nil)
-        #expect(qwen3.normTopkProb != nil)
+        #expect(qwen3.modelType == "qwen3_moe")
+        #expect(qwen3.routedExperts == 8)  // num_local_experts, as transformers 5.23 writes it
+        #expect(qwen3.expertsPerToken == 2)
+        #expect(qwen3.normTopkProb == false)
+        #expect(qwen3.isMoELayer(0) == false)  // mlp_only_layers [0]
+        #expect(qwen3.isMoELayer(1) == true)
         let mixtral = try #require(try Checkpoint(path: Fixtures.path("models/mixtral-bf16")).config)
-        #expect(mixtral.routedExperts == mixtral.int("num_local_experts"))
+        #expect(mixtral.routedExperts == 8)  // num_local_experts
+        #expect(mixtral.expertsPerToken == 2)
         #expect(mixtral.isMoELayer(0) == true)
     }
 
@@ -107,6 +116,7 @@ import Foundation
     @Test func missingPathAndEmptyDirectory() throws {
         #expect(throws: InvalidInput.self) { try Checkpoint(path: "/nonexistent/moetool") }
         let empty = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(empty) }
         do {
             _ = try Checkpoint(path: empty)
             Issue.record("empty directory accepted")
@@ -127,6 +137,7 @@ import Foundation
 
     @Test func hugeIndexIsRefusedBeforeParsing() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         sparseFile(dir + "/model.safetensors.index.json", size: Int64(Checkpoint.maxIndexBytes) + 1)
         do {
             _ = try Checkpoint(path: dir)
@@ -139,6 +150,7 @@ import Foundation
 
     @Test func hugeConfigIsRefused() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"),
                                          toPath: dir + "/model.safetensors")
         sparseFile(dir + "/config.json", size: Int64(Checkpoint.maxConfigBytes) + 1)
@@ -152,6 +164,7 @@ import Foundation
 
     @Test func fifoShardDoesNotHang() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         #expect(mkfifo(dir + "/model.safetensors", 0o644) == 0)
         do {
             _ = try Checkpoint(path: dir)
@@ -180,6 +193,7 @@ import Foundation
 
     @Test func anEmptyWeightMapIsAnError() throws {
         let dir = try withIndex(#"{"metadata": {"total_size": 0}, "weight_map": {}}"#)
+        defer { Fixtures.removeTemporary(dir) }
         do {
             _ = try Checkpoint(path: dir)
             Issue.record("an empty weight_map was accepted")
@@ -192,6 +206,7 @@ import Foundation
     @Test func aShardTheIndexDoesNotNameIsAWarning() throws {
         let source = Fixtures.path("models/qwen3_moe-f32-sharded/" + Checkpoint.indexFileName)
         let dir = try withIndex(String(decoding: Fixtures.readBytes(source), as: UTF8.self), extra: ["stray.safetensors"])
+        defer { Fixtures.removeTemporary(dir) }
         let c = try Checkpoint(path: dir)
         #expect(c.files.count == 5)
         let unlisted = c.warnings.filter { $0.kind == .unlistedShard }
@@ -204,6 +219,7 @@ import Foundation
         let text = original.replacingOccurrences(of: "\"model-00001-of-00005.safetensors\"", with: "\"model-00001-of-00005.safetensors\\u0000.txt\"")
         #expect(text != original)
         let dir = try withIndex(text)
+        defer { Fixtures.removeTemporary(dir) }
         do {
             _ = try Checkpoint(path: dir)
             Issue.record("a NUL in a shard name was accepted")

@@ -22,6 +22,7 @@ import Glibc
     /// byte, the same conversion done by the torch reference and written by save_file.
     @Test func fp8OutputIsByteIdenticalToTheTorchReference() throws {
         let out = Fixtures.temporaryDirectory() + "/fp8"
+        defer { Fixtures.removeTemporary(out) }
         let summary = try convert(Fixtures.path("models/deepseek_v3-bf16"), .fp8, to: out)
         #expect(summary.quantized == 120)
         let ours = Fixtures.readBytes(out + "/model.safetensors")
@@ -42,6 +43,7 @@ import Glibc
     /// weight within half an FP8 step of the original (plus BF16 rounding).
     @Test func roundTripStaysWithinHalfAnFP8Step() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         let source = Fixtures.path("models/qwen3_moe-f32-sharded")
         _ = try convert(source, .fp8, to: dir + "/fp8")
         let fp8 = try Checkpoint(path: dir + "/fp8")
@@ -111,6 +113,7 @@ import Glibc
     @Test func refusesANonEmptyOutputOrOneInsideTheInput() throws {
         let (c, p, o) = try plan(Fixtures.path("models/mixtral-bf16"), .fp8)
         let out = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(out) }
         #expect(FileManager.default.createFile(atPath: out + "/keep.txt", contents: Data("x".utf8)))
         #expect(throws: ConversionError.self) { try CheckpointConversion.run(checkpoint: c, output: out, plan: p, options: o) }
         #expect(Fixtures.readBytes(out + "/keep.txt") == Array("x".utf8))
@@ -122,6 +125,7 @@ import Glibc
 
     @Test func refusesOtherQuantizationMethods() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-bf16/model.safetensors"), toPath: dir + "/model.safetensors")
         try Data(#"{"model_type": "mixtral", "quantization_config": {"quant_method": "gptq"}}"#.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
         let c = try Checkpoint(path: dir)
@@ -132,6 +136,7 @@ import Glibc
     /// under its final name; --allow-nonfinite lets the block become NaN.
     @Test func refusesNonFiniteWeightsUnlessAllowed() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         var values = [Float](repeating: 0.25, count: 256 * 130)
         values[1000] = .nan
         try SafetensorsWriter.write(
@@ -142,6 +147,7 @@ import Glibc
         var options = ConversionOptions(target: .fp8)
         let p = try ConversionPlan(checkpoint: c, options: options)
         let out = Fixtures.temporaryDirectory() + "/out"
+        defer { Fixtures.removeTemporary(out) }
         do {
             _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: p, options: options)
             Issue.record("NaN accepted")
@@ -155,6 +161,7 @@ import Glibc
 
         options.allowNonFinite = true
         let out2 = Fixtures.temporaryDirectory() + "/out2"
+        defer { Fixtures.removeTemporary(out2) }
         _ = try CheckpointConversion.run(checkpoint: c, output: out2, plan: p, options: options)
         let f = try SafetensorsFile(path: out2 + "/model.safetensors")
         let scale = try #require(f.tensor(named: "model.layers.0.mlp.down_proj.weight_scale_inv"))
@@ -180,6 +187,7 @@ import Glibc
 
     @Test func twoWorkersThenFinalizeEqualsOneRun() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         let single = try run(dir + "/single", .full)
         #expect(single.finalized && single.shards.count == 5)
         let first = try run(dir + "/split", .shards(index: 1, count: 2))
@@ -192,6 +200,7 @@ import Glibc
 
     @Test func finalizeRefusesMissingOrDamagedShards() throws {
         let dir = Fixtures.temporaryDirectory() + "/out"
+        defer { Fixtures.removeTemporary(dir) }
         _ = try run(dir, .shards(index: 1, count: 2))
         #expect(throws: ConversionError.self) { try run(dir, .finalize) }
         _ = try run(dir, .shards(index: 2, count: 2))
@@ -204,15 +213,18 @@ import Glibc
         let resumed = try run(dir, .resume)
         #expect(resumed.shards.filter { !$0.resumed }.map(\.name) == ["model-00002-of-00005.safetensors"])
         let reference = Fixtures.temporaryDirectory() + "/ref"
+        defer { Fixtures.removeTemporary(reference) }
         _ = try run(reference, .full)
         #expect(try files(dir) == files(reference))
     }
 
     @Test func resumeRefusesAForeignDirectoryOrOtherOptions() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         #expect(FileManager.default.createFile(atPath: dir + "/notes.txt", contents: Data("mine".utf8)))
         #expect(throws: ConversionError.self) { try run(dir, .resume) }
         let out = Fixtures.temporaryDirectory() + "/out"
+        defer { Fixtures.removeTemporary(out) }
         _ = try run(out, .shards(index: 1, count: 3))
         let c = try Checkpoint(path: Fixtures.path("models/mixtral-f32-sharded"))
         var other = ConversionOptions(target: .fp8)
@@ -223,8 +235,10 @@ import Glibc
         }
         // Another revision of the input: same names, same sizes, other bytes (a copy touched later).
         let revised = Fixtures.temporaryDirectory() + "/in"
+        defer { Fixtures.removeTemporary(revised) }
         try FileManager.default.copyItem(atPath: Fixtures.path("models/mixtral-f32-sharded"), toPath: revised)
         let copyOut = Fixtures.temporaryDirectory() + "/out"
+        defer { Fixtures.removeTemporary(copyOut) }
         let r = try Checkpoint(path: revised)
         let options = ConversionOptions(target: .fp8)
         _ = try CheckpointConversion.run(checkpoint: r, output: copyOut, plan: try ConversionPlan(checkpoint: r, options: options),
@@ -249,13 +263,19 @@ import Glibc
         let c = try Checkpoint(path: input)
         var o = ConversionOptions(target: .bf16)
         o.allowNonFinite = allowNonFinite
-        let out = Fixtures.temporaryDirectory() + "/bf16"
-        _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
+        let out = Fixtures.temporaryDirectory() + "/bf16"  // the caller removes it (Fixtures.removeTemporary)
+        do {
+            _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
+        } catch {
+            Fixtures.removeTemporary(out)
+            throw error
+        }
         return out
     }
 
     /// Every dequantized tensor equals torch's `(codes.float() * scale).to(bfloat16)` bit for bit.
     func expectEqualsReference(_ out: String, _ expectedFile: String) throws {
+        defer { Fixtures.removeTemporary(out) }
         let ours = try SafetensorsFile(path: out + "/model.safetensors")
         let expected = try SafetensorsFile(path: Fixtures.path(expectedFile))
         #expect(expected.tensors.count >= 1)
@@ -301,7 +321,7 @@ import Glibc
 
     func refusal(_ input: String) throws -> ConversionError? {
         do {
-            _ = try convertToBF16(input)
+            Fixtures.removeTemporary(try convertToBF16(input))
             return nil
         } catch let e as ConversionError {
             return e
@@ -310,6 +330,7 @@ import Glibc
 
     @Test func aScaleGridThatContradictsTheDeclaredBlockSizeIsRefused() throws {
         let dir = try variant(config: #"{"quantization_config": {"quant_method": "fp8", "weight_block_size": [64, 128]}}"#)
+        defer { Fixtures.removeTemporary(dir) }
         let e = try #require(try refusal(dir))
         #expect(e.tensor == "model.layers.0.mlp.experts.0.down_proj.weight_scale_inv")
         #expect(e.message.contains("[2,1]") && e.message.contains("[4,1]"), "\(e.message)")
@@ -319,6 +340,7 @@ import Glibc
     @Test(arguments: ["[0, 0]", "[0, 128]", "[128]", "[128, 1e400]", "\"128\"", "[1048577, 128]"])
     func anImpossibleDeclaredBlockSizeIsRefusedWhenOpened(_ value: String) throws {
         let dir = try variant(config: #"{"quantization_config": {"quant_method": "fp8", "weight_block_size": \#(value)}}"#)
+        defer { Fixtures.removeTemporary(dir) }
         do {
             _ = try Checkpoint(path: dir)
             Issue.record("\(value) accepted")
@@ -337,16 +359,19 @@ import Glibc
     ])
     func impossibleScalesAreRefusedNamingTheBlock(_ scales: [Float], _ expected: String) throws {
         let dir = try variant(scales: scales)
+        defer { Fixtures.removeTemporary(dir) }
         let e = try #require(try refusal(dir), "\(scales) accepted")
         #expect(e.tensor == "model.layers.0.mlp.experts.0.down_proj.weight")
         #expect(e.message.contains(expected), "\(e.message)")
         #expect(e.kind == (expected.contains("BF16's range") ? .nonFiniteValues : .scaleInvalid), "\(e.kind)")
         // --allow-nonfinite writes what they give.
-        _ = try convertToBF16(dir, allowNonFinite: true)
+        Fixtures.removeTemporary(try convertToBF16(dir, allowNonFinite: true))
     }
 
     @Test func aNaNCodeIsRefusedNamingItsPlace() throws {
-        let e = try #require(try refusal(try variant(codeAt0: 0x7F)))
+        let nanCode = try variant(codeAt0: 0x7F)
+        defer { Fixtures.removeTemporary(nanCode) }
+        let e = try #require(try refusal(nanCode))
         #expect(e.message.contains("row 0, column 0") && e.message.contains("NaN"), "\(e.message)")
         #expect(e.kind == .nonFiniteValues && e.id == "non_finite_values")
     }
@@ -355,6 +380,7 @@ import Glibc
     @Test(arguments: [[UInt64.max, 0], [0, UInt64.max]])
     func zeroElementWeightsWithHugeDimensionsConvert(_ shape: [UInt64]) throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         let specs = [TensorSpec(name: "model.layers.0.self_attn.q_proj.weight", dtype: .BF16, shape: shape),
                      TensorSpec(name: "model.layers.0.self_attn.k_proj.weight", dtype: .BF16, shape: [128, 128])]
         try SafetensorsWriter.write(to: dir + "/model.safetensors", tensors: specs, metadata: nil) { info, sink in
@@ -364,11 +390,13 @@ import Glibc
         let c = try Checkpoint(path: dir)
         let o = ConversionOptions(target: .fp8)
         let out = dir + "-fp8"
+        defer { Fixtures.removeTemporary(out) }
         _ = try CheckpointConversion.run(checkpoint: c, output: out, plan: try ConversionPlan(checkpoint: c, options: o), options: o)
         let fp8 = try SafetensorsFile(path: out + "/model.safetensors")
         #expect(fp8.tensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == shape)
         #expect(fp8.tensor(named: "model.layers.0.self_attn.k_proj.weight")?.dtype == .F8_E4M3)
         let back = try convertToBF16(out)
+        defer { Fixtures.removeTemporary(back) }
         #expect(try SafetensorsFile(path: back + "/model.safetensors").tensor(named: "model.layers.0.self_attn.q_proj.weight")?.shape == shape)
     }
 }
@@ -392,7 +420,9 @@ import Glibc
         #expect(mkfifo(dir + "/fifo", 0o644) == 0)
         // A linked directory inside the checkpoint is followed; one outside it is not carried along.
         try FileManager.default.createSymbolicLink(atPath: dir + "/tokens", withDestinationPath: "tokenizer")
-        let elsewhere = Fixtures.temporaryDirectory()
+        // Beside the checkpoint, in the same temporary directory (removed with it).
+        let elsewhere = (dir as NSString).deletingLastPathComponent + "/elsewhere"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
         try Data("far".utf8).write(to: URL(fileURLWithPath: elsewhere + "/big.bin"))
         try FileManager.default.createSymbolicLink(atPath: dir + "/outside", withDestinationPath: elsewhere)
         return dir
@@ -400,6 +430,7 @@ import Glibc
 
     @Test func aShardInASubdirectoryIsConvertedWhereTheIndexSaysItIs() throws {
         let input = try Self.nested()
+        defer { Fixtures.removeTemporary(input) }
         let c = try Checkpoint(path: input)
         #expect(c.fileNames.contains("sub/model-00002-of-00005.safetensors"))
         let o = ConversionOptions(target: .fp8)

@@ -32,11 +32,25 @@ public enum Fixtures {
         return names.filter { $0.hasSuffix(".json") }.map { String($0.dropLast(5)) }.sorted()
     }
 
-    /// A fresh empty directory under the system temporary directory.
+    private static let temporaryPrefix = "moetool-test-"
+
+    /// A fresh empty directory under the system temporary directory. Remove it when done, whatever happens:
+    /// `let dir = Fixtures.temporaryDirectory()` then `defer { Fixtures.removeTemporary(dir) }`.
     public static func temporaryDirectory() -> String {
-        let dir = NSTemporaryDirectory() + "moetool-test-" + UUID().uuidString
+        let dir = NSTemporaryDirectory() + temporaryPrefix + UUID().uuidString
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
+    }
+
+    /// Removes the directory `temporaryDirectory()` made that holds `path` (`path` itself, or `path` below it,
+    /// as in `temporaryDirectory() + "/out"`), with everything in it. Nothing else is ever removed.
+    public static func removeTemporary(_ path: String) {
+        var url = URL(fileURLWithPath: path).standardizedFileURL
+        while !url.lastPathComponent.hasPrefix(temporaryPrefix) {
+            guard url.pathComponents.count > 1 else { return }
+            url.deleteLastPathComponent()
+        }
+        try? FileManager.default.removeItem(at: url)
     }
 
     public static func readBytes(_ path: String) -> [UInt8] {

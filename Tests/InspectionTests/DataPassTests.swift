@@ -27,6 +27,7 @@ import Testing
         values[n / 2] = -.infinity
         let floats = values.map { Float($0) }
         let path = Fixtures.temporaryDirectory() + "/scan.safetensors"
+        defer { Fixtures.removeTemporary(path) }
         try SafetensorsWriter.write(to: path, tensors: [TensorSpec(name: "x", dtype: .F32, shape: [UInt64(n)])], metadata: nil) { _, sink in
             try floats.withUnsafeBytes { try sink.write($0) }
         }

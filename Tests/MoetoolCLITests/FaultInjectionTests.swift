@@ -23,6 +23,7 @@ enum Faulty {
         env["MOETOOL_FAULT"] = fault
         p.environment = env
         let err = Fixtures.temporaryDirectory() + "/err"
+        defer { Fixtures.removeTemporary(err) }
         #expect(FileManager.default.createFile(atPath: err, contents: nil))
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle(forWritingAtPath: err)
@@ -212,6 +213,7 @@ enum Faulty {
     /// is started as user nobody.
     @Test func unwritableOutputIsAClearErrorAndWritesNothing() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         defer {
             chmod(dir + "/locked", 0o755)
             try? FileManager.default.removeItem(atPath: dir)
@@ -256,6 +258,7 @@ enum Faulty {
                 let changed = input + (command == "convert" ? "/model-00005-of-00005.safetensors" : "/model-00003-of-00005.safetensors")
                 let arguments = command == "convert" ? ["convert", input, out, "--to", "fp8"] : ["compress", changed, out]
                 let (p, err) = try Faulty.startStopped(arguments, at: command == "convert" ? total / 4 : compressTotal / 2)
+                defer { Fixtures.removeTemporary(err) }
                 // The file being written when the input changed: it must never appear under its name.
                 let parent = command == "convert" ? out : dir
                 let unfinished = Faulty.temporaries(parent).compactMap { t -> String? in
@@ -285,7 +288,8 @@ enum Faulty {
         #expect(try CLI.run(["convert", source, dir + "/reference", "--to", "fp8"]).status == 0)
         for signal in [SIGINT, SIGTERM, SIGHUP] {
             let out = dir + "/out-\(signal)"
-            let (p, _) = try Faulty.startStopped(["convert", source, out, "--to", "fp8"], at: total / 2)
+            let (p, pStderr) = try Faulty.startStopped(["convert", source, out, "--to", "fp8"], at: total / 2)
+            defer { Fixtures.removeTemporary(pStderr) }
             #expect(!Faulty.temporaries(out).isEmpty, "stopped with nothing half-written: the test would prove nothing")
             kill(p.processIdentifier, signal)
             Faulty.resume(p)
@@ -304,7 +308,8 @@ enum Faulty {
         #expect(try CLI.run(["convert", source, dir + "/reference", "--to", "fp8"]).status == 0)
         let total = try Faulty.events(["convert", source, dir + "/counted", "--to", "fp8"])
         let out = dir + "/out"
-        let (first, _) = try Faulty.startStopped(["convert", source, out, "--to", "fp8"], at: total / 3)
+        let (first, firstStderr) = try Faulty.startStopped(["convert", source, out, "--to", "fp8"], at: total / 3)
+        defer { Fixtures.removeTemporary(firstStderr) }
         for extra in [["--resume"], ["--shards", "2/2"], ["--finalize"]] {
             let r = try Faulty.run(["convert", source, out, "--to", "fp8"] + extra)
             #expect(r.status == 1 && r.stderr.contains("another moetool convert (pid \(first.processIdentifier))"), "\(extra): \(r.stderr)")
@@ -318,7 +323,8 @@ enum Faulty {
         // Workers: a second 1/2 is refused (its shards are taken), 2/2 goes ahead, finalize waits for all.
         let shared = dir + "/shared"
         let workerTotal = try Faulty.events(["convert", source, dir + "/counted-1", "--to", "fp8", "--shards", "1/2"])
-        let (worker, _) = try Faulty.startStopped(["convert", source, shared, "--to", "fp8", "--shards", "1/2"], at: workerTotal / 2)
+        let (worker, workerStderr) = try Faulty.startStopped(["convert", source, shared, "--to", "fp8", "--shards", "1/2"], at: workerTotal / 2)
+        defer { Fixtures.removeTemporary(workerStderr) }
         let twin = try Faulty.run(["convert", source, shared, "--to", "fp8", "--shards", "1/2"])
         #expect(twin.status == 1 && twin.stderr.contains("is being written by another moetool convert"), "\(twin.stderr)")
         #expect(try Faulty.run(["convert", source, shared, "--to", "fp8", "--shards", "2/2"]).status == 0)
@@ -334,6 +340,7 @@ enum Faulty {
         // refused instead of mixing its shards into the other's conversion.
         let mixed = dir + "/mixed"
         let (slow, slowErr) = try Faulty.startStopped(["convert", source, mixed, "--to", "fp8", "--shards", "1/2"], at: 1)
+        defer { Fixtures.removeTemporary(slowErr) }
         let fast = try Faulty.run(["convert", source, mixed, "--to", "fp8", "--scale-format", "ue8m0", "--shards", "2/2"])
         #expect(fast.status == 0, "\(fast.stderr)")
         Faulty.resume(slow)

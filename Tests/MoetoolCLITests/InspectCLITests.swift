@@ -34,6 +34,7 @@ struct CLI {
         }
         // Capture into files: no pipe can fill up and block the child.
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         _ = FileManager.default.createFile(atPath: dir + "/out", contents: nil)
         _ = FileManager.default.createFile(atPath: dir + "/err", contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: dir + "/out")
@@ -130,94 +131,6 @@ struct CLI {
     }
 }
 
-@Suite struct ConvertCommand {
-    @Test func convertsBothWaysAndInspects() throws {
-        let dir = Fixtures.temporaryDirectory()
-        let fp8 = try CLI.run(["convert", Fixtures.path("models/deepseek_v3-f32-sharded"), dir + "/fp8", "--to", "fp8", "--json"])
-        #expect(fp8.status == 0, "\(fp8.stderr)")
-        let summary = try #require(try JSONParser.parse(fp8.stdout).objectValue)
-        #expect(summary["quantized"]?.uint64Value == 120)
-        let inspected = try CLI.run(["inspect", "--json", dir + "/fp8"])
-        #expect(inspected.status == 0)
-        let q = try JSONParser.parse(inspected.stdout).objectValue?["quantization"]?.objectValue
-        #expect(q?["fp8_weights"]?.uint64Value == 120 && q?["with_scale"]?.uint64Value == 120)
-        let bf16 = try CLI.run(["convert", dir + "/fp8", dir + "/bf16", "--to", "bf16"])
-        #expect(bf16.status == 0)
-        #expect(try CLI.run(["inspect", dir + "/bf16"]).status == 0)
-    }
-
-    @Test func dryRunWritesNothingAndExplains() throws {
-        let out = Fixtures.temporaryDirectory() + "/never"
-        let r = try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "fp8", "--dry-run", "--exclude", "w2"])
-        #expect(r.status == 0)
-        #expect(r.stdout.contains("model.layers.0.block_sparse_moe.experts.0.w1.weight") && r.stdout.contains("quantize"))
-        #expect(r.stdout.contains("--exclude"))
-        #expect(!FileManager.default.fileExists(atPath: out))
-    }
-
-    @Test func badInputAndUsageExitCodes() throws {
-        let out = Fixtures.temporaryDirectory() + "/x"
-        #expect(try CLI.run(["convert", Fixtures.path("malformed/size_mismatch.safetensors"), out, "--to", "fp8"]).status == 1)
-        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), Fixtures.path("models"), "--to", "fp8"]).status == 1)
-        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out]).status == 2)  // --to missing
-        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "int4"]).status == 2)
-    }
-}
-
-@Suite struct KilledConversion {
-    /// A sharded BF16 checkpoint big enough that a conversion takes a while.
-    func makeInput(_ dir: String) throws {
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var weightMap: [String] = []
-        var total = 0
-        for shard in 1...6 {
-            let name = "model-0000\(shard)-of-00006.safetensors"
-            let tensor = "model.layers.\(shard).mlp.down_proj.weight"
-            var state = UInt32(shard)
-            let values: [UInt16] = (0..<(768 * 2048)).map { _ in
-                state = state &* 1_664_525 &+ 1_013_904_223
-                return UInt16(0x3C00 | (state >> 16) & 0x3FF) ^ UInt16((state >> 15) & 0x8000)
-            }
-            try SafetensorsWriter.write(to: dir + "/" + name,
-                                        tensors: [TensorSpec(name: tensor, dtype: .BF16, shape: [768, 2048])],
-                                        metadata: [(key: "format", value: "pt")]) { _, sink in
-                try values.withUnsafeBytes { try sink.write($0) }
-            }
-            weightMap.append("\"\(tensor)\": \"\(name)\"")
-            total += values.count * 2
-        }
-        let index = "{\"metadata\": {\"total_size\": \(total)}, \"weight_map\": {\(weightMap.joined(separator: ", "))}}"
-        try Data(index.utf8).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
-    }
-
-    @Test func sigkillThenResumeIsByteIdentical() throws {
-        let dir = Fixtures.temporaryDirectory()
-        try makeInput(dir + "/in")
-        #expect(try CLI.run(["convert", dir + "/in", dir + "/reference", "--to", "fp8"]).status == 0)
-
-        // Stopped half-way (the debug build's fault hook, see FaultInjectionTests), then killed from outside.
-        let args = ["convert", dir + "/in", dir + "/out", "--to", "fp8", "--threads", "1"]
-        let total = try Faulty.events(["convert", dir + "/in", dir + "/counted", "--to", "fp8"])
-        let (p, _) = try Faulty.startStopped(args, at: total / 2)
-        #expect(FileManager.default.fileExists(atPath: dir + "/out/.moetool-convert/model-00001-of-00006.safetensors.done.json"))
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL)
-        // Nothing half-written under a final name.
-        #expect(!FileManager.default.fileExists(atPath: dir + "/out/model.safetensors.index.json"))
-        #expect(try CLI.run(["convert", dir + "/in", dir + "/out", "--to", "fp8"]).status == 1)  // not empty: needs --resume
-        let resumed = try CLI.run(["convert", dir + "/in", dir + "/out", "--to", "fp8", "--resume", "--json"])
-        #expect(resumed.status == 0, "\(resumed.stderr)")
-        let shards = try JSONParser.parse(resumed.stdout).objectValue?["shards"]?.arrayValue ?? []
-        #expect(shards.contains { $0.objectValue?["resumed"] == .bool(true) })
-        let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/reference").sorted()
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/out").sorted() == names)
-        for name in names {
-            #expect(Fixtures.readBytes(dir + "/out/" + name) == Fixtures.readBytes(dir + "/reference/" + name), "\(name)")
-        }
-    }
-}
-
 /// Names, dtypes, metadata and config strings from a file never reach the terminal as control characters.
 @Suite struct HostileStringsAreEscaped {
     /// A safetensors file written byte by byte with `header` (a JSON text) and `data`.
@@ -267,8 +180,11 @@ struct CLI {
 }
 
 /// Checkpoints where users keep them: the Hugging Face cache, by path or by model id.
-@Suite struct HubCacheCheckpoints {
+@Suite final class HubCacheCheckpoints {
     let cache = Fixtures.temporaryDirectory() + "/hub"
+
+    /// Swift Testing makes an instance per test and releases it after: the directory goes with it.
+    deinit { Fixtures.removeTemporary(cache) }
 
     /// Runs moetool with HF_HUB_CACHE pointing at this cache.
     func run(_ args: [String]) throws -> CLI.Result {
@@ -294,9 +210,11 @@ struct CLI {
     @Test func convertAndVerifyTakeAModelID() throws {
         try HubCacheLayout.add(model: Fixtures.path("models/deepseek_v3-bf16"), id: "tiny/dsv3", to: cache)
         let out = Fixtures.temporaryDirectory() + "/fp8"
+        defer { Fixtures.removeTemporary(out) }
         let c = try run(["convert", "tiny/dsv3", out, "--to", "fp8", "-q"])
         #expect(c.status == 0, "\(c.stderr)")
         let direct = Fixtures.temporaryDirectory() + "/fp8"
+        defer { Fixtures.removeTemporary(direct) }
         _ = try run(["convert", Fixtures.path("models/deepseek_v3-bf16"), direct, "--to", "fp8", "-q"])
         #expect(Fixtures.readBytes(out + "/model.safetensors") == Fixtures.readBytes(direct + "/model.safetensors"))
         #expect(Fixtures.readBytes(out + "/config.json") == Fixtures.readBytes(direct + "/config.json"))
@@ -322,6 +240,7 @@ struct CLI {
         // 3 projections of 24x64 BF16 values per routed expert.
         #expect(plan.stdout.contains("\"bytes_per_expert\": 9216") && direct.stdout.contains("\"bytes_per_expert\": 9216"), "\(plan.stdout)")
         let out = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(out) }
         let c = try run(["compress", "tiny/dsv3", out + "/c", "-q"])
         #expect(c.status == 0, "\(c.stderr)")
         let d = try run(["decompress", out + "/c", out + "/d", "-q"])
@@ -360,7 +279,7 @@ struct CLI {
     /// which the index does not list), the index rewritten to match (`totalDelta` added to total_size).
     static func rewritten(_ fixture: String, keep: (String) -> Bool = { _ in true }, extra: Bool = false, totalDelta: Int = 0) throws -> String {
         let source = Fixtures.path(fixture)
-        let dir = Fixtures.temporaryDirectory() + "/ck"
+        let dir = Fixtures.temporaryDirectory() + "/ck"  // the caller removes it (Fixtures.removeTemporary)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for name in try FileManager.default.contentsOfDirectory(atPath: source) where !name.hasSuffix(".safetensors") && !name.hasSuffix(".index.json") {
             try FileManager.default.copyItem(atPath: source + "/" + name, toPath: dir + "/" + name)
@@ -385,6 +304,7 @@ struct CLI {
     }
 
     func expectWarning(_ dir: String, _ kind: String) throws {
+        defer { Fixtures.removeTemporary(dir) }
         let r = try CLI.run(["inspect", dir])
         #expect(r.status == 0, "\(kind): \(r.stderr)")
         #expect(r.stdout.contains("warnings"), "\(r.stdout)")
@@ -397,6 +317,7 @@ struct CLI {
     }
 
     func expectError(_ dir: String, _ rule: String, _ message: String) throws {
+        defer { Fixtures.removeTemporary(dir) }
         let r = try CLI.run(["inspect", dir, "--json"])
         #expect(r.status == 1, "\(rule)")
         let o = try #require(try JSONParser.parse(r.stdout).objectValue)
@@ -427,11 +348,13 @@ struct CLI {
 
     @Test func aMissingScaleIsAnError() throws {
         let fp8 = Fixtures.temporaryDirectory() + "/fp8"
+        defer { Fixtures.removeTemporary(fp8) }
         let c = try CLI.run(["convert", Fixtures.path("models/qwen3_moe-f32-sharded"), fp8, "--to", "fp8", "-q"])
         #expect(c.status == 0, "\(c.stderr)")
         let scale = "model.layers.1.mlp.experts.0.up_proj.weight_scale_inv"
         // Rebuild the converted checkpoint without that one scale.
         let copy = Fixtures.temporaryDirectory() + "/copy"
+        defer { Fixtures.removeTemporary(copy) }
         try FileManager.default.copyItem(atPath: fp8, toPath: copy)
         for name in try FileManager.default.contentsOfDirectory(atPath: copy) where name.hasSuffix(".safetensors") {
             let f = try SafetensorsFile(path: fp8 + "/" + name)
@@ -476,6 +399,7 @@ struct CLI {
     /// The same for an FP8 conversion: scales are the quantization check's, not unexpected tensors.
     @Test func anFP8ConversionIsComplete() throws {
         let out = Fixtures.temporaryDirectory() + "/fp8"
+        defer { Fixtures.removeTemporary(out) }
         _ = try CLI.run(["convert", Fixtures.path("models/deepseek_v3-bf16"), out, "--to", "fp8", "-q"])
         let r = try CLI.run(["inspect", out, "--strict"])
         #expect(r.status == 0, "\(r.stderr)")
@@ -483,6 +407,7 @@ struct CLI {
 
     @Test func aMissingNormIsAnErrorNamingIt() throws {
         let dir = try Severity.rewritten("models/deepseek_v3-f32-sharded") { !$0.hasSuffix("layers.1.self_attn.q_a_layernorm.weight") }
+        defer { Fixtures.removeTemporary(dir) }
         let r = try CLI.run(["inspect", dir, "--json"])
         #expect(r.status == 1)
         let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue)
@@ -492,6 +417,7 @@ struct CLI {
 
     @Test func aWholeMissingExpertIsOnePattern() throws {
         let dir = try Severity.rewritten("models/qwen3_moe-f32-sharded") { !$0.hasPrefix("model.layers.2.mlp.experts.5.") }
+        defer { Fixtures.removeTemporary(dir) }
         let r = try CLI.run(["inspect", dir, "--json"])
         let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue)
         let missing = (c["missing"]?.arrayValue ?? []).compactMap(\.stringValue)
@@ -501,6 +427,7 @@ struct CLI {
 
     @Test func aWrongShapeIsAnErrorAndAnExtraTensorAWarning() throws {
         let dir = try Severity.rewritten("models/qwen3_moe-f32-sharded")
+        defer { Fixtures.removeTemporary(dir) }
         // Rewrite config.json with a larger moe_intermediate_size: every expert projection is now the wrong shape.
         let config = dir + "/config.json"
         let text = String(decoding: Fixtures.readBytes(config), as: UTF8.self)
@@ -512,6 +439,7 @@ struct CLI {
         #expect(r.stderr.contains("[tensor_wrong_shape]") && r.stderr.contains("config.json makes it [32,64]"), "\(r.stderr)")
 
         let extra = try Severity.rewritten("models/qwen3_moe-f32-sharded", extra: true)
+        defer { Fixtures.removeTemporary(extra) }
         // Listed in the index this time, so only the completeness check speaks.
         let index = extra + "/model.safetensors.index.json"
         let indexText = String(decoding: Fixtures.readBytes(index), as: UTF8.self)

@@ -34,6 +34,7 @@ final class HubServer {
         let text = String(decoding: line, as: UTF8.self)
         guard text.hasPrefix("PORT "), let p = Int(text.dropFirst(5).trimmingCharacters(in: .whitespacesAndNewlines)) else {
             process.terminate()
+            Fixtures.removeTemporary(root)
             throw CocoaError(.fileReadCorruptFile)
         }
         port = p
@@ -105,7 +106,9 @@ struct RemoteInspect {
 
     @Test func aGatedRepositoryNeedsTheToken() throws {
         let server = try HubServer(repos: ["org/gated-model": Fixtures.path("models/mixtral-bf16")])
-        let denied = try CLI.run(["inspect", "hf://org/gated-model"], environment: ["HF_ENDPOINT": server.endpoint, "HF_TOKEN": "", "HF_HOME": Fixtures.temporaryDirectory()])
+        let emptyHome = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(emptyHome) }
+        let denied = try CLI.run(["inspect", "hf://org/gated-model"], environment: ["HF_ENDPOINT": server.endpoint, "HF_TOKEN": "", "HF_HOME": emptyHome])
         #expect(denied.status == 1)
         #expect(denied.stderr.contains("HTTP 401") && denied.stderr.contains("HF_TOKEN"), "\(denied.stderr)")
         let allowed = try CLI.run(["inspect", "hf://org/gated-model"], environment: ["HF_ENDPOINT": server.endpoint, "HF_TOKEN": "secret"])
@@ -117,6 +120,7 @@ struct RemoteInspect {
         #expect(try server.stat("cdn_with_token") == before)
         // The token file the Hugging Face CLI writes is read too.
         let home = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(home) }
         try Data("secret\n".utf8).write(to: URL(fileURLWithPath: home + "/token"))
         let fromFile = try CLI.run(["inspect", "hf://org/gated-model"], environment: ["HF_ENDPOINT": server.endpoint, "HF_TOKEN": "", "HF_HOME": home])
         #expect(fromFile.status == 0, "\(fromFile.stderr)")

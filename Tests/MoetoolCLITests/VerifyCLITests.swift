@@ -143,7 +143,7 @@ import Testing
     /// An FP8 conversion of the tiny DeepSeek-V3, and an expert of layer 2 that the default tokens never choose
     /// (read from the run's own saved router choices).
     static func setUp() throws -> (dir: String, fp8: String, unreached: Int) {
-        let dir = Fixtures.temporaryDirectory()
+        let dir = Fixtures.temporaryDirectory()  // the caller removes it
         let fp8 = dir + "/fp8"
         let c = try CLI.run(["convert", original, fp8, "--to", "fp8", "-q"])
         #expect(c.status == 0, "\(c.stderr)")

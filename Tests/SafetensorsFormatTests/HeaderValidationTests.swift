@@ -114,6 +114,7 @@ import Testing
     ])
     func isNamedForWhatItIs(_ content: String, _ expected: String) throws {
         let path = Fixtures.temporaryDirectory() + "/x.safetensors"
+        defer { Fixtures.removeTemporary(path) }
         #expect(FileManager.default.createFile(atPath: path, contents: Data(content.utf8)))
         do {
             _ = try SafetensorsFile(path: path)
@@ -127,6 +128,7 @@ import Testing
     @Test(arguments: [([0x50, 0x4B, 0x03, 0x04, 0, 0, 0, 0, 0, 0], "zip archive"), ([0x80, 0x02, 0x7D, 0x71, 0, 0, 0, 0, 0], "pickle")])
     func binaryFormatsAreRecognised(_ bytes: [UInt8], _ expected: String) throws {
         let path = Fixtures.temporaryDirectory() + "/x.safetensors"
+        defer { Fixtures.removeTemporary(path) }
         #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
         do {
             _ = try SafetensorsFile(path: path)

@@ -4,8 +4,11 @@ import SafetensorsFormat
 import Testing
 
 /// No command may write onto an input or inside an input directory, however the path is spelled.
-@Suite struct OutputPlacementTests {
+@Suite final class OutputPlacementTests {
     let dir = Fixtures.temporaryDirectory()
+
+    /// Swift Testing makes an instance per test and releases it after: the directory goes with it.
+    deinit { Fixtures.removeTemporary(dir) }
 
     init() throws {
         try FileManager.default.createDirectory(atPath: dir + "/in/sub", withIntermediateDirectories: true)

@@ -14,6 +14,7 @@ import Testing
         var rng = SystemRandomNumberGenerator()
         specs.shuffle(using: &rng)
         let out = Fixtures.temporaryDirectory() + "/out.safetensors"
+        defer { Fixtures.removeTemporary(out) }
         try SafetensorsWriter.write(to: out, tensors: specs, metadata: source.header.metadata) { info, sink in
             try sink.write(source.data(source.tensor(named: info.name)!))
         }
@@ -50,6 +51,7 @@ import Testing
         }
         let metadata = [(key: "format", value: "pt"), (key: "note\n", value: "\u{01}x")]
         let path = Fixtures.temporaryDirectory() + "/rt.safetensors"
+        defer { Fixtures.removeTemporary(path) }
         try SafetensorsWriter.write(to: path, tensors: specs, metadata: metadata) { info, sink in
             let bytes = payload[info.name]!
             // Stream in two pieces to exercise partial writes.
@@ -69,6 +71,7 @@ import Testing
 
     @Test func failedWriteLeavesNothing() throws {
         let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
         let path = dir + "/never.safetensors"
         struct Boom: Error {}
         #expect(throws: Boom.self) {
