@@ -260,7 +260,7 @@ extension Verification {
             s += pad(String(d.layer), 5) + pad(fmt(d.maxAbsError), 14) + pad(fmt(d.relativeError), 13) + pad(fmt(d.cosine), 12)
                 + pad(fmt(d.routerAgreement), 15) + pad(fmt(d.meanWeightChange), 16) + pad(fmt(d.outputNorm), 14) + "\n"
         }
-        return s + coverageText(coverage) + verdictText(failures)
+        return s + coverageText(coverage, compared: request.b != nil) + verdictText(failures)
     }
 
     static func modelJSON(_ request: VerifyRequest, ids: [Int], difference d: ModelDifference, coverage: [ExpertCoverage],
@@ -290,6 +290,11 @@ extension Verification {
     static func modelText(_ request: VerifyRequest, ids: [Int], difference d: ModelDifference, coverage: [ExpertCoverage],
                           failures: [String]) -> String {
         var s = "\(request.a)\(request.b.map { " vs \($0)" } ?? ""): whole model, \(ids.count) token\(ids.count == 1 ? "" : "s")\n"
+        guard request.b != nil else {
+            // A alone: a smoke test; there is nothing to compare, only whether the outputs are finite.
+            s += "logits: norm \(fmt(d.logits.outputNorm)), \(d.logits.finite ? "every value finite" : "NOT every value finite")\n"
+            return s + coverageText(coverage, compared: request.b != nil) + verdictText(failures)
+        }
         s += "logits: max abs err \(fmt(d.logits.maxAbsError)), rel error \(fmt(d.logits.relativeError)), cosine \(fmt(d.logits.cosine)), top-1 agreement \(fmt(d.top1Agreement)), KL \(fmt(d.klDivergence))\n"
         s += "hidden states, rel error: " + d.hiddenRelativeError.enumerated().map { i, e in
             (i == 0 ? "embeddings " : "layer \(i - 1) ") + fmt(e) }.joined(separator: ", ") + "\n"
@@ -297,7 +302,7 @@ extension Verification {
             let same = Int((r.agreement * Double(ids.count)).rounded())
             s += "layer \(r.layer) routers: same experts for \(same) of \(ids.count) token\(ids.count == 1 ? "" : "s"), mean weight change \(fmt(r.weightChange))\n"
         }
-        return s + coverageText(coverage) + verdictText(failures)
+        return s + coverageText(coverage, compared: request.b != nil) + verdictText(failures)
     }
 
     /// Per MoE layer: experts, how many the tokens reached, how many ran on their own, the worst of those.
@@ -315,10 +320,13 @@ extension Verification {
         })
     }
 
-    static func coverageText(_ coverage: [ExpertCoverage]) -> String {
+    /// `compared`: B was given (else the worst expert is only whether some output is not finite).
+    static func coverageText(_ coverage: [ExpertCoverage], compared: Bool) -> String {
         coverage.map { c in
             var line = "layer \(c.layer) experts: \(c.reachedByTokens) of \(c.experts) reached by the tokens, \(c.swept) run alone on \(ExpertSweep.tokens) hidden states"
-            if let w = c.worst {
+            if let w = c.worst, !compared {
+                line += w.difference.finite ? ", every output finite" : ", expert \(w.expert) gives non-finite outputs"
+            } else if let w = c.worst {
                 line += w.difference.finite
                     ? ", worst expert \(w.expert): rel error \(fmt(w.difference.relativeError)), cosine \(fmt(w.difference.cosine))"
                     : ", expert \(w.expert) gives non-finite outputs"
