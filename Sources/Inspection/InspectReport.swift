@@ -240,6 +240,7 @@ public struct InspectReport: Sendable {
         o.append("active_parameters", s.activeParameters.map { .uint($0) } ?? .null)
         o.append("routed_parameters", .uint(s.routedParameters))
         o.append("mtp_parameters", .uint(s.mtpParameters))
+        o.append("multimodal_parameters", .uint(s.multimodalParameters))
         o.append("layer_details", .array(s.layers.map { l in
             .object(JSONObject([
                 ("layer", .int(l.index)), ("kind", .string(l.isMTP ? "mtp" : (l.isMoE ? "moe" : "dense"))),
@@ -328,6 +329,7 @@ public struct InspectReport: Sendable {
                 row("  active/token", "unknown (no experts-per-token in config.json)")
             }
             if s.mtpLayers > 0 { row("  MTP params", formatParameters(s.mtpParameters)) }
+            if s.multimodalParameters > 0 { row("  multimodal", "\(formatParameters(s.multimodalParameters)) (vision/audio towers: not active per text token)") }
         } else if s.decoderLayers > 0 {
             lines.append("dense model: \(s.decoderLayers) layers, no routed experts")
         } else {

@@ -6,7 +6,10 @@ import Support
 public struct TensorRole: Sendable, Equatable {
     public enum Kind: String, Sendable {
         case embedding, lmHead = "lm_head", norm, attention, router, routedExpert = "routed_expert"
-        case sharedExpert = "shared_expert", denseMLP = "dense_mlp", mtp, other
+        case sharedExpert = "shared_expert", denseMLP = "dense_mlp", mtp
+        /// A vision or audio tower and its projector: parameters of the model, but no text token goes through them.
+        case multimodal
+        case other
     }
 
     public let kind: Kind
@@ -29,7 +32,17 @@ public struct TensorRole: Sendable, Equatable {
         }
     }
 
+    /// Name parts that put a tensor in a vision or audio tower or its projector (Llama 4, Qwen2/3-VL, Kimi-VL,
+    /// LLaVA-style models); their own `layers.N` are not the text model's.
+    static let multimodalParts: [StaticString] = [
+        "vision_tower", "vision_model", "visual", "vision_encoder", "multi_modal_projector", "mm_projector",
+        "audio_tower", "audio_model",
+    ]
+
     private static func classify(_ n: NameParts) -> TensorRole {
+        if multimodalParts.contains(where: { n.contains($0) }) {
+            return TensorRole(kind: .multimodal, layer: nil, expert: nil, fused: false)
+        }
         var layer: Int? = nil
         var restStart = 0
         if let i = n.firstIndex(of: "layers"), i + 1 < n.count, let l = n.number(i + 1) {
@@ -156,6 +169,7 @@ private struct LayerTally {
 private struct Tally {
     var layers: [Int: LayerTally] = [:]
     var total: UInt64 = 0
+    var multimodal: UInt64 = 0
     var sawPerExpert = false
     var sawFused = false
 
@@ -168,6 +182,7 @@ private struct Tally {
             let n = t.elementCount
             total += n
             let role = TensorRole.classify(t.name)
+            if role.kind == .multimodal { multimodal += n }
             guard let l = role.layer else { continue }
             let slot = layerSlots.id(l)
             if slot == accs.count { accs.append(LayerTally()) }
@@ -194,6 +209,7 @@ private struct Tally {
     mutating func merge(_ o: Tally) {
         for (l, t) in o.layers { layers[l, default: LayerTally()].merge(t) }
         total += o.total
+        multimodal += o.multimodal
         sawPerExpert = sawPerExpert || o.sawPerExpert
         sawFused = sawFused || o.sawFused
     }
@@ -235,9 +251,11 @@ public struct ModelStructure: Sendable {
     public let expertLayout: ExpertLayout
     public let totalParameters: UInt64
     public let mtpParameters: UInt64
+    /// Vision and audio towers and their projectors (TensorRole.Kind.multimodal).
+    public let multimodalParameters: UInt64
     public let routedParameters: UInt64
-    /// Parameters one token goes through in the main model: everything except MTP
-    /// layers and the routed experts not chosen (k of E count in each MoE layer).
+    /// Parameters one text token goes through in the main model: everything except MTP layers, vision and
+    /// audio towers, and the routed experts not chosen (k of E count in each MoE layer).
     public let activeParameters: UInt64?
     public let warnings: [Warning]
     /// Disagreements with config.json that make a loader build the model wrongly (an expert or a layer
@@ -285,6 +303,7 @@ public struct ModelStructure: Sendable {
         expertLayout = sawFused ? .fused : (sawPerExpert ? .perExpert : .none)
         totalParameters = total
         mtpParameters = summaries.filter(\.isMTP).reduce(0) { $0 + $1.parameters }
+        multimodalParameters = tally.multimodal
         routedParameters = main.reduce(0) { $0 + $1.routedParameters }
 
         var warnings: [Warning] = []
@@ -313,7 +332,7 @@ public struct ModelStructure: Sendable {
 
         if let k = expertsPerToken, moeLayers > 0 {
             // Per MoE layer, k of its E routed experts are used by a token.
-            var active = total - mtpParameters - routedParameters
+            var active = total - mtpParameters - multimodalParameters - routedParameters
             for l in moe {
                 let e = UInt64(l.routedExperts)
                 let used = UInt64(min(k, l.routedExperts))
@@ -321,7 +340,7 @@ public struct ModelStructure: Sendable {
             }
             activeParameters = active
         } else if moeLayers == 0 {
-            activeParameters = total - mtpParameters
+            activeParameters = total - mtpParameters - multimodalParameters
         } else {
             activeParameters = nil
         }

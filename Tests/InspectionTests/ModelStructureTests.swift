@@ -216,3 +216,30 @@ import Support
         #expect(s.warnings.map(\.kind) == [.configMissing])
     }
 }
+
+@Suite struct MultimodalParameters {
+    func tensor(_ name: String, _ shape: [UInt64]) -> TensorInfo {
+        TensorInfo(name: name, dtype: .BF16, shape: shape, begin: 0, end: 0)
+    }
+
+    /// A vision tower's own `layers.N` are not decoder layers, and its parameters are no text token's:
+    /// counted in the total and apart, never as active.
+    @Test func visionTowersAreApartAndNotActive() {
+        let text = [tensor("language_model.model.embed_tokens.weight", [100, 8]),
+                    tensor("language_model.model.layers.0.self_attn.q_proj.weight", [8, 8]),
+                    tensor("language_model.model.layers.0.mlp.up_proj.weight", [16, 8]),
+                    tensor("language_model.lm_head.weight", [100, 8])]
+        let vision = [tensor("vision_model.model.layers.0.self_attn.q_proj.weight", [32, 32]),
+                      tensor("vision_model.model.layers.1.mlp.fc1.weight", [64, 32]),
+                      tensor("multi_modal_projector.linear_1.weight", [8, 32]),
+                      tensor("model.visual.blocks.0.attn.qkv.weight", [3, 5])]
+        let s = ModelStructure(tensors: text + vision, config: nil, source: "x")
+        #expect(s.decoderLayers == 1)
+        #expect(s.multimodalParameters == 32 * 32 + 64 * 32 + 8 * 32 + 15)
+        #expect(s.totalParameters == 800 + 64 + 128 + 800 + s.multimodalParameters)
+        #expect(s.activeParameters == 800 + 64 + 128 + 800)
+        #expect(TensorRole.classify("model.vision_tower.blocks.3.mlp.experts.2.w1").kind == .multimodal)
+        let expert = TensorRole.classify("model.language_model.layers.4.mlp.experts.2.down_proj.weight")
+        #expect(expert.kind == .routedExpert && expert.layer == 4 && expert.expert == 2)
+    }
+}
