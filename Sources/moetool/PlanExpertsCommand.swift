@@ -23,8 +23,13 @@ struct PlanExperts: ParsableCommand {
     @Argument(help: "Load profile (.json, .csv, optionally .zst).")
     var profile: String
 
-    @Option(help: ArgumentHelp("config.json or a checkpoint directory: experts, groups (n_group), top-k, topk_group.", valueName: "path"))
+    @Option(help: ArgumentHelp("config.json, a checkpoint directory, or a model id in the Hugging Face cache: experts, groups (n_group), top-k, topk_group.", valueName: "path"))
     var config: String?
+
+    /// `--config` as a path: a model id resolved through the Hugging Face cache.
+    var configPath: String? {
+        get throws { try config.map { try CheckpointSource.locate($0) } }
+    }
 
     @Option(help: "GPUs in all.")
     var gpus: Int
@@ -117,7 +122,7 @@ struct PlanExperts: ParsableCommand {
     }
 
     /// Every file or directory the command reads: the output may be none of them, nor inside one.
-    var inputs: [String] { get throws { [profile] + [config, previous, try checkpointPath].compactMap { $0 } } }
+    var inputs: [String] { get throws { [profile] + [try configPath, previous, try checkpointPath].compactMap { $0 } } }
 
     func run() throws {
         do {
@@ -131,7 +136,7 @@ struct PlanExperts: ParsableCommand {
         if let output, let conflict = OutputPlacement.conflict(output: output, inputs: try inputs) {
             throw fail("-o \(output) \(conflict)")
         }
-        let modelConfig = try config.map(readConfig)
+        let modelConfig = try configPath.map(readConfig)
         let loads = try LoadProfile.read(path: profile, expectedExperts: modelConfig?.routedExperts)
         let request = placementRequest(modelConfig)
         let topology = try request.topology(experts: loads.experts)

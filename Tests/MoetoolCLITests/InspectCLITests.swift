@@ -239,6 +239,13 @@ struct CLI {
         #expect(plan.status == 0 && direct.status == 0, "\(plan.stderr)")
         // 3 projections of 24x64 BF16 values per routed expert.
         #expect(plan.stdout.contains("\"bytes_per_expert\": 9216") && direct.stdout.contains("\"bytes_per_expert\": 9216"), "\(plan.stdout)")
+        // --config takes the model id as well: the same plan as from the snapshot's config.json.
+        let byID = try run(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json"), "--gpus", "8", "--slots", "24", "--config", "tiny/dsv3", "--json"])
+        let byPath = try run(["plan-experts", Fixtures.path("profiles/tiny_dsv3.json"), "--gpus", "8", "--slots", "24", "--config", snapshot, "--json"])
+        #expect(byID.status == 0 && byPath.status == 0, "\(byID.stderr)")
+        #expect(byID.stdout.replacingOccurrences(of: "\"seconds\": [0-9.e-]+", with: "", options: .regularExpression)
+                == byPath.stdout.replacingOccurrences(of: "\"seconds\": [0-9.e-]+", with: "", options: .regularExpression))
+        #expect(byID.stdout.contains("\"topk\": 4") && byID.stdout.contains("\"groups\": 8"), "\(byID.stdout)")
         let out = Fixtures.temporaryDirectory()
         defer { Fixtures.removeTemporary(out) }
         let c = try run(["compress", "tiny/dsv3", out + "/c", "-q"])
