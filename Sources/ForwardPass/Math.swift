@@ -3,11 +3,15 @@ import Checkpoint
 
 /// Small float32 kernels: everything accumulates in float32, as the reference does.
 public enum Math {
+    /// Threads the matrix products use (0: all cores), for the forward passes run inside `withValue`.
+    @TaskLocal public static var threads = 0
+
     /// y[t][o] = sum_i x[t][i] * w[o][i]: `x` is tokens x in, `w` is out x in (a Linear's weight),
     /// read a row at a time; rows are shared out over the cores.
     /// A checkpoint whose shapes disagree with its config (or with each other) is an error, not a
     /// crash: `rows`, when given, is how many outputs the caller will index.
-    public static func linear(_ x: [Float], tokens: Int, _ w: Weight, rows: Int? = nil, threads: Int = 0) throws(ForwardError) -> [Float] {
+    public static func linear(_ x: [Float], tokens: Int, _ w: Weight, rows: Int? = nil, threads: Int? = nil) throws(ForwardError) -> [Float] {
+        let threads = threads ?? Math.threads
         let n = w.cols, outs = w.rows
         guard tokens > 0, x.count == tokens * n, rows.map({ $0 == outs }) ?? true else {
             throw ForwardError(.configInvalid, "\(w.name) is [\(outs), \(n)], but the model needs [\(rows.map(String.init) ?? "\(outs)"), \(tokens > 0 ? x.count / tokens : 0)] here: its shapes disagree with config.json or with each other")
@@ -37,7 +41,7 @@ public enum Math {
         return y
     }
 
-    public static func linear(_ x: [Float], tokens: Int, _ w: Matrix, name: String, rows: Int? = nil, threads: Int = 0) throws(ForwardError) -> [Float] {
+    public static func linear(_ x: [Float], tokens: Int, _ w: Matrix, name: String, rows: Int? = nil, threads: Int? = nil) throws(ForwardError) -> [Float] {
         var weight = Weight(w)
         weight.name = name
         return try linear(x, tokens: tokens, weight, rows: rows, threads: threads)

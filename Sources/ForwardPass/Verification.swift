@@ -41,6 +41,10 @@ public struct VerifyRequest: Sendable {
     public var thresholds = VerifyThresholds()
     /// A safetensors file for the outputs (logits, hidden states, router choices).
     public var saveOutputs: String? = nil
+    /// Threads of the matrix products (0: all cores).
+    public var threads = 0
+    /// Called after each step (a layer, or a model's forward pass) with the steps done and the steps in all.
+    public var progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
 
     public init(a: String, b: String?) {
         self.a = a
@@ -87,6 +91,24 @@ public enum Verification {
     /// Layer mode: each of `layers` (MoE layers of A) runs on the same deterministic hidden states in A and B;
     /// every expert (or the sample) also runs alone.
     public static func layers(_ ca: Checkpoint, _ cb: Checkpoint?, layers chosen: [Int]?, request: VerifyRequest) throws(ForwardError) -> VerifyReport {
+        try withThreads(request.threads) { () throws(ForwardError) in try runLayers(ca, cb, layers: chosen, request: request) }
+    }
+
+    /// Whole-model mode: both models run on the same token ids; logits, hidden states and routers are
+    /// compared, and every routed expert of every MoE layer runs alone too.
+    public static func model(_ ca: Checkpoint, _ cb: Checkpoint?, request: VerifyRequest) throws(ForwardError) -> VerifyReport {
+        try withThreads(request.threads) { () throws(ForwardError) in try runModel(ca, cb, request: request) }
+    }
+
+    /// `body` with the matrix products on `threads` threads.
+    static func withThreads<R>(_ threads: Int, _ body: () throws(ForwardError) -> R) throws(ForwardError) -> R {
+        let result: Result<R, ForwardError> = Math.$threads.withValue(threads) {
+            do throws(ForwardError) { return .success(try body()) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    static func runLayers(_ ca: Checkpoint, _ cb: Checkpoint?, layers chosen: [Int]?, request: VerifyRequest) throws(ForwardError) -> VerifyReport {
         try checkSameModel(ca, cb)
         let available = MoELayers.of(ca)
         let chosen = chosen ?? available
@@ -102,7 +124,8 @@ public enum Verification {
         var failures: [String] = []
         var coverage: [ExpertCoverage] = []
         var out = OutputFile()
-        for layer in chosen {
+        for (done, layer) in chosen.enumerated() {
+            defer { request.progress?(done + 1, chosen.count) }
             let la = try MoELayer(readerA, config: ca.config!, layer: layer)
             let x = try HiddenStates.make(tokens: tokens, hidden: la.hidden, seed: request.seed &+ UInt64(layer), norm: la.inputNorm, eps: la.normEps)
             var sample: Set<Int>? = nil
@@ -152,9 +175,7 @@ public enum Verification {
                             text: layersText(request, results: results, coverage: coverage, failures: failures))
     }
 
-    /// Whole-model mode: both models run on the same token ids; logits, hidden states and routers are
-    /// compared, and every routed expert of every MoE layer runs alone too.
-    public static func model(_ ca: Checkpoint, _ cb: Checkpoint?, request: VerifyRequest) throws(ForwardError) -> VerifyReport {
+    static func runModel(_ ca: Checkpoint, _ cb: Checkpoint?, request: VerifyRequest) throws(ForwardError) -> VerifyReport {
         try checkSameModel(ca, cb)
         let ma = try Transformer(ca)
         let ids = request.tokenIds ?? (0..<request.tokens).map { ($0 * 7919 + 13) % ma.vocab }
@@ -162,7 +183,11 @@ public enum Verification {
             throw ForwardError(.inputOutOfRange, "whole-model mode runs at most \(maxModelTokens) tokens (attention cost grows with their square); use fewer, or layer mode (--layers) for more")
         }
         let limits = request.thresholds
+        let moeLayers = MoELayers.of(ca)
+        // Steps: each model's forward pass, then each MoE layer's experts run alone.
+        let steps = (cb == nil ? 1 : 2) + moeLayers.count
         let ra = try ma.forward(ids)
+        request.progress?(1, steps)
         var rb = ra
         if let cb {
             let mb = try Transformer(cb)
@@ -170,6 +195,7 @@ public enum Verification {
                 throw ForwardError(.checkpointsDiffer, "the checkpoints differ in shape (hidden \(ma.hidden)/\(mb.hidden), vocab \(ma.vocab)/\(mb.vocab), layers \(ma.layers)/\(mb.layers))")
             }
             rb = try mb.forward(ids)
+            request.progress?(2, steps)
         }
         let d = ModelDifference.between(ra, rb, vocab: ma.vocab, topK: ra.topK)
         // Every routed expert of every MoE layer runs on its own too: the tokens reach only some of them.
@@ -178,7 +204,8 @@ public enum Verification {
         var sweep: [ExpertSweep.ExpertDifference] = []
         var coverage: [ExpertCoverage] = []
         var structure: [String] = []
-        for l in MoELayers.of(ca) {
+        for (i, l) in moeLayers.enumerated() {
+            defer { request.progress?(steps - moeLayers.count + i + 1, steps) }
             let la = try MoELayer(readerA, config: ca.config!, layer: l)
             let lb = try readerB.map { r throws(ForwardError) in try MoELayer(r, config: cb!.config!, layer: l) }
             let layerSweep = try ExpertSweep.compare(la, lb, seed: request.seed)
