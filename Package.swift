@@ -100,7 +100,7 @@ let package = Package(
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "PlacementFilesTests", dependencies: ["PlacementFiles", "ExpertPlacement", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["Support", "ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
-        .testTarget(name: "WeightReadingTests", dependencies: ["WeightReading", "Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "FixtureSupport"]),
+        .testTarget(name: "WeightReadingTests", dependencies: ["WeightReading", "Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]

@@ -94,10 +94,13 @@ public struct InspectReport: Sendable {
         var params = [UInt64](repeating: 0, count: Dtype.allCases.count)
         var bytes = [UInt64](repeating: 0, count: Dtype.allCases.count)
         var seen = [Bool](repeating: false, count: Dtype.allCases.count)
+        // Parameters as the model has them (packed codes unpacked); quantization bookkeeping is counted apart.
+        let counting = ParameterCounting(config: checkpoint.config)
         for f in checkpoint.files {
             for t in f.tensors {
+                guard case .parameters(let n) = counting.kind(t) else { continue }
                 let r = t.dtype.rank
-                params[r] += t.elementCount
+                params[r] += n
                 bytes[r] += t.byteCount
                 seen[r] = true
             }
@@ -178,6 +181,7 @@ public struct InspectReport: Sendable {
         o.append("bytes", .uint(checkpoint.dataBytes))
         o.append("parameters", .uint(structure.totalParameters))
         o.append("parameters_by_dtype", .object(JSONObject(parametersByDtype.map { ($0.0.rawValue, .uint($0.1)) })))
+        o.append("quantization_overhead", .object(JSONObject([("elements", .uint(structure.overheadElements)), ("bytes", .uint(structure.overheadBytes))])))
         o.append("bytes_by_dtype", .object(JSONObject(bytesByDtype.map { ($0.0.rawValue, .uint($0.1)) })))
         if let c = checkpoint.config {
             var cfg = JSONObject()
@@ -306,6 +310,9 @@ public struct InspectReport: Sendable {
         row("parameters", formatParameters(s.totalParameters) == exact ? exact : "\(formatParameters(s.totalParameters)) (\(exact))")
         for ((dtype, n), (_, b)) in zip(parametersByDtype, bytesByDtype) {
             row("  " + dtype.rawValue, "\(formatParameters(n)) params, \(formatBytes(b))")
+        }
+        if s.overheadElements > 0 {
+            row("  scales etc.", "\(formatCount(s.overheadElements)) values, \(formatBytes(s.overheadBytes)) (quantization scales, zero points, shapes: not parameters)")
         }
         lines.append("")
         if s.moeLayers > 0 || s.routedExperts > 0 {

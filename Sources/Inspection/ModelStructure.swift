@@ -1,6 +1,7 @@
 import Checkpoint
 import SafetensorsFormat
 import Support
+import WeightReading
 
 /// What a tensor is for in a transformer checkpoint, read from its name.
 public struct TensorRole: Sendable, Equatable {
@@ -170,16 +171,23 @@ private struct Tally {
     var layers: [Int: LayerTally] = [:]
     var total: UInt64 = 0
     var multimodal: UInt64 = 0
+    /// Elements and bytes of quantization bookkeeping (scales, zero points, shapes), not parameters.
+    var overheadElements: UInt64 = 0
+    var overheadBytes: UInt64 = 0
     var sawPerExpert = false
     var sawFused = false
 
     init() {}
 
-    init(_ tensors: some Sequence<TensorInfo>) {
+    init(_ tensors: some Sequence<TensorInfo>, counting: ParameterCounting) {
         var layerSlots = Interner<Int>()  // layer -> index into accs
         var accs: [LayerTally] = []
         for t in tensors {
-            let n = t.elementCount
+            guard case .parameters(let n) = counting.kind(t) else {
+                overheadElements += t.elementCount
+                overheadBytes += t.byteCount
+                continue
+            }
             total += n
             let role = TensorRole.classify(t.name)
             if role.kind == .multimodal { multimodal += n }
@@ -210,6 +218,8 @@ private struct Tally {
         for (l, t) in o.layers { layers[l, default: LayerTally()].merge(t) }
         total += o.total
         multimodal += o.multimodal
+        overheadElements += o.overheadElements
+        overheadBytes += o.overheadBytes
         sawPerExpert = sawPerExpert || o.sawPerExpert
         sawFused = sawFused || o.sawFused
     }
@@ -253,6 +263,9 @@ public struct ModelStructure: Sendable {
     public let mtpParameters: UInt64
     /// Vision and audio towers and their projectors (TensorRole.Kind.multimodal).
     public let multimodalParameters: UInt64
+    /// Quantization bookkeeping (ParameterCounting.Kind.overhead): elements and bytes, apart from the parameters.
+    public let overheadElements: UInt64
+    public let overheadBytes: UInt64
     public let routedParameters: UInt64
     /// Parameters one text token goes through in the main model: everything except MTP layers, vision and
     /// audio towers, and the routed experts not chosen (k of E count in each MoE layer).
@@ -264,13 +277,14 @@ public struct ModelStructure: Sendable {
 
     /// `tensors`: every tensor of the checkpoint; `config` when config.json was found.
     public init(tensors: some Sequence<TensorInfo>, config: ModelConfig?, source: String) {
-        self.init(tally: Tally(tensors), config: config, source: source)
+        self.init(tally: Tally(tensors, counting: ParameterCounting(config: config)), config: config, source: source)
     }
 
     /// The structure of a whole checkpoint, its files classified in parallel.
     public init(files: [SafetensorsFile], config: ModelConfig?, source: String) {
         var tally = Tally()
-        for part in parallelMap(files.count, { Tally(files[$0].tensors) }) { tally.merge(part) }
+        let counting = ParameterCounting(config: config)
+        for part in parallelMap(files.count, { Tally(files[$0].tensors, counting: counting) }) { tally.merge(part) }
         self.init(tally: tally, config: config, source: source)
     }
 
@@ -304,6 +318,8 @@ public struct ModelStructure: Sendable {
         totalParameters = total
         mtpParameters = summaries.filter(\.isMTP).reduce(0) { $0 + $1.parameters }
         multimodalParameters = tally.multimodal
+        overheadElements = tally.overheadElements
+        overheadBytes = tally.overheadBytes
         routedParameters = main.reduce(0) { $0 + $1.routedParameters }
 
         var warnings: [Warning] = []
@@ -313,10 +329,10 @@ public struct ModelStructure: Sendable {
                 let expected = config.isMoELayer(l.index) ?? false
                 if expected && l.routedExperts != routedExperts {
                     problems.append(Problem(file: source, rule: .expertCountMismatch,
-                        "layer \(l.index): found \(l.routedExperts) routed experts, config.json says \(routedExperts)"))
+                        "layer \(l.index): found \(counted(l.routedExperts, "routed expert")), config.json says \(routedExperts)"))
                 } else if !expected && l.isMoE {
                     problems.append(Problem(file: source, rule: .expertCountMismatch,
-                        "layer \(l.index): has \(l.routedExperts) routed experts, but config.json makes it a dense layer"))
+                        "layer \(l.index): has \(counted(l.routedExperts, "routed expert")), but config.json makes it a dense layer"))
                 }
             }
             if main.count != decoderLayers {

@@ -4,6 +4,7 @@ import Foundation
 import NumberFormats
 import SafetensorsFormat
 import ShardCompression
+import StrictJSON
 import Testing
 import WeightReading
 
@@ -174,5 +175,48 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
         #expect(kind("c.weight", expert: 1) == nil)
         #expect(kind("d.weight", expert: 0) == .notAMatrix)
         #expect(kind("d.weight") == nil)
+    }
+}
+
+@Suite struct Counting {
+    func tensor(_ name: String, _ dtype: Dtype, _ shape: [UInt64]) -> TensorInfo {
+        TensorInfo(name: name, dtype: dtype, shape: shape, begin: 0, end: 0)
+    }
+
+    func config(_ json: String) throws -> ModelConfig {
+        ModelConfig(try #require(try JSONParser.parse(Array(json.utf8)).objectValue))
+    }
+
+    /// Packed codes count as the values they hold; scales, zero points, global scales and shapes are overhead.
+    @Test func eachLayoutCountsItsValues() throws {
+        let c = ParameterCounting(config: nil)
+        let p = "model.layers.0.mlp.experts.3.down_proj."
+        // compressed-tensors pack-quantized INT4 (8 a word), group scales, zero points, the shape.
+        #expect(c.kind(tensor(p + "weight_packed", .I32, [64, 16])) == .parameters(64 * 16 * 8))
+        for overhead in ["weight_scale", "weight_zero_point", "weight_shape", "weight_global_scale", "weight_scale_inv",
+                         "weight_scale_2", "input_scale", "input_global_scale", "weight_g_idx"] {
+            #expect(c.kind(tensor(p + overhead, .BF16, [64, 4])) == .overhead, "\(overhead)")
+        }
+        // NVFP4 / MXFP4 in compressed-tensors, and ModelOpt NVFP4: two FP4 codes a byte.
+        #expect(c.kind(tensor(p + "weight_packed", .U8, [64, 32])) == .parameters(64 * 64))
+        #expect(c.kind(tensor(p + "weight", .U8, [64, 32])) == .parameters(64 * 64))
+        // gpt-oss MXFP4 experts: blocks [E, rows, cols/32, 16], E8M0 scales, BF16 biases.
+        let g = "model.layers.0.mlp.experts."
+        #expect(c.kind(tensor(g + "gate_up_proj_blocks", .U8, [4, 128, 2, 16])) == .parameters(4 * 128 * 64))
+        #expect(c.kind(tensor(g + "gate_up_proj_scales", .U8, [4, 128, 2])) == .overhead)
+        #expect(c.kind(tensor(g + "gate_up_proj_bias", .BF16, [4, 128])) == .parameters(512))
+        // Plain and FP8 weights are their own elements; attention KV-cache scales are overhead.
+        #expect(c.kind(tensor("model.norm.weight", .BF16, [64])) == .parameters(64))
+        #expect(c.kind(tensor(p + "weight", .F8_E4M3, [64, 32])) == .parameters(64 * 32))
+        #expect(c.kind(tensor("model.layers.0.self_attn.k_scale", .F32, [])) == .overhead)
+    }
+
+    /// W8A16 packs 4 integers a word: num_bits comes from quantization_config.
+    @Test func packedBitsComeFromTheConfig() throws {
+        let w8 = try config(#"{"quantization_config": {"quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": {"num_bits": 8}}}}}"#)
+        #expect(ParameterCounting(config: w8).valuesPerPackedInt32 == 4)
+        let mixed = try config(#"{"quantization_config": {"config_groups": {"a": {"weights": {"num_bits": 8}}, "b": {"weights": {"num_bits": 4}}}}}"#)
+        #expect(ParameterCounting(config: mixed).valuesPerPackedInt32 == 8)
+        #expect(ParameterCounting(config: nil).valuesPerPackedInt32 == 8)
     }
 }

@@ -1,0 +1,64 @@
+import Checkpoint
+import SafetensorsFormat
+
+/// How many of the model's parameters a stored tensor holds, from its name, dtype and quantization_config alone
+/// (headers only): packed 4-bit codes count as the values they hold, and the bookkeeping of quantized formats
+/// (scales, zero points, global scales, shape tensors, activation scales) counts apart, as overhead.
+public struct ParameterCounting: Sendable {
+    /// Values held by each I32 element of a compressed-tensors `weight_packed` (32 / num_bits).
+    public let valuesPerPackedInt32: UInt64
+
+    public init(config: ModelConfig?) {
+        valuesPerPackedInt32 = UInt64(32 / ParameterCounting.packedBits(config))
+    }
+
+    /// The bits of pack-quantized integer weights: quantization_config's config_groups agree on one num_bits
+    /// in every checkpoint seen (W4A16, W8A16); 4 when none is given.
+    static func packedBits(_ config: ModelConfig?) -> Int {
+        let groups = config?.quantizationConfig?["config_groups"]?.objectValue?.members.map(\.value) ?? []
+        let bits = groups.compactMap { $0.objectValue?["weights"]?.objectValue?["num_bits"]?.uint64Value }
+        guard let first = bits.first, bits.allSatisfy({ $0 == first }), [2, 4, 8, 16].contains(first) else { return 4 }
+        return Int(first)
+    }
+
+    public enum Kind: Sendable, Equatable {
+        /// Values of the model, `elements` many (packed ones unpacked).
+        case parameters(UInt64)
+        /// Scales, zero points, global scales, shapes and activation scales of a quantized format.
+        case overhead
+    }
+
+    /// Name endings of quantization bookkeeping: compressed-tensors (`weight_scale`, `weight_zero_point`,
+    /// `weight_global_scale`, `weight_shape`, `weight_g_idx`, `input_scale`, `input_global_scale`), DeepSeek
+    /// (`weight_scale_inv`), ModelOpt (`weight_scale_2`), attention KV-cache scales (`k_scale`, `v_scale`).
+    static let overheadEndings: [String] = [
+        ".weight_scale", ".weight_scale_inv", ".weight_scale_2", ".weight_zero_point", ".weight_global_scale",
+        ".weight_shape", ".weight_g_idx", ".input_scale", ".input_global_scale", ".k_scale", ".v_scale",
+    ]
+
+    public func kind(_ t: TensorInfo) -> Kind {
+        let name = t.name
+        let n = t.elementCount
+        // Fast path: the last part of every name above starts with weight_, input_, k_ or v_, or is a gpt-oss `_scales`.
+        if let dot = name.utf8.lastIndex(of: UInt8(ascii: ".")) {
+            let last = name.utf8[name.utf8.index(after: dot)...]
+            let first = last.first
+            if first == UInt8(ascii: "w") || first == UInt8(ascii: "i") || first == UInt8(ascii: "k") || first == UInt8(ascii: "v") {
+                if ParameterCounting.overheadEndings.contains(where: { name.hasSuffix($0) }) { return .overhead }
+                if name.hasSuffix(".weight_packed") {
+                    // I32: integers packed 32 / num_bits to an element; U8: two FP4 (NVFP4, MXFP4) to a byte.
+                    if t.dtype == .I32 { return .parameters(n &* valuesPerPackedInt32) }
+                    if t.dtype == .U8 { return .parameters(n &* 2) }
+                }
+                // ModelOpt NVFP4 keeps two FP4 codes per byte under the weight's own name.
+                if t.dtype == .U8 && name.hasSuffix(".weight") { return .parameters(n &* 2) }
+            }
+        }
+        // gpt-oss MXFP4 experts: `*_blocks` U8 [E, rows, cols/32, 16] (two FP4 a byte), `*_scales` U8 (E8M0).
+        if t.dtype == .U8 {
+            if name.hasSuffix("_blocks") { return .parameters(n &* 2) }
+            if name.hasSuffix("_scales") { return .overhead }
+        }
+        return .parameters(n)
+    }
+}
