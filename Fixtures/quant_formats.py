@@ -22,7 +22,6 @@ convert_moe_packed_tensors, and the script checks that from_pretrained(..., Mxfp
 CPU loads the same tensors.
 """
 import json
-import math
 import os
 import re
 
@@ -33,7 +32,6 @@ import warnings
 
 import torch
 import transformers
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import compressed_tensors
