@@ -1097,7 +1097,9 @@ def main():
             p.chmod(0o644)
     size = sum(p.stat().st_size for p in HERE.rglob("*") if p.is_file() and not p.is_symlink())
     print(f"Fixtures/ total file bytes: {size}")
-    assert size < 15_000_000, size  # issue 2: Fixtures/ under 15 MB
+    # issue 2 set 15 MB; the quantized-format references of issue 15 (quant_formats.py, ~3.2 MB, written after
+    # this script) raised the budget to 20 MB for the whole tree, which FixtureBudget (Swift tests) checks in CI.
+    assert size < 17_000_000, size
 
 
 if __name__ == "__main__":
