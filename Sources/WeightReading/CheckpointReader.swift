@@ -35,17 +35,26 @@ public final class CheckpointReader: Sendable {
         try storages[located.file].bytes(located.tensor, range)
     }
 
-    /// The logical weight `name`: a 1-D tensor (as one row), a 2-D one, or expert `expert` of a 3-D fused
-    /// stack [experts, rows, cols]. Its scales, if any, are read now; its rows when asked for.
+    /// The logical weight `name` (LogicalWeight): a 1-D tensor (as one row), a 2-D one, or expert `expert` of a
+    /// 3-D fused stack [experts, rows, cols] (gpt-oss's MXFP4 experts: [experts, rows, cols/32, 16] blocks). Its
+    /// scales, if any, are read now; its rows when asked for.
     public func weight(_ name: String, expert: Int? = nil) throws(WeightReadError) -> StoredWeight {
-        guard let located = checkpoint.locate(name) else {
+        guard let logical = try checkpoint.logicalWeight(name) else {
             throw WeightReadError(.notFound, file: checkpoint.path, tensor: name, "not found",
                                   hint: "check the name with `moetool inspect --tensors`")
         }
-        return try weight(located, expert: expert)
+        return try weight(logical, expert: expert)
     }
 
+    /// The weight stored in tensor `located` under its own name.
     public func weight(_ located: Checkpoint.Located, expert: Int? = nil) throws(WeightReadError) -> StoredWeight {
+        let logical = LogicalWeight(name: located.tensor.name, codes: located,
+                                    encoding: try checkpoint.encoding(of: located.tensor, inFile: located.file))
+        return try weight(logical, expert: expert)
+    }
+
+    public func weight(_ logical: LogicalWeight, expert: Int? = nil) throws(WeightReadError) -> StoredWeight {
+        let located = logical.codes
         let t = located.tensor
         let path = checkpoint.files[located.file].path
         // Every dimension of a tensor with elements fits an Int (its bytes lie in a file); an empty tensor may
@@ -54,48 +63,165 @@ public final class CheckpointReader: Sendable {
             throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "shape \(formatShape(t.shape)) has no elements")
         }
         let shape = t.shape.map { Int($0) }
-        let rows: Int, cols: Int, firstRow: Int
-        switch (shape.count, expert) {
-        case (1, nil): (rows, cols, firstRow) = (1, shape[0], 0)
-        case (2, nil): (rows, cols, firstRow) = (shape[0], shape[1], 0)
-        case (3, let e?):
-            guard e >= 0 && e < shape[0] else {
-                throw WeightReadError(.expertOutOfRange, file: path, tensor: t.name, "expert \(e) of a stack of \(shape[0])")
+        func matrix() throws(WeightReadError) -> (rows: Int, cols: Int, firstRow: Int) {
+            switch (shape.count, expert) {
+            case (1, nil): return (1, shape[0], 0)
+            case (2, nil): return (shape[0], shape[1], 0)
+            case (3, let e?):
+                guard e >= 0 && e < shape[0] else {
+                    throw WeightReadError(.expertOutOfRange, file: path, tensor: t.name, "expert \(e) of a stack of \(shape[0])")
+                }
+                return (shape[1], shape[2], e * shape[1])
+            default:
+                throw WeightReadError(.notAMatrix, file: path, tensor: t.name,
+                    "shape \(formatShape(t.shape)) is not a matrix\(expert == nil ? "" : " stack") as read here")
             }
-            (rows, cols, firstRow) = (shape[1], shape[2], e * shape[1])
-        default:
-            throw WeightReadError(.notAMatrix, file: path, tensor: t.name,
-                "shape \(formatShape(t.shape)) is not a matrix\(expert == nil ? "" : " stack") as read here")
         }
+        let rows: Int, cols: Int, firstRow: Int
         let layout: any StoredLayout
-        switch try checkpoint.encoding(of: t, inFile: located.file) {
+        switch logical.encoding {
         case .plain:
             if t.dtype.isFP8 {
                 throw WeightReadError(.scaleMissing, file: path, tensor: t.name, "is FP8 but has no block scale beside it",
                                       hint: "a \(t.name)_scale_inv (or _scale) tensor is expected")
             }
             guard PlainLayout.dtypes.contains(t.dtype) else {
-                throw WeightReadError(.unsupportedDtype, file: path, tensor: t.name, "dtype \(t.dtype.rawValue) is not read as weight values")
+                let what = t.dtype == .U8 && checkpoint.locate(t.name, suffix: "_scale") != nil
+                    ? "is U8 with a scale beside it (ModelOpt NVFP4?), which is recognised but not yet read"
+                    : "dtype \(t.dtype.rawValue) is not read as weight values"
+                throw WeightReadError(.unsupportedDtype, file: path, tensor: t.name, what)
             }
+            (rows, cols, firstRow) = try matrix()
             layout = PlainLayout(dtype: t.dtype, cols: cols)
         case .fp8Block(let scale, let block):
             guard expert == nil else {
                 throw WeightReadError(.unsupportedLayout, file: path, tensor: t.name, "FP8 block-scaled expert stacks are not read")
             }
-            layout = FP8BlockLayout(dtype: t.dtype, cols: cols, block: block, scales: try floats(scale))
+            (rows, cols, firstRow) = try matrix()
+            layout = FP8BlockLayout(dtype: t.dtype, cols: cols, block: block, scales: try floats(scale),
+                                    roundTo: scale.tensor.dtype == .BF16 ? .BF16 : .F32)
+        case .packedInt(let scale, let zeroPoint, let shapeTensor, let bits):
+            guard shape.count == 2, expert == nil else {
+                throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "packed weight of shape \(formatShape(t.shape)) is not 2-D")
+            }
+            (rows, firstRow) = (shape[0], 0)
+            let perWord = 32 / bits
+            var logicalCols = shape[1] * perWord
+            if let shapeTensor {
+                let declared = try integers(shapeTensor)
+                guard declared.count == 2, declared[0] == rows, declared[1] > (shape[1] - 1) * perWord, declared[1] <= logicalCols else {
+                    throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[shapeTensor.file].path, tensor: shapeTensor.tensor.name,
+                        "says the weight is \(declared), which \(formatShape(t.shape)) packed \(perWord) to a word cannot hold")
+                }
+                logicalCols = declared[1]
+            }
+            cols = logicalCols
+            let groups = scale.tensor.shape.count == 2 ? Int(scale.tensor.shape[1]) : 0
+            guard scale.tensor.shape.count == 2, Int(scale.tensor.shape[0]) == rows, groups >= 1, groups <= cols else {
+                throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[scale.file].path, tensor: scale.tensor.name,
+                    "scale shape \(formatShape(scale.tensor.shape)) is not [\(rows), groups] for a [\(rows), \(cols)] weight")
+            }
+            let groupSize = (cols + groups - 1) / groups
+            var zeroPoints: [Int8] = []
+            if let zeroPoint {
+                let words = try integers(zeroPoint)
+                let wordRows = (rows + perWord - 1) / perWord
+                guard zeroPoint.tensor.shape == [UInt64(wordRows), UInt64(groups)], zeroPoint.tensor.dtype == .I32 else {
+                    throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[zeroPoint.file].path, tensor: zeroPoint.tensor.name,
+                        "zero points \(zeroPoint.tensor.dtype.rawValue) \(formatShape(zeroPoint.tensor.shape)) are not I32 [\(wordRows), \(groups)] (packed along the rows)")
+                }
+                let offset = 1 << (bits - 1), mask = (1 << bits) - 1
+                zeroPoints = (0..<(rows * groups)).map { i in
+                    let (r, g) = (i / groups, i % groups)
+                    let word = UInt32(truncatingIfNeeded: words[(r / perWord) * groups + g])
+                    return Int8(Int((word >> UInt32((r % perWord) * bits)) & UInt32(mask)) - offset)
+                }
+            }
+            guard [.F32, .BF16, .F16].contains(scale.tensor.dtype) else {
+                throw WeightReadError(.unsupportedLayout, file: checkpoint.files[scale.file].path, tensor: scale.tensor.name,
+                                      "scale dtype \(scale.tensor.dtype.rawValue); F32, BF16 or F16 scales are read")
+            }
+            layout = PackedIntLayout(cols: cols, bits: bits, wordsPerRow: shape[1], groupSize: groupSize, groups: groups,
+                                     scales: try floats(scale), zeroPoints: zeroPoints, scaleDtype: scale.tensor.dtype)
+        case .nvfp4(let scale, let global):
+            guard shape.count == 2, expert == nil else {
+                throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "packed weight of shape \(formatShape(t.shape)) is not 2-D")
+            }
+            (rows, cols, firstRow) = (shape[0], shape[1] * 2, 0)
+            let groups = try fp4Groups(scale, rows: rows, cols: cols, per: 16)
+            let globalValue = try floats(global)
+            guard globalValue.count == 1 else {
+                throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[global.file].path, tensor: global.tensor.name,
+                                      "a global scale has one value, not \(globalValue.count)")
+            }
+            layout = FP4Layout(cols: cols, groupSize: cols / groups, groups: groups,
+                               multipliers: FP4Layout.nvfp4Multipliers(scaleCodes: try bytes(scale).array, global: globalValue[0]),
+                               scaling: .nvfp4)
+        case .mxfp4(let scale):
+            guard shape.count == 2, expert == nil else {
+                throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "packed weight of shape \(formatShape(t.shape)) is not 2-D")
+            }
+            (rows, cols, firstRow) = (shape[0], shape[1] * 2, 0)
+            let groups = try fp4Groups(scale, rows: rows, cols: cols, per: 32)
+            layout = FP4Layout(cols: cols, groupSize: cols / groups, groups: groups,
+                               multipliers: FP4Layout.mxMultipliers(scaleBytes: try bytes(scale).array), scaling: .mxfp4)
+        case .gptOssMXFP4(let scales):
+            guard shape.count == 4, shape[3] == 16, let e = expert else {
+                throw WeightReadError(.notAMatrix, file: path, tensor: t.name,
+                    "MXFP4 blocks of shape \(formatShape(t.shape)) are not [experts, rows, groups, 16]\(expert == nil ? ", or no expert was asked for" : "")")
+            }
+            guard e >= 0 && e < shape[0] else {
+                throw WeightReadError(.expertOutOfRange, file: path, tensor: t.name, "expert \(e) of a stack of \(shape[0])")
+            }
+            (rows, cols, firstRow) = (shape[1], shape[2] * 32, e * shape[1])
+            guard scales.tensor.shape == [t.shape[0], t.shape[1], t.shape[2]], scales.tensor.dtype == .U8 || scales.tensor.dtype == .F8_E8M0 else {
+                throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[scales.file].path, tensor: scales.tensor.name,
+                    "scales \(scales.tensor.dtype.rawValue) \(formatShape(scales.tensor.shape)) are not U8 \(formatShape(Array(t.shape.prefix(3))))")
+            }
+            // This expert's scales only: its rows are [0, rows) of the weight made for it.
+            let perExpert = UInt64(shape[1] * shape[2])
+            let mine = try bytes(scales, UInt64(e) * perExpert..<UInt64(e + 1) * perExpert).array
+            layout = FP4Layout(cols: cols, groupSize: 32, groups: shape[2], multipliers: FP4Layout.mxMultipliers(scaleBytes: mine),
+                               scaling: .mxfp4)
         }
-        return StoredWeight(name: expert.map { "\(t.name)[\($0)]" } ?? t.name, rows: rows, cols: cols,
+        return StoredWeight(name: expert.map { "\(logical.name)[\($0)]" } ?? logical.name, rows: rows, cols: cols,
                             storage: storages[located.file], tensor: t, firstRow: firstRow, layout: layout)
     }
 
-    /// A small F32 or BF16 tensor (a scale grid) as float32, in order.
+    /// Groups per row of an FP4 weight's scale grid, checked: [rows, cols / per].
+    func fp4Groups(_ scale: Checkpoint.Located, rows: Int, cols: Int, per: Int) throws(WeightReadError) -> Int {
+        guard scale.tensor.shape == [UInt64(rows), UInt64((cols + per - 1) / per)] else {
+            throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[scale.file].path, tensor: scale.tensor.name,
+                "scale shape \(formatShape(scale.tensor.shape)) is not [\(rows), \((cols + per - 1) / per)]: one scale per \(per) values of a [\(rows), \(cols)] weight")
+        }
+        return (cols + per - 1) / per
+    }
+
+    /// A small integer tensor (I32 or I64: a shape, packed zero points) as Ints.
+    func integers(_ located: Checkpoint.Located) throws(WeightReadError) -> [Int] {
+        let t = located.tensor
+        guard t.dtype == .I32 || t.dtype == .I64 else {
+            throw WeightReadError(.unsupportedLayout, file: checkpoint.files[located.file].path, tensor: t.name,
+                                  "dtype \(t.dtype.rawValue), where I32 or I64 integers are expected")
+        }
+        return try bytes(located).withUnsafeBytes { data in
+            (0..<Int(t.elementCount)).map { i in
+                t.dtype == .I32 ? Int(Int32(littleEndian: data.loadUnaligned(fromByteOffset: i * 4, as: Int32.self)))
+                    : Int(Int64(littleEndian: data.loadUnaligned(fromByteOffset: i * 8, as: Int64.self)))
+            }
+        }
+    }
+
+    /// A small F32, BF16 or F16 tensor (a scale grid) as float32, in order.
     func floats(_ located: Checkpoint.Located) throws(WeightReadError) -> [Float] {
         let t = located.tensor
         return try self.bytes(located).withUnsafeBytes { data in
             (0..<Int(t.elementCount)).map { i in
-                t.dtype == .F32
-                    ? data.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
-                    : FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+                switch t.dtype {
+                case .F32: return data.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
+                case .F16: return FloatDecoding.f16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+                default: return FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+                }
             }
         }
     }
@@ -113,7 +239,8 @@ public struct StoredWeight: Sendable {
     let firstRow: Int
     public let layout: any StoredLayout
 
-    /// Rows `range` (all by default), their bytes fetched now: a view of the map, or decompressed chunks.
+    /// Rows `range` (all by default), their bytes fetched now: a view of the map, or decompressed chunks. A
+    /// layout's scales are the weight's own (an expert's sliced for it), so its decoder counts rows from the weight's.
     public func rows(_ range: Range<Int>? = nil) throws(WeightReadError) -> StoredRows {
         let range = range ?? 0..<rows
         precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) of \(rows)")

@@ -15,12 +15,16 @@ public struct FP8BlockLayout: StoredLayout {
     public let gridCols: Int
     /// float32 of each of the dtype's 256 codes.
     public let table: [Float]
+    /// The dtype the product is rounded to as the producing library computes it: BF16 when the scales are BF16
+    /// (compressed-tensors multiplies in the scale's dtype), else float32.
+    public let roundTo: Dtype
 
-    public init(dtype: Dtype, cols: Int, block: BlockShape, scales: [Float]) {
+    public init(dtype: Dtype, cols: Int, block: BlockShape, scales: [Float], roundTo: Dtype = .F32) {
         self.dtype = dtype
         self.cols = cols
         self.block = block
         self.scales = scales
+        self.roundTo = roundTo
         gridCols = (cols + block.cols - 1) / block.cols
         table = dtype.fp8Table!
     }
@@ -51,6 +55,9 @@ struct FP8BlockRows: RowDecoder {
                 moe_decode_e4m3_to_f32(codes + c0, n, layout.scales[scaleRow + c0 / block.cols], table.baseAddress!, out + c0)
                 c0 += n
             }
+        }
+        if layout.roundTo == .BF16 {
+            for c in 0..<cols { out[c] = FloatDecoding.bf16(FloatEncoding.bf16(out[c])) }
         }
     }
 

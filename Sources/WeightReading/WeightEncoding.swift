@@ -2,14 +2,47 @@ import Checkpoint
 import NumberFormats
 import SafetensorsFormat
 
-/// How a logical weight's values are stored, recognised once (from its dtype, the tensors beside it and
-/// quantization_config) for every command that reads weights.
+/// How a logical weight's values are stored, recognised once (from names, dtypes, shapes and
+/// quantization_config) for every command that reads weights. Each case's decoding is in its own file.
 public enum WeightEncoding: Sendable {
     /// Stored as its own values (F32, BF16, F16, ...).
     case plain
     /// FP8 codes [rows, cols] (any FP8 dtype, each decoded as itself) times the F32/BF16 scale of their
-    /// block: `value = float32(code) * scale[r / block.rows][c / block.cols]`.
+    /// block: `value = float32(code) * scale[r / block.rows][c / block.cols]`; DeepSeek's `weight_scale_inv`
+    /// blocks and compressed-tensors' `float-quantized` (per tensor: one block; per channel: 1 x cols blocks;
+    /// `block_structure` blocks). FP8BlockDecoding.swift.
     case fp8Block(scale: Checkpoint.Located, block: BlockShape)
+    /// compressed-tensors `pack-quantized` integers (`weight_packed` I32, `weight_scale`, `weight_zero_point`
+    /// when asymmetric, `weight_shape`). PackedIntDecoding.swift.
+    case packedInt(scale: Checkpoint.Located, zeroPoint: Checkpoint.Located?, shape: Checkpoint.Located?, bits: Int)
+    /// compressed-tensors `nvfp4-pack-quantized` (`weight_packed` U8, `weight_scale` F8_E4M3 per 16,
+    /// `weight_global_scale`). FP4Decoding.swift.
+    case nvfp4(scale: Checkpoint.Located, globalScale: Checkpoint.Located)
+    /// compressed-tensors `mxfp4-pack-quantized` (`weight_packed` U8, `weight_scale` E8M0 per 32). FP4Decoding.swift.
+    case mxfp4(scale: Checkpoint.Located)
+    /// gpt-oss's experts: `<name>_blocks` U8 [E, rows, cols/32, 16], `<name>_scales` U8 [E, rows, cols/32]
+    /// (E8M0); transformers' parameter is the transpose of each expert's rows. FP4Decoding.swift.
+    case gptOssMXFP4(scales: Checkpoint.Located)
+
+    /// A short name for reports.
+    public var name: String {
+        switch self {
+        case .plain: return "plain"
+        case .fp8Block: return "fp8-block"
+        case .packedInt(_, let zp, _, let bits): return "int\(bits)-pack\(zp == nil ? "" : "-asym")"
+        case .nvfp4: return "nvfp4"
+        case .mxfp4: return "mxfp4"
+        case .gptOssMXFP4: return "mxfp4-gpt-oss"
+        }
+    }
+}
+
+/// A weight as the model knows it (`<module>.weight`, or gpt-oss's `mlp.experts.gate_up_proj`): the stored
+/// tensor holding its codes or values, and how they are encoded.
+public struct LogicalWeight: Sendable {
+    public let name: String
+    public let codes: Checkpoint.Located
+    public let encoding: WeightEncoding
 }
 
 extension Checkpoint {
@@ -49,9 +82,23 @@ extension Checkpoint {
                 "block scale is \(scale.tensor.dtype.rawValue); F32 or BF16 scales are read",
                 hint: "cast the scales to F32")
         }
-        let block = declaredBlock ?? .deepSeek
+        let block: BlockShape
+        if let declared = declaredBlock {
+            block = declared
+        } else {
+            // No weight_block_size: the scale's own shape says which scheme (compressed-tensors float-quantized).
+            let (rows, cols) = (Int(t.shape[0]), Int(t.shape[1]))
+            let s = scale.tensor.shape
+            if scale.tensor.elementCount == 1 && s.count <= 2 {
+                block = BlockShape(rows: rows, cols: cols)  // per tensor
+            } else if s == [t.shape[0], 1] {
+                block = BlockShape(rows: 1, cols: cols)  // per channel
+            } else {
+                block = blockStructures.first { $0.grid(rows: t.shape[0], cols: t.shape[1]) == s } ?? .deepSeek
+            }
+        }
         let expected = block.grid(rows: t.shape[0], cols: t.shape[1])
-        guard scale.tensor.shape == expected else {
+        guard scale.tensor.shape == expected || (scale.tensor.elementCount == 1 && expected == [1, 1]) else {
             let declared = declaredBlock == nil ? "the default 128x128 blocks" : "quantization_config.weight_block_size \(block)"
             throw WeightReadError(.scaleGridMismatch, file: files[scale.file].path, tensor: scale.tensor.name,
                 "scale grid is \(formatShape(scale.tensor.shape)), but \(declared) on \(formatShape(t.shape)) make it \(formatShape(expected)); the scale and the declared block size disagree",
@@ -71,6 +118,66 @@ extension Dtype {
         case .F8_E4M3FNUZ: return FloatDecoding.e4m3fnuzTable
         case .F8_E5M2FNUZ: return FloatDecoding.e5m2fnuzTable
         default: return nil
+        }
+    }
+}
+
+extension Checkpoint {
+    /// compressed-tensors' `block_structure`s declared in quantization_config.config_groups.
+    var blockStructures: [BlockShape] {
+        let groups = config?.quantizationConfig?["config_groups"]?.objectValue?.members.map(\.value) ?? []
+        return groups.compactMap { g -> BlockShape? in
+            guard let b = g.objectValue?["weights"]?.objectValue?["block_structure"]?.arrayValue?.compactMap(\.uint64Value),
+                  b.count == 2, (1...UInt64(BlockShape.maximumSide)).contains(b[0]), (1...UInt64(BlockShape.maximumSide)).contains(b[1])
+            else { return nil }
+            return BlockShape(rows: Int(b[0]), cols: Int(b[1]))
+        }
+    }
+
+    /// The logical weight `name`, whatever stores it: a tensor of that name (plain, FP8 with its scale), a
+    /// compressed-tensors `<name>_packed` with its scales, or gpt-oss's `<name>_blocks` and `<name>_scales`;
+    /// nil when nothing does.
+    public func logicalWeight(_ name: String) throws(WeightReadError) -> LogicalWeight? {
+        if let t = locate(name) {
+            return LogicalWeight(name: name, codes: t, encoding: try encoding(of: t.tensor, inFile: t.file))
+        }
+        if name.hasSuffix(".weight"), let packed = locate(name, suffix: "_packed") {
+            return LogicalWeight(name: name, codes: packed, encoding: try packedEncoding(name, packed))
+        }
+        if let blocks = locate(name, suffix: "_blocks"), blocks.tensor.dtype == .U8 {
+            guard let scales = locate(name, suffix: "_scales") else {
+                throw WeightReadError(.scaleMissing, file: files[blocks.file].path, tensor: blocks.tensor.name,
+                                      "MXFP4 blocks without their \(name)_scales", hint: "the checkpoint is incomplete: download it again")
+            }
+            return LogicalWeight(name: name, codes: blocks, encoding: .gptOssMXFP4(scales: scales))
+        }
+        return nil
+    }
+
+    /// Which compressed-tensors packing `<name>_packed` is: I32 integers, or U8 FP4 with an F8_E4M3 scale and a
+    /// global scale (NVFP4) or an E8M0 scale (MXFP4).
+    func packedEncoding(_ name: String, _ packed: Located) throws(WeightReadError) -> WeightEncoding {
+        let path = files[packed.file].path
+        guard let scale = locate(name, suffix: "_scale") else {
+            throw WeightReadError(.scaleMissing, file: path, tensor: packed.tensor.name, "packed weight without its \(name)_scale",
+                                  hint: "the checkpoint is incomplete: download it again")
+        }
+        switch packed.tensor.dtype {
+        case .I32:
+            let bits = ParameterCounting.packedBits(config)
+            return .packedInt(scale: scale, zeroPoint: locate(name, suffix: "_zero_point"), shape: locate(name, suffix: "_shape"), bits: bits)
+        case .U8 where scale.tensor.dtype == .F8_E4M3:
+            guard let global = locate(name, suffix: "_global_scale") else {
+                throw WeightReadError(.scaleMissing, file: path, tensor: packed.tensor.name, "NVFP4 weight without its \(name)_global_scale",
+                                      hint: "the checkpoint is incomplete: download it again")
+            }
+            return .nvfp4(scale: scale, globalScale: global)
+        case .U8 where scale.tensor.dtype == .U8 || scale.tensor.dtype == .F8_E8M0:
+            return .mxfp4(scale: scale)
+        default:
+            throw WeightReadError(.unsupportedLayout, file: path, tensor: packed.tensor.name,
+                "packed weight of dtype \(packed.tensor.dtype.rawValue) with a \(scale.tensor.dtype.rawValue) scale is no compressed-tensors format moetool reads",
+                hint: "report the checkpoint's quantization_config")
         }
     }
 }

@@ -220,3 +220,82 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
         #expect(ParameterCounting(config: nil).valuesPerPackedInt32 == 8)
     }
 }
+
+/// Every quantized weight of the library-written fixtures (Fixtures/quant_formats.py) decodes bit for bit to the
+/// producing library's own dequantization: compressed-tensors' dequantizer, transformers' MXFP4 conversion.
+@Suite struct LibraryFormats {
+    static let fixtures = ["ct-w4a16", "ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8", "ct-fp8-f32", "gpt_oss-mxfp4"]
+
+    /// `w`'s rows as BF16 bits and as float32 values.
+    func decode(_ w: StoredWeight) throws -> (bf16: [UInt16], f32: [Float]) {
+        let rows = try w.rows()
+        var bf16 = [UInt16](repeating: 0, count: w.rows * w.cols)
+        rows.decodeRowsBF16(0..<w.rows, into: &bf16)
+        return (bf16, try decoded(w))
+    }
+
+    func values(_ file: SafetensorsFile, _ t: TensorInfo) -> [UInt8] { Array(file.data(t)) }
+
+    /// Where two byte strings first differ (nil: equal), kept short for the report.
+    func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> String? {
+        guard a != b else { return nil }
+        guard a.count == b.count else { return "\(a.count) bytes against \(b.count)" }
+        let i = a.indices.first { a[$0] != b[$0] }!
+        return "byte \(i): \(a[i]) against \(b[i])"
+    }
+
+    @Test(arguments: fixtures)
+    func decodesAsTheLibraryDoes(_ name: String) throws {
+        let reader = try CheckpointReader(Checkpoint(path: Fixtures.path("quant/formats/" + name)))
+        let expected = try SafetensorsFile(path: Fixtures.path("quant/formats/\(name)-expected.safetensors"))
+        var compared = 0
+        for t in expected.tensors where t.dtype == .BF16 {
+            let reference = values(expected, t)
+            let f32 = expected.tensor(named: t.name + ".f32")
+            if t.shape.count == 3 {
+                // gpt-oss: transformers' parameter [E, in, out] is each expert's [out, in] rows transposed.
+                let (experts, inner, outer) = (Int(t.shape[0]), Int(t.shape[1]), Int(t.shape[2]))
+                for e in 0..<experts {
+                    let w = try reader.weight(t.name, expert: e)
+                    #expect(w.rows == outer && w.cols == inner)
+                    let (bits, _) = try decode(w)
+                    for i in 0..<inner {
+                        for o in 0..<outer {
+                            let at = ((e * inner + i) * outer + o) * 2
+                            let want = UInt16(reference[at]) | UInt16(reference[at + 1]) << 8
+                            if bits[o * inner + i] != want {
+                                Issue.record("\(name) \(t.name) expert \(e) [\(i), \(o)]: \(bits[o * inner + i]) != \(want)")
+                                return
+                            }
+                        }
+                    }
+                }
+            } else {
+                let w = try reader.weight(t.name)
+                #expect([UInt64(w.rows), UInt64(w.cols)] == t.shape, "\(t.name)")
+                let (bits, floats) = try decode(w)
+                #expect(firstDifference(bits.withUnsafeBytes { Array($0) }, reference) == nil, "\(name) \(t.name) (\(w.layout))")
+                if let f32 {
+                    #expect(firstDifference(floats.withUnsafeBytes { Array($0) }, values(expected, f32)) == nil, "\(name) \(t.name) float32")
+                }
+            }
+            compared += 1
+        }
+        #expect(compared >= 4, "\(name): \(compared) weights compared")
+    }
+
+    /// Counted as the model has them: the parameters of the unquantized model the fixture was made from.
+    @Test(arguments: fixtures)
+    func countsTheModelsParameters(_ name: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("quant/formats/" + name))
+        let params = try #require(Fixtures.json("quant/formats/\(name)-params.json").objectValue?["parameters"]?.uint64Value)
+        let counting = ParameterCounting(config: checkpoint.config)
+        var total: UInt64 = 0
+        for located in checkpoint.allTensors {
+            if case .parameters(let n) = counting.kind(located.tensor) { total += n }
+        }
+        // int4 rows whose in-dimension is not a multiple of 8 are padded to whole words: headers alone count the padding.
+        let padding: UInt64 = name.hasPrefix("ct-w4a16") ? 2 * 4 * 64 * 4 : 0
+        #expect(total == params + padding, "\(name)")
+    }
+}
