@@ -1,3 +1,4 @@
+import SafetensorsFormat
 import StrictJSON
 
 /// The fields of config.json that describe a model's shape and its mixture of
@@ -28,6 +29,15 @@ public struct ModelConfig: Sendable {
     public var numNextnPredictLayers: Int? { int("num_nextn_predict_layers") }
     public var tieWordEmbeddings: Bool? { field("tie_word_embeddings")?.boolValue }
     public var quantizationConfig: JSONObject? { field("quantization_config")?.objectValue }
+    /// The dtype the model computes in (`dtype`, or `torch_dtype` before transformers 4.56), when it is a float.
+    public var computeDtype: Dtype? {
+        switch string("dtype") ?? string("torch_dtype") {
+        case "bfloat16": return .BF16
+        case "float16": return .F16
+        case "float32": return .F32
+        default: return nil
+        }
+    }
 
     public init(_ raw: JSONObject) {
         self.raw = raw

@@ -83,8 +83,9 @@ public struct PlannedTensor: Sendable {
         case copy(file: Int, tensor: TensorInfo)
         case codes(file: Int, weight: TensorInfo)
         case scales(file: Int, weight: TensorInfo)
-        /// An encoded weight, decoded through the checkpoint's reader (its encoding says how).
-        case dequantized(weightFile: Int, weight: TensorInfo)
+        /// An encoded weight, decoded through the checkpoint's reader (its encoding says how); a fused expert
+        /// stack (`experts`) is written as transformers holds it, each expert's rows transposed.
+        case decoded(LogicalWeight, experts: Int?)
     }
 
     public let spec: TensorSpec
@@ -135,29 +136,43 @@ public struct ConversionPlan: Sendable {
     public init(checkpoint: Checkpoint, options: ConversionOptions) throws(ConversionError) {
         if let q = checkpoint.config?.quantizationConfig {
             let method = q["quant_method"]?.stringValue ?? "unknown"
-            guard method == "fp8" || method == "compressed-tensors" else {
+            guard ["fp8", "compressed-tensors", "mxfp4"].contains(method) else {
                 throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
-                    "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block checkpoints only")
+                    "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block, compressed-tensors and gpt-oss MXFP4 checkpoints")
             }
+        }
+        // A conversion to BF16 decodes every encoded weight; their bookkeeping tensors fold into them.
+        var encoded = EncodedWeights()
+        let counting = ParameterCounting(config: checkpoint.config)
+        if options.target == .bf16 {
+            do throws(WeightReadError) {
+                encoded = try EncodedWeights(try CheckpointReader(checkpoint))
+            } catch {
+                throw ConversionError(error)
+            }
+        }
+        if options.target == .fp8, let packed = checkpoint.allTensors.first(where: {
+            $0.tensor.name.hasSuffix("_packed") || ($0.tensor.name.hasSuffix("_blocks") && $0.tensor.dtype == .U8)
+        }) {
+            throw ConversionError(.quantizationUnsupported, file: checkpoint.files[packed.file].path, tensor: packed.tensor.name,
+                "is a packed 4/8-bit weight; --to fp8 quantizes BF16/F16/F32 weights: convert --to bf16 first, then --to fp8 (a conversion between quantized formats goes through their exact values)")
         }
         var decisions: [Decision] = []
         var shards: [Shard] = []
         for (fi, file) in checkpoint.files.enumerated() {
             var planned: [PlannedTensor] = []
             for t in file.tensors {
-                // Only a conversion to BF16 reads FP8 weights; their scales are recognised (and checked) then.
-                var encoding = WeightEncoding.plain
-                if options.target == .bf16 {
-                    do throws(WeightReadError) {
-                        encoding = try checkpoint.encoding(of: t, inFile: fi)
-                    } catch {
-                        throw ConversionError(error)
-                    }
+                let action: TensorAction
+                if let entry = encoded.byCodes[t.name] {
+                    action = TensorAction(kind: .dequantize, reason: "\(entry.logical.encoding.name) weight, decoded")
+                } else if let owner = encoded.foldedInto[t.name] {
+                    action = TensorAction(kind: .drop, reason: "folded into \(owner)")
+                } else if options.target == .bf16, counting.kind(t) == .overhead {
+                    action = TensorAction(kind: .drop, reason: "quantization bookkeeping a BF16 checkpoint has no use for")
+                } else {
+                    action = options.selection.action(for: t, target: options.target, hasScale: checkpoint.blockScale(of: t) != nil,
+                                                      isScale: Checkpoint.isScaleName(t.name))
                 }
-                let hasScale: Bool
-                if case .fp8Block = encoding { hasScale = true } else { hasScale = checkpoint.blockScale(of: t) != nil }
-                let action = options.selection.action(
-                    for: t, target: options.target, hasScale: hasScale, isScale: Checkpoint.isScaleName(t.name))
                 decisions.append(Decision(name: t.name, dtype: t.dtype, shape: t.shape, action: action))
                 switch action.kind {
                 case .passThrough:
@@ -173,11 +188,11 @@ public struct ConversionPlan: Sendable {
                         spec: TensorSpec(name: t.name + String(describing: BlockQuantization.scaleSuffix), dtype: .F32, shape: grid),
                         source: .scales(file: fi, weight: t)))
                 case .dequantize:
-                    guard case .fp8Block = encoding else {
+                    guard let entry = encoded.byCodes[t.name] else {
                         throw ConversionError(.weightUnreadable, file: file.path, tensor: t.name, "FP8 weight without a readable block scale")
                     }
-                    planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .BF16, shape: t.shape),
-                                                 source: .dequantized(weightFile: fi, weight: t)))
+                    planned.append(PlannedTensor(spec: TensorSpec(name: entry.logical.name, dtype: .BF16, shape: entry.outputShape),
+                                                 source: .decoded(entry.logical, experts: entry.experts)))
                 }
             }
             shards.append(Shard(name: checkpoint.fileNames[fi], tensors: planned))
@@ -255,11 +270,19 @@ public enum Converter {
                         try scales.withUnsafeBytes { try region.write($0, at: 0) }
                     }
                     progress?(w.byteCount)
-                case .dequantized(let wf, let w):
+                case .decoded(let logical, nil):
                     try output.fill(info.name) { region in
-                        try dequantize(try reader.weight(Checkpoint.Located(file: wf, tensor: w)), options: options, into: region)
+                        try dequantize(try reader.weight(logical), options: options, into: region)
                     }
-                    progress?(w.byteCount)
+                    progress?(logical.codes.tensor.byteCount)
+                case .decoded(let logical, let experts?):
+                    try output.fill(info.name) { region in
+                        for e in 0..<experts {
+                            try dequantizeTransposed(try reader.weight(logical, expert: e), at: UInt64(e) * info.byteCount / UInt64(experts),
+                                                     options: options, into: region)
+                        }
+                    }
+                    progress?(logical.codes.tensor.byteCount)
                 }
             }
             try output.commit()
@@ -367,6 +390,23 @@ public enum Converter {
             throw ConversionError(.nonFiniteValues, file: path, tensor: w.tensor.name,
                 "dequantizes to NaN or infinity \(where_); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
         }
+    }
+
+    /// One expert of a fused stack into BF16, its [rows, cols] written as [cols, rows] from byte `at` of `region`
+    /// (transformers holds gpt-oss's experts as [experts, in, out]).
+    static func dequantizeTransposed(_ w: StoredWeight, at: UInt64, options: ConversionOptions, into region: TensorRegion) throws {
+        let (rows, cols) = (w.rows, w.cols)
+        var values = [UInt16](repeating: 0, count: rows * cols)
+        let input = try w.rows()
+        values.withUnsafeMutableBufferPointer { input.decodeRowsBF16(0..<rows, into: $0.baseAddress!) }
+        input.release()
+        var transposed = [UInt16](repeating: 0, count: rows * cols)
+        for r in 0..<rows { for c in 0..<cols { transposed[c * rows + r] = values[r * cols + c] } }
+        if !options.allowNonFinite, let bad = transposed.firstIndex(where: { $0 & 0x7F80 == 0x7F80 }) {
+            throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.name,
+                "dequantizes to NaN or infinity at row \(bad % rows), column \(bad / rows); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
+        }
+        try transposed.withUnsafeBytes { try region.write($0, at: at) }
     }
 
     /// Scales that cannot be right: not finite, or so small (zero included) that even the largest code

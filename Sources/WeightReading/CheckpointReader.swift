@@ -10,10 +10,21 @@ public final class CheckpointReader: Sendable {
     public let checkpoint: Checkpoint
     /// One per file of the checkpoint, in its order.
     public let storages: [ShardStorage]
+    /// The dtype dequantized values are rounded to (nil: they stay as the format's arithmetic leaves them).
+    public let valueDtype: Dtype?
+
+    /// What an encoded weight's values are: as the model receives them (rounded to its compute dtype, as every
+    /// dequantizing loader hands them over), or as the format's own arithmetic leaves them.
+    public enum Values: Sendable {
+        case modelDtype
+        case computed
+    }
 
     /// Opens every compressed shard's frame (its chunk table is checked now; chunks are checked as read).
-    public init(_ checkpoint: Checkpoint) throws(WeightReadError) {
+    public init(_ checkpoint: Checkpoint, values: Values = .modelDtype) throws(WeightReadError) {
         self.checkpoint = checkpoint
+        let dtype = checkpoint.config?.computeDtype
+        valueDtype = values == .modelDtype && (dtype == .BF16 || dtype == .F16) ? dtype : nil
         var storages: [ShardStorage] = []
         for file in checkpoint.files {
             do throws(CompressionError) {
@@ -28,7 +39,11 @@ public final class CheckpointReader: Sendable {
 
     public func storage(_ located: Checkpoint.Located) -> ShardStorage { storages[located.file] }
 
-    public func has(_ name: String) -> Bool { checkpoint.locate(name) != nil }
+    /// Whether the logical weight `name` is stored, as a tensor of that name or in one of the packed layouts.
+    public func has(_ name: String) -> Bool {
+        checkpoint.locate(name) != nil || checkpoint.locate(name, suffix: "_packed") != nil
+            || checkpoint.locate(name, suffix: "_blocks") != nil
+    }
 
     /// Bytes `range` of a stored tensor (the whole tensor by default), as stored.
     public func bytes(_ located: Checkpoint.Located, _ range: Range<UInt64>? = nil) throws(WeightReadError) -> TensorBytes {
@@ -184,8 +199,10 @@ public final class CheckpointReader: Sendable {
             layout = FP4Layout(cols: cols, groupSize: 32, groups: shape[2], multipliers: FP4Layout.mxMultipliers(scaleBytes: mine),
                                scaling: .mxfp4)
         }
+        var delivered = layout
+        if let valueDtype, !(layout is PlainLayout) { delivered = RoundedLayout(inner: layout, dtype: valueDtype) }
         return StoredWeight(name: expert.map { "\(logical.name)[\($0)]" } ?? logical.name, rows: rows, cols: cols,
-                            storage: storages[located.file], tensor: t, firstRow: firstRow, layout: layout)
+                            storage: storages[located.file], tensor: t, firstRow: firstRow, layout: delivered)
     }
 
     /// Groups per row of an FP4 weight's scale grid, checked: [rows, cols / per].

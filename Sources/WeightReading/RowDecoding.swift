@@ -1,5 +1,6 @@
 import CKernels
 import NumberFormats
+import SafetensorsFormat
 
 /// Turns stored rows of one weight into float32 (and BF16): one conformance per encoding, each in its
 /// own file (PlainDecoding.swift, FP8BlockDecoding.swift). A decoder is made for a run of rows whose
@@ -30,4 +31,38 @@ public protocol StoredLayout: Sendable {
     var bytesPerRow: Int { get }
     /// A decoder for rows `firstRow...` whose bytes start at `bytes`.
     func decoder(_ bytes: TensorBytes, firstRow: Int) -> any RowDecoder
+}
+
+/// Another layout's rows, each value rounded to the dtype the model computes in: the last step of every
+/// dequantization (compressed-tensors, transformers and DeepSeek's code all hand the model weights in its dtype).
+struct RoundedLayout: StoredLayout {
+    let inner: any StoredLayout
+    let dtype: Dtype
+
+    var bytesPerRow: Int { inner.bytesPerRow }
+
+    func decoder(_ bytes: TensorBytes, firstRow: Int) -> any RowDecoder {
+        RoundedRows(inner: inner.decoder(bytes, firstRow: firstRow), dtype: dtype)
+    }
+}
+
+struct RoundedRows: RowDecoder {
+    let inner: any RowDecoder
+    let dtype: Dtype
+
+    func decodeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        inner.decodeRow(r, cols: cols, into: out)
+        for c in 0..<cols { out[c] = PackedIntLayout.rounded(out[c], to: dtype) }
+    }
+
+    /// BF16 of a value already rounded to BF16 is itself: the inner layout's (faster) path gives the same bits.
+    func decodeRowsBF16(_ rows: Range<Int>, cols: Int, into out: UnsafeMutablePointer<UInt16>) {
+        if dtype == .BF16 { return inner.decodeRowsBF16(rows, cols: cols, into: out) }
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: max(cols, 1))
+        defer { row.deallocate() }
+        for (i, r) in rows.enumerated() {
+            decodeRow(r, cols: cols, into: row)
+            for c in 0..<cols { out[i * cols + c] = FloatEncoding.bf16(row[c]) }
+        }
+    }
 }

@@ -43,6 +43,12 @@ public struct LogicalWeight: Sendable {
     public let name: String
     public let codes: Checkpoint.Located
     public let encoding: WeightEncoding
+
+    public init(name: String, codes: Checkpoint.Located, encoding: WeightEncoding) {
+        self.name = name
+        self.codes = codes
+        self.encoding = encoding
+    }
 }
 
 extension Checkpoint {

@@ -246,7 +246,8 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
 
     @Test(arguments: fixtures)
     func decodesAsTheLibraryDoes(_ name: String) throws {
-        let reader = try CheckpointReader(Checkpoint(path: Fixtures.path("quant/formats/" + name)))
+        // The format's own arithmetic (before the last rounding to the model's dtype), to compare with `.f32`.
+        let reader = try CheckpointReader(Checkpoint(path: Fixtures.path("quant/formats/" + name)), values: .computed)
         let expected = try SafetensorsFile(path: Fixtures.path("quant/formats/\(name)-expected.safetensors"))
         var compared = 0
         for t in expected.tensors where t.dtype == .BF16 {
@@ -282,6 +283,16 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
             compared += 1
         }
         #expect(compared >= 4, "\(name): \(compared) weights compared")
+    }
+
+    /// As the model receives them, values are rounded to its dtype (BF16 here): NVFP4's float32 products too.
+    @Test func valuesReachTheModelInItsDtype() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("quant/formats/ct-nvfp4a16"))
+        let name = "model.layers.0.mlp.experts.0.down_proj.weight"
+        let computed = try decoded(CheckpointReader(checkpoint, values: .computed).weight(name))
+        let delivered = try decoded(CheckpointReader(checkpoint).weight(name))
+        #expect(delivered == computed.map { FloatDecoding.bf16(FloatEncoding.bf16($0)) })
+        #expect(delivered != computed)
     }
 
     /// Counted as the model has them: the parameters of the unquantized model the fixture was made from.

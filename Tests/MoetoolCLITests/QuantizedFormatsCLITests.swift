@@ -1,0 +1,60 @@
+import FixtureSupport
+import Foundation
+import SafetensorsFormat
+import StrictJSON
+import Testing
+
+/// The library-written quantized fixtures (Fixtures/quant_formats.py) through the commands: convert --to bf16
+/// writes the producing library's own dequantization bit for bit, verify finds the quantized checkpoint and its
+/// conversion identical, inspect counts the model's parameters.
+@Suite struct QuantizedFormats {
+    static let fixtures = ["ct-w4a16", "ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8", "ct-fp8-f32", "gpt_oss-mxfp4"]
+
+    @Test(arguments: fixtures)
+    func convertToBF16WritesTheLibrarysValues(_ name: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let source = Fixtures.path("quant/formats/" + name)
+        let c = try CLI.run(["convert", source, dir + "/bf16", "--to", "bf16", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let out = try SafetensorsFile(path: dir + "/bf16/model.safetensors")
+        let expected = try SafetensorsFile(path: Fixtures.path("quant/formats/\(name)-expected.safetensors"))
+        var compared = 0
+        for t in expected.tensors where t.dtype == .BF16 {
+            let written = try #require(out.tensor(named: t.name), "\(name): \(t.name) not written")
+            #expect(written.dtype == .BF16 && written.shape == t.shape, "\(t.name)")
+            #expect(Array(out.data(written)) == Array(expected.data(t)), "\(name): \(t.name)")
+            compared += 1
+        }
+        #expect(compared >= 4)
+        // Nothing of the quantized format is left: no packed codes, scales or zero points, no quantization_config.
+        #expect(!out.tensors.contains { $0.name.hasSuffix("_packed") || $0.name.hasSuffix("_blocks") || $0.name.hasSuffix("weight_scale")
+            || $0.name.hasSuffix("_zero_point") || $0.name.hasSuffix("_scales") || $0.name.hasSuffix("input_scale") })
+        let config = String(decoding: Fixtures.readBytes(dir + "/bf16/config.json"), as: UTF8.self)
+        #expect(!config.contains("quantization_config"))
+    }
+
+    /// A quantized checkpoint and its BF16 conversion are the same model: no difference at all.
+    @Test(arguments: fixtures.filter { $0.hasPrefix("ct-") && $0 != "ct-fp8-f32" })
+    func verifyFindsTheConversionIdentical(_ name: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let source = Fixtures.path("quant/formats/" + name)
+        #expect(try CLI.run(["convert", source, dir + "/bf16", "--to", "bf16", "-q"]).status == 0)
+        let v = try CLI.run(["verify", source, dir + "/bf16", "--json"])
+        #expect(v.status == 0, "\(v.stdout)\(v.stderr)")
+        let logits = try #require(try JSONParser.parse(v.stdout).objectValue?["logits"]?.objectValue)
+        #expect(logits["max_abs_error"]?.doubleValue == 0, "\(name): \(v.stdout.prefix(600))")
+    }
+
+    @Test(arguments: fixtures)
+    func inspectCountsTheModelsParameters(_ name: String) throws {
+        let i = try CLI.run(["inspect", "--json", Fixtures.path("quant/formats/" + name)])
+        let o = try #require(try JSONParser.parse(i.stdout).objectValue)
+        let params = try #require(Fixtures.json("quant/formats/\(name)-params.json").objectValue?["parameters"]?.uint64Value)
+        // Headers alone count int4 rows padded to whole words (2 layers x 4 experts x 64 rows x 4 padding values).
+        let padding: UInt64 = name.hasPrefix("ct-w4a16") ? 2 * 4 * 64 * 4 : 0
+        #expect(o["parameters"]?.uint64Value == params + padding, "\(name)")
+        #expect((o["quantization_overhead"]?.objectValue?["elements"]?.uint64Value ?? 0) > 0)
+    }
+}
