@@ -134,15 +134,22 @@ public enum ExpectedTensors {
         for (name, shape) in expected {
             expectedNames.insert(name)
             guard let found = checkpoint.locate(name) else {
-                report.missing.append(name)
+                // Stored packed (compressed-tensors `_packed`, gpt-oss `_blocks`): there, in another shape.
+                if checkpoint.locate(name, suffix: "_packed") == nil && checkpoint.locate(name, suffix: "_blocks") == nil {
+                    report.missing.append(name)
+                }
                 continue
             }
             if found.tensor.shape != shape { report.wrongShape.append((name, found.tensor.shape, shape)) }
         }
         let layers = config.numHiddenLayers ?? 0
+        let counting = ParameterCounting(config: config)
         for located in checkpoint.allTensors where !expectedNames.contains(located.tensor.name) {
             let name = located.tensor.name
-            if Checkpoint.isScaleName(name) || name.hasSuffix(".input_scale") { continue }
+            // Quantization bookkeeping (scales, zero points, shapes) and packed codes of an expected weight.
+            if Checkpoint.isScaleName(name) || counting.kind(located.tensor) == .overhead { continue }
+            if let base = ["_packed", "_blocks"].first(where: { name.hasSuffix($0) }).map({ String(name.dropLast($0.count)) }),
+               expectedNames.contains(base) { continue }
             if let l = layerIndex(name), l >= layers { continue }  // MTP layers
             // Rotary caches some exporters keep are no weights.
             if name.hasSuffix("rotary_emb.inv_freq") { continue }

@@ -17,15 +17,31 @@ public struct QuantizationSummary: Sendable {
     public let scalesInOtherShard: Int
     /// Scales whose shape is not the block grid of their weight.
     public let scaleShapeMismatches: [String]
+    /// Encoded weights by encoding (WeightEncoding.name), sorted by name.
+    public let encodings: [(name: String, weights: Int)]
 
     init(checkpoint: Checkpoint) {
         let q = checkpoint.config?.quantizationConfig
         method = q?["quant_method"]?.stringValue
-        format = q?["fmt"]?.stringValue
+        format = q?["fmt"]?.stringValue ?? q?["format"]?.stringValue
+        // Every encoded weight by its encoding (FP8 with a scale, compressed-tensors `_packed`, gpt-oss `_blocks`).
+        var encodingCounts: [String: Int] = [:]
+        for located in checkpoint.allTensors {
+            let name = located.tensor.name
+            var logical: LogicalWeight? = nil
+            if name.hasSuffix("_packed") {
+                logical = try? checkpoint.logicalWeight(String(name.dropLast("_packed".count)))
+            } else if name.hasSuffix("_blocks") && located.tensor.dtype == .U8 {
+                logical = try? checkpoint.logicalWeight(String(name.dropLast("_blocks".count)))
+            } else if located.tensor.dtype.isFP8, name.hasSuffix(".weight"), checkpoint.blockScale(of: located.tensor) != nil {
+                logical = (try? checkpoint.encoding(of: located.tensor, inFile: located.file))
+                    .map { LogicalWeight(name: name, codes: located, encoding: $0) }
+            }
+            if let logical { encodingCounts[logical.encoding.name, default: 0] += 1 }
+        }
+        encodings = encodingCounts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let block = checkpoint.declaredBlock
         blockSize = block.map { [$0.rows, $0.cols] }
-        let rows = UInt64((block ?? .deepSeek).rows)
-        let cols = UInt64((block ?? .deepSeek).cols)
         struct Part: Sendable {
             var fp8 = 0
             var paired = 0
@@ -44,11 +60,11 @@ public struct QuantizationSummary: Sendable {
                 }
                 p.paired += 1
                 if scale.file != fileIndex { p.elsewhere += 1 }
-                if t.shape.count == 2 {
-                    let expected = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1], block: (rows, cols))
-                    // A single per-tensor value ([] or [1]) is another scheme, accepted only when no block size is declared.
-                    let perTensor = scale.tensor.shape.count <= 1 && scale.tensor.elementCount == 1 && block == nil
-                    if scale.tensor.shape != expected && !perTensor { p.mismatched.append(t.name) }
+                // The one recognition every command uses says whether the scale fits its weight.
+                do throws(WeightReadError) {
+                    _ = try checkpoint.encoding(of: t, inFile: fileIndex)
+                } catch {
+                    p.mismatched.append(t.name)
                 }
             }
             return p
@@ -65,7 +81,7 @@ public struct QuantizationSummary: Sendable {
         scaleShapeMismatches = mismatched
     }
 
-    var isEmpty: Bool { fp8Weights == 0 && method == nil }
+    var isEmpty: Bool { fp8Weights == 0 && method == nil && encodings.isEmpty }
 }
 
 /// Everything `moetool inspect` reports about a valid checkpoint. Built from
@@ -267,6 +283,7 @@ public struct InspectReport: Sendable {
             ("without_scale", .array(q.withoutScale.map { .string($0) })),
             ("scales_in_other_shard", .int(q.scalesInOtherShard)),
             ("scale_shape_mismatches", .array(q.scaleShapeMismatches.map { .string($0) })),
+            ("encodings", .object(JSONObject(q.encodings.map { ($0.name, .int($0.weights)) }))),
         ]))
     }
 
@@ -349,7 +366,10 @@ public struct InspectReport: Sendable {
             if let m = q.method {
                 row("  method", "\(m)\(q.format.map { " \($0)" } ?? "")\(q.blockSize.map { ", blocks \($0.map(String.init).joined(separator: "x"))" } ?? "")")
             }
-            row("  FP8 weights", "\(q.fp8Weights), \(q.withScale) with a block scale")
+            if !q.encodings.isEmpty {
+                row("  weights", q.encodings.map { "\($0.weights) \($0.name)" }.joined(separator: ", "))
+            }
+            if q.fp8Weights > 0 { row("  FP8 weights", "\(q.fp8Weights), \(q.withScale) with a block scale") }
             if q.scalesInOtherShard > 0 { row("  scales elsewhere", "\(q.scalesInOtherShard) stored in another shard than their weight") }
             if !q.withoutScale.isEmpty { row("  missing scales", "\(q.withoutScale.count), e.g. \(escapeForDisplay(q.withoutScale[0]))") }
             if !q.scaleShapeMismatches.isEmpty {

@@ -203,7 +203,10 @@ private struct Tally {
                     sawPerExpert = true
                 } else {
                     sawFused = true
-                    if t.shape.count == 3 { accs[slot].fusedExperts = max(accs[slot].fusedExperts, Int(clamping: t.shape[0])) }
+                    // [E, out, in], or gpt-oss's MXFP4 blocks [E, out, in/32, 16].
+                    if t.shape.count == 3 || (t.shape.count == 4 && t.name.hasSuffix("_blocks")) {
+                        accs[slot].fusedExperts = max(accs[slot].fusedExperts, Int(clamping: t.shape[0]))
+                    }
                 }
             case .router: accs[slot].router = true
             case .sharedExpert: accs[slot].shared = true

@@ -47,10 +47,20 @@ import Testing
         #expect(logits["max_abs_error"]?.doubleValue == 0, "\(name): \(v.stdout.prefix(600))")
     }
 
+    static let encodings = ["ct-w4a16": ("int4-pack", 32), "ct-w4a16-asym": ("int4-pack-asym", 32), "ct-nvfp4a16": ("nvfp4", 32),
+                            "ct-mxfp4a16": ("mxfp4", 32), "ct-fp8": ("fp8-block", 32), "ct-fp8-f32": ("fp8-block", 32),
+                            "gpt_oss-mxfp4": ("mxfp4-gpt-oss", 4)]
+
+    /// Complete and consistent even under --strict (packed weights and their bookkeeping are what config.json
+    /// implies), every encoded weight recognised, and the parameters those of the model.
     @Test(arguments: fixtures)
     func inspectCountsTheModelsParameters(_ name: String) throws {
-        let i = try CLI.run(["inspect", "--json", Fixtures.path("quant/formats/" + name)])
+        let i = try CLI.run(["inspect", "--json", "--strict", Fixtures.path("quant/formats/" + name)])
+        #expect(i.status == 0, "\(i.stderr)")
         let o = try #require(try JSONParser.parse(i.stdout).objectValue)
+        let (encoding, count) = try #require(QuantizedFormats.encodings[name])
+        let found = o["quantization"]?.objectValue?["encodings"]?.objectValue
+        #expect(found?.members.count == 1 && found?[encoding]?.uint64Value == UInt64(count), "\(name): \(String(describing: found))")
         let params = try #require(Fixtures.json("quant/formats/\(name)-params.json").objectValue?["parameters"]?.uint64Value)
         // Headers alone count int4 rows padded to whole words (2 layers x 4 experts x 64 rows x 4 padding values).
         let padding: UInt64 = name.hasPrefix("ct-w4a16") ? 2 * 4 * 64 * 4 : 0
