@@ -69,7 +69,7 @@ let package = Package(
             name: "moetool",
             dependencies: [
                 "Inspection", "Conversion", "ExpertPlacement", "ShardCompression", "ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
-                "RemoteCheckpoint",
+                "RemoteCheckpoint", "Support",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -83,6 +83,7 @@ let package = Package(
                 path: "Tests/FixtureSupport"),
         .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(

@@ -406,11 +406,3 @@ public enum Converter {
         return "in rows \(rows.lowerBound)..<\(rows.upperBound)"
     }
 }
-
-extension String {
-    /// Two lowercase hex digits.
-    init(format2 byte: UInt8) {
-        let hex = Array("0123456789abcdef")
-        self = String([hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
-    }
-}

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import Synchronization
 
 #if canImport(Glibc)
@@ -42,7 +43,7 @@ final class ProgressBar: Sendable {
         var line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(formatMB(now)) \(Int(rate)) MB/s"
         if now > 0 && now < total {
             let remaining = elapsed * Double(total - now) / Double(now)
-            line += " ETA \(Int(remaining / 60)):" + String(format: "%02d", Int(remaining) % 60)
+            line += " ETA \(Int(remaining / 60)):" + String(Int(remaining) % 60).rightAligned(2, pad: "0")
         }
         line += "   "
         FileHandleOutput.progress(line)
