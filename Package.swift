@@ -17,7 +17,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // System libraries chosen for the project (Debian: libzstd-dev, libjson-c-dev).
@@ -27,6 +26,11 @@ let package = Package(
         .systemLibrary(
             name: "CJSONC", path: "Sources/CJSONC", pkgConfig: "json-c",
             providers: [.apt(["libjson-c-dev"])]),
+        // SHA-256 for inspect --checksum from the system's OpenSSL (Debian: libssl-dev): no BoringSSL to compile
+        // (Docs/benchmarks.md, "Build time and SHA-256").
+        .systemLibrary(
+            name: "CLibcrypto", path: "Sources/CLibcrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
 
         // Vectorizable C loops for the FP8 block math (each has a scalar Swift twin the tests compare).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
@@ -43,13 +47,12 @@ let package = Package(
         // Checkpoints: single files, sharded directories with an index, config.json.
         .target(
             name: "Checkpoint",
-            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", "Support", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", "CLibcrypto", "Support"]),
         // Conversion to and from the FP8 block format, streamed and atomic.
         .target(
             name: "Conversion",
             dependencies: [
                 "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "CKernels", "Support",
-                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // Read-only analysis: MoE layout, parameter counts, name patterns, data scans, checksums.
         .target(

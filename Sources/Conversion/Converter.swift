@@ -1,6 +1,5 @@
 import CKernels
 import Checkpoint
-import Crypto
 import Dispatch
 import NumberFormats
 import SafetensorsFormat
