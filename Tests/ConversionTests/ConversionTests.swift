@@ -331,7 +331,7 @@ import Glibc
         ([Float.nan, 0.5], "scale of block (0, 0)"),
         ([0.002, Float.infinity], "scale of block (1, 0)"),
         ([0, 0.5], "is 0.0, so small that every code dequantizes to 0"),
-        ([1e-45, 0.5], "so small that every code dequantizes to 0"),
+        ([Float.leastNonzeroMagnitude, 0.5], "so small that every code dequantizes to 0"),
         ([0.002, 1e38], "beyond BF16's range"),
     ])
     func impossibleScalesAreRefusedNamingTheBlock(_ scales: [Float], _ expected: String) throws {
