@@ -61,24 +61,24 @@ public enum DirectoryCompression {
     /// What would be done, or an error. Refuses to compress moetool compress output ("already compressed").
     public static func plan(_ input: String, _ output: String, _ direction: Direction) throws(CompressionError) -> Plan {
         var st = stat()
-        guard stat(input, &st) == 0 else { throw CompressionError(input, "no such file or directory") }
+        guard stat(input, &st) == 0 else { throw CompressionError(.inputMissing, file: input, "no such file or directory") }
         if (st.st_mode & S_IFMT) == S_IFREG {
             let isCompressed = CompressedShard.isCompressed(path: input)
             switch direction {
             case .compress:
                 if isCompressed { throw alreadyCompressed(input) }
             case .decompress:
-                if !isCompressed { throw CompressionError(input, "not a moetool compressed shard (no magic number)") }
+                if !isCompressed { throw CompressionError(.notCompressed, file: input, "not a moetool compressed shard (no magic number)") }
             }
             return Plan(jobs: [Job(source: input, destination: output, name: basename(input),
                                    action: direction == .compress ? "compressed" : "decompressed")])
         }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(input, "not a file or directory") }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(.notFileOrDirectory, file: input, "not a file or directory") }
         let tree: DirectoryTree
         do {
             tree = try DirectoryTree.walk(input)
         } catch {
-            throw CompressionError(error.path, error.message)
+            throw CompressionError(.unreadable, file: error.path, error.message)
         }
         var plan = Plan(directories: tree.directories, leftOut: tree.leftOut, symlinks: tree.symlinks)
         for rel in tree.files {
@@ -100,14 +100,13 @@ public enum DirectoryCompression {
             plan.jobs.append(Job(source: source, destination: output + "/" + rel, name: rel, action: action))
         }
         if direction == .compress && !plan.jobs.contains(where: { $0.action == "compressed" }) {
-            throw CompressionError(input, "no .safetensors files to compress")
+            throw CompressionError(.nothingToCompress, file: input, "no .safetensors files to compress")
         }
         return plan
     }
 
     static func alreadyCompressed(_ path: String) -> CompressionError {
-        CompressionError(path, "already compressed (it is moetool compress output); restore it with moetool decompress, "
-            + "or compress the original checkpoint")
+        CompressionError(.alreadyCompressed, file: path, "already compressed (it is moetool compress output)")
     }
 
     /// Compresses or restores `input` (a file or a checkpoint directory, with everything under it) into
@@ -124,7 +123,7 @@ public enum DirectoryCompression {
         let plan = try plan(input, output, direction)
         // Before anything is created.
         if let conflict = OutputPlacement.conflict(output: output, inputs: [input] + plan.symlinks, outputIsDirectory: isDirectory) {
-            throw CompressionError(output, conflict)
+            throw CompressionError(.outputConflict, file: output, conflict)
         }
         var claim: OutputClaim? = nil
         if isDirectory {
@@ -133,7 +132,7 @@ public enum DirectoryCompression {
         } else {
             var o = stat()
             if stat(output, &o) == 0 && !resume {
-                throw CompressionError(output, "exists; moetool never overwrites a file, choose a new output (or --resume a killed run)")
+                throw CompressionError(.outputExists, file: output, "exists")
             }
         }
         var summary = Summary()
@@ -163,8 +162,7 @@ public enum DirectoryCompression {
             return result
         }
         if !inDirectory && access(job.destination, F_OK) == 0 {
-            throw CompressionError(job.destination, "exists and is not a complete output of \(escapeForDisplay(job.source)); "
-                + "moetool never overwrites a file, choose a new output")
+            throw CompressionError(.outputExists, file: job.destination, "exists and is not a complete output of \(escapeForDisplay(job.source))")
         }
         // In a directory we hold the lock, so every leftover temporary is stale.
         AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: inDirectory)
@@ -188,7 +186,7 @@ public enum DirectoryCompression {
         for relative in directories {
             let path = output + "/" + relative
             if mkdir(path, 0o755) != 0 && errno != EEXIST {
-                throw CompressionError(path, "cannot create the directory: \(String(cString: strerror(errno)))")
+                throw CompressionError(.cannotCreateDirectory, file: path, "cannot create the directory: \(String(cString: strerror(errno)))")
             }
         }
     }
@@ -199,13 +197,13 @@ public enum DirectoryCompression {
                                levels: ChunkCodec.Levels, resume: Bool) throws -> OutputClaim {
         var o = stat()
         if stat(output, &o) == 0 && (o.st_mode & S_IFMT) != S_IFDIR {
-            throw CompressionError(output, "exists and is not a directory; choose a new output")
+            throw CompressionError(.outputExists, file: output, "exists and is not a directory")
         }
         do {
             return try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprint(plan.jobs, direction: direction, levels: levels),
                                    mode: resume ? .resume : .fresh, noun: "run", command: "moetool compress or decompress")
         } catch {
-            throw CompressionError(error.path, error.message)
+            throw CompressionError(.outputInUse, file: error.path, error.message)
         }
     }
 
