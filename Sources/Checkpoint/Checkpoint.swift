@@ -29,7 +29,8 @@ public final class Checkpoint: @unchecked Sendable {
     public let layout: Layout
     /// Shards in the order they are listed (sorted by name).
     public let files: [SafetensorsFile]
-    /// Each shard's name relative to `directory`.
+    /// Each shard's name relative to `directory`, as the index names it (a compressed shard's file adds ".mz":
+    /// `storedFileName`).
     public let fileNames: [String]
     /// `metadata.total_size` from the index, when present.
     public let indexTotalSize: UInt64?
@@ -152,12 +153,16 @@ public final class Checkpoint: @unchecked Sendable {
                 }
                 shardNames = parsed.shards.sorted()
                 index = parsed
-            } else if fileKind(join(root, Checkpoint.singleFileName)) != nil {
+            } else if fileKind(join(root, Checkpoint.singleFileName)) != nil
+                        || fileKind(join(root, Checkpoint.singleFileName + CompressedLayout.fileSuffix)) != nil {
                 layout = .singleFile
                 shardNames = [Checkpoint.singleFileName]
             } else {
                 let entries = listDirectory(root)
-                let safetensors = entries.filter { $0.hasSuffix(".safetensors") }.sorted()
+                let suffix = CompressedLayout.fileSuffix
+                let safetensors = entries.compactMap { e in
+                    e.hasSuffix(".safetensors") ? e : e.hasSuffix(".safetensors" + suffix) ? String(e.dropLast(suffix.count)) : nil
+                }.sorted()
                 if safetensors.count == 1 {
                     layout = .singleFile
                     shardNames = safetensors
@@ -180,7 +185,7 @@ public final class Checkpoint: @unchecked Sendable {
         // user's (or the Hugging Face cache's) choice and is followed wherever it points.
         var openable: [String] = []
         for name in shardNames {
-            let display = kind == .directory ? join(root, name) : root
+            let display = kind == .directory ? join(root, Checkpoint.storedName(name, in: root)) : root
             if name.hasSuffix(".bin") || name.hasSuffix(".pt") || name.hasSuffix(".pth") {
                 problems.append(Problem(file: display, rule: .binShard, "shard is a PyTorch pickle file, not safetensors"))
                 continue
@@ -207,7 +212,9 @@ public final class Checkpoint: @unchecked Sendable {
         // Open and validate shards in parallel.
         let isDirectory = kind == .directory
         let toOpen = openable.filter { preopened[$0] == nil }
-        let opened = parallelMap(toOpen.count) { i in Checkpoint.openShard(isDirectory ? join(root, toOpen[i]) : root) }
+        let opened = parallelMap(toOpen.count) { i in
+            Checkpoint.openShard(isDirectory ? join(root, Checkpoint.storedName(toOpen[i], in: root)) : root)
+        }
         for (name, r) in zip(toOpen, opened) { preopened[name] = r }
         let results = openable.map { preopened[$0]! }
         var files: [SafetensorsFile] = []
@@ -315,6 +322,20 @@ public final class Checkpoint: @unchecked Sendable {
         self.declaredBlock = declaredBlock
         self.warnings = warnings
         self.location = location
+    }
+
+    /// The file that holds the shard the index (or the directory) calls `name`: `name` itself, or, when only
+    /// `moetool compress` output is there, `name` + ".mz" (compressed shards keep the index and their names
+    /// but carry the suffix, so that no loader takes them for safetensors).
+    static func storedName(_ name: String, in root: String) -> String {
+        let compressed = name + CompressedLayout.fileSuffix
+        return fileKind(join(root, name)) == nil && fileKind(join(root, compressed)) != nil ? compressed : name
+    }
+
+    /// Name `i` as it is stored: `fileNames[i]`, with ".mz" when it is a compressed shard stored that way.
+    public func storedFileName(_ i: Int) -> String {
+        let suffix = CompressedLayout.fileSuffix
+        return files[i].path.hasSuffix(fileNames[i] + suffix) ? fileNames[i] + suffix : fileNames[i]
     }
 
     /// Why the shard at `path` cannot be read though the index names it: absent, a link to nothing (a blob

@@ -14,6 +14,7 @@ public enum CompressionFailure: String, Sendable, CaseIterable {
     // Where it writes.
     case outputConflict = "output_conflict"
     case outputExists = "output_exists"
+    case safetensorsName = "safetensors_name"
     case outputInUse = "output_in_use"
     case cannotCreateDirectory = "cannot_create_directory"
     // A compressed shard, from its prefix to its table.
@@ -33,9 +34,10 @@ public enum CompressionFailure: String, Sendable, CaseIterable {
         case .notSafetensors: return "compress takes safetensors files: fix or fetch the file again"
         case .alreadyCompressed: return "restore it with moetool decompress, or compress the original checkpoint"
         case .nothingToCompress: return "point at a checkpoint directory that holds .safetensors files"
-        case .notCompressed: return "decompress takes moetool compress output"
+        case .notCompressed: return "decompress takes moetool compress output (*.safetensors.mz files or their directory)"
         case .outputConflict: return "choose an output apart from the input (not it, not inside it, not holding it)"
         case .outputExists: return "moetool never overwrites a file: choose a new output, or --resume a killed run into the same one"
+        case .safetensorsName: return "end the output's name in .safetensors.mz"
         case .outputInUse: return "choose a new or empty output directory, or --resume the run that was killed there with the same options"
         case .cannotCreateDirectory: return "check that the output's parent exists and is writable"
         case .truncated: return "the file is incomplete: copy it again, or compress the original again"

@@ -80,6 +80,7 @@ public enum DirectoryCompression {
         } catch {
             throw CompressionError(.unreadable, file: error.path, error.message)
         }
+        let suffix = CompressedLayout.fileSuffix
         var plan = Plan(directories: tree.directories, leftOut: tree.leftOut, symlinks: tree.symlinks)
         for rel in tree.files {
             let source = input + "/" + rel
@@ -88,16 +89,26 @@ public enum DirectoryCompression {
                 if direction == .compress { throw alreadyCompressed(source) }
                 continue
             }
-            let action: String
+            // Compressed shards are stored as NAME.safetensors.mz (restored to NAME.safetensors); `name` is the original's.
+            var job = Job(source: source, destination: output + "/" + rel, name: rel, action: "copied")
             switch direction {
             case .compress:
-                guard rel.hasSuffix(".safetensors") else { action = "copied"; break }
-                if CompressedShard.isCompressed(path: source) { throw alreadyCompressed(source) }
-                action = "compressed"
+                let isShard = rel.hasSuffix(".safetensors") || rel.hasSuffix(".safetensors" + suffix)
+                if isShard && CompressedShard.isCompressed(path: source) { throw alreadyCompressed(source) }
+                if rel.hasSuffix(".safetensors") {
+                    job.action = "compressed"
+                    job.destination += suffix
+                }
             case .decompress:
-                action = CompressedShard.isCompressed(path: source) ? "decompressed" : "copied"
+                if CompressedShard.isCompressed(path: source) {
+                    job.action = "decompressed"
+                    if rel.hasSuffix(suffix) {
+                        job.name = String(rel.dropLast(suffix.count))
+                        job.destination = output + "/" + job.name
+                    }
+                }
             }
-            plan.jobs.append(Job(source: source, destination: output + "/" + rel, name: rel, action: action))
+            plan.jobs.append(job)
         }
         if direction == .compress && !plan.jobs.contains(where: { $0.action == "compressed" }) {
             throw CompressionError(.nothingToCompress, file: input, "no .safetensors files to compress")
@@ -124,6 +135,11 @@ public enum DirectoryCompression {
         // Before anything is created.
         if let conflict = OutputPlacement.conflict(output: output, inputs: [input] + plan.symlinks, outputIsDirectory: isDirectory) {
             throw CompressionError(.outputConflict, file: output, conflict)
+        }
+        // A compressed file under a .safetensors name is taken for one by loaders, which then fail on its header.
+        if !isDirectory && direction == .compress && output.hasSuffix(".safetensors") {
+            throw CompressionError(.safetensorsName, file: output,
+                "a compressed file must not be named .safetensors: only moetool reads it, and loaders would take it for one")
         }
         var claim: OutputClaim? = nil
         if isDirectory {
@@ -253,6 +269,7 @@ public enum DirectoryCompression {
         o.append("files", .array(summary.files.map { f in
             var m = JSONObject()
             m.append("name", .string(f.name))
+            if f.action == "compressed" { m.append("stored_as", .string(f.name + CompressedLayout.fileSuffix)) }
             m.append("action", .string(f.action))
             m.append("original_bytes", .number(JSONNumber(f.inputBytes)))
             m.append("stored_bytes", .number(JSONNumber(f.outputBytes)))

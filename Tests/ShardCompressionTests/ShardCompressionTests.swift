@@ -241,7 +241,10 @@ let fixtureShards: [String] = {
         let summary = try DirectoryCompression.run(source, dir + "/packed", .compress)
         #expect(summary.files.filter { $0.action == "compressed" }.count >= 2)
         let names = try FileManager.default.contentsOfDirectory(atPath: source).sorted()
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/packed").sorted() == (names + [DirectoryCompression.manifestName]).sorted())
+        // NAME.safetensors is stored as NAME.safetensors.mz, so that no loader takes it for safetensors.
+        let stored = names.map { $0.hasSuffix(".safetensors") ? $0 + ".mz" : $0 }
+        #expect(stored != names)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/packed").sorted() == (stored + [DirectoryCompression.manifestName]).sorted())
         #expect(Fixtures.readBytes(dir + "/packed/model.safetensors.index.json") == Fixtures.readBytes(source + "/model.safetensors.index.json"))
         _ = try DirectoryCompression.run(dir + "/packed", dir + "/restored", .decompress)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/restored").sorted() == names)
@@ -276,10 +279,14 @@ let fixtureShards: [String] = {
                                                   "a dangling symlink (its target does not exist)",
                                                   "a symlink loop (it leads back to a directory it is in)",
                                                   "a FIFO (named pipe), not a file"])
-        for shard in CheckpointTree.shards { #expect(CompressedShard.isCompressed(path: packed + "/" + shard), "\(shard)") }
+        for shard in CheckpointTree.shards {
+            #expect(CompressedShard.isCompressed(path: packed + "/" + shard + ".mz"), "\(shard)")
+            #expect(!FileManager.default.fileExists(atPath: packed + "/" + shard), "\(shard)")
+        }
         #expect(Fixtures.readBytes(packed + "/model.safetensors.index.json") == Fixtures.readBytes(input + "/model.safetensors.index.json"))
         let manifest = String(decoding: Fixtures.readBytes(packed + "/" + DirectoryCompression.manifestName), as: UTF8.self)
         #expect(manifest.contains("\"name\": \"sub/model-00005-of-00005.safetensors\""), "\(manifest)")
+        #expect(manifest.contains("\"stored_as\": \"sub/model-00005-of-00005.safetensors.mz\""), "\(manifest)")
         #expect(manifest.contains("\"name\": \"tokenizer/pipe\""), "\(manifest)")
 
         let back = try DirectoryCompression.run(packed, restored, .decompress)
@@ -301,12 +308,12 @@ let fixtureShards: [String] = {
                 _ = try DirectoryCompression.run(packed, dir + "/again", .compress, resume: resume)
                 Issue.record("compressed output accepted (resume: \(resume))")
             } catch let error as CompressionError {
-                #expect(error.file == packed + "/model-00001-of-00005.safetensors")
+                #expect(error.file == packed + "/model-00001-of-00005.safetensors.mz")
                 #expect(error.failure == .alreadyCompressed)
                 #expect(error.message.hasPrefix("already compressed"), "\(error)")
             }
         }
-        let shard = packed + "/model-00002-of-00005.safetensors"
+        let shard = packed + "/model-00002-of-00005.safetensors.mz"
         #expect(throws: CompressionError.self) { try ShardCompressor.compress(input: shard, output: dir + "/one.stz") }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(shard, dir + "/one.stz", .compress) }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["packed"])
@@ -463,10 +470,27 @@ struct CraftedShard {
     @Test func idsAreStable() {
         #expect(CompressionFailure.allCases.map(\.rawValue) == [
             "input_missing", "not_file_or_directory", "unreadable", "not_safetensors", "already_compressed",
-            "nothing_to_compress", "not_compressed", "output_conflict", "output_exists", "output_in_use",
+            "nothing_to_compress", "not_compressed", "output_conflict", "output_exists", "safetensors_name", "output_in_use",
             "cannot_create_directory", "truncated", "unsupported_version", "header_checksum_mismatch", "invalid_header",
             "damaged_table", "damaged_chunk",
         ])
         #expect(Set(CompressionFailure.allCases.map(\.hint)).count == CompressionFailure.allCases.count - 2)  // 3 damage cases share one
+    }
+
+    /// A single compressed file under a .safetensors name would be taken for safetensors by loaders: refused,
+    /// nothing written; NAME.safetensors.mz is fine.
+    @Test func compressedFileIsNotNamedSafetensors() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/mixtral-bf16/model.safetensors")
+        do {
+            _ = try DirectoryCompression.run(source, dir + "/m.safetensors", .compress)
+            Issue.record("a compressed file named .safetensors was written")
+        } catch let error as CompressionError {
+            #expect(error.failure == .safetensorsName && error.file == dir + "/m.safetensors", "\(error)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+        _ = try DirectoryCompression.run(source, dir + "/m.safetensors.mz", .compress)
+        #expect(CompressedShard.isCompressed(path: dir + "/m.safetensors.mz"))
     }
 }
