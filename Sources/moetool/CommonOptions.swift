@@ -1,4 +1,5 @@
 import ArgumentParser
+import Support
 
 /// The options every command that reports, shows progress or uses cores shares, declared once so that
 /// they are spelled, parsed and checked the same everywhere.
@@ -16,4 +17,9 @@ struct CommonOptions: ParsableArguments {
     mutating func validate() throws {
         guard threads >= 0 else { throw ValidationError("--threads must be 0 (all cores) or more, not \(threads)") }
     }
+}
+
+extension String {
+    /// Support's `rightAligned` under the name VerifyCommand.swift still calls (its owners move it over).
+    func leftPad(_ n: Int) -> String { rightAligned(n) }
 }
