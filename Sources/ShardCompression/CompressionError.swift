@@ -38,7 +38,7 @@ public enum CompressionFailure: String, Sendable, CaseIterable {
         case .outputConflict: return "choose an output apart from the input (not it, not inside it, not holding it)"
         case .outputExists: return "moetool never overwrites a file: choose a new output, or --resume a killed run into the same one"
         case .safetensorsName: return "end the output's name in .safetensors.mz"
-        case .outputInUse: return "choose a new or empty output directory, or --resume the run that was killed there with the same options"
+        case .outputInUse: return "a run killed there is finished by --resume with the same input and options"
         case .cannotCreateDirectory: return "check that the output's parent exists and is writable"
         case .truncated: return "the file is incomplete: copy it again, or compress the original again"
         case .unsupportedVersion: return "restore it with the moetool version that wrote it"
