@@ -85,6 +85,9 @@ struct Convert: ReportsErrorsAsJSON {
             throw ValidationError("--resume, --shards and --finalize are separate steps: give one")
         }
         if to == .bf16 && scaleFormat != .float32 { throw ValidationError("--scale-format applies to --to fp8 only") }
+        if to == .bf16 && (include != nil || exclude != nil) {
+            throw ValidationError("--include and --exclude choose what --to fp8 quantizes; --to bf16 dequantizes every FP8 block weight")
+        }
         if dryRun && (resume || shards != nil || finalize) {
             throw ValidationError("--dry-run writes nothing, so --resume, --shards and --finalize have nothing to do: give one or the other")
         }

@@ -48,13 +48,16 @@ import Testing
         #expect(r.stderr.components(separatedBy: "\n").filter { $0.hasPrefix("error: ") }.count == details.count + 1, "\(r.stderr)")
     }
 
-    /// --filter chooses what --tensors lists or --scan reads; alone it did nothing. --no-collapse likewise.
+    /// --filter chooses what --tensors lists or --scan reads; alone it did nothing. --no-collapse likewise, and
+    /// convert's --include/--exclude with --to bf16.
     @Test func optionsThatWouldBeIgnoredAreRefused() throws {
         let filter = try CLI.run(["inspect", "--filter", "w1", Self.model])
         #expect(filter.status == 2 && filter.stderr.contains("--filter chooses the tensors --tensors lists or --scan reads"), "\(filter.stderr)")
         #expect(try CLI.run(["inspect", "--filter", "w1", "--scan", "-q", Self.model]).status == 0)
         let collapse = try CLI.run(["inspect", "--no-collapse", Self.model])
         #expect(collapse.status == 2 && collapse.stderr.contains("--no-collapse applies to --tensors"), "\(collapse.stderr)")
+        let selection = try CLI.run(["convert", Self.model, "/tmp/never", "--to", "bf16", "--exclude", "w1"])
+        #expect(selection.status == 2 && selection.stderr.contains("--include and --exclude choose what --to fp8 quantizes"), "\(selection.stderr)")
     }
 
     /// -q, --threads and --json parse the same on every command that has them (CommonOptions).
