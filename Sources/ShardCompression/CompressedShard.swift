@@ -2,10 +2,10 @@ import CKernels
 import CZstd
 import Checkpoint
 import SafetensorsFormat
+import Support
 import Synchronization
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
 
 /// Statistics of one compressed file.
@@ -200,7 +200,7 @@ public final class CompressedShard: @unchecked Sendable {
         let path = mapping.path, size = mapping.size
         let minimum = UInt64(CompressedFormat.prefixBytes + CompressedFormat.tailBytes)
         guard size >= minimum else {
-            throw CompressionError(.truncated, file: path, "\(size) bytes is too short for a compressed shard (truncated?)")
+            throw CompressionError(.truncated, file: path, "\(counted(size, "byte")) is too short for a compressed shard (truncated?)")
         }
         let head = mapping.bytes(0..<UInt64(CompressedFormat.prefixBytes))
         guard Array(head[0..<8]) == CompressedFormat.magic else {
@@ -239,7 +239,7 @@ public final class CompressedShard: @unchecked Sendable {
               tail.dataBytes <= UInt64(Int64.max) / 2
         else {
             throw CompressionError(.damagedTable, file: path,
-                "the chunk table does not fit the file (header \(n) bytes, \(count) chunks at \(tableOffset) in \(size) bytes)")
+                "the chunk table does not fit the file (header \(counted(n, "byte")), \(counted(count, "chunk")) at \(tableOffset) in \(counted(size, "byte")))")
         }
         return tail
     }
@@ -297,7 +297,7 @@ public final class CompressedShard: @unchecked Sendable {
         }
         guard let encoding = CompressedFormat.Encoding(rawValue: table[base + 24]) else { throw problem("unknown encoding \(table[base + 24])") }
         let planeCount = Int(table[base + 25])
-        guard planeCount == encoding.planes else { throw problem("\(planeCount) planes for encoding \(encoding)") }
+        guard planeCount == encoding.planes else { throw problem("\(counted(planeCount, "plane")) for encoding \(encoding)") }
         // Padding and unused plane slots are zero: a flipped bit anywhere in the table is caught.
         let padding = [(base + 26)..<(base + 32)] + (0..<planeCount).map { (base + 32 + $0 * 24 + 17)..<(base + 32 + $0 * 24 + 24) }
             + [(base + 32 + planeCount * 24)..<(base + CompressedFormat.entryBytes)]
@@ -307,13 +307,13 @@ public final class CompressedShard: @unchecked Sendable {
         named = t.name
         // Bounded before anything is allocated for it: a chunk of 4 GiB made decompress take 7.8 GB.
         guard length <= CompressedFormat.chunkBytes else {
-            throw problem("holds \(length) bytes, more than the \(CompressedFormat.chunkBytes) a chunk may hold (damaged or not made by moetool)")
+            throw problem("holds \(counted(length, "byte")), more than the \(CompressedFormat.chunkBytes) a chunk may hold (damaged or not made by moetool)")
         }
         guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
-            throw problem("covers \(length) bytes from \(dataOffset) of tensor \(escapeForDisplay(t.name)) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
+            throw problem("covers \(counted(length, "byte")) from \(dataOffset) of tensor \(escapeForDisplay(t.name)) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
         }
         let width = encoding == .split16 ? 2 : encoding == .split32 ? 4 : 1
-        guard Int(length) % width == 0 else { throw problem("\(length) bytes is not a whole number of \(width)-byte values") }
+        guard Int(length) % width == 0 else { throw problem("\(counted(length, "byte")) is not a whole number of \(width)-byte values") }
         // Whole values of the tensor's dtype, as the writer cuts them: a reader can take chunks as units.
         let valueBytes = t.dtype.bits % 8 == 0 ? UInt64(t.dtype.bits / 8) : 1
         guard (dataOffset - t.begin) % valueBytes == 0, UInt64(length) % valueBytes == 0 else {
@@ -339,7 +339,7 @@ public final class CompressedShard: @unchecked Sendable {
                 guard declared == UInt64(raw) else {
                     let what = declared == ZSTD_CONTENTSIZE_ERROR ? "is not a zstd frame"
                         : declared == ZSTD_CONTENTSIZE_UNKNOWN ? "is a zstd frame that does not declare its size"
-                        : "is a zstd frame of \(declared) bytes, not \(raw)"
+                        : "is a zstd frame of \(counted(declared, "byte")), not \(raw)"
                     throw problem("plane \(i) \(what)")
                 }
             }

@@ -101,7 +101,7 @@ struct Inspect: ReportsErrorsAsJSON {
             throw CommandError("remote_headers", "\(error)")
         }
         if !quiet && !json {
-            FileHandleOutput.stderr("fetched the headers of \(counted(summary.shards, "file")): \(summary.bytesReceived) bytes in \(summary.requests) requests, \(fixedText(summary.seconds, places: 2)) s\n")
+            FileHandleOutput.stderr("fetched the headers of \(counted(summary.shards, "file")): \(counted(summary.bytesReceived, "byte")) in \(counted(summary.requests, "request")), \(fixedText(summary.seconds, places: 2)) s\n")
         }
         try inspect(scratch, shownAs: location.description, cleanUp: scratch)
     }
