@@ -7,82 +7,115 @@ import Support
 import Glibc
 #endif
 
-/// Shared by compress and decompress.
+/// Shared by compress and decompress: plan, run with a progress bar, report.
 struct CompressionRun {
     static func execute(input given: String, output: String, direction: DirectoryCompression.Direction, levels: ChunkCodec.Levels,
                         resume: Bool, common: CommonOptions) throws {
-        let (threads, json, quiet) = (common.threads, common.json, common.quiet)
         // A model id in the Hugging Face cache compresses like its snapshot directory.
         let input = try CheckpointSource.locate(given)
-        let total: UInt64
-        do {
-            let plan = try DirectoryCompression.plan(input, output, direction)
-            total = plan.jobs.reduce(0) { sum, job in
-                var st = stat()
-                guard stat(job.source, &st) == 0 else { return sum }
-                if job.action == "decompressed", let shard = try? CompressedShard(path: job.source) { return sum + shard.originalBytes }
-                return sum + UInt64(st.st_size)
-            }
-        } catch {
-            throw CommandError(error)
-        }
-        let bar = ProgressBar(label: direction == .compress ? "compress" : "decompress", total: total, quiet: quiet || json)
+        let total = try originalBytes(of: input, output, direction)
+        let bar = ProgressBar(label: direction == .compress ? "compress" : "decompress", total: total,
+                              quiet: common.quiet || common.json)
         let summary: DirectoryCompression.Summary
         do {
-            summary = try DirectoryCompression.run(input, output, direction, levels: levels, threads: threads, resume: resume,
+            defer { bar.finish() }
+            summary = try DirectoryCompression.run(input, output, direction, levels: levels, threads: common.threads, resume: resume,
                                                    progress: { bar.advance($0) })
         } catch let error as CompressionError {
-            bar.finish()
             throw CommandError(error)
         } catch {
-            bar.finish()
             throw CommandError("io", "\(error)")
         }
-        bar.finish()
-        let original = summary.originalBytes
-        let compressed = summary.compressedBytes
-        let seconds = max(summary.seconds, 1e-9)
-        if json {
-            var o = JSONObject()
-            o.append("schema", "moetool.compress/1")
-            o.append("direction", .string(direction == .compress ? "compress" : "decompress"))
-            o.append("input", .string(input))
-            o.append("output", .string(output))
-            o.append("original_bytes", .number(JSONNumber(original)))
-            o.append("compressed_bytes", .number(JSONNumber(compressed)))
-            o.append("ratio", .number(JSONNumber(text: decimalText(Double(original) / Double(max(compressed, 1)), places: 4))))
-            o.append("seconds", .number(JSONNumber(text: decimalText(seconds, places: 3))))
-            o.append("original_mb_per_s", .number(JSONNumber(text: decimalText(Double(original) / 1e6 / seconds, places: 1))))
-            o.append("compressed_mb_per_s", .number(JSONNumber(text: decimalText(Double(compressed) / 1e6 / seconds, places: 1))))
-            var dtypes: [String: (original: UInt64, stored: UInt64)] = [:]
-            for f in summary.files { for (k, v) in f.stats?.byDtype ?? [:] { dtypes[k, default: (0, 0)].original += v.original; dtypes[k, default: (0, 0)].stored += v.stored } }
-            o.append("by_dtype", .object(JSONObject(dtypes.keys.sorted().map { k in
-                let v = dtypes[k]!
-                return (k, .object(JSONObject([("original_bytes", .number(JSONNumber(v.original))), ("stored_bytes", .number(JSONNumber(v.stored))),
-                                               ("ratio", .number(JSONNumber(text: decimalText(Double(v.original) / Double(max(v.stored, 1)), places: 4))))])))
-            })))
-            o.append("left_out", .array(summary.leftOut.map {
-                .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))]))
-            }))
-            o.append("files", .array(summary.files.map { f in
-                .object(JSONObject([("name", .string(f.name)), ("action", .string(f.action)), ("resumed", .bool(f.resumed)),
-                                    ("input_bytes", .number(JSONNumber(f.inputBytes))), ("output_bytes", .number(JSONNumber(f.outputBytes)))]))
-            }))
-            FileHandleOutput.document(JSONSerializer.pretty(.object(o)))
+        let figures = Figures(summary)
+        if common.json {
+            FileHandleOutput.document(JSONSerializer.pretty(json(summary, figures, input: input, output: output, direction: direction)))
         } else {
-            let verb = direction == .compress ? "compressed" : "restored"
-            let kept = summary.files.filter(\.resumed).count
-            let leftOut = summary.leftOut.isEmpty ? "" : ", \(summary.leftOut.count) left out (below)"
-            FileHandleOutput.stdout("\(escapeForDisplay(input)) -> \(escapeForDisplay(output)): "
-                + "\(counted(summary.files.filter { $0.action != "copied" }.count, "file")) \(verb), "
-                + "\(summary.files.filter { $0.action == "copied" }.count) copied" + leftOut
-                + (kept > 0 ? " (\(kept) kept from an earlier run)" : "") + "; \(mb(original)) MB original, \(mb(compressed)) MB compressed "
-                + "(ratio \(decimalText(Double(original) / Double(max(compressed, 1)), places: 3))), \(decimalText(seconds, places: 2)) s, "
-                + "\(decimalText(Double(original) / 1e6 / seconds, places: 0, trimZero: true)) MB/s of original bytes\n")
-            for item in summary.leftOut {
-                FileHandleOutput.stdout("left out: \(escapeForDisplay(item.name)): \(item.reason)\n")
+            FileHandleOutput.stdout(text(summary, figures, input: input, output: output, direction: direction))
+        }
+    }
+
+    /// The bytes the progress bar counts: every input file's, a compressed shard's as restored.
+    static func originalBytes(of input: String, _ output: String, _ direction: DirectoryCompression.Direction) throws -> UInt64 {
+        let plan: DirectoryCompression.Plan
+        do {
+            plan = try DirectoryCompression.plan(input, output, direction)
+        } catch {
+            throw CommandError(error)
+        }
+        return plan.jobs.reduce(0) { sum, job in
+            var st = stat()
+            guard stat(job.source, &st) == 0 else { return sum }
+            if job.action == "decompressed", let shard = try? CompressedShard(path: job.source) { return sum + shard.originalBytes }
+            return sum + UInt64(st.st_size)
+        }
+    }
+
+    /// The totals both reports give.
+    struct Figures {
+        let original: UInt64
+        let compressed: UInt64
+        let seconds: Double
+        var ratio: Double { Double(original) / Double(max(compressed, 1)) }
+        var originalMBPerSecond: Double { Double(original) / 1e6 / seconds }
+
+        init(_ summary: DirectoryCompression.Summary) {
+            original = summary.originalBytes
+            compressed = summary.compressedBytes
+            seconds = max(summary.seconds, 1e-9)
+        }
+    }
+
+    /// The moetool.compress/1 document (Docs/compress.md).
+    static func json(_ summary: DirectoryCompression.Summary, _ f: Figures, input: String, output: String,
+                     direction: DirectoryCompression.Direction) -> JSONValue {
+        func number(_ v: Double, _ places: Int) -> JSONValue { .number(JSONNumber(text: decimalText(v, places: places))) }
+        var o = JSONObject()
+        o.append("schema", "moetool.compress/1")
+        o.append("direction", .string(direction == .compress ? "compress" : "decompress"))
+        o.append("input", .string(input))
+        o.append("output", .string(output))
+        o.append("original_bytes", .number(JSONNumber(f.original)))
+        o.append("compressed_bytes", .number(JSONNumber(f.compressed)))
+        o.append("ratio", number(f.ratio, 4))
+        o.append("seconds", number(f.seconds, 3))
+        o.append("original_mb_per_s", number(f.originalMBPerSecond, 1))
+        o.append("compressed_mb_per_s", number(Double(f.compressed) / 1e6 / f.seconds, 1))
+        var dtypes: [String: (original: UInt64, stored: UInt64)] = [:]
+        for file in summary.files {
+            for (k, v) in file.stats?.byDtype ?? [:] {
+                dtypes[k, default: (0, 0)].original += v.original
+                dtypes[k, default: (0, 0)].stored += v.stored
             }
         }
+        o.append("by_dtype", .object(JSONObject(dtypes.keys.sorted().map { k in
+            let v = dtypes[k]!
+            return (k, .object(JSONObject([("original_bytes", .number(JSONNumber(v.original))), ("stored_bytes", .number(JSONNumber(v.stored))),
+                                           ("ratio", number(Double(v.original) / Double(max(v.stored, 1)), 4))])))
+        })))
+        o.append("left_out", .array(summary.leftOut.map {
+            .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))]))
+        }))
+        o.append("files", .array(summary.files.map { file in
+            .object(JSONObject([("name", .string(file.name)), ("action", .string(file.action)), ("resumed", .bool(file.resumed)),
+                                ("input_bytes", .number(JSONNumber(file.inputBytes))), ("output_bytes", .number(JSONNumber(file.outputBytes)))]))
+        }))
+        return .object(o)
+    }
+
+    /// The summary line, then a line per entry left out.
+    static func text(_ summary: DirectoryCompression.Summary, _ f: Figures, input: String, output: String,
+                     direction: DirectoryCompression.Direction) -> String {
+        let verb = direction == .compress ? "compressed" : "restored"
+        let kept = summary.files.filter(\.resumed).count
+        let leftOut = summary.leftOut.isEmpty ? "" : ", \(summary.leftOut.count) left out (below)"
+        var out = "\(escapeForDisplay(input)) -> \(escapeForDisplay(output)): "
+        out += "\(counted(summary.files.filter { $0.action != "copied" }.count, "file")) \(verb), "
+        out += "\(summary.files.filter { $0.action == "copied" }.count) copied" + leftOut
+        out += kept > 0 ? " (\(kept) kept from an earlier run)" : ""
+        out += "; \(mb(f.original)) MB original, \(mb(f.compressed)) MB compressed (ratio \(decimalText(f.ratio, places: 3))), "
+        out += "\(decimalText(f.seconds, places: 2)) s, \(decimalText(f.originalMBPerSecond, places: 0, trimZero: true)) MB/s of original bytes\n"
+        for item in summary.leftOut { out += "left out: \(escapeForDisplay(item.name)): \(item.reason)\n" }
+        return out
     }
 
     static func mb(_ b: UInt64) -> String { decimalText(Double(b) / 1e6, places: 1) }
