@@ -19,7 +19,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         // System libraries chosen for the project (Debian: libzstd-dev, libjson-c-dev).
@@ -29,6 +28,11 @@ let package = Package(
         .systemLibrary(
             name: "CJSONC", path: "Sources/CJSONC", pkgConfig: "json-c",
             providers: [.apt(["libjson-c-dev"])]),
+        // SHA-256 for inspect --checksum from the system's OpenSSL (Debian: libssl-dev): no BoringSSL to compile
+        // (Docs/benchmarks.md, "Build time and SHA-256").
+        .systemLibrary(
+            name: "CLibcrypto", path: "Sources/CLibcrypto", pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]),
 
         // Vectorizable C loops for the FP8 block math (each has a scalar Swift twin the tests compare).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
@@ -45,7 +49,7 @@ let package = Package(
         // Checkpoints: single files, sharded directories with an index, config.json.
         .target(
             name: "Checkpoint",
-            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", "Support", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["SafetensorsFormat", "StrictJSON", "NumberFormats", "CJSONC", "CLibcrypto", "Support"]),
         // Conversion to and from the FP8 block format, streamed and atomic.
         .target(
             name: "Conversion",
@@ -75,7 +79,7 @@ let package = Package(
             name: "moetool",
             dependencies: [
                 "Inspection", "Conversion", "ExpertPlacement", "PlacementFiles", "ShardCompression", "ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "CKernels",
-                "RemoteCheckpoint",
+                "RemoteCheckpoint", "Support",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
 
@@ -89,6 +93,7 @@ let package = Package(
                 path: "Tests/FixtureSupport"),
         .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs moetool on a fresh Debian/Ubuntu machine with Swift 6: the system
-# libraries it links (libzstd, json-c), a release build, and the binary in $PREFIX/bin.
+# libraries it links (libzstd, json-c, libcrypto), a release build, and the binary in $PREFIX/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX="${PREFIX:-/usr/local}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! pkg-config --exists libzstd json-c 2>/dev/null; then
+if ! pkg-config --exists libzstd json-c libcrypto 2>/dev/null; then
   as_root apt-get update
-  as_root apt-get install -y --no-install-recommends libzstd-dev libjson-c-dev pkg-config
+  as_root apt-get install -y --no-install-recommends libzstd-dev libjson-c-dev libssl-dev pkg-config
 fi
 swift build -c release
 # $PREFIX/bin may not exist yet (PREFIX=~/.local on a fresh account): create it where we may.

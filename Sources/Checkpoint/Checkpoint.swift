@@ -29,7 +29,8 @@ public final class Checkpoint: @unchecked Sendable {
     public let layout: Layout
     /// Shards in the order they are listed (sorted by name).
     public let files: [SafetensorsFile]
-    /// Each shard's name relative to `directory`.
+    /// Each shard's name relative to `directory`, as the index names it (a compressed shard's file adds ".mz":
+    /// `storedFileName`).
     public let fileNames: [String]
     /// `metadata.total_size` from the index, when present.
     public let indexTotalSize: UInt64?
@@ -130,6 +131,20 @@ public final class Checkpoint: @unchecked Sendable {
         self.declaredBlock = declaredBlock
         self.warnings = findings.warnings
         self.location = location
+    }
+
+    /// The file that holds the shard the index (or the directory) calls `name`: `name` itself, or, when only
+    /// `moetool compress` output is there, `name` + ".mz" (compressed shards keep the index and their names
+    /// but carry the suffix, so that no loader takes them for safetensors).
+    static func storedName(_ name: String, in root: String) -> String {
+        let compressed = name + CompressedLayout.fileSuffix
+        return fileKind(join(root, name)) == nil && fileKind(join(root, compressed)) != nil ? compressed : name
+    }
+
+    /// Name `i` as it is stored: `fileNames[i]`, with ".mz" when it is a compressed shard stored that way.
+    public func storedFileName(_ i: Int) -> String {
+        let suffix = CompressedLayout.fileSuffix
+        return files[i].path.hasSuffix(fileNames[i] + suffix) ? fileNames[i] + suffix : fileNames[i]
     }
 
     /// Why the shard at `path` cannot be read though the index names it: absent, a link to nothing (a blob

@@ -28,11 +28,16 @@ extension Checkpoint {
         if fileKind(join(root, Checkpoint.indexFileName)) != nil {
             return try findIndexedShards(root: root, &findings)
         }
-        if fileKind(join(root, Checkpoint.singleFileName)) != nil {
+        if fileKind(join(root, Checkpoint.singleFileName)) != nil
+            || fileKind(join(root, Checkpoint.singleFileName + CompressedLayout.fileSuffix)) != nil {
             return FoundShards(layout: .singleFile, directory: root, shardNames: [Checkpoint.singleFileName])
         }
         let entries = listDirectory(root)
-        let safetensors = entries.filter { $0.hasSuffix(".safetensors") }.sorted()
+        // A compressed shard (`moetool compress`) is stored as NAME.safetensors.mz and named NAME.safetensors.
+        let suffix = CompressedLayout.fileSuffix
+        let safetensors = entries.compactMap { e in
+            e.hasSuffix(".safetensors") ? e : e.hasSuffix(".safetensors" + suffix) ? String(e.dropLast(suffix.count)) : nil
+        }.sorted()
         if safetensors.count == 1 {
             return FoundShards(layout: .singleFile, directory: root, shardNames: safetensors)
         }
@@ -92,7 +97,7 @@ extension Checkpoint {
     static func admissibleShardNames(_ names: [String], root: String, isDirectory: Bool, _ findings: inout Findings) -> [String] {
         var openable: [String] = []
         for name in names {
-            let display = isDirectory ? join(root, name) : root
+            let display = isDirectory ? join(root, Checkpoint.storedName(name, in: root)) : root
             if name.hasSuffix(".bin") || name.hasSuffix(".pt") || name.hasSuffix(".pth") {
                 findings.problems.append(Problem(file: display, rule: .binShard, "shard is a PyTorch pickle file, not safetensors"))
                 continue
@@ -123,7 +128,9 @@ extension Checkpoint {
                            preopened: [String: Result<SafetensorsFile, InvalidInput>],
                            _ findings: inout Findings) -> (files: [SafetensorsFile], names: [String]) {
         let toOpen = openable.filter { preopened[$0] == nil }
-        let opened = parallelMap(toOpen.count) { i in Checkpoint.openShard(isDirectory ? join(root, toOpen[i]) : root) }
+        let opened = parallelMap(toOpen.count) { i in
+            Checkpoint.openShard(isDirectory ? join(root, Checkpoint.storedName(toOpen[i], in: root)) : root)
+        }
         var results = preopened
         for (name, r) in zip(toOpen, opened) { results[name] = r }
         var files: [SafetensorsFile] = []

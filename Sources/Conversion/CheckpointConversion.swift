@@ -112,6 +112,9 @@ public enum CheckpointConversion {
         defer { withExtendedLifetime(claim) {} }  // the lock is held until the run ends
 
         var results: [ShardResult] = []
+        // The shards this run is responsible for: every one, or a --shards worker's share.
+        var mine = Set(plan.shards.indices)
+        if case .shards(let index, let count) = mode { mine = mine.filter { $0 % count == index - 1 } }
         if mode != .finalize {
             // Weights are read through one reader: plain shards mapped, compressed ones decompressed chunk by chunk.
             let reader: CheckpointReader
@@ -120,8 +123,7 @@ public enum CheckpointConversion {
             } catch {
                 throw ConversionError(error)
             }
-            for (position, shard) in plan.shards.enumerated() {
-                if case .shards(let index, let count) = mode, position % count != index - 1 { continue }
+            for (position, shard) in plan.shards.enumerated() where mine.contains(position) {
                 let shardLock = try takeLock(state + "/" + shard.name.replacingSlashes() + ".lock", .exclusive,
                                              what: output + "/" + shard.name)
                 defer { withExtendedLifetime(shardLock) {} }
@@ -160,8 +162,9 @@ public enum CheckpointConversion {
             finalized = true
         }
         return Summary(
-            shards: results, quantized: plan.count(.quantize), dequantized: plan.count(.dequantize),
-            passedThrough: plan.count(.passThrough), dropped: plan.count(.drop), finalized: finalized, leftOut: leftOut)
+            shards: results, quantized: plan.count(.quantize, inShards: mine), dequantized: plan.count(.dequantize, inShards: mine),
+            passedThrough: plan.count(.passThrough, inShards: mine), dropped: plan.count(.drop, inShards: mine),
+            finalized: finalized, leftOut: leftOut)
     }
 
     /// Every shard done and intact, then the index, config.json and other files; the state goes last.
@@ -273,7 +276,9 @@ public enum CheckpointConversion {
         } catch {
             throw ConversionError(.ioFailed, file: error.path, error.message)
         }
-        let rewritten = Set(checkpoint.fileNames + [Checkpoint.indexFileName, Checkpoint.configFileName])
+        // Shards by the names the index gives them and as stored (a compressed one carries ".mz").
+        let rewritten = Set(checkpoint.fileNames + checkpoint.files.indices.map(checkpoint.storedFileName)
+                            + [Checkpoint.indexFileName, Checkpoint.configFileName])
         var leftOut = tree.leftOut
         for directory in tree.directories {
             do {

@@ -99,6 +99,8 @@ public struct ConversionPlan: Sendable {
         public let dtype: Dtype
         public let shape: [UInt64]
         public let action: TensorAction
+        /// The input shard it is in (the position in `Checkpoint.files` and in `shards`).
+        public let file: Int
     }
 
     public struct Shard: Sendable {
@@ -115,6 +117,11 @@ public struct ConversionPlan: Sendable {
     public let shards: [Shard]
 
     public func count(_ kind: TensorAction.Kind) -> Int { decisions.filter { $0.action.kind == kind }.count }
+
+    /// The same, over the tensors of the shards at `positions` only (what one `--shards i/n` worker does).
+    public func count(_ kind: TensorAction.Kind, inShards positions: Set<Int>) -> Int {
+        decisions.filter { $0.action.kind == kind && positions.contains($0.file) }.count
+    }
 
     /// Why this conversion would change no tensor (the output would be a copy of the input), or nil.
     public func nothingToConvert(target: ConversionTarget) -> String? {
@@ -173,7 +180,7 @@ public struct ConversionPlan: Sendable {
                     action = options.selection.action(for: t, target: options.target, hasScale: checkpoint.blockScale(of: t) != nil,
                                                       isScale: Checkpoint.isScaleName(t.name))
                 }
-                decisions.append(Decision(name: t.name, dtype: t.dtype, shape: t.shape, action: action))
+                decisions.append(Decision(name: t.name, dtype: t.dtype, shape: t.shape, action: action, file: fi))
                 switch action.kind {
                 case .passThrough:
                     planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: t.dtype, shape: t.shape),

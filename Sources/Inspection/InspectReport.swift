@@ -309,7 +309,7 @@ public struct InspectReport: Sendable {
         let s = structure
         var lines: [String] = []
         func row(_ label: String, _ value: String) {
-            lines.append(label.padding(toLength: max(18, label.count + 2), withPad: " ", startingAt: 0) + value)
+            lines.append(label.leftAligned(max(18, label.count + 2)) + value)
         }
         let layout = checkpoint.layout == .sharded ? "sharded, \(checkpoint.files.count) files" : "single file"
         let packed = checkpoint.files.filter(\.isCompressed).count
@@ -348,7 +348,7 @@ public struct InspectReport: Sendable {
             row("  routers", "\(s.routers)")
             if let active = s.activeParameters {
                 let share = s.totalParameters > 0 ? Double(active) / Double(s.totalParameters) * 100 : 0
-                row("  active/token", "\(formatParameters(active)) of \(formatParameters(s.totalParameters)) (\(String(format1(share)))%)")
+                row("  active/token", "\(formatParameters(active)) of \(formatParameters(s.totalParameters)) (\(decimalText(share, places: 1))%)")
             } else {
                 row("  active/token", "unknown (no experts-per-token in config.json)")
             }
@@ -392,11 +392,6 @@ public struct InspectReport: Sendable {
     }
 }
 
-func format1(_ x: Double) -> String {
-    let r = (x * 10).rounded() / 10
-    return String(r)
-}
-
 public func formatBytes(_ n: UInt64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var v = Double(n)
@@ -405,23 +400,15 @@ public func formatBytes(_ n: UInt64) -> String {
         v /= 1024
         u += 1
     }
-    return u == 0 ? "\(n) B" : "\(format2(v)) \(units[u])"
-}
-
-func format2(_ x: Double) -> String {
-    let r = (x * 100).rounded() / 100
-    var s = String(r)
-    if s.hasSuffix(".0") { s.removeLast(2) }
-    return s
+    return u == 0 ? "\(n) B" : "\(decimalText(v, places: 2, trimZero: true)) \(units[u])"
 }
 
 /// 671.03B, 37.55M, 1.2K.
 public func formatParameters(_ n: UInt64) -> String {
     let v = Double(n)
-    if v >= 1e12 { return format2(v / 1e12) + "T" }
-    if v >= 1e9 { return format2(v / 1e9) + "B" }
-    if v >= 1e6 { return format2(v / 1e6) + "M" }
-    if v >= 1e3 { return format2(v / 1e3) + "K" }
+    for (unit, suffix) in [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")] where v >= unit {
+        return decimalText(v / unit, places: 2, trimZero: true) + suffix
+    }
     return String(n)
 }
 

@@ -1,6 +1,7 @@
 import Checkpoint
 import SafetensorsFormat
 import StrictJSON
+import Support
 
 /// The `--tensors` listing: every tensor, or names collapsed into patterns.
 public struct TensorListing: Sendable {
@@ -37,8 +38,8 @@ public struct TensorListing: Sendable {
         let nameWidth = min(100, rows.map { escapeForDisplay($0.name).count }.max() ?? 0)
         var out = ""
         for r in rows {
-            var line = escapeForDisplay(r.name).padding(toLength: max(nameWidth, 1), withPad: " ", startingAt: 0)
-            line += "  " + r.dtype.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0) + " " + formatShape(r.shape)
+            var line = escapeForDisplay(r.name).leftAligned(max(nameWidth, 1), truncating: true)
+            line += "  " + r.dtype.rawValue.leftAligned(11, truncating: true) + " " + formatShape(r.shape)
             if r.count > 1 { line += "  x\(r.count)" }
             if offsets, let file = r.file, let o = r.offsets { line += "  \(escapeForDisplay(file)) [\(o.0), \(o.1))" }
             out += line + "\n"

@@ -39,27 +39,3 @@ public enum FloatEncoding {
         return sign | min(code, 0x7E)
     }
 }
-
-extension FloatEncoding {
-    /// Eight float32 -> E4M3FN at once, the same rounding as the scalar `e4m3`
-    /// (nearest even, saturating at ±448, NaN to 0x7F with its sign).
-    @inline(__always)
-    public static func e4m3(_ v: SIMD8<Float>) -> SIMD8<UInt8> {
-        let bits = unsafeBitCast(v, to: SIMD8<UInt32>.self)
-        let sign = (bits &>> 24) & 0x80
-        let abits = bits & 0x7FFF_FFFF
-        // Normal range: round the mantissa to 3 bits at bit 20 (nearest even; a carry moves the exponent),
-        // then rebias the exponent from 127 to 7.
-        let rounded = abits &+ 0x7_FFFF &+ ((abits &>> 20) & 1)
-        var code = (rounded &>> 20) &- 0x3C0
-        // Subnormal range (|x| < 2^-6): multiples of 2^-9, rounded by the float adder (nearest even).
-        let magic = SIMD8<Float>(repeating: 12_582_912)  // 1.5 * 2^23
-        // Adding 1.5 * 2^23 puts the rounded integer in the low mantissa bits (the ulp there is 1).
-        let shifted = unsafeBitCast(abits, to: SIMD8<Float>.self) * 512 + magic
-        let subnormal = unsafeBitCast(shifted, to: SIMD8<UInt32>.self) & 0xF
-        code.replace(with: subnormal, where: abits .< 0x3C80_0000)
-        code.replace(with: 0x7E, where: abits .>= 0x43E0_0000)  // |x| >= 448, infinities included
-        code.replace(with: 0x7F, where: abits .> 0x7F80_0000)  // NaN
-        return SIMD8<UInt8>(truncatingIfNeeded: code | sign)
-    }
-}

@@ -8,6 +8,9 @@ public enum CompressedLayout {
     public static let prefixBytes: UInt64 = 24
     /// Chunk count, table offset, data bytes, checksums, reserved, end magic.
     public static let tailBytes: UInt64 = 64
+    /// Appended to a shard's name when it is stored compressed (`model.safetensors.mz`): nothing that globs
+    /// `*.safetensors` takes it for safetensors, and removing it gives the original name back.
+    public static let fileSuffix = ".mz"
 
     /// For a compressed shard: the header length and the original data bytes; nil when `mapping`
     /// does not start with the magic number. Throws when it does but the frame is broken.

@@ -1,6 +1,7 @@
 import CKernels
 import CZstd
 import SafetensorsFormat
+import Support
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -137,7 +138,7 @@ public enum ChunkCodec {
         if chunk.encoding == .bytes, chunk.planes[0].method == .zstd {
             let got = ZSTD_decompress(out.baseAddress, n, stored[0].baseAddress, stored[0].count)
             if ZSTD_isError(got) != 0 { throw .corrupt("plane 0: zstd: \(String(cString: ZSTD_getErrorName(got)))") }
-            guard got == n else { throw .corrupt("plane 0 decompresses to \(got) bytes, \(n) expected") }
+            guard got == n else { throw .corrupt("plane 0 decompresses to \(counted(got, "byte")), \(n) expected") }
             let sum = moe_xxh64(out.baseAddress, n, 0)
             guard sum == chunk.checksum else {
                 throw .corrupt("checksum mismatch (XXH64 \(hex(sum)), recorded \(hex(chunk.checksum)))")
@@ -154,7 +155,7 @@ public enum ChunkCodec {
             let raw = Int(plane.rawLength)
             switch plane.method {
             case .raw:
-                guard stored[i].count == raw else { throw .corrupt("plane \(i) holds \(stored[i].count) bytes, \(raw) expected") }
+                guard stored[i].count == raw else { throw .corrupt("plane \(i) holds \(counted(stored[i].count, "byte")), \(raw) expected") }
                 planes.append(stored[i].baseAddress!.assumingMemoryBound(to: UInt8.self))
             case .zstd:
                 let dst = scratch.baseAddress! + used
@@ -162,7 +163,7 @@ public enum ChunkCodec {
                 if ZSTD_isError(got) != 0 {
                     throw .corrupt("plane \(i): zstd: \(String(cString: ZSTD_getErrorName(got)))")
                 }
-                guard got == raw else { throw .corrupt("plane \(i) decompresses to \(got) bytes, \(raw) expected") }
+                guard got == raw else { throw .corrupt("plane \(i) decompresses to \(counted(got, "byte")), \(raw) expected") }
                 planes.append(UnsafePointer(dst.assumingMemoryBound(to: UInt8.self)))
                 used += raw
             }

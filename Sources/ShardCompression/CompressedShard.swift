@@ -2,22 +2,11 @@ import CKernels
 import CZstd
 import Checkpoint
 import SafetensorsFormat
+import Support
 import Synchronization
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
-
-public struct CompressionError: Error, Sendable, CustomStringConvertible {
-    public let file: String
-    public let message: String
-    public init(_ file: String, _ message: String) {
-        self.file = file
-        self.message = message
-    }
-    /// The file name escaped for a terminal (messages escape the names they quote themselves).
-    public var description: String { "\(escapeForDisplay(file)): \(message)" }
-}
 
 /// Statistics of one compressed file.
 public struct ShardStats: Sendable {
@@ -49,7 +38,7 @@ public enum ShardCompressor {
         do {
             file = try SafetensorsFile(path: input)
         } catch {
-            throw CompressionError(input, "not a valid safetensors file: \(error.problems.first.map { "\($0)" } ?? "")")
+            throw CompressionError(.notSafetensors, file: input, "not a valid safetensors file: \(error.problems.first.map { "\($0)" } ?? "")")
         }
         // A compressed shard opens as a header-only safetensors file; its data section is not there.
         if file.isCompressed { throw DirectoryCompression.alreadyCompressed(input) }
@@ -175,139 +164,192 @@ public final class CompressedShard: @unchecked Sendable {
         do {
             mapping = try MappedFile(path: path)
         } catch {
-            throw CompressionError(path, error.description)
+            throw CompressionError(.unreadable, file: path, error.description)
         }
         try self.init(mapping)
     }
 
-    /// A compressed shard already mapped (e.g. by the SafetensorsFile that read its header).
+    /// A compressed shard already mapped (e.g. by the SafetensorsFile that read its header). Validated
+    /// front to back, prefix, tail, header, table, so that nothing past here checks again.
     public init(_ mapping: MappedFile) throws(CompressionError) {
-        let path = mapping.path
-        self.path = path
+        path = mapping.path
         self.mapping = mapping
-        let size = mapping.size
+        let headerLength = try Self.readPrefix(mapping)
+        let tail = try Self.readTail(mapping, headerLength: headerLength)
+        fileChecksum = tail.fileChecksum
+        headerChecksum = tail.headerChecksum
+        header = try Self.readHeader(mapping, length: headerLength, tail: tail)
+        let payload = (UInt64(CompressedFormat.prefixBytes) + headerLength)..<tail.tableOffset
+        chunks = try Self.readTable(mapping, tail: tail, header: header, payload: payload)
+        guard ShardCompressor.fileChecksum(header: headerChecksum, chunks: chunks.map(\.checksum)) == fileChecksum else {
+            throw CompressionError(.damagedTable, file: path, "the chunk table does not match the file checksum")
+        }
+    }
+
+    /// What the 64-byte tail says (layout: CompressedFormat).
+    struct Tail {
+        var chunkCount: UInt64
+        var tableOffset: UInt64
+        var dataBytes: UInt64
+        var fileChecksum: UInt64
+        var headerChecksum: UInt64
+    }
+
+    /// The prefix: magic number, version, flags; returns the safetensors header's length.
+    static func readPrefix(_ mapping: MappedFile) throws(CompressionError) -> UInt64 {
+        let path = mapping.path, size = mapping.size
         let minimum = UInt64(CompressedFormat.prefixBytes + CompressedFormat.tailBytes)
-        guard size >= minimum else { throw CompressionError(path, "\(size) bytes is too short for a compressed shard (truncated?)") }
+        guard size >= minimum else {
+            throw CompressionError(.truncated, file: path, "\(counted(size, "byte")) is too short for a compressed shard (truncated?)")
+        }
         let head = mapping.bytes(0..<UInt64(CompressedFormat.prefixBytes))
         guard Array(head[0..<8]) == CompressedFormat.magic else {
-            throw CompressionError(path, "not a moetool compressed shard (no magic number)")
+            throw CompressionError(.notCompressed, file: path, "not a moetool compressed shard (no magic number)")
         }
         let version = head.le(8, as: UInt32.self)
         guard version == CompressedFormat.version else {
-            throw CompressionError(path, "format version \(version); this moetool reads version \(CompressedFormat.version)")
+            throw CompressionError(.unsupportedVersion, file: path, "format version \(version); this moetool reads version \(CompressedFormat.version)")
         }
         guard head.le(12, as: UInt32.self) == 0 else {
-            throw CompressionError(path, "unknown flags \(head.le(12, as: UInt32.self)) (version 1 has none)")
+            throw CompressionError(.unsupportedVersion, file: path, "unknown flags \(head.le(12, as: UInt32.self)) (version 1 has none)")
         }
-        let n = head.le(16, as: UInt64.self)
-        let tail = mapping.bytes((size - UInt64(CompressedFormat.tailBytes))..<size)
-        guard Array(tail[56..<64]) == CompressedFormat.endMagic else {
-            throw CompressionError(path, "no end marker: the file is truncated or was not written completely")
+        return head.le(16, as: UInt64.self)
+    }
+
+    /// The tail: end marker, counts and checksums, and a table that fits between the header and the tail.
+    static func readTail(_ mapping: MappedFile, headerLength n: UInt64) throws(CompressionError) -> Tail {
+        let path = mapping.path, size = mapping.size
+        let tailBytes = UInt64(CompressedFormat.tailBytes)
+        let bytes = mapping.bytes((size - tailBytes)..<size)
+        guard Array(bytes[56..<64]) == CompressedFormat.endMagic else {
+            throw CompressionError(.truncated, file: path, "no end marker: the file is truncated or was not written completely")
         }
-        let count = tail.le(0, as: UInt64.self)
-        let tableOffset = tail.le(8, as: UInt64.self)
-        let dataBytes = tail.le(16, as: UInt64.self)
-        fileChecksum = tail.le(24, as: UInt64.self)
-        headerChecksum = tail.le(32, as: UInt64.self)
-        guard tail[40..<56].allSatisfy({ $0 == 0 }) else {
-            throw CompressionError(path, "the reserved bytes of the tail are not zero: the file is damaged")
+        let tail = Tail(chunkCount: bytes.le(0, as: UInt64.self), tableOffset: bytes.le(8, as: UInt64.self),
+                        dataBytes: bytes.le(16, as: UInt64.self), fileChecksum: bytes.le(24, as: UInt64.self),
+                        headerChecksum: bytes.le(32, as: UInt64.self))
+        guard bytes[40..<56].allSatisfy({ $0 == 0 }) else {
+            throw CompressionError(.damagedTable, file: path, "the reserved bytes of the tail are not zero: the file is damaged")
         }
-        let tableEnd = size - UInt64(CompressedFormat.tailBytes)
+        let minimum = UInt64(CompressedFormat.prefixBytes) + tailBytes
+        let tableEnd = size - tailBytes
+        let count = tail.chunkCount, tableOffset = tail.tableOffset
         guard n <= SafetensorsLimits.maxHeaderBytes, UInt64(CompressedFormat.prefixBytes) + n <= tableOffset,
               tableOffset <= tableEnd, count <= (size - minimum) / UInt64(CompressedFormat.entryBytes),
               count * UInt64(CompressedFormat.entryBytes) == tableEnd - tableOffset,
-              dataBytes <= UInt64(Int64.max) / 2
+              tail.dataBytes <= UInt64(Int64.max) / 2
         else {
-            throw CompressionError(path, "the chunk table does not fit the file (header \(n) bytes, \(count) chunks at \(tableOffset) in \(size) bytes)")
+            throw CompressionError(.damagedTable, file: path,
+                "the chunk table does not fit the file (header \(counted(n, "byte")), \(counted(count, "chunk")) at \(tableOffset) in \(counted(size, "byte")))")
         }
-        let headerBytes = mapping.bytes(UInt64(CompressedFormat.prefixBytes)..<(UInt64(CompressedFormat.prefixBytes) + n))
-        guard moe_xxh64(headerBytes.baseAddress, headerBytes.count, 0) == headerChecksum else {
-            throw CompressionError(path, "the safetensors header does not match its checksum")
+        return tail
+    }
+
+    /// The safetensors header: its checksum, then the full validation every safetensors header gets.
+    static func readHeader(_ mapping: MappedFile, length n: UInt64, tail: Tail) throws(CompressionError) -> SafetensorsHeader {
+        let path = mapping.path
+        let start = UInt64(CompressedFormat.prefixBytes)
+        let bytes = mapping.bytes(start..<(start + n))
+        guard moe_xxh64(bytes.baseAddress, bytes.count, 0) == tail.headerChecksum else {
+            throw CompressionError(.headerChecksumMismatch, file: path, "the safetensors header does not match its checksum")
         }
+        let header: SafetensorsHeader
         do {
-            header = try HeaderParser.parse(headerBytes, fileSize: 8 + n + dataBytes, file: path)
+            header = try HeaderParser.parse(bytes, fileSize: 8 + n + tail.dataBytes, file: path)
         } catch {
-            throw CompressionError(path, "invalid safetensors header: \(error.problems.first.map { "\($0)" } ?? "")")
+            throw CompressionError(.invalidHeader, file: path, "invalid safetensors header: \(error.problems.first.map { "\($0)" } ?? "")")
         }
-        guard header.dataBytes == dataBytes else {
-            throw CompressionError(path, "the table says \(dataBytes) data bytes, the header \(header.dataBytes)")
+        guard header.dataBytes == tail.dataBytes else {
+            throw CompressionError(.invalidHeader, file: path, "the table says \(tail.dataBytes) data bytes, the header \(header.dataBytes)")
         }
-        // The table: chunks in data order, covering every tensor exactly, planes inside the payload.
-        let table = mapping.bytes(tableOffset..<(tableOffset + count * UInt64(CompressedFormat.entryBytes)))
+        return header
+    }
+
+    /// The chunk table: chunks in data order, covering every tensor exactly, in whole values, planes inside `payload`.
+    static func readTable(_ mapping: MappedFile, tail: Tail, header: SafetensorsHeader,
+                          payload: Range<UInt64>) throws(CompressionError) -> [CompressedFormat.Chunk] {
+        let table = mapping.bytes(tail.tableOffset..<(tail.tableOffset + tail.chunkCount * UInt64(CompressedFormat.entryBytes)))
         var chunks: [CompressedFormat.Chunk] = []
-        chunks.reserveCapacity(Int(count))
+        chunks.reserveCapacity(Int(tail.chunkCount))
         var expected: UInt64 = 0
-        let payload = (UInt64(CompressedFormat.prefixBytes) + n)..<tableOffset
-        for k in 0..<Int(count) {
-            let base = k * CompressedFormat.entryBytes
-            let dataOffset = table.le(base, as: UInt64.self)
-            let length = table.le(base + 8, as: UInt32.self)
-            let tensor = table.le(base + 12, as: UInt32.self)
-            let checksum = table.le(base + 16, as: UInt64.self)
-            let problem = { (what: String) in CompressionError(path, "chunk \(k): \(what)") }
-            guard let encoding = CompressedFormat.Encoding(rawValue: table[base + 24]) else { throw problem("unknown encoding \(table[base + 24])") }
-            let planeCount = Int(table[base + 25])
-            guard planeCount == encoding.planes else { throw problem("\(planeCount) planes for encoding \(encoding)") }
-            // Padding and unused plane slots are zero: a flipped bit anywhere in the table is caught.
-            let padding = [(base + 26)..<(base + 32)] + (0..<planeCount).map { (base + 32 + $0 * 24 + 17)..<(base + 32 + $0 * 24 + 24) }
-                + [(base + 32 + planeCount * 24)..<(base + CompressedFormat.entryBytes)]
-            guard padding.allSatisfy({ r in table[r].allSatisfy { $0 == 0 } }) else { throw problem("non-zero padding: the table is damaged") }
-            guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
-            let t = header.tensors[Int(tensor)]
-            // Bounded before anything is allocated for it: a chunk of 4 GiB made decompress take 7.8 GB.
-            guard length <= CompressedFormat.chunkBytes else {
-                throw problem("holds \(length) bytes, more than the \(CompressedFormat.chunkBytes) a chunk may hold (damaged or not made by moetool)")
-            }
-            guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
-                throw problem("covers \(length) bytes from \(dataOffset) of tensor \(escapeForDisplay(t.name)) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
-            }
-            let width = encoding == .split16 ? 2 : encoding == .split32 ? 4 : 1
-            guard Int(length) % width == 0 else { throw problem("\(length) bytes is not a whole number of \(width)-byte values") }
-            // Whole values of the tensor's dtype, as the writer cuts them: a reader can take chunks as units.
-            let valueBytes = t.dtype.bits % 8 == 0 ? UInt64(t.dtype.bits / 8) : 1
-            guard (dataOffset - t.begin) % valueBytes == 0, UInt64(length) % valueBytes == 0 else {
-                throw problem("bytes \(dataOffset - t.begin)..<\(dataOffset - t.begin + UInt64(length)) of tensor \(escapeForDisplay(t.name)) "
-                    + "cut its \(t.dtype.rawValue) values apart")
-            }
-            let lengths = encoding.planeLengths(Int(length))
-            var planes: [CompressedFormat.Plane] = []
-            for i in 0..<planeCount {
-                let p = base + 32 + i * 24
-                let offset = table.le(p, as: UInt64.self)
-                let stored = table.le(p + 8, as: UInt32.self)
-                let raw = table.le(p + 12, as: UInt32.self)
-                guard let method = CompressedFormat.Method(rawValue: table[p + 16]) else { throw problem("plane \(i): unknown method") }
-                // (Subtractions, not additions: hostile offsets must not overflow.)
-                guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset <= payload.upperBound,
-                      UInt64(stored) <= payload.upperBound - offset, method == .zstd ? stored < raw : stored == raw
-                else { throw problem("plane \(i) is out of bounds or has the wrong length") }
-                if method == .zstd {
-                    // The frame must say it holds exactly the plane (the writer always records the size).
-                    let frame = mapping.bytes(offset..<(offset + UInt64(stored)))
-                    let declared = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
-                    guard declared == UInt64(raw) else {
-                        let what = declared == ZSTD_CONTENTSIZE_ERROR ? "is not a zstd frame"
-                            : declared == ZSTD_CONTENTSIZE_UNKNOWN ? "is a zstd frame that does not declare its size"
-                            : "is a zstd frame of \(declared) bytes, not \(raw)"
-                        throw problem("plane \(i) \(what)")
-                    }
+        for k in 0..<Int(tail.chunkCount) {
+            let chunk = try readEntry(k, of: table, mapping: mapping, header: header, payload: payload, expectedOffset: expected)
+            chunks.append(chunk)
+            expected = chunk.dataOffset + UInt64(chunk.length)
+        }
+        guard expected == tail.dataBytes else {
+            throw CompressionError(.damagedTable, file: mapping.path, "the chunks cover \(expected) of \(tail.dataBytes) data bytes (truncated table?)")
+        }
+        return chunks
+    }
+
+    /// Entry `k` of the table, which must start at `expectedOffset` of the data.
+    static func readEntry(_ k: Int, of table: UnsafeRawBufferPointer, mapping: MappedFile, header: SafetensorsHeader,
+                          payload: Range<UInt64>, expectedOffset expected: UInt64) throws(CompressionError) -> CompressedFormat.Chunk {
+        let base = k * CompressedFormat.entryBytes
+        let dataOffset = table.le(base, as: UInt64.self)
+        let length = table.le(base + 8, as: UInt32.self)
+        let tensor = table.le(base + 12, as: UInt32.self)
+        let checksum = table.le(base + 16, as: UInt64.self)
+        // The tensor is named once its index is known to be in range.
+        var named: String? = nil
+        func problem(_ what: String) -> CompressionError {
+            CompressionError(.damagedTable, file: mapping.path, tensor: named, chunk: k, "chunk \(k): \(what)")
+        }
+        guard let encoding = CompressedFormat.Encoding(rawValue: table[base + 24]) else { throw problem("unknown encoding \(table[base + 24])") }
+        let planeCount = Int(table[base + 25])
+        guard planeCount == encoding.planes else { throw problem("\(counted(planeCount, "plane")) for encoding \(encoding)") }
+        // Padding and unused plane slots are zero: a flipped bit anywhere in the table is caught.
+        let padding = [(base + 26)..<(base + 32)] + (0..<planeCount).map { (base + 32 + $0 * 24 + 17)..<(base + 32 + $0 * 24 + 24) }
+            + [(base + 32 + planeCount * 24)..<(base + CompressedFormat.entryBytes)]
+        guard padding.allSatisfy({ r in table[r].allSatisfy { $0 == 0 } }) else { throw problem("non-zero padding: the table is damaged") }
+        guard Int(tensor) < header.tensors.count else { throw problem("tensor index \(tensor) out of range") }
+        let t = header.tensors[Int(tensor)]
+        named = t.name
+        // Bounded before anything is allocated for it: a chunk of 4 GiB made decompress take 7.8 GB.
+        guard length <= CompressedFormat.chunkBytes else {
+            throw problem("holds \(counted(length, "byte")), more than the \(CompressedFormat.chunkBytes) a chunk may hold (damaged or not made by moetool)")
+        }
+        guard dataOffset == expected, length > 0, dataOffset >= t.begin, dataOffset + UInt64(length) <= t.end else {
+            throw problem("covers \(counted(length, "byte")) from \(dataOffset) of tensor \(escapeForDisplay(t.name)) (\(t.begin)..<\(t.end)); expected to start at \(expected)")
+        }
+        let width = encoding == .split16 ? 2 : encoding == .split32 ? 4 : 1
+        guard Int(length) % width == 0 else { throw problem("\(counted(length, "byte")) is not a whole number of \(width)-byte values") }
+        // Whole values of the tensor's dtype, as the writer cuts them: a reader can take chunks as units.
+        let valueBytes = t.dtype.bits % 8 == 0 ? UInt64(t.dtype.bits / 8) : 1
+        guard (dataOffset - t.begin) % valueBytes == 0, UInt64(length) % valueBytes == 0 else {
+            throw problem("bytes \(dataOffset - t.begin)..<\(dataOffset - t.begin + UInt64(length)) of tensor \(escapeForDisplay(t.name)) "
+                + "cut its \(t.dtype.rawValue) values apart")
+        }
+        let lengths = encoding.planeLengths(Int(length))
+        var planes: [CompressedFormat.Plane] = []
+        for i in 0..<planeCount {
+            let p = base + 32 + i * 24
+            let offset = table.le(p, as: UInt64.self)
+            let stored = table.le(p + 8, as: UInt32.self)
+            let raw = table.le(p + 12, as: UInt32.self)
+            guard let method = CompressedFormat.Method(rawValue: table[p + 16]) else { throw problem("plane \(i): unknown method") }
+            // (Subtractions, not additions: hostile offsets must not overflow.)
+            guard Int(raw) == lengths[i], offset >= payload.lowerBound, offset <= payload.upperBound,
+                  UInt64(stored) <= payload.upperBound - offset, method == .zstd ? stored < raw : stored == raw
+            else { throw problem("plane \(i) is out of bounds or has the wrong length") }
+            if method == .zstd {
+                // The frame must say it holds exactly the plane (the writer always records the size).
+                let frame = mapping.bytes(offset..<(offset + UInt64(stored)))
+                let declared = ZSTD_getFrameContentSize(frame.baseAddress, frame.count)
+                guard declared == UInt64(raw) else {
+                    let what = declared == ZSTD_CONTENTSIZE_ERROR ? "is not a zstd frame"
+                        : declared == ZSTD_CONTENTSIZE_UNKNOWN ? "is a zstd frame that does not declare its size"
+                        : "is a zstd frame of \(counted(declared, "byte")), not \(raw)"
+                    throw problem("plane \(i) \(what)")
                 }
-                // Planes are stored back to back, in order (readers rely on it to release a chunk's pages).
-                if let previous = planes.last, offset != previous.offset + UInt64(previous.storedLength) {
-                    throw problem("plane \(i) does not follow plane \(i - 1)")
-                }
-                planes.append(.init(offset: offset, storedLength: stored, rawLength: raw, method: method))
             }
-            chunks.append(.init(dataOffset: dataOffset, length: length, tensor: tensor, checksum: checksum, encoding: encoding, planes: planes))
-            expected = dataOffset + UInt64(length)
+            // Planes are stored back to back, in order (readers rely on it to release a chunk's pages).
+            if let previous = planes.last, offset != previous.offset + UInt64(previous.storedLength) {
+                throw problem("plane \(i) does not follow plane \(i - 1)")
+            }
+            planes.append(.init(offset: offset, storedLength: stored, rawLength: raw, method: method))
         }
-        guard expected == dataBytes else {
-            throw CompressionError(path, "the chunks cover \(expected) of \(dataBytes) data bytes (truncated table?)")
-        }
-        guard ShardCompressor.fileChecksum(header: headerChecksum, chunks: chunks.map(\.checksum)) == fileChecksum else {
-            throw CompressionError(path, "the chunk table does not match the file checksum")
-        }
-        self.chunks = chunks
+        return .init(dataOffset: dataOffset, length: length, tensor: tensor, checksum: checksum, encoding: encoding, planes: planes)
     }
 
     func stored(_ chunk: CompressedFormat.Chunk) -> [UnsafeRawBufferPointer] {
@@ -319,7 +361,9 @@ public final class CompressedShard: @unchecked Sendable {
         do {
             try ChunkCodec.decode(c, stored: stored(c), into: out)
         } catch {
-            throw CompressionError(path, "chunk \(k) (tensor \(escapeForDisplay(header.tensors[Int(c.tensor)].name)), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
+            let name = header.tensors[Int(c.tensor)].name
+            throw CompressionError(.damagedChunk, file: path, tensor: name, chunk: k,
+                "chunk \(k) (tensor \(escapeForDisplay(name)), bytes \(c.dataOffset)..<\(c.dataOffset + UInt64(c.length)) of the data): \(error)")
         }
     }
 

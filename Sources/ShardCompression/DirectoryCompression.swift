@@ -61,25 +61,26 @@ public enum DirectoryCompression {
     /// What would be done, or an error. Refuses to compress moetool compress output ("already compressed").
     public static func plan(_ input: String, _ output: String, _ direction: Direction) throws(CompressionError) -> Plan {
         var st = stat()
-        guard stat(input, &st) == 0 else { throw CompressionError(input, "no such file or directory") }
+        guard stat(input, &st) == 0 else { throw CompressionError(.inputMissing, file: input, "no such file or directory") }
         if (st.st_mode & S_IFMT) == S_IFREG {
             let isCompressed = CompressedShard.isCompressed(path: input)
             switch direction {
             case .compress:
                 if isCompressed { throw alreadyCompressed(input) }
             case .decompress:
-                if !isCompressed { throw CompressionError(input, "not a moetool compressed shard (no magic number)") }
+                if !isCompressed { throw CompressionError(.notCompressed, file: input, "not a moetool compressed shard (no magic number)") }
             }
             return Plan(jobs: [Job(source: input, destination: output, name: basename(input),
                                    action: direction == .compress ? "compressed" : "decompressed")])
         }
-        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(input, "not a file or directory") }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CompressionError(.notFileOrDirectory, file: input, "not a file or directory") }
         let tree: DirectoryTree
         do {
             tree = try DirectoryTree.walk(input)
         } catch {
-            throw CompressionError(error.path, error.message)
+            throw CompressionError(.unreadable, file: error.path, error.message)
         }
+        let suffix = CompressedLayout.fileSuffix
         var plan = Plan(directories: tree.directories, leftOut: tree.leftOut, symlinks: tree.symlinks)
         for rel in tree.files {
             let source = input + "/" + rel
@@ -88,26 +89,35 @@ public enum DirectoryCompression {
                 if direction == .compress { throw alreadyCompressed(source) }
                 continue
             }
-            let action: String
+            // Compressed shards are stored as NAME.safetensors.mz (restored to NAME.safetensors); `name` is the original's.
+            var job = Job(source: source, destination: output + "/" + rel, name: rel, action: "copied")
             switch direction {
             case .compress:
-                guard rel.hasSuffix(".safetensors") else { action = "copied"; break }
-                if CompressedShard.isCompressed(path: source) { throw alreadyCompressed(source) }
-                action = "compressed"
+                let isShard = rel.hasSuffix(".safetensors") || rel.hasSuffix(".safetensors" + suffix)
+                if isShard && CompressedShard.isCompressed(path: source) { throw alreadyCompressed(source) }
+                if rel.hasSuffix(".safetensors") {
+                    job.action = "compressed"
+                    job.destination += suffix
+                }
             case .decompress:
-                action = CompressedShard.isCompressed(path: source) ? "decompressed" : "copied"
+                if CompressedShard.isCompressed(path: source) {
+                    job.action = "decompressed"
+                    if rel.hasSuffix(suffix) {
+                        job.name = String(rel.dropLast(suffix.count))
+                        job.destination = output + "/" + job.name
+                    }
+                }
             }
-            plan.jobs.append(Job(source: source, destination: output + "/" + rel, name: rel, action: action))
+            plan.jobs.append(job)
         }
         if direction == .compress && !plan.jobs.contains(where: { $0.action == "compressed" }) {
-            throw CompressionError(input, "no .safetensors files to compress")
+            throw CompressionError(.nothingToCompress, file: input, "no .safetensors files to compress")
         }
         return plan
     }
 
     static func alreadyCompressed(_ path: String) -> CompressionError {
-        CompressionError(path, "already compressed (it is moetool compress output); restore it with moetool decompress, "
-            + "or compress the original checkpoint")
+        CompressionError(.alreadyCompressed, file: path, "already compressed (it is moetool compress output)")
     }
 
     /// Compresses or restores `input` (a file or a checkpoint directory, with everything under it) into
@@ -124,7 +134,12 @@ public enum DirectoryCompression {
         let plan = try plan(input, output, direction)
         // Before anything is created.
         if let conflict = OutputPlacement.conflict(output: output, inputs: [input] + plan.symlinks, outputIsDirectory: isDirectory) {
-            throw CompressionError(output, conflict)
+            throw CompressionError(.outputConflict, file: output, conflict)
+        }
+        // A compressed file under a .safetensors name is taken for one by loaders, which then fail on its header.
+        if !isDirectory && direction == .compress && output.hasSuffix(".safetensors") {
+            throw CompressionError(.safetensorsName, file: output,
+                "a compressed file must not be named .safetensors: only moetool reads it, and loaders would take it for one")
         }
         var claim: OutputClaim? = nil
         if isDirectory {
@@ -133,7 +148,7 @@ public enum DirectoryCompression {
         } else {
             var o = stat()
             if stat(output, &o) == 0 && !resume {
-                throw CompressionError(output, "exists; moetool never overwrites a file, choose a new output (or --resume a killed run)")
+                throw CompressionError(.outputExists, file: output, "exists")
             }
         }
         var summary = Summary()
@@ -163,8 +178,7 @@ public enum DirectoryCompression {
             return result
         }
         if !inDirectory && access(job.destination, F_OK) == 0 {
-            throw CompressionError(job.destination, "exists and is not a complete output of \(escapeForDisplay(job.source)); "
-                + "moetool never overwrites a file, choose a new output")
+            throw CompressionError(.outputExists, file: job.destination, "exists and is not a complete output of \(escapeForDisplay(job.source))")
         }
         // In a directory we hold the lock, so every leftover temporary is stale.
         AtomicFile.removeStaleTemporaries(of: job.destination, allWriters: inDirectory)
@@ -188,7 +202,7 @@ public enum DirectoryCompression {
         for relative in directories {
             let path = output + "/" + relative
             if mkdir(path, 0o755) != 0 && errno != EEXIST {
-                throw CompressionError(path, "cannot create the directory: \(String(cString: strerror(errno)))")
+                throw CompressionError(.cannotCreateDirectory, file: path, "cannot create the directory: \(String(cString: strerror(errno)))")
             }
         }
     }
@@ -199,13 +213,13 @@ public enum DirectoryCompression {
                                levels: ChunkCodec.Levels, resume: Bool) throws -> OutputClaim {
         var o = stat()
         if stat(output, &o) == 0 && (o.st_mode & S_IFMT) != S_IFDIR {
-            throw CompressionError(output, "exists and is not a directory; choose a new output")
+            throw CompressionError(.outputExists, file: output, "exists and is not a directory")
         }
         do {
             return try OutputClaim(output, stateName: stateDirectoryName, plan: fingerprint(plan.jobs, direction: direction, levels: levels),
                                    mode: resume ? .resume : .fresh, noun: "run", command: "moetool compress or decompress")
         } catch {
-            throw CompressionError(error.path, error.message)
+            throw CompressionError(.outputInUse, file: error.path, error.message)
         }
     }
 
@@ -255,6 +269,7 @@ public enum DirectoryCompression {
         o.append("files", .array(summary.files.map { f in
             var m = JSONObject()
             m.append("name", .string(f.name))
+            if f.action == "compressed" { m.append("stored_as", .string(f.name + CompressedLayout.fileSuffix)) }
             m.append("action", .string(f.action))
             m.append("original_bytes", .number(JSONNumber(f.inputBytes)))
             m.append("stored_bytes", .number(JSONNumber(f.outputBytes)))

@@ -26,13 +26,11 @@ struct CheckpointSource: ParsableArguments {
                 located.append(found.path)
                 fromCache = fromCache || found.fromCache
             } catch {
-                FileHandleOutput.stderr("error: \(error)\n")
-                throw ExitStatus.invalidInput
+                throw CommandError("not_found", "\(error)")
             }
         }
         if revision != nil && !fromCache {
-            FileHandleOutput.stderr("error: --revision applies to a model id in the Hugging Face cache, and \(paths.joined(separator: ", ")) is a local path\n")
-            throw ExitStatus.usage
+            throw CommandError.usage("--revision applies to a model id in the Hugging Face cache, and \(paths.joined(separator: ", ")) is a local path")
         }
         return located
     }

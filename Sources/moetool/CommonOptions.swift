@@ -1,4 +1,5 @@
 import ArgumentParser
+import Support
 
 /// The options every command that reports, shows progress or uses cores shares, declared once so that
 /// they are spelled, parsed and checked the same everywhere.

@@ -4,21 +4,24 @@ import Conversion
 import NumberFormats
 import SafetensorsFormat
 import StrictJSON
+import Support
 
 extension ConversionTarget: ExpressibleByArgument {}
 extension BlockQuantization.ScaleFormat: ExpressibleByArgument {}
 
-struct Convert: ParsableCommand {
+struct Convert: ReportsErrorsAsJSON {
     static let configuration = CommandConfiguration(
         commandName: "convert",
         abstract: "Re-quantize a checkpoint to FP8 with 128x128 block scales, or back to BF16.",
         discussion: """
-            --to fp8 quantizes the 2-D weights of attention and MLP/expert projections (BF16, F16 or F32) to \\
-            F8_E4M3 with a <name>.weight_scale_inv F32 block scale, as DeepSeek-V3 stores them, and adds \\
-            quantization_config to config.json. Embeddings, lm_head, routers, norms, biases and tensors that \\
-            are already FP8 pass through unchanged. --to bf16 dequantizes FP8 block weights (scales found \\
-            anywhere in the checkpoint, also compressed-tensors' weight_scale) and removes quantization_config. \\
-            Each output shard is written under a temporary name and renamed when complete; the input is never written.
+            --to fp8 quantizes the 2-D weights of attention and MLP/expert projections (BF16, F16 or F32) to \
+            F8_E4M3 with a <name>.weight_scale_inv F32 block scale, as DeepSeek-V3 stores them, and adds \
+            quantization_config to config.json. Embeddings, lm_head, routers, norms, biases and tensors that \
+            are already FP8 pass through unchanged. --to bf16 dequantizes FP8 block weights (scales found \
+            anywhere in the checkpoint, also compressed-tensors' weight_scale) and removes quantization_config. \
+            Each output shard is written under a temporary name and renamed when complete; the input is never written. \
+            --json prints schema moetool.convert/1, or with --dry-run moetool.convert-plan/1 (see Docs/convert.md); \
+            --threads is for the block math; a --shards worker reports the tensors of its own shards.
             """)
 
     @Argument(help: "The input: a .safetensors file, a checkpoint directory, or a model id (org/name) in the Hugging Face cache.")
@@ -56,14 +59,11 @@ struct Convert: ParsableCommand {
     @Flag(help: "Let blocks holding NaN or infinity become NaN instead of refusing the tensor.")
     var allowNonfinite = false
 
-    @Option(parsing: .unconditional, help: "Threads for the block math (0: all cores).")
-    var threads = 0
+    @OptionGroup var common: CommonOptions
 
-    @Flag(help: "Print a JSON summary (or, with --dry-run, the plan).")
-    var json = false
-
-    @Flag(name: .shortAndLong, help: "No progress bar.")
-    var quiet = false
+    var json: Bool { common.json }
+    var quiet: Bool { common.quiet }
+    var threads: Int { common.threads }
 
     /// `--shards i/n` as (i, n).
     var shardSelection: (index: Int, count: Int)? {
@@ -80,12 +80,17 @@ struct Convert: ParsableCommand {
     }
 
     func validate() throws {
-        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
         if shards != nil && shardSelection == nil { throw ValidationError("--shards takes i/n with 1 <= i <= n, e.g. 2/8") }
         if [resume, shards != nil, finalize].filter({ $0 }).count > 1 {
             throw ValidationError("--resume, --shards and --finalize are separate steps: give one")
         }
         if to == .bf16 && scaleFormat != .float32 { throw ValidationError("--scale-format applies to --to fp8 only") }
+        if to == .bf16 && (include != nil || exclude != nil) {
+            throw ValidationError("--include and --exclude choose what --to fp8 quantizes; --to bf16 dequantizes every FP8 block weight")
+        }
+        if dryRun && (resume || shards != nil || finalize) {
+            throw ValidationError("--dry-run writes nothing, so --resume, --shards and --finalize have nothing to do: give one or the other")
+        }
         for pattern in [include, exclude].compactMap({ $0 }) {
             do { _ = try NameFilter(pattern) } catch { throw ValidationError("\(error)") }
         }
@@ -97,9 +102,9 @@ struct Convert: ParsableCommand {
         do {
             checkpoint = try Checkpoint(path: located)
         } catch {
-            for p in error.problems.prefix(200) { FileHandleOutput.stderr("error: \(p)\n") }
-            FileHandleOutput.stderr("\(escapeForDisplay(input)): invalid input, nothing converted\n")
-            throw ExitStatus.invalidInput
+            throw CommandError("invalid_input", "\(escapeForDisplay(input)): invalid input (\(counted(error.problems.count, "problem"))), nothing converted",
+                               hint: "fix the problems listed (moetool inspect shows the same with --json)",
+                               details: error.problems.prefix(200).map(\.description))
         }
         var options = ConversionOptions(target: to)
         options.scaleFormat = scaleFormat
@@ -116,8 +121,7 @@ struct Convert: ParsableCommand {
             }
             // A run that changes no tensor would only copy the checkpoint: say so, and write nothing.
             if let why = plan.nothingToConvert(target: to), mode != .finalize {
-                FileHandleOutput.stderr("error: \(escapeForDisplay(located)): \(why); nothing was written\n")
-                throw ExitStatus.invalidInput
+                throw CommandError("nothing_to_convert", "\(escapeForDisplay(located)): \(why); nothing was written")
             }
             let bar = ProgressBar(label: "convert", total: checkpoint.dataBytes, quiet: quiet)
             let summary = try CheckpointConversion.run(checkpoint: checkpoint, output: output, plan: plan, options: options,
@@ -125,26 +129,28 @@ struct Convert: ParsableCommand {
             bar.finish()
             printSummary(summary)
         } catch let e as ConversionError {
-            FileHandleOutput.stderr("error: \(e)\n")
-            throw ExitStatus.invalidInput
+            throw CommandError(e)
         }
     }
 
     func printPlan(_ plan: ConversionPlan) {
         if json {
-            FileHandleOutput.document(JSONSerializer.pretty(.array(plan.decisions.map { d in
-                .object(JSONObject([
-                    ("name", .string(d.name)), ("dtype", .string(d.dtype.rawValue)), ("shape", .array(d.shape.map { .uint($0) })),
-                    ("action", .string(d.action.kind.rawValue)), ("reason", .string(d.action.reason)),
-                ]))
-            })))
+            FileHandleOutput.document(JSONSerializer.pretty(.object(JSONObject([
+                ("schema", "moetool.convert-plan/1"), ("input", .string(input)), ("to", .string(to.rawValue)),
+                ("tensors", .array(plan.decisions.map { d in
+                    .object(JSONObject([
+                        ("name", .string(d.name)), ("dtype", .string(d.dtype.rawValue)), ("shape", .array(d.shape.map { .uint($0) })),
+                        ("action", .string(d.action.kind.rawValue)), ("reason", .string(d.action.reason)),
+                    ]))
+                })),
+            ]))))
             return
         }
         let width = min(90, plan.decisions.map { escapeForDisplay($0.name).count }.max() ?? 4)
         var out = ""
         for d in plan.decisions {
-            out += escapeForDisplay(d.name).padding(toLength: width, withPad: " ", startingAt: 0)
-            out += "  " + d.action.kind.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0) + "  " + d.action.reason + "\n"
+            out += escapeForDisplay(d.name).leftAligned(width, truncating: true)
+            out += "  " + d.action.kind.rawValue.leftAligned(12, truncating: true) + "  " + d.action.reason + "\n"
         }
         out += "\n\(plan.count(.quantize)) to quantize, \(plan.count(.dequantize)) to dequantize, "
             + "\(plan.count(.passThrough)) unchanged, \(plan.count(.drop)) dropped\n"
@@ -171,7 +177,7 @@ struct Convert: ParsableCommand {
         }
         let resumed = s.shards.filter(\.resumed).count
         var line = "\(escapeForDisplay(input)) -> \(escapeForDisplay(output)) (\(to.rawValue)): "
-        line += "\(s.shards.count - resumed) shard(s) converted" + (resumed > 0 ? ", \(resumed) kept from an earlier run" : "")
+        line += "\(counted(s.shards.count - resumed, "shard")) converted" + (resumed > 0 ? ", \(resumed) kept from an earlier run" : "")
         line += "; \(s.quantized) quantized, \(s.dequantized) dequantized, \(s.passedThrough) unchanged, \(s.dropped) dropped"
         if !s.leftOut.isEmpty { line += "; \(s.leftOut.count) left out (below)" }
         line += s.finalized ? "; checkpoint complete\n" : "; run --finalize when every worker is done\n"

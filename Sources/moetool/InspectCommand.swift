@@ -8,8 +8,9 @@ import Inspection
 import SafetensorsFormat
 import RemoteCheckpoint
 import StrictJSON
+import Support
 
-struct Inspect: ParsableCommand {
+struct Inspect: ReportsErrorsAsJSON {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
         abstract: "Validate a safetensors file or checkpoint from its headers and summarise it.",
@@ -17,16 +18,14 @@ struct Inspect: ParsableCommand {
             PATH is a .safetensors file, a directory holding model.safetensors, or a sharded \
             checkpoint directory with model.safetensors.index.json (and config.json for the MoE view). \
             Every header is validated completely; an invalid input exits 1 with every problem listed, \
-            a usage error exits 2.
+            a usage error exits 2. --json prints schema moetool.inspect/1 (see Docs/inspect.md); \
+            --threads is for --scan and --checksum.
             """)
 
     @Argument(help: "A .safetensors file, a checkpoint directory, a model id (org/name) in the Hugging Face cache, or hf://org/name[@rev] (headers read over HTTP).")
     var path: String
 
     @OptionGroup var source: CheckpointSource
-
-    @Flag(help: "Print a JSON document (schema moetool.inspect/1, see Docs/inspect.md) instead of text.")
-    var json = false
 
     @Flag(help: "List tensors (names collapsed into patterns unless --no-collapse).")
     var tensors = false
@@ -46,18 +45,21 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Read the data: SHA-256 of every file.")
     var checksum = false
 
-    @Option(parsing: .unconditional, help: "Threads for --scan and --checksum (0: all cores).")
-    var threads = 0
-
-    @Flag(name: .shortAndLong, help: "No progress bar.")
-    var quiet = false
+    @OptionGroup var common: CommonOptions
 
     @Flag(help: "Treat warnings (inconsistencies that load correctly) as errors: exit 1 when there is any.")
     var strict = false
 
+    var json: Bool { common.json }
+    var quiet: Bool { common.quiet }
+    var threads: Int { common.threads }
+
     func validate() throws {
         if offsets && !noCollapse { throw ValidationError("--offsets needs --tensors --no-collapse") }
-        if threads < 0 { throw ValidationError("--threads must be 0 or more") }
+        if noCollapse && !tensors { throw ValidationError("--no-collapse applies to --tensors: add --tensors") }
+        if filter != nil && !tensors && !scan {
+            throw ValidationError("--filter chooses the tensors --tensors lists or --scan reads: add one of them")
+        }
         if let filter { _ = try makeFilter(filter) }
     }
 
@@ -78,19 +80,17 @@ struct Inspect: ParsableCommand {
     /// local checkpoint, every path in the output shown as the remote one.
     func runRemote(_ location: RemoteHeaders.Location) throws {
         if scan || checksum {
-            FileHandleOutput.stderr("error: --scan and --checksum read tensor data, and hf:// reads headers only: download the checkpoint (hf download \(location.repo)) and inspect it locally\n")
-            throw ExitStatus.usage
+            throw CommandError.usage("--scan and --checksum read tensor data, and hf:// reads headers only",
+                                     hint: "download the checkpoint (hf download \(location.repo)) and inspect it locally")
         }
         if source.revision != nil {
-            FileHandleOutput.stderr("error: give the revision in the address (hf://\(location.repo)@REV), not with --revision\n")
-            throw ExitStatus.usage
+            throw CommandError.usage("give the revision in the address (hf://\(location.repo)@REV), not with --revision")
         }
         let scratch = (ProcessInfo.processInfo.environment["TMPDIR"] ?? "/tmp") + "/moetool-remote-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         do {
             try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false)
         } catch {
-            FileHandleOutput.stderr("error: cannot create a scratch directory for the headers: \(error)\n")
-            throw ExitStatus.invalidInput
+            throw CommandError("scratch_directory", "cannot create a scratch directory for the headers: \(error)", hint: "check TMPDIR")
         }
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let client = HubClient(.fromEnvironment(ProcessInfo.processInfo.environment))
@@ -98,11 +98,10 @@ struct Inspect: ParsableCommand {
         do {
             summary = try RemoteHeaders.fetch(location, client: client, into: scratch)
         } catch {
-            FileHandleOutput.stderr("error: \(error)\n")
-            throw ExitStatus.invalidInput
+            throw CommandError("remote_headers", "\(error)")
         }
         if !quiet && !json {
-            FileHandleOutput.stderr("fetched the headers of \(summary.shards) file(s): \(summary.bytesReceived) bytes in \(summary.requests) requests, \(String(format: "%.2f", summary.seconds)) s\n")
+            FileHandleOutput.stderr("fetched the headers of \(counted(summary.shards, "file")): \(counted(summary.bytesReceived, "byte")) in \(counted(summary.requests, "request")), \(fixedText(summary.seconds, places: 2)) s\n")
         }
         try inspect(scratch, shownAs: location.description, cleanUp: scratch)
     }
@@ -122,7 +121,7 @@ struct Inspect: ParsableCommand {
             if error.problems.count > shown.count {
                 FileHandleOutput.stderr("error: ... and \(error.problems.count - shown.count) more problems (see --json)\n")
             }
-            FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(error.problems.count) problem\(error.problems.count == 1 ? "" : "s"))\n")
+            FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(counted(error.problems.count, "problem")))\n")
             throw ExitStatus.invalidInput
         }
 
@@ -140,8 +139,7 @@ struct Inspect: ParsableCommand {
                 results = try TensorScan.scan(targets, threads: threads, progress: { bar.advance($0) })
             } catch {
                 bar.finish()
-                FileHandleOutput.stderr("error: \(error)\n")
-                throw ExitStatus.invalidInput
+                throw CommandError(error)
             }
             bar.finish()
             report.scan = zip(targets, results).compactMap { t, r in r.map { (t.tensor.name, t.tensor.dtype, $0) } }
@@ -150,7 +148,7 @@ struct Inspect: ParsableCommand {
             let bar = ProgressBar(label: "sha256", total: checkpoint.fileBytes, quiet: quiet)
             let digests = FileChecksum.sha256(checkpoint.files, threads: threads, progress: { bar.advance($0) })
             bar.finish()
-            report.checksums = Array(zip(checkpoint.fileNames, digests)).map { (file: $0.0, sha256: $0.1) }
+            report.checksums = digests.enumerated().map { (file: checkpoint.storedFileName($0.offset), sha256: $0.element) }
         }
 
         let listing = tensors ? TensorListing(checkpoint: checkpoint, include: include, collapse: !noCollapse) : nil
@@ -180,7 +178,7 @@ struct Inspect: ParsableCommand {
         if let cleanUp { try? FileManager.default.removeItem(atPath: cleanUp) }
         let count = problems.count + warnings.count
         if count > 0 {
-            FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(count) problem\(count == 1 ? "" : "s"))\n")
+            FileHandleOutput.stderr("\(escapeForDisplay(path)): invalid (\(counted(count, "problem")))\n")
         }
         withExtendedLifetime(report) { Glibc.exit(count > 0 ? 1 : 0) }
     }
@@ -190,24 +188,20 @@ enum ScanTable {
     static func render(_ rows: [(name: String, dtype: Dtype, stats: TensorStats)]) -> String {
         func num(_ x: Double, _ ok: Bool) -> String {
             guard ok else { return "-" }
-            return String(format: "%.6g", x)
+            return significantText(x, digits: 6)
         }
         let width = min(80, rows.map { escapeForDisplay($0.name).count }.max() ?? 4)
-        var out = "name".padding(toLength: width, withPad: " ", startingAt: 0)
+        var out = "name".leftAligned(width, truncating: true)
             + "  dtype        nan    inf          min          max         mean          std\n"
         for r in rows {
             let s = r.stats
             let ok = s.finite > 0
-            out += escapeForDisplay(r.name).padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-            out += r.dtype.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
-            out += String(s.nan).leftPad(6) + " " + String(s.posInf + s.negInf).leftPad(6) + " "
-            out += num(s.min, ok).leftPad(12) + " " + num(s.max, ok).leftPad(12) + " "
-            out += num(s.mean, ok).leftPad(12) + " " + num(s.std, ok).leftPad(12) + "\n"
+            out += escapeForDisplay(r.name).leftAligned(width, truncating: true) + "  "
+            out += r.dtype.rawValue.leftAligned(9, truncating: true)
+            out += String(s.nan).rightAligned(6) + " " + String(s.posInf + s.negInf).rightAligned(6) + " "
+            out += num(s.min, ok).rightAligned(12) + " " + num(s.max, ok).rightAligned(12) + " "
+            out += num(s.mean, ok).rightAligned(12) + " " + num(s.std, ok).rightAligned(12) + "\n"
         }
         return out
     }
-}
-
-extension String {
-    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
 }

@@ -9,7 +9,7 @@ import StrictJSON
 import Glibc
 #endif
 
-struct PlanExperts: ParsableCommand {
+struct PlanExperts: ReportsErrorsAsJSON {
     static let configuration = CommandConfiguration(
         commandName: "plan-experts",
         abstract: "Decide expert replicas and their GPUs from expert load profiles (EPLB-compatible output).",
@@ -114,11 +114,10 @@ struct PlanExperts: ParsableCommand {
         if perLayer && common.json { throw ValidationError("--per-layer is for the text report; the JSON report has every layer already") }
     }
 
-    /// Prints the one-line error and gives exit status 1. The whole line is escaped: it quotes
+    /// The one-line error (exit status 1), reported by Main. The whole line is escaped: it quotes
     /// file names, JSON keys and CSV fields, and none may move the cursor or rewrite the screen.
-    func fail(_ message: String) -> ExitCode {
-        FileHandleOutput.stderr("error: \(escapeForDisplay(message))\n")
-        return ExitStatus.invalidInput
+    func fail(_ message: String) -> CommandError {
+        CommandError("plan_refused", escapeForDisplay(message))
     }
 
     /// Every file or directory the command reads: the output may be none of them, nor inside one.
@@ -128,7 +127,7 @@ struct PlanExperts: ParsableCommand {
         do {
             try plan()
         } catch let e as PlacementError {
-            throw fail(e.description)
+            throw CommandError(e)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 import Synchronization
 
 #if canImport(Glibc)
@@ -42,7 +43,7 @@ final class ProgressBar: Sendable {
         var line = "\r\(label) [\(bar)] \(Int(fraction * 100))% \(formatMB(now)) \(Int(rate)) MB/s"
         if now > 0 && now < total {
             let remaining = elapsed * Double(total - now) / Double(now)
-            line += " ETA \(Int(remaining / 60)):" + String(format: "%02d", Int(remaining) % 60)
+            line += " ETA \(Int(remaining / 60)):" + String(Int(remaining) % 60).rightAligned(2, pad: "0")
         }
         line += "   "
         FileHandleOutput.progress(line)
@@ -55,6 +56,33 @@ final class ProgressBar: Sendable {
     func finish() {
         guard enabled else { return }
         draw(done.load(ordering: .relaxed))
+        FileHandleOutput.stderr("\n")
+    }
+}
+
+/// A progress line counted in steps ("verify [#####-----] 3/8"), for work whose size is not bytes; drawn only
+/// when stderr is a terminal and -q was not given.
+final class StepProgress: Sendable {
+    let label: String
+    let enabled: Bool
+    private let drawn = Atomic<Bool>(false)
+
+    init(label: String, quiet: Bool) {
+        self.label = label
+        enabled = !quiet && isatty(2) != 0
+    }
+
+    func update(_ done: Int, of total: Int) {
+        guard enabled, total > 0 else { return }
+        let width = 30
+        let filled = min(width, done * width / total)
+        drawn.store(true, ordering: .relaxed)
+        FileHandleOutput.progress("\r\(label) [\(String(repeating: "#", count: filled))\(String(repeating: "-", count: width - filled))] \(done)/\(total)   ")
+    }
+
+    /// Ends the line, once, if anything was drawn.
+    func finish() {
+        guard drawn.exchange(false, ordering: .relaxed) else { return }
         FileHandleOutput.stderr("\n")
     }
 }

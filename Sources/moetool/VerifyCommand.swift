@@ -3,8 +3,9 @@ import Checkpoint
 import ForwardPass
 import SafetensorsFormat
 import StrictJSON
+import Support
 
-struct Verify: ParsableCommand {
+struct Verify: ReportsErrorsAsJSON {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Run MoE layers of one or two checkpoints on the CPU and report how far the outputs differ.",
@@ -30,7 +31,7 @@ struct Verify: ParsableCommand {
     @Option(help: "Fail when a layer's relative error ||a-b||/||a|| is above this.") var maxRelError = 0.15
     @Option(help: "Fail when a layer's output cosine similarity is below this.") var minCosine = 0.99
     @Option(help: "Fail when the share of tokens keeping the same experts is below this.") var minRouterAgreement = 0.6
-    @Flag(help: "Print a JSON report (schema moetool.verify/1).") var json = false
+    @OptionGroup var common: CommonOptions
     @Option(help: ArgumentHelp("Write the outputs (logits, hidden states, router choices) to this safetensors file.", valueName: "file")) var saveOutputs: String?
 
     func validate() throws {
@@ -75,8 +76,9 @@ struct Verify: ParsableCommand {
             guard c.config != nil else { throw ForwardError(.configInvalid, "\(path): no config.json beside the weights: verify needs the model's config") }
             return c
         } catch let e as InvalidInput {
-            for p in e.problems.prefix(20) { FileHandleOutput.stderr("error: \(p)\n") }
-            throw ExitStatus.invalidInput
+            throw CommandError("invalid_input", "\(escapeForDisplay(path)): invalid input (\(counted(e.problems.count, "problem")))",
+                               hint: "fix the problems listed (moetool inspect shows the same with --json)",
+                               details: e.problems.prefix(200).map(\.description))
         }
     }
 
@@ -84,8 +86,7 @@ struct Verify: ParsableCommand {
         do {
             try verify()
         } catch let e as ForwardError {
-            FileHandleOutput.stderr("error: \(e)\n")
-            throw ExitStatus.invalidInput
+            throw CommandError(e)
         }
     }
 
@@ -102,6 +103,7 @@ struct Verify: ParsableCommand {
         if let minTop1Agreement { r.thresholds.minTop1Agreement = minTop1Agreement }
         if let maxKl { r.thresholds.maxKL = maxKl }
         r.saveOutputs = saveOutputs
+        r.threads = common.threads
         return r
     }
 
@@ -127,11 +129,17 @@ struct Verify: ParsableCommand {
         if wholeModel && experts != "all" {
             throw ValidationError("--experts applies to layer mode, and this runs the whole model: give --layers too")
         }
+        // Progress in steps (a layer, a forward pass), drawn only on a terminal and without -q.
+        let bar = StepProgress(label: "verify", quiet: common.quiet)
+        var request = request()
+        request.progress = { done, total in bar.update(done, of: total) }
+        defer { bar.finish() }
         let report = wholeModel
-            ? try Verification.model(ca, cb, request: request())
+            ? try Verification.model(ca, cb, request: request)
             : try Verification.layers(ca, cb, layers: layers.flatMap { $0 == "all" ? nil : $0.split(separator: ",").map { Int($0)! } },
-                                      request: request())
-        if json {
+                                      request: request)
+        bar.finish()
+        if common.json {
             FileHandleOutput.document(JSONSerializer.pretty(report.json))
         } else {
             FileHandleOutput.stdout(report.text)

@@ -87,8 +87,11 @@ import Testing
 }
 
 @Suite struct ChecksumTests {
-    @Test func sha256MatchesCoreutils() throws {
-        let checkpoint = try Checkpoint(path: Fixtures.path("models/qwen3_moe-f32-sharded"))
+    /// Every file of every fixture model, hashed by libcrypto, against coreutils' own implementation.
+    @Test(arguments: ["deepseek_v3-bf16", "deepseek_v3-f32-sharded", "qwen3_moe-bf16", "qwen3_moe-f32-sharded",
+                      "qwen2_moe-bf16", "qwen2_moe-f32-sharded", "mixtral-bf16", "mixtral-f32-sharded"])
+    func sha256MatchesCoreutils(_ model: String) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("models/" + model))
         let digests = FileChecksum.sha256(checkpoint.files, threads: 2)
         for (file, digest) in zip(checkpoint.files, digests) {
             let p = Process()

@@ -34,8 +34,25 @@ import Glibc
         #expect(scanned == (try JSONParser.parse(plain.stdout).objectValue?["scan"]))
         #expect(scanned.arrayValue?.count == 139)
 
+        // No file of the compressed copy is named .safetensors: a loader globbing for them finds none.
+        let packedNames = try FileManager.default.contentsOfDirectory(atPath: dir + "/packed")
+        #expect(!packedNames.contains { $0.hasSuffix(".safetensors") } && packedNames.contains("model-00001-of-00005.safetensors.mz"), "\(packedNames)")
+        // --checksum hashes the files as stored, under their stored names (sha256sum agrees).
+        let sums = try CLI.run(["inspect", "--checksum", "--json", dir + "/packed"])
+        let checksums = try #require(try JSONParser.parse(sums.stdout).objectValue?["checksums"]?.objectValue)
+        let digest = try #require(checksums["model-00001-of-00005.safetensors.mz"]?.stringValue, "\(sums.stdout)")
+        let coreutils = Process()
+        coreutils.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+        coreutils.arguments = [dir + "/packed/model-00001-of-00005.safetensors.mz"]
+        let pipe = Pipe()
+        coreutils.standardOutput = pipe
+        try coreutils.run()
+        coreutils.waitUntilExit()
+        #expect(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).hasPrefix(digest + " "))
+
         let d = try CLI.run(["decompress", dir + "/packed", dir + "/restored"])
         #expect(d.status == 0, "\(d.stderr)")
+        #expect(d.stdout.contains(": 5 files restored, 3 copied;"), "\(d.stdout)")
         for name in try FileManager.default.contentsOfDirectory(atPath: source) {
             #expect(Fixtures.readBytes(dir + "/restored/" + name) == Fixtures.readBytes(source + "/" + name), "\(name)")
         }
@@ -136,7 +153,7 @@ import Glibc
             (["decompress", packed, packed + "/restored"], "C/restored: is inside the input"),
             (["compress", input, dir], "holds the input"),
             (["compress", input + "/model.safetensors", dir + "/link/model.safetensors"], "is the input"),
-            (["decompress", packed + "/model.safetensors", packed + "/model.safetensors", "--resume"], "is the input"),
+            (["decompress", packed + "/model.safetensors.mz", packed + "/model.safetensors.mz", "--resume"], "is the input"),
         ]
         for (arguments, message) in cases {
             let r = try CLI.run(arguments + ["-q"])
@@ -155,10 +172,10 @@ import Glibc
         for extra in [[], ["--resume"]] {
             let r = try CLI.run(["compress", packed, dir + "/again"] + extra)
             #expect(r.status == 1, "\(extra): \(r.stderr)")
-            #expect(r.stderr.hasPrefix("error: \(packed)/model-00001-of-00005.safetensors: already compressed"), "\(r.stderr)")
+            #expect(r.stderr.hasPrefix("error: \(packed)/model-00001-of-00005.safetensors.mz: already compressed"), "\(r.stderr)")
         }
-        let one = try CLI.run(["compress", packed + "/model-00003-of-00005.safetensors", dir + "/one.stz"])
-        #expect(one.status == 1 && one.stderr.contains("model-00003-of-00005.safetensors: already compressed"), "\(one.stderr)")
+        let one = try CLI.run(["compress", packed + "/model-00003-of-00005.safetensors.mz", dir + "/one.stz"])
+        #expect(one.status == 1 && one.stderr.contains("model-00003-of-00005.safetensors.mz: already compressed"), "\(one.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["C"])
     }
 
@@ -173,7 +190,7 @@ import Glibc
         #expect(mkfifo(input + "/tokenizer/pipe", 0o644) == 0)
         let c = try CLI.run(["compress", input, dir + "/packed"])
         #expect(c.status == 0, "\(c.stderr)")
-        #expect(c.stdout.contains(": 6 file(s) compressed, 4 copied, 1 left out (below);"), "\(c.stdout)")
+        #expect(c.stdout.contains(": 6 files compressed, 4 copied, 1 left out (below);"), "\(c.stdout)")
         #expect(c.stdout.hasSuffix("\nleft out: tokenizer/pipe: a FIFO (named pipe), not a file\n"), "\(c.stdout)")
         let json = try CLI.run(["compress", input, dir + "/packed-json", "--json"])
         let leftOut = try JSONParser.parse(json.stdout).objectValue?["left_out"]?.arrayValue ?? []
@@ -205,7 +222,7 @@ import Glibc
         let c = try CLI.run(["compress", input, dir + "/out\u{1b}]0;x"])
         #expect(c.status == 0, "\(c.stderr)")
         #expect(!c.stdout.contains("\u{1b}") && !c.stdout.contains("\u{7}"), "\(c.stdout)")
-        #expect(c.stdout.contains("in\\u{1b}[2J -> \(dir)/out\\u{1b}]0;x: 1 file(s) compressed"), "\(c.stdout)")
+        #expect(c.stdout.contains("in\\u{1b}[2J -> \(dir)/out\\u{1b}]0;x: 1 file compressed"), "\(c.stdout)")
         #expect(c.stdout.contains("left out: p\\u{7}ipe: a FIFO"), "\(c.stdout)")
         let bad = dir + "/bad\r.safetensors"
         _ = FileManager.default.createFile(atPath: bad, contents: Data(repeating: 0x41, count: 100))

@@ -135,36 +135,6 @@ import Testing
     }
 }
 
-@Suite struct VectorEncoding {
-    /// The 8-wide encoder equals the scalar one: on every E4M3 value, every midpoint and its
-    /// neighbours, specials, and a million random floats over the whole exponent range.
-    @Test func simdEqualsScalar() {
-        var inputs: [Float] = [0, -0, .nan, -.nan, .infinity, -.infinity, 448, 463.99, 464, 480, 1e30, 0x1p-10, 0x1p-9, 0x1p-6,
-                               Float(0x1p-6).nextDown, .leastNonzeroMagnitude, .greatestFiniteMagnitude]
-        let table = FloatDecoding.e4m3Table
-        for code in 0..<0x7E {
-            let mid = (table[code] + table[code + 1]) / 2
-            inputs += [table[code], -table[code], mid, mid.nextUp, mid.nextDown, -mid]
-        }
-        var state: UInt64 = 0x1234_5678
-        for _ in 0..<1_000_000 {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            inputs.append(Float(bitPattern: UInt32(truncatingIfNeeded: state >> 32)))
-        }
-        while inputs.count % 8 != 0 { inputs.append(1) }
-        var mismatches = 0
-        for i in stride(from: 0, to: inputs.count, by: 8) {
-            let v = SIMD8<Float>(inputs[i..<(i + 8)])
-            let got = FloatEncoding.e4m3(v)
-            for lane in 0..<8 where got[lane] != FloatEncoding.e4m3(v[lane]) {
-                mismatches += 1
-                if mismatches <= 3 { Issue.record("\(v[lane]) (0x\(String(v[lane].bitPattern, radix: 16))): simd \(got[lane]), scalar \(FloatEncoding.e4m3(v[lane]))") }
-            }
-        }
-        #expect(mismatches == 0)
-    }
-}
-
 @Suite struct BF16InPlaceQuantization {
     /// Quantizing BF16 values read in place (the converter's path) gives the same codes, scales and
     /// non-finite count as converting them to float32 first and quantizing those: over random BF16

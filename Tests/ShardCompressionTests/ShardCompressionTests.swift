@@ -149,29 +149,33 @@ let fixtureShards: [String] = {
         let packed = dir + "/in.stz"
         _ = try ShardCompressor.compress(input: Fixtures.path("models/mixtral-bf16/model.safetensors"), output: packed)
         let bytes = Fixtures.readBytes(packed)
-        func refused(_ data: [UInt8], _ message: String) {
+        // Each refusal has its stable id, the file named, and the id and hint in the text.
+        func refused(_ data: [UInt8], _ failure: CompressionFailure, _ message: String, chunk: Int? = nil) {
             let p = dir + "/case.stz"
             _ = FileManager.default.createFile(atPath: p, contents: Data(data))
             do {
                 _ = try CompressedShard(path: p)
                 Issue.record("accepted: \(message)")
             } catch {
+                #expect(error.failure == failure, "\(error)")
+                #expect(error.file == p && error.chunk == chunk)
                 #expect(error.description.contains(message), "\(error)")
+                #expect(error.description.hasSuffix("[\(failure.rawValue)]; \(failure.hint)"), "\(error)")
             }
         }
-        refused(Array(bytes.prefix(bytes.count - 1)), "no end marker")
-        refused(Array(bytes.prefix(bytes.count / 2)), "no end marker")
-        refused(Array(bytes.prefix(10)), "too short")
+        refused(Array(bytes.prefix(bytes.count - 1)), .truncated, "no end marker")
+        refused(Array(bytes.prefix(bytes.count / 2)), .truncated, "no end marker")
+        refused(Array(bytes.prefix(10)), .truncated, "too short")
         var header = bytes
         header[30] ^= 1
-        refused(header, "header does not match its checksum")
+        refused(header, .headerChecksumMismatch, "header does not match its checksum")
         var table = bytes
         table[bytes.count - 64 - 128 + 16] ^= 1  // the last chunk's checksum
-        refused(table, "does not match the file checksum")
+        refused(table, .damagedTable, "does not match the file checksum")
         var version = bytes
         version[8] = 9
-        refused(version, "format version 9")
-        refused(Fixtures.readBytes(Fixtures.path("models/mixtral-bf16/model.safetensors")), "no magic number")
+        refused(version, .unsupportedVersion, "format version 9")
+        refused(Fixtures.readBytes(Fixtures.path("models/mixtral-bf16/model.safetensors")), .notCompressed, "no magic number")
 
         // A chunk whose two planes are stored in the other order, offsets fixed to match: every byte
         // still decodes and checks out, but readers assume planes back to back in order (it trapped).
@@ -190,7 +194,7 @@ let fixtureShards: [String] = {
         swapped.replaceSubrange((o0 + s1)..<(o0 + s1 + s0), with: bytes[o0..<(o0 + s0)])
         put64(&swapped, entry + 32, o0 + s1)
         put64(&swapped, entry + 56, o0)
-        refused(swapped, "plane 1 does not follow plane 0")
+        refused(swapped, .damagedTable, "chunk 0: plane 1 does not follow plane 0", chunk: 0)
     }
 
     /// Tensors of several chunks (a chunk holds 2 MiB): random access across chunk boundaries, partial
@@ -237,7 +241,10 @@ let fixtureShards: [String] = {
         let summary = try DirectoryCompression.run(source, dir + "/packed", .compress)
         #expect(summary.files.filter { $0.action == "compressed" }.count >= 2)
         let names = try FileManager.default.contentsOfDirectory(atPath: source).sorted()
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/packed").sorted() == (names + [DirectoryCompression.manifestName]).sorted())
+        // NAME.safetensors is stored as NAME.safetensors.mz, so that no loader takes it for safetensors.
+        let stored = names.map { $0.hasSuffix(".safetensors") ? $0 + ".mz" : $0 }
+        #expect(stored != names)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/packed").sorted() == (stored + [DirectoryCompression.manifestName]).sorted())
         #expect(Fixtures.readBytes(dir + "/packed/model.safetensors.index.json") == Fixtures.readBytes(source + "/model.safetensors.index.json"))
         _ = try DirectoryCompression.run(dir + "/packed", dir + "/restored", .decompress)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/restored").sorted() == names)
@@ -272,10 +279,14 @@ let fixtureShards: [String] = {
                                                   "a dangling symlink (its target does not exist)",
                                                   "a symlink loop (it leads back to a directory it is in)",
                                                   "a FIFO (named pipe), not a file"])
-        for shard in CheckpointTree.shards { #expect(CompressedShard.isCompressed(path: packed + "/" + shard), "\(shard)") }
+        for shard in CheckpointTree.shards {
+            #expect(CompressedShard.isCompressed(path: packed + "/" + shard + ".mz"), "\(shard)")
+            #expect(!FileManager.default.fileExists(atPath: packed + "/" + shard), "\(shard)")
+        }
         #expect(Fixtures.readBytes(packed + "/model.safetensors.index.json") == Fixtures.readBytes(input + "/model.safetensors.index.json"))
         let manifest = String(decoding: Fixtures.readBytes(packed + "/" + DirectoryCompression.manifestName), as: UTF8.self)
         #expect(manifest.contains("\"name\": \"sub/model-00005-of-00005.safetensors\""), "\(manifest)")
+        #expect(manifest.contains("\"stored_as\": \"sub/model-00005-of-00005.safetensors.mz\""), "\(manifest)")
         #expect(manifest.contains("\"name\": \"tokenizer/pipe\""), "\(manifest)")
 
         let back = try DirectoryCompression.run(packed, restored, .decompress)
@@ -297,11 +308,12 @@ let fixtureShards: [String] = {
                 _ = try DirectoryCompression.run(packed, dir + "/again", .compress, resume: resume)
                 Issue.record("compressed output accepted (resume: \(resume))")
             } catch let error as CompressionError {
-                #expect(error.file == packed + "/model-00001-of-00005.safetensors")
+                #expect(error.file == packed + "/model-00001-of-00005.safetensors.mz")
+                #expect(error.failure == .alreadyCompressed)
                 #expect(error.message.hasPrefix("already compressed"), "\(error)")
             }
         }
-        let shard = packed + "/model-00002-of-00005.safetensors"
+        let shard = packed + "/model-00002-of-00005.safetensors.mz"
         #expect(throws: CompressionError.self) { try ShardCompressor.compress(input: shard, output: dir + "/one.stz") }
         #expect(throws: CompressionError.self) { try DirectoryCompression.run(shard, dir + "/one.stz", .compress) }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["packed"])
@@ -445,9 +457,40 @@ struct CraftedShard {
         } catch let error as CompressionError {
             #expect(error.file == bad)
             let name = shard.tensors[Int(shard.chunks[0].tensor)].name
+            #expect(error.failure == .damagedChunk && error.chunk == 0 && error.tensor == name, "\(error)")
             #expect(error.message.hasPrefix("chunk 0 (tensor \(name), bytes 0..<2097152 of the data): checksum mismatch"), "\(error)")
         }
         #expect(decoded.withLock { $0 } == 0)
         #expect(!FileManager.default.fileExists(atPath: dir + "/out.safetensors"))
+    }
+}
+
+@Suite struct CompressionFailures {
+    /// The ids are an interface (`--json` errors): pinned here, so a rename is a decision, not an accident.
+    @Test func idsAreStable() {
+        #expect(CompressionFailure.allCases.map(\.rawValue) == [
+            "input_missing", "not_file_or_directory", "unreadable", "not_safetensors", "already_compressed",
+            "nothing_to_compress", "not_compressed", "output_conflict", "output_exists", "safetensors_name", "output_in_use",
+            "cannot_create_directory", "truncated", "unsupported_version", "header_checksum_mismatch", "invalid_header",
+            "damaged_table", "damaged_chunk",
+        ])
+        #expect(Set(CompressionFailure.allCases.map(\.hint)).count == CompressionFailure.allCases.count - 2)  // 3 damage cases share one
+    }
+
+    /// A single compressed file under a .safetensors name would be taken for safetensors by loaders: refused,
+    /// nothing written; NAME.safetensors.mz is fine.
+    @Test func compressedFileIsNotNamedSafetensors() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let source = Fixtures.path("models/mixtral-bf16/model.safetensors")
+        do {
+            _ = try DirectoryCompression.run(source, dir + "/m.safetensors", .compress)
+            Issue.record("a compressed file named .safetensors was written")
+        } catch let error as CompressionError {
+            #expect(error.failure == .safetensorsName && error.file == dir + "/m.safetensors", "\(error)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
+        _ = try DirectoryCompression.run(source, dir + "/m.safetensors.mz", .compress)
+        #expect(CompressedShard.isCompressed(path: dir + "/m.safetensors.mz"))
     }
 }
