@@ -24,22 +24,6 @@ public struct QuantizationSummary: Sendable {
         let q = checkpoint.config?.quantizationConfig
         method = q?["quant_method"]?.stringValue
         format = q?["fmt"]?.stringValue ?? q?["format"]?.stringValue
-        // Every encoded weight by its encoding (FP8 with a scale, compressed-tensors `_packed`, gpt-oss `_blocks`).
-        var encodingCounts: [String: Int] = [:]
-        for located in checkpoint.allTensors {
-            let name = located.tensor.name
-            var logical: LogicalWeight? = nil
-            if name.hasSuffix("_packed") {
-                logical = try? checkpoint.logicalWeight(String(name.dropLast("_packed".count)))
-            } else if name.hasSuffix("_blocks") && located.tensor.dtype == .U8 {
-                logical = try? checkpoint.logicalWeight(String(name.dropLast("_blocks".count)))
-            } else if located.tensor.dtype.isFP8, name.hasSuffix(".weight"), checkpoint.blockScale(of: located.tensor) != nil {
-                logical = (try? checkpoint.encoding(of: located.tensor, inFile: located.file))
-                    .map { LogicalWeight(name: name, codes: located, encoding: $0) }
-            }
-            if let logical { encodingCounts[logical.encoding.name, default: 0] += 1 }
-        }
-        encodings = encodingCounts.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let block = checkpoint.declaredBlock
         blockSize = block.map { [$0.rows, $0.cols] }
         struct Part: Sendable {
@@ -48,11 +32,19 @@ public struct QuantizationSummary: Sendable {
             var missing: [String] = []
             var elsewhere = 0
             var mismatched: [String] = []
+            /// Encoded weights by WeightEncoding.name.
+            var encodings: [String: Int] = [:]
         }
         // Files are independent and `locate` only reads: count them in parallel.
         let parts = parallelMap(checkpoint.files.count) { fileIndex -> Part in
             var p = Part()
-            for t in checkpoint.files[fileIndex].tensors where t.dtype.isFP8 && t.name.hasSuffix(".weight") {
+            for t in checkpoint.files[fileIndex].tensors {
+                // Packed weights (compressed-tensors `_packed`, gpt-oss `_blocks`), named by their logical weight.
+                if let base = ["_packed", "_blocks"].first(where: { t.name.hasSuffix($0) }).map({ String(t.name.dropLast($0.count)) }),
+                   let logical = try? checkpoint.logicalWeight(base), logical.codes.tensor.name == t.name {
+                    p.encodings[logical.encoding.name, default: 0] += 1
+                }
+                guard t.dtype.isFP8 && t.name.hasSuffix(".weight") else { continue }
                 p.fp8 += 1
                 guard let scale = checkpoint.blockScale(of: t) else {
                     p.missing.append(t.name)
@@ -62,13 +54,16 @@ public struct QuantizationSummary: Sendable {
                 if scale.file != fileIndex { p.elsewhere += 1 }
                 // The one recognition every command uses says whether the scale fits its weight.
                 do throws(WeightReadError) {
-                    _ = try checkpoint.encoding(of: t, inFile: fileIndex)
+                    let encoding = try checkpoint.encoding(of: t, inFile: fileIndex)
+                    p.encodings[encoding.name, default: 0] += 1
                 } catch {
                     p.mismatched.append(t.name)
                 }
             }
             return p
         }
+        encodings = parts.reduce(into: [String: Int]()) { all, part in all.merge(part.encodings, uniquingKeysWith: +) }
+            .sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         let fp8 = parts.reduce(0) { $0 + $1.fp8 }
         let paired = parts.reduce(0) { $0 + $1.paired }
         let missing = parts.flatMap(\.missing)

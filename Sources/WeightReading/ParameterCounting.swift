@@ -28,32 +28,38 @@ public struct ParameterCounting: Sendable {
         case overhead
     }
 
-    /// Name endings of quantization bookkeeping: compressed-tensors (`weight_scale`, `weight_zero_point`,
+    /// Last name parts of quantization bookkeeping: compressed-tensors (`weight_scale`, `weight_zero_point`,
     /// `weight_global_scale`, `weight_shape`, `weight_g_idx`, `input_scale`, `input_global_scale`), DeepSeek
     /// (`weight_scale_inv`), ModelOpt (`weight_scale_2`), attention KV-cache scales (`k_scale`, `v_scale`).
-    static let overheadEndings: [String] = [
-        ".weight_scale", ".weight_scale_inv", ".weight_scale_2", ".weight_zero_point", ".weight_global_scale",
-        ".weight_shape", ".weight_g_idx", ".input_scale", ".input_global_scale", ".k_scale", ".v_scale",
-    ]
+    static let overheadParts: [[UInt8]] = [
+        "weight_scale", "weight_scale_inv", "weight_scale_2", "weight_zero_point", "weight_global_scale",
+        "weight_shape", "weight_g_idx", "input_scale", "input_global_scale", "k_scale", "v_scale",
+    ].map { Array($0.utf8) }
+    static let weightPart = Array("weight".utf8)
+    static let packedPart = Array("weight_packed".utf8)
 
     public func kind(_ t: TensorInfo) -> Kind {
-        let name = t.name
         let n = t.elementCount
-        // Fast path: the last part of every name above starts with weight_, input_, k_ or v_, or is a gpt-oss `_scales`.
-        if let dot = name.utf8.lastIndex(of: UInt8(ascii: ".")) {
-            let last = name.utf8[name.utf8.index(after: dot)...]
-            let first = last.first
-            if first == UInt8(ascii: "w") || first == UInt8(ascii: "i") || first == UInt8(ascii: "k") || first == UInt8(ascii: "v") {
-                if ParameterCounting.overheadEndings.contains(where: { name.hasSuffix($0) }) { return .overhead }
-                if name.hasSuffix(".weight_packed") {
-                    // I32: integers packed 32 / num_bits to an element; U8: two FP4 (NVFP4, MXFP4) to a byte.
-                    if t.dtype == .I32 { return .parameters(n &* valuesPerPackedInt32) }
-                    if t.dtype == .U8 { return .parameters(n &* 2) }
-                }
+        var name = t.name
+        let verdict: Kind? = name.withUTF8 { bytes in
+            // The last dot-separated part decides; most names end in `.weight`, checked first.
+            var dot = bytes.count
+            while dot > 0 && bytes[dot - 1] != UInt8(ascii: ".") { dot -= 1 }
+            guard dot > 0 else { return nil }
+            let last = UnsafeBufferPointer(rebasing: bytes[dot...])
+            if last.elementsEqual(ParameterCounting.weightPart) {
                 // ModelOpt NVFP4 keeps two FP4 codes per byte under the weight's own name.
-                if t.dtype == .U8 && name.hasSuffix(".weight") { return .parameters(n &* 2) }
+                return .parameters(t.dtype == .U8 ? n &* 2 : n)
             }
+            if last.elementsEqual(ParameterCounting.packedPart) {
+                // I32: integers packed 32 / num_bits to an element; U8: two FP4 (NVFP4, MXFP4) to a byte.
+                if t.dtype == .I32 { return .parameters(n &* valuesPerPackedInt32) }
+                if t.dtype == .U8 { return .parameters(n &* 2) }
+            }
+            if ParameterCounting.overheadParts.contains(where: { last.elementsEqual($0) }) { return .overhead }
+            return nil
         }
+        if let verdict { return verdict }
         // gpt-oss MXFP4 experts: `*_blocks` U8 [E, rows, cols/32, 16] (two FP4 a byte), `*_scales` U8 (E8M0).
         if t.dtype == .U8 {
             if name.hasSuffix("_blocks") { return .parameters(n &* 2) }

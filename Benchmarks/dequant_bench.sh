@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# moetool convert --to bf16 of quantized expert shards against the Python reference path (Benchmarks/peer_dequant.py:
+# compressed-tensors' dequantizer for INT4, transformers' MXFP4 conversion for gpt-oss) and cp of the output size,
+# in one run; the outputs are compared byte for byte.
+#
+#   swift build -c release && bash Benchmarks/dequant_bench.sh
+#
+# Environment: PYTHON (torch, safetensors, compressed-tensors, transformers; default /work/venv/bin/python),
+# DATA (default /tmp/moetool-quantized), WORK (default /tmp/moetool-dequant-bench), RUNS (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-/work/venv/bin/python}"
+DATA="${DATA:-/tmp/moetool-quantized}"
+WORK="${WORK:-/tmp/moetool-dequant-bench}"
+RUNS="${RUNS:-3}"
+MOETOOL="${MOETOOL:-.build/release/moetool}"
+[ -x "$MOETOOL" ] || { echo "dequant_bench: $MOETOOL missing; run: swift build -c release" >&2; exit 1; }
+mkdir -p "$WORK"
+
+# run NAME CMD...: median wall seconds and max peak RSS (MiB) over RUNS runs.
+run() {
+  local name="$1"; shift
+  local times=() rss=0
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$WORK/out" "$WORK/peer.safetensors" "$WORK/cp.safetensors"
+    sync
+    local start end kb
+    start=$(date +%s%N)
+    /usr/bin/time -f "%M" -o "$WORK/rss" "$@" > /dev/null 2> "$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
+    end=$(date +%s%N)
+    kb=$(tail -1 "$WORK/rss")
+    times+=("$(( (end - start) / 1000000 ))")
+    [ "$kb" -gt "$rss" ] && rss="$kb"
+  done
+  local median
+  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+  printf '%-40s %8.3f %10.1f\n' "$name" "$(echo "$median / 1000" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+  eval "RESULT_${name//[^a-zA-Z0-9]/_}=$median"
+}
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+
+for kind in int4 mxfp4; do
+  [ -f "$DATA/$kind/model.safetensors" ] || "$PYTHON" Benchmarks/quantized_shard.py "$kind" "$DATA/$kind"
+  cat "$DATA/$kind/model.safetensors" > /dev/null   # warm the page cache
+  in_mb=$(( $(stat -c %s "$DATA/$kind/model.safetensors") / 1000000 ))
+  rm -rf "$WORK/out" && "$MOETOOL" convert "$DATA/$kind" "$WORK/out" --to bf16 -q > /dev/null
+  out_mb=$(( $(stat -c %s "$WORK/out/model.safetensors") / 1000000 ))
+  "$PYTHON" Benchmarks/peer_dequant.py "$kind" "$DATA/$kind" "$WORK/peer.safetensors"
+  same=$("$PYTHON" -c "
+import sys, torch
+from safetensors.torch import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+ok = a.keys() == b.keys() and all(torch.equal(a[k].view(torch.int16) if a[k].dtype == torch.bfloat16 else a[k], b[k].view(torch.int16) if b[k].dtype == torch.bfloat16 else b[k]) for k in a)
+print('byte-identical tensors' if ok else 'DIFFER')" "$WORK/out/model.safetensors" "$WORK/peer.safetensors")
+  echo "$kind: $DATA/$kind ($in_mb MB) -> $out_mb MB of BF16, median of $RUNS runs; moetool and the peer: $same"
+  printf '%-40s %8s %10s\n' "command" "wall (s)" "RSS (MiB)"
+  run "moetool convert --to bf16 ($kind)" "$MOETOOL" convert "$DATA/$kind" "$WORK/out" --to bf16 -q
+  run "python peer ($kind)" "$PYTHON" Benchmarks/peer_dequant.py "$kind" "$DATA/$kind" "$WORK/peer.safetensors"
+  cp "$WORK/out/model.safetensors" "$WORK/ref.safetensors"
+  run "cp of the output ($kind)" cp --reflink=never "$WORK/ref.safetensors" "$WORK/cp.safetensors"
+  m=$(eval echo "\$RESULT_moetool_convert___to_bf16__${kind}_")
+  p=$(eval echo "\$RESULT_python_peer__${kind}_")
+  c=$(eval echo "\$RESULT_cp_of_the_output__${kind}_")
+  echo "peer/moetool ($kind): $(ratio "$p" "$m")x    moetool/cp ($kind): $(ratio "$m" "$c")x"
+  rm -f "$WORK/ref.safetensors"
+done

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""The Python reference path people use to dequantize on a CPU, for Benchmarks/dequant_bench.sh:
+compressed-tensors' own model-free dequantizer for its formats, transformers' convert_moe_packed_tensors for
+gpt-oss's MXFP4; the result written as BF16 with safetensors, as moetool convert --to bf16 writes it.
+
+usage: peer_dequant.py int4|mxfp4 CHECKPOINT_DIR OUT.safetensors
+"""
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def main():
+    kind, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    tensors = load_file(src + "/model.safetensors")
+    if kind == "int4":
+        from compressed_tensors.entrypoints.convert.converters.ct_dequantizer import CompressedTensorsDequantizer
+        result = CompressedTensorsDequantizer(src, dtype=torch.bfloat16).process(tensors)
+        result = {k: v.to(torch.bfloat16).contiguous() for k, v in result.items()}
+    else:
+        from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+        result = {}
+        for k in list(tensors):
+            if k.endswith("_blocks"):
+                base = k[: -len("_blocks")]
+                result[base] = convert_moe_packed_tensors(tensors[k], tensors[base + "_scales"], dtype=torch.bfloat16).contiguous()
+            elif not k.endswith("_scales"):
+                result[k] = tensors[k]
+    save_file(result, out, metadata={"format": "pt"})
+
+
+if __name__ == "__main__":
+    main()
