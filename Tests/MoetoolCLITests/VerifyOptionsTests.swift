@@ -28,3 +28,24 @@ import Testing
         #expect(r.stdout.contains("\"max_kl\": 0.5") && r.stdout.contains("\"min_top1_agreement\": 0.25"), "\(r.stdout)")
     }
 }
+
+@Suite struct VerifySharedOptions {
+    /// --threads changes how rows are shared out, never a number (each output row is one core's dot products).
+    @Test func threadsChangeNoNumber() throws {
+        let model = Fixtures.path("models/deepseek_v3-bf16")
+        let all = try CLI.run(["verify", model, model, "--layers", "1,2", "--json"])
+        let one = try CLI.run(["verify", model, model, "--layers", "1,2", "--json", "--threads", "1"])
+        #expect(all.status == 0 && one.status == 0, "\(all.stderr)\(one.stderr)")
+        #expect(one.stdout == all.stdout)
+        let negative = try CLI.run(["verify", model, "--threads", "-1"])
+        #expect(negative.status == 2 && negative.stderr.contains("--threads must be 0"), "\(negative.stderr)")
+    }
+
+    /// With --json, a failure is a moetool.error/1 document on stdout too, with the reader's stable id.
+    @Test func errorsAreJSONWithJSON() throws {
+        let r = try CLI.run(["verify", Fixtures.path("models/deepseek_v3-bf16"), "--layers", "0", "--json"])
+        #expect(r.status == 1)
+        #expect(errorID(r.stdout) == "not_an_moe_layer", "\(r.stdout)")
+        #expect(r.stderr.hasPrefix("error: "), "\(r.stderr)")
+    }
+}
