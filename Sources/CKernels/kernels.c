@@ -202,3 +202,42 @@ size_t moe_count_nonfinite_bf16(const uint16_t *v, size_t n) {
     for (size_t i = 0; i < n; i++) count += (v[i] & 0x7f80u) == 0x7f80u;
     return count;
 }
+
+static inline uint16_t bf16_rne(float v) {
+    uint32_t b = bits_of(v);
+    uint32_t rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    uint32_t nan = ((b >> 16) | 0x40u) & 0xffffu;
+    return (uint16_t)(((b & 0x7fffffffu) > 0x7f800000u) ? nan : rounded);
+}
+
+MOE_CLONES
+void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t row_bytes, const float *levels,
+                        const float *offsets, const float *multipliers, size_t groups, size_t group_size,
+                        int round_to_bf16, float *out_f32, uint16_t *out_bf16) {
+    /* Every element of a group has one of 16 values, (levels[c] - offset) * multiplier: they are computed
+       once per group (the same float32 operations the scalar rule does, then one rounding to BF16), and each
+       nibble (element j: low nibble of byte j/2 when j is even, high when odd) looks its value up. */
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *src = codes + r * row_bytes;
+        for (size_t g = 0; g < groups; g++) {
+            float m = multipliers[r * groups + g];
+            float off = offsets ? offsets[r * groups + g] : 0.0f;
+            float tf[16];
+            uint16_t tb[16];
+            for (int c = 0; c < 16; c++) {
+                float v = (levels[c] - off) * m;
+                tb[c] = bf16_rne(v);
+                tf[c] = round_to_bf16 ? float_of((uint32_t)tb[c] << 16) : v;
+            }
+            size_t c0 = g * group_size, c1 = c0 + group_size < cols ? c0 + group_size : cols;
+            if (out_bf16) {
+                uint16_t *dst = out_bf16 + r * cols;
+                for (size_t c = c0; c < c1; c++) dst[c] = tb[(src[c >> 1] >> ((c & 1) * 4)) & 15];
+            }
+            if (out_f32) {
+                float *dst = out_f32 + r * cols;
+                for (size_t c = c0; c < c1; c++) dst[c] = tf[(src[c >> 1] >> ((c & 1) * 4)) & 15];
+            }
+        }
+    }
+}

@@ -137,7 +137,7 @@ public final class CheckpointReader: Sendable {
                     "scale shape \(formatShape(scale.tensor.shape)) is not [\(rows), groups] for a [\(rows), \(cols)] weight")
             }
             let groupSize = (cols + groups - 1) / groups
-            var zeroPoints: [Int8] = []
+            var zeroPoints: [Float] = []
             if let zeroPoint {
                 let words = try integers(zeroPoint)
                 let wordRows = (rows + perWord - 1) / perWord
@@ -149,7 +149,7 @@ public final class CheckpointReader: Sendable {
                 zeroPoints = (0..<(rows * groups)).map { i in
                     let (r, g) = (i / groups, i % groups)
                     let word = UInt32(truncatingIfNeeded: words[(r / perWord) * groups + g])
-                    return Int8(Int((word >> UInt32((r % perWord) * bits)) & UInt32(mask)) - offset)
+                    return Float(Int((word >> UInt32((r % perWord) * bits)) & UInt32(mask)) - offset)
                 }
             }
             guard [.F32, .BF16, .F16].contains(scale.tensor.dtype) else {

@@ -1,3 +1,4 @@
+import CKernels
 import NumberFormats
 import SafetensorsFormat
 
@@ -5,8 +6,6 @@ import SafetensorsFormat
 /// index into 0, 0.5, 1, 1.5, 2, 3, 4, 6 (OCP MX spec).
 public enum FP4 {
     public static let e2m1: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
-    /// Both elements of each byte: [byte * 2] low nibble, [byte * 2 + 1] high nibble.
-    static let pairs: [Float] = (0..<256).flatMap { [e2m1[$0 & 0xF], e2m1[$0 >> 4]] }
 }
 
 /// Which scale an FP4 group has, and how the product is rounded: each format as its defining library computes it.
@@ -52,16 +51,25 @@ struct FP4Rows: RowDecoder {
     let bytes: TensorBytes
     let firstRow: Int
 
-    func decodeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+    /// `e2m1(code) * multiplier` through the table kernel; MX products are made in BF16 (exact unless they
+    /// underflow), NVFP4's stay float32 (rounded to BF16 only for BF16 output).
+    func kernel(_ rows: Range<Int>, cols: Int, f32: UnsafeMutablePointer<Float>?, bf16: UnsafeMutablePointer<UInt16>?) {
         let l = layout
-        let row = (firstRow + r) * l.groups
-        let data = bytes.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + r * l.bytesPerRow
-        FP4.pairs.withUnsafeBufferPointer { pairs in
-            for j in 0..<cols {
-                let v = pairs[Int(data[j >> 1]) * 2 + (j & 1)] * l.multipliers[row + j / l.groupSize]
-                // MX products are made in BF16 (exact unless they underflow); NVFP4's stay float32.
-                out[j] = l.scaling == .mxfp4 ? FloatDecoding.bf16(FloatEncoding.bf16(v)) : v
+        l.multipliers.withUnsafeBufferPointer { m in
+            FP4.e2m1.withUnsafeBufferPointer { levels in
+                moe_decode_nibbles(bytes.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + rows.lowerBound * l.bytesPerRow,
+                                   rows.count, cols, l.bytesPerRow, levels.baseAddress!, nil,
+                                   m.baseAddress! + (firstRow + rows.lowerBound) * l.groups, l.groups, l.groupSize,
+                                   l.scaling == .mxfp4 ? 1 : 0, f32, bf16)
             }
         }
+    }
+
+    func decodeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        kernel(r..<(r + 1), cols: cols, f32: out, bf16: nil)
+    }
+
+    func decodeRowsBF16(_ rows: Range<Int>, cols: Int, into out: UnsafeMutablePointer<UInt16>) {
+        kernel(rows, cols: cols, f32: nil, bf16: out)
     }
 }

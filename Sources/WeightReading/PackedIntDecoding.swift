@@ -1,3 +1,4 @@
+import CKernels
 import NumberFormats
 import SafetensorsFormat
 
@@ -15,8 +16,8 @@ public struct PackedIntLayout: StoredLayout {
     public let groups: Int
     /// Scales as float32, [rows][groups].
     public let scales: [Float]
-    /// Zero points, [rows][groups] (empty when symmetric).
-    public let zeroPoints: [Int8]
+    /// Zero points, [rows][groups] (empty when symmetric), as floats for the kernel.
+    public let zeroPoints: [Float]
     /// The scale's dtype, in which the product is rounded (F32, BF16 or F16).
     public let scaleDtype: Dtype
 
@@ -43,7 +44,43 @@ struct PackedIntRows: RowDecoder {
     let bytes: TensorBytes
     let firstRow: Int
 
+    /// The levels of a 4-bit field: q = field - 8.
+    static let int4Levels: [Float] = (0..<16).map { Float($0 - 8) }
+
+    /// 4-bit rows with BF16 or F32 scales go through the table kernel (the same float32 operations); 8-bit
+    /// fields and F16 scales (rounded in half precision) through the scalar rule below.
+    var usesKernel: Bool { layout.bits == 4 && layout.scaleDtype != .F16 }
+
+    func kernel(_ rows: Range<Int>, cols: Int, f32: UnsafeMutablePointer<Float>?, bf16: UnsafeMutablePointer<UInt16>?) {
+        let l = layout
+        let at = (firstRow + rows.lowerBound) * l.groups
+        l.scales.withUnsafeBufferPointer { scales in
+            l.zeroPoints.withUnsafeBufferPointer { zp in
+                PackedIntRows.int4Levels.withUnsafeBufferPointer { levels in
+                    moe_decode_nibbles(bytes.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + rows.lowerBound * l.bytesPerRow,
+                                       rows.count, cols, l.bytesPerRow, levels.baseAddress!,
+                                       zp.isEmpty ? nil : zp.baseAddress! + at, scales.baseAddress! + at, l.groups, l.groupSize,
+                                       l.scaleDtype == .BF16 ? 1 : 0, f32, bf16)
+                }
+            }
+        }
+    }
+
+    func decodeRowsBF16(_ rows: Range<Int>, cols: Int, into out: UnsafeMutablePointer<UInt16>) {
+        guard usesKernel else {
+            let row = UnsafeMutablePointer<Float>.allocate(capacity: max(cols, 1))
+            defer { row.deallocate() }
+            for (i, r) in rows.enumerated() {
+                decodeRow(r, cols: cols, into: row)
+                for c in 0..<cols { out[i * cols + c] = FloatEncoding.bf16(row[c]) }
+            }
+            return
+        }
+        kernel(rows, cols: cols, f32: nil, bf16: out)
+    }
+
     func decodeRow(_ r: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        if usesKernel { return kernel(r..<(r + 1), cols: cols, f32: out, bf16: nil) }
         let l = layout
         let row = firstRow + r
         let offset = 1 << (l.bits - 1)
@@ -54,8 +91,8 @@ struct PackedIntRows: RowDecoder {
             let word = data.loadUnaligned(fromByteOffset: wordBase + (j / l.perWord) * 4, as: UInt32.self).littleEndian
             let q = Int((word >> UInt32((j % l.perWord) * l.bits)) & mask) - offset
             let g = j / l.groupSize
-            let zp = l.zeroPoints.isEmpty ? 0 : Int(l.zeroPoints[row * l.groups + g])
-            out[j] = PackedIntLayout.rounded(Float(q - zp) * l.scales[row * l.groups + g], to: l.scaleDtype)
+            let zp = l.zeroPoints.isEmpty ? 0 : l.zeroPoints[row * l.groups + g]
+            out[j] = PackedIntLayout.rounded((Float(q) - zp) * l.scales[row * l.groups + g], to: l.scaleDtype)
         }
     }
 }

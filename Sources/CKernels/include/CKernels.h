@@ -81,4 +81,13 @@ uint64_t moe_xxh64_digest(const moe_xxh64_state *s);
 /// Elements of v[0..n) that are BF16 infinities or NaNs.
 size_t moe_count_nonfinite_bf16(const uint16_t *v, size_t n);
 
+/// Rows of 4-bit codes (element j of a row: the low nibble of byte j/2 when j is even, the high one when odd;
+/// rows `row_bytes` apart) to values `(levels[code] - offset) * multiplier`, offset and multiplier per
+/// (row, group of `group_size` elements), [rows][groups] (offsets may be NULL: 0). Into `out_bf16` (rows x cols,
+/// each value rounded to nearest even) and/or `out_f32` (the float32 value, or its BF16 rounding when
+/// `round_to_bf16`). compressed-tensors' INT4 (levels q - 8), NVFP4 and MX FP4 (levels E2M1) all decode so.
+void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t row_bytes, const float *levels,
+                        const float *offsets, const float *multipliers, size_t groups, size_t group_size,
+                        int round_to_bf16, float *out_f32, uint16_t *out_bf16);
+
 #endif
