@@ -45,18 +45,18 @@ for kind in int4 mxfp4; do
   in_mb=$(( $(stat -c %s "$DATA/$kind/model.safetensors") / 1000000 ))
   rm -rf "$WORK/out" && "$MOETOOL" convert "$DATA/$kind" "$WORK/out" --to bf16 -q > /dev/null
   out_mb=$(( $(stat -c %s "$WORK/out/model.safetensors") / 1000000 ))
+  cp "$WORK/out/model.safetensors" "$WORK/ref.safetensors"   # what cp copies below: the output's size
   "$PYTHON" Benchmarks/peer_dequant.py "$kind" "$DATA/$kind" "$WORK/peer.safetensors"
   same=$("$PYTHON" -c "
 import sys, torch
 from safetensors.torch import load_file
 a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
 ok = a.keys() == b.keys() and all(torch.equal(a[k].view(torch.int16) if a[k].dtype == torch.bfloat16 else a[k], b[k].view(torch.int16) if b[k].dtype == torch.bfloat16 else b[k]) for k in a)
-print('byte-identical tensors' if ok else 'DIFFER')" "$WORK/out/model.safetensors" "$WORK/peer.safetensors")
+print('byte-identical tensors' if ok else 'DIFFER')" "$WORK/ref.safetensors" "$WORK/peer.safetensors")
   echo "$kind: $DATA/$kind ($in_mb MB) -> $out_mb MB of BF16, median of $RUNS runs; moetool and the peer: $same"
   printf '%-40s %8s %10s\n' "command" "wall (s)" "RSS (MiB)"
   run "moetool convert --to bf16 ($kind)" "$MOETOOL" convert "$DATA/$kind" "$WORK/out" --to bf16 -q
   run "python peer ($kind)" "$PYTHON" Benchmarks/peer_dequant.py "$kind" "$DATA/$kind" "$WORK/peer.safetensors"
-  cp "$WORK/out/model.safetensors" "$WORK/ref.safetensors"
   run "cp of the output ($kind)" cp --reflink=never "$WORK/ref.safetensors" "$WORK/cp.safetensors"
   m=$(eval echo "\$RESULT_moetool_convert___to_bf16__${kind}_")
   p=$(eval echo "\$RESULT_python_peer__${kind}_")

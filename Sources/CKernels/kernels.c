@@ -232,11 +232,36 @@ void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t r
             size_t c0 = g * group_size, c1 = c0 + group_size < cols ? c0 + group_size : cols;
             if (out_bf16) {
                 uint16_t *dst = out_bf16 + r * cols;
-                for (size_t c = c0; c < c1; c++) dst[c] = tb[(src[c >> 1] >> ((c & 1) * 4)) & 15];
+                size_t c = c0;
+                if (c & 1) { dst[c] = tb[src[c >> 1] >> 4]; c++; }
+                /* A byte at a time: its low nibble, then its high one. */
+                for (; c + 1 < c1; c += 2) {
+                    uint8_t b = src[c >> 1];
+                    dst[c] = tb[b & 15];
+                    dst[c + 1] = tb[b >> 4];
+                }
+                if (c < c1) dst[c] = tb[src[c >> 1] & 15];
             }
             if (out_f32) {
                 float *dst = out_f32 + r * cols;
                 for (size_t c = c0; c < c1; c++) dst[c] = tf[(src[c >> 1] >> ((c & 1) * 4)) & 15];
+            }
+        }
+    }
+}
+
+MOE_CLONES
+void moe_transpose_u16(const uint16_t *src, size_t rows, size_t cols, uint16_t *dst) {
+    /* dst[c][r] = src[r][c] in tiles of TR rows x TC columns: TR rows of src are TR pages at most (the first
+       level of the TLB holds them all) and stay in L1 while each row of the dst tile is written in one run. */
+    enum { TR = 16, TC = 256 };
+    for (size_t r0 = 0; r0 < rows; r0 += TR) {
+        size_t r1 = r0 + TR < rows ? r0 + TR : rows;
+        for (size_t c0 = 0; c0 < cols; c0 += TC) {
+            size_t c1 = c0 + TC < cols ? c0 + TC : cols;
+            for (size_t c = c0; c < c1; c++) {
+                uint16_t *d = dst + c * rows;
+                for (size_t r = r0; r < r1; r++) d[r] = src[r * cols + c];
             }
         }
     }

@@ -284,10 +284,15 @@ public enum Converter {
                     progress?(logical.codes.tensor.byteCount)
                 case .decoded(let logical, let experts?):
                     try output.fill(info.name) { region in
-                        for e in 0..<experts {
-                            try dequantizeTransposed(try reader.weight(logical, expert: e), at: UInt64(e) * info.byteCount / UInt64(experts),
-                                                     options: options, into: region)
+                        // Experts on all cores, each written at its place by the core that decoded it.
+                        let perExpert = info.byteCount / UInt64(experts)
+                        let results = parallelMap(experts, threads: options.threads) { e -> Result<Void, any Error> in
+                            Result {
+                                try dequantizeTransposed(try reader.weight(logical, expert: e), at: UInt64(e) * perExpert,
+                                                         options: options, into: region)
+                            }
                         }
+                        for r in results { try r.get() }
                     }
                     progress?(logical.codes.tensor.byteCount)
                 }
@@ -403,15 +408,18 @@ public enum Converter {
     /// (transformers holds gpt-oss's experts as [experts, in, out]).
     static func dequantizeTransposed(_ w: StoredWeight, at: UInt64, options: ConversionOptions, into region: TensorRegion) throws {
         let (rows, cols) = (w.rows, w.cols)
-        var values = [UInt16](repeating: 0, count: rows * cols)
         let input = try w.rows()
+        var values = [UInt16](repeating: 0, count: rows * cols)
         values.withUnsafeMutableBufferPointer { input.decodeRowsBF16(0..<rows, into: $0.baseAddress!) }
         input.release()
-        var transposed = [UInt16](repeating: 0, count: rows * cols)
-        for r in 0..<rows { for c in 0..<cols { transposed[c * rows + r] = values[r * cols + c] } }
-        if !options.allowNonFinite, let bad = transposed.firstIndex(where: { $0 & 0x7F80 == 0x7F80 }) {
+        if !options.allowNonFinite, moe_count_nonfinite_bf16(values, values.count) > 0 {
+            let bad = values.firstIndex { $0 & 0x7F80 == 0x7F80 }!
             throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.name,
-                "dequantizes to NaN or infinity at row \(bad % rows), column \(bad / rows); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
+                "dequantizes to NaN or infinity at row \(bad / cols), column \(bad % cols); fix the weights or their scales, or pass --allow-nonfinite to write them as they come out")
+        }
+        let transposed = [UInt16](unsafeUninitializedCapacity: rows * cols) { out, count in
+            moe_transpose_u16(values, rows, cols, out.baseAddress!)
+            count = rows * cols
         }
         try transposed.withUnsafeBytes { try region.write($0, at: at) }
     }

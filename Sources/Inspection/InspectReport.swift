@@ -40,7 +40,10 @@ public struct QuantizationSummary: Sendable {
             var p = Part()
             for t in checkpoint.files[fileIndex].tensors {
                 // Packed weights (compressed-tensors `_packed`, gpt-oss `_blocks`), named by their logical weight.
-                if let base = ["_packed", "_blocks"].first(where: { t.name.hasSuffix($0) }).map({ String(t.name.dropLast($0.count)) }),
+                // (Both end in a letter no `.weight`, `.bias` or `_scale_inv` ends in: most names are passed at once.)
+                let last = t.name.utf8.last
+                if last == UInt8(ascii: "d") || last == UInt8(ascii: "s"),
+                   let base = ["_packed", "_blocks"].first(where: { t.name.hasSuffix($0) }).map({ String(t.name.dropLast($0.count)) }),
                    let logical = try? checkpoint.logicalWeight(base), logical.codes.tensor.name == t.name {
                     p.encodings[logical.encoding.name, default: 0] += 1
                 }

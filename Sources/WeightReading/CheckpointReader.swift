@@ -1,3 +1,4 @@
+import CKernels
 import Checkpoint
 import NumberFormats
 import SafetensorsFormat
@@ -232,13 +233,15 @@ public final class CheckpointReader: Sendable {
     /// A small F32, BF16 or F16 tensor (a scale grid) as float32, in order.
     func floats(_ located: Checkpoint.Located) throws(WeightReadError) -> [Float] {
         let t = located.tensor
+        let n = Int(t.elementCount)
         return try self.bytes(located).withUnsafeBytes { data in
-            (0..<Int(t.elementCount)).map { i in
+            [Float](unsafeUninitializedCapacity: n) { out, count in
                 switch t.dtype {
-                case .F32: return data.loadUnaligned(fromByteOffset: i * 4, as: Float.self)
-                case .F16: return FloatDecoding.f16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-                default: return FloatDecoding.bf16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
+                case .F32: UnsafeMutableRawBufferPointer(out).copyMemory(from: UnsafeRawBufferPointer(rebasing: data[0..<(n * 4)]))
+                case .BF16: moe_bf16_to_f32(data.baseAddress!, out.baseAddress!, n)
+                default: for i in 0..<n { out[i] = FloatDecoding.f16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) }
                 }
+                count = n
             }
         }
     }
