@@ -6,7 +6,8 @@
 #   swift build -c release && bash Benchmarks/dequant_bench.sh
 #
 # Environment: PYTHON (torch, safetensors, compressed-tensors, transformers; default /work/venv/bin/python),
-# DATA (default /tmp/moetool-quantized), WORK (default /tmp/moetool-dequant-bench), RUNS (default 3).
+# DATA (default /tmp/moetool-quantized), WORK (default /tmp/moetool-dequant-bench), RUNS (default 3), KINDS
+# (default "int4 mxfp4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-/work/venv/bin/python}"
@@ -39,7 +40,7 @@ run() {
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
-for kind in int4 mxfp4; do
+for kind in ${KINDS:-int4 mxfp4}; do
   [ -f "$DATA/$kind/model.safetensors" ] || "$PYTHON" Benchmarks/quantized_shard.py "$kind" "$DATA/$kind"
   cat "$DATA/$kind/model.safetensors" > /dev/null   # warm the page cache
   in_mb=$(( $(stat -c %s "$DATA/$kind/model.safetensors") / 1000000 ))
@@ -55,6 +56,7 @@ ok = a.keys() == b.keys() and all(torch.equal(a[k].view(torch.int16) if a[k].dty
 print('byte-identical tensors' if ok else 'DIFFER')" "$WORK/ref.safetensors" "$WORK/peer.safetensors")
   echo "$kind: $DATA/$kind ($in_mb MB) -> $out_mb MB of BF16, median of $RUNS runs; moetool and the peer: $same"
   printf '%-40s %8s %10s\n' "command" "wall (s)" "RSS (MiB)"
+  cat "$DATA/$kind/model.safetensors" > /dev/null   # warm again: the peer's run above may have pushed it out
   run "moetool convert --to bf16 ($kind)" "$MOETOOL" convert "$DATA/$kind" "$WORK/out" --to bf16 -q
   run "python peer ($kind)" "$PYTHON" Benchmarks/peer_dequant.py "$kind" "$DATA/$kind" "$WORK/peer.safetensors"
   run "cp of the output ($kind)" cp --reflink=never "$WORK/ref.safetensors" "$WORK/cp.safetensors"
