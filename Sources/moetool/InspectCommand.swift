@@ -61,6 +61,9 @@ struct Inspect: ReportsErrorsAsJSON {
             throw ValidationError("--filter chooses the tensors --tensors lists or --scan reads: add one of them")
         }
         if let filter { _ = try makeFilter(filter) }
+        if common.threads != 0 && !scan && !checksum {
+            throw ValidationError("--threads sets the cores --scan and --checksum read with; headers alone need no threads: add one of them")
+        }
     }
 
     func makeFilter(_ pattern: String) throws -> NameFilter {

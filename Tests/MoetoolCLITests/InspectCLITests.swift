@@ -457,3 +457,13 @@ struct CLI {
         #expect(w.stdout.contains("model.layers.0.extra.weight: not described by config.json"), "\(w.stdout)")
     }
 }
+
+@Suite struct InspectIgnoresNoOption {
+    /// --threads without --scan or --checksum would do nothing: refused, exit 2.
+    @Test func threadsWithoutADataPassIsRefused() throws {
+        let r = try CLI.run(["inspect", Fixtures.path("models/mixtral-bf16"), "--threads", "2"])
+        #expect(r.status == 2 && r.stdout.isEmpty)
+        #expect(r.stderr.hasPrefix("error: --threads sets the cores --scan and --checksum read with"), "\(r.stderr)")
+        #expect(try CLI.run(["inspect", Fixtures.path("models/mixtral-bf16"), "--threads", "2", "--scan", "-q"]).status == 0)
+    }
+}
