@@ -45,23 +45,24 @@ struct EncodedWeights {
             case .fp8Block(let scale, _):
                 folded = [scale]
                 shape = t.shape
+            // Shapes from the headers (and a weight_shape): no scale is read to make the plan.
             case .packedInt(let scale, let zeroPoint, let shapeTensor, _):
                 folded = [scale, zeroPoint, shapeTensor]
-                let w = try reader.weight(logical)
-                shape = [UInt64(w.rows), UInt64(w.cols)]
+                let (rows, cols) = try reader.matrixShape(logical)
+                shape = [UInt64(rows), UInt64(cols)]
             case .nvfp4(let scale, let global):
                 folded = [scale, global]
-                let w = try reader.weight(logical)
-                shape = [UInt64(w.rows), UInt64(w.cols)]
+                let (rows, cols) = try reader.matrixShape(logical)
+                shape = [UInt64(rows), UInt64(cols)]
             case .mxfp4(let scale):
                 folded = [scale]
-                let w = try reader.weight(logical)
-                shape = [UInt64(w.rows), UInt64(w.cols)]
+                let (rows, cols) = try reader.matrixShape(logical)
+                shape = [UInt64(rows), UInt64(cols)]
             case .gptOssMXFP4(let scales):
                 folded = [scales]
                 experts = Int(t.shape[0])
-                let w = try reader.weight(logical, expert: 0)
-                shape = [t.shape[0], UInt64(w.cols), UInt64(w.rows)]
+                let (rows, cols) = try reader.matrixShape(logical)
+                shape = [t.shape[0], UInt64(cols), UInt64(rows)]
             }
             byCodes[t.name] = Entry(logical: logical, outputShape: shape, experts: experts)
             for f in folded.compactMap({ $0 }) { foldedInto[f.tensor.name] = logical.name }

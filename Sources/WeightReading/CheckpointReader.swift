@@ -122,16 +122,7 @@ public final class CheckpointReader: Sendable {
             }
             (rows, firstRow) = (shape[0], 0)
             let perWord = 32 / bits
-            var logicalCols = shape[1] * perWord
-            if let shapeTensor {
-                let declared = try integers(shapeTensor)
-                guard declared.count == 2, declared[0] == rows, declared[1] > (shape[1] - 1) * perWord, declared[1] <= logicalCols else {
-                    throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[shapeTensor.file].path, tensor: shapeTensor.tensor.name,
-                        "says the weight is \(declared), which \(formatShape(t.shape)) packed \(perWord) to a word cannot hold")
-                }
-                logicalCols = declared[1]
-            }
-            cols = logicalCols
+            cols = try packedColumns(t, perWord: perWord, shapeTensor: shapeTensor)
             let groups = scale.tensor.shape.count == 2 ? Int(scale.tensor.shape[1]) : 0
             guard scale.tensor.shape.count == 2, Int(scale.tensor.shape[0]) == rows, groups >= 1, groups <= cols else {
                 throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[scale.file].path, tensor: scale.tensor.name,
@@ -140,12 +131,12 @@ public final class CheckpointReader: Sendable {
             let groupSize = (cols + groups - 1) / groups
             var zeroPoints: [Float] = []
             if let zeroPoint {
-                let words = try integers(zeroPoint)
                 let wordRows = (rows + perWord - 1) / perWord
                 guard zeroPoint.tensor.shape == [UInt64(wordRows), UInt64(groups)], zeroPoint.tensor.dtype == .I32 else {
                     throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[zeroPoint.file].path, tensor: zeroPoint.tensor.name,
                         "zero points \(zeroPoint.tensor.dtype.rawValue) \(formatShape(zeroPoint.tensor.shape)) are not I32 [\(wordRows), \(groups)] (packed along the rows)")
                 }
+                let words = try integers(zeroPoint)
                 let offset = 1 << (bits - 1), mask = (1 << bits) - 1
                 zeroPoints = (0..<(rows * groups)).map { i in
                     let (r, g) = (i / groups, i % groups)
@@ -165,11 +156,11 @@ public final class CheckpointReader: Sendable {
             }
             (rows, cols, firstRow) = (shape[0], shape[1] * 2, 0)
             let groups = try fp4Groups(scale, rows: rows, cols: cols, per: 16)
-            let globalValue = try floats(global)
-            guard globalValue.count == 1 else {
+            guard global.tensor.elementCount == 1, [.F32, .BF16, .F16].contains(global.tensor.dtype) else {
                 throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[global.file].path, tensor: global.tensor.name,
-                                      "a global scale has one value, not \(globalValue.count)")
+                                      "a global scale is one float, not \(global.tensor.dtype.rawValue) \(formatShape(global.tensor.shape))")
             }
+            let globalValue = try floats(global)
             layout = FP4Layout(cols: cols, groupSize: cols / groups, groups: groups,
                                multipliers: FP4Layout.nvfp4Multipliers(scaleCodes: try bytes(scale).array, global: globalValue[0]),
                                scaling: .nvfp4)
@@ -204,6 +195,46 @@ public final class CheckpointReader: Sendable {
         if let valueDtype, !(layout is PlainLayout) { delivered = RoundedLayout(inner: layout, dtype: valueDtype) }
         return StoredWeight(name: expert.map { "\(logical.name)[\($0)]" } ?? logical.name, rows: rows, cols: cols,
                             storage: storages[located.file], tensor: t, firstRow: firstRow, layout: delivered)
+    }
+
+    /// The columns of a pack-quantized weight: `weight_shape`'s, checked against what the packed words can hold,
+    /// else every field of every word.
+    func packedColumns(_ t: TensorInfo, perWord: Int, shapeTensor: Checkpoint.Located?) throws(WeightReadError) -> Int {
+        let (rows, words) = (Int(t.shape[0]), Int(t.shape[1]))
+        guard let shapeTensor else { return words * perWord }
+        guard shapeTensor.tensor.elementCount == 2 else {
+            throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[shapeTensor.file].path, tensor: shapeTensor.tensor.name,
+                "a weight_shape holds 2 integers, not \(shapeTensor.tensor.elementCount)")
+        }
+        let declared = try integers(shapeTensor)
+        guard declared[0] == rows, declared[1] > (words - 1) * perWord, declared[1] <= words * perWord else {
+            throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[shapeTensor.file].path, tensor: shapeTensor.tensor.name,
+                "says the weight is \(declared), which \(formatShape(t.shape)) packed \(perWord) to a word cannot hold")
+        }
+        return declared[1]
+    }
+
+    /// The [rows, cols] of a logical weight (one expert's, for a stack), from headers and at most a `weight_shape`:
+    /// what a plan needs without reading any scale.
+    public func matrixShape(_ logical: LogicalWeight) throws(WeightReadError) -> (rows: Int, cols: Int) {
+        let t = logical.codes.tensor
+        let path = checkpoint.files[logical.codes.file].path
+        let shape = t.shape.map { Int(clamping: $0) }
+        switch logical.encoding {
+        case .plain, .fp8Block:
+            guard shape.count == 2 else { break }
+            return (shape[0], shape[1])
+        case .packedInt(_, _, let shapeTensor, let bits):
+            guard shape.count == 2, t.elementCount > 0 else { break }
+            return (shape[0], try packedColumns(t, perWord: 32 / bits, shapeTensor: shapeTensor))
+        case .nvfp4, .mxfp4:
+            guard shape.count == 2 else { break }
+            return (shape[0], shape[1] * 2)
+        case .gptOssMXFP4:
+            guard shape.count == 4, shape[3] == 16 else { break }
+            return (shape[1], shape[2] * 32)
+        }
+        throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "shape \(formatShape(t.shape)) is not a matrix as its encoding stores one")
     }
 
     /// Groups per row of an FP4 weight's scale grid, checked: [rows, cols / per].

@@ -310,3 +310,36 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
         #expect(total == params + padding, "\(name)")
     }
 }
+
+@Suite struct HostilePackedWeights {
+    /// A packed weight whose bookkeeping contradicts it is refused by id, naming the tensor, before any value
+    /// is decoded (and before a tensor the shape checks bound is read).
+    @Test(arguments: [
+        ("weight_scale", Dtype.BF16, [UInt64(8), 3], "scale_grid_mismatch"),      // scale rows != weight rows
+        ("weight_shape", Dtype.I64, [UInt64(3)], "scale_grid_mismatch"),          // three integers
+        ("weight_zero_point", Dtype.I32, [UInt64(4), 1], "scale_grid_mismatch"),  // not packed along the rows
+    ])
+    func contradictionsAreRefused(_ bad: String, _ dtype: Dtype, _ shape: [UInt64], _ id: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        var tensors: [(String, Dtype, [UInt64])] = [("m.weight_packed", .I32, [16, 4]), ("m.weight_scale", .BF16, [16, 1]),
+                                                    ("m.weight_shape", .I64, [2])]
+        tensors.removeAll { $0.0 == "m." + bad }
+        tensors.append(("m." + bad, dtype, shape))
+        let path = dir + "/model.safetensors"
+        try SafetensorsWriter.write(to: path, tensors: tensors.map { TensorSpec(name: $0.0, dtype: $0.1, shape: $0.2) },
+                                    metadata: nil) { info, sink in
+            // weight_shape says [16, 32]; everything else zero.
+            var bytes = [UInt8](repeating: 0, count: Int(info.end - info.begin))
+            if info.name == "m.weight_shape" && bytes.count == 16 { bytes[0] = 16; bytes[8] = 32 }
+            try bytes.withUnsafeBytes { try sink.write($0) }
+        }
+        let reader = try CheckpointReader(Checkpoint(path: path))
+        do {
+            _ = try reader.weight("m.weight")
+            Issue.record("\(bad) \(shape) accepted")
+        } catch {
+            #expect(error.id == id && error.tensor == "m." + bad, "\(error)")
+        }
+    }
+}
