@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(
             name: "InspectionTests",
-            dependencies: ["Support", "Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "FixtureSupport"]),
+            dependencies: ["Support", "WeightReading", "Inspection", "Checkpoint", "SafetensorsFormat", "StrictJSON", "NumberFormats", "FixtureSupport"]),
         .testTarget(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),

@@ -90,7 +90,8 @@ public struct InspectReport: Sendable {
     public let quantization: QuantizationSummary
     public let parametersByDtype: [(Dtype, UInt64)]
     public let bytesByDtype: [(Dtype, UInt64)]
-    public var scan: [(name: String, dtype: Dtype, stats: TensorStats)]? = nil
+    /// `kind`: the stored dtype, or for an encoded weight (scanned decoded) its encoding's name.
+    public var scan: [(name: String, kind: String, stats: TensorStats)]? = nil
     public var checksums: [(file: String, sha256: String)]? = nil
 
     public init(checkpoint: Checkpoint) {
@@ -225,7 +226,7 @@ public struct InspectReport: Sendable {
             o.append("scan", .array(scan.map { item in
                 let s = item.stats
                 return .object(JSONObject([
-                    ("name", .string(item.name)), ("dtype", .string(item.dtype.rawValue)),
+                    ("name", .string(item.name)), ("dtype", .string(item.kind)),
                     ("count", .uint(s.count)), ("nan", .uint(s.nan)), ("pos_inf", .uint(s.posInf)),
                     ("neg_inf", .uint(s.negInf)),
                     ("min", s.finite > 0 ? .double(s.min) : .null), ("max", s.finite > 0 ? .double(s.max) : .null),

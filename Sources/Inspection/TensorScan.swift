@@ -122,6 +122,55 @@ public enum TensorScan {
         return results
     }
 
+    /// Rows of an encoded weight decoded per unit of work.
+    static let bandRows = 256
+
+    /// Statistics of the values encoded weights stand for, decoded through the reader as a loader would hand
+    /// them to the model (each expert of a gpt-oss stack in turn), in bands of rows on all cores. `progress`
+    /// gets the stored bytes of each band.
+    public static func scanDecoded(_ weights: [LogicalWeight], reader: CheckpointReader, threads: Int = 0,
+                                   progress: (@Sendable (UInt64) -> Void)? = nil) throws(WeightReadError) -> [TensorStats] {
+        struct Unit: Sendable { let weight: Int; let expert: Int?; let rows: Range<Int> }
+        var units: [Unit] = []
+        for (i, logical) in weights.enumerated() {
+            let experts: [Int?]
+            if case .gptOssMXFP4 = logical.encoding { experts = (0..<Int(logical.codes.tensor.shape[0])).map { $0 } } else { experts = [nil] }
+            let rows = try reader.matrixShape(logical).rows
+            for e in experts {
+                for r0 in stride(from: 0, to: rows, by: bandRows) { units.append(Unit(weight: i, expert: e, rows: r0..<min(rows, r0 + bandRows))) }
+            }
+        }
+        let all = units
+        let failed = Atomic<Bool>(false)
+        let partials = parallelMap(all.count, threads: threads) { k -> Result<TensorStats, WeightReadError>? in
+            guard !failed.load(ordering: .relaxed) else { return nil }
+            let unit = all[k]
+            do throws(WeightReadError) {
+                let w = try reader.weight(weights[unit.weight], expert: unit.expert)
+                let band = try w.rows(unit.rows)
+                let values = [Float](unsafeUninitializedCapacity: band.rows * band.cols) { out, count in
+                    for r in 0..<band.rows { band.decodeRow(r, into: out.baseAddress! + r * band.cols) }
+                    count = band.rows * band.cols
+                }
+                band.release()
+                progress?(UInt64(band.rows * w.layout.bytesPerRow))
+                return .success(values.withUnsafeBytes { scanRange($0, dtype: .F32, range: 0..<values.count) })
+            } catch {
+                failed.store(true, ordering: .relaxed)
+                return .failure(error)
+            }
+        }
+        var results = [TensorStats](repeating: TensorStats(), count: weights.count)
+        for (unit, p) in zip(all, partials) {
+            switch p {
+            case .success(let stats)?: results[unit.weight].merge(stats)
+            case .failure(let e)?: throw e
+            case nil: continue
+            }
+        }
+        return results
+    }
+
     /// Statistics of elements `range` of a tensor's bytes (which may be unaligned).
     public static func scanRange(_ data: UnsafeRawBufferPointer, dtype: Dtype, range: Range<Int>) -> TensorStats {
         switch dtype {

@@ -353,3 +353,39 @@ public struct StoredRows: Sendable {
     /// Done with these rows: the mapped pages behind them are let go.
     public func release() { bytes.release() }
 }
+
+extension CheckpointReader {
+    /// The checkpoint's encoded weights (FP8 with a scale, compressed-tensors `_packed`, gpt-oss `_blocks`), in
+    /// file order, and for each tensor that is their bookkeeping (a scale, zero point, shape or global scale) the
+    /// weight it folds into.
+    public func encodedWeights() throws(WeightReadError) -> (weights: [LogicalWeight], foldedInto: [String: String]) {
+        var weights: [LogicalWeight] = []
+        var folded: [String: String] = [:]
+        for located in checkpoint.allTensors {
+            let t = located.tensor
+            let logical: LogicalWeight?
+            if t.name.hasSuffix("_packed") {
+                logical = try checkpoint.logicalWeight(String(t.name.dropLast("_packed".count)))
+            } else if t.name.hasSuffix("_blocks") && t.dtype == .U8 {
+                logical = try checkpoint.logicalWeight(String(t.name.dropLast("_blocks".count)))
+            } else if t.dtype.isFP8, case .fp8Block = try checkpoint.encoding(of: t, inFile: located.file) {
+                logical = LogicalWeight(name: t.name, codes: located, encoding: try checkpoint.encoding(of: t, inFile: located.file))
+            } else {
+                logical = nil
+            }
+            guard let logical, logical.codes.tensor.name == t.name else { continue }
+            weights.append(logical)
+            let bookkeeping: [Checkpoint.Located?]
+            switch logical.encoding {
+            case .plain: bookkeeping = []
+            case .fp8Block(let scale, _): bookkeeping = [scale]
+            case .packedInt(let scale, let zeroPoint, let shape, _): bookkeeping = [scale, zeroPoint, shape]
+            case .nvfp4(let scale, let global): bookkeeping = [scale, global]
+            case .mxfp4(let scale): bookkeeping = [scale]
+            case .gptOssMXFP4(let scales): bookkeeping = [scales]
+            }
+            for b in bookkeeping.compactMap({ $0 }) { folded[b.tensor.name] = logical.name }
+        }
+        return (weights, folded)
+    }
+}

@@ -8,6 +8,7 @@ import Inspection
 import SafetensorsFormat
 import RemoteCheckpoint
 import StrictJSON
+import WeightReading
 import Support
 
 struct Inspect: ReportsErrorsAsJSON {
@@ -132,20 +133,7 @@ struct Inspect: ReportsErrorsAsJSON {
         let include: ((String) -> Bool)? = try filter.map(makeFilter).map { f in { f.matches($0) } }
 
         if scan {
-            let targets = checkpoint.allTensors
-                .filter { include?($0.tensor.name) ?? true }
-                .map { TensorScan.Target(file: checkpoint.file($0), tensor: $0.tensor) }
-            let total = targets.filter { $0.tensor.dtype.isScannableFloat }.reduce(UInt64(0)) { $0 + $1.tensor.byteCount }
-            let bar = ProgressBar(label: "scan", total: total, quiet: quiet)
-            let results: [TensorStats?]
-            do {
-                results = try TensorScan.scan(targets, threads: threads, progress: { bar.advance($0) })
-            } catch {
-                bar.finish()
-                throw CommandError(error)
-            }
-            bar.finish()
-            report.scan = zip(targets, results).compactMap { t, r in r.map { (t.tensor.name, t.tensor.dtype, $0) } }
+            report.scan = try scanData(checkpoint, include: include)
         }
         if checksum {
             let bar = ProgressBar(label: "sha256", total: checkpoint.fileBytes, quiet: quiet)
@@ -187,20 +175,58 @@ struct Inspect: ReportsErrorsAsJSON {
     }
 }
 
+extension Inspect {
+    /// --scan: encoded weights (FP8 blocks, packed integers, FP4) decoded as the model receives them, under their
+    /// logical names; their scales and other bookkeeping folded into them; every other float tensor as stored.
+    func scanData(_ checkpoint: Checkpoint, include: ((String) -> Bool)?) throws -> [(name: String, kind: String, stats: TensorStats)] {
+        let reader: CheckpointReader
+        let encoded: (weights: [LogicalWeight], foldedInto: [String: String])
+        do throws(WeightReadError) {
+            reader = try CheckpointReader(checkpoint)
+            encoded = try reader.encodedWeights()
+        } catch {
+            throw CommandError(error)
+        }
+        let weights = encoded.weights.filter { include?($0.name) ?? true }
+        let codes = Set(encoded.weights.map(\.codes.tensor.name))
+        let targets = checkpoint.allTensors
+            .filter { !codes.contains($0.tensor.name) && encoded.foldedInto[$0.tensor.name] == nil && (include?($0.tensor.name) ?? true) }
+            .map { TensorScan.Target(file: checkpoint.file($0), tensor: $0.tensor) }
+        let total = targets.filter { $0.tensor.dtype.isScannableFloat }.reduce(UInt64(0)) { $0 + $1.tensor.byteCount }
+            + weights.reduce(UInt64(0)) { $0 + $1.codes.tensor.byteCount }
+        let bar = ProgressBar(label: "scan", total: total, quiet: quiet)
+        defer { bar.finish() }
+        do throws(WeightReadError) {
+            let stored = try TensorScan.scan(targets, threads: threads, progress: { bar.advance($0) })
+            let decoded = try TensorScan.scanDecoded(weights, reader: reader, threads: threads, progress: { bar.advance($0) })
+            // In file order, an encoded weight where its codes are.
+            var byName: [String: (name: String, kind: String, stats: TensorStats)] = [:]
+            for (t, r) in zip(targets, stored) { if let r { byName[t.tensor.name] = (t.tensor.name, t.tensor.dtype.rawValue, r) } }
+            for (w, r) in zip(weights, decoded) { byName[w.codes.tensor.name] = (w.name, w.encoding.name, r) }
+            return checkpoint.allTensors.compactMap { byName[$0.tensor.name] }
+        } catch {
+            throw CommandError(error)
+        }
+    }
+}
+
 enum ScanTable {
-    static func render(_ rows: [(name: String, dtype: Dtype, stats: TensorStats)]) -> String {
+    static func render(_ rows: [(name: String, kind: String, stats: TensorStats)]) -> String {
         func num(_ x: Double, _ ok: Bool) -> String {
             guard ok else { return "-" }
             return significantText(x, digits: 6)
         }
         let width = min(80, rows.map { escapeForDisplay($0.name).count }.max() ?? 4)
-        var out = "name".leftAligned(width, truncating: true)
-            + "  dtype        nan    inf          min          max         mean          std\n"
+        // Wide enough for an encoding's name (`int4-pack-asym`), as narrow as a dtype's otherwise.
+        let kindWidth = max(9, rows.map(\.kind.count).max() ?? 0)
+        var out = "name".leftAligned(width, truncating: true) + "  " + "dtype".leftAligned(kindWidth) + "nan".rightAligned(6) + " "
+            + "inf".rightAligned(6) + " " + "min".rightAligned(12) + " " + "max".rightAligned(12) + " "
+            + "mean".rightAligned(12) + " " + "std".rightAligned(12) + "\n"
         for r in rows {
             let s = r.stats
             let ok = s.finite > 0
             out += escapeForDisplay(r.name).leftAligned(width, truncating: true) + "  "
-            out += r.dtype.rawValue.leftAligned(9, truncating: true)
+            out += r.kind.leftAligned(kindWidth)
             out += String(s.nan).rightAligned(6) + " " + String(s.posInf + s.negInf).rightAligned(6) + " "
             out += num(s.min, ok).rightAligned(12) + " " + num(s.max, ok).rightAligned(12) + " "
             out += num(s.mean, ok).rightAligned(12) + " " + num(s.std, ok).rightAligned(12) + "\n"

@@ -6,6 +6,7 @@ import NumberFormats
 import SafetensorsFormat
 import ShardCompression
 import Testing
+import WeightReading
 
 @Suite struct ScanTests {
     /// Naive two-pass statistics over decoded values (the oracle).
@@ -103,6 +104,25 @@ import Testing
             p.waitUntilExit()
             let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             #expect(out.hasPrefix(digest + " "), "\(file.path)")
+        }
+    }
+}
+
+@Suite struct DecodedScan {
+    /// --scan of an encoded weight gives the statistics of the values it stands for: those of the producing
+    /// library's BF16 dequantization (compressed-tensors', transformers'), not of the codes.
+    @Test(arguments: ["ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8"])
+    func encodedWeightsScanAsTheirValues(_ name: String) throws {
+        let reader = try CheckpointReader(Checkpoint(path: Fixtures.path("quant/formats/" + name)))
+        let weights = try reader.encodedWeights().weights
+        #expect(weights.count == 32)
+        let stats = try TensorScan.scanDecoded(weights, reader: reader, threads: 2)
+        let expected = try SafetensorsFile(path: Fixtures.path("quant/formats/\(name)-expected.safetensors"))
+        for (w, s) in zip(weights, stats) {
+            let t = try #require(expected.tensor(named: w.name))
+            let reference = TensorScan.scanRange(expected.data(t), dtype: .BF16, range: 0..<Int(t.elementCount))
+            #expect(s.count == reference.count && s.nan == reference.nan && s.min == reference.min && s.max == reference.max, "\(w.name)")
+            #expect(abs(s.mean - reference.mean) <= 1e-12 * max(1, abs(reference.mean)) && abs(s.std - reference.std) <= 1e-9 * reference.std, "\(w.name)")
         }
     }
 }
