@@ -92,6 +92,8 @@ public struct InspectReport: Sendable {
     public let bytesByDtype: [(Dtype, UInt64)]
     /// `kind`: the stored dtype, or for an encoded weight (scanned decoded) its encoding's name.
     public var scan: [(name: String, kind: String, stats: TensorStats)]? = nil
+    /// With `scan`: encoded weights with scales that cannot be right (zero, negative, not finite, ue8m0 not a power of two).
+    public var scaleFindings: [(name: String, findings: TensorScan.ScaleFindings)] = []
     public var checksums: [(file: String, sha256: String)]? = nil
 
     public init(checkpoint: Checkpoint) {
@@ -232,6 +234,13 @@ public struct InspectReport: Sendable {
                     ("min", s.finite > 0 ? .double(s.min) : .null), ("max", s.finite > 0 ? .double(s.max) : .null),
                     ("mean", s.finite > 0 ? .double(s.mean) : .null), ("std", s.finite > 0 ? .double(s.std) : .null),
                 ]))
+            }))
+        }
+        if scan != nil {
+            o.append("scale_findings", .array(scaleFindings.map { item in
+                .object(JSONObject([("name", .string(item.name)), ("zero", .uint(item.findings.zero)),
+                                    ("negative", .uint(item.findings.negative)), ("non_finite", .uint(item.findings.nonFinite)),
+                                    ("not_power_of_two", .uint(item.findings.notPowerOfTwo))]))
             }))
         }
         if let checksums {

@@ -125,50 +125,78 @@ public enum TensorScan {
     /// Rows of an encoded weight decoded per unit of work.
     static let bandRows = 256
 
+    /// Scales that cannot be right, counted: zero, negative, not finite, and (for ue8m0 scales, which must be
+    /// powers of two) any other.
+    public struct ScaleFindings: Sendable, Equatable {
+        public var zero: UInt64 = 0
+        public var negative: UInt64 = 0
+        public var nonFinite: UInt64 = 0
+        public var notPowerOfTwo: UInt64 = 0
+        public init() {}
+        public var isEmpty: Bool { zero == 0 && negative == 0 && nonFinite == 0 && notPowerOfTwo == 0 }
+
+        /// `powersOfTwo`: the format says every scale is one (DeepSeek's `scale_fmt: ue8m0`).
+        init(_ scales: [Float], powersOfTwo: Bool) {
+            for x in scales {
+                if !x.isFinite { nonFinite += 1 } else if x == 0 { zero += 1 } else if x < 0 { negative += 1 }
+                if powersOfTwo && x.isFinite && x != 0 && x.significandBitPattern != 0 { notPowerOfTwo += 1 }
+            }
+        }
+
+        mutating func merge(_ o: ScaleFindings) {
+            zero += o.zero
+            negative += o.negative
+            nonFinite += o.nonFinite
+            notPowerOfTwo += o.notPowerOfTwo
+        }
+    }
+
     /// Statistics of the values encoded weights stand for, decoded through the reader as a loader would hand
-    /// them to the model (each expert of a gpt-oss stack in turn), in bands of rows on all cores. `progress`
-    /// gets the stored bytes of each band.
+    /// them to the model (each expert of a gpt-oss stack in turn), and findings about their scales. A weight's
+    /// scales are read once; its rows go in bands over all cores. `progress` gets the stored bytes of each band.
     public static func scanDecoded(_ weights: [LogicalWeight], reader: CheckpointReader, threads: Int = 0,
-                                   progress: (@Sendable (UInt64) -> Void)? = nil) throws(WeightReadError) -> [TensorStats] {
-        struct Unit: Sendable { let weight: Int; let expert: Int?; let rows: Range<Int> }
-        var units: [Unit] = []
-        for (i, logical) in weights.enumerated() {
+                                   progress: (@Sendable (UInt64) -> Void)? = nil) throws(WeightReadError) -> [(stats: TensorStats, scales: ScaleFindings)] {
+        let ue8m0 = reader.checkpoint.config?.quantizationConfig?["scale_fmt"]?.stringValue == "ue8m0"
+        var results: [(stats: TensorStats, scales: ScaleFindings)] = []
+        for logical in weights {
+            var stats = TensorStats()
+            var findings = ScaleFindings()
             let experts: [Int?]
             if case .gptOssMXFP4 = logical.encoding { experts = (0..<Int(logical.codes.tensor.shape[0])).map { $0 } } else { experts = [nil] }
-            let rows = try reader.matrixShape(logical).rows
             for e in experts {
-                for r0 in stride(from: 0, to: rows, by: bandRows) { units.append(Unit(weight: i, expert: e, rows: r0..<min(rows, r0 + bandRows))) }
-            }
-        }
-        let all = units
-        let failed = Atomic<Bool>(false)
-        let partials = parallelMap(all.count, threads: threads) { k -> Result<TensorStats, WeightReadError>? in
-            guard !failed.load(ordering: .relaxed) else { return nil }
-            let unit = all[k]
-            do throws(WeightReadError) {
-                let w = try reader.weight(weights[unit.weight], expert: unit.expert)
-                let band = try w.rows(unit.rows)
-                let values = [Float](unsafeUninitializedCapacity: band.rows * band.cols) { out, count in
-                    for r in 0..<band.rows { band.decodeRow(r, into: out.baseAddress! + r * band.cols) }
-                    count = band.rows * band.cols
+                let w = try reader.weight(logical, expert: e)
+                findings.merge(ScaleFindings(scaleValues(w.layout), powersOfTwo: ue8m0 && logical.encoding.name == "fp8-block"))
+                let bands = stride(from: 0, to: w.rows, by: bandRows).map { $0..<min(w.rows, $0 + bandRows) }
+                let partials = parallelMap(bands.count, threads: threads) { k -> Result<TensorStats, WeightReadError> in
+                    do throws(WeightReadError) {
+                        let band = try w.rows(bands[k])
+                        let values = [Float](unsafeUninitializedCapacity: band.rows * band.cols) { out, count in
+                            for r in 0..<band.rows { band.decodeRow(r, into: out.baseAddress! + r * band.cols) }
+                            count = band.rows * band.cols
+                        }
+                        band.release()
+                        progress?(UInt64(band.rows * w.layout.bytesPerRow))
+                        return .success(values.withUnsafeBytes { scanRange($0, dtype: .F32, range: 0..<values.count) })
+                    } catch {
+                        return .failure(error)
+                    }
                 }
-                band.release()
-                progress?(UInt64(band.rows * w.layout.bytesPerRow))
-                return .success(values.withUnsafeBytes { scanRange($0, dtype: .F32, range: 0..<values.count) })
-            } catch {
-                failed.store(true, ordering: .relaxed)
-                return .failure(error)
+                for p in partials { stats.merge(try p.get()) }
             }
-        }
-        var results = [TensorStats](repeating: TensorStats(), count: weights.count)
-        for (unit, p) in zip(all, partials) {
-            switch p {
-            case .success(let stats)?: results[unit.weight].merge(stats)
-            case .failure(let e)?: throw e
-            case nil: continue
-            }
+            results.append((stats, findings))
         }
         return results
+    }
+
+    /// The scales a layout multiplies by (NVFP4's divided by its global scale, MX's as powers of two).
+    static func scaleValues(_ layout: any StoredLayout) -> [Float] {
+        switch layout {
+        case let l as FP8BlockLayout: return l.scales
+        case let l as PackedIntLayout: return l.scales
+        case let l as FP4Layout: return l.multipliers
+        case let l as RoundedLayout: return scaleValues(l.inner)
+        default: return []
+        }
     }
 
     /// Statistics of elements `range` of a tensor's bytes (which may be unaligned).

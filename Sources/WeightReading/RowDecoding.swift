@@ -35,13 +35,13 @@ public protocol StoredLayout: Sendable {
 
 /// Another layout's rows, each value rounded to the dtype the model computes in: the last step of every
 /// dequantization (compressed-tensors, transformers and DeepSeek's code all hand the model weights in its dtype).
-struct RoundedLayout: StoredLayout {
-    let inner: any StoredLayout
-    let dtype: Dtype
+public struct RoundedLayout: StoredLayout {
+    public let inner: any StoredLayout
+    public let dtype: Dtype
 
-    var bytesPerRow: Int { inner.bytesPerRow }
+    public var bytesPerRow: Int { inner.bytesPerRow }
 
-    func decoder(_ bytes: TensorBytes, firstRow: Int) -> any RowDecoder {
+    public func decoder(_ bytes: TensorBytes, firstRow: Int) -> any RowDecoder {
         RoundedRows(inner: inner.decoder(bytes, firstRow: firstRow), dtype: dtype)
     }
 }

@@ -133,7 +133,7 @@ struct Inspect: ReportsErrorsAsJSON {
         let include: ((String) -> Bool)? = try filter.map(makeFilter).map { f in { f.matches($0) } }
 
         if scan {
-            report.scan = try scanData(checkpoint, include: include)
+            report.scan = try scanData(checkpoint, include: include, scaleFindings: &report.scaleFindings)
         }
         if checksum {
             let bar = ProgressBar(label: "sha256", total: checkpoint.fileBytes, quiet: quiet)
@@ -155,6 +155,11 @@ struct Inspect: ReportsErrorsAsJSON {
         if let scanned = report.scan {
             FileHandleOutput.stdout("\nscan\n")
             FileHandleOutput.stdout(ScanTable.render(scanned))
+            for (name, f) in report.scaleFindings {
+                let parts = [(f.zero, "zero"), (f.negative, "negative"), (f.nonFinite, "not finite"), (f.notPowerOfTwo, "not a power of two (ue8m0)")]
+                    .filter { $0.0 > 0 }.map { "\($0.0) \($0.1)" }
+                FileHandleOutput.stdout("scales of \(escapeForDisplay(name)): \(parts.joined(separator: ", "))\n")
+            }
         }
         finish(report, rename: rename, cleanUp: cleanUp)
     }
@@ -178,7 +183,8 @@ struct Inspect: ReportsErrorsAsJSON {
 extension Inspect {
     /// --scan: encoded weights (FP8 blocks, packed integers, FP4) decoded as the model receives them, under their
     /// logical names; their scales and other bookkeeping folded into them; every other float tensor as stored.
-    func scanData(_ checkpoint: Checkpoint, include: ((String) -> Bool)?) throws -> [(name: String, kind: String, stats: TensorStats)] {
+    func scanData(_ checkpoint: Checkpoint, include: ((String) -> Bool)?,
+                  scaleFindings: inout [(name: String, findings: TensorScan.ScaleFindings)]) throws -> [(name: String, kind: String, stats: TensorStats)] {
         let reader: CheckpointReader
         let encoded: (weights: [LogicalWeight], foldedInto: [String: String])
         do throws(WeightReadError) {
@@ -202,7 +208,8 @@ extension Inspect {
             // In file order, an encoded weight where its codes are.
             var byName: [String: (name: String, kind: String, stats: TensorStats)] = [:]
             for (t, r) in zip(targets, stored) { if let r { byName[t.tensor.name] = (t.tensor.name, t.tensor.dtype.rawValue, r) } }
-            for (w, r) in zip(weights, decoded) { byName[w.codes.tensor.name] = (w.name, w.encoding.name, r) }
+            for (w, r) in zip(weights, decoded) { byName[w.codes.tensor.name] = (w.name, w.encoding.name, r.stats) }
+            scaleFindings = zip(weights, decoded).filter { !$1.scales.isEmpty }.map { (name: $0.name, findings: $1.scales) }
             return checkpoint.allTensors.compactMap { byName[$0.tensor.name] }
         } catch {
             throw CommandError(error)

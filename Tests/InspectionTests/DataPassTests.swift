@@ -118,11 +118,38 @@ import WeightReading
         #expect(weights.count == 32)
         let stats = try TensorScan.scanDecoded(weights, reader: reader, threads: 2)
         let expected = try SafetensorsFile(path: Fixtures.path("quant/formats/\(name)-expected.safetensors"))
-        for (w, s) in zip(weights, stats) {
+        for (w, (s, scales)) in zip(weights, stats) {
+            #expect(scales.isEmpty, "\(w.name): \(scales)")
             let t = try #require(expected.tensor(named: w.name))
             let reference = TensorScan.scanRange(expected.data(t), dtype: .BF16, range: 0..<Int(t.elementCount))
             #expect(s.count == reference.count && s.nan == reference.nan && s.min == reference.min && s.max == reference.max, "\(w.name)")
             #expect(abs(s.mean - reference.mean) <= 1e-12 * max(1, abs(reference.mean)) && abs(s.std - reference.std) <= 1e-9 * reference.std, "\(w.name)")
         }
+    }
+}
+
+
+@Suite struct ScaleFindingsOfScan {
+    /// Scales that cannot be right are counted per weight: zero, negative, not finite, and for ue8m0 scales any
+    /// that is not a power of two.
+    @Test func badScalesAreCounted() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let source = Fixtures.path("quant/fp8_block100")
+        var bytes = Fixtures.readBytes(source + "/model.safetensors")
+        let file = try SafetensorsFile(path: source + "/model.safetensors")
+        let scale = try #require(file.tensor(named: "model.layers.0.mlp.experts.0.down_proj.weight_scale_inv"))
+        let at = Int(file.fileRange(scale).lowerBound)
+        for (i, v) in [Float(0.3), -0.5].enumerated() { withUnsafeBytes(of: v) { for k in 0..<4 { bytes[at + i * 4 + k] = $0[k] } } }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        let config = String(decoding: Fixtures.readBytes(source + "/config.json"), as: UTF8.self)
+        #expect(config.contains("\"quant_method\": \"fp8\""))
+        try Data(config.replacingOccurrences(of: "\"quant_method\": \"fp8\"", with: "\"quant_method\": \"fp8\", \"scale_fmt\": \"ue8m0\"").utf8)
+            .write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let reader = try CheckpointReader(Checkpoint(path: dir))
+        let weights = try reader.encodedWeights().weights
+        let found = try TensorScan.scanDecoded(weights, reader: reader)
+        let f = try #require(found.first?.scales)
+        #expect(f.negative == 1 && f.zero == 0 && f.nonFinite == 0 && f.notPowerOfTwo == 1, "\(f)")
     }
 }
