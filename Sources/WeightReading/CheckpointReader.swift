@@ -261,7 +261,7 @@ public final class CheckpointReader: Sendable {
         }
     }
 
-    /// A small F32, BF16 or F16 tensor (a scale grid) as float32, in order.
+    /// A small F32, BF16, F16 or F8_E8M0 tensor (a scale grid) as float32, in order.
     func floats(_ located: Checkpoint.Located) throws(WeightReadError) -> [Float] {
         let t = located.tensor
         let n = Int(t.elementCount)
@@ -270,6 +270,7 @@ public final class CheckpointReader: Sendable {
                 switch t.dtype {
                 case .F32: UnsafeMutableRawBufferPointer(out).copyMemory(from: UnsafeRawBufferPointer(rebasing: data[0..<(n * 4)]))
                 case .BF16: moe_bf16_to_f32(data.baseAddress!, out.baseAddress!, n)
+                case .F8_E8M0: for i in 0..<n { out[i] = FloatDecoding.e8m0Table[Int(data[i])] }
                 default: for i in 0..<n { out[i] = FloatDecoding.f16(data.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) }
                 }
                 count = n

@@ -83,9 +83,10 @@ extension Checkpoint {
                 "FP8 weight is \(t.shape.count)-D; only 2-D block-scaled weights are read",
                 hint: "convert it with the tool that wrote it, or report the layout")
         }
-        guard scale.tensor.dtype == .F32 || scale.tensor.dtype == .BF16 else {
+        // F8_E8M0: ue8m0 scales stored as what they are, powers of two (2^(byte - 127)).
+        guard [.F32, .BF16, .F8_E8M0].contains(scale.tensor.dtype) else {
             throw WeightReadError(.unsupportedLayout, file: files[scale.file].path, tensor: scale.tensor.name,
-                "block scale is \(scale.tensor.dtype.rawValue); F32 or BF16 scales are read",
+                "block scale is \(scale.tensor.dtype.rawValue); F32, BF16 or F8_E8M0 scales are read",
                 hint: "cast the scales to F32")
         }
         let block: BlockShape

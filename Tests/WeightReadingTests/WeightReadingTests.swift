@@ -343,3 +343,29 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
         }
     }
 }
+
+@Suite struct E8M0Scales {
+    /// ue8m0 scales stored natively as F8_E8M0 (2^(byte - 127)) decode exactly as the same powers of two in F32.
+    @Test func nativeE8M0ScalesDecodeAsTheirPowersOfTwo() throws {
+        let source = try SafetensorsFile(path: Fixtures.path("quant/fp8_block100/model.safetensors"))
+        let weightName = "model.layers.0.mlp.experts.0.down_proj.weight"
+        let w = try #require(source.tensor(named: weightName))
+        let codes = Array(source.data(w))
+        var results: [[Float]] = []
+        for (dtype, scaleBytes) in [(Dtype.F8_E8M0, [UInt8(118), 126]),
+                                    (Dtype.F32, [Float(0x1p-9), 0.5].withUnsafeBytes { Array($0) })] {
+            let dir = Fixtures.temporaryDirectory()
+            defer { Fixtures.removeTemporary(dir) }
+            try SafetensorsWriter.write(to: dir + "/model.safetensors",
+                                        tensors: [TensorSpec(name: weightName, dtype: w.dtype, shape: w.shape),
+                                                  TensorSpec(name: weightName + "_scale_inv", dtype: dtype, shape: [2, 1])],
+                                        metadata: nil) { info, sink in
+                try (info.name == weightName ? codes : scaleBytes).withUnsafeBytes { try sink.write($0) }
+            }
+            try Data(Fixtures.readBytes(Fixtures.path("quant/fp8_block100/config.json"))).write(to: URL(fileURLWithPath: dir + "/config.json"))
+            results.append(try decoded(CheckpointReader(Checkpoint(path: dir), values: .computed).weight(weightName)))
+        }
+        #expect(results[0] == results[1])
+        #expect(results[0].contains { $0 != 0 })
+    }
+}
