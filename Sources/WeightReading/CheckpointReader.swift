@@ -219,13 +219,18 @@ public final class CheckpointReader: Sendable {
     public func matrixShape(_ logical: LogicalWeight) throws(WeightReadError) -> (rows: Int, cols: Int) {
         let t = logical.codes.tensor
         let path = checkpoint.files[logical.codes.file].path
-        let shape = t.shape.map { Int(clamping: $0) }
+        // Only a tensor with elements has dimensions that fit an Int and multiply without overflow (its bytes lie
+        // in a file); an empty one may have a dimension of 2^64-1 and is no weight.
+        guard t.elementCount > 0 else {
+            throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "shape \(formatShape(t.shape)) has no elements")
+        }
+        let shape = t.shape.map { Int($0) }
         switch logical.encoding {
         case .plain, .fp8Block:
             guard shape.count == 2 else { break }
             return (shape[0], shape[1])
         case .packedInt(_, _, let shapeTensor, let bits):
-            guard shape.count == 2, t.elementCount > 0 else { break }
+            guard shape.count == 2 else { break }
             return (shape[0], try packedColumns(t, perWord: 32 / bits, shapeTensor: shapeTensor))
         case .nvfp4, .mxfp4:
             guard shape.count == 2 else { break }

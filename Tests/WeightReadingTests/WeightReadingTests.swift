@@ -312,6 +312,24 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
 }
 
 @Suite struct HostilePackedWeights {
+    /// A packed weight with no elements but a dimension of 2^64-1 (the reference reader accepts the header) is
+    /// refused by every way in, never multiplied into an overflow: the shape a conversion plans with, and the rows.
+    @Test func anEmptyPackedWeightWithAHugeDimensionIsRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let header = #"{"x.weight_packed":{"dtype":"U8","shape":[0,18446744073709551615],"data_offsets":[0,0]},"#
+            + #""x.weight_scale":{"dtype":"F8_E4M3","shape":[0,1],"data_offsets":[0,0]},"#
+            + #""x.weight_global_scale":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#
+        var bytes = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) } + Array(header.utf8)
+        bytes += withUnsafeBytes(of: Float(1)) { Array($0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        let reader = try CheckpointReader(Checkpoint(path: dir + "/model.safetensors"))
+        let logical = try #require(try reader.checkpoint.logicalWeight("x.weight"))
+        #expect(throws: WeightReadError.self) { _ = try reader.matrixShape(logical) }
+        #expect(throws: WeightReadError.self) { _ = try reader.weight(logical) }
+        do { _ = try reader.matrixShape(logical) } catch { #expect(error.kind == .notAMatrix, "\(error)") }
+    }
+
     /// A packed weight whose bookkeeping contradicts it is refused by id, naming the tensor, before any value
     /// is decoded (and before a tensor the shape checks bound is read).
     @Test(arguments: [
