@@ -128,7 +128,15 @@ public final class CheckpointReader: Sendable {
                 throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[scale.file].path, tensor: scale.tensor.name,
                     "scale shape \(formatShape(scale.tensor.shape)) is not [\(rows), groups] for a [\(rows), \(cols)] weight")
             }
-            let groupSize = (cols + groups - 1) / groups
+            // One group a row is the channel strategy; more must be what a declared group_size makes of the row.
+            let declared = checkpoint.declaredGroupSizes
+            guard groups == 1 || declared.isEmpty || declared.contains(where: { (cols + $0 - 1) / $0 == groups }) else {
+                throw WeightReadError(.scaleGridMismatch, file: checkpoint.files[scale.file].path, tensor: scale.tensor.name,
+                    "\(groups) scales a row, but quantization_config's group_size \(declared.map(String.init).joined(separator: " or ")) on \(cols) columns makes \(declared.map { String((cols + $0 - 1) / $0) }.joined(separator: " or "))",
+                    hint: "fix config.json or the scales")
+            }
+            // The declared size when one makes this many groups (a last group may be short), else the even split.
+            let groupSize = groups == 1 ? cols : declared.first { (cols + $0 - 1) / $0 == groups } ?? (cols + groups - 1) / groups
             var zeroPoints: [Float] = []
             if let zeroPoint {
                 let wordRows = (rows + perWord - 1) / perWord

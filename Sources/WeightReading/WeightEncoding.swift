@@ -130,6 +130,13 @@ extension Dtype {
 }
 
 extension Checkpoint {
+    /// compressed-tensors' `group_size`s declared in quantization_config.config_groups (weights of the group strategy).
+    var declaredGroupSizes: [Int] {
+        let groups = config?.quantizationConfig?["config_groups"]?.objectValue?.members.map(\.value) ?? []
+        return groups.compactMap { $0.objectValue?["weights"]?.objectValue?["group_size"]?.uint64Value }
+            .filter { $0 >= 1 && $0 <= UInt64(Int32.max) }.map { Int($0) }
+    }
+
     /// compressed-tensors' `block_structure`s declared in quantization_config.config_groups.
     var blockStructures: [BlockShape] {
         let groups = config?.quantizationConfig?["config_groups"]?.objectValue?.members.map(\.value) ?? []

@@ -387,3 +387,30 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
         #expect(results[0].contains { $0 != 0 })
     }
 }
+
+@Suite struct DeclaredGroupSize {
+    /// The group size quantization_config declares is honoured: scales of another grid are refused rather than
+    /// spread over the row evenly.
+    @Test func scalesOfAnotherGroupSizeAreRefused() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let source = Fixtures.path("quant/formats/ct-w4a16")
+        for name in ["model.safetensors", "config.json"] {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: dir + "/" + name)
+        }
+        let weight = "model.layers.0.self_attn.q_proj.weight"  // [64, 64], group 32: 2 scales a row
+        #expect(try CheckpointReader(Checkpoint(path: dir)).weight(weight).cols == 64)
+        let config = String(decoding: Fixtures.readBytes(dir + "/config.json"), as: UTF8.self)
+        #expect(config.contains(#""group_size": 32"#))
+        try FileManager.default.removeItem(atPath: dir + "/config.json")
+        try Data(config.replacingOccurrences(of: #""group_size": 32"#, with: #""group_size": 16"#).utf8)
+            .write(to: URL(fileURLWithPath: dir + "/config.json"))
+        let reader = try CheckpointReader(Checkpoint(path: dir))
+        do throws(WeightReadError) {
+            _ = try reader.weight(weight)
+            Issue.record("2 scales a row accepted for group_size 16 on 64 columns")
+        } catch {
+            #expect(error.kind == .scaleGridMismatch && error.message.contains("group_size 16"), "\(error)")
+        }
+    }
+}
