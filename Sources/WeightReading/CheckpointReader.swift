@@ -382,8 +382,8 @@ extension CheckpointReader {
                 logical = try checkpoint.logicalWeight(String(t.name.dropLast("_packed".count)))
             } else if t.name.hasSuffix("_blocks") && t.dtype == .U8 {
                 logical = try checkpoint.logicalWeight(String(t.name.dropLast("_blocks".count)))
-            } else if t.dtype.isFP8, case .fp8Block = try checkpoint.encoding(of: t, inFile: located.file) {
-                logical = LogicalWeight(name: t.name, codes: located, encoding: try checkpoint.encoding(of: t, inFile: located.file))
+            } else if t.dtype.isFP8, case let encoding = try checkpoint.encoding(of: t, inFile: located.file), case .fp8Block = encoding {
+                logical = LogicalWeight(name: t.name, codes: located, encoding: encoding)
             } else {
                 logical = nil
             }

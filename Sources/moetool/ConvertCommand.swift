@@ -12,13 +12,15 @@ extension BlockQuantization.ScaleFormat: ExpressibleByArgument {}
 struct Convert: ReportsErrorsAsJSON {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Re-quantize a checkpoint to FP8 with 128x128 block scales, or back to BF16.",
+        abstract: "Re-quantize a checkpoint to FP8 with 128x128 block scales, or decode any weight format to BF16.",
         discussion: """
             --to fp8 quantizes the 2-D weights of attention and MLP/expert projections (BF16, F16 or F32) to \
             F8_E4M3 with a <name>.weight_scale_inv F32 block scale, as DeepSeek-V3 stores them, and adds \
             quantization_config to config.json. Embeddings, lm_head, routers, norms, biases and tensors that \
-            are already FP8 pass through unchanged. --to bf16 dequantizes FP8 block weights (scales found \
-            anywhere in the checkpoint, also compressed-tensors' weight_scale) and removes quantization_config. \
+            are already FP8 pass through unchanged. --to bf16 decodes every encoded weight, bit for bit as its \
+            producing library does: FP8 blocks (scales found anywhere in the checkpoint), compressed-tensors \
+            INT4/INT8, NVFP4, MXFP4 and FP8, gpt-oss MXFP4 experts; it drops their scales and removes \
+            quantization_config (Docs/convert.md has the formats). \
             Each output shard is written under a temporary name and renamed when complete; the input is never written. \
             --json prints schema moetool.convert/1, or with --dry-run moetool.convert-plan/1 (see Docs/convert.md); \
             --threads is for the block math; a --shards worker reports the tensors of its own shards.

@@ -40,7 +40,7 @@ struct Inspect: ReportsErrorsAsJSON {
     @Flag(help: "With --tensors --no-collapse: show each tensor's file and data offsets.")
     var offsets = false
 
-    @Flag(help: "Read the data: NaN/Inf counts, min, max, mean and std for every float tensor.")
+    @Flag(help: "Read the data: NaN/Inf counts, min, max, mean and std for every float tensor, encoded weights decoded (and their bad scales counted).")
     var scan = false
 
     @Flag(help: "Read the data: SHA-256 of every file.")

@@ -13,8 +13,8 @@ struct Verify: ReportsErrorsAsJSON {
             Whole-model mode (the default for checkpoints up to 2 GiB of weights): the model runs on the same \
             token ids in both checkpoints; logits, hidden states and routers are compared. Layer mode \
             (--layers, the default for larger checkpoints): each chosen MoE layer (router, routed and shared \
-            experts) runs on the same deterministic hidden states. All in float32, weights read from F32, BF16, \
-            F16 or FP8 with block scales. With B, exit 0 when everything is within the thresholds, 1 otherwise; \
+            experts) runs on the same deterministic hidden states. All in float32, weights read in any format \
+            inspect recognises (FP8 blocks, compressed-tensors INT4/NVFP4/MXFP4/FP8), from plain or compressed shards. With B, exit 0 when everything is within the thresholds, 1 otherwise; \
             with A alone, a smoke test (every output finite). See Docs/verify.md.
             """)
 
