@@ -545,6 +545,76 @@ def make_gpt_oss():
     write_params(name, params, hf, sorted(expected), tensors)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# moetool's quantizing targets (convert --to int4|nvfp4|mxfp4): one BF16 source, quantized by compressed-tensors
+# ---------------------------------------------------------------------------------------------------------------
+
+TARGETS = OUT.replace("formats", "targets")
+
+# target: (scheme preset, group size of the W4A16 scheme or None)
+TARGET_SCHEMES = {
+    "int4-g32": ("W4A16", 32),
+    "int4-g128": ("W4A16", 128),
+    "nvfp4": ("NVFP4A16", None),
+    "mxfp4": ("MXFP4A16", None),
+}
+
+
+def make_targets():
+    """quant/targets/source: a tiny seeded Qwen3-MoE in BF16 (hidden 128, so that groups of 128 fit its
+    in-features; moe_intermediate 64 and o_proj's 64 in-features do not, so at group size 128 those stay BF16 and
+    are listed in `ignore`, as compressed-tensors requires groups to divide the columns). For each target, the
+    tensors compressed-tensors writes for every quantized module (<target>.safetensors) and the quantization_config
+    it writes (<target>-config.json), calibrated data-free as llm-compressor does (see calibrate_weights)."""
+    cfg = transformers.Qwen3MoeConfig(
+        vocab_size=128, hidden_size=128, intermediate_size=128, moe_intermediate_size=64,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+        num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
+        tie_word_embeddings=False, max_position_embeddings=256,
+    )
+    torch.manual_seed(31)
+    hf = transformers.Qwen3MoeForCausalLM(cfg).eval()
+    randomize(hf, 31)
+    state, config = saved_state(hf.to(torch.bfloat16), torch.bfloat16)
+    spread(state, fused=False)
+    src = os.path.join(TARGETS, "source")
+    os.makedirs(src, exist_ok=True)
+    save_file(state, os.path.join(src, "model.safetensors"), metadata=META)
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
+    for target, (preset, group) in TARGET_SCHEMES.items():
+        scheme = preset_name_to_scheme(preset, ["Linear"])
+        if group is not None:
+            scheme.weights.group_size = group
+        linear = sorted(k[: -len(".weight")] for k, v in state.items()
+                        if k.endswith(".weight") and v.ndim == 2 and "embed_tokens" not in k)
+        ignore = [m for m in linear if m == "lm_head" or m.endswith(".mlp.gate")
+                  or state[m + ".weight"].shape[1] % scheme.weights.group_size != 0]
+        shadow = shadow_model({k: v.clone() for k, v in state.items()})
+        qconfig = QuantizationConfig(config_groups={"group_0": scheme}, ignore=ignore,
+                                     quantization_status=QuantizationStatus.INITIALIZED)
+        apply_quantization_config(shadow, qconfig, show_progress=False)
+        calibrate_weights(shadow)
+        quantized = sorted(n for n, m in shadow.named_modules() if getattr(m, "quantization_scheme", None) is not None)
+        compressor = ModelCompressor.from_pretrained_model(shadow)
+        compressor.compress_model(shadow)
+        compressor.remove_decompression_hook(shadow)
+        tensors = {k: v.detach().contiguous() for k, v in shadow.state_dict().items()
+                   if k.rpartition(".")[0] in quantized}
+        save_file(tensors, os.path.join(TARGETS, target + ".safetensors"), metadata=META)
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "config.json"), "w") as f:
+                json.dump({}, f)
+            compressor.update_config(d)
+            with open(os.path.join(d, "config.json")) as f:
+                written = json.load(f)["quantization_config"]
+        with open(os.path.join(TARGETS, target + "-config.json"), "w") as f:
+            json.dump(written, f, indent=2, sort_keys=True)
+            f.write("\n")
+        print(f"targets/{target}: {len(quantized)} quantized modules, {len(ignore)} ignored")
+
+
 def main():
     if os.path.isdir(OUT):
         shutil.rmtree(OUT)
@@ -553,6 +623,9 @@ def main():
     for name in CT_FIXTURES:
         make_ct(name)
     make_gpt_oss()
+    if os.path.isdir(TARGETS):
+        shutil.rmtree(TARGETS)
+    make_targets()
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     assert total < 5 * 1024 * 1024, total
     print(f"quant/formats: {total} bytes; compressed-tensors {compressed_tensors.__version__}, "

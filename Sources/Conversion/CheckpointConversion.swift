@@ -82,6 +82,7 @@ public enum CheckpointConversion {
         .object(JSONObject([
             ("version", 2), ("target", .string(options.target.rawValue)),
             ("scale_format", .string(options.scaleFormat.rawValue)),
+            ("group_size", options.target == .int4 ? .int(options.groupSize) : .null),
             ("include", options.selection.include.map { .string($0.pattern) } ?? .null),
             ("exclude", options.selection.exclude.map { .string($0.pattern) } ?? .null),
             ("allow_nonfinite", .bool(options.allowNonFinite)),
@@ -227,6 +228,14 @@ public enum CheckpointConversion {
     public static func updatedConfig(_ config: ModelConfig, plan: ConversionPlan, options: ConversionOptions) -> JSONObject {
         var raw = config.raw
         raw.members.removeAll { $0.key == "quantization_config" }
+        if let packed = PackedTarget(options) {
+            // compressed-tensors lists every Linear it left alone: each 2-D weight not quantized, embeddings aside.
+            let ignore = plan.decisions
+                .filter { $0.action.kind == .passThrough && $0.name.hasSuffix(".weight") && $0.shape.count == 2 && !$0.name.contains("embed_tokens") }
+                .map { PackedTarget.module(of: $0.name) }
+            raw.append("quantization_config", .object(packed.quantizationConfig(ignore: ignore)))
+            return raw
+        }
         guard options.target == .fp8 else { return raw }
         var q = JSONObject([
             ("activation_scheme", "dynamic"), ("fmt", "e4m3"), ("quant_method", "fp8"),

@@ -67,6 +67,8 @@ public struct ConversionError: Error, Sendable, CustomStringConvertible {
 public struct ConversionOptions: Sendable {
     public var target: ConversionTarget
     public var scaleFormat: BlockQuantization.ScaleFormat = .float32
+    /// Columns per int4 scale (`--to int4`).
+    public var groupSize = 128
     public var selection = TensorSelection()
     public var allowNonFinite = false
     /// Threads for the block math (0: all cores).
@@ -86,6 +88,8 @@ public struct PlannedTensor: Sendable {
         /// An encoded weight, decoded through the checkpoint's reader (its encoding says how); a fused expert
         /// stack (`experts`) is written as transformers holds it, each expert's rows transposed.
         case decoded(LogicalWeight, experts: Int?)
+        /// One tensor of a weight quantized to a 4-bit target; `fused`: the weights sharing its NVFP4 global scale.
+        case packed(file: Int, weight: TensorInfo, fused: [Checkpoint.Located])
     }
 
     public let spec: TensorSpec
@@ -132,6 +136,8 @@ public struct ConversionPlan: Sendable {
             return fp8 > 0
                 ? "nothing to convert: its \(fp8) FP8 weight(s) are already FP8 and nothing else is eligible (BF16/F16/F32 2-D projections)"
                 : "nothing to convert: no BF16, F16 or F32 2-D attention or MLP projection to quantize (see --dry-run for why each tensor stays)"
+        case .int4, .nvfp4, .mxfp4:
+            return "nothing to convert: no BF16, F16 or F32 2-D attention or MLP projection whose columns the group size divides (see --dry-run for why each tensor stays)"
         case .bf16:
             let floats = Set(decisions.map(\.dtype).filter { $0 == .F32 || $0 == .F16 })
             let hint = floats.isEmpty ? "" : "; --to bf16 dequantizes FP8 block-scaled weights, it does not cast \(floats.map(\.rawValue).sorted().joined(separator: "/")) weights (quantize them with --to fp8, or cast them with torch)"
@@ -158,11 +164,16 @@ public struct ConversionPlan: Sendable {
                 throw ConversionError(error)
             }
         }
-        if options.target == .fp8, let packed = checkpoint.allTensors.first(where: {
+        let packedTarget = PackedTarget(options)
+        if packedTarget != nil, let q = checkpoint.config?.quantizationConfig {
+            throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
+                "is already quantized (quantization_config.quant_method \"\(q["quant_method"]?.stringValue ?? "unknown")\"); --to \(options.target.rawValue) quantizes BF16/F16/F32 checkpoints: convert --to bf16 first, then --to \(options.target.rawValue)")
+        }
+        if options.target.quantizes, let packed = checkpoint.allTensors.first(where: {
             $0.tensor.name.hasSuffix("_packed") || ($0.tensor.name.hasSuffix("_blocks") && $0.tensor.dtype == .U8)
         }) {
             throw ConversionError(.quantizationUnsupported, file: checkpoint.files[packed.file].path, tensor: packed.tensor.name,
-                "is a packed 4/8-bit weight; --to fp8 quantizes BF16/F16/F32 weights: convert --to bf16 first, then --to fp8 (a conversion between quantized formats goes through their exact values)")
+                "is a packed 4/8-bit weight; --to \(options.target.rawValue) quantizes BF16/F16/F32 weights: convert --to bf16 first, then --to \(options.target.rawValue) (a conversion between quantized formats goes through their exact values)")
         }
         var decisions: [Decision] = []
         var shards: [Shard] = []
@@ -178,7 +189,7 @@ public struct ConversionPlan: Sendable {
                     action = TensorAction(kind: .drop, reason: "quantization bookkeeping a BF16 checkpoint has no use for")
                 } else {
                     action = options.selection.action(for: t, target: options.target, hasScale: checkpoint.blockScale(of: t) != nil,
-                                                      isScale: Checkpoint.isScaleName(t.name))
+                                                      isScale: Checkpoint.isScaleName(t.name), groupSize: packedTarget?.scheme.groupSize)
                 }
                 decisions.append(Decision(name: t.name, dtype: t.dtype, shape: t.shape, action: action, file: fi))
                 switch action.kind {
@@ -187,6 +198,10 @@ public struct ConversionPlan: Sendable {
                                                  source: .copy(file: fi, tensor: t)))
                 case .drop:
                     break
+                case .quantize where packedTarget != nil:
+                    for (_, spec) in packedTarget!.outputs(weightName: t.name, dtype: t.dtype, rows: t.shape[0], cols: t.shape[1]) {
+                        planned.append(PlannedTensor(spec: spec, source: .packed(file: fi, weight: t, fused: [])))
+                    }
                 case .quantize:
                     let grid = BlockQuantization.scaleShape(rows: t.shape[0], cols: t.shape[1])
                     planned.append(PlannedTensor(spec: TensorSpec(name: t.name, dtype: .F8_E4M3, shape: t.shape),
@@ -205,8 +220,21 @@ public struct ConversionPlan: Sendable {
             shards.append(Shard(name: checkpoint.fileNames[fi], tensors: planned))
         }
         self.decisions = decisions
-        self.shards = shards
+        self.shards = packedTarget?.scheme == .nvfp4 ? ConversionPlan.withFusedSiblings(shards, checkpoint: checkpoint, decisions: decisions) : shards
         try ConversionPlan.checkKeptFP8(checkpoint: checkpoint, options: options, decisions: decisions)
+    }
+
+    /// NVFP4 weights an engine fuses share one global scale: each packed tensor learns the other quantized
+    /// weights of its group (wherever they are stored).
+    static func withFusedSiblings(_ shards: [Shard], checkpoint: Checkpoint, decisions: [Decision]) -> [Shard] {
+        let quantized = Set(decisions.filter { $0.action.kind == .quantize }.map(\.name))
+        return shards.map { shard in
+            Shard(name: shard.name, tensors: shard.tensors.map { t in
+                guard case .packed(let fi, let w, _) = t.source else { return t }
+                let fused = FusedProjections.siblings(of: w.name).filter { quantized.contains($0) }.compactMap { checkpoint.locate($0) }
+                return PlannedTensor(spec: t.spec, source: .packed(file: fi, weight: w, fused: fused))
+            })
+        }
     }
 
     /// FP8 weights kept as they are must be in the format the written config.json declares (128x128 blocks,
@@ -276,6 +304,9 @@ public enum Converter {
                     try output.fill(scalesName) { region in
                         try scales.withUnsafeBytes { try region.write($0, at: 0) }
                     }
+                    progress?(w.byteCount)
+                case .packed(let fi, let w, let fused):
+                    try writePacked(w, file: fi, fused: fused, output: output, reader: reader, options: options)
                     progress?(w.byteCount)
                 case .decoded(let logical, nil):
                     try output.fill(info.name) { region in

@@ -5,8 +5,17 @@ import SafetensorsFormat
 public enum ConversionTarget: String, Sendable, CaseIterable {
     /// BF16/F16/F32 linear weights to FP8 E4M3 with 128x128 block scales.
     case fp8
-    /// FP8 block-quantized weights back to BF16.
+    /// Every encoded weight decoded to BF16.
     case bf16
+    /// compressed-tensors pack-quantized: symmetric INT4 in groups of `--group-size` columns, BF16 scales.
+    case int4
+    /// compressed-tensors nvfp4-pack-quantized: FP4 E2M1 in groups of 16, E4M3 scales, an F32 global scale.
+    case nvfp4
+    /// compressed-tensors mxfp4-pack-quantized: FP4 E2M1 in groups of 32, E8M0 exponents.
+    case mxfp4
+
+    /// Whether this target quantizes weights (to FP8 blocks or to a 4-bit format), rather than decoding them.
+    public var quantizes: Bool { self != .bf16 }
 }
 
 /// What happens to one input tensor, and why.
@@ -55,14 +64,25 @@ public struct TensorSelection: Sendable {
         return nil
     }
 
-    public func action(for t: TensorInfo, target: ConversionTarget, hasScale: Bool, isScale: Bool) -> TensorAction {
+    public func action(for t: TensorInfo, target: ConversionTarget, hasScale: Bool, isScale: Bool,
+                       groupSize: Int? = nil) -> TensorAction {
+        let action = quantizingAction(for: t, target: target, hasScale: hasScale, isScale: isScale)
+        // compressed-tensors needs whole groups: a weight whose columns they do not divide stays as it is
+        // (and is listed in quantization_config.ignore).
+        if action.kind == .quantize, let groupSize, t.shape.count == 2, t.shape[1] % UInt64(groupSize) != 0 {
+            return TensorAction(kind: .passThrough, reason: "\(t.shape[1]) columns are not a multiple of the group size \(groupSize)")
+        }
+        return action
+    }
+
+    func quantizingAction(for t: TensorInfo, target: ConversionTarget, hasScale: Bool, isScale: Bool) -> TensorAction {
         switch target {
         case .bf16:
             if isScale { return TensorAction(kind: .drop, reason: "scale folded into its weight") }
             if t.dtype.isFP8 && hasScale { return TensorAction(kind: .dequantize, reason: "FP8 weight with block scale") }
             if t.dtype.isFP8 { return TensorAction(kind: .passThrough, reason: "FP8 without a block scale") }
             return TensorAction(kind: .passThrough, reason: "not FP8")
-        case .fp8:
+        case .fp8, .int4, .nvfp4, .mxfp4:
             if t.elementCount == 0 { return TensorAction(kind: .passThrough, reason: "no elements") }
             if t.dtype.isFP8 || isScale {
                 return TensorAction(kind: .passThrough, reason: "already FP8 (never requantized)")

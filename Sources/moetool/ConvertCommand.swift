@@ -34,8 +34,11 @@ struct Convert: ReportsErrorsAsJSON {
 
     @OptionGroup var source: CheckpointSource
 
-    @Option(help: "fp8 or bf16.")
+    @Option(help: "fp8, bf16, int4, nvfp4 or mxfp4.")
     var to: ConversionTarget
+
+    @Option(help: ArgumentHelp("With --to int4: columns per scale, 32, 64 or 128 (default 128).", valueName: "n"))
+    var groupSize: Int?
 
     @Option(help: "With --to fp8: float32 (DeepSeek-V3) or ue8m0 (scales rounded up to powers of two, DeepSeek-V3.1).")
     var scaleFormat: BlockQuantization.ScaleFormat = .float32
@@ -86,7 +89,13 @@ struct Convert: ReportsErrorsAsJSON {
         if [resume, shards != nil, finalize].filter({ $0 }).count > 1 {
             throw ValidationError("--resume, --shards and --finalize are separate steps: give one")
         }
-        if to == .bf16 && scaleFormat != .float32 { throw ValidationError("--scale-format applies to --to fp8 only") }
+        if to != .fp8 && scaleFormat != .float32 { throw ValidationError("--scale-format applies to --to fp8 only") }
+        if let groupSize {
+            guard to == .int4 else { throw ValidationError("--group-size applies to --to int4 only (NVFP4 groups are 16 columns, MXFP4 groups 32)") }
+            guard FourBitQuantization.int4GroupSizes.contains(groupSize) else {
+                throw ValidationError("--group-size must be one of \(FourBitQuantization.int4GroupSizes.map(String.init).joined(separator: ", ")) (what vLLM's INT4 kernels run)")
+            }
+        }
         if to == .bf16 && (include != nil || exclude != nil) {
             throw ValidationError("--include and --exclude choose what --to fp8 quantizes; --to bf16 dequantizes every FP8 block weight")
         }
@@ -110,6 +119,7 @@ struct Convert: ReportsErrorsAsJSON {
         }
         var options = ConversionOptions(target: to)
         options.scaleFormat = scaleFormat
+        options.groupSize = groupSize ?? 128
         options.allowNonFinite = allowNonfinite
         options.threads = threads
         options.selection = TensorSelection(include: try include.map { try NameFilter($0) },

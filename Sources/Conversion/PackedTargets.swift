@@ -1,0 +1,271 @@
+import Checkpoint
+import NumberFormats
+import SafetensorsFormat
+import StrictJSON
+import Support
+import WeightReading
+
+/// A 4-bit target (`--to int4|nvfp4|mxfp4`) in compressed-tensors' layout: the tensors it writes for one quantized
+/// `<module>.weight`, and the quantization_config that describes them (what transformers and vLLM load).
+public struct PackedTarget: Sendable, Equatable {
+    public let scheme: FourBitQuantization.Scheme
+
+    /// The 4-bit scheme of a conversion, or nil for fp8 and bf16.
+    public init?(_ options: ConversionOptions) {
+        switch options.target {
+        case .int4: scheme = .int4(groupSize: options.groupSize)
+        case .nvfp4: scheme = .nvfp4
+        case .mxfp4: scheme = .mxfp4
+        case .fp8, .bf16: return nil
+        }
+    }
+
+    /// The tensors of one quantized module, by their suffix after `<module>.`.
+    public enum Part: String, Sendable, CaseIterable {
+        case packed = "weight_packed"
+        case scale = "weight_scale"
+        case shape = "weight_shape"
+        case globalScale = "weight_global_scale"
+    }
+
+    /// compressed-tensors' `format` for the scheme.
+    public var format: String {
+        switch scheme {
+        case .int4: return "pack-quantized"
+        case .nvfp4: return "nvfp4-pack-quantized"
+        case .mxfp4: return "mxfp4-pack-quantized"
+        }
+    }
+
+    /// `<module>` of `<module>.weight`.
+    public static func module(of weightName: String) -> String { String(weightName.dropLast(".weight".count)) }
+
+    /// The output tensors of a [rows, cols] weight of `dtype` (cols a multiple of the group size).
+    public func outputs(weightName: String, dtype: Dtype, rows: UInt64, cols: UInt64) -> [(part: Part, spec: TensorSpec)] {
+        let module = PackedTarget.module(of: weightName)
+        let groups = cols / UInt64(scheme.groupSize)
+        func spec(_ part: Part, _ dtype: Dtype, _ shape: [UInt64]) -> (part: Part, spec: TensorSpec) {
+            (part, TensorSpec(name: module + "." + part.rawValue, dtype: dtype, shape: shape))
+        }
+        switch scheme {
+        case .int4:
+            return [spec(.packed, .I32, [rows, cols / 8]), spec(.scale, dtype, [rows, groups]), spec(.shape, .I64, [2])]
+        case .nvfp4:
+            return [spec(.packed, .U8, [rows, cols / 2]), spec(.scale, .F8_E4M3, [rows, groups]), spec(.globalScale, .F32, [1])]
+        case .mxfp4:
+            return [spec(.packed, .U8, [rows, cols / 2]), spec(.scale, .U8, [rows, groups])]
+        }
+    }
+
+    /// The compressed-tensors version whose config this writes (the fields its 0.20 releases write; loaders
+    /// read `version` only to report it).
+    public static let compressedTensorsVersion = "0.20.1"
+
+    /// quantization_config for the scheme: one config group targeting every Linear, the modules not quantized
+    /// listed by name in `ignore` (sorted, as compressed-tensors lists them).
+    public func quantizationConfig(ignore: [String]) -> JSONObject {
+        var weights = JSONObject([("dynamic", .bool(false)), ("group_size", .int(scheme.groupSize)), ("num_bits", 4)])
+        switch scheme {
+        case .int4:
+            weights.append("strategy", "group")
+            weights.append("symmetric", .bool(true))
+            weights.append("type", "int")
+        case .nvfp4:
+            weights.append("scale_dtype", "torch.float8_e4m3fn")
+            weights.append("strategy", "tensor_group")
+            weights.append("symmetric", .bool(true))
+            weights.append("type", "float")
+        case .mxfp4:
+            weights.append("scale_dtype", "torch.uint8")
+            weights.append("strategy", "group")
+            weights.append("symmetric", .bool(true))
+            weights.append("type", "float")
+        }
+        let group = JSONObject([
+            ("format", .string(format)), ("input_activations", .null), ("output_activations", .null),
+            ("targets", .array(["Linear"])), ("weights", .object(weights)),
+        ])
+        return JSONObject([
+            ("config_groups", .object(JSONObject([("group_0", .object(group))]))),
+            ("format", .string(format)), ("global_compression_ratio", .null),
+            ("ignore", .array(ignore.sorted().map { .string($0) })), ("kv_cache_scheme", .null),
+            ("moe_sparsity_config", .null), ("quant_method", "compressed-tensors"), ("quantization_status", "compressed"),
+            ("sparsity_config", .object(JSONObject([]))), ("transform_config", .object(JSONObject([]))),
+            ("version", .string(PackedTarget.compressedTensorsVersion)),
+        ])
+    }
+}
+
+/// Projections an inference engine runs as one fused matrix, so NVFP4 gives them one global scale (as
+/// llm-compressor does for vLLM): q/k/v of an attention, gate/up of an MLP or expert, and MLA's q_a/kv_a.
+public enum FusedProjections {
+    public static let groups: [[String]] = [
+        ["q_proj", "k_proj", "v_proj"], ["gate_proj", "up_proj"], ["w1", "w3"], ["q_a_proj", "kv_a_proj_with_mqa"],
+    ]
+
+    /// The names of the other weights fused with `weightName` (`<prefix>.<projection>.weight`), present or not.
+    public static func siblings(of weightName: String) -> [String] {
+        let parts = weightName.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts.last == "weight" else { return [] }
+        let projection = String(parts[parts.count - 2])
+        guard let group = groups.first(where: { $0.contains(projection) }) else { return [] }
+        let prefix = parts.dropLast(2).joined(separator: ".")
+        return group.filter { $0 != projection }.map { (prefix.isEmpty ? "" : prefix + ".") + $0 + ".weight" }
+    }
+}
+
+extension FourBitQuantization.Precision {
+    /// The precision compressed-tensors computes in for weights of `dtype`.
+    init(_ dtype: Dtype) {
+        switch dtype {
+        case .F16: self = .f16
+        case .F32: self = .f32
+        default: self = .bf16
+        }
+    }
+}
+
+extension Converter {
+    /// Largest |x| of a weight, 128-row bands on all cores; throws on a value that is not finite.
+    static func amax(_ w: StoredWeight, options: ConversionOptions) throws -> Float {
+        let bands = (w.rows + bandRows - 1) / bandRows
+        let results = parallelMap(bands, threads: options.threads) { band -> Result<Float, any Error> in
+            Result {
+                let r0 = band * bandRows
+                let r1 = min(w.rows, r0 + bandRows)
+                let input = try w.rows(r0..<r1)
+                defer { input.release() }
+                var row = [Float](repeating: 0, count: w.cols)
+                var m: Float = 0
+                for r in 0..<(r1 - r0) {
+                    row.withUnsafeMutableBufferPointer { input.decodeRow(r, into: $0.baseAddress!) }
+                    m = max(m, row.withUnsafeBufferPointer { FourBitQuantization.amax($0.baseAddress!, w.cols) })
+                    if m.isNaN { return m }
+                }
+                return m
+            }
+        }
+        var m: Float = 0
+        for r in results { m = max(m, try r.get()) }
+        if m.isNaN {
+            throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.name,
+                "holds NaN or infinite values, which a 4-bit format cannot encode; fix the weights")
+        }
+        return m
+    }
+
+    /// Writes every output tensor of one weight quantized to a 4-bit target.
+    static func writePacked(_ t: TensorInfo, file: Int, fused: [Checkpoint.Located], output: SafetensorsOutput,
+                            reader: CheckpointReader, options: ConversionOptions) throws {
+        let target = PackedTarget(options)!
+        let w = try reader.weight(Checkpoint.Located(file: file, tensor: t))
+        var globalScale: Float?
+        if target.scheme == .nvfp4 {
+            var m = try amax(w, options: options)
+            for sibling in fused { m = max(m, try amax(try reader.weight(sibling), options: options)) }
+            globalScale = FourBitQuantization.nvfp4GlobalScale(amax: m, precision: .init(t.dtype))
+        }
+        let module = PackedTarget.module(of: t.name) + "."
+        var scales: [UInt8] = []
+        try output.fill(module + PackedTarget.Part.packed.rawValue) { region in
+            scales = try quantizePacked(w, target: target, globalScale: globalScale, options: options, into: region)
+        }
+        try output.fill(module + PackedTarget.Part.scale.rawValue) { region in
+            try scales.withUnsafeBytes { try region.write($0, at: 0) }
+        }
+        switch target.scheme {
+        case .int4:
+            let shape = [Int64(w.rows).littleEndian, Int64(w.cols).littleEndian]
+            try output.fill(module + PackedTarget.Part.shape.rawValue) { region in try shape.withUnsafeBytes { try region.write($0, at: 0) } }
+        case .nvfp4:
+            let bits = [(globalScale ?? 1).bitPattern.littleEndian]
+            try output.fill(module + PackedTarget.Part.globalScale.rawValue) { region in try bits.withUnsafeBytes { try region.write($0, at: 0) } }
+        case .mxfp4:
+            break
+        }
+    }
+
+    /// Quantizes a weight to `target`, 128-row bands on all cores, the packed codes written into `region` by
+    /// the core that computed them. Returns the scale tensor's bytes (the weight's dtype for int4, E4M3 codes
+    /// for NVFP4, E8M0 exponents for MXFP4).
+    static func quantizePacked(_ w: StoredWeight, target: PackedTarget, globalScale: Float?, options: ConversionOptions,
+                               into region: TensorRegion) throws -> [UInt8] {
+        let (rows, cols) = (w.rows, w.cols)
+        let dtype = w.tensor.dtype
+        let precision = FourBitQuantization.Precision(dtype)
+        let groups = cols / target.scheme.groupSize
+        let packedRowBytes: Int
+        let scaleBytes: Int
+        switch target.scheme {
+        case .int4:
+            packedRowBytes = cols / 2
+            scaleBytes = try dtype.byteSize(elements: 1).get().asInt
+        case .nvfp4, .mxfp4:
+            packedRowBytes = cols / 2
+            scaleBytes = 1
+        }
+        var scaleOut = [UInt8](repeating: 0, count: rows * groups * scaleBytes)
+        let bands = (rows + bandRows - 1) / bandRows
+        let results = scaleOut.withUnsafeMutableBufferPointer { scaleBuffer in
+            nonisolated(unsafe) let scaleBuffer = scaleBuffer  // each band writes its own rows of scales
+            return parallelMap(bands, threads: options.threads) { band -> Result<Int?, any Error> in
+                let r0 = band * bandRows
+                let r1 = min(rows, r0 + bandRows)
+                let input: StoredRows
+                do { input = try w.rows(r0..<r1) } catch { return .failure(error) }
+                defer { input.release() }
+                let packed = UnsafeMutableRawBufferPointer.allocate(byteCount: (r1 - r0) * packedRowBytes, alignment: 4)
+                defer { packed.deallocate() }
+                var row = [Float](repeating: 0, count: cols)
+                var groupScales = [Float](repeating: 0, count: groups)
+                for r in 0..<(r1 - r0) {
+                    let ok = row.withUnsafeMutableBufferPointer { x -> Bool in
+                        input.decodeRow(r, into: x.baseAddress!)
+                        let out = packed.baseAddress! + r * packedRowBytes
+                        let scalesAt = scaleBuffer.baseAddress! + (r0 + r) * groups * scaleBytes
+                        switch target.scheme {
+                        case .int4(let groupSize):
+                            let ok = groupScales.withUnsafeMutableBufferPointer {
+                                FourBitQuantization.int4Row(x.baseAddress!, cols: cols, groupSize: groupSize, precision: precision,
+                                                            words: out.assumingMemoryBound(to: UInt32.self), scales: $0.baseAddress!)
+                            }
+                            for g in 0..<groups { storeScale(groupScales[g], dtype: dtype, at: scalesAt + g * scaleBytes) }
+                            return ok
+                        case .nvfp4:
+                            return FourBitQuantization.nvfp4Row(x.baseAddress!, cols: cols, globalScale: globalScale ?? 1, precision: precision,
+                                                                packed: out.assumingMemoryBound(to: UInt8.self), scaleCodes: scalesAt)
+                        case .mxfp4:
+                            return FourBitQuantization.mxfp4Row(x.baseAddress!, cols: cols, precision: precision,
+                                                                packed: out.assumingMemoryBound(to: UInt8.self), exponents: scalesAt)
+                        }
+                    }
+                    if !ok { return .success(r0 + r) }
+                }
+                return Result { try region.write(UnsafeRawBufferPointer(packed), at: UInt64(r0 * packedRowBytes)); return nil }
+            }
+        }
+        for r in results {
+            if let badRow = try r.get() {
+                throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.name,
+                    "row \(badRow) holds NaN or infinite values, which a 4-bit format cannot encode; fix the weights")
+            }
+        }
+        return scaleOut
+    }
+
+    /// A scale value (exactly representable in `dtype`) stored little-endian as `dtype`.
+    static func storeScale(_ s: Float, dtype: Dtype, at p: UnsafeMutablePointer<UInt8>) {
+        switch dtype {
+        case .F32:
+            withUnsafeBytes(of: s.bitPattern.littleEndian) { for i in 0..<4 { p[i] = $0[i] } }
+        case .F16:
+            withUnsafeBytes(of: Float16(s).bitPattern.littleEndian) { for i in 0..<2 { p[i] = $0[i] } }
+        default:
+            withUnsafeBytes(of: FloatEncoding.bf16(s).littleEndian) { for i in 0..<2 { p[i] = $0[i] } }
+        }
+    }
+}
+
+extension UInt64 {
+    var asInt: Int { Int(self) }
+}

@@ -1,0 +1,210 @@
+/// Weight-only 4-bit quantization as compressed-tensors computes it for llm-compressor's data-free schemes
+/// (W4A16, NVFP4A16, MXFP4A16), bit for bit. Rows in, packed codes and scales out; no I/O.
+///
+/// The reference does its qparam arithmetic in the weight's dtype: torch computes a BF16 or F16 operation in
+/// float32 and rounds the result to the dtype (`Precision.round`). Per row, groups of consecutive columns:
+/// - int4 (pack-quantized, symmetric): `s = round(amax / 7.5)` (0 becomes the dtype's eps),
+///   `q = clamp(roundEven(round(x / s)), -8, 7)`, stored as the nibble `q + 8`, element j at bits 4(j % 8) of
+///   I32 word j / 8; scales in the weight's dtype.
+/// - NVFP4 (nvfp4-pack-quantized, groups of 16): a per-tensor float32 global scale
+///   `g = round(2688 x round(1 / max(amax_tensor, tiny)))` (1 when that is not finite; 2688 = 448 x 6), shared by the
+///   projections an engine fuses (`FusedProjections`); group scales `e4m3(clamp(g x round(amax / 6), ±448))`
+///   (0 becomes 0.125); `q = fp4(clamp(x / (s / g), ±6))` in float32.
+/// - MXFP4 (mxfp4-pack-quantized, groups of 32): amax rounded to a power of two `p` (up when its mantissa is at
+///   least 0.75: compressed-tensors adds 1 << (m - 2) to the bit pattern and keeps sign and exponent), exponent
+///   `e = clamp(127 + log2(p) - 2, 0, 255)` stored as E8M0, `q = fp4(clamp(round(x / 2^(e - 127)), ±6))`.
+/// FP4 codes (E2M1: 0, 0.5, 1, 1.5, 2, 3, 4, 6) are rounded to nearest with ties to the even code, a negative
+/// value that rounds to zero keeps its sign bit (code 8), element 2j in the low nibble of byte j.
+public enum FourBitQuantization {
+    /// The dtype the reference computes in.
+    public enum Precision: Sendable {
+        case bf16, f16, f32
+
+        @inline(__always)
+        public func round(_ x: Float) -> Float {
+            switch self {
+            case .bf16: return FloatDecoding.bf16(FloatEncoding.bf16(x))
+            case .f16: return Float(Float16(x))
+            case .f32: return x
+            }
+        }
+
+        /// torch.finfo(dtype).eps: what a zero int4 scale becomes.
+        public var eps: Float {
+            switch self {
+            case .bf16: return 0x1p-7
+            case .f16: return 0x1p-10
+            case .f32: return 0x1p-23
+            }
+        }
+
+        /// torch.finfo(dtype).tiny: the smallest amax a global scale is computed from.
+        public var tiny: Float {
+            switch self {
+            case .bf16, .f32: return 0x1p-126
+            case .f16: return 0x1p-14
+            }
+        }
+    }
+
+    public enum Scheme: Sendable, Equatable {
+        case int4(groupSize: Int)
+        case nvfp4
+        case mxfp4
+
+        /// Columns sharing one scale.
+        public var groupSize: Int {
+            switch self {
+            case .int4(let g): return g
+            case .nvfp4: return 16
+            case .mxfp4: return 32
+            }
+        }
+    }
+
+    /// Group sizes the int4 scheme takes (what vLLM's W4A16 kernels run).
+    public static let int4GroupSizes = [32, 64, 128]
+    /// 448 (E4M3's largest) x 6 (E2M1's largest): what an NVFP4 global scale maps a tensor's amax to.
+    public static let nvfp4GlobalNumerator: Float = BlockQuantization.e4m3Max * 6
+    /// What a zero NVFP4 group scale becomes (compressed-tensors' eps for E4M3).
+    public static let nvfp4ZeroScale: Float = 0.125
+
+    /// Largest |x| of `count` values (0 for none); NaN if any value is not finite.
+    @inline(__always)
+    public static func amax(_ x: UnsafePointer<Float>, _ count: Int) -> Float {
+        var m: Float = 0
+        for i in 0..<count {
+            let a = abs(x[i])
+            if !a.isFinite { return .nan }
+            m = Swift.max(m, a)
+        }
+        return m
+    }
+
+    /// The NVFP4 global scale of a tensor (or of the fused projections sharing one) whose largest |x| is `amax`.
+    public static func nvfp4GlobalScale(amax: Float, precision: Precision) -> Float {
+        // torch evaluates `scalar / tensor` as `tensor.reciprocal() * scalar`, each step rounded to the dtype
+        let reciprocal = precision.round(1 / Swift.max(amax, precision.tiny))
+        let g = precision.round(nvfp4GlobalNumerator * reciprocal)
+        return g.isFinite ? g : 1
+    }
+
+    // MARK: int4
+
+    /// One row of `cols` values into `cols / 8` words and `cols / groupSize` scales (as values of the dtype).
+    /// `cols` must be a multiple of `groupSize`, itself a multiple of 8. Returns false if a value is not finite.
+    public static func int4Row(_ x: UnsafePointer<Float>, cols: Int, groupSize: Int, precision: Precision,
+                               words: UnsafeMutablePointer<UInt32>, scales: UnsafeMutablePointer<Float>) -> Bool {
+        for g in 0..<(cols / groupSize) {
+            let v = x + g * groupSize
+            let a = amax(v, groupSize)
+            guard !a.isNaN else { return false }
+            var s = precision.round(a / 7.5)
+            if s == 0 { s = precision.eps }
+            scales[g] = s
+            for w in 0..<(groupSize / 8) {
+                var word: UInt32 = 0
+                for k in 0..<8 {
+                    let q = Swift.min(Swift.max(precision.round(v[w * 8 + k] / s), -8), 7).rounded(.toNearestOrEven)
+                    word |= UInt32(Int(q) + 8) << (4 * UInt32(k))
+                }
+                words[(g * groupSize) / 8 + w] = word
+            }
+        }
+        return true
+    }
+
+    // MARK: FP4
+
+    /// E2M1 code of `q` (already within ±6): nearest value, ties to the even code; the sign bit set for any
+    /// value below zero, also when it rounds to zero (compressed-tensors multiplies the rounded magnitude by
+    /// sign(q), and -0.0 packs with its sign bit).
+    @inline(__always)
+    public static func fp4Code(_ q: Float) -> UInt8 {
+        let a = abs(q)
+        let magnitude: UInt8
+        if a <= 0.25 { magnitude = 0 }
+        else if a < 0.75 { magnitude = 1 }
+        else if a <= 1.25 { magnitude = 2 }
+        else if a < 1.75 { magnitude = 3 }
+        else if a <= 2.5 { magnitude = 4 }
+        else if a < 3.5 { magnitude = 5 }
+        else if a <= 5 { magnitude = 6 }
+        else { magnitude = 7 }
+        return q < 0 ? magnitude | 8 : magnitude
+    }
+
+    /// One NVFP4 row: `cols / 2` bytes and `cols / 16` E4M3 scale codes. Returns false if a value is not finite.
+    public static func nvfp4Row(_ x: UnsafePointer<Float>, cols: Int, globalScale: Float, precision: Precision,
+                                packed: UnsafeMutablePointer<UInt8>, scaleCodes: UnsafeMutablePointer<UInt8>) -> Bool {
+        let groupSize = Scheme.nvfp4.groupSize
+        for g in 0..<(cols / groupSize) {
+            let v = x + g * groupSize
+            let a = amax(v, groupSize)
+            guard !a.isNaN else { return false }
+            let local = precision.round(a / 6)
+            let e4m3 = Swift.min(Swift.max(globalScale * local, -BlockQuantization.e4m3Max), BlockQuantization.e4m3Max)
+            var code = FloatEncoding.e4m3(e4m3)
+            var scale = FloatDecoding.e4m3Table[Int(code)]
+            if scale == 0 {
+                scale = nvfp4ZeroScale
+                code = FloatEncoding.e4m3(scale)
+            }
+            scaleCodes[g] = code
+            let effective = scale / globalScale
+            packPairs(v, count: groupSize, into: packed + g * groupSize / 2) { $0 / effective }
+        }
+        return true
+    }
+
+    /// One MXFP4 row: `cols / 2` bytes and `cols / 32` E8M0 exponents. Returns false if a value is not finite.
+    public static func mxfp4Row(_ x: UnsafePointer<Float>, cols: Int, precision: Precision,
+                                packed: UnsafeMutablePointer<UInt8>, exponents: UnsafeMutablePointer<UInt8>) -> Bool {
+        let groupSize = Scheme.mxfp4.groupSize
+        for g in 0..<(cols / groupSize) {
+            let v = x + g * groupSize
+            let a = amax(v, groupSize)
+            guard !a.isNaN else { return false }
+            let (exponent, scale) = mxScale(amax: a, precision: precision)
+            exponents[g] = exponent
+            packPairs(v, count: groupSize, into: packed + g * groupSize / 2) { precision.round($0 / scale) }
+        }
+        return true
+    }
+
+    /// compressed-tensors' MX scale of a group with largest |x| `amax` (a value of the dtype): its E8M0 byte
+    /// and the scale value divided by.
+    public static func mxScale(amax: Float, precision: Precision) -> (UInt8, Float) {
+        // round_to_power_2 on the dtype's bit pattern: add half of the element format's (E2M1: 1 mantissa
+        // bit) step below the dtype's mantissa, keep sign and exponent.
+        let power: Float
+        switch precision {
+        case .bf16:
+            let bits = FloatEncoding.bf16(amax)
+            power = FloatDecoding.bf16((bits &+ (1 << 5)) & 0xFF80)
+        case .f16:
+            let bits = Float16(amax).bitPattern
+            power = Float(Float16(bitPattern: (bits &+ (1 << 8)) & 0xFC00))
+        case .f32:
+            power = Float(bitPattern: (amax.bitPattern &+ (1 << 21)) & 0xFF80_0000)
+        }
+        // 127 + floor(log2(p)) - 2, clamped to a byte (log2(0) is -inf: exponent 0)
+        let unbiased: Float = power == 0 ? -.infinity : (power.isFinite ? Float(power.exponent) : .infinity)
+        let e = Swift.min(Swift.max(127 + unbiased - 2, 0), 255)
+        var scale = precision.round(Float(sign: .plus, exponent: Int(e) - 127, significand: 1))
+        if scale == 0 { scale = 1 }  // the reference's eps for a uint8 scale dtype
+        // What is stored is the scale's own exponent (the same byte unless the dtype flushed it).
+        return (UInt8(127 + scale.exponent), scale)
+    }
+
+    /// Packs `count` values, each mapped by `divide` then clamped to ±6, as FP4 codes, two per byte.
+    @inline(__always)
+    static func packPairs(_ v: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<UInt8>,
+                          _ divide: (Float) -> Float) {
+        for j in 0..<(count / 2) {
+            let lo = fp4Code(Swift.min(Swift.max(divide(v[2 * j]), -6), 6))
+            let hi = fp4Code(Swift.min(Swift.max(divide(v[2 * j + 1]), -6), 6))
+            out[j] = lo | (hi << 4)
+        }
+    }
+}
