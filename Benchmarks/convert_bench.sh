@@ -19,26 +19,9 @@ MOETOOL="${MOETOOL:-.build/release/moetool}"
 mkdir -p "$WORK"
 cat "$SHARD_DIR/model.safetensors" > /dev/null   # warm the page cache
 
-# run NAME CMD...: median wall seconds and max peak RSS (MiB) over RUNS runs.
-run() {
-  local name="$1"; shift
-  local times=() rss=0
-  for _ in $(seq "$RUNS"); do
-    rm -rf "$WORK/out" "$WORK/out.safetensors" "$WORK/cp.safetensors"
-    sync
-    local start end kb
-    start=$(date +%s%N)
-    kb=$( { /usr/bin/time -f "%M" "$@" > /dev/null 2> "$WORK/err"; } 2>&1 | tail -1 ) || { cat "$WORK/err" >&2; exit 1; }
-    kb=$(tail -1 "$WORK/err")
-    end=$(date +%s%N)
-    times+=("$(( (end - start) / 1000000 ))")
-    [ "$kb" -gt "$rss" ] && rss="$kb"
-  done
-  local median
-  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-  printf '%-34s %8.3f %10.1f\n' "$name" "$(echo "$median / 1000" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
-  eval "RESULT_${name//[^a-zA-Z0-9]/_}=$median"
-}
+# run and ratio: Benchmarks/timing.sh
+CLEAN=("$WORK/out" "$WORK/out.safetensors" "$WORK/cp.safetensors")
+source Benchmarks/timing.sh
 
 bytes=$(stat -c %s "$SHARD_DIR/model.safetensors")
 echo "convert benchmark: $SHARD_DIR/model.safetensors ($((bytes / 1000000)) MB BF16), median of $RUNS runs"

@@ -18,27 +18,9 @@ MOETOOL="${MOETOOL:-.build/release/moetool}"
 [ -x "$MOETOOL" ] || { echo "dequant_bench: $MOETOOL missing; run: swift build -c release" >&2; exit 1; }
 mkdir -p "$WORK"
 
-# run NAME CMD...: median wall seconds and max peak RSS (MiB) over RUNS runs.
-run() {
-  local name="$1"; shift
-  local times=() rss=0
-  for _ in $(seq "$RUNS"); do
-    rm -rf "$WORK/out" "$WORK/peer.safetensors" "$WORK/cp.safetensors"
-    sync
-    local start end kb
-    start=$(date +%s%N)
-    /usr/bin/time -f "%M" -o "$WORK/rss" "$@" > /dev/null 2> "$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
-    end=$(date +%s%N)
-    kb=$(tail -1 "$WORK/rss")
-    times+=("$(( (end - start) / 1000000 ))")
-    [ "$kb" -gt "$rss" ] && rss="$kb"
-  done
-  local median
-  median=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
-  printf '%-40s %8.3f %10.1f\n' "$name" "$(echo "$median / 1000" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
-  eval "RESULT_${name//[^a-zA-Z0-9]/_}=$median"
-}
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+# run and ratio: Benchmarks/timing.sh
+CLEAN=("$WORK/out" "$WORK/peer.safetensors" "$WORK/cp.safetensors")
+source Benchmarks/timing.sh
 
 for kind in ${KINDS:-int4 mxfp4}; do
   [ -f "$DATA/$kind/model.safetensors" ] || "$PYTHON" Benchmarks/quantized_shard.py "$kind" "$DATA/$kind"

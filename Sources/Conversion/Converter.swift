@@ -169,6 +169,10 @@ public struct ConversionPlan: Sendable {
             throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
                 "is already quantized (quantization_config.quant_method \"\(q["quant_method"]?.stringValue ?? "unknown")\"); --to \(options.target.rawValue) quantizes BF16/F16/F32 checkpoints: convert --to bf16 first, then --to \(options.target.rawValue)")
         }
+        if packedTarget != nil, let fp8 = checkpoint.allTensors.first(where: { $0.tensor.dtype.isFP8 }) {
+            throw ConversionError(.quantizationUnsupported, file: checkpoint.files[fp8.file].path, tensor: fp8.tensor.name,
+                "is FP8; --to \(options.target.rawValue) quantizes BF16/F16/F32 weights and one config.json cannot describe FP8 and 4-bit weights together: convert --to bf16 first, then --to \(options.target.rawValue)")
+        }
         if options.target.quantizes, let packed = checkpoint.allTensors.first(where: {
             $0.tensor.name.hasSuffix("_packed") || ($0.tensor.name.hasSuffix("_blocks") && $0.tensor.dtype == .U8)
         }) {
@@ -279,6 +283,7 @@ public enum Converter {
         let output = try SafetensorsOutput(path: path, tensors: shard.tensors.map(\.spec), metadata: [(key: "format", value: "pt")],
                                            sources: checkpoint.files.map(\.mapping),
                                            observe: { moe_xxh64_update(&hasher, $0.baseAddress, $0.count) })
+        var amaxes: [String: Float] = [:]  // NVFP4: each weight measured once, fused ones shared
         var byName: [String: PlannedTensor] = [:]
         for t in shard.tensors { byName[t.spec.name] = t }
         do {
@@ -306,7 +311,7 @@ public enum Converter {
                     }
                     progress?(w.byteCount)
                 case .packed(let fi, let w, let fused):
-                    try writePacked(w, file: fi, fused: fused, output: output, reader: reader, options: options)
+                    try writePacked(w, file: fi, fused: fused, output: output, reader: reader, options: options, amaxes: &amaxes)
                     progress?(w.byteCount)
                 case .decoded(let logical, nil):
                     try output.fill(info.name) { region in

@@ -1,3 +1,4 @@
+import CKernels
 import Checkpoint
 import NumberFormats
 import SafetensorsFormat
@@ -137,12 +138,12 @@ extension Converter {
                 defer { input.release() }
                 var row = [Float](repeating: 0, count: w.cols)
                 var m: Float = 0
+                var nonFinite = 0
                 for r in 0..<(r1 - r0) {
                     row.withUnsafeMutableBufferPointer { input.decodeRow(r, into: $0.baseAddress!) }
-                    m = max(m, row.withUnsafeBufferPointer { FourBitQuantization.amax($0.baseAddress!, w.cols) })
-                    if m.isNaN { return m }
+                    m = max(m, moe_block_amax(row, 1, w.cols, w.cols, &nonFinite))
                 }
-                return m
+                return nonFinite > 0 ? .nan : m
             }
         }
         var m: Float = 0
@@ -155,14 +156,21 @@ extension Converter {
     }
 
     /// Writes every output tensor of one weight quantized to a 4-bit target.
+    /// `amaxes`: the largest |x| of weights measured so far in this shard (fused weights share them).
     static func writePacked(_ t: TensorInfo, file: Int, fused: [Checkpoint.Located], output: SafetensorsOutput,
-                            reader: CheckpointReader, options: ConversionOptions) throws {
+                            reader: CheckpointReader, options: ConversionOptions, amaxes: inout [String: Float]) throws {
         let target = PackedTarget(options)!
         let w = try reader.weight(Checkpoint.Located(file: file, tensor: t))
         var globalScale: Float?
         if target.scheme == .nvfp4 {
-            var m = try amax(w, options: options)
-            for sibling in fused { m = max(m, try amax(try reader.weight(sibling), options: options)) }
+            func measured(_ w: StoredWeight) throws -> Float {
+                if let m = amaxes[w.name] { return m }
+                let m = try amax(w, options: options)
+                amaxes[w.name] = m
+                return m
+            }
+            var m = try measured(w)
+            for sibling in fused { m = max(m, try measured(try reader.weight(sibling))) }
             globalScale = FourBitQuantization.nvfp4GlobalScale(amax: m, precision: .init(t.dtype))
         }
         let module = PackedTarget.module(of: t.name) + "."

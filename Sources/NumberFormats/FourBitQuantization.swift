@@ -1,3 +1,5 @@
+import CKernels
+
 /// Weight-only 4-bit quantization as compressed-tensors computes it for llm-compressor's data-free schemes
 /// (W4A16, NVFP4A16, MXFP4A16), bit for bit. Rows in, packed codes and scales out; no I/O.
 ///
@@ -102,13 +104,15 @@ public enum FourBitQuantization {
             var s = precision.round(a / 7.5)
             if s == 0 { s = precision.eps }
             scales[g] = s
-            for w in 0..<(groupSize / 8) {
-                var word: UInt32 = 0
-                for k in 0..<8 {
-                    let q = Swift.min(Swift.max(precision.round(v[w * 8 + k] / s), -8), 7).rounded(.toNearestOrEven)
-                    word |= UInt32(Int(q) + 8) << (4 * UInt32(k))
-                }
-                words[(g * groupSize) / 8 + w] = word
+            let words = words + (g * groupSize) / 8
+            switch precision {
+            case .bf16: moe_int4_pack(v, groupSize, s, 1, words)
+            case .f32: moe_int4_pack(v, groupSize, s, 0, words)
+            case .f16:
+                // Quotients rounded to F16 here, then packed as they are (dividing by 1 is exact).
+                var q = [Float](repeating: 0, count: groupSize)
+                for k in 0..<groupSize { q[k] = precision.round(v[k] / s) }
+                moe_int4_pack(q, groupSize, 1, 0, words)
             }
         }
         return true
@@ -116,22 +120,14 @@ public enum FourBitQuantization {
 
     // MARK: FP4
 
-    /// E2M1 code of `q` (already within ±6): nearest value, ties to the even code; the sign bit set for any
-    /// value below zero, also when it rounds to zero (compressed-tensors multiplies the rounded magnitude by
-    /// sign(q), and -0.0 packs with its sign bit).
-    @inline(__always)
-    public static func fp4Code(_ q: Float) -> UInt8 {
-        let a = abs(q)
-        let magnitude: UInt8
-        if a <= 0.25 { magnitude = 0 }
-        else if a < 0.75 { magnitude = 1 }
-        else if a <= 1.25 { magnitude = 2 }
-        else if a < 1.75 { magnitude = 3 }
-        else if a <= 2.5 { magnitude = 4 }
-        else if a < 3.5 { magnitude = 5 }
-        else if a <= 5 { magnitude = 6 }
-        else { magnitude = 7 }
-        return q < 0 ? magnitude | 8 : magnitude
+    /// E2M1 codes of `q` (the kernel the encoders use, with nothing to divide by), one per value: clamped to ±6,
+    /// nearest value, ties to the even code; the sign bit set for any value below zero, also when it rounds to
+    /// zero (compressed-tensors multiplies the rounded magnitude by sign(q); sign(-0.0) is 0).
+    public static func fp4Codes(_ q: [Float]) -> [UInt8] {
+        let padded = q + (q.count % 2 == 1 ? [0] : [])
+        var packed = [UInt8](repeating: 0, count: padded.count / 2)
+        moe_fp4_pack_multiplied(padded, padded.count, 1, 0, &packed)
+        return (0..<q.count).map { i in i % 2 == 0 ? packed[i / 2] & 0xF : packed[i / 2] >> 4 }
     }
 
     /// One NVFP4 row: `cols / 2` bytes and `cols / 16` E4M3 scale codes. Returns false if a value is not finite.
@@ -151,8 +147,7 @@ public enum FourBitQuantization {
                 code = FloatEncoding.e4m3(scale)
             }
             scaleCodes[g] = code
-            let effective = scale / globalScale
-            packPairs(v, count: groupSize, into: packed + g * groupSize / 2) { $0 / effective }
+            moe_fp4_pack_divided(v, groupSize, scale / globalScale, packed + g * groupSize / 2)
         }
         return true
     }
@@ -167,7 +162,16 @@ public enum FourBitQuantization {
             guard !a.isNaN else { return false }
             let (exponent, scale) = mxScale(amax: a, precision: precision)
             exponents[g] = exponent
-            packPairs(v, count: groupSize, into: packed + g * groupSize / 2) { precision.round($0 / scale) }
+            // Dividing by a power of two is multiplying by its (exact) inverse.
+            let out = packed + g * groupSize / 2
+            switch precision {
+            case .bf16: moe_fp4_pack_multiplied(v, groupSize, 1 / scale, 1, out)
+            case .f32: moe_fp4_pack_multiplied(v, groupSize, 1 / scale, 0, out)
+            case .f16:
+                var q = [Float](repeating: 0, count: groupSize)
+                for k in 0..<groupSize { q[k] = precision.round(v[k] / scale) }
+                moe_fp4_pack_multiplied(q, groupSize, 1, 0, out)
+            }
         }
         return true
     }
@@ -195,16 +199,5 @@ public enum FourBitQuantization {
         if scale == 0 { scale = 1 }  // the reference's eps for a uint8 scale dtype
         // What is stored is the scale's own exponent (the same byte unless the dtype flushed it).
         return (UInt8(127 + scale.exponent), scale)
-    }
-
-    /// Packs `count` values, each mapped by `divide` then clamped to ±6, as FP4 codes, two per byte.
-    @inline(__always)
-    static func packPairs(_ v: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<UInt8>,
-                          _ divide: (Float) -> Float) {
-        for j in 0..<(count / 2) {
-            let lo = fp4Code(Swift.min(Swift.max(divide(v[2 * j]), -6), 6))
-            let hi = fp4Code(Swift.min(Swift.max(divide(v[2 * j + 1]), -6), 6))
-            out[j] = lo | (hi << 4)
-        }
     }
 }

@@ -93,4 +93,11 @@ void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t r
                         const float *offsets, const float *multipliers, size_t groups, size_t group_size,
                         int round_to_bf16, float *out_f32, uint16_t *out_bf16);
 
+/* 4-bit encoders (fourbit.c; the rules: FourBitQuantization.swift). n values from x; n even (int4: a multiple
+   of 8). NVFP4: codes of x / divisor. MXFP4: codes of x * multiplier, rounded to BF16 when to_bf16. int4:
+   round-half-even(clamp(x / scale [BF16-rounded], -8, 7)) + 8 as nibbles, eight to a little-endian word. */
+void moe_fp4_pack_divided(const float *x, size_t n, float divisor, uint8_t *out);
+void moe_fp4_pack_multiplied(const float *x, size_t n, float multiplier, int to_bf16, uint8_t *out);
+void moe_int4_pack(const float *x, size_t n, float scale, int to_bf16, uint32_t *words);
+
 #endif
