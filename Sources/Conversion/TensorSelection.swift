@@ -51,7 +51,7 @@ public struct TensorSelection: Sendable {
     /// Why `tensor` would or would not be quantized by the default rule (nil reason: it would).
     public static func defaultRule(_ t: TensorInfo) -> String? {
         guard t.name.hasSuffix(".weight") else { return "not a .weight tensor" }
-        guard t.shape.count == 2 else { return "\(t.shape.count)-D, only 2-D weights are block-quantized" }
+        guard t.shape.count == 2 else { return "\(t.shape.count)-D, only 2-D weights are quantized" }
         let parts = t.name.split(separator: ".")
         let module = parts.count >= 2 ? parts[parts.count - 2] : ""
         if parts.contains("embed_tokens") { return "embedding" }

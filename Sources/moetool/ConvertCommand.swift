@@ -12,12 +12,14 @@ extension BlockQuantization.ScaleFormat: ExpressibleByArgument {}
 struct Convert: ReportsErrorsAsJSON {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Re-quantize a checkpoint to FP8 with 128x128 block scales, or decode any weight format to BF16.",
+        abstract: "Re-quantize a checkpoint to FP8 blocks, INT4, NVFP4 or MXFP4, or decode any weight format to BF16.",
         discussion: """
             --to fp8 quantizes the 2-D weights of attention and MLP/expert projections (BF16, F16 or F32) to \
             F8_E4M3 with a <name>.weight_scale_inv F32 block scale, as DeepSeek-V3 stores them, and adds \
             quantization_config to config.json. Embeddings, lm_head, routers, norms, biases and tensors that \
-            are already FP8 pass through unchanged. --to bf16 decodes every encoded weight, bit for bit as its \
+            are already FP8 pass through unchanged. --to int4, nvfp4 and mxfp4 quantize the same weights (those whose \
+            columns the group size divides) as llm-compressor's data-free W4A16 (--group-size), NVFP4A16 and MXFP4A16 \
+            schemes do, bit for bit, in compressed-tensors' layout and with its quantization_config. --to bf16 decodes every encoded weight, bit for bit as its \
             producing library does: FP8 blocks (scales found anywhere in the checkpoint), compressed-tensors \
             INT4/INT8, NVFP4, MXFP4 and FP8, gpt-oss MXFP4 experts; it drops their scales and removes \
             quantization_config (Docs/convert.md has the formats). \
