@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # moetool convert --to bf16 of quantized expert shards against the Python reference path (Benchmarks/peer_dequant.py:
-# compressed-tensors' dequantizer for INT4, transformers' MXFP4 conversion for gpt-oss) and cp of the output size,
+# compressed-tensors' dequantizer for INT4, llm-dequant for NVFP4, transformers' MXFP4 conversion for gpt-oss) and cp of the output size,
 # in one run; the outputs are compared byte for byte.
 #
 #   swift build -c release && bash Benchmarks/dequant_bench.sh
 #
 # Environment: PYTHON (torch, safetensors, compressed-tensors, transformers; default /work/venv/bin/python),
 # DATA (default /tmp/moetool-quantized), WORK (default /tmp/moetool-dequant-bench), RUNS (default 3), KINDS
-# (default "int4 mxfp4").
+# (default "int4 nvfp4 mxfp4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-/work/venv/bin/python}"
@@ -22,7 +22,7 @@ mkdir -p "$WORK"
 CLEAN=("$WORK/out" "$WORK/peer.safetensors" "$WORK/cp.safetensors")
 source Benchmarks/timing.sh
 
-for kind in ${KINDS:-int4 mxfp4}; do
+for kind in ${KINDS:-int4 nvfp4 mxfp4}; do
   [ -f "$DATA/$kind/model.safetensors" ] || "$PYTHON" Benchmarks/quantized_shard.py "$kind" "$DATA/$kind"
   cat "$DATA/$kind/model.safetensors" > /dev/null   # warm the page cache
   in_mb=$(( $(stat -c %s "$DATA/$kind/model.safetensors") / 1000000 ))

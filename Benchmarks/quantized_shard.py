@@ -3,6 +3,8 @@
 
   quantized_shard.py int4 OUTDIR    compressed-tensors pack-quantized W4A16, group 32, symmetric: 28 DeepSeek-V3
                                     experts (gate/up 2048x7168, down 7168x2048), ~690 MB
+  quantized_shard.py nvfp4 OUTDIR   compressed-tensors nvfp4-pack-quantized (NVFP4A16): 28 DeepSeek-V3 experts, E4M3
+                                    group scales and an F32 global scale per weight, ~690 MB
   quantized_shard.py mxfp4 OUTDIR   gpt-oss's MXFP4 experts: 2 layers of 24 experts, gate_up [24, 5760, 90, 16]
                                     and down [24, 2880, 90, 16] blocks with E8M0 scales, ~640 MB
 
@@ -43,6 +45,27 @@ def int4(out):
     return config
 
 
+def nvfp4(out):
+    rng = np.random.default_rng(13)
+    tensors = {}
+    for e in range(28):
+        for name, rows, cols in (("gate_proj", 2048, 7168), ("up_proj", 2048, 7168), ("down_proj", 7168, 2048)):
+            p = f"model.layers.3.mlp.experts.{e}.{name}."
+            tensors[p + "weight_packed"] = torch.from_numpy(rng.integers(0, 256, size=(rows, cols // 2), dtype=np.uint8))
+            # E4M3 codes 0x20..0x5f: 2^-4 .. 2^3.9, as group scales times a global scale of ~2000 come out
+            tensors[p + "weight_scale"] = torch.from_numpy(rng.integers(0x20, 0x60, size=(rows, cols // 16), dtype=np.uint8)).view(torch.float8_e4m3fn)
+            tensors[p + "weight_global_scale"] = torch.tensor([float(rng.uniform(1500, 3000))], dtype=torch.float32)
+    save_file(tensors, os.path.join(out, "model.safetensors"), metadata=META)
+    group = {"format": "nvfp4-pack-quantized", "input_activations": None, "output_activations": None,
+             "targets": ["Linear"], "weights": {"dynamic": False, "group_size": 16, "num_bits": 4, "scale_dtype": "torch.float8_e4m3fn",
+                                                 "strategy": "tensor_group", "symmetric": True, "type": "float"}}
+    return {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 7168,
+            "num_hidden_layers": 4, "n_routed_experts": 28, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
+            "dtype": "bfloat16",
+            "quantization_config": {"config_groups": {"group_0": group}, "format": "nvfp4-pack-quantized", "ignore": [],
+                                    "quant_method": "compressed-tensors", "quantization_status": "compressed"}}
+
+
 def mxfp4(out):
     rng = np.random.default_rng(12)
     tensors = {}
@@ -61,7 +84,7 @@ def mxfp4(out):
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
-    config = {"int4": int4, "mxfp4": mxfp4}[kind](out)
+    config = {"int4": int4, "nvfp4": nvfp4, "mxfp4": mxfp4}[kind](out)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
 
