@@ -10,6 +10,9 @@ struct PickleMachine {
     static let maxMemo = 1 << 20
     static let maxStack = 1 << 20
     static let maxDepth = 64
+    /// The most values in the result, counting a shared one each time it appears (a list of two
+    /// references to a list of two references ... would otherwise expand to 2^64 values).
+    static let maxValues = 1 << 22
 
     /// A storage named by a persistent id: its dtype, key (the member `data/<key>`) and element count.
     struct StorageRef {
@@ -109,7 +112,8 @@ struct PickleMachine {
             case UInt8(ascii: "."):  // STOP
                 let result = try pop(at)
                 guard stack.isEmpty else { throw fail(at, "STOP with \(stack.count) more values on the stack") }
-                return try value(result, depth: 0)
+                var budget = Self.maxValues
+                return try value(result, depth: 0, budget: &budget)
             case UInt8(ascii: "}"): try push(.container(Container(isDict: true)), at)
             case UInt8(ascii: "]"): try push(.container(Container(isDict: false)), at)
             case UInt8(ascii: ")"): try push(.tuple([]), at)
@@ -263,24 +267,28 @@ struct PickleMachine {
     }
 
     /// The finished value; a list that contains itself is refused by depth.
-    func value(_ item: Item, depth: Int) throws(TorchArchiveError) -> PickleValue {
+    func value(_ item: Item, depth: Int, budget: inout Int) throws(TorchArchiveError) -> PickleValue {
         guard depth < Self.maxDepth else {
             throw TorchArchiveError(.tooLarge, file: file, "data.pkl: values nested deeper than \(Self.maxDepth) (or a list that contains itself)")
+        }
+        budget -= 1
+        guard budget >= 0 else {
+            throw TorchArchiveError(.tooLarge, file: file, "data.pkl: more than \(Self.maxValues) values (counting shared ones each time they appear)")
         }
         switch item {
         case .value(let v): return v
         case .tuple(let t):
             var out: [PickleValue] = []
-            for v in t { out.append(try value(v, depth: depth + 1)) }
+            for v in t { out.append(try value(v, depth: depth + 1, budget: &budget)) }
             return .tuple(out)
         case .container(let c):
             if c.isDict {
                 var out: [PickleValue.Entry] = []
-                for (k, v) in c.entries { out.append(PickleValue.Entry(key: try value(k, depth: depth + 1), value: try value(v, depth: depth + 1))) }
+                for (k, v) in c.entries { out.append(PickleValue.Entry(key: try value(k, depth: depth + 1, budget: &budget), value: try value(v, depth: depth + 1, budget: &budget))) }
                 return .dict(out)
             }
             var out: [PickleValue] = []
-            for v in c.items { out.append(try value(v, depth: depth + 1)) }
+            for v in c.items { out.append(try value(v, depth: depth + 1, budget: &budget)) }
             return .list(out)
         case .global, .storage, .mark:
             throw fail(code.endIndex, "the result holds a class, a storage or a MARK, not data")

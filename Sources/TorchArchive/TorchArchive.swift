@@ -38,21 +38,33 @@ public enum TorchArchive {
         case let other?: throw layout("byteorder is \"\(PickleMachine.printable(other))\", neither little nor big")
         }
 
+        var storageBytes: [String: ArraySlice<UInt8>] = [:]
+        for (name, range) in members where name.hasPrefix("data/") { storageBytes[String(name.dropFirst(5))] = bytes[range] }
+        return try unpickle(bytes[pickle.data], storages: storageBytes, bigEndian: bigEndian, file: file)
+    }
+
+    /// Runs the pickle machine on `code` (a data.pkl), with the storages' bytes by key: `read`
+    /// after the zip, and the fuzz target on bare pickles (the zip's CRC-32 keeps a fuzzer's
+    /// mutations out of data.pkl otherwise).
+    public static func unpickle(_ code: ArraySlice<UInt8>, storages storageBytes: [String: ArraySlice<UInt8>], bigEndian: Bool = false,
+                                file: String) throws(TorchArchiveError) -> PickleValue {
         var storages: [String: (Storage, TorchDtype)] = [:]
         var elements = 0
-        let machine = PickleMachine(code: bytes[pickle.data], file: file) { ref, offset, shape, strides throws(TorchArchiveError) in
+        let machine = PickleMachine(code: code, file: file) { ref, offset, shape, strides throws(TorchArchiveError) in
             func invalid(_ m: String) -> TorchArchiveError { TorchArchiveError(.tensorInvalid, file: file, "data/\(PickleMachine.printable(ref.key)): \(m)") }
             let storage: Storage
             if let (s, dtype) = storages[ref.key] {
                 guard dtype == ref.dtype else { throw invalid("read as \(dtype.rawValue) and as \(ref.dtype.rawValue)") }
                 storage = s
             } else {
-                guard let range = members["data/" + ref.key] else { throw layout("data/\(PickleMachine.printable(ref.key)), a tensor's storage, is missing") }
-                let (need, overflow) = ref.count.multipliedReportingOverflow(by: ref.dtype.size)
-                guard !overflow, range.count == need else {
-                    throw invalid("\(range.count) bytes, but \(ref.count) \(ref.dtype.rawValue) elements need \(overflow ? "more than 2^63" : String(need))")
+                guard let data = storageBytes[ref.key] else {
+                    throw TorchArchiveError(.archiveLayout, file: file, "data/\(PickleMachine.printable(ref.key)), a tensor's storage, is missing")
                 }
-                storage = Storage(Array(bytes[range]))
+                let (need, overflow) = ref.count.multipliedReportingOverflow(by: ref.dtype.size)
+                guard !overflow, data.count == need else {
+                    throw invalid("\(data.count) bytes, but \(ref.count) \(ref.dtype.rawValue) elements need \(overflow ? "more than 2^63" : String(need))")
+                }
+                storage = Storage(Array(data))
                 storages[ref.key] = (storage, ref.dtype)
             }
             try check(offset: offset, shape: shape, strides: strides, storageCount: ref.count, invalid)

@@ -92,6 +92,13 @@ import Testing
         do { _ = try run(cycle); Issue.record("accepted") } catch let e as TorchArchiveError {
             #expect(e.rule == .tooLarge && e.message.contains("contains itself"), "\(e)")
         } catch {}
+        // Tuples nested 40 deep, each holding the one below twice (by memo): 2^40 values once expanded.
+        var laughs: [UInt8] = [0x80, 2, 0x4E, 0x71, 0, 0x30]  // None, put 0, pop
+        for _ in 0..<40 { laughs += [0x68, 0, 0x68, 0, 0x86, 0x71, 0, 0x30] }  // (get 0, get 0), put 0, pop
+        laughs += [0x68, 0, 0x2E]
+        do { _ = try run(laughs); Issue.record("accepted") } catch let e as TorchArchiveError {
+            #expect(e.rule == .tooLarge && e.message.contains("counting shared ones"), "\(e)")
+        } catch {}
         // Damage: no STOP, a GET of nothing, a string past the end.
         for (code, words) in [([0x80, 2, 0x4E], "no STOP"), ([0x80, 2, 0x68, 5, 0x2E], "memo entry 5"),
                               ([0x80, 2, 0x58, 0xFF, 0xFF, 0, 0, 0x2E], "runs past the end")] as [([UInt8], String)] {
