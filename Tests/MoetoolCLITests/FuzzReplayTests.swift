@@ -33,7 +33,7 @@ import Testing
     }
 
     /// The targets that have crashed on something: Fixtures/fuzz-regressions/<target>/ holds those inputs.
-    static let targetsWithRegressions: Set<String> = ["compressed", "index"]
+    static let targetsWithRegressions: Set<String> = ["compressed", "index", "pt"]
 
     @Test(arguments: ["header", "profile", "compressed", "config", "index", "pt"])
     func seedsAndRegressions(_ target: String) throws {

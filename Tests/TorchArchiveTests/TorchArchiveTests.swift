@@ -99,6 +99,9 @@ import Testing
         do { _ = try run(laughs); Issue.record("accepted") } catch let e as TorchArchiveError {
             #expect(e.rule == .tooLarge && e.message.contains("counting shared ones"), "\(e)")
         } catch {}
+        // The two are kept as the pt fuzz target's regressions (Fixtures/README.md has their recipe).
+        #expect(Fixtures.readBytes(Fixtures.path("fuzz-regressions/pt/nested-shared-tuples.pkl")) == laughs)
+        #expect(Fixtures.readBytes(Fixtures.path("fuzz-regressions/pt/self-containing-list.pkl")) == cycle)
         // Damage: no STOP, a GET of nothing, a string past the end.
         for (code, words) in [([0x80, 2, 0x4E], "no STOP"), ([0x80, 2, 0x68, 5, 0x2E], "memo entry 5"),
                               ([0x80, 2, 0x58, 0xFF, 0xFF, 0, 0, 0x2E], "runs past the end")] as [([UInt8], String)] {
