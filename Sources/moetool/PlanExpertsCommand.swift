@@ -23,7 +23,7 @@ struct PlanExperts: ReportsErrorsAsJSON {
             """)
 
     @Argument(help: ArgumentHelp("Load profiles (.json, .csv, SGLang's .pt dumps, optionally .zst).", valueName: "profile"))
-    var profiles: [String] = []
+    var profiles: [String]
 
     @Option(help: ArgumentHelp("config.json, a checkpoint directory, or a model id in the Hugging Face cache: experts, groups (n_group), top-k, topk_group.", valueName: "path"))
     var config: String?
@@ -103,7 +103,6 @@ struct PlanExperts: ReportsErrorsAsJSON {
         if let n = nodes, n < 1 || n > gpus { throw ValidationError("--nodes must be 1 to --gpus") }
         if let g = gpusPerNode, g < 1 || g > gpus { throw ValidationError("--gpus-per-node must be 1 to --gpus") }
         if let s = slots, s < 1 || s > Topology.maxSlots { throw ValidationError("--slots must be 1 to \(Topology.maxSlots)") }
-        if profiles.isEmpty { throw ValidationError("give at least one load profile") }
         if let r = epNumRedundantExperts, r < 0 || r > Topology.maxSlots { throw ValidationError("--ep-num-redundant-experts must be 0 to \(Topology.maxSlots)") }
         if format == .sglang, let output, !output.hasSuffix(".json") {
             // SGLang reads --init-expert-location as a file only when the name ends in .json (or .pt);
