@@ -33,7 +33,8 @@ extension LoadProfile {
     ///   buffer) are summed into its window: SGLang keeps them in a circular buffer whose order
     ///   the file does not record.
     /// A dump has a row per decoder layer; `layers` (from the model's config) says which are MoE
-    /// and the others must have no routed token. Without it, rows with no routed token in any
+    /// and the others must have no routed token. So does a JSON or CSV profile with as many rows as
+    /// the config has decoder layers, when some of them are dense. Without it, rows with no routed token in any
     /// window are taken as dense (every token passes every MoE layer, so a MoE layer always has
     /// some) and listed in `droppedLayers`.
     public static func readWindows(paths: [String], layers: DecoderLayers? = nil, expectedExperts: Int? = nil) throws(PlacementError) -> ProfileWindows {
@@ -51,6 +52,12 @@ extension LoadProfile {
         guard dumps.isEmpty else { return try windows(of: dumps, layers: layers, expectedExperts: expectedExperts) }
         for (path, p) in profiles.dropFirst() where p.layers != profiles[0].profile.layers || p.experts != profiles[0].profile.experts {
             throw PlacementError(.layersDiffer, file: path, "\(counted(p.layers, "layer")) x \(counted(p.experts, "expert")), but \(profiles[0].path) has \(profiles[0].profile.layers) x \(profiles[0].profile.experts)")
+        }
+        // A JSON or CSV profile with a row per decoder layer (SGLang's logical_count as its recorder
+        // counts, converted to JSON) is read as a dump when the config tells the rows apart.
+        if let layers, profiles[0].profile.layers == layers.count, layers.moeLayers.count != layers.count {
+            let rows = profiles.map { (path: $0.path, dump: SGLangDump(rank: 0, rows: $0.profile.loads)) }
+            return try windows(of: rows, layers: layers, expectedExperts: expectedExperts)
         }
         return ProfileWindows(windows: profiles.map(\.profile), decoderLayers: nil, droppedLayers: [])
     }
@@ -140,6 +147,11 @@ struct SGLangDump {
     let rank: Int
     /// [decoder layer][expert]
     let rows: [[Double]]
+
+    init(rank: Int, rows: [[Double]]) {
+        self.rank = rank
+        self.rows = rows
+    }
 
     init(_ bytes: [UInt8], path: String) throws(PlacementError) {
         let value: PickleValue

@@ -46,6 +46,22 @@ import Testing
         #expect(json.windows.count == 2 && json.decoderLayers == nil)
     }
 
+    /// SGLang's logical_count converted to JSON keeps a row per decoder layer: with the config, the dense
+    /// row is left out as from the dump; without it, the rows are MoE layers as written.
+    @Test func jsonWithDecoderRows() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let rows = [[Double](repeating: 0, count: 16)] + ProfileFileTests.tiny
+        let text = "{\"logical_count\": [" + rows.map { "[" + $0.map { String(Int($0)) }.joined(separator: ",") + "]" }.joined(separator: ",") + "]}"
+        let path = dir + "/decoder_rows.json"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        let w = try LoadProfile.readWindows(paths: [path], layers: Self.tinyLayers)
+        #expect(w.windows.map(\.loads) == [ProfileFileTests.tiny] && w.decoderLayers == [1, 2])
+        #expect(try LoadProfile.readWindows(paths: [path]).windows.map(\.loads) == [rows])
+        // tiny_dsv3.json's 2 rows are MoE layers: the config's 3 decoder layers do not apply.
+        #expect(try LoadProfile.readWindows(paths: [Fixtures.path("profiles/tiny_dsv3.json")], layers: Self.tinyLayers).windows.map(\.loads) == [ProfileFileTests.tiny])
+    }
+
     @Test func configMustFitTheDump() throws {
         #expect(throws: PlacementError(.expertCountMismatch, file: Self.single, "logical_count has a row for each of 3 decoder layers, but the config's num_hidden_layers is 4")) {
             try LoadProfile.readWindows(paths: [Self.single], layers: DecoderLayers(isMoE: [false, true, true, true]))
