@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Conversion", targets: ["Conversion"]),
         .library(name: "ExpertPlacement", targets: ["ExpertPlacement"]),
         .library(name: "PlacementFiles", targets: ["PlacementFiles"]),
+        .library(name: "TorchArchive", targets: ["TorchArchive"]),
         .library(name: "ShardCompression", targets: ["ShardCompression"]),
         .library(name: "ForwardPass", targets: ["ForwardPass"]),
         .library(name: "WeightReading", targets: ["WeightReading"]),
@@ -40,6 +41,8 @@ let package = Package(
         .target(name: "NumberFormats", dependencies: ["CKernels"]),
         // Strict JSON: exact integers, duplicate keys detected, bounded nesting.
         .target(name: "StrictJSON"),
+        // torch.save files read without torch: the zip, a pickle machine that runs nothing, tensors as numbers.
+        .target(name: "TorchArchive"),
         // Small shared utilities with no domain: a parallel map over indices, a seedable generator.
         .target(name: "Support"),
         // Signal handlers that name the file behind a bus error and delete unfinished outputs.
@@ -68,7 +71,7 @@ let package = Package(
         // pure algorithms, and the profile and placement formats as bytes in, values out.
         .target(name: "ExpertPlacement", dependencies: ["Support", "StrictJSON"]),
         // Expert placement's files: profiles read (zstd too), placements written atomically, the report.
-        .target(name: "PlacementFiles", dependencies: ["ExpertPlacement", "SafetensorsFormat", "StrictJSON", "Support", "CZstd"]),
+        .target(name: "PlacementFiles", dependencies: ["ExpertPlacement", "TorchArchive", "SafetensorsFormat", "StrictJSON", "Support", "CZstd"]),
         // Lossless compressed shards: byte planes, zstd, chunk checksums, random access.
         .target(name: "ShardCompression", dependencies: ["SafetensorsFormat", "Checkpoint", "StrictJSON", "CZstd", "CKernels", "Support"]),
         // Header-only reading of checkpoints on a Hugging Face endpoint (inspect hf://org/name).
@@ -86,13 +89,14 @@ let package = Package(
         // Fuzz targets (Scripts/fuzz.sh builds them for libFuzzer); normally a replayer of inputs.
         .executableTarget(
             name: "moetool-fuzz",
-            dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "PlacementFiles", "ShardCompression"]),
+            dependencies: ["SafetensorsFormat", "Checkpoint", "ExpertPlacement", "PlacementFiles", "ShardCompression", "TorchArchive"]),
 
         // Locates and reads the committed fixtures for every test target.
         .target(name: "FixtureSupport", dependencies: ["Support", "StrictJSON", "SafetensorsFormat", "ShardCompression", "Checkpoint"],
                 path: "Tests/FixtureSupport"),
         .testTarget(name: "NumberFormatsTests", dependencies: ["NumberFormats", "FixtureSupport", "StrictJSON", "SafetensorsFormat"]),
         .testTarget(name: "StrictJSONTests", dependencies: ["StrictJSON"]),
+        .testTarget(name: "TorchArchiveTests", dependencies: ["TorchArchive", "FixtureSupport"]),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
         .testTarget(name: "SafetensorsFormatTests", dependencies: ["SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),

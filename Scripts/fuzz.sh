@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 each="${SECONDS_EACH:-600}"
-targets=("${@:-header profile compressed config index}")
+targets=("${@:-header profile compressed config index pt}")
 read -r -a targets <<< "${targets[*]}"
 scratch="${FUZZ_SCRATCH:-.build/fuzz}"
 swift build -c debug --product moetool-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
@@ -23,6 +23,10 @@ seed() {  # seed corpus for a target, from the fixtures
     header) cp Fixtures/malformed/*.safetensors Fixtures/valid/*.safetensors "$dir"/ 2>/dev/null || true
             for f in Fixtures/models/*/model*.safetensors; do head -c 65536 "$f" > "$dir/$(echo "$f" | tr / _)"; done ;;
     profile) cp Fixtures/profiles/*.json Fixtures/profiles/*.csv Fixtures/profiles/*.zst Fixtures/profiles/malformed/* "$dir"/ ;;
+    pt) find Fixtures/profiles/sglang -type f -exec cp {} "$dir"/ \;
+        for f in Fixtures/profiles/sglang/*/*.pt; do  # bare pickles too: the target runs non-zip input as data.pkl
+          python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); sys.stdout.buffer.write(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))' "$f" > "$dir/$(basename "$f").pkl" 2>/dev/null || rm -f "$dir/$(basename "$f").pkl"
+        done ;;
     compressed) for f in Fixtures/models/mixtral-bf16/model.safetensors Fixtures/models/qwen3_moe-bf16/model.safetensors; do
                   [ -f "$dir/$(basename "$(dirname "$f")").stz" ] || .build/release/moetool compress "$f" "$dir/$(basename "$(dirname "$f")").stz" -q >/dev/null 2>&1 || true
                 done ;;

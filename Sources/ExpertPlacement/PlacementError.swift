@@ -28,6 +28,8 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
         case unwritable = "unwritable"
         case fileTooLarge = "file_too_large"
         case zstdInvalid = "zstd_invalid"
+        case unsupportedFormat = "unsupported_format"
+        case invalidTorchFile = "invalid_torch_file"
         case invalidJSON = "invalid_json"
         case duplicateMember = "duplicate_member"
         // A load profile.
@@ -38,6 +40,8 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
         case profileTooLarge = "profile_too_large"
         case layerTotalTooLarge = "layer_total_too_large"
         case expertCountMismatch = "expert_count_mismatch"
+        case notAnSGLangDump = "not_an_sglang_dump"
+        case ranksDiffer = "ranks_differ"
         // A deployed placement to re-plan from.
         case notAPlacement = "not_a_placement"
         case otherDeployment = "other_deployment"
@@ -48,6 +52,8 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
         case hierarchicalImpossible = "hierarchical_impossible"
         case invalidRouting = "invalid_routing"
         case planTooLarge = "plan_too_large"
+        // A placement for a serving engine.
+        case sglangIncompatible = "sglang_incompatible"
 
         /// What the user can do about it, in the planner's terms.
         public var hint: String {
@@ -56,6 +62,10 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
             case .unwritable: return "check that the directory exists, is writable and has room; nothing was written"
             case .fileTooLarge: return "a profile or a placement is read whole, at most \(LoadProfile.maxBytes) bytes once decompressed: sum passes into one profile"
             case .zstdInvalid: return "the compressed file is damaged or cut short: compress or copy it again"
+            case .unsupportedFormat:
+                return "a profile is JSON, CSV or SGLang's torch.save dump (.pt), optionally zstd-compressed: convert the file to one of them"
+            case .invalidTorchFile:
+                return "moetool reads what torch.load(weights_only=True) reads (dicts, lists, numbers, strings, tensors) and never runs code from a file: give the .pt SGLang's recorder wrote, unchanged"
             case .invalidJSON: return "the file is not valid JSON: write it again"
             case .duplicateMember: return "a JSON object names each member once: remove the repeated one"
             case .noLoads:
@@ -66,6 +76,9 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
             case .profileTooLarge: return "plan fewer layers or experts at a time"
             case .layerTotalTooLarge: return "divide every load by one factor (only their ratios matter)"
             case .expertCountMismatch: return "the profile must come from the model whose config is given"
+            case .notAnSGLangDump:
+                return "record with --expert-distribution-recorder-mode stat (or stat_approx): its dump holds logical_count [passes][num_hidden_layers][experts]"
+            case .ranksDiffer: return "give every rank's dumps of the same windows: as many files per rank, in the same order, of the same shape"
             case .notAPlacement: return "give a placement moetool wrote (phy2log) or SGLang's file (physical_to_logical_map)"
             case .otherDeployment: return "re-plan from a placement of the same deployment, or plan without a previous placement"
             case .invalidSlot: return "a slot holds the index of a logical expert of the layer"
@@ -75,6 +88,8 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
             case .hierarchicalImpossible: return "use the global policy, or nodes that divide the expert groups"
             case .invalidRouting: return "a token picks 1 to the experts per layer, in 1 to the expert groups"
             case .planTooLarge: return "plan fewer layers at a time, or use fewer slots"
+            case .sglangIncompatible:
+                return "SGLang's --init-expert-location takes a .json file with a row for each of the config's num_hidden_layers and experts + --ep-num-redundant-experts slots per row"
             }
         }
     }

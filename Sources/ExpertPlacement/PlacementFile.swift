@@ -48,8 +48,35 @@ public enum PlacementFile {
         return .object(o)
     }
 
-    public static func sglang(_ plan: Plan) -> JSONValue {
-        .object(JSONObject([("physical_to_logical_map", .array(plan.layers.map { ints($0.placement.phy2log) }))]))
+    /// SGLang's `--init-expert-location` file, `{"physical_to_logical_map": [decoder layer][slot]}`,
+    /// as its loader takes it (sglang 0.5.23, `compute_initial_expert_location_metadata` and
+    /// `ExpertLocationMetadata.init_by_mapping` in srt/eplb/expert_location.py):
+    /// - one row per decoder layer: the map is indexed by layer id, and its row count is
+    ///   `num_hidden_layers` (`get_model_config_for_expert_location` of DeepSeek-V2/V3 and Qwen3-MoE);
+    ///   a dense layer's row is never used, and gets what SGLang's own trivial placement gives it,
+    ///   slot s -> expert s mod experts;
+    /// - `experts + redundantExperts` slots per row (`--ep-num-redundant-experts`), asserted by the loader;
+    /// - no other member: the loader passes every member to `init_by_mapping` as a keyword argument.
+    public static func sglang(_ plan: Plan, decoderLayers: DecoderLayers, redundantExperts: Int) throws(PlacementError) -> JSONValue {
+        let t = plan.request.topology
+        let moe = decoderLayers.moeLayers
+        guard moe.count == plan.layers.count else {
+            throw PlacementError(.sglangIncompatible, "the plan has \(counted(plan.layers.count, "MoE layer")), but the config's \(counted(decoderLayers.count, "decoder layer")) have \(moe.count)\(decoderLayers.denseLayers.isEmpty ? "" : " (dense: \(DecoderLayers.describe(decoderLayers.denseLayers)))"): plan from a profile of this model")
+        }
+        guard t.slots == t.experts + redundantExperts else {
+            throw PlacementError(.sglangIncompatible, "\(counted(t.slots, "slot")) per layer, but SGLang makes \(t.experts + redundantExperts) (\(counted(t.experts, "expert")) + --ep-num-redundant-experts \(redundantExperts)) and refuses the file: run SGLang with --ep-num-redundant-experts \(t.slots - t.experts), and give moetool the same flag")
+        }
+        var rows: [JSONValue] = []
+        var next = 0
+        for isMoE in decoderLayers.isMoE {
+            if isMoE {
+                rows.append(ints(plan.layers[next].placement.phy2log))
+                next += 1
+            } else {
+                rows.append(ints((0..<t.slots).map { $0 % t.experts }))
+            }
+        }
+        return .object(JSONObject([("physical_to_logical_map", .array(rows))]))
     }
 
     /// The plan's figures over all layers (the report's `baseline` has only these).
@@ -112,8 +139,11 @@ public enum PlacementFile {
     /// files) and checks it against the plan's shape. The document is walked, not parsed into a
     /// tree: memory follows the slots, and a map longer than the plan's is refused where it
     /// passes the plan's size. `path` is the file named in errors.
-    public static func parse(_ bytes: [UInt8], path: String, topology t: Topology, layers: Int) throws(PlacementError) -> [LayerPlacement] {
+    /// SGLang's file has a row per decoder layer (`sglang`): with `decoderLayers`, such a file is
+    /// accepted and its MoE layers' rows kept.
+    public static func parse(_ bytes: [UInt8], path: String, topology t: Topology, layers: Int, decoderLayers: DecoderLayers? = nil) throws(PlacementError) -> [LayerPlacement] {
         let expected = deploymentKeys(topology: t, layers: layers)
+        let rowCounts = [layers] + (decoderLayers.map { $0.moeLayers.count == layers ? [$0.count] : [] } ?? [])
         let shape = "\(counted(t.gpus, "GPU")) x \(counted(t.slotsPerGPU, "slot")), \(counted(t.experts, "expert")), \(counted(layers, "layer"))"
         let maps: [[Int]]
         do {
@@ -128,7 +158,7 @@ public enum PlacementFile {
                     }
                     if key == "phy2log" || key == "physical_to_logical_map" {
                         guard maps == nil else { throw PlacementError(.notAPlacement, file: path, "both \"phy2log\" and \"physical_to_logical_map\"") }
-                        maps = try readMaps(&s, path: path, topology: t, layers: layers)
+                        maps = try readMaps(&s, path: path, topology: t, layers: rowCounts)
                     } else if let (value, what) = expected[key] {
                         s.skipWhitespace()
                         let recorded = try? s.parseUInt64(key)
@@ -151,8 +181,10 @@ public enum PlacementFile {
         } catch {
             throw PlacementError(.invalidJSON, file: path, "invalid JSON: \(error)")
         }
+        var kept = maps
+        if maps.count != layers, let decoderLayers { kept = decoderLayers.moeLayers.map { maps[$0] } }
         var out: [LayerPlacement] = []
-        for (i, phy2log) in maps.enumerated() {
+        for (i, phy2log) in kept.enumerated() {
             let p = LayerPlacement(phy2log: phy2log, experts: t.experts)
             if let missing = p.logcnt.firstIndex(of: 0) {
                 throw PlacementError(.expertWithoutSlot, file: path, "layer \(i) has no slot for expert \(missing)")
@@ -162,11 +194,13 @@ public enum PlacementFile {
         return out
     }
 
-    /// [layer][slot] expert indices, exactly `layers` x `t.slots` of them.
-    static func readMaps(_ s: inout JSONScanner, path: String, topology t: Topology, layers: Int) throws -> [[Int]] {
+    /// [layer][slot] expert indices: `t.slots` per layer, and one of the row counts `layers` allows.
+    static func readMaps(_ s: inout JSONScanner, path: String, topology t: Topology, layers rowCounts: [Int]) throws -> [[Int]] {
+        let layers = rowCounts[0]
+        let most = rowCounts.max()!
         var maps: [[Int]] = []
         try s.scanArray(depth: 2) { s, i in
-            guard i < layers else { throw PlacementError(.otherDeployment, file: path, "more than \(counted(layers, "layer")), but the profile has \(layers)") }
+            guard i < most else { throw PlacementError(.otherDeployment, file: path, "more than \(counted(most, "layer")), but the profile has \(layers)\(most > layers ? " MoE layers of \(most)" : "")") }
             var slots: [Int] = []
             slots.reserveCapacity(t.slots)
             try s.scanArray(depth: 3) { s, j in
@@ -186,7 +220,9 @@ public enum PlacementFile {
             }
             maps.append(slots)
         }
-        guard maps.count == layers else { throw PlacementError(.otherDeployment, file: path, "\(counted(maps.count, "layer")), but the profile has \(layers)") }
+        guard rowCounts.contains(maps.count) else {
+            throw PlacementError(.otherDeployment, file: path, "\(counted(maps.count, "layer")), but the profile has \(layers)\(most > layers ? " MoE layers of \(most)" : "")")
+        }
         return maps
     }
 }

@@ -14,6 +14,8 @@ public struct PlacementRequest: Sendable {
         /// The experts plus this many redundant slots per GPU, rounded up to a multiple of the
         /// GPUs (every GPU holds the same number of slots). 0: the experts rounded up.
         case redundantPerGPU(Int)
+        /// The experts plus this many redundant slots in all (SGLang's `--ep-num-redundant-experts`).
+        case redundant(Int)
     }
 
     public var gpus: Int
@@ -49,6 +51,7 @@ public struct PlacementRequest: Sendable {
         case .redundantPerGPU(let r):
             let wanted = experts + gpus * r
             return (wanted + gpus - 1) / gpus * gpus
+        case .redundant(let r): return experts + r
         }
     }
 

@@ -16,14 +16,17 @@ import Glibc
 /// (`LoadProfile.read`, `PlacementFile.read`, `PlacementFile.write`) so callers name the format,
 /// not the layer.
 ///
-/// Profiles: a JSON or CSV file, zstd-compressed or not, parsed by `LoadProfile.parse`.
+/// Profiles: a JSON or CSV file, parsed by `LoadProfile.parse`, or SGLang's torch.save dump
+/// (`SGLangDump`, read by TorchArchive), zstd-compressed or not; several as windows (`readWindows`).
 extension LoadProfile {
-    /// Reads a JSON or CSV profile, zstd-compressed or not (recognised by its magic number, not
-    /// its name), and parses and checks it (`parse`).
+    /// Reads a JSON or CSV profile or an SGLang dump, zstd-compressed or not (recognised by
+    /// content, not name: `FileFormat`), and parses and checks it. A dump's windows are summed and
+    /// its dense layers dropped as `readWindows` does without a config.
     public static func read(path: String, expectedExperts: Int? = nil) throws(PlacementError) -> LoadProfile {
-        var bytes = try FileBytes.read(path)
-        if bytes.starts(with: zstdMagic) { bytes = try decompress(bytes, path: path) }
-        return try parse(bytes, name: path, expectedExperts: expectedExperts)
+        switch try readAny(path: path, expectedExperts: expectedExperts) {
+        case .profile(let p): return p
+        case .dump: return try readWindows(paths: [path], expectedExperts: expectedExperts).total()
+        }
     }
 
     /// The first bytes of every zstd frame.
@@ -65,8 +68,8 @@ extension LoadProfile {
 extension PlacementFile {
     /// Reads a deployed placement (moetool's or SGLang's) and checks it against the plan's shape
     /// (`parse`).
-    public static func read(path: String, topology: Topology, layers: Int) throws(PlacementError) -> [LayerPlacement] {
-        try parse(FileBytes.read(path), path: path, topology: topology, layers: layers)
+    public static func read(path: String, topology: Topology, layers: Int, decoderLayers: DecoderLayers? = nil) throws(PlacementError) -> [LayerPlacement] {
+        try parse(FileBytes.read(path), path: path, topology: topology, layers: layers, decoderLayers: decoderLayers)
     }
 
     /// Writes a placement document to a temporary name beside `path` and renames it into place

@@ -8,6 +8,7 @@ import ExpertPlacement
 import PlacementFiles
 import SafetensorsFormat
 import ShardCompression
+import TorchArchive
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,6 +20,9 @@ enum FuzzTarget: String, CaseIterable {
     case profile
     /// The compressed shard format: magic, table, tail, and decoding every chunk.
     case compressed
+    /// torch.save files: the zip, the pickle machine, tensor views; then as a profile file
+    /// (recognised by content, SGLang's dump read and summed).
+    case pt
     /// config.json through json-c.
     case config
     /// model.safetensors.index.json, cross-checked against two real shards beside it.
@@ -38,6 +42,17 @@ enum FuzzTarget: String, CaseIterable {
                 data = d
             }
             _ = try? LoadProfile.parse(data, name: "fuzz")
+        case .pt:
+            let data = Array(bytes)
+            // A zip goes through the whole reader; anything else is run as a bare data.pkl with one
+            // 64-byte storage "0" (the zip's CRC-32 would keep mutations out of data.pkl).
+            let value = data.starts(with: TorchArchive.zipMagic)
+                ? try? TorchArchive.read(data, file: "fuzz")
+                : try? TorchArchive.unpickle(data[...], storages: ["0": ArraySlice(repeating: 7, count: 64)], file: "fuzz")
+            if case .dict(let entries)? = value {
+                for e in entries.prefix(16) { if case .tensor(let t) = e.value { _ = t.values().reduce(0, +) } }
+            }
+            withScratchFile(bytes) { path in _ = try? LoadProfile.read(path: path) }
         case .compressed:
             withScratchFile(bytes) { path in
                 guard let shard = try? CompressedShard(path: path) else { return }

@@ -15,13 +15,15 @@ struct PlanExperts: ReportsErrorsAsJSON {
         abstract: "Decide expert replicas and their GPUs from expert load profiles (EPLB-compatible output).",
         discussion: """
             PROFILE holds observed loads (tokens per expert) for each MoE layer: JSON {"layers": [[...], ...]}, \
-            SGLang's {"logical_count": [pass][layer][expert]} (passes summed), or CSV layer,expert,load; \
-            any of them zstd-compressed. Slots are numbered GPU-major (GPU 0's slots first), as EPLB, vLLM \
+            SGLang's {"logical_count": [pass][layer][expert]} (passes summed), CSV layer,expert,load, or the \
+            expert_distribution_recorder_<time>.pt SGLang's recorder dumps (read without running any code); \
+            any of them zstd-compressed, recognised by content. Several profiles are windows (dumps of \
+            several ranks are summed per window), planned on their sum. Slots are numbered GPU-major (GPU 0's slots first), as EPLB, vLLM \
             and SGLang number them. See Docs/plan-experts.md.
             """)
 
-    @Argument(help: "Load profile (.json, .csv, optionally .zst).")
-    var profile: String
+    @Argument(help: ArgumentHelp("Load profiles (.json, .csv, SGLang's .pt dumps, optionally .zst).", valueName: "profile"))
+    var profiles: [String]
 
     @Option(help: ArgumentHelp("config.json, a checkpoint directory, or a model id in the Hugging Face cache: experts, groups (n_group), top-k, topk_group.", valueName: "path"))
     var config: String?
@@ -45,6 +47,9 @@ struct PlanExperts: ReportsErrorsAsJSON {
 
     @Option(help: "Redundant slots per GPU (instead of --slots): slots = experts + GPUs x this, rounded up to a multiple of --gpus.")
     var redundantPerGpu: Int?
+
+    @Option(help: "SGLang's --ep-num-redundant-experts: slots = experts + this (instead of --slots); with --format sglang, checked against the slots.")
+    var epNumRedundantExperts: Int?
 
     @Option(help: "Expert groups (default: n_group from --config, else 1).")
     var groups: Int?
@@ -98,6 +103,12 @@ struct PlanExperts: ReportsErrorsAsJSON {
         if let n = nodes, n < 1 || n > gpus { throw ValidationError("--nodes must be 1 to --gpus") }
         if let g = gpusPerNode, g < 1 || g > gpus { throw ValidationError("--gpus-per-node must be 1 to --gpus") }
         if let s = slots, s < 1 || s > Topology.maxSlots { throw ValidationError("--slots must be 1 to \(Topology.maxSlots)") }
+        if let r = epNumRedundantExperts, r < 0 || r > Topology.maxSlots { throw ValidationError("--ep-num-redundant-experts must be 0 to \(Topology.maxSlots)") }
+        if format == .sglang, let output, !output.hasSuffix(".json") {
+            // SGLang reads --init-expert-location as a file only when the name ends in .json (or .pt);
+            // any other argument is parsed as JSON text itself.
+            throw ValidationError("--format sglang: name the output *.json (\(output) is not): SGLang reads --init-expert-location as a file only by that suffix and parses any other argument as JSON text")
+        }
         if let r = redundantPerGpu, r > 1 << 10 { throw ValidationError("--redundant-per-gpu must be 0 to \(1 << 10)") }
         let maxExperts = LoadProfile.maxExperts
         if let g = groups, g < 1 || g > maxExperts { throw ValidationError("--groups must be 1 to \(maxExperts)") }
@@ -121,7 +132,7 @@ struct PlanExperts: ReportsErrorsAsJSON {
     }
 
     /// Every file or directory the command reads: the output may be none of them, nor inside one.
-    var inputs: [String] { get throws { [profile] + [try configPath, previous, try checkpointPath].compactMap { $0 } } }
+    var inputs: [String] { get throws { profiles + [try configPath, previous, try checkpointPath].compactMap { $0 } } }
 
     func run() throws {
         do {
@@ -136,14 +147,20 @@ struct PlanExperts: ReportsErrorsAsJSON {
             throw fail("-o \(output) \(conflict)")
         }
         let modelConfig = try configPath.map(readConfig)
-        let loads = try LoadProfile.read(path: profile, expectedExperts: modelConfig?.routedExperts)
+        let decoderLayers = modelConfig.flatMap(Self.decoderLayers)
+        let windows = try LoadProfile.readWindows(paths: profiles, layers: decoderLayers, expectedExperts: modelConfig?.routedExperts)
+        if !windows.droppedLayers.isEmpty {
+            let layers = windows.droppedLayers.count == 1 ? "layer" : "layers"
+            FileHandleOutput.stderr("note: decoder \(layers) \(DecoderLayers.describe(windows.droppedLayers)) of the dumps had no routed token: taken as dense and left out (give --config to check)\n")
+        }
+        let loads = try windows.total()
         let request = placementRequest(modelConfig)
         let topology = try request.topology(experts: loads.experts)
         if request.routing == nil {
             if maxNodesPerToken != nil { throw fail("--max-nodes-per-token needs the experts per token: give --topk or --config") }
             if topkGroup != nil { throw fail("--topk-group needs the experts per token: give --topk or --config") }
         }
-        let previousPlacement = try previous.map { try PlacementFile.read(path: $0, topology: topology, layers: loads.layers) }
+        let previousPlacement = try previous.map { try PlacementFile.read(path: $0, topology: topology, layers: loads.layers, decoderLayers: decoderLayers) }
         let planRequest = request.planRequest(topology: topology, previous: previousPlacement)
         let start = monotonicSeconds()
         let plan = try PlacementPlanner.plan(loads.loads, planRequest)
@@ -155,10 +172,19 @@ struct PlanExperts: ReportsErrorsAsJSON {
         }
         let format = format ?? .moetool
         if let output {
-            try PlacementFile.write(format == .sglang ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert), to: output)
+            let document: JSONValue
+            if format == .sglang {
+                guard let decoderLayers else {
+                    throw fail("--format sglang needs --config with num_hidden_layers: SGLang's file has a row for every decoder layer, dense ones included")
+                }
+                document = try PlacementFile.sglang(plan, decoderLayers: decoderLayers, redundantExperts: epNumRedundantExperts ?? 0)
+            } else {
+                document = try PlacementFile.moetool(plan, bytesPerExpert: bytesPerExpert)
+            }
+            try PlacementFile.write(document, to: output)
         }
         var report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
-                                profile: profile, output: output)
+                                profile: profiles.joined(separator: ", "), output: output)
         report.previous = previous
         report.outputFormat = output == nil ? nil : format.rawValue
         if common.json {
@@ -179,11 +205,18 @@ struct PlanExperts: ReportsErrorsAsJSON {
         return PlacementRequest(
             gpus: gpus,
             nodes: gpusPerNode.map { .gpusPerNode($0) } ?? .count(nodes ?? 1),
-            slots: slots.map { .count($0) } ?? .redundantPerGPU(redundantPerGpu ?? 0),
+            slots: slots.map { .count($0) } ?? redundantPerGpu.map { .redundantPerGPU($0) } ?? epNumRedundantExperts.map { .redundant($0) } ?? .redundantPerGPU(0),
             groups: groups ?? modelConfig?.nGroup ?? 1,
             policy: chosenPolicy, algorithm: algorithm == .eplb ? .eplb : .moetool,
             routing: k.map { Routing(topk: $0, topkGroup: topkGroup ?? modelConfig?.topkGroup) },
             maxNodesPerToken: maxNodesPerToken, targetImbalance: targetImbalance, threads: common.threads)
+    }
+
+    /// The config's decoder layers, MoE or dense (first_k_dense_replace, moe_layer_freq,
+    /// mlp_only_layers, decoder_sparse_step), when it gives num_hidden_layers.
+    static func decoderLayers(_ c: ModelConfig) -> DecoderLayers? {
+        guard let n = c.numHiddenLayers, n >= 1, n <= LoadProfile.maxLayers else { return nil }
+        return DecoderLayers(isMoE: (0..<n).map { c.isMoELayer($0) ?? true })
     }
 
     /// `--config`: a config.json, or the one in a checkpoint directory, checked for what the plan uses.

@@ -128,7 +128,7 @@ import Testing
         #expect(throws: PlacementError(.planTooLarge, "log2phy would hold 16781312 entries (1 layer x 4096 experts x 4097, the most replicas of one expert), more than moetool writes (16777216): write SGLang's format, which has no log2phy")) {
             try PlacementFile.moetool(plan, bytesPerExpert: nil)
         }
-        #expect(PlacementFile.sglang(plan).objectValue?["physical_to_logical_map"]?.arrayValue?.count == 1)
+        #expect(try PlacementFile.sglang(plan, decoderLayers: DecoderLayers(isMoE: [true]), redundantExperts: 4096).objectValue?["physical_to_logical_map"]?.arrayValue?.count == 1)
     }
 
     /// Re-planning from --previous weighs every pair of slots per move: above its slot limit it

@@ -24,10 +24,10 @@ import Testing
         }
     }()
 
-    static let malformedProfiles: [String] = {
-        let dir = Fixtures.path("profiles/malformed")
+    static let malformedProfiles: [String] = ["profiles/malformed", "profiles/sglang/refused"].flatMap { relative in
+        let dir = Fixtures.path(relative)
         return ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted().map { dir + "/" + $0 }
-    }()
+    }
 
     /// Runs one command on a bad input and checks the answer.
     func refuses(_ arguments: [String], output: String? = nil, seconds limit: Double = 20) throws {

@@ -33,14 +33,15 @@ import Testing
     }
 
     /// The targets that have crashed on something: Fixtures/fuzz-regressions/<target>/ holds those inputs.
-    static let targetsWithRegressions: Set<String> = ["compressed", "index"]
+    static let targetsWithRegressions: Set<String> = ["compressed", "index", "pt"]
 
-    @Test(arguments: ["header", "profile", "compressed", "config", "index"])
+    @Test(arguments: ["header", "profile", "compressed", "config", "index", "pt"])
     func seedsAndRegressions(_ target: String) throws {
         #expect(FileManager.default.isExecutableFile(atPath: Self.binary), "\(Self.binary)")
         switch target {
         case "header": try replay(target, try files("malformed", [".safetensors"]) + files("valid", [".safetensors"]))
         case "profile": try replay(target, try files("profiles", [".json", ".csv", ".zst"]) + files("profiles/malformed"))
+        case "pt": try replay(target, try ["single", "windows", "ranks", "refused"].flatMap { try files("profiles/sglang/" + $0) } + files("profiles/sglang", [".zst"]))
         case "config": try replay(target, ["deepseek_v3-bf16", "mixtral-bf16", "qwen2_moe-bf16"].map { Fixtures.path("models/\($0)/config.json") })
         case "index":
             let indexes = try ["models", "malformed/checkpoints"].flatMap { dir in

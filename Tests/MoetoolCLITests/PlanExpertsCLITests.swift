@@ -57,21 +57,74 @@ import Testing
         #expect(m["layers"]?.arrayValue?.count == 2)
     }
 
-    /// SGLang's format out, then back in as --previous: the same loads need no moves.
+    /// SGLang's format out, then back in as --previous: a row per decoder layer (the dense layer 0 holds
+    /// SGLang's trivial row), experts + --ep-num-redundant-experts slots, and the same loads need no moves.
     @Test func sglangRoundTrip() throws {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let profile = Fixtures.path("profiles/dsv3_lognormal.json")
-        let args = [profile, "--gpus", "32", "--nodes", "4", "--slots", "288", "--groups", "8"]
+        let args = [Fixtures.path("profiles/tiny_dsv3.json"), "--config", Fixtures.path("models/deepseek_v3-bf16"),
+                    "--gpus", "8", "--nodes", "2", "--ep-num-redundant-experts", "8"]
         let first = try CLI.run(["plan-experts"] + args + ["--format", "sglang", "-o", dir + "/sglang.json"])
         #expect(first.status == 0, "\(first.stderr)")
         let doc = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(dir + "/sglang.json"), as: UTF8.self)).objectValue)
-        #expect(doc.keys == ["physical_to_logical_map"])
-        #expect(ints(doc["physical_to_logical_map"]).count == 4)
+        #expect(doc.keys == ["physical_to_logical_map"])  // SGLang passes every member to init_by_mapping as an argument
+        let map = ints(doc["physical_to_logical_map"])
+        #expect(map.count == 3)  // num_hidden_layers, the dense layer 0 included
+        #expect(map.allSatisfy { $0.count == 24 })  // 16 experts + 8 redundant
+        #expect(map[0] == (0..<24).map { $0 % 16 })
+        let moetool = try CLI.run(["plan-experts"] + args + ["-o", dir + "/moetool.json"])
+        #expect(moetool.status == 0, "\(moetool.stderr)")
+        let own = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(dir + "/moetool.json"), as: UTF8.self)).objectValue)
+        #expect(Array(map[1...]) == ints(own["phy2log"]))
         let again = try CLI.run(["plan-experts"] + args + ["--previous", dir + "/sglang.json", "--json"])
         #expect(again.status == 0, "\(again.stderr)")
         let o = try #require(try JSONParser.parse(again.stdout).objectValue)
         #expect(o["metrics"]?.objectValue?["moved_slots"]?.uint64Value == 0)
+    }
+
+    /// What SGLang's loader would refuse is refused here first, naming the flag or the file name to use.
+    @Test func sglangExpectationsChecked() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = Fixtures.path("profiles/tiny_dsv3.json"), config = Fixtures.path("models/deepseek_v3-bf16")
+        let slots = try CLI.run(["plan-experts", profile, "--config", config, "--gpus", "8", "--slots", "24", "--format", "sglang", "-o", dir + "/p.json"])
+        #expect(slots.status == 1)
+        #expect(slots.stderr.hasPrefix("error: 24 slots per layer, but SGLang makes 16 (16 experts + --ep-num-redundant-experts 0) and refuses the file: run SGLang with --ep-num-redundant-experts 8, and give moetool the same flag [sglang_incompatible]"), "\(slots.stderr)")
+        let noConfig = try CLI.run(["plan-experts", profile, "--gpus", "8", "--format", "sglang", "-o", dir + "/p.json"])
+        #expect(noConfig.status == 1)
+        #expect(noConfig.stderr.hasPrefix("error: --format sglang needs --config with num_hidden_layers"), "\(noConfig.stderr)")
+        let name = try CLI.run(["plan-experts", profile, "--config", config, "--gpus", "8", "--format", "sglang", "-o", dir + "/p.txt"])
+        #expect(name.status == 2)
+        #expect(name.stderr.contains("name the output *.json"), "\(name.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == [])
+    }
+
+    /// An SGLang dump (torch.save, with its dense layer 0) plans as the JSON profile of the same loads;
+    /// two ranks' dumps sum to it; the malicious pickle is refused and runs nothing.
+    @Test func sglangDumpPlannedDirectly() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = Fixtures.path("models/deepseek_v3-bf16")
+        let dumps = Fixtures.path("profiles/sglang/")
+        func phy2log(_ profiles: [String], _ extra: [String] = []) throws -> [[Int]] {
+            let out = dir + "/p\(UUID().uuidString).json"
+            let r = try CLI.run(["plan-experts"] + profiles + ["--gpus", "4", "--redundant-per-gpu", "1", "-o", out] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return ints(try JSONParser.parse(String(decoding: Fixtures.readBytes(out), as: UTF8.self)).objectValue?["phy2log"])
+        }
+        let json = try phy2log([Fixtures.path("profiles/tiny_dsv3.json")])
+        #expect(try phy2log([dumps + "single/expert_distribution_recorder_1764756000.25.pt"], ["--config", config]) == json)
+        #expect(try phy2log([dumps + "single.pt.zst"]) == json)
+        #expect(try phy2log([dumps + "ranks/expert_distribution_recorder_1764756000.25_0.pt", dumps + "ranks/expert_distribution_recorder_1764756000.25_1.pt"], ["--config", config]) == json)
+        let note = try CLI.run(["plan-experts", dumps + "single/expert_distribution_recorder_1764756000.25.pt", "--gpus", "4"])
+        #expect(note.stderr == "note: decoder layer 0 of the dumps had no routed token: taken as dense and left out (give --config to check)\n")
+        let marker = "/tmp/moetool-malicious-pickle-ran"
+        unlink(marker)
+        let evil = try CLI.run(["plan-experts", dumps + "refused/malicious.pt", "--gpus", "4", "--json"])
+        #expect(evil.status == 1)
+        #expect(errorID(evil.stdout) == "invalid_torch_file", "\(evil.stdout)")
+        #expect(evil.stderr.contains("global posix.system is not one torch.load(weights_only=True) allows; nothing was run (pickle_global_refused)"), "\(evil.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: marker))
     }
 
     @Test(arguments: [
@@ -169,7 +222,7 @@ import Testing
         try fm.createDirectory(atPath: checkpoint, withIntermediateDirectories: false)
         try fm.copyItem(atPath: Fixtures.path("models/deepseek_v3-f32-sharded/config.json"), toPath: checkpoint + "/config.json")
         let base = ["plan-experts", profile, "--gpus", "4", "--groups", "8"]
-        let prepared = try CLI.run(base + ["--format", "sglang", "-o", dir + "/previous.json"])
+        let prepared = try CLI.run(base + ["-o", dir + "/previous.json"])
         #expect(prepared.status == 0, "\(prepared.stderr)")
         let watched = [profile, dir + "/previous.json", checkpoint + "/config.json"]
         let before = watched.map(Fixtures.readBytes)

@@ -21,7 +21,7 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let plan = try Self.readmePlan()
         let path = dir + "/placement.json"
-        try PlacementFile.write(format == "sglang" ? PlacementFile.sglang(plan) : PlacementFile.moetool(plan, bytesPerExpert: nil), to: path)
+        try PlacementFile.write(format == "sglang" ? PlacementFile.sglang(plan, decoderLayers: DecoderLayers(isMoE: [true, true]), redundantExperts: 4) : PlacementFile.moetool(plan, bytesPerExpert: nil), to: path)
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["placement.json"])
         let back = try PlacementFile.read(path: path, topology: plan.request.topology, layers: 2)
         #expect(back.map(\.phy2log) == plan.layers.map(\.placement.phy2log))
@@ -33,7 +33,7 @@ import Testing
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/no/such/dir/placement.json"
-        let document = PlacementFile.sglang(try Self.readmePlan())
+        let document = try PlacementFile.sglang(try Self.readmePlan(), decoderLayers: DecoderLayers(isMoE: [true, true]), redundantExperts: 4)
         do {
             try PlacementFile.write(document, to: path)
             Issue.record("wrote \(path)")
@@ -55,6 +55,33 @@ import Testing
         let other = try Topology(experts: 12, slots: 16, gpus: 16, nodes: 2, groups: 4)
         #expect(throws: PlacementError(.otherDeployment, file: path, "the previous placement is for 8 GPUs (num_gpus), this plan for 16 (16 GPUs x 1 slot, 12 experts, 2 layers)")) {
             try PlacementFile.read(path: path, topology: other, layers: 2)
+        }
+    }
+
+    /// SGLang's file has a row per decoder layer: the MoE rows are the plan's, a dense row is SGLang's
+    /// trivial one (slot s -> expert s mod experts); read back as --previous, the MoE rows are kept.
+    @Test func sglangRowsPerDecoderLayer() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let plan = try Self.readmePlan()
+        let layers = DecoderLayers(isMoE: [false, true, false, true])
+        let doc = try PlacementFile.sglang(plan, decoderLayers: layers, redundantExperts: 4)
+        let rows = try #require(doc.objectValue?["physical_to_logical_map"]?.arrayValue).map { $0.arrayValue!.map { Int($0.doubleValue!) } }
+        let trivial = (0..<16).map { $0 % 12 }
+        #expect(rows == [trivial, plan.layers[0].placement.phy2log, trivial, plan.layers[1].placement.phy2log])
+        let path = dir + "/sglang.json"
+        try PlacementFile.write(doc, to: path)
+        let back = try PlacementFile.read(path: path, topology: plan.request.topology, layers: 2, decoderLayers: layers)
+        #expect(back.map(\.phy2log) == plan.layers.map(\.placement.phy2log))
+        // Without the decoder layers, 4 rows are not the plan's 2.
+        #expect(throws: PlacementError(.otherDeployment, file: path, "more than 2 layers, but the profile has 2")) {
+            try PlacementFile.read(path: path, topology: plan.request.topology, layers: 2)
+        }
+        #expect(throws: PlacementError(.sglangIncompatible, "16 slots per layer, but SGLang makes 12 (12 experts + --ep-num-redundant-experts 0) and refuses the file: run SGLang with --ep-num-redundant-experts 4, and give moetool the same flag")) {
+            try PlacementFile.sglang(plan, decoderLayers: layers, redundantExperts: 0)
+        }
+        #expect(throws: PlacementError(.sglangIncompatible, "the plan has 2 MoE layers, but the config's 3 decoder layers have 1 (dense: 0-1): plan from a profile of this model")) {
+            try PlacementFile.sglang(plan, decoderLayers: DecoderLayers(isMoE: [false, false, true]), redundantExperts: 4)
         }
     }
 }
