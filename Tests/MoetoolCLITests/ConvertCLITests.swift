@@ -113,7 +113,9 @@ import Glibc
         #expect(try CLI.run(["convert", Fixtures.path("malformed/size_mismatch.safetensors"), out, "--to", "fp8"]).status == 1)
         #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), Fixtures.path("models"), "--to", "fp8"]).status == 1)
         #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out]).status == 2)  // --to missing
-        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "int4"]).status == 2)
+        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "int3"]).status == 2)  // no such target
+        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "int4", "--group-size", "48"]).status == 2)
+        #expect(try CLI.run(["convert", Fixtures.path("models/mixtral-bf16"), out, "--to", "nvfp4", "--group-size", "32"]).status == 2)
     }
 }
 
