@@ -19,6 +19,11 @@ public struct QuantizationSummary: Sendable {
     public let scaleShapeMismatches: [String]
     /// Encoded weights by encoding (WeightEncoding.name), sorted by name.
     public let encodings: [(name: String, weights: Int)]
+    /// Encoded weights by encoding and layout (how they are grouped and scaled), sorted.
+    public let layouts: [(encoding: String, layout: String, weights: Int)]
+    /// 2-D `.weight` tensors stored as plain floats in a checkpoint that has encoded weights: what was left
+    /// unquantized (routers, heads, embeddings, ...), sorted.
+    public let unquantized: [String]
 
     init(checkpoint: Checkpoint) {
         let q = checkpoint.config?.quantizationConfig
@@ -34,6 +39,8 @@ public struct QuantizationSummary: Sendable {
             var mismatched: [String] = []
             /// Encoded weights by WeightEncoding.name.
             var encodings: [String: Int] = [:]
+            var layouts: [String: Int] = [:]
+            var plain2D: [String] = []
         }
         // Files are independent and `locate` only reads: count them in parallel.
         let parts = parallelMap(checkpoint.files.count) { fileIndex -> Part in
@@ -46,6 +53,10 @@ public struct QuantizationSummary: Sendable {
                    let base = ["_packed", "_blocks"].first(where: { t.name.hasSuffix($0) }).map({ String(t.name.dropLast($0.count)) }),
                    let logical = try? checkpoint.logicalWeight(base), logical.codes.tensor.name == t.name {
                     p.encodings[logical.encoding.name, default: 0] += 1
+                    p.layouts[logical.encoding.name + "\u{0}" + logical.encoding.layout(codes: t), default: 0] += 1
+                }
+                if t.shape.count == 2, t.dtype == .BF16 || t.dtype == .F16 || t.dtype == .F32, t.name.hasSuffix(".weight") {
+                    p.plain2D.append(t.name)
                 }
                 guard t.dtype.isFP8 && t.name.hasSuffix(".weight") else { continue }
                 p.fp8 += 1
@@ -59,6 +70,7 @@ public struct QuantizationSummary: Sendable {
                 do throws(WeightReadError) {
                     let encoding = try checkpoint.encoding(of: t, inFile: fileIndex)
                     p.encodings[encoding.name, default: 0] += 1
+                    p.layouts[encoding.name + "\u{0}" + encoding.layout(codes: t), default: 0] += 1
                 } catch {
                     p.mismatched.append(t.name)
                 }
@@ -67,6 +79,12 @@ public struct QuantizationSummary: Sendable {
         }
         encodings = parts.reduce(into: [String: Int]()) { all, part in all.merge(part.encodings, uniquingKeysWith: +) }
             .sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        layouts = parts.reduce(into: [String: Int]()) { all, part in all.merge(part.layouts, uniquingKeysWith: +) }
+            .sorted { $0.key < $1.key }.map { key, count in
+                let parts = key.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+                return (parts[0], parts.count > 1 ? parts[1] : "", count)
+            }
+        unquantized = encodings.isEmpty ? [] : parts.flatMap(\.plain2D).sorted()
         let fp8 = parts.reduce(0) { $0 + $1.fp8 }
         let paired = parts.reduce(0) { $0 + $1.paired }
         let missing = parts.flatMap(\.missing)
@@ -292,6 +310,10 @@ public struct InspectReport: Sendable {
             ("scales_in_other_shard", .int(q.scalesInOtherShard)),
             ("scale_shape_mismatches", .array(q.scaleShapeMismatches.map { .string($0) })),
             ("encodings", .object(JSONObject(q.encodings.map { ($0.name, .int($0.weights)) }))),
+            ("layouts", .array(q.layouts.map { l in
+                .object(JSONObject([("encoding", .string(l.encoding)), ("layout", .string(l.layout)), ("weights", .int(l.weights))]))
+            })),
+            ("unquantized_weights", .array(q.unquantized.map { .string($0) })),
         ]))
     }
 
@@ -374,8 +396,12 @@ public struct InspectReport: Sendable {
             if let m = q.method {
                 row("  method", "\(m)\(q.format.map { " \($0)" } ?? "")\(q.blockSize.map { ", blocks \($0.map(String.init).joined(separator: "x"))" } ?? "")")
             }
-            if !q.encodings.isEmpty {
-                row("  weights", q.encodings.map { "\($0.weights) \($0.name)" }.joined(separator: ", "))
+            for l in q.layouts {
+                row("  weights", "\(l.weights) \(l.encoding): \(l.layout)")
+            }
+            if !q.unquantized.isEmpty {
+                let shown = q.unquantized.prefix(3).map { escapeForDisplay($0) }.joined(separator: ", ")
+                row("  unquantized", "\(Support.counted(q.unquantized.count, "2-D weight")) (\(shown)\(q.unquantized.count > 3 ? ", ..." : ""))")
             }
             if q.fp8Weights > 0 { row("  FP8 weights", "\(q.fp8Weights), \(q.withScale) with a block scale") }
             if q.scalesInOtherShard > 0 { row("  scales elsewhere", "\(q.scalesInOtherShard) stored in another shard than their weight") }

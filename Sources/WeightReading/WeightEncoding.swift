@@ -37,6 +37,40 @@ public enum WeightEncoding: Sendable {
     }
 }
 
+extension WeightEncoding {
+    /// How values are grouped and scaled, for reports: e.g. "groups of 32 columns, BF16 scales: q x scale".
+    /// `codes`: the stored tensor holding the weight's codes.
+    public func layout(codes: TensorInfo) -> String {
+        switch self {
+        case .plain:
+            return "stored as \(codes.dtype.rawValue)"
+        case .fp8Block(let scale, let block):
+            let cols = codes.shape.last ?? 0
+            let shape = block.cols >= Int(clamping: cols) && block.rows >= Int(clamping: codes.shape.first ?? 0) ? "one scale per tensor"
+                : block.rows == 1 && block.cols >= Int(clamping: cols) ? "one scale per output row" : "\(block.rows)x\(block.cols) blocks"
+            return "\(shape), \(scale.tensor.dtype.rawValue) scales: code x scale"
+        case .packedInt(let scale, let zeroPoint, _, let bits):
+            let groups = scale.tensor.shape.last ?? 1
+            let value = zeroPoint == nil ? "q x scale" : "(q - zero point) x scale"
+            guard groups > 1 else { return "one scale per output row, \(scale.tensor.dtype.rawValue) scales: \(value)" }
+            // The packed width holds the columns rounded up to whole words: the group is the smallest power of
+            // two that gives that many groups.
+            let words = codes.shape.last ?? 0
+            let perWord = UInt64(32 / max(bits, 1))
+            let group = (3...16).map { UInt64(1) << UInt64($0) }.first { g in
+                (words * perWord + g - 1) / g == groups || (words * perWord - min(perWord - 1, words * perWord) + g - 1) / g == groups
+            }
+            return "groups of \(group.map(String.init) ?? "?") columns, \(scale.tensor.dtype.rawValue) scales: \(value)"
+        case .nvfp4(let scale, _):
+            return "groups of 16 columns, \(scale.tensor.dtype.rawValue) scales: e2m1 x scale / global scale"
+        case .mxfp4(let scale):
+            return "groups of 32 columns, \(scale.tensor.dtype.rawValue == "U8" ? "E8M0" : scale.tensor.dtype.rawValue) scales: e2m1 x 2^(e - 127)"
+        case .gptOssMXFP4:
+            return "blocks of 32 inputs, E8M0 scales: e2m1 x 2^(e - 127)"
+        }
+    }
+}
+
 /// A weight as the model knows it (`<module>.weight`, or gpt-oss's `mlp.experts.gate_up_proj`): the stored
 /// tensor holding its codes or values, and how they are encoded.
 public struct LogicalWeight: Sendable {

@@ -67,4 +67,30 @@ import Testing
         #expect(o["parameters"]?.uint64Value == params + padding, "\(name)")
         #expect((o["quantization_overhead"]?.objectValue?["elements"]?.uint64Value ?? 0) > 0)
     }
+
+    /// How each fixture's weights are grouped and scaled, as Fixtures/quant_formats.py's schemes set them (2 layers:
+    /// gate/up of 4 experts and q/k/v/o in groups of 32, down_proj per output row, for the INT4 fixtures; every
+    /// Linear for NVFP4 and MXFP4; FP8 per tensor on attention, per row on gate/up, 32x32 blocks on down), and what
+    /// stays unquantized (embedding, head, routers).
+    @Test func inspectSaysHowWeightsAreGroupedAndWhatIsLeft() throws {
+        let expected: [String: [String]] = [
+            "ct-w4a16": ["24 int4-pack: groups of 32 columns, BF16 scales: q x scale", "8 int4-pack: one scale per output row, BF16 scales: q x scale"],
+            "ct-nvfp4a16": ["32 nvfp4: groups of 16 columns, F8_E4M3 scales: e2m1 x scale / global scale"],
+            "ct-mxfp4a16": ["32 mxfp4: groups of 32 columns, E8M0 scales: e2m1 x 2^(e - 127)"],
+            "ct-fp8": ["8 fp8-block: 32x32 blocks, BF16 scales: code x scale", "16 fp8-block: one scale per output row, BF16 scales: code x scale",
+                       "8 fp8-block: one scale per tensor, BF16 scales: code x scale"],
+        ]
+        for (name, lines) in expected {
+            let i = try CLI.run(["inspect", "--json", Fixtures.path("quant/formats/" + name)])
+            let q = try #require(try JSONParser.parse(i.stdout).objectValue?["quantization"]?.objectValue)
+            let layouts = (q["layouts"]?.arrayValue ?? []).compactMap { v -> String? in
+                guard let o = v.objectValue, let w = o["weights"]?.uint64Value, let e = o["encoding"]?.stringValue,
+                      let l = o["layout"]?.stringValue else { return nil }
+                return "\(w) \(e): \(l)"
+            }
+            #expect(Set(layouts) == Set(lines), "\(name): \(layouts)")
+            let left = (q["unquantized_weights"]?.arrayValue ?? []).compactMap(\.stringValue)
+            #expect(left == ["lm_head.weight", "model.embed_tokens.weight", "model.layers.0.mlp.gate.weight", "model.layers.1.mlp.gate.weight"], "\(name)")
+        }
+    }
 }
