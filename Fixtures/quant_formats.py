@@ -89,10 +89,10 @@ def randomize(model, seed):
             p.copy_(v.to(p.dtype))
 
 
-def qwen3_moe(moe_intermediate, seed):
+def qwen3_moe(moe_intermediate, seed, layers=2):
     cfg = transformers.Qwen3MoeConfig(
         vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=moe_intermediate,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
         num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[],
         tie_word_embeddings=False, max_position_embeddings=256,
     )
@@ -546,6 +546,51 @@ def make_gpt_oss():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ModelOpt NVFP4 (quant_method "modelopt"): the same E2M1 codes and E4M3 group scales as compressed-tensors' NVFP4,
+# but the per-tensor F32 scale (`weight_scale_2`) multiplies where compressed-tensors' global scale divides
+# ---------------------------------------------------------------------------------------------------------------
+
+def make_modelopt():
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_hf_checkpoint
+    from modelopt.torch.quantization.qtensor import NVFP4QTensor
+
+    name = "modelopt-nvfp4"
+    hf = qwen3_moe(32, 17, layers=1)
+    params = sum(p.numel() for p in hf.parameters())
+    hf.config.architectures = ["Qwen3MoeForCausalLM"]
+    hf = hf.to(torch.bfloat16)
+    gen = torch.Generator().manual_seed(17)
+    batch = torch.randint(0, hf.config.vocab_size, (2, 16), generator=gen)
+    mtq.quantize(hf, mtq.NVFP4_DEFAULT_CFG, lambda m: m(input_ids=batch))
+    d = os.path.join(OUT, name)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_hf_checkpoint(hf, export_dir=tmp)
+        os.makedirs(d, exist_ok=True)
+        for f in ("model.safetensors", "config.json", "hf_quant_config.json"):
+            shutil.copy(os.path.join(tmp, f), os.path.join(d, f))
+    # Keep only what a loader reads: the quantized weights and the config (generation_config is not needed here).
+    tensors = load_file(os.path.join(d, "model.safetensors"))
+    expected = {}
+    for k in sorted(tensors):
+        if k.endswith(".weight") and tensors[k].dtype == torch.uint8:
+            mod = k[: -len(".weight")]
+            packed = tensors[k]
+            rows, cols = packed.shape[0], packed.shape[1] * 2
+            q = NVFP4QTensor(torch.Size([rows, cols]), torch.bfloat16, packed)
+            kw = dict(scale=tensors[mod + ".weight_scale"], double_scale=tensors[mod + ".weight_scale_2"], block_sizes={-1: 16})
+            expected[k] = q.dequantize(dtype=torch.bfloat16, **kw).contiguous()
+            expected[k + ".f32"] = q.dequantize(dtype=torch.float32, **kw).contiguous()
+            # the rule of Fixtures/README.md: f32(e2m1 x f32(f32(scale) x scale_2)), then BF16
+            v = e2m1(nibbles(packed))
+            eff = tensors[mod + ".weight_scale"].float() * tensors[mod + ".weight_scale_2"].float()
+            f32 = v * expand(eff, rows, cols, 1, 16)
+            assert torch.equal(f32, expected[k + ".f32"]), k
+    save_file(expected, os.path.join(OUT, name + "-expected.safetensors"), metadata=META)
+    write_params(name, params, hf, sorted(k[: -len(".weight")] for k in expected if not k.endswith(".f32")), tensors)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # moetool's quantizing targets (convert --to int4|nvfp4|mxfp4): one BF16 source, quantized by compressed-tensors
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -623,6 +668,7 @@ def main():
     for name in CT_FIXTURES:
         make_ct(name)
     make_gpt_oss()
+    make_modelopt()
     if os.path.isdir(TARGETS):
         shutil.rmtree(TARGETS)
     make_targets()

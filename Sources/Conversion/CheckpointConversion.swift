@@ -190,7 +190,7 @@ public enum CheckpointConversion {
             let updated = updatedConfig(config, plan: plan, options: options)
             try writeText(JSONSerializer.pretty(.object(updated)), to: output + "/" + Checkpoint.configFileName)
         }
-        return try copyOtherFiles(from: checkpoint, to: output)
+        return try copyOtherFiles(from: checkpoint, to: output, decoded: options.target == .bf16)
     }
 
     /// Records a finished shard with the checksum of the bytes written (taken as they were written):
@@ -273,10 +273,14 @@ public enum CheckpointConversion {
         }
     }
 
+    /// ModelOpt's record of how a checkpoint is quantized, beside config.json: serving engines read it first.
+    static let modelOptQuantConfigName = "hf_quant_config.json"
+
     /// Everything else in the checkpoint directory, at any depth (tokenizer files, generation_config.json,
     /// `original/`, ...), copied unchanged; returns what was left out and why.
+    /// `decoded`: the output's weights are no longer quantized (`--to bf16`), so a record saying they are stays behind.
     @discardableResult
-    static func copyOtherFiles(from checkpoint: Checkpoint, to output: String) throws(ConversionError) -> [DirectoryTree.LeftOut] {
+    static func copyOtherFiles(from checkpoint: Checkpoint, to output: String, decoded: Bool) throws(ConversionError) -> [DirectoryTree.LeftOut] {
         // Only for a checkpoint directory: a single file named on the command line brings nothing along.
         guard checkpoint.layout == .sharded || checkpoint.path != checkpoint.files[0].path else { return [] }
         let tree: DirectoryTree
@@ -305,6 +309,10 @@ public enum CheckpointConversion {
             if name == DirectoryCompression.manifestName {
                 // A compressed input's record of its shards: the converted shards are plain.
                 leftOut.append(DirectoryTree.LeftOut(name: name, reason: "moetool compress's record of the input's compressed shards; the output's shards are not compressed"))
+                continue
+            }
+            if decoded && name == modelOptQuantConfigName {
+                leftOut.append(DirectoryTree.LeftOut(name: name, reason: "ModelOpt's record of the input's quantization; the output is not quantized (vLLM would load it as NVFP4)"))
                 continue
             }
             if name.hasSuffix(".safetensors") {

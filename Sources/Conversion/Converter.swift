@@ -149,9 +149,9 @@ public struct ConversionPlan: Sendable {
     public init(checkpoint: Checkpoint, options: ConversionOptions) throws(ConversionError) {
         if let q = checkpoint.config?.quantizationConfig {
             let method = q["quant_method"]?.stringValue ?? "unknown"
-            guard ["fp8", "compressed-tensors", "mxfp4"].contains(method) else {
+            guard ["fp8", "compressed-tensors", "mxfp4", "modelopt"].contains(method) else {
                 throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
-                    "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block, compressed-tensors and gpt-oss MXFP4 checkpoints")
+                    "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block, compressed-tensors, ModelOpt NVFP4 and gpt-oss MXFP4 checkpoints")
             }
         }
         // A conversion to BF16 decodes every encoded weight; their bookkeeping tensors fold into them.

@@ -55,6 +55,11 @@ public struct QuantizationSummary: Sendable {
                     p.encodings[logical.encoding.name, default: 0] += 1
                     p.layouts[logical.encoding.name + "\u{0}" + logical.encoding.layout(codes: t), default: 0] += 1
                 }
+                // ModelOpt NVFP4: U8 codes under the weight's own name.
+                if t.dtype == .U8, let encoding = checkpoint.modelOptNVFP4(t) {
+                    p.encodings[encoding.name, default: 0] += 1
+                    p.layouts[encoding.name + "\u{0}" + encoding.layout(codes: t), default: 0] += 1
+                }
                 if t.shape.count == 2, t.dtype == .BF16 || t.dtype == .F16 || t.dtype == .F32, t.name.hasSuffix(".weight") {
                     p.plain2D.append(t.name)
                 }

@@ -158,7 +158,7 @@ public final class CheckpointReader: Sendable {
             }
             layout = PackedIntLayout(cols: cols, bits: bits, wordsPerRow: shape[1], groupSize: groupSize, groups: groups,
                                      scales: try floats(scale), zeroPoints: zeroPoints, scaleDtype: scale.tensor.dtype)
-        case .nvfp4(let scale, let global):
+        case .nvfp4(let scale, let global, let convention):
             guard shape.count == 2, expert == nil else {
                 throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "packed weight of shape \(formatShape(t.shape)) is not 2-D")
             }
@@ -169,9 +169,11 @@ public final class CheckpointReader: Sendable {
                                       "a global scale is one float, not \(global.tensor.dtype.rawValue) \(formatShape(global.tensor.shape))")
             }
             let globalValue = try floats(global)
-            layout = FP4Layout(cols: cols, groupSize: cols / groups, groups: groups,
-                               multipliers: FP4Layout.nvfp4Multipliers(scaleCodes: try bytes(scale).array, global: globalValue[0]),
-                               scaling: .nvfp4)
+            var fp4 = FP4Layout(cols: cols, groupSize: cols / groups, groups: groups,
+                                multipliers: FP4Layout.nvfp4Multipliers(scaleCodes: try bytes(scale).array, global: globalValue[0], convention: convention),
+                                scaling: .nvfp4)
+            if convention == .multiplies { fp4.levels = FP4.e2m1PositiveZero }  // ModelOpt decodes code 8 as +0
+            layout = fp4
         case .mxfp4(let scale):
             guard shape.count == 2, expert == nil else {
                 throw WeightReadError(.notAMatrix, file: path, tensor: t.name, "packed weight of shape \(formatShape(t.shape)) is not 2-D")
@@ -382,6 +384,8 @@ extension CheckpointReader {
                 logical = try checkpoint.logicalWeight(String(t.name.dropLast("_packed".count)))
             } else if t.name.hasSuffix("_blocks") && t.dtype == .U8 {
                 logical = try checkpoint.logicalWeight(String(t.name.dropLast("_blocks".count)))
+            } else if t.dtype == .U8, let encoding = checkpoint.modelOptNVFP4(t) {
+                logical = LogicalWeight(name: t.name, codes: located, encoding: encoding)
             } else if t.dtype.isFP8, case let encoding = try checkpoint.encoding(of: t, inFile: located.file), case .fp8Block = encoding {
                 logical = LogicalWeight(name: t.name, codes: located, encoding: encoding)
             } else {
@@ -394,7 +398,7 @@ extension CheckpointReader {
             case .plain: bookkeeping = []
             case .fp8Block(let scale, _): bookkeeping = [scale]
             case .packedInt(let scale, let zeroPoint, let shape, _): bookkeeping = [scale, zeroPoint, shape]
-            case .nvfp4(let scale, let global): bookkeeping = [scale, global]
+            case .nvfp4(let scale, let global, _): bookkeeping = [scale, global]
             case .mxfp4(let scale): bookkeeping = [scale]
             case .gptOssMXFP4(let scales): bookkeeping = [scales]
             }

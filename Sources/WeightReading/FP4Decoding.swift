@@ -6,12 +6,14 @@ import SafetensorsFormat
 /// index into 0, 0.5, 1, 1.5, 2, 3, 4, 6 (OCP MX spec).
 public enum FP4 {
     public static let e2m1: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+    /// ModelOpt's table: code 8 (negative zero) is +0, so its products are +0 too.
+    public static let e2m1PositiveZero: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, 0, -0.5, -1, -1.5, -2, -3, -4, -6]
 }
 
 /// Which scale an FP4 group has, and how the product is rounded: each format as its defining library computes it.
 public enum FP4Scaling: Sendable {
-    /// compressed-tensors `nvfp4-pack-quantized`: F8_E4M3 scale per 16, F32 global scale that **divides**:
-    /// `eff = f32(f32(scale) / global)`, `value = f32(e2m1 * eff)`.
+    /// NVFP4: F8_E4M3 scale per 16 and an F32 per-tensor scale (NVFP4Convention): `eff = f32(f32(scale) / global)`
+    /// (compressed-tensors) or `f32(f32(scale) x scale_2)` (ModelOpt), `value = f32(e2m1 * eff)`.
     case nvfp4
     /// MX (compressed-tensors `mxfp4-pack-quantized`, gpt-oss): E8M0 scale per 32, `2^(byte - 127)` made in BF16;
     /// `value = bf16(e2m1 * scale)`.
@@ -26,6 +28,8 @@ public struct FP4Layout: StoredLayout {
     /// The multiplier of each (row, group), [rows][groups].
     public let multipliers: [Float]
     public let scaling: FP4Scaling
+    /// The value of each code (FP4.e2m1, or ModelOpt's with +0 for code 8).
+    public var levels: [Float] = FP4.e2m1
 
     public var bytesPerRow: Int { (cols + 1) / 2 }
 
@@ -33,10 +37,14 @@ public struct FP4Layout: StoredLayout {
         FP4Rows(layout: self, bytes: bytes, firstRow: firstRow)
     }
 
-    /// NVFP4's multipliers: `f32(f32(e4m3 scale) / global)`.
-    public static func nvfp4Multipliers(scaleCodes: [UInt8], global: Float) -> [Float] {
+    /// NVFP4's multipliers: `f32(f32(e4m3 scale) / global)` (compressed-tensors) or `f32(f32(e4m3 scale) x
+    /// scale_2)` (ModelOpt).
+    public static func nvfp4Multipliers(scaleCodes: [UInt8], global: Float, convention: NVFP4Convention) -> [Float] {
         let table = FloatDecoding.e4m3Table
-        return scaleCodes.map { table[Int($0)] / global }
+        switch convention {
+        case .divides: return scaleCodes.map { table[Int($0)] / global }
+        case .multiplies: return scaleCodes.map { table[Int($0)] * global }
+        }
     }
 
     /// MX multipliers: `2^(byte - 127)` (byte 255 is NaN).
@@ -56,7 +64,7 @@ struct FP4Rows: RowDecoder {
     func kernel(_ rows: Range<Int>, cols: Int, f32: UnsafeMutablePointer<Float>?, bf16: UnsafeMutablePointer<UInt16>?) {
         let l = layout
         l.multipliers.withUnsafeBufferPointer { m in
-            FP4.e2m1.withUnsafeBufferPointer { levels in
+            l.levels.withUnsafeBufferPointer { levels in
                 moe_decode_nibbles(bytes.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self) + rows.lowerBound * l.bytesPerRow,
                                    rows.count, cols, l.bytesPerRow, levels.baseAddress!, nil,
                                    m.baseAddress! + (firstRow + rows.lowerBound) * l.groups, l.groups, l.groupSize,

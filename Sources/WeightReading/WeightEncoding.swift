@@ -15,9 +15,10 @@ public enum WeightEncoding: Sendable {
     /// compressed-tensors `pack-quantized` integers (`weight_packed` I32, `weight_scale`, `weight_zero_point`
     /// when asymmetric, `weight_shape`). PackedIntDecoding.swift.
     case packedInt(scale: Checkpoint.Located, zeroPoint: Checkpoint.Located?, shape: Checkpoint.Located?, bits: Int)
-    /// compressed-tensors `nvfp4-pack-quantized` (`weight_packed` U8, `weight_scale` F8_E4M3 per 16,
-    /// `weight_global_scale`). FP4Decoding.swift.
-    case nvfp4(scale: Checkpoint.Located, globalScale: Checkpoint.Located)
+    /// NVFP4: U8 codes, an F8_E4M3 `weight_scale` per 16, a per-tensor F32 scale whose convention the format
+    /// fixes: compressed-tensors `nvfp4-pack-quantized` (`weight_packed`, `weight_global_scale` **divides**) or
+    /// ModelOpt (`weight` itself, `weight_scale_2` **multiplies**). FP4Decoding.swift.
+    case nvfp4(scale: Checkpoint.Located, globalScale: Checkpoint.Located, convention: NVFP4Convention)
     /// compressed-tensors `mxfp4-pack-quantized` (`weight_packed` U8, `weight_scale` E8M0 per 32). FP4Decoding.swift.
     case mxfp4(scale: Checkpoint.Located)
     /// gpt-oss's experts: `<name>_blocks` U8 [E, rows, cols/32, 16], `<name>_scales` U8 [E, rows, cols/32]
@@ -30,7 +31,8 @@ public enum WeightEncoding: Sendable {
         case .plain: return "plain"
         case .fp8Block: return "fp8-block"
         case .packedInt(_, let zp, _, let bits): return "int\(bits)-pack\(zp == nil ? "" : "-asym")"
-        case .nvfp4: return "nvfp4"
+        case .nvfp4(_, _, .divides): return "nvfp4"
+        case .nvfp4(_, _, .multiplies): return "nvfp4-modelopt"
         case .mxfp4: return "mxfp4"
         case .gptOssMXFP4: return "mxfp4-gpt-oss"
         }
@@ -61,14 +63,23 @@ extension WeightEncoding {
                 (words * perWord + g - 1) / g == groups || (words * perWord - min(perWord - 1, words * perWord) + g - 1) / g == groups
             }
             return "groups of \(group.map(String.init) ?? "?") columns, \(scale.tensor.dtype.rawValue) scales: \(value)"
-        case .nvfp4(let scale, _):
-            return "groups of 16 columns, \(scale.tensor.dtype.rawValue) scales: e2m1 x scale / global scale"
+        case .nvfp4(let scale, _, let convention):
+            return "groups of 16 columns, \(scale.tensor.dtype.rawValue) scales: e2m1 x scale \(convention == .divides ? "/ global scale" : "x weight_scale_2")"
         case .mxfp4(let scale):
             return "groups of 32 columns, \(scale.tensor.dtype.rawValue == "U8" ? "E8M0" : scale.tensor.dtype.rawValue) scales: e2m1 x 2^(e - 127)"
         case .gptOssMXFP4:
             return "blocks of 32 inputs, E8M0 scales: e2m1 x 2^(e - 127)"
         }
     }
+}
+
+/// What NVFP4's per-tensor scale does to the group scales; the two producers disagree, and the format (the
+/// tensor's name) says which: guessing would garble every value.
+public enum NVFP4Convention: Sendable, Equatable {
+    /// compressed-tensors' `weight_global_scale`: `scale / global`.
+    case divides
+    /// ModelOpt's `weight_scale_2`: `scale x scale_2`.
+    case multiplies
 }
 
 /// A weight as the model knows it (`<module>.weight`, or gpt-oss's `mlp.experts.gate_up_proj`): the stored
@@ -106,10 +117,18 @@ extension Checkpoint {
         return nil
     }
 
+    /// ModelOpt's NVFP4: `<module>.weight` U8 codes beside an F8_E4M3 `weight_scale` and an F32 `weight_scale_2`.
+    public func modelOptNVFP4(_ t: TensorInfo) -> WeightEncoding? {
+        guard t.dtype == .U8, t.name.hasSuffix(".weight"), let scale = locate(t.name, suffix: "_scale"),
+              scale.tensor.dtype == .F8_E4M3, let scale2 = locate(t.name, suffix: "_scale_2") else { return nil }
+        return .nvfp4(scale: scale, globalScale: scale2, convention: .multiplies)
+    }
+
     /// How tensor `t` (stored in file `fileIndex`) is encoded. An FP8 weight with a scale must be 2-D, its
     /// scale F32 or BF16 and shaped as the block grid that quantization_config declares (128x128 when it
     /// declares none); anything else is refused rather than decoded with the wrong scale.
     public func encoding(of t: TensorInfo, inFile fileIndex: Int) throws(WeightReadError) -> WeightEncoding {
+        if let modelOpt = modelOptNVFP4(t) { return modelOpt }
         guard let scale = blockScale(of: t) else { return .plain }
         let path = files[fileIndex].path
         guard t.shape.count == 2 else {
@@ -219,7 +238,7 @@ extension Checkpoint {
                 throw WeightReadError(.scaleMissing, file: path, tensor: packed.tensor.name, "NVFP4 weight without its \(name)_global_scale",
                                       hint: "the checkpoint is incomplete: download it again")
             }
-            return .nvfp4(scale: scale, globalScale: global)
+            return .nvfp4(scale: scale, globalScale: global, convention: .divides)
         case .U8 where scale.tensor.dtype == .U8 || scale.tensor.dtype == .F8_E8M0:
             return .mxfp4(scale: scale)
         default:

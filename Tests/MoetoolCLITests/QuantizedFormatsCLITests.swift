@@ -8,7 +8,7 @@ import Testing
 /// writes the producing library's own dequantization bit for bit, verify finds the quantized checkpoint and its
 /// conversion identical, inspect counts the model's parameters.
 @Suite struct QuantizedFormats {
-    static let fixtures = ["ct-w4a16", "ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8", "ct-fp8-f32", "gpt_oss-mxfp4"]
+    static let fixtures = ["ct-w4a16", "ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8", "ct-fp8-f32", "gpt_oss-mxfp4", "modelopt-nvfp4"]
 
     @Test(arguments: fixtures)
     func convertToBF16WritesTheLibrarysValues(_ name: String) throws {
@@ -32,6 +32,9 @@ import Testing
             || $0.name.hasSuffix("_zero_point") || $0.name.hasSuffix("_scales") || $0.name.hasSuffix("input_scale") })
         let config = String(decoding: Fixtures.readBytes(dir + "/bf16/config.json"), as: UTF8.self)
         #expect(!config.contains("quantization_config"))
+        // ModelOpt's own record of the quantization stays behind (vLLM would read it and expect NVFP4 weights).
+        #expect(!FileManager.default.fileExists(atPath: dir + "/bf16/hf_quant_config.json"))
+        #expect(FileManager.default.fileExists(atPath: source + "/hf_quant_config.json") == (name == "modelopt-nvfp4"))
     }
 
     /// A quantized checkpoint and its BF16 conversion are the same model: no difference at all.
@@ -49,7 +52,7 @@ import Testing
 
     static let encodings = ["ct-w4a16": ("int4-pack", 32), "ct-w4a16-asym": ("int4-pack-asym", 32), "ct-nvfp4a16": ("nvfp4", 32),
                             "ct-mxfp4a16": ("mxfp4", 32), "ct-fp8": ("fp8-block", 32), "ct-fp8-f32": ("fp8-block", 32),
-                            "gpt_oss-mxfp4": ("mxfp4-gpt-oss", 4)]
+                            "gpt_oss-mxfp4": ("mxfp4-gpt-oss", 4), "modelopt-nvfp4": ("nvfp4-modelopt", 16)]
 
     /// Complete and consistent even under --strict (packed weights and their bookkeeping are what config.json
     /// implies), every encoded weight recognised, and the parameters those of the model.

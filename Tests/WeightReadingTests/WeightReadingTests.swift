@@ -224,7 +224,7 @@ func compressedCopy(of source: String, in dir: String) throws -> String {
 /// Every quantized weight of the library-written fixtures (Fixtures/quant_formats.py) decodes bit for bit to the
 /// producing library's own dequantization: compressed-tensors' dequantizer, transformers' MXFP4 conversion.
 @Suite struct LibraryFormats {
-    static let fixtures = ["ct-w4a16", "ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8", "ct-fp8-f32", "gpt_oss-mxfp4"]
+    static let fixtures = ["ct-w4a16", "ct-w4a16-asym", "ct-nvfp4a16", "ct-mxfp4a16", "ct-fp8", "ct-fp8-f32", "gpt_oss-mxfp4", "modelopt-nvfp4"]
 
     /// `w`'s rows as BF16 bits and as float32 values.
     func decode(_ w: StoredWeight) throws -> (bf16: [UInt16], f32: [Float]) {
