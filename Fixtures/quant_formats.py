@@ -466,30 +466,29 @@ E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 
 
 def mxfp4_encode(w):
-    """[..., rows, cols] float32 -> (blocks U8 [..., rows, cols/32, 16], scales U8 [..., rows, cols/32]).
-    OCP MX: one E8M0 exponent per 32 consecutive elements of a row, chosen as ceil(log2(amax / 6)) so that no
-    element clips (triton_kernels' round-up mode); elements are rounded to the nearest E2M1 value, ties to the
-    even code; element 2j goes in the low nibble of byte j, 2j+1 in the high nibble; bit 3 of a code is the sign."""
+    """[..., rows, cols] float32 -> (blocks U8 [..., rows, cols/32, 16], scales U8 [..., rows, cols/32]), as OpenAI's
+    triton_kernels writes gpt-oss's MXFP4 (downcast_to_mxfp with ROUND_UP scales; its torch reference is
+    downcast_to_mxfp_torch; the kernels need a GPU, so the rule is restated here): per 32 consecutive elements of a
+    row, d = amax / 6 in float32 rounded up to a power of two on its bit pattern ((bits + 0x7FFFFF) & 0x7F800000),
+    stored as its biased exponent; elements x * (1 / d) (0 for an all-zero group) rounded to the nearest E2M1 value,
+    ties to the even code, saturating at 6, the sign bit kept (-0.0 gives code 8); element 2j in the low nibble of
+    byte j, 2j+1 in the high nibble."""
     *prefix, rows, cols = w.shape
     assert cols % 32 == 0
-    g = w.reshape(*prefix, rows, cols // 32, 32).to(torch.float64)
+    g = w.reshape(*prefix, rows, cols // 32, 32).to(torch.float32)
     amax = g.abs().amax(-1)
-    e = torch.where(amax > 0, torch.ceil(torch.log2(amax / 6.0)), torch.full_like(amax, -127.0))
-    e = e.clamp(-127, 127)
-    # ceil(log2) in float64 is exact except right at powers of two: fix up so that amax / 2^e <= 6 holds
-    e = torch.where(amax / torch.exp2(e) > 6.0, e + 1, e)
-    x = (g / torch.exp2(e).unsqueeze(-1)).clamp(-6.0, 6.0)
-    mag = x.abs()
-    # nearest of E2M1 values, ties to the even code (codes 0,2,4,6 have an even mantissa bit)
-    dist = (mag.unsqueeze(-1) - E2M1.to(torch.float64)).abs()
-    best = dist.min(-1, keepdim=True).values
-    ties = dist == best
-    even = torch.tensor([True, False, True, False, True, False, True, False])
-    code = torch.where((ties & even).any(-1), (ties & even).to(torch.int64).argmax(-1), ties.to(torch.int64).argmax(-1))
-    code = code | ((x < 0) & (code > 0)).to(torch.int64) << 3
+    d_bits = ((amax / 6.0).view(torch.int32).to(torch.int64) + 0x7FFFFF) & 0x7F800000
+    d = d_bits.to(torch.int32).view(torch.float32)
+    inv = torch.where(d == 0, torch.zeros_like(d), 1.0 / d)
+    x = g * inv.unsqueeze(-1)
+    mag = x.abs().clamp(max=6.0)
+    # nearest E2M1 value, ties to the even code (codes 0, 2, 4, 6 have an even mantissa bit): the thresholds
+    code = ((mag > 0.25).long() + (mag >= 0.75).long() + (mag > 1.25).long() + (mag >= 1.75).long()
+            + (mag > 2.5).long() + (mag >= 3.5).long() + (mag > 5.0).long())
+    code = code | (torch.signbit(x).long() << 3)
     code = code.to(torch.uint8).reshape(*prefix, rows, cols // 32, 16, 2)
     blocks = code[..., 0] | (code[..., 1] << 4)
-    scales = (e + 127).to(torch.uint8)
+    scales = (d_bits >> 23).to(torch.uint8)
     return blocks.contiguous(), scales.contiguous()
 
 
@@ -509,6 +508,13 @@ def make_gpt_oss():
     params = sum(p.numel() for p in hf.parameters())
     state, config = saved_state(hf, torch.bfloat16)
     spread(state, fused=True)
+    # Its BF16 source, for convert --to mxfp4 (gpt-oss layout): quant/targets/gpt_oss-source.
+    src = os.path.join(TARGETS, "gpt_oss-source")
+    os.makedirs(src, exist_ok=True)
+    save_file(state, os.path.join(src, "model.safetensors"), metadata=META)
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
 
     tensors, expected = {}, {}
     for k, v in state.items():
@@ -665,12 +671,12 @@ def main():
         shutil.rmtree(OUT)
     os.makedirs(OUT)
     torch.use_deterministic_algorithms(True)
+    if os.path.isdir(TARGETS):
+        shutil.rmtree(TARGETS)
     for name in CT_FIXTURES:
         make_ct(name)
     make_gpt_oss()
     make_modelopt()
-    if os.path.isdir(TARGETS):
-        shutil.rmtree(TARGETS)
     make_targets()
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     assert total < 5 * 1024 * 1024, total

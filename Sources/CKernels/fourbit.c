@@ -75,3 +75,18 @@ void moe_int4_pack(const float *x, size_t n, float scale, int to_bf16, uint32_t 
         }
     }
 }
+
+MOE_CLONES
+void moe_fp4_pack_ocp(const float *x, size_t n, float multiplier, uint8_t *out) {
+    /* OpenAI's triton_kernels (gpt-oss): codes of x * multiplier in float32, rounded to nearest E2M1 with ties to
+       even and saturated at 6 like fp4_code, but the sign is the sign bit (a -0.0 becomes code 8). */
+    for (size_t j = 0; j < n / 2; j++) {
+        float a = x[2 * j] * multiplier, b = x[2 * j + 1] * multiplier;
+        uint32_t sa, sb;
+        memcpy(&sa, &a, sizeof sa);
+        memcpy(&sb, &b, sizeof sb);
+        uint8_t lo = (uint8_t)((fp4_code(a) & 7u) | ((sa >> 28) & 8u));
+        uint8_t hi = (uint8_t)((fp4_code(b) & 7u) | ((sb >> 28) & 8u));
+        out[j] = (uint8_t)(lo | (hi << 4));
+    }
+}

@@ -228,6 +228,10 @@ public enum CheckpointConversion {
     public static func updatedConfig(_ config: ModelConfig, plan: ConversionPlan, options: ConversionOptions) -> JSONObject {
         var raw = config.raw
         raw.members.removeAll { $0.key == "quantization_config" }
+        if options.target == .mxfp4 && config.modelType == "gpt_oss" {
+            raw.append("quantization_config", .object(GptOssMXFP4.quantizationConfig()))
+            return raw
+        }
         if let packed = PackedTarget(options) {
             // compressed-tensors lists every Linear it left alone: each 2-D weight not quantized, embeddings aside.
             let ignore = plan.decisions

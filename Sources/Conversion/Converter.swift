@@ -90,6 +90,8 @@ public struct PlannedTensor: Sendable {
         case decoded(LogicalWeight, experts: Int?)
         /// One tensor of a weight quantized to a 4-bit target; `fused`: the weights sharing its NVFP4 global scale.
         case packed(file: Int, weight: TensorInfo, fused: [Checkpoint.Located])
+        /// The blocks or scales of a gpt-oss expert stack quantized to its MXFP4 layout.
+        case gptOssExperts(file: Int, weight: TensorInfo)
     }
 
     public let spec: TensorSpec
@@ -164,12 +166,13 @@ public struct ConversionPlan: Sendable {
                 throw ConversionError(error)
             }
         }
-        let packedTarget = PackedTarget(options)
-        if packedTarget != nil, let q = checkpoint.config?.quantizationConfig {
+        let gptOss = GptOssMXFP4.applies(checkpoint, target: options.target)
+        let packedTarget = gptOss ? nil : PackedTarget(options)
+        if packedTarget != nil || gptOss, let q = checkpoint.config?.quantizationConfig {
             throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
                 "is already quantized (quantization_config.quant_method \"\(q["quant_method"]?.stringValue ?? "unknown")\"); --to \(options.target.rawValue) quantizes BF16/F16/F32 checkpoints: convert --to bf16 first, then --to \(options.target.rawValue)")
         }
-        if packedTarget != nil, let fp8 = checkpoint.allTensors.first(where: { $0.tensor.dtype.isFP8 }) {
+        if packedTarget != nil || gptOss, let fp8 = checkpoint.allTensors.first(where: { $0.tensor.dtype.isFP8 }) {
             throw ConversionError(.quantizationUnsupported, file: checkpoint.files[fp8.file].path, tensor: fp8.tensor.name,
                 "is FP8; --to \(options.target.rawValue) quantizes BF16/F16/F32 weights and one config.json cannot describe FP8 and 4-bit weights together: convert --to bf16 first, then --to \(options.target.rawValue)")
         }
@@ -189,6 +192,9 @@ public struct ConversionPlan: Sendable {
                     action = TensorAction(kind: .dequantize, reason: "\(entry.logical.encoding.name) weight, decoded")
                 } else if let owner = encoded.foldedInto[t.name] {
                     action = TensorAction(kind: .drop, reason: "folded into \(owner)")
+                } else if gptOss {
+                    action = GptOssMXFP4.rule(t).map { TensorAction(kind: .passThrough, reason: $0) }
+                        ?? TensorAction(kind: .quantize, reason: "gpt-oss expert stack, in its own MXFP4 layout")
                 } else if options.target == .bf16, counting.kind(t) == .overhead {
                     action = TensorAction(kind: .drop, reason: "quantization bookkeeping a BF16 checkpoint has no use for")
                 } else {
@@ -202,6 +208,8 @@ public struct ConversionPlan: Sendable {
                                                  source: .copy(file: fi, tensor: t)))
                 case .drop:
                     break
+                case .quantize where gptOss:
+                    for spec in GptOssMXFP4.outputs(t) { planned.append(PlannedTensor(spec: spec, source: .gptOssExperts(file: fi, weight: t))) }
                 case .quantize where packedTarget != nil:
                     for (_, spec) in packedTarget!.outputs(weightName: t.name, dtype: t.dtype, rows: t.shape[0], cols: t.shape[1]) {
                         planned.append(PlannedTensor(spec: spec, source: .packed(file: fi, weight: t, fused: [])))
@@ -309,6 +317,9 @@ public enum Converter {
                     try output.fill(scalesName) { region in
                         try scales.withUnsafeBytes { try region.write($0, at: 0) }
                     }
+                    progress?(w.byteCount)
+                case .gptOssExperts(let fi, let w):
+                    try writeGptOssExperts(w, file: fi, output: output, reader: reader, options: options)
                     progress?(w.byteCount)
                 case .packed(let fi, let w, let fused):
                     try writePacked(w, file: fi, fused: fused, output: output, reader: reader, options: options, amaxes: &amaxes)

@@ -277,3 +277,87 @@ extension Converter {
 extension UInt64 {
     var asInt: Int { Int(self) }
 }
+
+/// `--to mxfp4` of a gpt-oss checkpoint: its own layout, as OpenAI ships gpt-oss and transformers and vLLM load it.
+/// Only the fused expert stacks `mlp.experts.gate_up_proj` [E, in, out] and `down_proj` are quantized, each to
+/// `<name>_blocks` U8 [E, out, in/32, 16] and `<name>_scales` U8 [E, out, in/32] (rows are the outputs, groups of 32
+/// run along the input); attention, routers, biases, embeddings and the head stay BF16.
+public enum GptOssMXFP4 {
+    /// What gpt-oss's config.json lists in `modules_to_not_convert`.
+    public static let modulesToNotConvert = ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]
+    static let expertStacks = [".mlp.experts.gate_up_proj", ".mlp.experts.down_proj"]
+
+    /// Whether a conversion to `target` of this checkpoint writes gpt-oss's layout.
+    public static func applies(_ checkpoint: Checkpoint, target: ConversionTarget) -> Bool {
+        target == .mxfp4 && checkpoint.config?.modelType == "gpt_oss"
+    }
+
+    /// Why `t` is or is not quantized (nil reason: it is).
+    static func rule(_ t: TensorInfo) -> String? {
+        guard expertStacks.contains(where: { t.name.hasSuffix($0) }), t.shape.count == 3 else {
+            return "gpt-oss keeps it unquantized (modules_to_not_convert)"
+        }
+        guard [.BF16, .F16, .F32].contains(t.dtype) else { return "\(t.dtype.rawValue) is not quantized" }
+        guard t.shape[1] % 32 == 0, t.elementCount > 0 else { return "\(t.shape[1]) inputs are not a multiple of 32" }
+        return nil
+    }
+
+    /// `<name>_blocks` and `<name>_scales` of an expert stack [E, in, out].
+    static func outputs(_ t: TensorInfo) -> [TensorSpec] {
+        let (e, i, o) = (t.shape[0], t.shape[1], t.shape[2])
+        return [TensorSpec(name: t.name + "_blocks", dtype: .U8, shape: [e, o, i / 32, 16]),
+                TensorSpec(name: t.name + "_scales", dtype: .U8, shape: [e, o, i / 32])]
+    }
+
+    static func quantizationConfig() -> JSONObject {
+        JSONObject([("modules_to_not_convert", .array(modulesToNotConvert.map { .string($0) })), ("quant_method", "mxfp4")])
+    }
+}
+
+extension Converter {
+    /// One gpt-oss expert stack [E, in, out] to its MXFP4 blocks and scales, experts on all cores, each transposed
+    /// to [out, in] so that groups of 32 run along the input.
+    static func writeGptOssExperts(_ t: TensorInfo, file: Int, output: SafetensorsOutput, reader: CheckpointReader,
+                                   options: ConversionOptions) throws {
+        let (experts, inputs, outputs) = (Int(t.shape[0]), Int(t.shape[1]), Int(t.shape[2]))
+        let groups = inputs / 32
+        var scales = [UInt8](repeating: 0, count: experts * outputs * groups)
+        try output.fill(t.name + "_blocks") { region in
+            let results = scales.withUnsafeMutableBufferPointer { scaleBuffer in
+                nonisolated(unsafe) let scaleBuffer = scaleBuffer  // each expert writes its own rows
+                return parallelMap(experts, threads: options.threads) { e -> Result<Int?, any Error> in
+                    Result {
+                        let w = try reader.weight(Checkpoint.Located(file: file, tensor: t), expert: e)
+                        let input = try w.rows()
+                        var stacked = [Float](repeating: 0, count: inputs * outputs)  // [in][out]
+                        stacked.withUnsafeMutableBufferPointer { s in
+                            for r in 0..<inputs { input.decodeRow(r, into: s.baseAddress! + r * outputs) }
+                        }
+                        input.release()
+                        var row = [Float](repeating: 0, count: inputs)
+                        var blocks = [UInt8](repeating: 0, count: outputs * inputs / 2)
+                        for o in 0..<outputs {
+                            for i in 0..<inputs { row[i] = stacked[i * outputs + o] }
+                            let ok = row.withUnsafeBufferPointer { x in
+                                blocks.withUnsafeMutableBufferPointer { b in
+                                    FourBitQuantization.gptOssMXFP4Row(x.baseAddress!, cols: inputs, packed: b.baseAddress! + o * inputs / 2,
+                                                                       exponents: scaleBuffer.baseAddress! + (e * outputs + o) * groups)
+                                }
+                            }
+                            if !ok { return o }
+                        }
+                        try blocks.withUnsafeBytes { try region.write($0, at: UInt64(e * outputs * inputs / 2)) }
+                        return nil
+                    }
+                }
+            }
+            for (e, r) in results.enumerated() {
+                if let o = try r.get() {
+                    throw ConversionError(.nonFiniteValues, file: reader.checkpoint.files[file].path, tensor: t.name,
+                        "expert \(e), output \(o) holds NaN or infinite values, which MXFP4 cannot encode; fix the weights")
+                }
+            }
+        }
+        try output.fill(t.name + "_scales") { region in try scales.withUnsafeBytes { try region.write($0, at: 0) } }
+    }
+}

@@ -176,6 +176,25 @@ public enum FourBitQuantization {
         return true
     }
 
+    /// One row of gpt-oss's MXFP4 as OpenAI's triton_kernels writes it (`downcast_to_mxfp`, scale rounding
+    /// ROUND_UP, whose torch reference is `downcast_to_mxfp_torch`): per 32 values, `d = amax / 6` in float32
+    /// rounded **up** to a power of two on its bit pattern (`(bits + 0x7FFFFF) & 0x7F800000`), stored as its biased
+    /// exponent; codes of `x * (1 / d)` (0 for a zero group), nearest E2M1 with ties to even, saturating at 6, the
+    /// sign from the sign bit. `cols` a multiple of 32; returns false if a value is not finite.
+    public static func gptOssMXFP4Row(_ x: UnsafePointer<Float>, cols: Int, packed: UnsafeMutablePointer<UInt8>,
+                                      exponents: UnsafeMutablePointer<UInt8>) -> Bool {
+        let groupSize = Scheme.mxfp4.groupSize
+        for g in 0..<(cols / groupSize) {
+            let v = x + g * groupSize
+            let a = amax(v, groupSize)
+            guard !a.isNaN else { return false }
+            let d = Float(bitPattern: ((a / 6).bitPattern &+ 0x7F_FFFF) & 0x7F80_0000)
+            exponents[g] = UInt8(truncatingIfNeeded: d.bitPattern >> 23)
+            moe_fp4_pack_ocp(v, groupSize, d == 0 ? 0 : 1 / d, packed + g * groupSize / 2)
+        }
+        return true
+    }
+
     /// compressed-tensors' MX scale of a group with largest |x| `amax` (a value of the dtype): its E8M0 byte
     /// and the scale value divided by.
     public static func mxScale(amax: Float, precision: Precision) -> (UInt8, Float) {

@@ -230,9 +230,9 @@ import Foundation
     }
 }
 
-/// The fixtures ship with every clone: their budget is 20 MB for the whole tree (Fixtures/README.md says why).
+/// The fixtures ship with every clone: their budget is 24 MB for the whole tree (Fixtures/README.md says why).
 @Suite struct FixtureBudget {
-    @Test func fixturesStayUnderTwentyMegabytes() throws {
+    @Test func fixturesStayUnderTwentyFourMegabytes() throws {
         let files = try #require(FileManager.default.enumerator(atPath: Fixtures.root)).compactMap { $0 as? String }
         var total: UInt64 = 0
         for name in files {
@@ -240,6 +240,6 @@ import Foundation
             if attributes[.type] as? FileAttributeType == .typeRegular { total += (attributes[.size] as? UInt64) ?? 0 }
         }
         #expect(total > 10_000_000, "the fixtures were not found whole (\(total) bytes)")
-        #expect(total < 20_000_000, "Fixtures/ holds \(total) bytes")
+        #expect(total < 24_000_000, "Fixtures/ holds \(total) bytes")
     }
 }

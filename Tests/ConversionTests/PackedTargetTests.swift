@@ -52,6 +52,25 @@ import Testing
         #expect(config["quantization_config"] == reference)
     }
 
+    /// A gpt-oss checkpoint gets gpt-oss's own MXFP4 layout: its expert stacks as `_blocks`/`_scales` exactly as
+    /// Fixtures/quant_formats.py encodes them by triton_kernels' rule (which transformers loads), everything else
+    /// BF16, and gpt-oss's quantization_config.
+    @Test func gptOssGetsItsOwnLayout() throws {
+        let out = try convert(.mxfp4, input: Fixtures.path("quant/targets/gpt_oss-source"))
+        defer { Fixtures.removeTemporary(out) }
+        let ours = try SafetensorsFile(path: out + "/model.safetensors")
+        let expected = try SafetensorsFile(path: Fixtures.path("quant/formats/gpt_oss-mxfp4/model.safetensors"))
+        #expect(ours.tensors.map(\.name).sorted() == expected.tensors.map(\.name).sorted())
+        #expect(expected.tensors.filter { $0.name.hasSuffix("_blocks") }.count == 4)
+        for e in expected.tensors {
+            let t = try #require(ours.tensor(named: e.name))
+            #expect(t.dtype == e.dtype && t.shape == e.shape && Array(ours.data(t)) == Array(expected.data(e)), "\(e.name)")
+        }
+        let config = try #require(try JSONParser.parse(Fixtures.readBytes(out + "/config.json")).objectValue)
+        let reference = try #require(try JSONParser.parse(Fixtures.readBytes(Fixtures.path("quant/formats/gpt_oss-mxfp4/config.json"))).objectValue)
+        #expect(config["quantization_config"] == reference["quantization_config"])
+    }
+
     /// Our own reader decodes what we wrote: a conversion back to BF16 puts every quantized weight within half
     /// a step of its source, and the group of zeros and the 2^-40 row stay finite.
     @Test(arguments: [ConversionTarget.int4, .nvfp4, .mxfp4])

@@ -99,5 +99,7 @@ void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t r
 void moe_fp4_pack_divided(const float *x, size_t n, float divisor, uint8_t *out);
 void moe_fp4_pack_multiplied(const float *x, size_t n, float multiplier, int to_bf16, uint8_t *out);
 void moe_int4_pack(const float *x, size_t n, float scale, int to_bf16, uint32_t *words);
+/* gpt-oss's MXFP4 (triton_kernels): codes of x * multiplier, the sign from the sign bit. */
+void moe_fp4_pack_ocp(const float *x, size_t n, float multiplier, uint8_t *out);
 
 #endif
