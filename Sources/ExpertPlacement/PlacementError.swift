@@ -38,6 +38,7 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
         case profileTooLarge = "profile_too_large"
         case layerTotalTooLarge = "layer_total_too_large"
         case expertCountMismatch = "expert_count_mismatch"
+        case windowsDiffer = "windows_differ"
         // A deployed placement to re-plan from.
         case notAPlacement = "not_a_placement"
         case otherDeployment = "other_deployment"
@@ -66,6 +67,7 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
             case .profileTooLarge: return "plan fewer layers or experts at a time"
             case .layerTotalTooLarge: return "divide every load by one factor (only their ratios matter)"
             case .expertCountMismatch: return "the profile must come from the model whose config is given"
+            case .windowsDiffer: return "the windows of a series are profiles of one model: the same layers and experts per layer"
             case .notAPlacement: return "give a placement moetool wrote (phy2log) or SGLang's file (physical_to_logical_map)"
             case .otherDeployment: return "re-plan from a placement of the same deployment, or plan without a previous placement"
             case .invalidSlot: return "a slot holds the index of a logical expert of the layer"
