@@ -78,9 +78,7 @@ def run(binary, eplb, windows, seed, policy, tmp):
     robust = phy2log(robust_path)
     # (b) EPLB (itself) on the mean load.
     mean = np.mean(np.stack(loads), axis=0)
-    hierarchical = policy == "hierarchical"
-    p, _, _ = eplb(torch.tensor(mean, dtype=torch.float32), SLOTS, GROUPS if hierarchical else 1,
-                   NODES if hierarchical else 1, GPUS)
+    p, _, _ = eplb(torch.tensor(mean, dtype=torch.float32), SLOTS, GROUPS, NODES, GPUS, policy == "hierarchical")
     eplb_mean = p.tolist()
     # (c) re-planned every window, each from the one before (moves counted).
     first_path = os.path.join(tmp, "before.json")

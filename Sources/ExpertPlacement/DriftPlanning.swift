@@ -54,7 +54,8 @@ public struct DriftPlan: Sendable {
 /// The same swaps also run from moetool's and EPLB's placements of the mean load, which keep
 /// their own replica counts; the best of the three by the objective is kept, so the result is
 /// never worse, per layer, than planning the mean. The groups-to-nodes split of the hierarchical
-/// policy is the mean plan's: a split good for the mean is good for windows that drift around it.
+/// policy starts from the mean plan's and moves groups between nodes, two at a time, while that
+/// lowers the objective of the heaviest node over the windows (a bound on the heaviest GPU).
 public enum DriftPlanner {
     /// The most swap steps per layer and start, beyond which the search stops (each step weighs
     /// slots-per-GPU^2 x GPUs candidate swaps against every window).
@@ -133,7 +134,9 @@ public enum DriftPlanner {
         }
         guard !scaled.isEmpty else { return starts[0] }
         let nodes = policy == .hierarchical ? t.nodes : 1
-        var candidates = [greedy(scaled, topology: t, nodes: nodes, objective: objective, nodeOf: nodeOfExpert(starts[0], t))]
+        var nodeOf = nodeOfExpert(starts[0], t)
+        if nodes > 1 { nodeOf = robustGroupSplit(scaled, topology: t, objective: objective, from: nodeOf) }
+        var candidates = [greedy(scaled, topology: t, nodes: nodes, objective: objective, nodeOf: nodeOf)]
         candidates += starts
         var best: (placement: LayerPlacement, score: Score)? = nil
         for c in candidates {
@@ -150,6 +153,40 @@ public enum DriftPlanner {
         var node = [Int](repeating: -1, count: t.experts)
         for (s, e) in p.phy2log.enumerated() where node[e] < 0 { node[e] = t.node(ofGPU: t.gpu(ofSlot: s)) }
         return node
+    }
+
+    /// Hierarchical: groups moved between nodes, two at a time (the pair that lowers it most
+    /// first), while that lowers the objective of the heaviest node's load over the windows: a
+    /// bound on the heaviest GPU that no placement inside the nodes can beat. Starts from the
+    /// mean plan's split (`nodeOf` [expert]); returns the new one.
+    static func robustGroupSplit(_ scaled: [[Double]], topology t: Topology, objective: RobustObjective, from nodeOf: [Int]) -> [Int] {
+        let size = t.expertsPerGroup
+        var groupNode = (0..<t.groups).map { nodeOf[$0 * size] }
+        let groupLoad = scaled.map { w in (0..<t.groups).map { g in (0..<size).reduce(0.0) { $0 + w[g * size + $1] } } }
+        func score(_ groupNode: [Int]) -> Score {
+            let peaks = groupLoad.map { loads -> Double in
+                var node = [Double](repeating: 0, count: t.nodes)
+                for (g, n) in groupNode.enumerated() { node[n] += loads[g] }
+                return node.max()!
+            }
+            return Score(objective: objective.of(peaks), mean: peaks.reduce(0, +) / Double(peaks.count))
+        }
+        var current = score(groupNode)
+        for _ in 0..<(4 * t.groups) {
+            var best: (score: Score, a: Int, b: Int)? = nil
+            for a in 0..<t.groups {
+                for b in (a + 1)..<t.groups where groupNode[a] != groupNode[b] {
+                    var trial = groupNode
+                    trial.swapAt(a, b)
+                    let s = score(trial)
+                    if s < (best?.score ?? current) { best = (s, a, b) }
+                }
+            }
+            guard let best else { break }
+            groupNode.swapAt(best.a, best.b)
+            current = best.score
+        }
+        return (0..<t.experts).map { groupNode[$0 / size] }
     }
 
     /// The objective and, to break its ties, the mean over windows of the heaviest GPU.

@@ -25,9 +25,6 @@ struct PlanExperts: ReportsErrorsAsJSON {
     @Argument(help: ArgumentHelp("Load profiles (.json, .csv, optionally .zst); several are windows of time, in order.", valueName: "profile"))
     var profiles: [String]
 
-    /// The first profile: the one a single-window report names.
-    var profile: String { profiles[0] }
-
     @Flag(help: "Add the profiles up into one (parts of one period, such as one per rank) instead of taking them as windows.")
     var sumFiles = false
 

@@ -106,6 +106,17 @@ func driftingSeries(layers: Int, experts: Int, windows: Int, seed: UInt64) throw
         }
     }
 
+    /// Groups that are hot in turn are split over the nodes, where the mean load sees no difference.
+    @Test func groupSplitFollowsTheWindows() throws {
+        let t = try Topology(experts: 4, slots: 4, gpus: 2, nodes: 2, groups: 4)
+        let scaled: [[Double]] = [[4, 4, 0, 0], [0, 0, 4, 4]]
+        let split = DriftPlanner.robustGroupSplit(scaled, topology: t, objective: .max, from: [0, 0, 1, 1])
+        #expect(split[0] != split[1] && split[2] != split[3])
+        #expect(split.filter { $0 == 0 }.count == 2)
+        // Already the best: kept.
+        #expect(DriftPlanner.robustGroupSplit(scaled, topology: t, objective: .max, from: [0, 1, 0, 1]) == [0, 1, 0, 1])
+    }
+
     /// With a deployed placement: moves per re-plan, the first from it, each later one from the
     /// re-plan before; the robust placement's own moves counted against it.
     @Test func movesFromAPreviousPlacement() throws {
