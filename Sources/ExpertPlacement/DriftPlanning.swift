@@ -50,7 +50,9 @@ public struct DriftPlan: Sendable {
 ///    to the same total, blind to whether its experts peak together later.
 /// 3. **Swaps** between the GPU at the objective's peak and any other (inside its node for the
 ///    hierarchical policy), the swap that lowers the objective most first (ties: the lowest
-///    mean over windows of the heaviest GPU), while one lowers it.
+///    mean over windows of the heaviest GPU), while one lowers it; when none from that GPU does,
+///    swaps from the heaviest GPU of each other window that lower the mean without raising the
+///    objective.
 /// The same swaps also run from moetool's and EPLB's placements of the mean load, which keep
 /// their own replica counts; the best of the three by the objective is kept, so the result is
 /// never worse, per layer, than planning the mean. The groups-to-nodes split of the hierarchical
@@ -293,48 +295,25 @@ public enum DriftPlanner {
             return false
         }
 
+        /// Each step tries the heaviest GPU of the window that sets the objective first; when no
+        /// swap of its replicas improves the score, the heaviest GPUs of the other windows, heaviest
+        /// window first (lowering one of them lowers the mean, the tie-breaker, and can open a way
+        /// for the critical window later).
         mutating func run(maxSteps: Int) {
-            let k = t.slotsPerGPU
-            let gpusPerNode = t.gpus / nodes
             for _ in 0..<maxSteps {
                 let peak = peaks()
-                // The window that sets the objective, and its heaviest GPU.
                 let order = (0..<windows).sorted { peak[$0] < peak[$1] || (peak[$0] == peak[$1] && $0 < $1) }
                 let critical = order[objective.rank(windows)]
-                var a = 0
-                for g in 1..<t.gpus where gpuLoad[g * windows + critical] > gpuLoad[a * windows + critical] { a = g }
-                // Per window, the heaviest GPU other than a, and the one after (the peak left
-                // untouched by a swap between a and b).
-                var first = [Double](repeating: 0, count: windows), firstGPU = [Int](repeating: -1, count: windows)
-                var second = [Double](repeating: 0, count: windows)
-                for g in 0..<t.gpus where g != a {
-                    for w in 0..<windows {
-                        let v = gpuLoad[g * windows + w]
-                        if firstGPU[w] < 0 || v > first[w] { second[w] = first[w]; first[w] = v; firstGPU[w] = g }
-                        else if v > second[w] { second[w] = v }
-                    }
+                var tried = Set<Int>()
+                var found: (score: Score, x: Int, y: Int)? = nil
+                for w in [critical] + order.reversed() where found == nil {
+                    var a = 0
+                    for g in 1..<t.gpus where gpuLoad[g * windows + w] > gpuLoad[a * windows + w] { a = g }
+                    guard tried.insert(a).inserted else { continue }
+                    found = bestSwap(from: a, lowering: w)
                 }
-                let bRange = nodes == 1 ? 0..<t.gpus : (t.node(ofGPU: a) * gpusPerNode)..<((t.node(ofGPU: a) + 1) * gpusPerNode)
-                var best: (score: Score, x: Int, y: Int)? = nil
-                var trial = [Double](repeating: 0, count: windows)
-                for b in bRange where b != a {
-                    for xs in (a * k)..<(a * k + k) where !holds(b, phy2log[xs], except: -1) {
-                        for ys in (b * k)..<(b * k + k) where phy2log[ys] != phy2log[xs] && !holds(a, phy2log[ys], except: xs) {
-                            // Must lower GPU a in the critical window, or nothing improves there.
-                            let dCritical = slotLoad[xs * windows + critical] - slotLoad[ys * windows + critical]
-                            guard dCritical > 0 else { continue }
-                            for w in 0..<windows {
-                                let d = slotLoad[xs * windows + w] - slotLoad[ys * windows + w]
-                                let others = firstGPU[w] == b ? second[w] : first[w]
-                                trial[w] = Swift.max(others, gpuLoad[a * windows + w] - d, gpuLoad[b * windows + w] + d)
-                            }
-                            let s = measure(trial)
-                            if s < (best?.score ?? score) { best = (s, xs, ys) }
-                        }
-                    }
-                }
-                guard let best else { return }
-                let b = t.gpu(ofSlot: best.y)
+                guard let best = found else { return }
+                let a = t.gpu(ofSlot: best.x), b = t.gpu(ofSlot: best.y)
                 for w in 0..<windows {
                     let d = slotLoad[best.x * windows + w] - slotLoad[best.y * windows + w]
                     gpuLoad[a * windows + w] -= d
@@ -344,6 +323,48 @@ public enum DriftPlanner {
                 phy2log.swapAt(best.x, best.y)
                 score = measure(peaks())
             }
+        }
+
+        /// The swap of a replica on GPU a with one on another GPU (of a's node, for the
+        /// hierarchical policy) that improves the score most, among those that lower GPU a in
+        /// window `target`; nil if none improves it.
+        func bestSwap(from a: Int, lowering target: Int) -> (score: Score, x: Int, y: Int)? {
+            let k = t.slotsPerGPU
+            let gpusPerNode = t.gpus / nodes
+            // Per window, the heaviest GPU other than a, and the one after (the peak left
+            // untouched by a swap between a and b).
+            var first = [Double](repeating: 0, count: windows), firstGPU = [Int](repeating: -1, count: windows)
+            var second = [Double](repeating: 0, count: windows)
+            for g in 0..<t.gpus where g != a {
+                for w in 0..<windows {
+                    let v = gpuLoad[g * windows + w]
+                    if firstGPU[w] < 0 || v > first[w] { second[w] = first[w]; first[w] = v; firstGPU[w] = g }
+                    else if v > second[w] { second[w] = v }
+                }
+            }
+            let bRange = nodes == 1 ? 0..<t.gpus : (t.node(ofGPU: a) * gpusPerNode)..<((t.node(ofGPU: a) + 1) * gpusPerNode)
+            var best: (score: Score, x: Int, y: Int)? = nil
+            var trial = [Double](repeating: 0, count: windows)
+            for b in bRange where b != a {
+                for xs in (a * k)..<(a * k + k) where !holds(b, phy2log[xs], except: -1) {
+                    for ys in (b * k)..<(b * k + k) where phy2log[ys] != phy2log[xs] && !holds(a, phy2log[ys], except: xs) {
+                        guard slotLoad[xs * windows + target] > slotLoad[ys * windows + target] else { continue }
+                        // With the max objective, a window above the best objective so far rules the swap out.
+                        let limit = objective == .max ? (best?.score ?? score).objective * (1 + Tolerance.relative) : .infinity
+                        var over = false
+                        for w in 0..<windows {
+                            let d = slotLoad[xs * windows + w] - slotLoad[ys * windows + w]
+                            let others = firstGPU[w] == b ? second[w] : first[w]
+                            trial[w] = Swift.max(others, gpuLoad[a * windows + w] - d, gpuLoad[b * windows + w] + d)
+                            if trial[w] > limit { over = true; break }
+                        }
+                        if over { continue }
+                        let s = measure(trial)
+                        if s < (best?.score ?? score) { best = (s, xs, ys) }
+                    }
+                }
+            }
+            return best
         }
     }
 }
