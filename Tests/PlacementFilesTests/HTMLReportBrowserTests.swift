@@ -23,7 +23,7 @@ enum Chromium {
     }
 
     /// Runs Chromium headless on `page` with `arguments` (--screenshot=..., --dump-dom), as root
-    /// too (--no-sandbox), with a profile and HOME of its own under `dir`; killed after 60 s.
+    /// too (--no-sandbox), with a profile and HOME of its own under `dir`; killed after 180 s (a loaded CI machine runs the whole suite beside it).
     static func run(_ page: String, _ arguments: [String], dir: String) throws -> Run {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path!)
@@ -40,7 +40,7 @@ enum Chromium {
         p.standardError = errHandle
         try p.run()
         let watchdog = DispatchWorkItem { if p.isRunning { p.terminate() } }
-        DispatchQueue.global().asyncAfter(deadline: .now() + 60, execute: watchdog)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 180, execute: watchdog)
         p.waitUntilExit()
         watchdog.cancel()
         try outHandle.close()
