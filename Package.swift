@@ -35,6 +35,11 @@ let package = Package(
             name: "CLibcrypto", path: "Sources/CLibcrypto", pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]),
 
+        // zlib (Debian: zlib1g-dev), for the tests only: the browser test decodes Chromium's PNG screenshots.
+        .systemLibrary(
+            name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+
         // Vectorizable C loops for the FP8 block math (each has a scalar Swift twin the tests compare).
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3", "-ffp-contract=off"])]),
         // Number formats: narrow floats (BF16, F16, FP8 variants) decoded and rounded bit-exactly.
@@ -107,7 +112,7 @@ let package = Package(
             name: "ConversionTests",
             dependencies: ["Conversion", "Checkpoint", "SafetensorsFormat", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ExpertPlacementTests", dependencies: ["ExpertPlacement", "StrictJSON", "FixtureSupport"]),
-        .testTarget(name: "PlacementFilesTests", dependencies: ["PlacementFiles", "ExpertPlacement", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "PlacementFilesTests", dependencies: ["PlacementFiles", "ExpertPlacement", "StrictJSON", "FixtureSupport", "Support", "CZlib"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["Support", "ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
         .testTarget(name: "WeightReadingTests", dependencies: ["WeightReading", "Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "StrictJSON", "FixtureSupport"]),
         .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),

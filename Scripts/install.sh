@@ -9,7 +9,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if ! pkg-config --exists libzstd json-c libcrypto 2>/dev/null; then
   as_root apt-get update
-  as_root apt-get install -y --no-install-recommends libzstd-dev libjson-c-dev libssl-dev pkg-config
+  as_root apt-get install -y --no-install-recommends libzstd-dev libjson-c-dev libssl-dev zlib1g-dev pkg-config
 fi
 swift build -c release
 # $PREFIX/bin may not exist yet (PREFIX=~/.local on a fresh account): create it where we may.

@@ -42,6 +42,7 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
         case expertCountMismatch = "expert_count_mismatch"
         case notAnSGLangDump = "not_an_sglang_dump"
         case ranksDiffer = "ranks_differ"
+        case windowsDiffer = "windows_differ"
         // A deployed placement to re-plan from.
         case notAPlacement = "not_a_placement"
         case otherDeployment = "other_deployment"
@@ -79,6 +80,7 @@ public struct PlacementError: Error, Sendable, Equatable, CustomStringConvertibl
             case .notAnSGLangDump:
                 return "record with --expert-distribution-recorder-mode stat (or stat_approx): its dump holds logical_count [passes][num_hidden_layers][experts]"
             case .ranksDiffer: return "give every rank's dumps of the same windows: as many files per rank, in the same order, of the same shape"
+            case .windowsDiffer: return "the windows of a series are profiles of one model: the same layers and experts per layer"
             case .notAPlacement: return "give a placement moetool wrote (phy2log) or SGLang's file (physical_to_logical_map)"
             case .otherDeployment: return "re-plan from a placement of the same deployment, or plan without a previous placement"
             case .invalidSlot: return "a slot holds the index of a logical expert of the layer"

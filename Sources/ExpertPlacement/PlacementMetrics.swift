@@ -212,3 +212,13 @@ public enum PlacementMetrics {
         return sum
     }
 }
+
+extension PlacementMetrics {
+    /// [gpu]: the loads of a placement made without looking at loads, the "before" of a plan:
+    /// no replica, experts in index order in equal runs (expert e on GPU e x GPUs / experts).
+    public static func contiguousGPULoads(_ loads: [Double], gpus: Int) -> [Double] {
+        var out = [Double](repeating: 0, count: gpus)
+        for (e, w) in loads.enumerated() { out[e * gpus / loads.count] += w }
+        return out
+    }
+}

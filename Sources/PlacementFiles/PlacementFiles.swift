@@ -75,20 +75,32 @@ extension PlacementFile {
     /// Writes a placement document to a temporary name beside `path` and renames it into place
     /// once complete: an existing file is untouched if anything fails.
     public static func write(_ document: JSONValue, to path: String) throws(PlacementError) {
+        try writeAtomically(Array((JSONSerializer.pretty(document) + "\n").utf8), to: path)
+    }
+}
+
+extension PlanHTML {
+    /// Writes the HTML report the same way: whole, then renamed into place.
+    public static func write(_ report: PlanHTML, to path: String) throws(PlacementError) {
+        try writeAtomically(Array(report.render().utf8), to: path)
+    }
+}
+
+/// `bytes` to a temporary name beside `path`, renamed into place once complete.
+func writeAtomically(_ bytes: [UInt8], to path: String) throws(PlacementError) {
+    do {
+        let file = try AtomicFile(path: path)
         do {
-            let file = try AtomicFile(path: path)
-            do {
-                try file.write(Array((JSONSerializer.pretty(document) + "\n").utf8))
-                try file.commit()
-            } catch {
-                file.abort()
-                throw error
-            }
-        } catch let e as IOError {
-            throw PlacementError(.unwritable, file: e.path, e.message)
+            try file.write(bytes)
+            try file.commit()
         } catch {
-            throw PlacementError(.unwritable, file: path, "\(error)")
+            file.abort()
+            throw error
         }
+    } catch let e as IOError {
+        throw PlacementError(.unwritable, file: e.path, e.message)
+    } catch {
+        throw PlacementError(.unwritable, file: path, "\(error)")
     }
 }
 

@@ -15,6 +15,11 @@ public struct PlanReport {
     /// The deployed placement planned from (`--previous`), and the format the output was written in.
     public var previous: String?
     public var outputFormat: String?
+    /// With several windows: how the one placement fares in each (the plan's figures are then
+    /// those of the mean load).
+    public var drift: DriftReport?
+    /// The HTML report written (`--report`).
+    public var htmlReport: String?
 
     public init(plan: Plan, baseline: Plan?, bytesPerExpert: UInt64?, seconds: Double, profile: String, output: String?) {
         self.plan = plan
@@ -48,6 +53,9 @@ public struct PlanReport {
         o.append("seconds", PlacementFile.num(seconds))
         o.append("metrics", PlacementFile.metricsJSON(plan, bytesPerExpert: bytesPerExpert))
         o.append("baseline", baseline.map { .object(PlacementFile.summary($0, bytesPerExpert: nil)) } ?? .null)
+        // Members only some runs have, absent otherwise: a single profile's report is unchanged.
+        if let htmlReport { o.append("report", .string(htmlReport)) }
+        if let drift { o.append("drift", drift.json()) }
         return .object(o)
     }
 
@@ -55,7 +63,8 @@ public struct PlanReport {
         let t = plan.request.topology
         func f(_ v: Double, _ digits: Int = 4) -> String { Self.fixed(v, digits) }
         func pct(_ v: Double) -> String { f(v * 100, 2) + "%" }
-        var out = "\(escapeForDisplay(profile)): \(counted(plan.layers.count, "layer")) x \(counted(t.experts, "expert")) -> \(counted(t.slots, "slot")) on \(counted(t.gpus, "GPU"))"
+        let source = drift.map { "\(escapeForDisplay($0.names[0])) ... \(escapeForDisplay($0.names[$0.names.count - 1])) (mean of \($0.names.count) windows)" }
+        var out = "\(source ?? escapeForDisplay(profile)): \(counted(plan.layers.count, "layer")) x \(counted(t.experts, "expert")) -> \(counted(t.slots, "slot")) on \(counted(t.gpus, "GPU"))"
         out += " (\(counted(t.nodes, "node")) x \(t.gpusPerNode)), \(counted(t.groups, "group"))\n"
         let policies = Set(plan.layers.map(\.policy))
         let policyText = policies.count == 1 ? policies.first!.rawValue : "auto (\(plan.layers.filter { $0.policy == .hierarchical }.count) hierarchical, \(plan.layers.filter { $0.policy == .global }.count) global layers)"
@@ -93,7 +102,9 @@ public struct PlanReport {
             out += "; \(size(total, from: 0)) (\(size(total / UInt64(t.gpus), from: 0)) per GPU at \(size(bytesPerExpert, from: 1)) per expert)"
         }
         out += "\n"
+        if let drift { out += "\n" + drift.text() }
         if let output { out += "wrote \(escapeForDisplay(output))\n" }
+        if let htmlReport { out += "wrote \(escapeForDisplay(htmlReport))\n" }
         return out
     }
 

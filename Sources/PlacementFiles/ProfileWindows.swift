@@ -51,7 +51,7 @@ extension LoadProfile {
         }
         guard dumps.isEmpty else { return try windows(of: dumps, layers: layers, expectedExperts: expectedExperts) }
         for (path, p) in profiles.dropFirst() where p.layers != profiles[0].profile.layers || p.experts != profiles[0].profile.experts {
-            throw PlacementError(.layersDiffer, file: path, "\(counted(p.layers, "layer")) x \(counted(p.experts, "expert")), but \(profiles[0].path) has \(profiles[0].profile.layers) x \(profiles[0].profile.experts)")
+            throw PlacementError(.windowsDiffer, file: path, "\(counted(p.layers, "layer")) x \(counted(p.experts, "expert")), but \(profiles[0].path) has \(profiles[0].profile.layers) x \(profiles[0].profile.experts): the profiles given together must have the same shape")
         }
         // A JSON or CSV profile with a row per decoder layer (SGLang's logical_count as its recorder
         // counts, converted to JSON) is read as a dump when the config tells the rows apart.

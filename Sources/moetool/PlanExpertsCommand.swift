@@ -17,13 +17,23 @@ struct PlanExperts: ReportsErrorsAsJSON {
             PROFILE holds observed loads (tokens per expert) for each MoE layer: JSON {"layers": [[...], ...]}, \
             SGLang's {"logical_count": [pass][layer][expert]} (passes summed), CSV layer,expert,load, or the \
             expert_distribution_recorder_<time>.pt SGLang's recorder dumps (read without running any code); \
-            any of them zstd-compressed, recognised by content. Several profiles are windows (dumps of \
-            several ranks are summed per window), planned on their sum. Slots are numbered GPU-major (GPU 0's slots first), as EPLB, vLLM \
-            and SGLang number them. See Docs/plan-experts.md.
+            any of them zstd-compressed, recognised by content. Several profiles are windows of time in order \
+            (one placement is planned for all of them: --robust; SGLang dumps of several ranks are summed per \
+            window), or, with --sum-files, parts of one profile added up. Slots are numbered GPU-major (GPU 0's \
+            slots first), as EPLB, vLLM and SGLang number them. See Docs/plan-experts.md.
             """)
 
-    @Argument(help: ArgumentHelp("Load profiles (.json, .csv, SGLang's .pt dumps, optionally .zst).", valueName: "profile"))
+    @Argument(help: ArgumentHelp("Load profiles (.json, .csv, SGLang's .pt dumps, optionally .zst); several are windows of time, in order.", valueName: "profile"))
     var profiles: [String]
+
+    @Flag(help: "Add the profiles up into one (parts of one period, such as one per rank) instead of taking them as windows.")
+    var sumFiles = false
+
+    @Option(help: ArgumentHelp("With several windows: what the one placement keeps low per layer, the worst window's imbalance (max) or a percentile of the windows' (p50 ... p99).", valueName: "max|pNN"))
+    var robust: String?
+
+    @Option(help: ArgumentHelp("Write a self-contained HTML report here: GPU loads per layer, a load heat map, replica locations, moves, drift.", valueName: "path"))
+    var report: String?
 
     @Option(help: ArgumentHelp("config.json, a checkpoint directory, or a model id in the Hugging Face cache: experts, groups (n_group), top-k, topk_group.", valueName: "path"))
     var config: String?
@@ -122,6 +132,10 @@ struct PlanExperts: ReportsErrorsAsJSON {
         if let t = targetImbalance, !(t >= 1) { throw ValidationError("--target-imbalance is max/mean GPU load: 1 or more") }
         if targetImbalance != nil && previous == nil { throw ValidationError("--target-imbalance needs --previous") }
         if format != nil && output == nil { throw ValidationError("--format needs -o: it is the format of the placement file, which is written only with -o") }
+        if profiles.isEmpty { throw ValidationError("give at least one load profile") }
+        if let r = robust, RobustObjective(r) == nil { throw ValidationError("--robust must be max or p1 ... p99 (a percentile of the windows)") }
+        if robust != nil && sumFiles { throw ValidationError("--robust is for several windows; --sum-files makes one") }
+        if let report, let output, report == output { throw ValidationError("--report and -o must be different files") }
         if perLayer && common.json { throw ValidationError("--per-layer is for the text report; the JSON report has every layer already") }
     }
 
@@ -146,14 +160,19 @@ struct PlanExperts: ReportsErrorsAsJSON {
         if let output, let conflict = OutputPlacement.conflict(output: output, inputs: try inputs) {
             throw fail("-o \(output) \(conflict)")
         }
+        if let report, let conflict = OutputPlacement.conflict(output: report, inputs: try inputs) {
+            throw fail("--report \(report) \(conflict)")
+        }
         let modelConfig = try configPath.map(readConfig)
         let decoderLayers = modelConfig.flatMap(Self.decoderLayers)
-        let windows = try LoadProfile.readWindows(paths: profiles, layers: decoderLayers, expectedExperts: modelConfig?.routedExperts)
+        let (series, windows) = try LoadSeries.read(paths: profiles, sum: sumFiles, layers: decoderLayers,
+                                                    expectedExperts: modelConfig?.routedExperts)
         if !windows.droppedLayers.isEmpty {
             let layers = windows.droppedLayers.count == 1 ? "layer" : "layers"
             FileHandleOutput.stderr("note: decoder \(layers) \(DecoderLayers.describe(windows.droppedLayers)) of the dumps had no routed token: taken as dense and left out (give --config to check)\n")
         }
-        let loads = try windows.total()
+        if series.windows.count == 1, robust != nil { throw fail("--robust needs several windows (profiles); \(series.names[0]) is one") }
+        let loads = series.windows.count == 1 ? series.windows[0] : series.mean
         let request = placementRequest(modelConfig)
         let topology = try request.topology(experts: loads.experts)
         if request.routing == nil {
@@ -163,9 +182,11 @@ struct PlanExperts: ReportsErrorsAsJSON {
         let previousPlacement = try previous.map { try PlacementFile.read(path: $0, topology: topology, layers: loads.layers, decoderLayers: decoderLayers) }
         let planRequest = request.planRequest(topology: topology, previous: previousPlacement)
         let start = monotonicSeconds()
-        let plan = try PlacementPlanner.plan(loads.loads, planRequest)
+        let drift = series.windows.count == 1 ? nil
+            : try DriftPlanner.plan(series, planRequest, objective: robust.flatMap(RobustObjective.init) ?? .max)
+        let plan = try drift?.robust ?? PlacementPlanner.plan(loads.loads, planRequest)
         let seconds = monotonicSeconds() - start
-        let baseline = try PlacementPlanner.baseline(loads.loads, planRequest)
+        let baseline = try drift.map { planRequest.algorithm == .eplb ? nil : $0.eplbMean } ?? PlacementPlanner.baseline(loads.loads, planRequest)
         let bytesPerExpert = try checkpointPath.map(expertBytes)
         if let checkpoint, let bytesPerExpert, topology.redundantBytes(bytesPerExpert: bytesPerExpert, layers: loads.layers) == nil {
             throw fail("\(checkpoint): \(bytesPerExpert) bytes per routed expert x \(topology.redundantSlots * loads.layers) redundant replicas is more than 2^64 bytes")
@@ -183,14 +204,19 @@ struct PlanExperts: ReportsErrorsAsJSON {
             }
             try PlacementFile.write(document, to: output)
         }
-        var report = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
-                                profile: profiles.joined(separator: ", "), output: output)
-        report.previous = previous
-        report.outputFormat = output == nil ? nil : format.rawValue
+        var summary = PlanReport(plan: plan, baseline: baseline, bytesPerExpert: bytesPerExpert, seconds: seconds,
+                                 profile: series.names[0], output: output)
+        summary.previous = previous
+        summary.outputFormat = output == nil ? nil : format.rawValue
+        summary.drift = drift.map { DriftReport(plan: $0, names: series.names) }
+        summary.htmlReport = report
+        if let report {
+            try PlanHTML.write(PlanHTML(report: summary, loads: loads.loads, previous: previousPlacement), to: report)
+        }
         if common.json {
-            FileHandleOutput.document(JSONSerializer.pretty(report.json()) + "\n")
+            FileHandleOutput.document(JSONSerializer.pretty(summary.json()) + "\n")
         } else {
-            FileHandleOutput.stdout(report.text(perLayer: perLayer))
+            FileHandleOutput.stdout(summary.text(perLayer: perLayer))
         }
     }
 
