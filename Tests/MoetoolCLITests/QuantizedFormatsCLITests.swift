@@ -37,8 +37,26 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: source + "/hf_quant_config.json") == (name == "modelopt-nvfp4"))
     }
 
+    /// What convert --to int4|nvfp4|mxfp4 writes, verify runs: against its own BF16 conversion it is the same
+    /// model, and against the BF16 source it differs (4 bits lose something), as verify reports.
+    @Test(arguments: ["int4", "nvfp4", "mxfp4"])
+    func verifyRunsWhatConvertQuantizes(_ target: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let source = Fixtures.path("quant/targets/source")
+        #expect(try CLI.run(["convert", source, dir + "/q", "--to", target, "-q"]).status == 0)
+        #expect(try CLI.run(["convert", dir + "/q", dir + "/bf16", "--to", "bf16", "-q"]).status == 0)
+        let same = try CLI.run(["verify", dir + "/q", dir + "/bf16", "--json"])
+        #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+        let logits = try #require(try JSONParser.parse(same.stdout).objectValue?["logits"]?.objectValue)
+        #expect(logits["max_abs_error"]?.doubleValue == 0, "\(target): \(same.stdout.prefix(600))")
+        let lossy = try CLI.run(["verify", source, dir + "/q", "--json"])
+        let error = try #require(try JSONParser.parse(lossy.stdout).objectValue?["logits"]?.objectValue?["max_abs_error"]?.doubleValue)
+        #expect(error > 0, "\(target)")
+    }
+
     /// A quantized checkpoint and its BF16 conversion are the same model: no difference at all.
-    @Test(arguments: fixtures.filter { $0.hasPrefix("ct-") && $0 != "ct-fp8-f32" })
+    @Test(arguments: fixtures.filter { ($0.hasPrefix("ct-") && $0 != "ct-fp8-f32") || $0 == "modelopt-nvfp4" })
     func verifyFindsTheConversionIdentical(_ name: String) throws {
         let dir = Fixtures.temporaryDirectory()
         defer { Fixtures.removeTemporary(dir) }
