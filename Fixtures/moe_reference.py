@@ -187,7 +187,7 @@ def gpt_oss():
     torch.manual_seed(16)
     model = GptOssForCausalLM(config)
     g = torch.Generator().manual_seed(160)
-    scales = {"embed_tokens": 1.0, "lm_head": 0.2, "experts": 0.3, "router": 0.4, "sinks": 1.0, "self_attn": 0.15}
+    scales = {"embed_tokens": 1.0, "lm_head": 0.1, "experts": 0.3, "router": 0.4, "sinks": 1.0, "self_attn": 0.08}
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
