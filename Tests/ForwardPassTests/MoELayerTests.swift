@@ -197,3 +197,13 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
         #expect(Set(ForwardError.Kind.allCases.map(\.rawValue)).count == ForwardError.Kind.allCases.count)
     }
 }
+
+@Suite struct GptOssActivation {
+    /// gate clamped above only, up on both sides; (up + 1) * gate * sigmoid(alpha * gate), pairs interleaved.
+    @Test func clampsThenGates() {
+        let y = Math.clampedSwiGLU([3, -5, -1, 0.5], alpha: 1.5, limit: 2)
+        let expected: [Float] = [(-2 + 1) * 2 / (1 + expf(-3)), (0.5 + 1) * -1 / (1 + expf(1.5))]
+        #expect(y.count == 2)
+        #expect(maxAbsDifference(y, expected) < 1e-6, "\(y)")
+    }
+}
