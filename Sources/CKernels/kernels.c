@@ -243,8 +243,16 @@ void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t r
                 if (c < c1) dst[c] = tb[src[c >> 1] & 15];
             }
             if (out_f32) {
+                /* As for BF16: a byte at a time, so that no shift depends on the column. */
                 float *dst = out_f32 + r * cols;
-                for (size_t c = c0; c < c1; c++) dst[c] = tf[(src[c >> 1] >> ((c & 1) * 4)) & 15];
+                size_t c = c0;
+                if (c & 1) { dst[c] = tf[src[c >> 1] >> 4]; c++; }
+                for (; c + 1 < c1; c += 2) {
+                    uint8_t b = src[c >> 1];
+                    dst[c] = tf[b & 15];
+                    dst[c + 1] = tf[b >> 4];
+                }
+                if (c < c1) dst[c] = tf[src[c >> 1] & 15];
             }
         }
     }
