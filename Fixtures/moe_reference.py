@@ -8,12 +8,12 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py      (torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss]      (gpt_oss: only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -151,8 +151,107 @@ def deepseek_32_experts():
     print("deepseek_v3-32e written")
 
 
+def _router_choices(model, ids):
+    """Logits, hidden states and each layer's router choice (ascending experts, their weights) on `ids`."""
+    captured = {}
+    hooks = [layer.mlp.router.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
+             for i, layer in enumerate(model.model.layers)]
+    out = model(input_ids=ids, output_hidden_states=True)
+    for h in hooks:
+        h.remove()
+    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden.{i}"] = h[0].contiguous()
+    for i, (_, weights, indices) in sorted(captured.items()):
+        order = torch.argsort(indices, dim=-1)
+        tensors[f"router.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+        tensors[f"router.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    return tensors
+
+
+def gpt_oss():
+    """A tiny gpt-oss (GptOssForCausalLM): hidden 32, 2 layers (sliding window 4, then full attention), 4 heads /
+    2 KV heads of 16, 4 experts top-2 of intermediate 32, vocab 128, gpt-oss's own YaRN rope (its config's
+    default), swiglu_alpha 1.5 and swiglu_limit 2 (not the defaults, so that a reader of config.json is checked,
+    and small enough that the clamps act), random float32 weights (seed 16) large enough that the sinks,
+    biases and clamps all matter; saved by save_pretrained to verify/gpt_oss/. Then, run with eager attention
+    and eager experts: verify/gpt_oss.model.safetensors (16 tokens i * 7919 + 13 mod vocab) and
+    verify/gpt_oss-seq2.model.safetensors (24 seeded random tokens): logits, every hidden state and each
+    layer's router choice (`router.<i>.experts` ascending, `router.<i>.weights`); verify/gpt_oss.safetensors:
+    the MoE blocks on seeded hidden states, as for the other models."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+    config = GptOssConfig(vocab_size=128, hidden_size=32, intermediate_size=32, head_dim=16, num_attention_heads=4,
+                          num_key_value_heads=2, num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
+                          sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                          max_position_embeddings=131072, tie_word_embeddings=False, swiglu_alpha=1.5, swiglu_limit=2.0)
+    torch.manual_seed(16)
+    model = GptOssForCausalLM(config)
+    g = torch.Generator().manual_seed(160)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.1, "experts": 0.3, "router": 0.4, "sinks": 1.0, "self_attn": 0.08}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next(v for k, v in scales.items() if k in name)
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", "gpt_oss")
+    model.save_pretrained(out_model, safe_serialization=True)
+    model = GptOssForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                              experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    # The clamps must act: record whether some gate exceeds the limit and some up value lies outside it.
+    clamped = {"gate": False, "up": False}
+    for layer in model.model.layers:
+        experts = layer.mlp.experts
+        original = experts._apply_gate
+
+        def watched(gate_up, original=original, limit=experts.limit):
+            clamped["gate"] |= bool((gate_up[..., ::2] > limit).any())
+            clamped["up"] |= bool((gate_up[..., 1::2].abs() > limit).any())
+            return original(gate_up)
+        experts._apply_gate = watched
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(17))
+    for ids, name in [(first, "gpt_oss"), (second, "gpt_oss-seq2")]:
+        tensors = _router_choices(model, ids)
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    assert clamped["gate"] and clamped["up"], clamped
+    blocks = {}
+    for i, layer in enumerate(model.model.layers):
+        mlp = layer.mlp
+        captured = {}
+        hook = mlp.router.register_forward_hook(lambda m, a, out: captured.update(out=out))
+        x = torch.randn(1, TOKENS, config.hidden_size, generator=torch.Generator().manual_seed(1000 + i))
+        y, _ = mlp(x)
+        hook.remove()
+        _, weights, indices = captured["out"]
+        order = torch.argsort(indices, dim=-1)
+        blocks[f"layer.{i}.input"] = x[0].contiguous()
+        blocks[f"layer.{i}.output"] = y[0].contiguous()
+        blocks[f"layer.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+        blocks[f"layer.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    save_file(blocks, os.path.join(HERE, "verify", "gpt_oss.safetensors"), metadata={"tokens": str(TOKENS)})
+    # The window matters on these sequences: with it as long as the sequence the logits change.
+    model.config.sliding_window = 64
+    for layer in model.model.layers:
+        if layer.self_attn.sliding_window is not None:
+            layer.self_attn.sliding_window = 64
+    wide = model(input_ids=first).logits[0]
+    narrow = load_file(os.path.join(HERE, "verify", "gpt_oss.model.safetensors"))["logits"]
+    assert (wide - narrow).abs().max() > 1e-3
+    print("gpt_oss written")
+
+
 if __name__ == "__main__":
-    main()
-    whole_models()
-    yarn_variant()
-    deepseek_32_experts()
+    import sys
+    if sys.argv[1:] == ["gpt_oss"]:
+        gpt_oss()
+    else:
+        main()
+        whole_models()
+        yarn_variant()
+        deepseek_32_experts()
+        gpt_oss()

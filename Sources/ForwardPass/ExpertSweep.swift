@@ -32,8 +32,21 @@ public enum ExpertSweep {
 }
 
 extension MoELayer {
-    /// Routed expert `e`'s SwiGLU output for every token of `x` (tokens x hidden); its pages released after.
+    /// Routed expert `e`'s output for every token of `x` (tokens x hidden); its pages released after.
     public func runExpert(_ e: Int, _ x: [Float], tokens: Int) throws(ForwardError) -> [Float] {
+        if case .gptOss(let gateUpBias, let downBias, let alpha, let limit) = naming {
+            let gateUp = try reader.expertRows(prefix + "experts.gate_up_proj", expert: e)
+            let down = try reader.expertRows(prefix + "experts.down_proj", expert: e)
+            defer { [gateUp, down].forEach { $0.release() } }
+            guard gateUp.rows == gateUpBias.cols, down.rows == downBias.cols, down.cols * 2 == gateUp.rows else {
+                throw ForwardError(.shapeMismatch, "\(prefix)experts: expert \(e)'s gate_up_proj is [out \(gateUp.rows), in \(gateUp.cols)] and down_proj [out \(down.rows), in \(down.cols)], with biases of \(gateUpBias.cols) and \(downBias.cols): they do not fit together")
+            }
+            var y = try Math.linear(x, tokens: tokens, gateUp)
+            Math.addBias(&y, gateUpBias.values[(e * gateUpBias.cols)..<((e + 1) * gateUpBias.cols)])
+            var out = try Math.linear(Math.clampedSwiGLU(y, alpha: alpha, limit: limit), tokens: tokens, down, rows: hidden)
+            Math.addBias(&out, downBias.values[(e * downBias.cols)..<((e + 1) * downBias.cols)])
+            return out
+        }
         let w = try expert(e)
         defer { [w.gate, w.up, w.down].forEach { $0.release() } }
         return try Math.swiglu(x, tokens: tokens, gate: w.gate, up: w.up, down: w.down)

@@ -89,10 +89,7 @@ public struct OutputDifference: Sendable {
 public enum MoELayers {
     public static func of(_ checkpoint: Checkpoint) -> [Int] {
         guard let n = checkpoint.config?.numHiddenLayers else { return [] }
-        return (0..<n).filter { i in
-            checkpoint.locate("model.layers.\(i).mlp.gate.weight") != nil
-                || checkpoint.locate("model.layers.\(i).block_sparse_moe.gate.weight") != nil
-        }
+        return (0..<n).filter { i in MoELayer.routerWeightNames(layer: i).contains { checkpoint.locate($0) != nil } }
     }
 }
 

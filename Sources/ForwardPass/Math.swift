@@ -54,6 +54,22 @@ public enum Math {
         return try linear(zip(g, u).map { silu($0) * $1 }, tokens: tokens, down, rows: x.count / tokens)
     }
 
+    /// gpt-oss's expert activation. `gateUp` holds, per token, I interleaved pairs (gate unit i at 2i, up unit i
+    /// at 2i + 1); with gate clamped above at `limit` and up to [-limit, limit]:
+    /// out_i = (up_i + 1) * gate_i * sigmoid(alpha * gate_i). Returns tokens x I.
+    public static func clampedSwiGLU(_ gateUp: [Float], alpha: Float, limit: Float) -> [Float] {
+        (0..<(gateUp.count / 2)).map { i in
+            let gate = min(gateUp[2 * i], limit), up = max(min(gateUp[2 * i + 1], limit), -limit)
+            return (up + 1) * (gate * sigmoid(gate * alpha))
+        }
+    }
+
+    /// y[t][o] += bias[o] for every token t of `y` (tokens x bias.count).
+    public static func addBias<C: Collection<Float>>(_ y: inout [Float], _ bias: C) where C.Index == Int {
+        let n = bias.count, base = bias.startIndex
+        for i in y.indices { y[i] += bias[base + i % n] }
+    }
+
     public static func silu(_ x: Float) -> Float { x / (1 + expf(-x)) }
     public static func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
 

@@ -13,6 +13,8 @@ public enum Router: Sendable, Equatable {
     /// Mixtral (normalised) and Qwen2/3-MoE (normalised if norm_topk_prob): softmax over all
     /// experts, the top k, their probabilities renormalised or not.
     case softmaxTopK(normalize: Bool)
+    /// gpt-oss: the k largest logits (the router's bias added), their softmax as the weights.
+    case topKSoftmax
 }
 
 /// What a router chose for one token: experts ascending, with their weights.
@@ -32,6 +34,11 @@ public struct MoELayer {
     let prefix: String
     let naming: ExpertNaming
     let routerWeight: Matrix
+    /// The router's own name, "<prefix>gate" or "<prefix>router".
+    let routerName: String
+    /// A Linear bias of the router, added to its logits (gpt-oss).
+    let logitBias: [Float]?
+    /// DeepSeek's e_score_correction_bias: added to the scores for the choice only.
     let bias: [Float]?
     let shared: (gate: Weight, up: Weight, down: Weight)?
     let sharedGate: Matrix?
@@ -42,21 +49,39 @@ public struct MoELayer {
     enum ExpertNaming {
         case perExpert(gate: String, up: String, down: String)  // "{prefix}experts.{e}.<name>.weight"
         case fused  // experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I]
+        /// gpt-oss: experts.gate_up_proj (gate unit i is output 2i, up unit i output 2i + 1) and experts.down_proj,
+        /// stored as transformers holds them ([E, in, out]) or as MXFP4 blocks ([E, out, in/32, 16]); each with a
+        /// bias ([E, out]); the clamped SwiGLU (Math.clampedSwiGLU).
+        case gptOss(gateUpBias: Matrix, downBias: Matrix, alpha: Float, limit: Float)
     }
 
-    /// Reads layer `layer` of a DeepSeek-V3, Mixtral, Qwen2-MoE or Qwen3-MoE checkpoint.
+    /// Where an MoE layer keeps its router, after "model.layers.N.": the block's prefix and the router's module
+    /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, everyone else's mlp.gate).
+    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router")]
+
+    /// The names layer `layer`'s router weight may have, one per architecture's naming.
+    public static func routerWeightNames(layer: Int) -> [String] {
+        routerLocations.map { "model.layers.\(layer).\($0.0)\($0.1).weight" }
+    }
+
+    /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
     public init(_ reader: WeightReader, config: ModelConfig, layer: Int) throws(ForwardError) {
         self.layer = layer
         self.reader = reader
         let type = config.modelType ?? ""
         let base = "model.layers.\(layer)."
-        let candidates = [base + "mlp.", base + "block_sparse_moe."]
-        guard let prefix = candidates.first(where: { reader.has($0 + "gate.weight") }) else {
+        guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
             throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
         }
+        let prefix = base + block
         self.prefix = prefix
-        routerWeight = try reader.matrix(prefix + "gate.weight")
+        routerName = prefix + module
+        routerWeight = try reader.matrix(routerName + ".weight")
         experts = routerWeight.rows
+        logitBias = reader.has(routerName + ".bias") ? try reader.vector(routerName + ".bias") : nil
+        if let logitBias, logitBias.count != experts {
+            throw ForwardError(.shapeMismatch, "\(routerName).bias has \(logitBias.count) values for \(experts) experts")
+        }
         guard let k = config.expertsPerToken, k >= 1, k <= experts else {
             throw ForwardError(.configInvalid, "config.json: num_experts_per_tok missing or not in 1...\(experts)")
         }
@@ -80,10 +105,15 @@ public struct MoELayer {
         case "qwen2_moe", "qwen3_moe":
             router = .softmaxTopK(normalize: config.normTopkProb ?? false)
             bias = nil
+        case "gpt_oss":
+            router = .topKSoftmax
+            bias = nil
         default:
-            throw ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
+            throw Transformer.unsupported(type)
         }
-        if reader.has(prefix + "experts.gate_up_proj") {
+        if type == "gpt_oss" {
+            naming = try Self.gptOssExperts(reader, config: config, prefix: prefix, experts: experts)
+        } else if reader.has(prefix + "experts.gate_up_proj") {
             naming = .fused
         } else if reader.has(prefix + "experts.0.w1.weight") {
             naming = .perExpert(gate: "w1", up: "w3", down: "w2")
@@ -103,13 +133,31 @@ public struct MoELayer {
         normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
     }
 
+    /// gpt-oss's expert biases ([E, 2I] and [E, H]) and its SwiGLU's alpha and limit (transformers' defaults,
+    /// 1.702 and 7, when config.json leaves them out).
+    static func gptOssExperts(_ reader: WeightReader, config: ModelConfig, prefix: String, experts: Int) throws(ForwardError) -> ExpertNaming {
+        let p = prefix + "experts."
+        guard reader.has(p + "gate_up_proj"), reader.has(p + "down_proj") else {
+            throw ForwardError(.notAnMoELayer, "\(p)gate_up_proj and \(p)down_proj (or their _blocks and _scales) are missing")
+        }
+        let gateUpBias = try reader.matrix(p + "gate_up_proj_bias"), downBias = try reader.matrix(p + "down_proj_bias")
+        guard gateUpBias.rows == experts, downBias.rows == experts, gateUpBias.cols % 2 == 0 else {
+            throw ForwardError(.shapeMismatch, "\(p)gate_up_proj_bias [\(gateUpBias.rows), \(gateUpBias.cols)] and down_proj_bias [\(downBias.rows), \(downBias.cols)] are not [\(experts), 2 x intermediate] and [\(experts), hidden]")
+        }
+        let alpha = config.field("swiglu_alpha")?.doubleValue ?? 1.702, limit = config.field("swiglu_limit")?.doubleValue ?? 7
+        return .gptOss(gateUpBias: gateUpBias, downBias: downBias, alpha: Float(alpha), limit: Float(limit))
+    }
+
     public var hidden: Int { routerWeight.cols }
     /// Whether the router has DeepSeek's e_score_correction_bias (it changes which experts are chosen).
     public var hasRouterBias: Bool { bias != nil }
 
-    /// Expert `e`'s gate, up and down projections, read from the map as they are used.
+    /// Expert `e`'s gate, up and down projections, read from the map as they are used (not gpt-oss's, whose
+    /// gate and up outputs are interleaved: runExpert reads those).
     func expert(_ e: Int) throws(ForwardError) -> (gate: Weight, up: Weight, down: Weight) {
         switch naming {
+        case .gptOss:
+            preconditionFailure("gpt-oss experts are run by runExpert")
         case .perExpert(let g, let u, let d):
             let p = prefix + "experts.\(e)."
             return (try reader.weight(p + g + ".weight"), try reader.weight(p + u + ".weight"), try reader.weight(p + d + ".weight"))
@@ -123,9 +171,10 @@ public struct MoELayer {
 
     /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden).
     public func route(_ x: [Float], tokens: Int) throws(ForwardError) -> [Routing] {
-        let logits = try Math.linear(x, tokens: tokens, routerWeight, name: prefix + "gate.weight")
+        let logits = try Math.linear(x, tokens: tokens, routerWeight, name: routerName + ".weight")
         return (0..<tokens).map { t in
-            let row = Array(logits[(t * experts)..<((t + 1) * experts)])
+            var row = Array(logits[(t * experts)..<((t + 1) * experts)])
+            if let logitBias { for e in 0..<experts { row[e] += logitBias[e] } }
             switch router {
             case .deepseekV3(let groups, let topkGroup, let scaling, let normTopk):
                 let scores = row.map(Math.sigmoid)
@@ -156,6 +205,13 @@ public struct MoELayer {
                     weights = weights.map { $0 / sum }
                 }
                 return Routing(experts: chosen, weights: weights)
+            case .topKSoftmax:
+                let top = topIndices(row, topK)
+                let m = top.map { row[$0] }.max() ?? 0
+                let e = top.map { expf(row[$0] - m) }
+                let z = e.reduce(0, +)
+                let pairs = zip(top, e.map { $0 / z }).sorted { $0.0 < $1.0 }
+                return Routing(experts: pairs.map(\.0), weights: pairs.map(\.1))
             }
         }
     }
@@ -182,10 +238,8 @@ public struct MoELayer {
             for (e, w) in zip(r.experts, r.weights) { users[e].append((t, w)) }
         }
         for e in 0..<experts where !users[e].isEmpty && (only?.contains(e) ?? true) {
-            let w = try expert(e)
             let sub = users[e].flatMap { x[($0.token * h)..<(($0.token + 1) * h)] }
-            let y = try Math.swiglu(sub, tokens: users[e].count, gate: w.gate, up: w.up, down: w.down)
-            [w.gate, w.up, w.down].forEach { $0.release() }
+            let y = try runExpert(e, sub, tokens: users[e].count)
             for (j, u) in users[e].enumerated() {
                 for i in 0..<h { out[u.token * h + i] += u.weight * y[j * h + i] }
             }

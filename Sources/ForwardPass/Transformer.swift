@@ -6,9 +6,17 @@ import StrictJSON
 
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
 /// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
-/// Qwen2's q/k/v biases and Qwen3's q/k norms) with rotary position embeddings, RMSNorm, a dense or
-/// MoE feed-forward block, then the final norm and the LM head.
+/// Qwen2's q/k/v biases, Qwen3's q/k norms, gpt-oss's biases on every projection, sinks and sliding
+/// window) with rotary position embeddings, RMSNorm, a dense or MoE feed-forward block, then the final
+/// norm and the LM head.
 public struct Transformer {
+    /// The architectures (config.json's model_type) verify runs.
+    public static let modelTypes = ["deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"]
+
+    static func unsupported(_ type: String) -> ForwardError {
+        ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
+    }
+
     public let config: ModelConfig
     let reader: WeightReader
     public let hidden: Int
@@ -29,15 +37,14 @@ public struct Transformer {
         self.config = config
         reader = try WeightReader(checkpoint)
         type = config.modelType ?? ""
-        guard ["deepseek_v3", "mixtral", "qwen2_moe", "qwen3_moe"].contains(type) else {
-            throw ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (deepseek_v3, mixtral, qwen2_moe, qwen3_moe)")
-        }
+        guard Self.modelTypes.contains(type) else { throw Self.unsupported(type) }
         guard let h = config.hiddenSize, let v = config.vocabSize, let n = config.numHiddenLayers,
               let heads = config.int("num_attention_heads") else {
             throw ForwardError(.configInvalid, "config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
         }
         // The experts and MLPs are SwiGLU: a model with another activation would be computed wrongly, so refuse it.
-        if let act = config.string("hidden_act"), act != "silu" && act != "swish" {
+        // (gpt-oss's experts have their own clamped SwiGLU, whatever hidden_act says.)
+        if type != "gpt_oss", let act = config.string("hidden_act"), act != "silu" && act != "swish" {
             throw ForwardError(.unsupportedModel, "config.json: hidden_act \"\(act)\" is not one verify runs (silu)")
         }
         tied = config.tieWordEmbeddings ?? false
@@ -60,7 +67,8 @@ public struct Transformer {
         }
         eps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
         let rope = config.field("rope_parameters")?.objectValue ?? config.field("rope_scaling")?.objectValue
-        let theta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? 10000
+            ?? (type == "gpt_oss" ? Self.gptOssRope : nil)
+        let theta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? (type == "gpt_oss" ? 150000 : 10000)
         ropeTheta = theta
         let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue ?? "default"
         // DeepSeek rotates only the qk_rope_head_dim part of each head.
@@ -80,6 +88,11 @@ public struct Transformer {
             throw ForwardError(.unsupportedModel, "config.json: rope type \"\(kind)\" is not supported by whole-model verify (default and yarn are; use --layers)")
         }
     }
+
+    /// gpt-oss's rope when config.json names none (transformers' GptOssConfig default; its theta is 150000).
+    static let gptOssRope = JSONObject([("rope_type", .string("yarn")), ("factor", .double(32)), ("beta_fast", .double(32)),
+                                        ("beta_slow", .double(1)), ("truncate", .bool(false)),
+                                        ("original_max_position_embeddings", .double(4096))])
 
     /// Rotary inverse frequencies, the factor cos and sin are multiplied by, and (DeepSeek) the
     /// extra factor on the attention softmax scale.
@@ -168,7 +181,7 @@ public struct Transformer {
             for i in h.indices { h[i] += a[i] }
             let y = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps, name: p + "post_attention_layernorm.weight")
             let m: [Float]
-            if reader.has(p + "mlp.gate.weight") || reader.has(p + "block_sparse_moe.gate.weight") {
+            if MoELayer.routerWeightNames(layer: l).contains(where: reader.has) {
                 let block = try MoELayer(reader, config: config, layer: l)
                 let r = try block.forward(y, tokens: t)
                 m = r.output
@@ -210,22 +223,28 @@ public struct Transformer {
 
     /// Causal attention of `q` (tokens x heads x dq) over `k` (tokens x kvHeads x dq) and `v`
     /// (tokens x kvHeads x dv), softmax in float32; returns tokens x heads x dv.
-    func attend(q: [Float], k: [Float], v: [Float], tokens: Int, heads: Int, kvHeads: Int, dq: Int, dv: Int, scale: Float) -> [Float] {
+    /// `window`: token i sees only tokens j > i - window (a sliding-window layer).
+    /// `sinks` (gpt-oss, one per head): a logit joining each softmax whose probability is then dropped, so
+    /// that a token may attend to nothing much: w_j = exp(s_j) / (sum_j' exp(s_j') + exp(sink)).
+    func attend(q: [Float], k: [Float], v: [Float], tokens: Int, heads: Int, kvHeads: Int, dq: Int, dv: Int, scale: Float,
+                window: Int? = nil, sinks: [Float]? = nil) -> [Float] {
         var out = [Float](repeating: 0, count: tokens * heads * dv)
         let group = heads / kvHeads
         for hd in 0..<heads {
             let kh = hd / group
             for i in 0..<tokens {
+                let first = window.map { max(0, i - $0 + 1) } ?? 0
                 var scores = [Float](repeating: 0, count: i + 1)
-                for j in 0...i {
+                for j in first...i {
                     var s: Float = 0
                     for d in 0..<dq { s += q[(i * heads + hd) * dq + d] * k[(j * kvHeads + kh) * dq + d] }
                     scores[j] = s * scale
                 }
-                let m = scores.max()!
-                var z: Float = 0
-                for j in 0...i { scores[j] = expf(scores[j] - m); z += scores[j] }
-                for j in 0...i {
+                let sink = sinks?[hd]
+                let m = max(scores[first...i].max()!, sink ?? -.infinity)
+                var z: Float = sink.map { expf($0 - m) } ?? 0
+                for j in first...i { scores[j] = expf(scores[j] - m); z += scores[j] }
+                for j in first...i {
                     let w = scores[j] / z
                     for d in 0..<dv { out[(i * heads + hd) * dv + d] += w * v[(j * kvHeads + kh) * dv + d] }
                 }
@@ -234,19 +253,29 @@ public struct Transformer {
         return out
     }
 
+    /// Layer `l`'s sliding window: config.json's sliding_window when layer_types says "sliding_attention".
+    func slidingWindow(layer l: Int) throws(ForwardError) -> Int? {
+        guard let types = config.field("layer_types")?.arrayValue, l < types.count,
+              types[l].stringValue == "sliding_attention" else { return nil }
+        guard let w = config.int("sliding_window"), w >= 1 else {
+            throw ForwardError(.configInvalid, "config.json: layer \(l) is a sliding_attention layer, but sliding_window is not a positive integer")
+        }
+        return w
+    }
+
     func gqa(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
         let p = "model.layers.\(l).self_attn."
-        func project(_ name: String, rows: Int) throws(ForwardError) -> [Float] {
+        func project(_ x: [Float], _ name: String, rows: Int) throws(ForwardError) -> [Float] {
             var y = try Math.linear(x, tokens: t, try reader.weight(p + name + ".weight"), rows: rows)
             if reader.has(p + name + ".bias") {
                 let b = try reader.vector(p + name + ".bias")
                 guard b.count == rows else { throw ForwardError(.shapeMismatch, "\(p)\(name).bias has \(b.count) values for \(rows) outputs") }
-                for i in y.indices { y[i] += b[i % b.count] }
+                Math.addBias(&y, b)
             }
             return y
         }
-        var q = try project("q_proj", rows: heads * headDim), k = try project("k_proj", rows: kvHeads * headDim)
-        let v = try project("v_proj", rows: kvHeads * headDim)
+        var q = try project(x, "q_proj", rows: heads * headDim), k = try project(x, "k_proj", rows: kvHeads * headDim)
+        let v = try project(x, "v_proj", rows: kvHeads * headDim)
         if reader.has(p + "q_norm.weight") {  // Qwen3: RMSNorm of each head
             q = try Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
@@ -257,9 +286,13 @@ public struct Transformer {
         k.withUnsafeMutableBufferPointer { kb in
             for i in 0..<t { for hd in 0..<kvHeads { rope(kb.baseAddress! + (i * kvHeads + hd) * headDim, headDim, position: i, interleaved: false) } }
         }
+        let sinks = reader.has(p + "sinks") ? try reader.vector(p + "sinks") : nil
+        if let sinks, sinks.count != heads {
+            throw ForwardError(.shapeMismatch, "\(p)sinks has \(sinks.count) values for \(heads) heads")
+        }
         let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: kvHeads, dq: headDim, dv: headDim,
-                       scale: 1 / Float(headDim).squareRoot())
-        return try Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"), rows: hidden)
+                       scale: 1 / Float(headDim).squareRoot(), window: try slidingWindow(layer: l), sinks: sinks)
+        return try project(o, "o_proj", rows: hidden)
     }
 
     /// DeepSeek's multi-head latent attention.

@@ -48,7 +48,7 @@ public struct ForwardError: Error, Sendable, CustomStringConvertible {
 
     /// What to do, for the kinds whose messages cannot say it themselves.
     static let defaultHints: [Kind: String] = [
-        .unsupportedModel: "verify runs deepseek_v3 (and Kimi-K2), mixtral, qwen2_moe and qwen3_moe; see Docs/verify.md",
+        .unsupportedModel: "verify runs \(Transformer.modelTypes.joined(separator: ", ")) (and Kimi-K2, as deepseek_v3); see Docs/verify.md",
         .shapeMismatch: "the checkpoint does not match its config.json: check that they belong together",
     ]
 
@@ -154,6 +154,33 @@ public struct WeightReader: Sendable {
     }
 
     public func vector(_ name: String) throws(ForwardError) -> [Float] { try matrix(name).values }
+
+    /// One expert of a stack that transformers holds transposed, [experts, in, out] (gpt-oss's experts), as a
+    /// Linear weight [out, in]: gpt-oss's MXFP4 blocks already store each expert's output rows and are read in
+    /// place; a plain stack is transposed here, into float32.
+    public func expertRows(_ name: String, expert: Int) throws(ForwardError) -> Weight {
+        do throws(WeightReadError) {
+            let logical = try reader.checkpoint.logicalWeight(name)
+            // Not stored at all: the reader says so, naming it.
+            guard let logical else { return Weight(try reader.weight(name, expert: expert).rows()) }
+            let stored = try reader.weight(logical, expert: expert)
+            if case .gptOssMXFP4 = logical.encoding { return Weight(try stored.rows()) }
+            let rows = try stored.rows()
+            defer { rows.release() }
+            let (inputs, outputs) = (stored.rows, stored.cols)
+            var values = [Float](repeating: 0, count: inputs * outputs)
+            var row = [Float](repeating: 0, count: outputs)
+            for i in 0..<inputs {
+                row.withUnsafeMutableBufferPointer { rows.decodeRow(i, into: $0.baseAddress!) }
+                for o in 0..<outputs { values[o * inputs + i] = row[o] }
+            }
+            var w = Weight(Matrix(rows: outputs, cols: inputs, values: values))
+            w.name = stored.name
+            return w
+        } catch {
+            throw ForwardError(error)
+        }
+    }
 
     /// A Linear weight (or a 1-D tensor as one row) read row by row, or one expert's slice of a fused stack.
     public func weight(_ name: String, index: Int? = nil) throws(ForwardError) -> Weight {

@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral"].contains(type),
+        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }
@@ -69,7 +69,7 @@ public enum ExpectedTensors {
         add(p + "k_proj.weight", [kv * d, h])
         add(p + "v_proj.weight", [kv * d, h])
         add(p + "o_proj.weight", [h, heads * d])
-        if type == "qwen2_moe" || (c.field("attention_bias")?.boolValue ?? false) {
+        if type == "qwen2_moe" || (c.field("attention_bias")?.boolValue ?? (type == "gpt_oss")) {
             add(p + "q_proj.bias", [heads * d])
             add(p + "k_proj.bias", [kv * d])
             add(p + "v_proj.bias", [kv * d])
@@ -77,6 +77,10 @@ public enum ExpectedTensors {
         if type == "qwen3_moe" {
             add(p + "q_norm.weight", [d])
             add(p + "k_norm.weight", [d])
+        }
+        if type == "gpt_oss" {
+            if c.field("attention_bias")?.boolValue ?? true { add(p + "o_proj.bias", [h]) }
+            add(p + "sinks", [heads])
         }
         return true
     }
@@ -94,6 +98,17 @@ public enum ExpectedTensors {
             return true
         }
         let moe = type == "mixtral" ? p + "block_sparse_moe." : p + "mlp."
+        if type == "gpt_oss" {
+            // Fused as transformers holds them, [E, in, out], gate/up interleaved; stored so or as MXFP4 blocks.
+            guard let size = c.intermediateSize else { return false }
+            add(moe + "router.weight", [experts, h])
+            add(moe + "router.bias", [experts])
+            add(moe + "experts.gate_up_proj", [experts, h, 2 * size])
+            add(moe + "experts.gate_up_proj_bias", [experts, 2 * size])
+            add(moe + "experts.down_proj", [experts, size, h])
+            add(moe + "experts.down_proj_bias", [experts, h])
+            return true
+        }
         add(moe + "gate.weight", [experts, h])
         let size = type == "mixtral" ? c.intermediateSize : c.moeIntermediateSize
         guard let size else { return false }
@@ -135,7 +150,11 @@ public enum ExpectedTensors {
             expectedNames.insert(name)
             guard let found = checkpoint.locate(name) else {
                 // Stored packed (compressed-tensors `_packed`, gpt-oss `_blocks`): there, in another shape.
-                if checkpoint.locate(name, suffix: "_packed") == nil && checkpoint.locate(name, suffix: "_blocks") == nil {
+                if let blocks = checkpoint.locate(name, suffix: "_blocks"), shape.count == 3 {
+                    // gpt-oss's MXFP4: [E, in, out] is stored as each expert's output rows, 32 inputs to 16 bytes.
+                    let stored = [shape[0], shape[2], (shape[1] + 31) / 32, 16]
+                    if blocks.tensor.shape != stored { report.wrongShape.append((blocks.tensor.name, blocks.tensor.shape, stored)) }
+                } else if checkpoint.locate(name, suffix: "_packed") == nil && checkpoint.locate(name, suffix: "_blocks") == nil {
                     report.missing.append(name)
                 }
                 continue

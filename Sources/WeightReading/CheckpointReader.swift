@@ -202,9 +202,15 @@ public final class CheckpointReader: Sendable {
                                scaling: .mxfp4)
         }
         var delivered = layout
-        if let valueDtype, !(layout is PlainLayout) { delivered = RoundedLayout(inner: layout, dtype: valueDtype) }
+        if let valueDtype, !Self.exact(layout, in: valueDtype) { delivered = RoundedLayout(inner: layout, dtype: valueDtype) }
         return StoredWeight(name: expert.map { "\(logical.name)[\($0)]" } ?? logical.name, rows: rows, cols: cols,
                             storage: storages[located.file], tensor: t, firstRow: firstRow, layout: delivered)
+    }
+
+    /// Whether every value `layout` decodes is already a `dtype` value, so that rounding it to `dtype` is the
+    /// identity and is skipped: plain values are the model's own, and MX products are made in BF16 (FP4Scaling).
+    static func exact(_ layout: any StoredLayout, in dtype: Dtype) -> Bool {
+        layout is PlainLayout || (dtype == .BF16 && (layout as? FP4Layout)?.scaling == .mxfp4)
     }
 
     /// The columns of a pack-quantized weight: `weight_shape`'s, checked against what the packed words can hold,

@@ -24,8 +24,8 @@ import Testing
     }
 
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
-    /// The four tiny models, and DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN.
-    static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e")]
+    /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, and gpt-oss.
+    static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -95,7 +95,15 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    @Test(arguments: MoELayerAgainstTransformers.checkpoints)
+    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss on a second sequence of 24 too.
+    static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss")]
+
+    func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
+        let t = f.tensor(named: name)!
+        return (0..<Int(t.elementCount)).map { Int(f.data(t).loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+    }
+
+    @Test(arguments: wholeModels)
     func logitsAndHiddenStates(_ model: String, _ path: String) throws {
         let checkpoint = try Checkpoint(path: Fixtures.path(path))
         let reference = try SafetensorsFile(path: Fixtures.path("verify/\(model).model.safetensors"))
@@ -111,6 +119,16 @@ import Testing
         let logits = floats(reference, "logits")
         let worst = maxAbsDifference(out.logits, logits)
         #expect(worst < 1e-4, "\(model) logits: max abs error \(worst)")
+        // Where the reference holds the routers' choices (gpt-oss's): the same experts for every token.
+        let routed = reference.tensors.filter { $0.name.hasPrefix("router.") && $0.name.hasSuffix(".experts") }
+        for t in routed {
+            let layer = Int(t.name.split(separator: ".")[1])!
+            let routing = try #require(out.routing[layer], "\(model): layer \(layer) was not routed")
+            #expect(routing.flatMap(\.experts) == ints(reference, t.name), "\(model) layer \(layer)")
+            let dw = maxAbsDifference(routing.flatMap(\.weights), floats(reference, "router.\(layer).weights"))
+            #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
+        }
+        #expect(!model.hasPrefix("gpt_oss") || routed.count == 2)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
@@ -177,5 +195,15 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
             #expect(error.description.contains("\"grok\"") && error.description.contains("qwen3_moe"), "\(error)")
         }
         #expect(Set(ForwardError.Kind.allCases.map(\.rawValue)).count == ForwardError.Kind.allCases.count)
+    }
+}
+
+@Suite struct GptOssActivation {
+    /// gate clamped above only, up on both sides; (up + 1) * gate * sigmoid(alpha * gate), pairs interleaved.
+    @Test func clampsThenGates() {
+        let y = Math.clampedSwiGLU([3, -5, -1, 0.5], alpha: 1.5, limit: 2)
+        let expected: [Float] = [(-2 + 1) * 2 / (1 + expf(-3)), (0.5 + 1) * -1 / (1 + expf(1.5))]
+        #expect(y.count == 2)
+        #expect(maxAbsDifference(y, expected) < 1e-6, "\(y)")
     }
 }

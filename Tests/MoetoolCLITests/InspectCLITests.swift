@@ -403,6 +403,51 @@ struct CLI {
         #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]))
     }
 
+    /// gpt-oss as transformers writes it (float32, verify/gpt_oss) and as MXFP4 (quant/formats/gpt_oss-mxfp4): every
+    /// tensor config.json implies (router and its bias, sinks, o_proj's bias, the fused experts and their biases), at
+    /// its shape, the MXFP4 blocks at theirs; one tensor fewer is named.
+    @Test(arguments: ["verify/gpt_oss", "quant/formats/gpt_oss-mxfp4"])
+    func gptOssIsComplete(_ path: String) throws {
+        let r = try CLI.run(["inspect", "--json", "--strict", Fixtures.path(path)])
+        #expect(r.status == 0, "\(path): \(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "\(path): not checked")
+        // 17 a layer (2 norms, q/k/v/o and their biases, sinks, router and its bias, 2 stacks and their biases), then
+        // embeddings, norm, lm_head; the MXFP4 file stores 2 more a layer (blocks and scales for each stack).
+        #expect(c["expected_tensors"] == .int(37), "\(path)")
+        #expect(o["tensors"] == .int(path.hasSuffix("mxfp4") ? 41 : 37), "\(path)")
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        #expect(o["moe"]?.objectValue?["expert_layout"] == .string("fused"))
+        let text = try CLI.run(["inspect", Fixtures.path(path)])
+        #expect(text.stdout.contains("expert layout   fused (experts.gate_up_proj [E,H,2I], gate/up interleaved)"), "\(text.stdout)")
+
+        let dir = try Severity.rewritten(path) { !$0.hasSuffix("layers.1.self_attn.sinks") }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string("model.layers.1.self_attn.sinks")]), "\(m)")
+    }
+
+    /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
+    /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
+    @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {
+        let dir = try Severity.rewritten("quant/formats/gpt_oss-mxfp4")
+        defer { Fixtures.removeTemporary(dir) }
+        let config = dir + "/config.json"
+        let text = String(decoding: Fixtures.readBytes(config), as: UTF8.self)
+        #expect(text.contains(#""intermediate_size": 96"#))
+        try FileManager.default.removeItem(atPath: config)
+        try Data(text.replacingOccurrences(of: #""intermediate_size": 96"#, with: #""intermediate_size": 128"#).utf8)
+            .write(to: URL(fileURLWithPath: config))
+        let r = try CLI.run(["inspect", dir, "--json"])
+        #expect(r.status == 1)
+        let c = try #require(try JSONParser.parse(r.stdout).objectValue?["completeness"]?.objectValue)
+        let wrong = (c["wrong_shape"]?.arrayValue ?? []).compactMap { $0.objectValue?["name"]?.stringValue }
+        #expect(wrong.contains("model.layers.0.mlp.experts.gate_up_proj_blocks") && wrong.contains("model.layers.1.mlp.experts.down_proj_blocks"), "\(c)")
+        #expect(r.stderr.contains("is [4,192,2,16], config.json makes it [4,256,2,16]"), "\(r.stderr)")
+    }
+
     /// The same for an FP8 conversion: scales are the quantization check's, not unexpected tensors.
     @Test func anFP8ConversionIsComplete() throws {
         let out = Fixtures.temporaryDirectory() + "/fp8"

@@ -264,3 +264,101 @@ extension VerifyCoverage {
         }
     }
 }
+
+/// gpt-oss through the command line: its FP8 conversion (attention projections; the 3-D expert stacks stay as
+/// they are) passes and damage is caught; its MXFP4 experts run and equal their BF16 conversion.
+@Suite struct VerifyGptOss {
+    static let original = Fixtures.path("verify/gpt_oss")
+
+    func range(_ file: SafetensorsFile, _ name: String) throws -> Range<Int> {
+        let r = file.fileRange(try #require(file.tensor(named: name), "\(name)"))
+        return Int(r.lowerBound)..<Int(r.upperBound)
+    }
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        #expect(file.tensor(named: "model.layers.1.self_attn.o_proj.weight")?.dtype == .F8_E4M3)
+        #expect(file.tensor(named: "model.layers.1.mlp.experts.gate_up_proj")?.dtype == .F32)  // 3-D: not quantized
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the attention
+        #expect(model["hidden_states"]?.arrayValue?.count == 3)
+        #expect(model["moe_layers"]?.arrayValue?.count == 2)
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // One attention projection's scale 16 times too large.
+        var scaled = intact
+        let s = try range(file, "model.layers.1.self_attn.o_proj.weight_scale_inv")
+        let bad = (scaled[s].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } * 16).bitPattern
+        for i in 0..<4 { scaled[s.lowerBound + i] = UInt8((bad >> (8 * UInt32(i))) & 0xFF) }
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(scaled)))
+        let scaledRun = try CLI.run(["verify", Self.original, fp8])
+        #expect(scaledRun.status == 1, "\(scaledRun.stdout)")
+        #expect(scaledRun.stdout.contains("FAILED logits"), "\(scaledRun.stdout)")
+
+        // Experts 0 and 2 of layer 1 swapped: their slices of the four stacks.
+        var swapped = intact
+        for name in ["gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"] {
+            let r = try range(file, "model.layers.1.mlp.experts." + name)
+            let per = r.count / 4
+            let a = Array(swapped[(r.lowerBound)..<(r.lowerBound + per)])
+            let b = Array(swapped[(r.lowerBound + 2 * per)..<(r.lowerBound + 3 * per)])
+            swapped.replaceSubrange(r.lowerBound..<(r.lowerBound + per), with: b)
+            swapped.replaceSubrange((r.lowerBound + 2 * per)..<(r.lowerBound + 3 * per), with: a)
+        }
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(swapped)))
+        for mode in [["--layers", "1"], []] {
+            let r = try CLI.run(["verify", Self.original, fp8] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(r.stdout.contains("FAILED layer 1 expert 0:") && r.stdout.contains("FAILED layer 1 expert 2:"), "\(mode): \(r.stdout)")
+        }
+    }
+
+    /// The MXFP4 fixture (quant_formats.py) runs whole and equals its `convert --to bf16` output exactly (the
+    /// same values, read transposed); a scale block of one expert made 16 times larger is caught.
+    @Test func mxfp4EqualsItsBF16ConversionDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mxfp4 = Fixtures.path("quant/formats/gpt_oss-mxfp4")
+        let bf16 = dir + "/bf16"
+        let c = try CLI.run(["convert", mxfp4, bf16, "--to", "bf16", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let r = try CLI.run(["verify", mxfp4, bf16, "--json"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+        #expect(o["logits"]?.objectValue?["norm"]?.doubleValue ?? 0 > 0)
+        let hidden = try #require(o["hidden_states"]?.arrayValue)
+        #expect(hidden.count == 3 && hidden.allSatisfy { $0.objectValue?["relative_error"]?.doubleValue == 0 })
+        let coverage = (o["expert_coverage"]?.arrayValue ?? []).compactMap(\.objectValue)
+        #expect(coverage.count == 2 && coverage.allSatisfy { $0["run_alone"] == .int(4) && $0["worst_relative_error"]?.doubleValue == 0 })
+
+        let copy = dir + "/mxfp4"
+        try FileManager.default.copyItem(atPath: mxfp4, toPath: copy)
+        let shard = copy + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        var bytes = Fixtures.readBytes(shard)
+        // down_proj_scales [4, 64, 3] U8 (E8M0): expert 3, row 6, group 0, four exponents up. quant_formats.py
+        // spreads rows over 2^-3...2^3 (row r times 2^((r % 7) - 3)): row 6 is one of the largest. (The same damage
+        // to row 0, 64 times smaller, moves the expert's output by 3.8%: under the default 15% limit.)
+        let s = try range(file, "model.layers.0.mlp.experts.down_proj_scales")
+        bytes[s.lowerBound + (3 * 64 + 6) * 3] += 4
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
+        for mode in [["--layers", "all"], []] {
+            let bad = try CLI.run(["verify", bf16, copy] + mode)
+            #expect(bad.status == 1, "\(mode): passed\n\(bad.stdout)")
+            #expect(bad.stdout.contains("FAILED layer 0 expert 3:"), "\(mode): \(bad.stdout)")
+        }
+    }
+}
