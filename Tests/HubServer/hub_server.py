@@ -5,8 +5,9 @@
 Serves DIR/<org>--<name>/<file> under the Hub's URL scheme: GET /<org>/<name>/resolve/<rev>/<file> answers
 302 with a redirect to /cdn/<org>/<name>/<rev>/<file> (as the Hub redirects to its CDN), which serves the bytes
 with Range support (206 + Content-Range). Repositories whose name starts with "gated" need
-"Authorization: Bearer <SECRET>" (401 otherwise). With --flaky every third request answers 503 with
-Retry-After: 0. The redirect names 127.0.0.1, so a client that asked for localhost meets another host, as with the
+"Authorization: Bearer <SECRET>" (401 otherwise). With --flaky the first request for each URL and Range answers
+503 with Retry-After: 0 (every request fails once, and its retry is answered: a count over all requests would let
+concurrent retries meet the failing turn again and again). The redirect names 127.0.0.1, so a client that asked for localhost meets another host, as with the
 Hub's CDN ("cdn_with_token" counts CDN requests that carried a token). GET /api/models/<org>/<name>/tree/<rev> lists the files with their sizes. GET /_stats returns {"requests", "body_bytes", "ranges"} (body bytes of file answers).
 Prints "PORT <n>" once listening, and exits with its parent. Standard library only; binds 127.0.0.1.
 """
@@ -21,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
 STATS = {"requests": 0, "body_bytes": 0, "ranges": [], "cdn_with_token": 0}
+SEEN = set()  # (path, Range) pairs asked before: --flaky fails the first of each
 
 
 def make_handler(root, flaky, token):
@@ -44,10 +46,12 @@ def make_handler(root, flaky, token):
                 with LOCK:
                     body = json.dumps(STATS).encode()
                 return self.send_plain(200, body, [("Content-Type", "application/json")])
+            key = (self.path, self.headers.get("Range"))
             with LOCK:
                 STATS["requests"] += 1
-                n = STATS["requests"]
-            if flaky and n % 3 == 0:
+                first = key not in SEEN
+                SEEN.add(key)
+            if flaky and first:
                 return self.send_plain(503, b"busy", [("Retry-After", "0")])
             m = re.fullmatch(r"/api/models/([^/]+)/([^/]+)/tree/([^/?]+)(\?.*)?", self.path)
             if m:
