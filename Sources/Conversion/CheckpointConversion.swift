@@ -43,6 +43,9 @@ public enum CheckpointConversion {
         public let finalized: Bool
         /// What the directory held that was not carried over, and why.
         public var leftOut: [DirectoryTree.LeftOut] = []
+        /// Weights decoded from another format and quantized again by this run, with what that changed (shards
+        /// kept from an earlier run are not measured again).
+        public var requantized: [RequantizationLoss] = []
         public var bytesIn: UInt64 { shards.reduce(0) { $0 + $1.bytesIn } }
         public var bytesOut: UInt64 { shards.reduce(0) { $0 + $1.bytesOut } }
     }
@@ -113,6 +116,7 @@ public enum CheckpointConversion {
         defer { withExtendedLifetime(claim) {} }  // the lock is held until the run ends
 
         var results: [ShardResult] = []
+        var losses: [RequantizationLoss] = []
         // The shards this run is responsible for: every one, or a --shards worker's share.
         var mine = Set(plan.shards.indices)
         if case .shards(let index, let count) = mode { mine = mine.filter { $0 % count == index - 1 } }
@@ -141,7 +145,8 @@ public enum CheckpointConversion {
                 let digest: String
                 do {
                     try AtomicFile.makeParentDirectories(of: shard.name, in: output)
-                    digest = try Converter.writeShard(shard, to: path, reader: reader, options: options, progress: progress)
+                    digest = try Converter.writeShard(shard, to: path, reader: reader, options: options, progress: progress,
+                                                      losses: { losses.append($0) })
                 } catch let e as ConversionError {
                     throw e
                 } catch let e as IOError {
@@ -165,7 +170,7 @@ public enum CheckpointConversion {
         return Summary(
             shards: results, quantized: plan.count(.quantize, inShards: mine), dequantized: plan.count(.dequantize, inShards: mine),
             passedThrough: plan.count(.passThrough, inShards: mine), dropped: plan.count(.drop, inShards: mine),
-            finalized: finalized, leftOut: leftOut)
+            finalized: finalized, leftOut: leftOut, requantized: losses)
     }
 
     /// Every shard done and intact, then the index, config.json and other files; the state goes last.
@@ -234,9 +239,7 @@ public enum CheckpointConversion {
         }
         if let packed = PackedTarget(options) {
             // compressed-tensors lists every Linear it left alone: each 2-D weight not quantized, embeddings aside.
-            let ignore = plan.decisions
-                .filter { $0.action.kind == .passThrough && $0.name.hasSuffix(".weight") && $0.shape.count == 2 && !$0.name.contains("embed_tokens") }
-                .map { PackedTarget.module(of: $0.name) }
+            let ignore = unquantizedModules(plan).filter { !$0.contains("embed_tokens") }
             raw.append("quantization_config", .object(packed.quantizationConfig(ignore: ignore)))
             return raw
         }
@@ -249,14 +252,28 @@ public enum CheckpointConversion {
         let deepseek = (config.modelType ?? "").hasPrefix("deepseek")
         if !deepseek {
             // Loaders of other architectures quantize every linear layer unless told which ones were skipped.
-            let skipped = plan.decisions
-                .filter { $0.action.kind == .passThrough && $0.name.hasSuffix(".weight") && $0.shape.count == 2 }
-                .map { JSONValue.string(String($0.name.dropLast(".weight".count))) }
+            let skipped = unquantizedModules(plan).map { JSONValue.string($0) }
             q.append("ignored_layers", .array(skipped))
             q.append("modules_to_not_convert", .array(skipped))
         }
         raw.append("quantization_config", .object(q))
         return raw
+    }
+
+    /// The modules whose 2-D weight this run leaves unquantized: kept as they are, or decoded to BF16 (an
+    /// encoded weight the target cannot take, its codes tensor named `<module>.weight_packed`).
+    static func unquantizedModules(_ plan: ConversionPlan) -> [String] {
+        plan.decisions.compactMap { d in
+            switch d.action.kind {
+            case .passThrough where d.name.hasSuffix(".weight") && d.shape.count == 2:
+                return String(d.name.dropLast(".weight".count))
+            case .dequantize:
+                let weight = d.name.hasSuffix("_packed") ? String(d.name.dropLast("_packed".count)) : d.name
+                return weight.hasSuffix(".weight") ? String(weight.dropLast(".weight".count)) : nil
+            default:
+                return nil
+            }
+        }
     }
 
     static func writeIndex(weightMap: [(String, String)], totalSize: UInt64, to path: String) throws(ConversionError) {

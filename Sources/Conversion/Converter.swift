@@ -92,6 +92,8 @@ public struct PlannedTensor: Sendable {
         case packed(file: Int, weight: TensorInfo, fused: [Checkpoint.Located])
         /// The blocks or scales of a gpt-oss expert stack quantized to its MXFP4 layout.
         case gptOssExperts(file: Int, weight: TensorInfo)
+        /// One tensor of an encoded weight decoded (as BF16 values) and quantized to this run's target.
+        case requantized(LogicalWeight)
     }
 
     public let spec: TensorSpec
@@ -156,31 +158,29 @@ public struct ConversionPlan: Sendable {
                     "quantization_config.quant_method is \"\(method)\"; moetool converts FP8 block, compressed-tensors, ModelOpt NVFP4 and gpt-oss MXFP4 checkpoints")
             }
         }
-        // A conversion to BF16 decodes every encoded weight; their bookkeeping tensors fold into them.
+        let gptOss = GptOssMXFP4.applies(checkpoint, target: options.target)
+        let packedTarget = gptOss ? nil : PackedTarget(options)
+        if gptOss, let q = checkpoint.config?.quantizationConfig {
+            throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
+                "is already quantized (quantization_config.quant_method \"\(q["quant_method"]?.stringValue ?? "unknown")\"); --to \(options.target.rawValue) quantizes BF16/F16/F32 gpt-oss checkpoints: convert --to bf16 first, then --to \(options.target.rawValue)")
+        }
+        // A conversion to BF16 decodes every encoded weight; one to another format decodes those in a different
+        // format (FP8 blocks stay as they are for --to fp8) and quantizes their values again. Their bookkeeping
+        // tensors fold into them.
         var encoded = EncodedWeights()
         let counting = ParameterCounting(config: checkpoint.config)
-        if options.target == .bf16 {
+        if options.target == .bf16 || (options.target.quantizes && !gptOss) {
             do throws(WeightReadError) {
-                encoded = try EncodedWeights(try CheckpointReader(checkpoint))
+                encoded = try EncodedWeights(try CheckpointReader(checkpoint), keepingFP8Blocks: options.target == .fp8)
             } catch {
                 throw ConversionError(error)
             }
         }
-        let gptOss = GptOssMXFP4.applies(checkpoint, target: options.target)
-        let packedTarget = gptOss ? nil : PackedTarget(options)
-        if packedTarget != nil || gptOss, let q = checkpoint.config?.quantizationConfig {
-            throw ConversionError(.quantizationUnsupported, file: checkpoint.configPath,
-                "is already quantized (quantization_config.quant_method \"\(q["quant_method"]?.stringValue ?? "unknown")\"); --to \(options.target.rawValue) quantizes BF16/F16/F32 checkpoints: convert --to bf16 first, then --to \(options.target.rawValue)")
-        }
-        if packedTarget != nil || gptOss, let fp8 = checkpoint.allTensors.first(where: { $0.tensor.dtype.isFP8 }) {
-            throw ConversionError(.quantizationUnsupported, file: checkpoint.files[fp8.file].path, tensor: fp8.tensor.name,
-                "is FP8; --to \(options.target.rawValue) quantizes BF16/F16/F32 weights and one config.json cannot describe FP8 and 4-bit weights together: convert --to bf16 first, then --to \(options.target.rawValue)")
-        }
         if options.target.quantizes, let packed = checkpoint.allTensors.first(where: {
-            $0.tensor.name.hasSuffix("_packed") || ($0.tensor.name.hasSuffix("_blocks") && $0.tensor.dtype == .U8)
+            ($0.tensor.name.hasSuffix("_blocks") && $0.tensor.dtype == .U8) || (gptOss && $0.tensor.name.hasSuffix("_packed"))
         }) {
             throw ConversionError(.quantizationUnsupported, file: checkpoint.files[packed.file].path, tensor: packed.tensor.name,
-                "is a packed 4/8-bit weight; --to \(options.target.rawValue) quantizes BF16/F16/F32 weights: convert --to bf16 first, then --to \(options.target.rawValue) (a conversion between quantized formats goes through their exact values)")
+                "is a packed 4-bit expert stack (gpt-oss's layout); --to \(options.target.rawValue) does not re-quantize those: convert --to bf16 first, then --to \(options.target.rawValue) (a conversion between quantized formats goes through their exact values)")
         }
         var decisions: [Decision] = []
         var shards: [Shard] = []
@@ -189,9 +189,17 @@ public struct ConversionPlan: Sendable {
             for t in file.tensors {
                 let action: TensorAction
                 if let entry = encoded.byCodes[t.name] {
-                    action = TensorAction(kind: .dequantize, reason: "\(entry.logical.encoding.name) weight, decoded")
+                    if options.target == .bf16 {
+                        action = TensorAction(kind: .dequantize, reason: "\(entry.logical.encoding.name) weight, decoded")
+                    } else if let g = packedTarget?.scheme.groupSize, entry.outputShape[1] % UInt64(g) != 0 {
+                        action = TensorAction(kind: .dequantize, reason: "\(entry.logical.encoding.name) weight, decoded to BF16: \(entry.outputShape[1]) columns are not a multiple of the group size \(g)")
+                    } else {
+                        action = TensorAction(kind: .quantize, reason: "\(entry.logical.encoding.name) weight, decoded and quantized again (its loss is reported)")
+                    }
                 } else if let owner = encoded.foldedInto[t.name] {
                     action = TensorAction(kind: .drop, reason: "folded into \(owner)")
+                } else if options.target != .fp8, options.target != .bf16, !encoded.byCodes.isEmpty, counting.kind(t) == .overhead {
+                    action = TensorAction(kind: .drop, reason: "quantization bookkeeping of the input's format")
                 } else if gptOss {
                     action = GptOssMXFP4.rule(t).map { TensorAction(kind: .passThrough, reason: $0) }
                         ?? TensorAction(kind: .quantize, reason: "gpt-oss expert stack, in its own MXFP4 layout")
@@ -208,6 +216,21 @@ public struct ConversionPlan: Sendable {
                                                  source: .copy(file: fi, tensor: t)))
                 case .drop:
                     break
+                case .quantize where encoded.byCodes[t.name] != nil:
+                    let entry = encoded.byCodes[t.name]!
+                    let (rows, cols) = (entry.outputShape[0], entry.outputShape[1])
+                    if let packedTarget {
+                        for (_, spec) in packedTarget.outputs(weightName: entry.logical.name, dtype: .BF16, rows: rows, cols: cols) {
+                            planned.append(PlannedTensor(spec: spec, source: .requantized(entry.logical)))
+                        }
+                    } else {
+                        planned.append(PlannedTensor(spec: TensorSpec(name: entry.logical.name, dtype: .F8_E4M3, shape: [rows, cols]),
+                                                     source: .requantized(entry.logical)))
+                        planned.append(PlannedTensor(
+                            spec: TensorSpec(name: entry.logical.name + String(describing: BlockQuantization.scaleSuffix), dtype: .F32,
+                                             shape: BlockQuantization.scaleShape(rows: rows, cols: cols)),
+                            source: .requantized(entry.logical)))
+                    }
                 case .quantize where gptOss:
                     for spec in GptOssMXFP4.outputs(t) { planned.append(PlannedTensor(spec: spec, source: .gptOssExperts(file: fi, weight: t))) }
                 case .quantize where packedTarget != nil:
@@ -281,8 +304,10 @@ public enum Converter {
     /// when its scales (which come first in the file) are, in one pass over the input.
     /// Returns the XXH64 of the file, as "xxh64:" and 16 hex digits.
     @discardableResult
+    /// `losses`: told how much each re-quantized weight (one decoded from another format) changed.
     public static func writeShard(_ shard: ConversionPlan.Shard, to path: String, reader: CheckpointReader,
-                                  options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil) throws -> String {
+                                  options: ConversionOptions, progress: (@Sendable (UInt64) -> Void)? = nil,
+                                  losses: ((RequantizationLoss) -> Void)? = nil) throws -> String {
         let checkpoint = reader.checkpoint
         // The checksum is taken as the bytes are written, in file order (the codes of quantized weights,
         // computed ahead of their place, are read back at the end).
@@ -318,6 +343,9 @@ public enum Converter {
                         try scales.withUnsafeBytes { try region.write($0, at: 0) }
                     }
                     progress?(w.byteCount)
+                case .requantized(let logical):
+                    losses?(try writeRequantized(logical, output: output, reader: reader, options: options, amaxes: &amaxes))
+                    progress?(logical.codes.tensor.byteCount)
                 case .gptOssExperts(let fi, let w):
                     try writeGptOssExperts(w, file: fi, output: output, reader: reader, options: options)
                     progress?(w.byteCount)
@@ -368,16 +396,20 @@ public enum Converter {
     /// Block-quantizes a BF16/F16/F32 weight 128 rows at a time on all cores; each band's FP8 codes
     /// are written into `region` by the core that computed them, while still in its cache. Returns
     /// the block scales. BF16 and aligned F32 bands are read in place; F16 bands are decoded first.
-    static func quantize(_ w: StoredWeight, options: ConversionOptions, into region: TensorRegion) throws -> [Float] {
+    /// `loss`, when given, gets how far the FP8 values written (as BF16, the way they are dequantized) lie from
+    /// the weight's values (an encoded weight decoded, always through the decoding path).
+    static func quantize(_ w: StoredWeight, options: ConversionOptions, loss: UnsafeMutablePointer<RequantizationLoss>? = nil,
+                         into region: TensorRegion) throws -> [Float] {
         let rows = w.rows
         let cols = w.cols
         let dtype = w.tensor.dtype
         let gridCols = (cols + bandRows - 1) / bandRows
         let format = options.scaleFormat
+        let measuring = loss != nil
         var scales = [Float](repeating: 0, count: ((rows + bandRows - 1) / bandRows) * gridCols)
         let results = scales.withUnsafeMutableBufferPointer { scalesOut in
             nonisolated(unsafe) let scalesOut = scalesOut  // each band writes its own row of scales
-            return parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<Int, any Error> in
+            return parallelMap((rows + bandRows - 1) / bandRows, threads: options.threads) { band -> Result<(Int, BandOutcome), any Error> in
                 let r0 = band * bandRows
                 let r1 = min(rows, r0 + bandRows)
                 let n = (r1 - r0) * cols
@@ -387,11 +419,12 @@ public enum Converter {
                 let input: StoredRows
                 do { input = try w.rows(r0..<r1) } catch { return .failure(error) }
                 defer { input.release() }  // done with this band of the input: let its pages go
+                var outcome = BandOutcome()
                 let bad = input.withStoredBytes { stored -> Int in
                     let raw = stored.baseAddress!
-                    if dtype == .BF16 {
+                    if dtype == .BF16 && !measuring {
                         return BlockQuantization.quantize(.bf16(raw), rows: r1 - r0, cols: cols, format: format, codes: codes, scales: scales)
-                    } else if dtype == .F32, Int(bitPattern: raw) % MemoryLayout<Float>.alignment == 0 {
+                    } else if dtype == .F32, !measuring, Int(bitPattern: raw) % MemoryLayout<Float>.alignment == 0 {
                         return BlockQuantization.quantize(.f32(raw.assumingMemoryBound(to: Float.self)), rows: r1 - r0, cols: cols,
                                                           format: format, codes: codes, scales: scales)
                     }
@@ -399,15 +432,29 @@ public enum Converter {
                         for r in 0..<(r1 - r0) { input.decodeRow(r, into: out.baseAddress! + r * cols) }
                         count = n
                     }
-                    return values.withUnsafeBufferPointer {
+                    let bad = values.withUnsafeBufferPointer {
                         BlockQuantization.quantize($0, rows: r1 - r0, cols: cols, format: format, codes: codes, scales: scales)
                     }
+                    if measuring {
+                        // What the FP8 code times its block scale gives, rounded to BF16 as it is dequantized.
+                        let table = FloatDecoding.e4m3Table
+                        let decoded = (0..<n).map { i in
+                            FloatDecoding.bf16(FloatEncoding.bf16(table[Int(codes[i])] * scales[(i % cols) / bandRows]))
+                        }
+                        outcome.compare(values, decoded)
+                    }
+                    return bad
                 }
-                return Result { try region.write(UnsafeRawBufferPointer(codes), at: UInt64(r0 * cols)); return bad }
+                return Result { try region.write(UnsafeRawBufferPointer(codes), at: UInt64(r0 * cols)); return (bad, outcome) }
             }
         }
         var nonFinite = 0
-        for r in results { nonFinite += try r.get() }
+        for r in results {
+            let (bad, outcome) = try r.get()
+            nonFinite += bad
+            loss?.pointee.add(outcome, values: 0)
+        }
+        loss?.pointee.values += rows * cols
         if nonFinite > 0 && !options.allowNonFinite {
             throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.tensor.name,
                 "\(nonFinite) NaN or infinite values; fix the weights, or pass --allow-nonfinite to turn their blocks into NaN")

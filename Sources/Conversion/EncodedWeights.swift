@@ -21,10 +21,12 @@ struct EncodedWeights {
     /// None (a conversion that decodes nothing).
     init() {}
 
-    init(_ reader: CheckpointReader) throws(WeightReadError) {
+    /// `keepingFP8Blocks`: leave FP8 block weights out (a conversion to FP8 keeps them as they are).
+    init(_ reader: CheckpointReader, keepingFP8Blocks: Bool = false) throws(WeightReadError) {
         let (weights, folded) = try reader.encodedWeights()
-        foldedInto = folded
-        for logical in weights {
+        let kept = Set(weights.filter { w in if keepingFP8Blocks, case .fp8Block = w.encoding { return true }; return false }.map(\.name))
+        foldedInto = folded.filter { !kept.contains($0.value) }
+        for logical in weights where !kept.contains(logical.name) {
             let t = logical.codes.tensor
             // Shapes from the headers (and a weight_shape): no scale is read to make the plan.
             let (rows, cols) = try reader.matrixShape(logical)

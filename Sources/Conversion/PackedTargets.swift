@@ -193,13 +193,65 @@ extension Converter {
         }
     }
 
+    /// An encoded weight decoded to its BF16 values and quantized to this run's target; returns how much that
+    /// changed them.
+    static func writeRequantized(_ logical: LogicalWeight, output: SafetensorsOutput, reader: CheckpointReader,
+                                 options: ConversionOptions, amaxes: inout [String: Float]) throws -> RequantizationLoss {
+        let w = try reader.weight(logical)
+        var loss = RequantizationLoss(name: logical.name, from: logical.encoding.name)
+        if let target = PackedTarget(options) {
+            var globalScale: Float?
+            if target.scheme == .nvfp4 {
+                func measured(_ w: StoredWeight) throws -> Float {
+                    if let m = amaxes[w.name] { return m }
+                    let m = try amax(w, options: options)
+                    amaxes[w.name] = m
+                    return m
+                }
+                var m = try measured(w)
+                for sibling in FusedProjections.siblings(of: logical.name) where reader.has(sibling) {
+                    m = max(m, try measured(try reader.weight(sibling)))
+                }
+                globalScale = FourBitQuantization.nvfp4GlobalScale(amax: m, precision: .bf16)
+            }
+            let module = PackedTarget.module(of: logical.name) + "."
+            var scales: [UInt8] = []
+            try output.fill(module + PackedTarget.Part.packed.rawValue) { region in
+                scales = try quantizePacked(w, target: target, globalScale: globalScale, options: options, valueDtype: .BF16,
+                                            loss: &loss, into: region)
+            }
+            try output.fill(module + PackedTarget.Part.scale.rawValue) { region in try scales.withUnsafeBytes { try region.write($0, at: 0) } }
+            switch target.scheme {
+            case .int4:
+                let shape = [Int64(w.rows).littleEndian, Int64(w.cols).littleEndian]
+                try output.fill(module + PackedTarget.Part.shape.rawValue) { region in try shape.withUnsafeBytes { try region.write($0, at: 0) } }
+            case .nvfp4:
+                let bits = [(globalScale ?? 1).bitPattern.littleEndian]
+                try output.fill(module + PackedTarget.Part.globalScale.rawValue) { region in try bits.withUnsafeBytes { try region.write($0, at: 0) } }
+            case .mxfp4:
+                break
+            }
+        } else {
+            var scales: [Float] = []
+            try output.fill(logical.name) { region in scales = try quantize(w, options: options, loss: &loss, into: region) }
+            try output.fill(logical.name + String(describing: BlockQuantization.scaleSuffix)) { region in
+                try scales.withUnsafeBytes { try region.write($0, at: 0) }
+            }
+        }
+        return loss
+    }
+
     /// Quantizes a weight to `target`, 128-row bands on all cores, the packed codes written into `region` by
     /// the core that computed them. Returns the scale tensor's bytes (the weight's dtype for int4, E4M3 codes
     /// for NVFP4, E8M0 exponents for MXFP4).
+    /// `valueDtype`: the dtype of the values (a plain weight's own; BF16 for an encoded weight decoded);
+    /// `loss`, when given, gets how far what was written lies from those values.
     static func quantizePacked(_ w: StoredWeight, target: PackedTarget, globalScale: Float?, options: ConversionOptions,
+                               valueDtype: Dtype? = nil, loss: UnsafeMutablePointer<RequantizationLoss>? = nil,
                                into region: TensorRegion) throws -> [UInt8] {
         let (rows, cols) = (w.rows, w.cols)
-        let dtype = w.tensor.dtype
+        let dtype = valueDtype ?? w.tensor.dtype
+        let measuring = loss != nil
         let precision = FourBitQuantization.Precision(dtype)
         let groups = cols / target.scheme.groupSize
         let packedRowBytes: Int
@@ -216,7 +268,7 @@ extension Converter {
         let bands = (rows + bandRows - 1) / bandRows
         let results = scaleOut.withUnsafeMutableBufferPointer { scaleBuffer in
             nonisolated(unsafe) let scaleBuffer = scaleBuffer  // each band writes its own rows of scales
-            return parallelMap(bands, threads: options.threads) { band -> Result<Int?, any Error> in
+            return parallelMap(bands, threads: options.threads) { band -> Result<BandOutcome, any Error> in
                 let r0 = band * bandRows
                 let r1 = min(rows, r0 + bandRows)
                 let input: StoredRows
@@ -225,6 +277,8 @@ extension Converter {
                 let packed = UnsafeMutableRawBufferPointer.allocate(byteCount: (r1 - r0) * packedRowBytes, alignment: 4)
                 defer { packed.deallocate() }
                 var row = [Float](repeating: 0, count: cols)
+                var decoded = [Float](repeating: 0, count: measuring ? cols : 0)
+                var outcome = BandOutcome()
                 var groupScales = [Float](repeating: 0, count: groups)
                 for r in 0..<(r1 - r0) {
                     let ok = row.withUnsafeMutableBufferPointer { x -> Bool in
@@ -247,17 +301,28 @@ extension Converter {
                                                                 packed: out.assumingMemoryBound(to: UInt8.self), exponents: scalesAt)
                         }
                     }
-                    if !ok { return .success(r0 + r) }
+                    if !ok { return .success(BandOutcome(badRow: r0 + r)) }
+                    if measuring {
+                        let scalesAt = UnsafeRawPointer(scaleBuffer.baseAddress! + (r0 + r) * groups * scaleBytes)
+                        decoded.withUnsafeMutableBufferPointer { d in
+                            FourBitQuantization.decodeRow(target.scheme, precision: precision, packed: packed.baseAddress! + r * packedRowBytes,
+                                                          scales: scalesAt, globalScale: globalScale ?? 1, cols: cols, into: d.baseAddress!)
+                        }
+                        outcome.compare(row, decoded)
+                    }
                 }
-                return Result { try region.write(UnsafeRawBufferPointer(packed), at: UInt64(r0 * packedRowBytes)); return nil }
+                return Result { try region.write(UnsafeRawBufferPointer(packed), at: UInt64(r0 * packedRowBytes)); return outcome }
             }
         }
         for r in results {
-            if let badRow = try r.get() {
+            let outcome = try r.get()
+            if let badRow = outcome.badRow {
                 throw ConversionError(.nonFiniteValues, file: w.storage.file.path, tensor: w.name,
                     "row \(badRow) holds NaN or infinite values, which a 4-bit format cannot encode; fix the weights")
             }
+            loss?.pointee.add(outcome, values: 0)
         }
+        loss?.pointee.values += rows * cols
         return scaleOut
     }
 
@@ -270,6 +335,44 @@ extension Converter {
             withUnsafeBytes(of: Float16(s).bitPattern.littleEndian) { for i in 0..<2 { p[i] = $0[i] } }
         default:
             withUnsafeBytes(of: FloatEncoding.bf16(s).littleEndian) { for i in 0..<2 { p[i] = $0[i] } }
+        }
+    }
+}
+
+/// How much a re-quantization changed a weight: its values as the input's format stands for them (BF16),
+/// against what the written format stands for.
+public struct RequantizationLoss: Sendable, Equatable {
+    public let name: String
+    /// The input's encoding (WeightEncoding.name).
+    public let from: String
+    public var maxAbsError: Float = 0
+    public var changed = 0
+    public var values = 0
+    public var lossless: Bool { changed == 0 }
+
+    public init(name: String, from: String) {
+        self.name = name
+        self.from = from
+    }
+
+    mutating func add(_ band: BandOutcome, values: Int) {
+        maxAbsError = max(maxAbsError, band.maxAbsError)
+        changed += band.changed
+        self.values += values
+    }
+}
+
+/// One band's part of a quantization: the first row that could not be encoded, and, when measured, how far the
+/// encoded values lie from the input's.
+struct BandOutcome {
+    var badRow: Int?
+    var maxAbsError: Float = 0
+    var changed = 0
+
+    mutating func compare(_ values: [Float], _ decoded: [Float]) {
+        for (a, b) in zip(values, decoded) where a != b {
+            changed += 1
+            maxAbsError = max(maxAbsError, abs(a - b))
         }
     }
 }

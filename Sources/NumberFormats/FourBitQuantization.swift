@@ -219,4 +219,45 @@ public enum FourBitQuantization {
         // What is stored is the scale's own exponent (the same byte unless the dtype flushed it).
         return (UInt8(127 + scale.exponent), scale)
     }
+
+    // MARK: Decoding what was just encoded (the loss of a re-quantization)
+
+    /// The values one encoded row stands for, as the producing library dequantizes them (the rules of
+    /// WeightReading's decoders, restated here for rows still in memory): int4 `round(q x s)`, NVFP4
+    /// `round(f32(e2m1 x f32(s / g)))`, MXFP4 `round(e2m1 x 2^(e - 127))`, rounded to `precision`. `scales`: the
+    /// row's stored scale bytes (int4: values of the dtype, little-endian; NVFP4: E4M3 codes; MXFP4: E8M0).
+    public static func decodeRow(_ scheme: Scheme, precision: Precision, packed: UnsafeRawPointer, scales: UnsafeRawPointer,
+                                 globalScale: Float, cols: Int, into out: UnsafeMutablePointer<Float>) {
+        let g = scheme.groupSize
+        switch scheme {
+        case .int4:
+            let words = packed.assumingMemoryBound(to: UInt32.self)
+            for c in 0..<cols {
+                let q = Float(Int((words[c / 8] >> UInt32(4 * (c % 8))) & 0xF) - 8)
+                let s: Float
+                switch precision {
+                case .f32: s = Float(bitPattern: scales.loadUnaligned(fromByteOffset: 4 * (c / g), as: UInt32.self))
+                case .f16: s = Float(Float16(bitPattern: scales.loadUnaligned(fromByteOffset: 2 * (c / g), as: UInt16.self)))
+                case .bf16: s = FloatDecoding.bf16(scales.loadUnaligned(fromByteOffset: 2 * (c / g), as: UInt16.self))
+                }
+                out[c] = precision.round(q * s)
+            }
+        case .nvfp4, .mxfp4:
+            let bytes = packed.assumingMemoryBound(to: UInt8.self)
+            let scaleBytes = scales.assumingMemoryBound(to: UInt8.self)
+            for c in 0..<cols {
+                let code = (bytes[c / 2] >> (c % 2 == 0 ? 0 : 4)) & 0xF
+                let magnitude = e2m1Magnitudes[Int(code & 7)]
+                let value = code & 8 != 0 ? -magnitude : magnitude
+                if scheme == .nvfp4 {
+                    out[c] = precision.round(value * (FloatDecoding.e4m3Table[Int(scaleBytes[c / g])] / globalScale))
+                } else {
+                    let scale = precision.round(Float(sign: .plus, exponent: Int(scaleBytes[c / g]) - 127, significand: 1))
+                    out[c] = precision.round(value * scale)
+                }
+            }
+        }
+    }
+
+    static let e2m1Magnitudes: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6]
 }

@@ -19,7 +19,9 @@ struct Convert: ReportsErrorsAsJSON {
             quantization_config to config.json. Embeddings, lm_head, routers, norms, biases and tensors that \
             are already FP8 pass through unchanged. --to int4, nvfp4 and mxfp4 quantize the same weights (those whose \
             columns the group size divides) as llm-compressor's data-free W4A16 (--group-size), NVFP4A16 and MXFP4A16 \
-            schemes do, bit for bit, in compressed-tensors' layout and with its quantization_config. --to bf16 decodes every encoded weight, bit for bit as its \
+            schemes do, bit for bit, in compressed-tensors' layout and with its quantization_config (gpt-oss: its own \
+            MXFP4 layout). A weight already in another quantized format is decoded and quantized again, and the run \
+            says per weight whether its values survived (--json: requantized). --to bf16 decodes every encoded weight, bit for bit as its \
             producing library does: FP8 blocks (scales found anywhere in the checkpoint), compressed-tensors \
             INT4/INT8, NVFP4, MXFP4 and FP8, gpt-oss MXFP4 experts; it drops their scales and removes \
             quantization_config (Docs/convert.md has the formats). \
@@ -180,6 +182,12 @@ struct Convert: ReportsErrorsAsJSON {
                 ("passed_through", .int(s.passedThrough)), ("dropped", .int(s.dropped)),
                 ("bytes_in", .uint(s.bytesIn)), ("bytes_out", .uint(s.bytesOut)),
                 ("left_out", .array(s.leftOut.map { .object(JSONObject([("name", .string($0.name)), ("reason", .string($0.reason))])) })),
+                ("requantized", .array(s.requantized.map { l in
+                    .object(JSONObject([
+                        ("name", .string(l.name)), ("from", .string(l.from)), ("lossless", .bool(l.lossless)),
+                        ("max_abs_error", .double(Double(l.maxAbsError))), ("changed_values", .int(l.changed)), ("values", .int(l.values)),
+                    ]))
+                })),
                 ("shards", .array(s.shards.map { r in
                     .object(JSONObject([
                         ("name", .string(r.name)), ("bytes_in", .uint(r.bytesIn)), ("bytes_out", .uint(r.bytesOut)),
@@ -197,5 +205,26 @@ struct Convert: ReportsErrorsAsJSON {
         line += s.finalized ? "; checkpoint complete\n" : "; run --finalize when every worker is done\n"
         FileHandleOutput.stdout(line)
         for item in s.leftOut { FileHandleOutput.stdout("left out: \(escapeForDisplay(item.name)): \(item.reason)\n") }
+        printLosses(s.requantized)
+    }
+
+    /// Weights re-quantized from another format: how many kept their values exactly, and what the others lost.
+    func printLosses(_ losses: [RequantizationLoss]) {
+        guard !losses.isEmpty else { return }
+        let lossy = losses.filter { !$0.lossless }
+        var out = "re-quantized from another format: \(losses.count - lossy.count) of \(counted(losses.count, "weight")) unchanged (every value the same)"
+        if lossy.isEmpty {
+            FileHandleOutput.stdout(out + "\n")
+            return
+        }
+        out += "; \(lossy.count) lossy:\n"
+        let width = min(90, lossy.map { escapeForDisplay($0.name).count }.max() ?? 4)
+        for l in lossy.sorted(by: { $0.maxAbsError > $1.maxAbsError }).prefix(quiet ? 0 : 20) {
+            let share = Double(l.changed) / Double(max(l.values, 1)) * 100
+            out += "  " + escapeForDisplay(l.name).leftAligned(width, truncating: true)
+                + "  max abs error \(significantText(Double(l.maxAbsError), digits: 3)), \(fixedText(share, places: 2))% of values changed\n"
+        }
+        if lossy.count > 20 && !quiet { out += "  ... and \(lossy.count - 20) more (--json lists every weight)\n" }
+        FileHandleOutput.stdout(out)
     }
 }

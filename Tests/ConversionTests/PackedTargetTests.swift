@@ -116,20 +116,16 @@ import Testing
         #expect(plan32.decisions.first { $0.name == down.name }?.action.kind == .quantize)
     }
 
-    /// An already quantized checkpoint is refused (quantizing goes from BF16/F16/F32), naming what to run first.
-    @Test(arguments: [ConversionTarget.int4, .nvfp4, .mxfp4])
-    func aQuantizedInputIsRefused(_ target: ConversionTarget) throws {
-        for input in ["quant/formats/ct-w4a16", "quant/formats/gpt_oss-mxfp4", "quant/fp8_variants", "quant/formats/ct-fp8"] {
-            let checkpoint = try Checkpoint(path: Fixtures.path(input))
-            var options = ConversionOptions(target: target)
-            options.groupSize = 32
-            do {
-                _ = try ConversionPlan(checkpoint: checkpoint, options: options)
-                Issue.record("\(input) accepted")
-            } catch {
-                #expect(error.kind == .quantizationUnsupported)
-                #expect(error.message.contains("convert --to bf16 first"), "\(error.message)")
-            }
+    /// gpt-oss's packed expert stacks are not quantized again (convert --to bf16 first), naming what to run.
+    @Test(arguments: [ConversionTarget.int4, .nvfp4, .mxfp4, .fp8])
+    func gptOssStacksAreNotRequantized(_ target: ConversionTarget) throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("quant/formats/gpt_oss-mxfp4"))
+        do {
+            _ = try ConversionPlan(checkpoint: checkpoint, options: ConversionOptions(target: target))
+            Issue.record("\(target): accepted")
+        } catch {
+            #expect(error.kind == .quantizationUnsupported)
+            #expect(error.message.contains("convert --to bf16 first"), "\(error.message)")
         }
     }
 
@@ -154,6 +150,98 @@ import Testing
                 #expect(target == .nvfp4 || e.message.contains("row 5"), "\(e.message)")
             }
         }
+    }
+}
+
+/// A weight in one quantized format converted to another goes through its BF16 values, and the run says, per
+/// weight, whether the values survived: checked here against the two formats' own decodings.
+@Suite struct Requantization {
+    func convert(_ input: String, _ target: ConversionTarget, scaleFormat: BlockQuantization.ScaleFormat = .float32,
+                 to out: String) throws -> CheckpointConversion.Summary {
+        let checkpoint = try Checkpoint(path: input)
+        var options = ConversionOptions(target: target)
+        options.scaleFormat = scaleFormat
+        options.groupSize = 32
+        return try CheckpointConversion.run(checkpoint: checkpoint, output: out,
+                                            plan: try ConversionPlan(checkpoint: checkpoint, options: options), options: options)
+    }
+
+    /// The BF16 values of every weight of a checkpoint, by name, as convert --to bf16 decodes them.
+    func decoded(_ input: String, in dir: String) throws -> [String: [UInt16]] {
+        _ = try convert(input, .bf16, to: dir)
+        let file = try SafetensorsFile(path: dir + "/model.safetensors")
+        var values: [String: [UInt16]] = [:]
+        for t in file.tensors where t.dtype == .BF16 {
+            let d = file.data(t)
+            values[t.name] = (0..<(d.count / 2)).map { d.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self) }
+        }
+        return values
+    }
+
+    /// The loss reported for each weight is the difference between the input's decoding and the output's.
+    func expectLossesAreTrue(_ summary: CheckpointConversion.Summary, input: String, output: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let before = try decoded(input, in: dir + "/a")
+        let after = try decoded(output, in: dir + "/b")
+        #expect(!summary.requantized.isEmpty)
+        for loss in summary.requantized {
+            let a = try #require(before[loss.name]), b = try #require(after[loss.name])
+            var changed = 0
+            var worst: Float = 0
+            // Values compared as numbers: -0 and +0 are the same value (NVFP4 writes -0.0 as code 0).
+            for (x, y) in zip(a, b) where FloatDecoding.bf16(x) != FloatDecoding.bf16(y) {
+                changed += 1
+                worst = max(worst, abs(FloatDecoding.bf16(x) - FloatDecoding.bf16(y)))
+            }
+            #expect(loss.values == a.count && loss.changed == changed && loss.maxAbsError == worst, "\(loss.name): \(loss), measured \(changed), \(worst)")
+        }
+    }
+
+    /// MXFP4 values are E2M1 times powers of two: FP8 blocks with power-of-two (ue8m0) scales hold them exactly
+    /// where the block's exponent range allows. Here every weight but the one with a row scaled by 2^-40 (too far
+    /// below its block's largest value for E4M3) survives; with float32 scales none does.
+    @Test func mxfp4ToFP8IsLosslessWhereTheExponentsFit() throws {
+        let input = Fixtures.path("quant/formats/ct-mxfp4a16")
+        let out = Fixtures.temporaryDirectory() + "/fp8"
+        defer { Fixtures.removeTemporary(out) }
+        let summary = try convert(input, .fp8, scaleFormat: .ue8m0, to: out)
+        #expect(summary.requantized.count == 32)
+        #expect(summary.requantized.filter { !$0.lossless }.map(\.name) == ["model.layers.0.mlp.experts.0.gate_proj.weight"])
+        try expectLossesAreTrue(summary, input: input, output: out)
+        let plainScales = Fixtures.temporaryDirectory() + "/fp8-f32"
+        defer { Fixtures.removeTemporary(plainScales) }
+        #expect(try convert(input, .fp8, to: plainScales).requantized.allSatisfy { !$0.lossless })
+    }
+
+    /// INT4 to MXFP4 loses values, and says how much; a weight whose columns MXFP4's groups do not divide is
+    /// decoded to BF16 and named in quantization_config.ignore.
+    @Test func int4ToMXFP4ReportsItsLoss() throws {
+        let input = Fixtures.path("quant/formats/ct-w4a16")
+        let out = Fixtures.temporaryDirectory() + "/mx"
+        defer { Fixtures.removeTemporary(out) }
+        let summary = try convert(input, .mxfp4, to: out)
+        #expect(summary.requantized.count == 24 && summary.dequantized == 8)
+        #expect(summary.requantized.allSatisfy { !$0.lossless && $0.maxAbsError > 0 })
+        try expectLossesAreTrue(summary, input: input, output: out)
+        let config = try #require(try JSONParser.parse(Fixtures.readBytes(out + "/config.json")).objectValue)
+        let ignore = (config["quantization_config"]?.objectValue?["ignore"]?.arrayValue ?? []).compactMap(\.stringValue)
+        #expect(ignore.contains("model.layers.0.mlp.experts.0.down_proj") && ignore.contains("lm_head"))
+        let file = try SafetensorsFile(path: out + "/model.safetensors")
+        #expect(file.tensor(named: "model.layers.0.mlp.experts.0.down_proj.weight")?.dtype == .BF16)
+        #expect(file.tensor(named: "model.layers.0.mlp.experts.0.gate_proj.weight_packed")?.dtype == .U8)
+        #expect(!file.tensors.contains { $0.name.hasSuffix("weight_shape") || $0.dtype == .I32 })
+    }
+
+    /// NVFP4 quantized again as NVFP4 gives back the same values (the same scales come out of them), except
+    /// where the input's global scale was not the one its own amax gives.
+    @Test func nvfp4ToNVFP4KeepsItsValues() throws {
+        let input = Fixtures.path("quant/formats/ct-nvfp4a16")
+        let out = Fixtures.temporaryDirectory() + "/nv"
+        defer { Fixtures.removeTemporary(out) }
+        let summary = try convert(input, .nvfp4, to: out)
+        #expect(summary.requantized.filter(\.lossless).count >= 30)
+        try expectLossesAreTrue(summary, input: input, output: out)
     }
 }
 
