@@ -159,8 +159,37 @@ extension Converter {
     /// `amaxes`: the largest |x| of weights measured so far in this shard (fused weights share them).
     static func writePacked(_ t: TensorInfo, file: Int, fused: [Checkpoint.Located], output: SafetensorsOutput,
                             reader: CheckpointReader, options: ConversionOptions, amaxes: inout [String: Float]) throws {
-        let target = PackedTarget(options)!
         let w = try reader.weight(Checkpoint.Located(file: file, tensor: t))
+        try writeFourBit(w, name: t.name, valueDtype: t.dtype, siblings: try fused.map { try reader.weight($0) },
+                         output: output, options: options, amaxes: &amaxes, loss: nil)
+    }
+
+    /// An encoded weight decoded to its BF16 values and quantized to this run's target; returns how much that
+    /// changed them.
+    static func writeRequantized(_ logical: LogicalWeight, output: SafetensorsOutput, reader: CheckpointReader,
+                                 options: ConversionOptions, amaxes: inout [String: Float]) throws -> RequantizationLoss {
+        let w = try reader.weight(logical)
+        var loss = RequantizationLoss(name: logical.name, from: logical.encoding.name)
+        if PackedTarget(options) != nil {
+            let siblings = try FusedProjections.siblings(of: logical.name).filter(reader.has).map { try reader.weight($0) }
+            try writeFourBit(w, name: logical.name, valueDtype: .BF16, siblings: siblings, output: output, options: options,
+                             amaxes: &amaxes, loss: &loss)
+        } else {
+            var scales: [Float] = []
+            try output.fill(logical.name) { region in scales = try quantize(w, options: options, loss: &loss, into: region) }
+            try output.fill(logical.name + String(describing: BlockQuantization.scaleSuffix)) { region in
+                try scales.withUnsafeBytes { try region.write($0, at: 0) }
+            }
+        }
+        return loss
+    }
+
+    /// The tensors of weight `name` (values of `valueDtype`) in this run's 4-bit target; NVFP4's global scale
+    /// covers `siblings` too (the weights an engine fuses with it).
+    static func writeFourBit(_ w: StoredWeight, name: String, valueDtype: Dtype, siblings: [StoredWeight], output: SafetensorsOutput,
+                             options: ConversionOptions, amaxes: inout [String: Float],
+                             loss: UnsafeMutablePointer<RequantizationLoss>?) throws {
+        let target = PackedTarget(options)!
         var globalScale: Float?
         if target.scheme == .nvfp4 {
             func measured(_ w: StoredWeight) throws -> Float {
@@ -170,17 +199,16 @@ extension Converter {
                 return m
             }
             var m = try measured(w)
-            for sibling in fused { m = max(m, try measured(try reader.weight(sibling))) }
-            globalScale = FourBitQuantization.nvfp4GlobalScale(amax: m, precision: .init(t.dtype))
+            for sibling in siblings { m = max(m, try measured(sibling)) }
+            globalScale = FourBitQuantization.nvfp4GlobalScale(amax: m, precision: .init(valueDtype))
         }
-        let module = PackedTarget.module(of: t.name) + "."
+        let module = PackedTarget.module(of: name) + "."
         var scales: [UInt8] = []
         try output.fill(module + PackedTarget.Part.packed.rawValue) { region in
-            scales = try quantizePacked(w, target: target, globalScale: globalScale, options: options, into: region)
+            scales = try quantizePacked(w, target: target, globalScale: globalScale, options: options, valueDtype: valueDtype,
+                                        loss: loss, into: region)
         }
-        try output.fill(module + PackedTarget.Part.scale.rawValue) { region in
-            try scales.withUnsafeBytes { try region.write($0, at: 0) }
-        }
+        try output.fill(module + PackedTarget.Part.scale.rawValue) { region in try scales.withUnsafeBytes { try region.write($0, at: 0) } }
         switch target.scheme {
         case .int4:
             let shape = [Int64(w.rows).littleEndian, Int64(w.cols).littleEndian]
@@ -191,54 +219,6 @@ extension Converter {
         case .mxfp4:
             break
         }
-    }
-
-    /// An encoded weight decoded to its BF16 values and quantized to this run's target; returns how much that
-    /// changed them.
-    static func writeRequantized(_ logical: LogicalWeight, output: SafetensorsOutput, reader: CheckpointReader,
-                                 options: ConversionOptions, amaxes: inout [String: Float]) throws -> RequantizationLoss {
-        let w = try reader.weight(logical)
-        var loss = RequantizationLoss(name: logical.name, from: logical.encoding.name)
-        if let target = PackedTarget(options) {
-            var globalScale: Float?
-            if target.scheme == .nvfp4 {
-                func measured(_ w: StoredWeight) throws -> Float {
-                    if let m = amaxes[w.name] { return m }
-                    let m = try amax(w, options: options)
-                    amaxes[w.name] = m
-                    return m
-                }
-                var m = try measured(w)
-                for sibling in FusedProjections.siblings(of: logical.name) where reader.has(sibling) {
-                    m = max(m, try measured(try reader.weight(sibling)))
-                }
-                globalScale = FourBitQuantization.nvfp4GlobalScale(amax: m, precision: .bf16)
-            }
-            let module = PackedTarget.module(of: logical.name) + "."
-            var scales: [UInt8] = []
-            try output.fill(module + PackedTarget.Part.packed.rawValue) { region in
-                scales = try quantizePacked(w, target: target, globalScale: globalScale, options: options, valueDtype: .BF16,
-                                            loss: &loss, into: region)
-            }
-            try output.fill(module + PackedTarget.Part.scale.rawValue) { region in try scales.withUnsafeBytes { try region.write($0, at: 0) } }
-            switch target.scheme {
-            case .int4:
-                let shape = [Int64(w.rows).littleEndian, Int64(w.cols).littleEndian]
-                try output.fill(module + PackedTarget.Part.shape.rawValue) { region in try shape.withUnsafeBytes { try region.write($0, at: 0) } }
-            case .nvfp4:
-                let bits = [(globalScale ?? 1).bitPattern.littleEndian]
-                try output.fill(module + PackedTarget.Part.globalScale.rawValue) { region in try bits.withUnsafeBytes { try region.write($0, at: 0) } }
-            case .mxfp4:
-                break
-            }
-        } else {
-            var scales: [Float] = []
-            try output.fill(logical.name) { region in scales = try quantize(w, options: options, loss: &loss, into: region) }
-            try output.fill(logical.name + String(describing: BlockQuantization.scaleSuffix)) { region in
-                try scales.withUnsafeBytes { try region.write($0, at: 0) }
-            }
-        }
-        return loss
     }
 
     /// Quantizes a weight to `target`, 128-row bands on all cores, the packed codes written into `region` by
