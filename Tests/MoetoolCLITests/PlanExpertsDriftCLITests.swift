@@ -10,6 +10,27 @@ import Testing
 
     func ints(_ v: JSONValue?) -> [[Int]] { v!.arrayValue!.map { $0.arrayValue!.map { Int($0.doubleValue!) } } }
 
+    /// SGLang's recorder dumps, one per window, are a series like any profiles: one placement for both windows,
+    /// written as SGLang's file (a row per decoder layer, the dense one included) and drawn in the report.
+    @Test func sglangDumpsAsWindows() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let dumps = ["expert_distribution_recorder_1764756600.5.pt", "expert_distribution_recorder_1764757200.75.pt"]
+            .map { Fixtures.path("profiles/sglang/windows/" + $0) }
+        let r = try CLI.run(["plan-experts"] + dumps + ["--config", Fixtures.path("models/deepseek_v3-bf16"), "--gpus", "4",
+                             "--ep-num-redundant-experts", "4", "--format", "sglang", "-o", dir + "/placement.json",
+                             "--report", dir + "/plan.html", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let rows = (o["drift"]?.objectValue?["windows"]?.arrayValue ?? []).compactMap { $0.objectValue?["profile"]?.stringValue }
+        #expect(rows == dumps)
+        let placement = try JSONParser.parse(Fixtures.readBytes(dir + "/placement.json"))
+        let map = ints(placement.objectValue?["physical_to_logical_map"])
+        #expect(map.count == 3 && map.allSatisfy { $0.count == 20 })
+        let page = String(decoding: Fixtures.readBytes(dir + "/plan.html"), as: UTF8.self)
+        #expect(page.contains("<table id=\"drift\">"))
+    }
+
     /// Four windows: the report's drift member has a row per window naming its file, the three
     /// placements' figures, and the robust placement no worse per layer than EPLB on the mean.
     @Test func windowsInTheJSONReport() throws {
