@@ -270,8 +270,8 @@ def glm4_moe():
     torch.manual_seed(45)
     model = Glm4MoeForCausalLM(config)
     g = torch.Generator().manual_seed(450)
-    scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.3, "mlp.gate.weight": 0.5,
-              "e_score_correction_bias": 0.05, "self_attn": 0.25, "mlp.": 0.3}
+    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "self_attn": 0.15, "mlp.": 0.3}
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
             if "norm" in name:
