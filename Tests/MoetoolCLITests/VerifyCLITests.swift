@@ -445,4 +445,15 @@ extension VerifyCoverage {
             #expect(r.stdout.contains("FAILED layer 2 expert 0:") && r.stdout.contains("FAILED layer 2 expert 5:"), "\(mode): \(r.stdout)")
         }
     }
+
+    /// config.json asks for q/k norms (use_qk_norm) and q/k/v biases (attention_bias): a checkpoint without one of them
+    /// is refused, naming the tensor, rather than run without it.
+    @Test(arguments: ["model.layers.1.self_attn.q_norm.weight", "model.layers.0.self_attn.k_proj.bias"])
+    func aMissingNormOrBiasIsRefused(_ name: String) throws {
+        let dir = try Severity.rewritten("verify/glm4_moe") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
 }
