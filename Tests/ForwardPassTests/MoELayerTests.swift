@@ -149,6 +149,31 @@ import Testing
     }
 }
 
+extension TransformerAgainstTransformers {
+    /// GLM-4.5's config.json as released (rope_theta and partial_rotary_factor at the top level, no rope_parameters),
+    /// or without partial_rotary_factor (transformers' default for glm4_moe, 0.5), runs the model the fixture's
+    /// transformers 5.23 config does, bit for bit; rotating whole heads does not.
+    @Test func glmPartialRotaryFromEitherConfigForm() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/glm4_moe"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["rope_parameters"]?.objectValue?["partial_rotary_factor"]?.doubleValue == 0.5)
+        func config(_ topLevel: [(String, JSONValue)]) -> ModelConfig {
+            var c = raw
+            c.members.removeAll { $0.key == "rope_parameters" }
+            for (k, v) in topLevel { c.append(k, v) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<12).map { ($0 * 37 + 5) % 128 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let legacy = try Transformer(checkpoint, config: config([("rope_theta", .double(10000)), ("partial_rotary_factor", .double(0.5))])).forward(ids)
+        let defaulted = try Transformer(checkpoint, config: config([])).forward(ids)
+        #expect(legacy.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        #expect(defaulted.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        let whole = try Transformer(checkpoint, config: config([("partial_rotary_factor", .double(1))])).forward(ids)
+        #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
+    }
+}
+
 /// The largest elementwise difference, or infinity when the lengths differ (a short output must fail).
 func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B) -> Float {
     guard a.count == b.count, !a.isEmpty else { return .infinity }
