@@ -155,7 +155,7 @@ def _router_choices(model, ids):
     """Logits, hidden states and each MoE layer's router choice (ascending experts, their weights) on `ids`.
     The router is the MoE block's `router` (gpt-oss) or `gate` (glm4_moe); dense layers have neither."""
     captured = {}
-    routers = [(i, getattr(layer.mlp, "router", None) or getattr(layer.mlp, "gate", None))
+    routers = [(i, layer.mlp.router if hasattr(layer.mlp, "router") else getattr(layer.mlp, "gate", None))
                for i, layer in enumerate(model.model.layers)]
     hooks = [r.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out})) for i, r in routers if r is not None]
     out = model(input_ids=ids, output_hidden_states=True)
