@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss]      (gpt_oss: only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
@@ -152,10 +152,12 @@ def deepseek_32_experts():
 
 
 def _router_choices(model, ids):
-    """Logits, hidden states and each layer's router choice (ascending experts, their weights) on `ids`."""
+    """Logits, hidden states and each MoE layer's router choice (ascending experts, their weights) on `ids`.
+    The router is the MoE block's `router` (gpt-oss) or `gate` (glm4_moe); dense layers have neither."""
     captured = {}
-    hooks = [layer.mlp.router.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
-             for i, layer in enumerate(model.model.layers)]
+    routers = [(i, layer.mlp.router if hasattr(layer.mlp, "router") else getattr(layer.mlp, "gate", None))
+               for i, layer in enumerate(model.model.layers)]
+    hooks = [r.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out})) for i, r in routers if r is not None]
     out = model(input_ids=ids, output_hidden_states=True)
     for h in hooks:
         h.remove()
@@ -245,13 +247,102 @@ def gpt_oss():
     print("gpt_oss written")
 
 
+def glm4_moe():
+    """A tiny GLM-4.5 (Glm4MoeForCausalLM): vocab 128, hidden 16, 3 layers of which the first is dense
+    (first_k_dense_replace 1, intermediate 48) and two MoE: 12 routed experts of intermediate 8 in 4 groups keeping 2,
+    top-3, one shared expert, routed scaling 2.5, norm_topk_prob, a random e_score_correction_bias; attention of
+    4 heads / 2 KV heads of 16 with q/k/v biases (attention_bias), per-head q/k RMSNorms (use_qk_norm) and rotary
+    on the first half of each head only (partial_rotary_factor 0.5); random float32 weights (seed 45) large enough
+    that the biases, norms and routing all matter; saved by save_pretrained to verify/glm4_moe/. transformers does not
+    build the MTP layer (num_nextn_predict_layers 1), so one is added to the saved file by hand, named as GLM-4.5
+    names it: `model.layers.3.*`, a whole MoE decoder layer plus enorm, hnorm, eh_proj [H, 2H], shared_head.norm,
+    shared_head.head [V, H] and its own embed_tokens [V, H], random. Then, run with eager attention and experts (the
+    MTP layer left aside by the loader): verify/glm4_moe.model.safetensors (16 tokens i * 7919 + 13 mod vocab) and
+    verify/glm4_moe-seq2.model.safetensors (24 seeded random tokens): logits, every hidden state and each MoE layer's
+    router choice; verify/glm4_moe.safetensors: the MoE blocks on seeded hidden states, as for the other models."""
+    from transformers import Glm4MoeConfig, Glm4MoeForCausalLM
+    config = Glm4MoeConfig(vocab_size=128, hidden_size=16, intermediate_size=48, moe_intermediate_size=8, head_dim=16,
+                           num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3, first_k_dense_replace=1,
+                           n_routed_experts=12, num_experts_per_tok=3, n_group=4, topk_group=2, n_shared_experts=1,
+                           routed_scaling_factor=2.5, norm_topk_prob=True, use_qk_norm=True, attention_bias=True,
+                           partial_rotary_factor=0.5, num_nextn_predict_layers=1, tie_word_embeddings=False)
+    assert config.rope_parameters["partial_rotary_factor"] == 0.5
+    torch.manual_seed(45)
+    model = Glm4MoeForCausalLM(config)
+    g = torch.Generator().manual_seed(450)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "self_attn": 0.15, "mlp.": 0.3}
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in name), None)
+            if scale is None:
+                continue  # rotary caches
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", "glm4_moe")
+    model.save_pretrained(out_model, safe_serialization=True)
+    # The MTP layer, GLM-4.5's names at index num_hidden_layers: a copy of the last layer's shapes, new values.
+    shard = os.path.join(out_model, "model.safetensors")
+    saved = load_file(shard)
+    last, mtp = f"model.layers.{config.num_hidden_layers - 1}.", f"model.layers.{config.num_hidden_layers}."
+    h, vocab = config.hidden_size, config.vocab_size
+
+    def rnd(shape, norm=False):
+        x = torch.randn(shape, generator=g, dtype=torch.float32)
+        return 1 + 0.2 * x if norm else 0.3 * x
+    extra = {mtp + n[len(last):]: rnd(t.shape, norm="norm" in n) for n, t in saved.items() if n.startswith(last)}
+    extra.update({mtp + "enorm.weight": rnd([h], True), mtp + "hnorm.weight": rnd([h], True),
+                  mtp + "eh_proj.weight": rnd([h, 2 * h]), mtp + "shared_head.norm.weight": rnd([h], True),
+                  mtp + "shared_head.head.weight": rnd([vocab, h]), mtp + "embed_tokens.weight": rnd([vocab, h])})
+    save_file({**saved, **extra}, shard, metadata={"format": "pt"})
+    model = Glm4MoeForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                               experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(46))
+    for ids, name in [(first, "glm4_moe"), (second, "glm4_moe-seq2")]:
+        tensors = _router_choices(model, ids)
+        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
+            ["router.1.experts", "router.2.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = run_blocks(model)
+    save_file(blocks, os.path.join(HERE, "verify", "glm4_moe.safetensors"), metadata={"tokens": str(TOKENS)})
+    # What the fixture must be able to tell apart: rotating whole heads, or leaving out the q/k norms, the
+    # attention biases or the correction bias, each moves the logits.
+    reference = load_file(os.path.join(HERE, "verify", "glm4_moe.model.safetensors"))["logits"]
+    def rotate_whole_heads(config):
+        config.rope_parameters = {**config.rope_parameters, "partial_rotary_factor": 1.0}
+    for what, config_change, change in [
+            ("whole-head rotary", rotate_whole_heads, lambda m: None),
+            ("no q/k norms", None, lambda m: [setattr(l.self_attn, "use_qk_norm", False) for l in m.model.layers]),
+            ("no q/k/v biases", None, lambda m: [getattr(l.self_attn, p).bias.zero_() for l in m.model.layers
+                                                 for p in ("q_proj", "k_proj", "v_proj")]),
+            ("no correction bias", None, lambda m: [l.mlp.gate.e_score_correction_bias.zero_() for l in m.model.layers[1:]])]:
+        altered_config = Glm4MoeConfig.from_pretrained(out_model)
+        if config_change:
+            config_change(altered_config)
+        altered = Glm4MoeForCausalLM.from_pretrained(out_model, config=altered_config, dtype=torch.float32,
+                                                     attn_implementation="eager", experts_implementation="eager")
+        change(altered)
+        moved = (altered(input_ids=first).logits[0] - reference).abs().max().item()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-2, what
+    print("glm4_moe written")
+
+
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] == ["gpt_oss"]:
         gpt_oss()
+    elif sys.argv[1:] == ["glm4_moe"]:
+        glm4_moe()
     else:
         main()
         whole_models()
         yarn_variant()
         deepseek_32_experts()
         gpt_oss()
+        glm4_moe()

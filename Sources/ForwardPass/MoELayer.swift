@@ -5,7 +5,7 @@ import Checkpoint
 
 /// How a model's router turns logits into experts and weights.
 public enum Router: Sendable, Equatable {
-    /// DeepSeek-V3: sigmoid scores; choice by score + e_score_correction_bias; group score = sum of
+    /// DeepSeek-V3 (and GLM-4.5, the same router): sigmoid scores; choice by score + e_score_correction_bias; group score = sum of
     /// the top two biased scores of each of `groups` groups; the best `topkGroup` groups kept; the top
     /// k experts inside them; weights from the unbiased scores, normalised if `normTopk`, times
     /// `scaling`.
@@ -87,9 +87,10 @@ public struct MoELayer {
         }
         topK = k
         switch type {
-        case "deepseek_v3":
+        case "deepseek_v3", "glm4_moe":
             let groups = config.nGroup ?? 1
-            let topkGroup = config.topkGroup ?? groups
+            // Left out of config.json: every group for DeepSeek (as before), Glm4MoeConfig's default (1) for GLM-4.5.
+            let topkGroup = config.topkGroup ?? (type == "glm4_moe" ? 1 : groups)
             guard groups >= 1, experts % groups == 0, topkGroup >= 1, topkGroup <= groups else {
                 throw ForwardError(.configInvalid, "config.json: n_group \(groups) / topk_group \(topkGroup) do not fit \(experts) experts")
             }

@@ -6,12 +6,12 @@ import StrictJSON
 
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
 /// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
-/// Qwen2's q/k/v biases, Qwen3's q/k norms, gpt-oss's biases on every projection, sinks and sliding
-/// window) with rotary position embeddings, RMSNorm, a dense or MoE feed-forward block, then the final
-/// norm and the LM head.
+/// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms, gpt-oss's biases on every projection, sinks and sliding
+/// window) with rotary position embeddings (on part of each head for GLM-4.5), RMSNorm, a dense or MoE feed-forward
+/// block, then the final norm and the LM head.
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -71,8 +71,8 @@ public struct Transformer {
         let theta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? (type == "gpt_oss" ? 150000 : 10000)
         ropeTheta = theta
         let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue ?? "default"
-        // DeepSeek rotates only the qk_rope_head_dim part of each head.
-        let rotaryDim = type == "deepseek_v3" ? (config.int("qk_rope_head_dim") ?? 0) : headDim
+        let rotaryDim = try Self.rotaryDim(config, type: type, rope: rope, headDim: headDim)
+        self.rotaryDim = rotaryDim
         switch kind {
         case "default":
             invFreq = (0..<(rotaryDim / 2)).map { i in Float(1.0 / pow(theta, Double(Float(2 * i) / Float(rotaryDim)))) }
@@ -89,13 +89,33 @@ public struct Transformer {
         }
     }
 
+    /// How many leading dimensions of each query and key head are rotated: DeepSeek's qk_rope_head_dim; GLM-4.5's
+    /// int(head_dim x partial_rotary_factor) (in rope_parameters, or at the top level as older config.json files
+    /// have it; transformers' default for glm4_moe is 0.5); the whole head for the others.
+    static func rotaryDim(_ config: ModelConfig, type: String, rope: JSONObject?, headDim: Int) throws(ForwardError) -> Int {
+        switch type {
+        case "deepseek_v3":
+            return config.int("qk_rope_head_dim") ?? 0
+        case "glm4_moe":
+            let factor = rope?["partial_rotary_factor"]?.doubleValue ?? config.field("partial_rotary_factor")?.doubleValue ?? 0.5
+            let dim = factor > 0 && factor <= 1 ? Int(Double(headDim) * factor) : 0
+            guard dim >= 2, dim % 2 == 0 else {
+                throw ForwardError(.configInvalid, "config.json: partial_rotary_factor \(factor) of head_dim \(headDim) must leave a positive even number of rotary dimensions")
+            }
+            return dim
+        default:
+            return headDim
+        }
+    }
+
     /// gpt-oss's rope when config.json names none (transformers' GptOssConfig default; its theta is 150000).
     static let gptOssRope = JSONObject([("rope_type", .string("yarn")), ("factor", .double(32)), ("beta_fast", .double(32)),
                                         ("beta_slow", .double(1)), ("truncate", .bool(false)),
                                         ("original_max_position_embeddings", .double(4096))])
 
-    /// Rotary inverse frequencies, the factor cos and sin are multiplied by, and (DeepSeek) the
+    /// Rotary inverse frequencies (rotaryDim / 2), the factor cos and sin are multiplied by, and (DeepSeek) the
     /// extra factor on the attention softmax scale.
+    let rotaryDim: Int
     let invFreq: [Float]
     let attentionFactor: Float
     let mlaScale: Float
@@ -207,7 +227,8 @@ public struct Transformer {
         return (cos(angle) * attentionFactor, sin(angle) * attentionFactor)
     }
 
-    /// Rotates `dim` values at `v` for position `p`: pairs (i, i + dim/2), or, interleaved,
+    /// Rotates the first `dim` values at `v` for position `p` (the rest of a partially rotated head stays as it
+    /// is): pairs (i, i + dim/2), or, interleaved,
     /// (2i, 2i + 1) written back as [even rotated..., odd rotated...] (DeepSeek's layout).
     func rope(_ v: UnsafeMutablePointer<Float>, _ dim: Int, position p: Int, interleaved: Bool) {
         let half = dim / 2
@@ -265,9 +286,11 @@ public struct Transformer {
 
     func gqa(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
         let p = "model.layers.\(l).self_attn."
+        // attention_bias: q/k/v have biases (GLM-4.5's o_proj has none; gpt-oss's has one, found by name).
+        let qkvBias = config.field("attention_bias")?.boolValue == true
         func project(_ x: [Float], _ name: String, rows: Int) throws(ForwardError) -> [Float] {
             var y = try Math.linear(x, tokens: t, try reader.weight(p + name + ".weight"), rows: rows)
-            if reader.has(p + name + ".bias") {
+            if reader.has(p + name + ".bias") || (qkvBias && name != "o_proj") {
                 let b = try reader.vector(p + name + ".bias")
                 guard b.count == rows else { throw ForwardError(.shapeMismatch, "\(p)\(name).bias has \(b.count) values for \(rows) outputs") }
                 Math.addBias(&y, b)
@@ -276,15 +299,15 @@ public struct Transformer {
         }
         var q = try project(x, "q_proj", rows: heads * headDim), k = try project(x, "k_proj", rows: kvHeads * headDim)
         let v = try project(x, "v_proj", rows: kvHeads * headDim)
-        if reader.has(p + "q_norm.weight") {  // Qwen3: RMSNorm of each head
+        if reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
             q = try Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
         }
         q.withUnsafeMutableBufferPointer { qb in
-            for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * headDim, headDim, position: i, interleaved: false) } }
+            for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * headDim, rotaryDim, position: i, interleaved: false) } }
         }
         k.withUnsafeMutableBufferPointer { kb in
-            for i in 0..<t { for hd in 0..<kvHeads { rope(kb.baseAddress! + (i * kvHeads + hd) * headDim, headDim, position: i, interleaved: false) } }
+            for i in 0..<t { for hd in 0..<kvHeads { rope(kb.baseAddress! + (i * kvHeads + hd) * headDim, rotaryDim, position: i, interleaved: false) } }
         }
         let sinks = reader.has(p + "sinks") ? try reader.vector(p + "sinks") : nil
         if let sinks, sinks.count != heads {

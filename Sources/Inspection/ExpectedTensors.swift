@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss"].contains(type),
+        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }
@@ -74,7 +74,7 @@ public enum ExpectedTensors {
             add(p + "k_proj.bias", [kv * d])
             add(p + "v_proj.bias", [kv * d])
         }
-        if type == "qwen3_moe" {
+        if type == "qwen3_moe" || (type == "glm4_moe" && c.field("use_qk_norm")?.boolValue == true) {
             add(p + "q_norm.weight", [d])
             add(p + "k_norm.weight", [d])
         }
@@ -120,7 +120,7 @@ public enum ExpectedTensors {
             for e in 0..<experts { mlp(moe + "experts.\(e).", size, names: names) }
         }
         switch type {
-        case "deepseek_v3":
+        case "deepseek_v3", "glm4_moe":
             add(moe + "gate.e_score_correction_bias", [experts])
             if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
         case "deepseek_v2":

@@ -24,8 +24,10 @@ import Testing
     }
 
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
-    /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, and gpt-oss.
-    static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss")]
+    /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, gpt-oss, and GLM-4.5
+    /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias).
+    static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
+                                                                     ("glm4_moe", "verify/glm4_moe")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -95,8 +97,8 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss on a second sequence of 24 too.
-    static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss")]
+    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss and GLM-4.5 on a second sequence of 24 too.
+    static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
@@ -119,7 +121,7 @@ import Testing
         let logits = floats(reference, "logits")
         let worst = maxAbsDifference(out.logits, logits)
         #expect(worst < 1e-4, "\(model) logits: max abs error \(worst)")
-        // Where the reference holds the routers' choices (gpt-oss's): the same experts for every token.
+        // Where the reference holds the routers' choices (gpt-oss's, GLM-4.5's): the same experts for every token.
         let routed = reference.tensors.filter { $0.name.hasPrefix("router.") && $0.name.hasSuffix(".experts") }
         for t in routed {
             let layer = Int(t.name.split(separator: ".")[1])!
@@ -128,7 +130,7 @@ import Testing
             let dw = maxAbsDifference(routing.flatMap(\.weights), floats(reference, "router.\(layer).weights"))
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
-        #expect(!model.hasPrefix("gpt_oss") || routed.count == 2)
+        #expect(!(model.hasPrefix("gpt_oss") || model.hasPrefix("glm4_moe")) || routed.count == 2)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
@@ -144,6 +146,31 @@ import Testing
         #expect(worst < 1e-4, "yarn logits: max abs error \(worst)")
         let plain = try Transformer(checkpoint).forward(ids)
         #expect(plain.logits.count == logits.count && maxAbsDifference(plain.logits, logits) > 1e-3)  // YaRN does change the result
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// GLM-4.5's config.json as released (rope_theta and partial_rotary_factor at the top level, no rope_parameters),
+    /// or without partial_rotary_factor (transformers' default for glm4_moe, 0.5), runs the model the fixture's
+    /// transformers 5.23 config does, bit for bit; rotating whole heads does not.
+    @Test func glmPartialRotaryFromEitherConfigForm() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/glm4_moe"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["rope_parameters"]?.objectValue?["partial_rotary_factor"]?.doubleValue == 0.5)
+        func config(_ topLevel: [(String, JSONValue)]) -> ModelConfig {
+            var c = raw
+            c.members.removeAll { $0.key == "rope_parameters" }
+            for (k, v) in topLevel { c.append(k, v) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<12).map { ($0 * 37 + 5) % 128 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let legacy = try Transformer(checkpoint, config: config([("rope_theta", .double(10000)), ("partial_rotary_factor", .double(0.5))])).forward(ids)
+        let defaulted = try Transformer(checkpoint, config: config([])).forward(ids)
+        #expect(legacy.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        #expect(defaulted.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        let whole = try Transformer(checkpoint, config: config([("partial_rotary_factor", .double(1))])).forward(ids)
+        #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
     }
 }
 

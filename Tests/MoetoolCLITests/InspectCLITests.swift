@@ -429,6 +429,45 @@ struct CLI {
         #expect(m["missing"] == .array([.string("model.layers.1.self_attn.sinks")]), "\(m)")
     }
 
+    /// GLM-4.5 as transformers writes it, with the MTP layer GLM-4.5 ships (verify/glm4_moe): every tensor config.json
+    /// implies (q/k/v biases for attention_bias, q/k norms for use_qk_norm, a dense first layer, the router's
+    /// e_score_correction_bias, shared experts) at its shape; the MTP layer counted apart, neither expected nor
+    /// unexpected; a missing q_norm is named.
+    @Test func glm4MoeIsCompleteWithItsMTPLayerApart() throws {
+        let path = Fixtures.path("verify/glm4_moe")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; 11 a layer for attention and norms (2 norms, q/k/v/o, 3 biases, q/k norms); the
+        // dense MLP's 3; per MoE layer the router, its bias, 12 x 3 expert projections and the shared expert's 3.
+        #expect(c["expected_tensors"] == .int(3 + 3 * 11 + 3 + 2 * (2 + 12 * 3 + 3)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["layers"] == .int(3) && moe["dense_layers"] == .int(1) && moe["moe_layers"] == .int(2) && moe["mtp_layers"] == .int(1), "\(moe)")
+        #expect(moe["routed_experts"] == .int(12) && moe["experts_per_token"] == .int(3) && moe["shared_experts"] == .int(1))
+        #expect(moe["expert_groups"] == .int(4) && moe["topk_groups"] == .int(2))
+        let kinds = (moe["layer_details"]?.arrayValue ?? []).compactMap { $0.objectValue?["kind"]?.stringValue }
+        #expect(kinds == ["dense", "moe", "moe", "mtp"])
+        // The MTP parameters are layer 3's, counted from the file; a text token goes through the rest except the
+        // 12 - 3 routed experts (3 x 8 x 16 each) it does not use in each MoE layer.
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let mtp = file.tensors.filter { $0.name.hasPrefix("model.layers.3.") }.reduce(UInt64(0)) { $0 + $1.elementCount }
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(mtp > 0 && moe["mtp_parameters"] == .uint(mtp), "\(moe)")
+        #expect(moe["total_parameters"] == .uint(total))
+        #expect(moe["active_parameters"] == .uint(total - mtp - 2 * 9 * 3 * 8 * 16), "\(moe)")
+        let text = try CLI.run(["inspect", path])
+        #expect(text.stdout.contains("layers          3 (1 dense, 2 MoE) + 1 MTP"), "\(text.stdout)")
+
+        let dir = try Severity.rewritten("verify/glm4_moe") { !$0.hasSuffix("layers.2.self_attn.q_norm.weight") }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string("model.layers.2.self_attn.q_norm.weight")]), "\(m)")
+    }
+
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
     /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
     @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {

@@ -362,3 +362,98 @@ extension VerifyCoverage {
         }
     }
 }
+
+/// GLM-4.5 through the command line (Fixtures/verify/glm4_moe: a dense first layer, two MoE layers, and an MTP
+/// layer 3 that the forward pass leaves aside): its FP8 conversion passes, a corrupted scale block and two swapped
+/// experts fail, damage to the MTP layer changes nothing.
+@Suite struct VerifyGlm4Moe {
+    static let original = Fixtures.path("verify/glm4_moe")
+
+    func range(_ file: SafetensorsFile, _ name: String) throws -> Range<Int> {
+        let r = file.fileRange(try #require(file.tensor(named: name), "\(name)"))
+        return Int(r.lowerBound)..<Int(r.upperBound)
+    }
+
+    /// `bytes` with the float32 at the start of tensor `name` multiplied by `factor`.
+    func scaled(_ bytes: [UInt8], _ file: SafetensorsFile, _ name: String, by factor: Float) throws -> [UInt8] {
+        var out = bytes
+        let at = try range(file, name).lowerBound
+        let v = out[at..<(at + 4)].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } * factor
+        withUnsafeBytes(of: v) { for k in 0..<4 { out[at + k] = $0[k] } }
+        return out
+    }
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["model.layers.0.mlp.gate_proj.weight", "model.layers.1.self_attn.q_proj.weight", "model.layers.2.mlp.experts.5.down_proj.weight",
+                     "model.layers.2.mlp.shared_experts.up_proj.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        #expect(file.tensor(named: "model.layers.1.mlp.gate.weight")?.dtype == .F32)  // the router stays as it is
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let logits = try #require(model["logits"]?.objectValue)
+        let kl = try #require(logits["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        // Embeddings and the three layers of the main model; the MTP layer is not run.
+        #expect(model["hidden_states"]?.arrayValue?.count == 4)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all", "--json"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+        let report = try #require(try JSONParser.parse(layers.stdout).objectValue)
+        #expect(report["layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+        let mtp = try CLI.run(["verify", Self.original, fp8, "--layers", "3"])
+        #expect(mtp.status == 1 && mtp.stderr.contains("layer 3 is not an MoE layer (MoE layers: 1,2)"), "\(mtp.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // The MTP layer's weights are not the model's forward pass: damaging them changes no output.
+        let mtpDamaged = try scaled(intact, file, "model.layers.3.mlp.experts.0.down_proj.weight_scale_inv", by: 16)
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(mtpDamaged)))
+        let same = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(same.stdout == whole.stdout, "\(same.stdout)")
+
+        // One scale block of a routed expert 16 times too large.
+        let damaged = try scaled(intact, file, "model.layers.1.mlp.experts.3.down_proj.weight_scale_inv", by: 16)
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(damaged)))
+        for mode in [["--layers", "all"], []] {
+            let r = try CLI.run(["verify", Self.original, fp8] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(r.stdout.contains("FAILED layer 1 expert 3:"), "\(mode): \(r.stdout)")
+        }
+
+        // Experts 0 and 5 of layer 2 swapped (all three projections and their scales).
+        var swapped = intact
+        for name in ["gate_proj.weight", "up_proj.weight", "down_proj.weight",
+                     "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"] {
+            let x = try range(file, "model.layers.2.mlp.experts.0." + name), y = try range(file, "model.layers.2.mlp.experts.5." + name)
+            let a = Array(swapped[x]), b = Array(swapped[y])
+            swapped.replaceSubrange(x, with: b)
+            swapped.replaceSubrange(y, with: a)
+        }
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(swapped)))
+        for mode in [["--layers", "2"], []] {
+            let r = try CLI.run(["verify", Self.original, fp8] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(r.stdout.contains("FAILED layer 2 expert 0:") && r.stdout.contains("FAILED layer 2 expert 5:"), "\(mode): \(r.stdout)")
+        }
+    }
+
+    /// config.json asks for q/k norms (use_qk_norm) and q/k/v biases (attention_bias): a checkpoint without one of them
+    /// is refused, naming the tensor, rather than run without it.
+    @Test(arguments: ["model.layers.1.self_attn.q_norm.weight", "model.layers.0.self_attn.k_proj.bias"])
+    func aMissingNormOrBiasIsRefused(_ name: String) throws {
+        let dir = try Severity.rewritten("verify/glm4_moe") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
