@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
@@ -333,12 +333,87 @@ def glm4_moe():
     print("glm4_moe written")
 
 
+def minimax_m2():
+    """A tiny MiniMax-M2 (MiniMaxM2ForCausalLM): vocab 128, hidden 16, 2 MoE layers of 8 experts (w1/w2/w3 of
+    intermediate 8, SwiGLU), top-3, the sigmoid router whose e_score_correction_bias (random) picks the experts but
+    not their weights (the unbiased scores of the chosen, renormalised); attention of 4 heads / 2 KV heads of 16
+    without biases, q/k RMSNorms over the whole projection ([heads x head_dim], before the split into heads) and
+    rotary on the first 8 dims of each head (half-split; the released config's legacy rotary_dim, 8 of 16); random
+    float32 weights (seed 47) large enough that the norms and routing matter; saved by save_pretrained to
+    verify/minimax_m2/ (MiniMax's own names: block_sparse_moe.gate, block_sparse_moe.e_score_correction_bias,
+    experts.<e>.w1/w2/w3). Then, with eager attention and experts: verify/minimax_m2.model.safetensors (16 tokens
+    i * 7919 + 13 mod vocab) and verify/minimax_m2-seq2.model.safetensors (24 seeded random tokens): logits, every
+    hidden state and each layer's router choice; verify/minimax_m2.safetensors: the MoE blocks on seeded hidden states."""
+    from transformers import MiniMaxM2Config, MiniMaxM2ForCausalLM
+    config = MiniMaxM2Config(vocab_size=128, hidden_size=16, intermediate_size=8, head_dim=16, num_attention_heads=4,
+                             num_key_value_heads=2, num_hidden_layers=2, num_local_experts=8, num_experts_per_tok=3,
+                             rotary_dim=8, tie_word_embeddings=False)
+    assert config.rope_parameters["partial_rotary_factor"] == 0.5
+    torch.manual_seed(47)
+    model = MiniMaxM2ForCausalLM(config)
+    g = torch.Generator().manual_seed(470)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.3, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "self_attn": 0.25}
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in name), None)
+            if scale is None:
+                continue  # rotary caches
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", "minimax_m2")
+    model.save_pretrained(out_model, safe_serialization=True)
+    model = MiniMaxM2ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                 experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(48))
+    for ids, name in [(first, "minimax_m2"), (second, "minimax_m2-seq2")]:
+        tensors = _router_choices(model, ids)
+        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
+            ["router.0.experts", "router.1.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = run_blocks(model)
+    save_file(blocks, os.path.join(HERE, "verify", "minimax_m2.safetensors"), metadata={"tokens": str(TOKENS)})
+    # What the fixture must be able to tell apart: rotating whole heads, q/k norms per head instead of over the
+    # whole projection, or leaving out the correction bias, each moves the logits.
+    reference = load_file(os.path.join(HERE, "verify", "minimax_m2.model.safetensors"))["logits"]
+    def rotate_whole_heads(config):
+        config.rope_parameters = {**config.rope_parameters, "partial_rotary_factor": 1.0}
+    def per_head_norm(m):
+        for l in m.model.layers:
+            for norm in (l.self_attn.q_norm, l.self_attn.k_norm):
+                norm.forward = lambda x, n=norm: torch.stack([
+                    n.weight.view(-1, 16)[i] * (c * torch.rsqrt(c.pow(2).mean(-1, keepdim=True) + n.variance_epsilon))
+                    for i, c in enumerate(x.view(*x.shape[:-1], -1, 16).unbind(-2))], dim=-2).flatten(-2)
+    for what, config_change, change in [
+            ("whole-head rotary", rotate_whole_heads, lambda m: None),
+            ("per-head q/k norms", None, per_head_norm),
+            ("no correction bias", None, lambda m: [l.mlp.e_score_correction_bias.zero_() for l in m.model.layers])]:
+        altered_config = MiniMaxM2Config.from_pretrained(out_model)
+        if config_change:
+            config_change(altered_config)
+        altered = MiniMaxM2ForCausalLM.from_pretrained(out_model, config=altered_config, dtype=torch.float32,
+                                                       attn_implementation="eager", experts_implementation="eager")
+        change(altered)
+        moved = (altered(input_ids=first).logits[0] - reference).abs().max().item()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-2, what
+    print("minimax_m2 written")
+
+
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] == ["gpt_oss"]:
         gpt_oss()
     elif sys.argv[1:] == ["glm4_moe"]:
         glm4_moe()
+    elif sys.argv[1:] == ["minimax_m2"]:
+        minimax_m2()
     else:
         main()
         whole_models()
@@ -346,3 +421,4 @@ if __name__ == "__main__":
         deepseek_32_experts()
         gpt_oss()
         glm4_moe()
+        minimax_m2()

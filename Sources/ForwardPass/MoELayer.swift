@@ -5,7 +5,7 @@ import Checkpoint
 
 /// How a model's router turns logits into experts and weights.
 public enum Router: Sendable, Equatable {
-    /// DeepSeek-V3 (and GLM-4.5, the same router): sigmoid scores; choice by score + e_score_correction_bias; group score = sum of
+    /// DeepSeek-V3 (and GLM-4.5, and MiniMax-M2 with one group and no scaling: the same router): sigmoid scores; choice by score + e_score_correction_bias; group score = sum of
     /// the top two biased scores of each of `groups` groups; the best `topkGroup` groups kept; the top
     /// k experts inside them; weights from the unbiased scores, normalised if `normTopk`, times
     /// `scaling`.
@@ -96,10 +96,12 @@ public struct MoELayer {
             }
             let scaling = config.field("routed_scaling_factor")?.doubleValue ?? 1
             router = .deepseekV3(groups: groups, topkGroup: topkGroup, scaling: Float(scaling), normTopk: config.normTopkProb ?? true)
-            bias = reader.has(prefix + "gate.e_score_correction_bias") ? try reader.vector(prefix + "gate.e_score_correction_bias") : nil
-            if let bias, bias.count != experts {
-                throw ForwardError(.shapeMismatch, "\(prefix)gate.e_score_correction_bias has \(bias.count) values for \(experts) experts")
-            }
+            bias = try Self.correctionBias(reader, prefix + "gate.e_score_correction_bias", experts: experts)
+        case "minimax_m2":
+            // MiniMaxM2TopKRouter: no groups, the chosen unbiased scores always renormalised, no scaling; the
+            // correction bias belongs to the block (block_sparse_moe.e_score_correction_bias), not to the gate.
+            router = .deepseekV3(groups: 1, topkGroup: 1, scaling: 1, normTopk: true)
+            bias = try Self.correctionBias(reader, prefix + "e_score_correction_bias", experts: experts)
         case "mixtral":
             router = .softmaxTopK(normalize: true)
             bias = nil
@@ -132,6 +134,14 @@ public struct MoELayer {
         sharedGate = reader.has(prefix + "shared_expert_gate.weight") ? try reader.matrix(prefix + "shared_expert_gate.weight") : nil
         inputNorm = reader.has(base + "post_attention_layernorm.weight") ? try reader.vector(base + "post_attention_layernorm.weight") : nil
         normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
+    }
+
+    /// The e_score_correction_bias at `name`, if the checkpoint has one: a value per expert.
+    static func correctionBias(_ reader: WeightReader, _ name: String, experts: Int) throws(ForwardError) -> [Float]? {
+        guard reader.has(name) else { return nil }
+        let bias = try reader.vector(name)
+        guard bias.count == experts else { throw ForwardError(.shapeMismatch, "\(name) has \(bias.count) values for \(experts) experts") }
+        return bias
     }
 
     /// gpt-oss's expert biases ([E, 2I] and [E, H]) and its SwiGLU's alpha and limit (transformers' defaults,

@@ -6,12 +6,13 @@ import StrictJSON
 
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
 /// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
-/// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms, gpt-oss's biases on every projection, sinks and sliding
-/// window) with rotary position embeddings (on part of each head for GLM-4.5), RMSNorm, a dense or MoE feed-forward
+/// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms per head, MiniMax-M2's over the whole projection, gpt-oss's
+/// biases on every projection, sinks and sliding window) with rotary position embeddings (on part of each head for
+/// GLM-4.5 and MiniMax-M2), RMSNorm, a dense or MoE feed-forward
 /// block, then the final norm and the LM head.
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -91,13 +92,17 @@ public struct Transformer {
 
     /// How many leading dimensions of each query and key head are rotated: DeepSeek's qk_rope_head_dim; GLM-4.5's
     /// int(head_dim x partial_rotary_factor) (in rope_parameters, or at the top level as older config.json files
-    /// have it; transformers' default for glm4_moe is 0.5); the whole head for the others.
+    /// have it; transformers' default for glm4_moe is 0.5); MiniMax-M2's the same, or its released config.json's
+    /// legacy rotary_dim (transformers turns it into rotary_dim / head_dim), the whole head when neither is given;
+    /// the whole head for the others.
     static func rotaryDim(_ config: ModelConfig, type: String, rope: JSONObject?, headDim: Int) throws(ForwardError) -> Int {
         switch type {
         case "deepseek_v3":
             return config.int("qk_rope_head_dim") ?? 0
-        case "glm4_moe":
-            let factor = rope?["partial_rotary_factor"]?.doubleValue ?? config.field("partial_rotary_factor")?.doubleValue ?? 0.5
+        case "glm4_moe", "minimax_m2":
+            let legacy = type == "minimax_m2" ? config.int("rotary_dim").map { Double($0) / Double(headDim) } : nil
+            let factor = rope?["partial_rotary_factor"]?.doubleValue ?? config.field("partial_rotary_factor")?.doubleValue
+                ?? legacy ?? (type == "glm4_moe" ? 0.5 : 1)
             let dim = factor > 0 && factor <= 1 ? Int(Double(headDim) * factor) : 0
             guard dim >= 2, dim % 2 == 0 else {
                 throw ForwardError(.configInvalid, "config.json: partial_rotary_factor \(factor) of head_dim \(headDim) must leave a positive even number of rotary dimensions")
@@ -299,7 +304,10 @@ public struct Transformer {
         }
         var q = try project(x, "q_proj", rows: heads * headDim), k = try project(x, "k_proj", rows: kvHeads * headDim)
         let v = try project(x, "v_proj", rows: kvHeads * headDim)
-        if reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
+        if type == "minimax_m2" {  // RMSNorm over each token's whole projection (weights [heads x head_dim]), then the split into heads
+            q = try Math.rmsNorm(q, tokens: t, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
+            k = try Math.rmsNorm(k, tokens: t, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
+        } else if reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
             q = try Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
         }

@@ -25,9 +25,10 @@ import Testing
 
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
     /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, gpt-oss, and GLM-4.5
-    /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias).
+    /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias), and MiniMax-M2 (8
+    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block).
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
-                                                                     ("glm4_moe", "verify/glm4_moe")]
+                                                                     ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -97,8 +98,9 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss and GLM-4.5 on a second sequence of 24 too.
-    static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe")]
+    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24 too.
+    static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
+                                                                        ("minimax_m2-seq2", "verify/minimax_m2")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
@@ -130,7 +132,7 @@ import Testing
             let dw = maxAbsDifference(routing.flatMap(\.weights), floats(reference, "router.\(layer).weights"))
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
-        #expect(!(model.hasPrefix("gpt_oss") || model.hasPrefix("glm4_moe")) || routed.count == 2)
+        #expect(!(model.hasPrefix("gpt_oss") || model.hasPrefix("glm4_moe") || model.hasPrefix("minimax_m2")) || routed.count == 2)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
@@ -170,6 +172,30 @@ extension TransformerAgainstTransformers {
         #expect(legacy.logits.map(\.bitPattern) == reference.map(\.bitPattern))
         #expect(defaulted.logits.map(\.bitPattern) == reference.map(\.bitPattern))
         let whole = try Transformer(checkpoint, config: config([("partial_rotary_factor", .double(1))])).forward(ids)
+        #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// MiniMax-M2's released config.json gives its partial rotary only as rotary_dim (64 of head_dim 128): that alone
+    /// runs the model the fixture's rope_parameters (partial_rotary_factor 0.5) do, bit for bit; with neither, the
+    /// whole head is rotated (transformers' default, 1.0), which moves the logits.
+    @Test func minimaxPartialRotaryFromRotaryDim() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/minimax_m2"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["rope_parameters"]?.objectValue?["partial_rotary_factor"]?.doubleValue == 0.5)
+        func config(rotaryDim: Int?) -> ModelConfig {
+            var c = raw
+            c.members.removeAll { $0.key == "rope_parameters" || $0.key == "rotary_dim" }
+            c.append("rope_theta", .double(5_000_000))
+            if let rotaryDim { c.append("rotary_dim", .double(Double(rotaryDim))) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<12).map { ($0 * 37 + 5) % 128 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let legacy = try Transformer(checkpoint, config: config(rotaryDim: 8)).forward(ids)
+        #expect(legacy.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        let whole = try Transformer(checkpoint, config: config(rotaryDim: nil)).forward(ids)
         #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
     }
 }
