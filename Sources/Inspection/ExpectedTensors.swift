@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, MiniMax-M2): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe"].contains(type),
+        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }
@@ -78,6 +78,10 @@ public enum ExpectedTensors {
             add(p + "q_norm.weight", [d])
             add(p + "k_norm.weight", [d])
         }
+        if type == "minimax_m2" {  // over the whole projection, not per head
+            add(p + "q_norm.weight", [heads * d])
+            add(p + "k_norm.weight", [kv * d])
+        }
         if type == "gpt_oss" {
             if c.field("attention_bias")?.boolValue ?? true { add(p + "o_proj.bias", [h]) }
             add(p + "sinks", [heads])
@@ -97,7 +101,9 @@ public enum ExpectedTensors {
             mlp(p + "mlp.", size)
             return true
         }
-        let moe = type == "mixtral" ? p + "block_sparse_moe." : p + "mlp."
+        // Mixtral's and MiniMax-M2's names: block_sparse_moe, experts w1 (gate), w3 (up), w2 (down) of intermediate_size.
+        let mixtralNames = type == "mixtral" || type == "minimax_m2"
+        let moe = mixtralNames ? p + "block_sparse_moe." : p + "mlp."
         if type == "gpt_oss" {
             // Fused as transformers holds them, [E, in, out], gate/up interleaved; stored so or as MXFP4 blocks.
             guard let size = c.intermediateSize else { return false }
@@ -110,19 +116,21 @@ public enum ExpectedTensors {
             return true
         }
         add(moe + "gate.weight", [experts, h])
-        let size = type == "mixtral" ? c.intermediateSize : c.moeIntermediateSize
+        let size = mixtralNames ? c.intermediateSize : c.moeIntermediateSize
         guard let size else { return false }
         if has(moe + "experts.gate_up_proj") {
             add(moe + "experts.gate_up_proj", [experts, 2 * size, h])
             add(moe + "experts.down_proj", [experts, h, size])
         } else {
-            let names = type == "mixtral" ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj")
+            let names = mixtralNames ? ("w1", "w3", "w2") : ("gate_proj", "up_proj", "down_proj")
             for e in 0..<experts { mlp(moe + "experts.\(e).", size, names: names) }
         }
         switch type {
         case "deepseek_v3", "glm4_moe":
             add(moe + "gate.e_score_correction_bias", [experts])
             if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
+        case "minimax_m2":
+            add(moe + "e_score_correction_bias", [experts])
         case "deepseek_v2":
             if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
         case "qwen2_moe":

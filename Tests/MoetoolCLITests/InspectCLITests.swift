@@ -468,6 +468,35 @@ struct CLI {
         #expect(m["missing"] == .array([.string("model.layers.2.self_attn.q_norm.weight")]), "\(m)")
     }
 
+    /// MiniMax-M2 as transformers writes it (verify/minimax_m2, MiniMax's own names): every tensor config.json implies
+    /// (q/k norms over the whole projection, [heads x head_dim] and [kv heads x head_dim]; block_sparse_moe's router,
+    /// its e_score_correction_bias, w1/w2/w3 experts of intermediate_size) at its shape; a missing correction bias is named.
+    @Test func minimaxM2IsComplete() throws {
+        let path = Fixtures.path("verify/minimax_m2")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; per layer 2 norms, q/k/v/o, q/k norms, the router, its bias and 8 x 3 experts.
+        #expect(c["expected_tensors"] == .int(3 + 2 * (8 + 2 + 8 * 3)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["layers"] == .int(2) && moe["dense_layers"] == .int(0) && moe["moe_layers"] == .int(2), "\(moe)")
+        #expect(moe["routed_experts"] == .int(8) && moe["experts_per_token"] == .int(3), "\(moe)")
+        // A token goes through everything but the 8 - 3 routed experts (3 x 8 x 16 each) it does not use in each layer.
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(moe["total_parameters"] == .uint(total))
+        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 16), "\(moe)")
+
+        let dir = try Severity.rewritten("verify/minimax_m2") { $0 != "model.layers.1.block_sparse_moe.e_score_correction_bias" }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string("model.layers.1.block_sparse_moe.e_score_correction_bias")]), "\(m)")
+    }
+
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
     /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
     @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {

@@ -457,3 +457,75 @@ extension VerifyCoverage {
         #expect(r.stderr.contains(name), "\(r.stderr)")
     }
 }
+
+/// MiniMax-M2 through the command line (Fixtures/verify/minimax_m2: two MoE layers of 8 w1/w2/w3 experts under
+/// block_sparse_moe, the sigmoid router with its block's e_score_correction_bias, q/k norms over the whole
+/// projection, partial rotary): its FP8 conversion passes, a corrupted scale block and two swapped experts fail.
+@Suite struct VerifyMiniMaxM2 {
+    static let original = Fixtures.path("verify/minimax_m2")
+    /// The byte surgery is GLM-4.5's (one tensor's range, one float32 scaled).
+    let bytes = VerifyGlm4Moe()
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.block_sparse_moe.experts.6.w2.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        for name in ["model.layers.1.block_sparse_moe.gate.weight", "model.layers.1.block_sparse_moe.e_score_correction_bias",
+                     "model.layers.1.self_attn.q_norm.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")  // the router, its bias and the norms stay as they are
+        }
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        #expect(model["hidden_states"]?.arrayValue?.count == 3)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(0), .int(1)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // One scale block of a routed expert 16 times too large.
+        let damaged = try bytes.scaled(intact, file, "model.layers.0.block_sparse_moe.experts.4.w2.weight_scale_inv", by: 16)
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(damaged)))
+        for mode in [["--layers", "all"], []] {
+            let r = try CLI.run(["verify", Self.original, fp8] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(r.stdout.contains("FAILED layer 0 expert 4:"), "\(mode): \(r.stdout)")
+        }
+
+        // Experts 1 and 6 of layer 1 swapped (all three projections and their scales).
+        var swapped = intact
+        for name in ["w1.weight", "w2.weight", "w3.weight", "w1.weight_scale_inv", "w2.weight_scale_inv", "w3.weight_scale_inv"] {
+            let p = "model.layers.1.block_sparse_moe.experts."
+            let x = try bytes.range(file, p + "1." + name), y = try bytes.range(file, p + "6." + name)
+            let a = Array(swapped[x]), b = Array(swapped[y])
+            swapped.replaceSubrange(x, with: b)
+            swapped.replaceSubrange(y, with: a)
+        }
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(swapped)))
+        for mode in [["--layers", "1"], []] {
+            let r = try CLI.run(["verify", Self.original, fp8] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(r.stdout.contains("FAILED layer 1 expert 1:") && r.stdout.contains("FAILED layer 1 expert 6:"), "\(mode): \(r.stdout)")
+        }
+    }
+
+    /// MiniMax-M2 always normalises q and k: a checkpoint without one of the norms is refused, naming the tensor.
+    @Test func aMissingNormIsRefused() throws {
+        let name = "model.layers.1.self_attn.k_norm.weight"
+        let dir = try Severity.rewritten("verify/minimax_m2") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
