@@ -239,7 +239,7 @@ extension Converter {
         switch target.scheme {
         case .int4:
             packedRowBytes = cols / 2
-            scaleBytes = try dtype.byteSize(elements: 1).get().asInt
+            scaleBytes = Int(try dtype.byteSize(elements: 1).get())
         case .nvfp4, .mxfp4:
             packedRowBytes = cols / 2
             scaleBytes = 1
@@ -357,9 +357,6 @@ struct BandOutcome {
     }
 }
 
-extension UInt64 {
-    var asInt: Int { Int(self) }
-}
 
 /// `--to mxfp4` of a gpt-oss checkpoint: its own layout, as OpenAI ships gpt-oss and transformers and vLLM load it.
 /// Only the fused expert stacks `mlp.experts.gate_up_proj` [E, in, out] and `down_proj` are quantized, each to

@@ -270,11 +270,6 @@ extension VerifyCoverage {
 @Suite struct VerifyGptOss {
     static let original = Fixtures.path("verify/gpt_oss")
 
-    func range(_ file: SafetensorsFile, _ name: String) throws -> Range<Int> {
-        let r = file.fileRange(try #require(file.tensor(named: name), "\(name)"))
-        return Int(r.lowerBound)..<Int(r.upperBound)
-    }
-
     @Test func fp8ConversionPassesDamageFails() throws {
         let dir = Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -298,19 +293,13 @@ extension VerifyCoverage {
 
         let intact = Fixtures.readBytes(shard)
         // One attention projection's scale 16 times too large.
-        var scaled = intact
-        let s = try range(file, "model.layers.1.self_attn.o_proj.weight_scale_inv")
-        let bad = (scaled[s].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } * 16).bitPattern
-        for i in 0..<4 { scaled[s.lowerBound + i] = UInt8((bad >> (8 * UInt32(i))) & 0xFF) }
-        #expect(FileManager.default.createFile(atPath: shard, contents: Data(scaled)))
-        let scaledRun = try CLI.run(["verify", Self.original, fp8])
-        #expect(scaledRun.status == 1, "\(scaledRun.stdout)")
-        #expect(scaledRun.stdout.contains("FAILED logits"), "\(scaledRun.stdout)")
+        let scaled = try ShardSurgery.scaled(intact, file, "model.layers.1.self_attn.o_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(scaled, shard: shard, original: Self.original, converted: fp8, modes: [[]], naming: ["FAILED logits"])
 
         // Experts 0 and 2 of layer 1 swapped: their slices of the four stacks.
         var swapped = intact
         for name in ["gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"] {
-            let r = try range(file, "model.layers.1.mlp.experts." + name)
+            let r = try ShardSurgery.range(file, "model.layers.1.mlp.experts." + name)
             let per = r.count / 4
             let a = Array(swapped[(r.lowerBound)..<(r.lowerBound + per)])
             let b = Array(swapped[(r.lowerBound + 2 * per)..<(r.lowerBound + 3 * per)])
@@ -352,7 +341,7 @@ extension VerifyCoverage {
         // down_proj_scales [4, 64, 3] U8 (E8M0): expert 3, row 6, group 0, four exponents up. quant_formats.py
         // spreads rows over 2^-3...2^3 (row r times 2^((r % 7) - 3)): row 6 is one of the largest. (The same damage
         // to row 0, 64 times smaller, moves the expert's output by 3.8%: under the default 15% limit.)
-        let s = try range(file, "model.layers.0.mlp.experts.down_proj_scales")
+        let s = try ShardSurgery.range(file, "model.layers.0.mlp.experts.down_proj_scales")
         bytes[s.lowerBound + (3 * 64 + 6) * 3] += 4
         #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
         for mode in [["--layers", "all"], []] {
@@ -368,20 +357,6 @@ extension VerifyCoverage {
 /// experts fail, damage to the MTP layer changes nothing.
 @Suite struct VerifyGlm4Moe {
     static let original = Fixtures.path("verify/glm4_moe")
-
-    func range(_ file: SafetensorsFile, _ name: String) throws -> Range<Int> {
-        let r = file.fileRange(try #require(file.tensor(named: name), "\(name)"))
-        return Int(r.lowerBound)..<Int(r.upperBound)
-    }
-
-    /// `bytes` with the float32 at the start of tensor `name` multiplied by `factor`.
-    func scaled(_ bytes: [UInt8], _ file: SafetensorsFile, _ name: String, by factor: Float) throws -> [UInt8] {
-        var out = bytes
-        let at = try range(file, name).lowerBound
-        let v = out[at..<(at + 4)].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } * factor
-        withUnsafeBytes(of: v) { for k in 0..<4 { out[at + k] = $0[k] } }
-        return out
-    }
 
     @Test func fp8ConversionPassesDamageFails() throws {
         let dir = Fixtures.temporaryDirectory()
@@ -415,35 +390,22 @@ extension VerifyCoverage {
 
         let intact = Fixtures.readBytes(shard)
         // The MTP layer's weights are not the model's forward pass: damaging them changes no output.
-        let mtpDamaged = try scaled(intact, file, "model.layers.3.mlp.experts.0.down_proj.weight_scale_inv", by: 16)
+        let mtpDamaged = try ShardSurgery.scaled(intact, file, "model.layers.3.mlp.experts.0.down_proj.weight_scale_inv", by: 16)
         #expect(FileManager.default.createFile(atPath: shard, contents: Data(mtpDamaged)))
         let same = try CLI.run(["verify", Self.original, fp8, "--json"])
         #expect(same.stdout == whole.stdout, "\(same.stdout)")
 
         // One scale block of a routed expert 16 times too large.
-        let damaged = try scaled(intact, file, "model.layers.1.mlp.experts.3.down_proj.weight_scale_inv", by: 16)
-        #expect(FileManager.default.createFile(atPath: shard, contents: Data(damaged)))
-        for mode in [["--layers", "all"], []] {
-            let r = try CLI.run(["verify", Self.original, fp8] + mode)
-            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
-            #expect(r.stdout.contains("FAILED layer 1 expert 3:"), "\(mode): \(r.stdout)")
-        }
+        let damaged = try ShardSurgery.scaled(intact, file, "model.layers.1.mlp.experts.3.down_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 1 expert 3:"])
 
         // Experts 0 and 5 of layer 2 swapped (all three projections and their scales).
-        var swapped = intact
-        for name in ["gate_proj.weight", "up_proj.weight", "down_proj.weight",
-                     "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"] {
-            let x = try range(file, "model.layers.2.mlp.experts.0." + name), y = try range(file, "model.layers.2.mlp.experts.5." + name)
-            let a = Array(swapped[x]), b = Array(swapped[y])
-            swapped.replaceSubrange(x, with: b)
-            swapped.replaceSubrange(y, with: a)
-        }
-        #expect(FileManager.default.createFile(atPath: shard, contents: Data(swapped)))
-        for mode in [["--layers", "2"], []] {
-            let r = try CLI.run(["verify", Self.original, fp8] + mode)
-            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
-            #expect(r.stdout.contains("FAILED layer 2 expert 0:") && r.stdout.contains("FAILED layer 2 expert 5:"), "\(mode): \(r.stdout)")
-        }
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "model.layers.2.mlp.experts.", 0, 5, suffixes: [
+            "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+            "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 0:", "FAILED layer 2 expert 5:"])
     }
 
     /// config.json asks for q/k norms (use_qk_norm) and q/k/v biases (attention_bias): a checkpoint without one of them
@@ -463,8 +425,6 @@ extension VerifyCoverage {
 /// projection, partial rotary): its FP8 conversion passes, a corrupted scale block and two swapped experts fail.
 @Suite struct VerifyMiniMaxM2 {
     static let original = Fixtures.path("verify/minimax_m2")
-    /// The byte surgery is GLM-4.5's (one tensor's range, one float32 scaled).
-    let bytes = VerifyGlm4Moe()
 
     @Test func fp8ConversionPassesDamageFails() throws {
         let dir = Fixtures.temporaryDirectory()
@@ -494,29 +454,15 @@ extension VerifyCoverage {
 
         let intact = Fixtures.readBytes(shard)
         // One scale block of a routed expert 16 times too large.
-        let damaged = try bytes.scaled(intact, file, "model.layers.0.block_sparse_moe.experts.4.w2.weight_scale_inv", by: 16)
-        #expect(FileManager.default.createFile(atPath: shard, contents: Data(damaged)))
-        for mode in [["--layers", "all"], []] {
-            let r = try CLI.run(["verify", Self.original, fp8] + mode)
-            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
-            #expect(r.stdout.contains("FAILED layer 0 expert 4:"), "\(mode): \(r.stdout)")
-        }
+        let damaged = try ShardSurgery.scaled(intact, file, "model.layers.0.block_sparse_moe.experts.4.w2.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 0 expert 4:"])
 
         // Experts 1 and 6 of layer 1 swapped (all three projections and their scales).
-        var swapped = intact
-        for name in ["w1.weight", "w2.weight", "w3.weight", "w1.weight_scale_inv", "w2.weight_scale_inv", "w3.weight_scale_inv"] {
-            let p = "model.layers.1.block_sparse_moe.experts."
-            let x = try bytes.range(file, p + "1." + name), y = try bytes.range(file, p + "6." + name)
-            let a = Array(swapped[x]), b = Array(swapped[y])
-            swapped.replaceSubrange(x, with: b)
-            swapped.replaceSubrange(y, with: a)
-        }
-        #expect(FileManager.default.createFile(atPath: shard, contents: Data(swapped)))
-        for mode in [["--layers", "1"], []] {
-            let r = try CLI.run(["verify", Self.original, fp8] + mode)
-            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
-            #expect(r.stdout.contains("FAILED layer 1 expert 1:") && r.stdout.contains("FAILED layer 1 expert 6:"), "\(mode): \(r.stdout)")
-        }
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "model.layers.1.block_sparse_moe.experts.", 1, 6, suffixes: [
+            "w1.weight", "w2.weight", "w3.weight", "w1.weight_scale_inv", "w2.weight_scale_inv", "w3.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "1"], []],
+                                     naming: ["FAILED layer 1 expert 1:", "FAILED layer 1 expert 6:"])
     }
 
     /// MiniMax-M2 always normalises q and k: a checkpoint without one of the norms is refused, naming the tensor.
@@ -527,5 +473,45 @@ extension VerifyCoverage {
         let r = try CLI.run(["verify", dir])
         #expect(r.status == 1, "\(r.stdout)")
         #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
+
+/// Byte surgery on a converted shard, for the architecture suites: a tensor's bytes in the file, a float32 scale
+/// multiplied, two experts' tensors exchanged, and the verdict that must follow.
+enum ShardSurgery {
+    static func range(_ file: SafetensorsFile, _ name: String) throws -> Range<Int> {
+        let r = file.fileRange(try #require(file.tensor(named: name), "\(name)"))
+        return Int(r.lowerBound)..<Int(r.upperBound)
+    }
+
+    /// `bytes` with the float32 at the start of tensor `name` multiplied by `factor`.
+    static func scaled(_ bytes: [UInt8], _ file: SafetensorsFile, _ name: String, by factor: Float) throws -> [UInt8] {
+        var out = bytes
+        let at = try range(file, name).lowerBound
+        let v = out[at..<(at + 4)].withUnsafeBytes { $0.loadUnaligned(as: Float.self) } * factor
+        withUnsafeBytes(of: v) { for k in 0..<4 { out[at + k] = $0[k] } }
+        return out
+    }
+
+    /// `bytes` with tensors `prefix + a + suffix` and `prefix + b + suffix` exchanged, for every suffix.
+    static func swapped(_ bytes: [UInt8], _ file: SafetensorsFile, prefix: String, _ a: Int, _ b: Int, suffixes: [String]) throws -> [UInt8] {
+        var out = bytes
+        for suffix in suffixes {
+            let x = try range(file, "\(prefix)\(a).\(suffix)"), y = try range(file, "\(prefix)\(b).\(suffix)")
+            let first = Array(out[x]), second = Array(out[y])
+            out.replaceSubrange(x, with: second)
+            out.replaceSubrange(y, with: first)
+        }
+        return out
+    }
+
+    /// Writes `bytes` as `shard`, then verify of `converted` against `original` must fail in each mode, naming `failures`.
+    static func expectFails(_ bytes: [UInt8], shard: String, original: String, converted: String, modes: [[String]], naming failures: [String]) throws {
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
+        for mode in modes {
+            let r = try CLI.run(["verify", original, converted] + mode)
+            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
+            #expect(failures.allSatisfy { r.stdout.contains($0) }, "\(mode): \(r.stdout)")
+        }
     }
 }
