@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
@@ -406,6 +406,94 @@ def minimax_m2():
     print("minimax_m2 written")
 
 
+# Kimi-K2-Instruct's config.json as Moonshot publishes it, but for the sizes: its own model_type on DeepSeek-V3's
+# architecture, the legacy rope_scaling key with "type", rope_theta at the top level, 384 experts in one group.
+KIMI_K2_CONFIG = {
+    "architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2",
+    "auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config",
+                 "AutoModel": "modeling_deepseek.DeepseekV3Model",
+                 "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+    "attention_bias": False, "attention_dropout": 0.0, "aux_loss_alpha": 0.001, "bos_token_id": 0, "eos_token_id": 1,
+    "first_k_dense_replace": 1, "hidden_act": "silu", "initializer_range": 0.02, "max_position_embeddings": 131072,
+    "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 384, "n_shared_experts": 1, "norm_topk_prob": True,
+    "num_experts_per_tok": 8, "num_nextn_predict_layers": 0, "pretraining_tp": 1, "rms_norm_eps": 1e-06,
+    "rope_scaling": {"beta_fast": 1.0, "beta_slow": 1.0, "factor": 32.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+                     "original_max_position_embeddings": 4096, "type": "yarn"},
+    "rope_theta": 50000.0, "routed_scaling_factor": 2.827, "scoring_func": "sigmoid", "seq_aux": True,
+    "tie_word_embeddings": False, "topk_group": 1, "topk_method": "noaux_tc", "torch_dtype": "float32",
+    "use_cache": True,
+}
+
+
+def kimi_k2():
+    """A tiny Kimi-K2 (DeepSeek-V3's architecture, Moonshot's routing): 384 routed experts in one group, top-8, one
+    shared expert, routed scaling 2.827, a random e_score_correction_bias, YaRN with Kimi's factor 32, theta 50000
+    and beta 1/1; vocab 128, hidden 16, 3 layers (the first dense), MLA of 4 heads, experts of intermediate 4 (so that
+    384 of them stay small); random float32 weights (seed 38). transformers has no "kimi_k2" model type (the release
+    runs its own modeling_deepseek.py through auto_map), so the model is built and run as DeepseekV3ForCausalLM and
+    its config.json is then rewritten as Kimi-K2 publishes it (KIMI_K2_CONFIG): model_type kimi_k2, rope_scaling with
+    "type", rope_theta at the top. Saved to verify/kimi_k2/, with verify/kimi_k2.model.safetensors (16 tokens
+    i * 7919 + 13 mod vocab) and verify/kimi_k2-seq2.model.safetensors (24 seeded random tokens): logits, every
+    hidden state and each MoE layer's router choice."""
+    import json
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+    sizes = dict(vocab_size=128, hidden_size=16, intermediate_size=32, moe_intermediate_size=4, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=4, q_lora_rank=8, kv_lora_rank=8, qk_nope_head_dim=4,
+                 qk_rope_head_dim=4, v_head_dim=4)
+    keys = {k: v for k, v in KIMI_K2_CONFIG.items()
+            if k not in ("architectures", "model_type", "auto_map", "rope_scaling", "rope_theta", "torch_dtype")}
+    rope = dict(KIMI_K2_CONFIG["rope_scaling"])
+    rope["rope_type"] = rope.pop("type")
+    config = DeepseekV3Config(**keys, **sizes, rope_parameters={**rope, "rope_theta": KIMI_K2_CONFIG["rope_theta"]})
+    torch.manual_seed(38)
+    model = DeepseekV3ForCausalLM(config)
+    g = torch.Generator().manual_seed(380)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.25, "mlp.gate.weight": 1.0,
+              "e_score_correction_bias": 0.05, "self_attn": 0.2, "mlp.": 0.3}
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in name), None)
+            if scale is not None:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", "kimi_k2")
+    model.save_pretrained(out_model, safe_serialization=True)
+    model = DeepseekV3ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                  experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(39))
+    for ids, name in [(first, "kimi_k2"), (second, "kimi_k2-seq2")]:
+        tensors = _router_choices(model, ids)
+        assert sorted(k for k in tensors if k.endswith(".experts")) == ["router.1.experts", "router.2.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    # The routing must use the experts' whole range, and the scaling and correction bias must matter.
+    chosen = torch.cat([load_file(os.path.join(HERE, "verify", n + ".model.safetensors"))[f"router.{l}.experts"].flatten()
+                        for n in ("kimi_k2", "kimi_k2-seq2") for l in (1, 2)])
+    assert chosen.max() >= 256 and chosen.unique().numel() > 100, chosen.unique().numel()
+    reference = load_file(os.path.join(HERE, "verify", "kimi_k2.model.safetensors"))["logits"]
+    for what, change in [("routed scaling 2.5", lambda m: [setattr(l.mlp.gate, "routed_scaling_factor", 2.5) for l in m.model.layers[1:]]),
+                         ("no correction bias", lambda m: [l.mlp.gate.e_score_correction_bias.zero_() for l in m.model.layers[1:]])]:
+        altered = DeepseekV3ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                        experts_implementation="eager")
+        change(altered)
+        moved = (altered(input_ids=first).logits[0] - reference).abs().max().item()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-3, what
+    # config.json as the release writes it.
+    saved = json.load(open(os.path.join(out_model, "config.json")))
+    published = dict(KIMI_K2_CONFIG, **sizes)
+    published["transformers_version"] = saved["transformers_version"]
+    with open(os.path.join(out_model, "config.json"), "w") as f:
+        json.dump(dict(sorted(published.items())), f, indent=2)
+        f.write("\n")
+    print("kimi_k2 written")
+
+
 if __name__ == "__main__":
     import sys
     if sys.argv[1:] == ["gpt_oss"]:
@@ -414,6 +502,8 @@ if __name__ == "__main__":
         glm4_moe()
     elif sys.argv[1:] == ["minimax_m2"]:
         minimax_m2()
+    elif sys.argv[1:] == ["kimi_k2"]:
+        kimi_k2()
     else:
         main()
         whole_models()
@@ -422,3 +512,4 @@ if __name__ == "__main__":
         gpt_oss()
         glm4_moe()
         minimax_m2()
+        kimi_k2()

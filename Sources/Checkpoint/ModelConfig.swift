@@ -8,6 +8,12 @@ public struct ModelConfig: Sendable {
     public let raw: JSONObject
 
     public var modelType: String? { string("model_type") }
+    /// The architecture whose naming and forward pass the checkpoint follows: model_type, except for releases that
+    /// give their own name to another's architecture. Kimi-K2's config.json says model_type "kimi_k2" with
+    /// architectures ["DeepseekV3ForCausalLM"]: DeepSeek-V3's names and computation with other sizes.
+    public var architecture: String? { modelType.map { Self.architectureAliases[$0] ?? $0 } }
+    /// model_type -> the architecture it reuses.
+    public static let architectureAliases = ["kimi_k2": "deepseek_v3"]
     public var architectures: [String] { field("architectures")?.arrayValue?.compactMap(\.stringValue) ?? [] }
     public var hiddenSize: Int? { int("hidden_size") }
     public var numHiddenLayers: Int? { int("num_hidden_layers") }

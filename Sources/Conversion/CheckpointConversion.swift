@@ -249,7 +249,7 @@ public enum CheckpointConversion {
             ("weight_block_size", [.int(BlockQuantization.blockSize), .int(BlockQuantization.blockSize)]),
         ])
         if options.scaleFormat == .ue8m0 { q.append("scale_fmt", "ue8m0") }
-        let deepseek = (config.modelType ?? "").hasPrefix("deepseek")
+        let deepseek = (config.architecture ?? "").hasPrefix("deepseek")
         if !deepseek {
             // Loaders of other architectures quantize every linear layer unless told which ones were skipped.
             let skipped = unquantizedModules(plan).map { JSONValue.string($0) }

@@ -68,7 +68,7 @@ public struct MoELayer {
     public init(_ reader: WeightReader, config: ModelConfig, layer: Int) throws(ForwardError) {
         self.layer = layer
         self.reader = reader
-        let type = config.modelType ?? ""
+        let type = config.architecture ?? ""
         let base = "model.layers.\(layer)."
         guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
             throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")

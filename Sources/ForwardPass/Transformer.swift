@@ -37,7 +37,7 @@ public struct Transformer {
         guard let config = override ?? checkpoint.config else { throw ForwardError(.configInvalid, "\(checkpoint.path): no config.json") }
         self.config = config
         reader = try WeightReader(checkpoint)
-        type = config.modelType ?? ""
+        type = config.architecture ?? ""
         guard Self.modelTypes.contains(type) else { throw Self.unsupported(type) }
         guard let h = config.hiddenSize, let v = config.vocabSize, let n = config.numHiddenLayers,
               let heads = config.int("num_attention_heads") else {
@@ -60,7 +60,7 @@ public struct Transformer {
         kvHeads = kv
         headDim = config.int("head_dim") ?? h / heads
         guard headDim >= 2, headDim % 2 == 0 else { throw ForwardError(.configInvalid, "config.json: head_dim \(headDim) must be a positive even number (rotary pairs)") }
-        if config.modelType == "deepseek_v3" {
+        if type == "deepseek_v3" {
             let dims = ["qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "kv_lora_rank"].map { config.int($0) ?? 0 }
             guard dims.allSatisfy({ $0 >= 1 }), dims[1] % 2 == 0 else {
                 throw ForwardError(.configInvalid, "config.json: qk_nope_head_dim, qk_rope_head_dim (even), v_head_dim and kv_lora_rank must be positive for MLA")

@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.modelType, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2"].contains(type),
+        guard let type = config.architecture, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }

@@ -98,9 +98,11 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24 too.
+    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24 too;
+    /// Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
-                                                                        ("minimax_m2-seq2", "verify/minimax_m2")]
+                                                                        ("minimax_m2-seq2", "verify/minimax_m2"),
+                                                                        ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
@@ -132,7 +134,7 @@ import Testing
             let dw = maxAbsDifference(routing.flatMap(\.weights), floats(reference, "router.\(layer).weights"))
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
-        #expect(!(model.hasPrefix("gpt_oss") || model.hasPrefix("glm4_moe") || model.hasPrefix("minimax_m2")) || routed.count == 2)
+        #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "kimi_k2"].contains { model.hasPrefix($0) } || routed.count == 2)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).

@@ -497,6 +497,26 @@ struct CLI {
         #expect(m["missing"] == .array([.string("model.layers.1.block_sparse_moe.e_score_correction_bias")]), "\(m)")
     }
 
+    /// Kimi-K2 (verify/kimi_k2: config.json's model_type kimi_k2, DeepSeek-V3's names): the completeness check knows
+    /// it as DeepSeek-V3 with 384 experts, and the MoE view counts them.
+    @Test func kimiK2IsComplete() throws {
+        let path = Fixtures.path("verify/kimi_k2")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; per layer 2 norms and 7 MLA tensors; the dense MLP (3); per MoE layer the
+        // router, its correction bias, the shared expert (3) and 384 x 3 experts.
+        #expect(c["expected_tensors"] == .int(3 + 3 * 9 + 3 + 2 * (2 + 3 + 384 * 3)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["dense_layers"] == .int(1) && moe["moe_layers"] == .int(2), "\(moe)")
+        #expect(moe["routed_experts"] == .int(384) && moe["experts_per_token"] == .int(8), "\(moe)")
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(moe["active_parameters"] == .uint(total - 2 * (384 - 8) * 3 * 4 * 16), "\(moe)")
+    }
+
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
     /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
     @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {

@@ -476,6 +476,45 @@ extension VerifyCoverage {
     }
 }
 
+/// Kimi-K2 through the command line (Fixtures/verify/kimi_k2: config.json as Moonshot publishes it, model_type
+/// kimi_k2 on DeepSeek-V3's architecture; a dense first layer, two MoE layers of 384 experts in one group, top-8,
+/// routed scaling 2.827): verify runs it as DeepSeek-V3, its FP8 conversion passes, damage to one of 384 experts fails.
+@Suite struct VerifyKimiK2 {
+    static let original = Fixtures.path("verify/kimi_k2")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        #expect(file.tensor(named: "model.layers.2.mlp.experts.383.down_proj.weight")?.dtype == .F8_E4M3)
+        #expect(file.tensor(named: "model.layers.2.mlp.gate.weight")?.dtype == .F32)
+        let config = try #require(try JSONParser.parse(Fixtures.readBytes(fp8 + "/config.json")).objectValue)
+        #expect(config["model_type"] == .string("kimi_k2"))  // kept as the release names it
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)
+        #expect(model["hidden_states"]?.arrayValue?.count == 4)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+
+        let intact = Fixtures.readBytes(shard)
+        let damaged = try ShardSurgery.scaled(intact, file, "model.layers.1.mlp.experts.300.up_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "1"]],
+                                     naming: ["FAILED layer 1 expert 300:"])
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "model.layers.2.mlp.experts.", 5, 371, suffixes: [
+            "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+            "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "2"]],
+                                     naming: ["FAILED layer 2 expert 5:", "FAILED layer 2 expert 371:"])
+    }
+}
+
 /// Byte surgery on a converted shard, for the architecture suites: a tensor's bytes in the file, a float32 scale
 /// multiplied, two experts' tensors exchanged, and the verdict that must follow.
 enum ShardSurgery {
