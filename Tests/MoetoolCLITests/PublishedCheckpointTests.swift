@@ -105,7 +105,9 @@ import Glibc
         #expect(candidates.contains { abs(Double(active - ($0 ? 0 : m.embedding)) - m.publishedActive) <= 0.02 * m.publishedActive },
                 "\(name): \(active) active (\(active - m.embedding) without the embedding) vs published \(m.publishedActive)")
         // Completeness against config.json finds nothing missing.
-        #expect(report["completeness"]?["missing"]?.arrayValue?.isEmpty ?? true, "\(r.stdout.prefix(2000))")
+        let completeness = try #require(report["completeness"], "\(name): config.json's architecture not checked")
+        #expect(completeness["missing"] == .array([]) && completeness["wrong_shape"] == .array([]), "\(completeness)")
+        #expect(completeness["expected_tensors"]?.uint64Value ?? 0 > 0)
     }
 }
 
