@@ -72,6 +72,22 @@ QWEN3_30B = dict(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], 
                  head_dim=128, num_experts=128, num_experts_per_tok=8, decoder_sparse_step=1, mlp_only_layers=[],
                  vocab_size=151936, tie_word_embeddings=False, quantization_config=NVFP4_QUANT)
 
+GLM_AIR = dict(model_type="glm4_moe", architectures=["Glm4MoeForCausalLM"], hidden_size=4096, intermediate_size=10944,
+               moe_intermediate_size=1408, num_hidden_layers=46, num_attention_heads=96, num_key_value_heads=8, head_dim=128,
+               attention_bias=True, use_qk_norm=False, partial_rotary_factor=0.5, first_k_dense_replace=1,
+               n_routed_experts=128, n_shared_experts=1, num_experts_per_tok=8, n_group=1, topk_group=1,
+               routed_scaling_factor=1.0, norm_topk_prob=True, num_nextn_predict_layers=1, vocab_size=151552,
+               tie_word_embeddings=False, torch_dtype="bfloat16")
+
+MINIMAX_M2 = dict(model_type="minimax_m2", architectures=["MiniMaxM2ForCausalLM"], hidden_size=3072, intermediate_size=1536,
+                  num_hidden_layers=62, num_attention_heads=48, num_key_value_heads=8, head_dim=128, rotary_dim=64,
+                  num_local_experts=256, num_experts_per_tok=8, scoring_func="sigmoid", use_routing_bias=True,
+                  use_qk_norm=True, qk_norm_type="per_layer", vocab_size=200064, tie_word_embeddings=False,
+                  torch_dtype="bfloat16",
+                  quantization_config={"activation_scheme": "dynamic", "fmt": "float8_e4m3fn", "quant_method": "fp8",
+                                       "weight_block_size": [128, 128],
+                                       "modules_to_not_convert": ["gate", "e_score_correction_bias", "lm_head"]})
+
 MODELS = {
     # name: (config, published total, published active, where the figures are published)
     "gpt-oss-120b": (dict(GPT_OSS, num_hidden_layers=36, num_local_experts=128), 116.8e9, 5.1e9,
@@ -81,6 +97,8 @@ MODELS = {
     "Kimi-K2-Thinking": (KIMI, 1.04e12, 32e9, "Moonshot's Kimi-K2 model card: 1T total (1.04T), 32B activated"),
     "Qwen3-30B-A3B-NVFP4": (QWEN3_30B, 30.5e9, 3.3e9,
                             "Qwen3-30B-A3B's model card (30.5B total, 3.3B activated); NVFP4 by compressed-tensors, as RedHatAI publishes it"),
+    "GLM-4.5-Air": (GLM_AIR, 106e9, 12e9, "Z.ai's GLM-4.5 model card: GLM-4.5-Air 106B total, 12B active (BF16 release)"),
+    "MiniMax-M2": (MINIMAX_M2, 230e9, 10e9, "MiniMax's MiniMax-M2 model card: 230B total, 10B active (FP8 release)"),
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,8 +196,71 @@ def qwen3_moe_rows(c):
     return rows
 
 
+def glm4_moe_rows(c):
+    """GLM-4.5's names (transformers' Glm4Moe), BF16, plus the MTP layer the release ships at index num_hidden_layers:
+    a whole MoE decoder layer with enorm, hnorm, eh_proj [H, 2H] and shared_head.norm. (Whether the release also
+    stores a copy of the embedding and head in it could not be checked here: they are left out.)"""
+    h, v = c["hidden_size"], c["vocab_size"]
+    d, heads, kv = c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"]
+    n = c["num_hidden_layers"]
+    rows = [["model.embed_tokens.weight", "BF16", [v, h], {}], ["lm_head.weight", "BF16", [v, h], {}],
+            ["model.norm.weight", "BF16", [h], {}]]
+    every = [0, n + c["num_nextn_predict_layers"]]
+    dense, moe = [0, c["first_k_dense_replace"]], [c["first_k_dense_replace"], n + c["num_nextn_predict_layers"]]
+    p = "model.layers.{L}."
+    attn = [("input_layernorm.weight", [h]), ("post_attention_layernorm.weight", [h]),
+            ("self_attn.q_proj.weight", [heads * d, h]), ("self_attn.q_proj.bias", [heads * d]),
+            ("self_attn.k_proj.weight", [kv * d, h]), ("self_attn.k_proj.bias", [kv * d]),
+            ("self_attn.v_proj.weight", [kv * d, h]), ("self_attn.v_proj.bias", [kv * d]),
+            ("self_attn.o_proj.weight", [h, heads * d])]
+    rows += [[p + name, "BF16", shape, {"L": every}] for name, shape in attn]
+    i, m = c["intermediate_size"], c["moe_intermediate_size"]
+    rows += [[p + f"mlp.{proj}.weight", "BF16", shape, {"L": dense}]
+             for proj, shape in (("gate_proj", [i, h]), ("up_proj", [i, h]), ("down_proj", [h, i]))]
+    s = m * c["n_shared_experts"]
+    rows += [[p + f"mlp.shared_experts.{proj}.weight", "BF16", shape, {"L": moe}]
+             for proj, shape in (("gate_proj", [s, h]), ("up_proj", [s, h]), ("down_proj", [h, s]))]
+    rows += [[p + "mlp.gate.weight", "BF16", [c["n_routed_experts"], h], {"L": moe}],
+             [p + "mlp.gate.e_score_correction_bias", "F32", [c["n_routed_experts"]], {"L": moe}]]
+    rows += [[p + f"mlp.experts.{{E}}.{proj}.weight", "BF16", shape, {"L": moe, "E": [0, c["n_routed_experts"]]}]
+             for proj, shape in (("gate_proj", [m, h]), ("up_proj", [m, h]), ("down_proj", [h, m]))]
+    mtp = [n, n + c["num_nextn_predict_layers"]]
+    rows += [[p + name, "BF16", shape, {"L": mtp}] for name, shape in
+             (("enorm.weight", [h]), ("hnorm.weight", [h]), ("eh_proj.weight", [h, 2 * h]), ("shared_head.norm.weight", [h]))]
+    return rows
+
+
+def fp8_block(prefix, out_f, in_f):
+    """A DeepSeek-style FP8 weight: E4M3 codes and one float32 inverse scale per 128x128 block."""
+    return [(prefix + ".weight", "F8_E4M3", [out_f, in_f]),
+            (prefix + ".weight_scale_inv", "F32", [-(-out_f // 128), -(-in_f // 128)])]
+
+
+def minimax_m2_rows(c):
+    """MiniMax-M2's names (block_sparse_moe, w1/w2/w3 experts), its FP8 storage: every linear layer but the router
+    and lm_head in 128x128 blocks; the q/k norms over the whole projection. No MTP modules in the release."""
+    h, v = c["hidden_size"], c["vocab_size"]
+    d, heads, kv = c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"]
+    layers = [0, c["num_hidden_layers"]]
+    e, i = c["num_local_experts"], c["intermediate_size"]
+    p = "model.layers.{L}."
+    rows = [["model.embed_tokens.weight", "BF16", [v, h], {}], ["lm_head.weight", "BF16", [v, h], {}],
+            ["model.norm.weight", "BF16", [h], {}]]
+    rows += [[p + name, dtype, shape, {"L": layers}] for name, dtype, shape in (
+        ("input_layernorm.weight", "BF16", [h]), ("post_attention_layernorm.weight", "BF16", [h]),
+        ("self_attn.q_norm.weight", "BF16", [heads * d]), ("self_attn.k_norm.weight", "BF16", [kv * d]),
+        ("block_sparse_moe.gate.weight", "BF16", [e, h]), ("block_sparse_moe.e_score_correction_bias", "F32", [e]))]
+    for proj, out_f, in_f in (("q_proj", heads * d, h), ("k_proj", kv * d, h), ("v_proj", kv * d, h), ("o_proj", h, heads * d)):
+        rows += [[name, dtype, shape, {"L": layers}] for name, dtype, shape in fp8_block(p + "self_attn." + proj, out_f, in_f)]
+    for proj, out_f, in_f in (("w1", i, h), ("w3", i, h), ("w2", h, i)):
+        rows += [[name, dtype, shape, {"L": layers, "E": [0, e]}]
+                 for name, dtype, shape in fp8_block(p + "block_sparse_moe.experts.{E}." + proj, out_f, in_f)]
+    return rows
+
+
 RULES = {"gpt-oss-120b": gpt_oss_rows, "gpt-oss-20b": gpt_oss_rows,
-         "Kimi-K2-Thinking": lambda c: deepseek_rows(c, int4_group32), "Qwen3-30B-A3B-NVFP4": qwen3_moe_rows}
+         "Kimi-K2-Thinking": lambda c: deepseek_rows(c, int4_group32), "Qwen3-30B-A3B-NVFP4": qwen3_moe_rows,
+         "GLM-4.5-Air": glm4_moe_rows, "MiniMax-M2": minimax_m2_rows}
 
 
 def expand(rows):
@@ -206,7 +287,7 @@ def logical(name, dtype, shape):
         return n * 2                      # two E2M1 codes a byte
     if name.endswith(".weight_packed"):
         return n * (8 if dtype == "I32" else 2)
-    if name.endswith(("_scales", ".weight_scale", ".weight_shape", ".weight_global_scale", ".input_global_scale")):
+    if name.endswith(("_scales", ".weight_scale", ".weight_scale_inv", ".weight_shape", ".weight_global_scale", ".input_global_scale")):
         return 0
     return n
 
@@ -214,13 +295,19 @@ def logical(name, dtype, shape):
 def counts(config, tensors):
     total = sum(logical(*t) for t in tensors)
     experts = config.get("n_routed_experts") or config.get("num_experts") or config.get("num_local_experts")
-    routed = sum(logical(*t) for t in tensors if re.search(r"\.mlp\.experts\.", t[0]) and not t[0].endswith("_bias"))
-    routed_bias = sum(logical(*t) for t in tensors if re.search(r"\.mlp\.experts\..*_bias$", t[0]))
+    routed = sum(logical(*t) for t in tensors if re.search(r"\.experts\.", t[0]) and not t[0].endswith("_bias"))
+    routed_bias = sum(logical(*t) for t in tensors if re.search(r"\.experts\..*_bias$", t[0]))
     # Active per token: everything but the routed experts not chosen (all of a fused stack's bias included pro rata)
     k = config["num_experts_per_tok"]
-    active = total - (routed + routed_bias) * (experts - k) // experts
+    # MTP layers (model.layers.N from num_hidden_layers on) are parameters of the checkpoint, not of a token's pass.
+    layers = config["num_hidden_layers"]
+    mtp = sum(logical(*t) for t in tensors if (m := re.match(r"model\.layers\.(\d+)\.", t[0])) and int(m.group(1)) >= layers)
+    routed_mtp = sum(logical(*t) for t in tensors if re.search(r"\.experts\.", t[0])
+                     and (m := re.match(r"model\.layers\.(\d+)\.", t[0])) and int(m.group(1)) >= layers)
+    routed, mtp_rest = routed - routed_mtp, mtp - routed_mtp
+    active = total - routed_mtp - mtp_rest - (routed + routed_bias) * (experts - k) // experts
     embedding = config["vocab_size"] * config["hidden_size"]
-    return total, active, embedding
+    return total, active, embedding, mtp
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,6 +355,29 @@ def tiny_check():
         plain = {n for n, _, _ in ours if not re.search(r"\.(weight_packed|weight_scale|weight_global_scale|input_global_scale)$", n)}
         assert set(saved) == plain | modules, sorted(set(saved) ^ (plain | modules))
 
+    with tempfile.TemporaryDirectory() as d:
+        c = dict(GLM_AIR, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, n_routed_experts=4, num_experts_per_tok=2,
+                 vocab_size=128)
+        keys = {k: v for k, v in c.items() if k not in ("model_type", "architectures", "torch_dtype")}
+        transformers.Glm4MoeForCausalLM(transformers.Glm4MoeConfig(**keys)).to(torch.bfloat16).save_pretrained(d)
+        saved = load_file(os.path.join(d, "model.safetensors"))
+        ours = {n: s for n, _, s in expand(glm4_moe_rows(c)) if not n.startswith(f"model.layers.{c['num_hidden_layers']}.")}
+        assert set(ours) == set(saved), sorted(set(ours) ^ set(saved))   # transformers leaves the MTP layer out
+        for n, shape in ours.items():
+            assert list(saved[n].shape) == shape, n
+
+    with tempfile.TemporaryDirectory() as d:
+        c = dict(MINIMAX_M2, hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, rotary_dim=8, num_local_experts=4, num_experts_per_tok=2, vocab_size=128)
+        keys = {k: v for k, v in c.items() if k not in ("model_type", "architectures", "torch_dtype", "quantization_config")}
+        transformers.MiniMaxM2ForCausalLM(transformers.MiniMaxM2Config(**keys)).to(torch.bfloat16).save_pretrained(d)
+        saved = load_file(os.path.join(d, "model.safetensors"))
+        ours = {n: s for n, _, s in expand(minimax_m2_rows(c)) if not n.endswith("_scale_inv")}
+        assert set(ours) == set(saved), sorted(set(ours) ^ set(saved))
+        for n, shape in ours.items():
+            assert list(saved[n].shape) == shape, n
+
 
 def main():
     tiny_check()
@@ -275,14 +385,15 @@ def main():
     for name, (config, total, active, source) in MODELS.items():
         rows = RULES[name](config)
         tensors = expand(rows)
-        ours_total, ours_active, embedding = counts(config, tensors)
+        ours_total, ours_active, embedding, mtp = counts(config, tensors)
         doc = {"name": name, "source": source, "published": {"total": total, "active": active},
-               "derived": {"total": ours_total, "active": ours_active, "embedding": embedding},
+               "derived": {"total": ours_total, "active": ours_active, "embedding": embedding, "mtp": mtp},
                "config": config, "tensors": rows}
         with open(os.path.join(OUT, name + ".json"), "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")
-        print(f"{name}: {len(tensors)} tensors, {ours_total / 1e9:.2f}B total (published {total / 1e9:.1f}B), "
+        print(f"{name}: {len(tensors)} tensors, {ours_total / 1e9:.2f}B total, {(ours_total - mtp) / 1e9:.2f}B without MTP "
+              f"(published {total / 1e9:.1f}B), "
               f"{ours_active / 1e9:.2f}B active, {(ours_active - embedding) / 1e9:.2f}B without the input embedding "
               f"(published {active / 1e9:.1f}B)")
 

@@ -10,18 +10,26 @@ import Glibc
 /// Fixtures/published_skeletons.py): inspect counts the parameters the script derives on its own, and the figures
 /// their makers publish.
 @Suite struct PublishedCheckpoints {
-    /// name: (how close the published total is given, whether the published active count includes the input
-    /// embedding). gpt-oss counts active parameters without the embedding (5.13B: "5.1B"), Qwen with it (3.353B:
-    /// "3.3B"); Kimi publishes "1T" and "32B" (1.026T; 31.7B without the embedding, 32.9B with it).
-    static let models: [(String, Double, Bool?)] = [
-        ("gpt-oss-120b", 0.0005, false), ("gpt-oss-20b", 0.001, false),
-        ("Kimi-K2-Thinking", 0.05, nil), ("Qwen3-30B-A3B-NVFP4", 0.002, true),
+    /// What a maker's active count leaves out: gpt-oss counts without the input embedding (5.13B: "5.1B"), Qwen
+    /// with it (3.353B: "3.3B"), GLM without the embedding and the output head (12.18B: "12B"; 12.80B with the
+    /// head).
+    enum ActiveConvention: Sendable { case withEmbedding, withoutEmbedding, withoutEmbeddingOrHead }
+
+    /// name, how close the published total is given (the main model's: MTP layers apart, as GLM's 106B leaves its
+    /// MTP layer out), the conventions the published active count may follow and how close it is given.
+    /// Kimi publishes "1T" and "32B" (1.026T; 31.7B without the embedding, 32.9B with it); MiniMax "230B" and "10B"
+    /// (228.7B; 10.42B without the embedding, 9.80B without the head too).
+    static let models: [(String, Double, [ActiveConvention], Double)] = [
+        ("gpt-oss-120b", 0.0005, [.withoutEmbedding], 0.02), ("gpt-oss-20b", 0.001, [.withoutEmbedding], 0.02),
+        ("Kimi-K2-Thinking", 0.05, [.withEmbedding, .withoutEmbedding], 0.02), ("Qwen3-30B-A3B-NVFP4", 0.002, [.withEmbedding], 0.02),
+        ("GLM-4.5-Air", 0.01, [.withoutEmbeddingOrHead], 0.02),
+        ("MiniMax-M2", 0.01, [.withoutEmbedding, .withoutEmbeddingOrHead], 0.05),
     ]
 
     struct Manifest {
         let config: JSONValue
         let tensors: [(name: String, dtype: String, shape: [UInt64])]
-        let derivedTotal: UInt64, derivedActive: UInt64, embedding: UInt64
+        let derivedTotal: UInt64, derivedActive: UInt64, embedding: UInt64, mtp: UInt64
         let publishedTotal: Double, publishedActive: Double
     }
 
@@ -50,6 +58,7 @@ import Glibc
                         derivedTotal: try #require(doc["derived"]?["total"]?.uint64Value),
                         derivedActive: try #require(doc["derived"]?["active"]?.uint64Value),
                         embedding: try #require(doc["derived"]?["embedding"]?.uint64Value),
+                        mtp: try #require(doc["derived"]?["mtp"]?.uint64Value),
                         publishedTotal: try #require(doc["published"]?["total"]?.doubleValue),
                         publishedActive: try #require(doc["published"]?["active"]?.doubleValue))
     }
@@ -85,8 +94,8 @@ import Glibc
     }
 
     @Test(arguments: models)
-    func inspectCountsWhatIsPublished(_ model: (String, Double, Bool?)) throws {
-        let (name, tolerance, activeWithEmbedding) = model
+    func inspectCountsWhatIsPublished(_ model: (String, Double, [ActiveConvention], Double)) throws {
+        let (name, tolerance, conventions, activeTolerance) = model
         let m = try Self.manifest(name)
         let dir = Fixtures.temporaryDirectory()
         defer { Fixtures.removeTemporary(dir) }
@@ -97,12 +106,21 @@ import Glibc
         #expect(report["valid"] == true)
         let total = try #require(report["parameters"]?.uint64Value)
         let active = try #require(report["moe"]?["active_parameters"]?.uint64Value)
+        let mtp = report["moe"]?["mtp_parameters"]?.uint64Value ?? 0
         #expect(total == m.derivedTotal, "\(name): \(total) counted, \(m.derivedTotal) derived")
         #expect(active == m.derivedActive, "\(name): \(active) active, \(m.derivedActive) derived")
-        #expect(abs(Double(total) - m.publishedTotal) <= tolerance * m.publishedTotal, "\(name): \(total) vs published \(m.publishedTotal)")
-        // The published active count, in the maker's convention, within 2% (Qwen's "3.3B" is 3.353B).
-        let candidates = activeWithEmbedding.map { [$0] } ?? [true, false]
-        #expect(candidates.contains { abs(Double(active - ($0 ? 0 : m.embedding)) - m.publishedActive) <= 0.02 * m.publishedActive },
+        #expect(mtp == m.mtp, "\(name): \(mtp) MTP parameters counted, \(m.mtp) derived")
+        let main = Double(total - mtp)
+        #expect(abs(main - m.publishedTotal) <= tolerance * m.publishedTotal, "\(name): \(total - mtp) vs published \(m.publishedTotal)")
+        // The published active count, in the maker's convention.
+        func leftOut(_ c: ActiveConvention) -> UInt64 {
+            switch c {
+            case .withEmbedding: 0
+            case .withoutEmbedding: m.embedding
+            case .withoutEmbeddingOrHead: 2 * m.embedding
+            }
+        }
+        #expect(conventions.contains { abs(Double(active - leftOut($0)) - m.publishedActive) <= activeTolerance * m.publishedActive },
                 "\(name): \(active) active (\(active - m.embedding) without the embedding) vs published \(m.publishedActive)")
         // Completeness against config.json finds nothing missing.
         let completeness = try #require(report["completeness"], "\(name): config.json's architecture not checked")
