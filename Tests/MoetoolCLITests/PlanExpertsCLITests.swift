@@ -351,3 +351,45 @@ func errorID(_ text: String) -> String? {
     guard let o = try? JSONParser.parse(text).objectValue, o["schema"]?.stringValue == "moetool.error/1" else { return nil }
     return o["error"]?.objectValue?["id"]?.stringValue
 }
+
+/// plan-experts `--config` for each architecture verify runs: experts, groups and top-k from the fixture's own
+/// config.json (under whatever key the architecture uses), MoE layers told apart from dense ones, and SGLang's file
+/// with a row for every decoder layer (the dense ones trivial) and every expert placed in each MoE row.
+@Suite struct PlanExpertsArchitectures {
+    /// fixture, its routed experts, its MoE layers (from the fixture's recipe, not from moetool), its decoder layers.
+    static let architectures: [(String, Int, [Int], Int)] = [
+        ("verify/glm4_moe", 12, [1, 2], 3), ("verify/minimax_m2", 8, [0, 1], 2), ("verify/gpt_oss", 4, [0, 1], 2),
+        ("verify/kimi_k2", 384, [1, 2], 3),
+    ]
+
+    @Test(arguments: architectures)
+    func sglangRowsForEveryDecoderLayer(_ arch: (String, Int, [Int], Int)) throws {
+        let (fixture, experts, moeLayers, layers) = arch
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Loads for the MoE layers only, as a JSON profile has them: uneven, deterministic.
+        let rows = moeLayers.map { l in (0..<experts).map { e in String(1 + (e * 7919 + l * 104729) % 997) }.joined(separator: ",") }
+        let profile = dir + "/loads.json"
+        try #"{"layers":[\#(rows.map { "[\($0)]" }.joined(separator: ","))]}"#.write(toFile: profile, atomically: false, encoding: .utf8)
+        let redundant = 4
+        let out = dir + "/sglang.json"
+        let r = try CLI.run(["plan-experts", profile, "--config", Fixtures.path(fixture), "--gpus", "4",
+                             "--ep-num-redundant-experts", String(redundant), "--format", "sglang", "-o", out])
+        #expect(r.status == 0, "\(fixture): \(r.stderr)")
+        let doc = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(out), as: UTF8.self)).objectValue)
+        let map = doc["physical_to_logical_map"]!.arrayValue!.map { $0.arrayValue!.map { Int($0.doubleValue!) } }
+        #expect(map.count == layers, "\(fixture): a row per decoder layer")
+        for (l, row) in map.enumerated() {
+            #expect(row.count == experts + redundant, "\(fixture) layer \(l)")
+            if moeLayers.contains(l) {
+                #expect(Set(row) == Set(0..<experts), "\(fixture) layer \(l): every expert placed")
+            } else {
+                #expect(row == (0..<(experts + redundant)).map { $0 % experts }, "\(fixture) layer \(l): SGLang's trivial row")
+            }
+        }
+        let json = try CLI.run(["plan-experts", profile, "--config", Fixtures.path(fixture), "--gpus", "4", "--json"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let o = try #require(try JSONParser.parse(json.stdout).objectValue)
+        #expect(o["metrics"]?.objectValue?["layers"]?.arrayValue?.count == moeLayers.count, "\(fixture)")
+    }
+}
