@@ -88,6 +88,19 @@ MINIMAX_M2 = dict(model_type="minimax_m2", architectures=["MiniMaxM2ForCausalLM"
                                        "weight_block_size": [128, 128],
                                        "modules_to_not_convert": ["gate", "e_score_correction_bias", "lm_head"]})
 
+LLAMA4_SCOUT = dict(model_type="llama4", architectures=["Llama4ForConditionalGeneration"], tie_word_embeddings=False,
+                    text_config=dict(model_type="llama4_text", vocab_size=202048, hidden_size=5120, intermediate_size=8192,
+                                     intermediate_size_mlp=16384, num_hidden_layers=48, num_attention_heads=40,
+                                     num_key_value_heads=8, head_dim=128, num_local_experts=16, num_experts_per_tok=1,
+                                     interleave_moe_layer_step=1, use_qk_norm=True, attention_chunk_size=8192,
+                                     rope_scaling={"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0,
+                                                   "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+                                     rope_theta=500000.0, torch_dtype="bfloat16"),
+                    vision_config=dict(model_type="llama4_vision_model", hidden_size=1408, num_hidden_layers=34,
+                                       num_attention_heads=16, intermediate_size=5632, vision_output_dim=4096,
+                                       image_size=336, patch_size=14, projector_input_dim=4096,
+                                       projector_output_dim=4096, pixel_shuffle_ratio=0.5))
+
 MODELS = {
     # name: (config, published total, published active, where the figures are published)
     "gpt-oss-120b": (dict(GPT_OSS, num_hidden_layers=36, num_local_experts=128), 116.8e9, 5.1e9,
@@ -99,6 +112,7 @@ MODELS = {
                             "Qwen3-30B-A3B's model card (30.5B total, 3.3B activated); NVFP4 by compressed-tensors, as RedHatAI publishes it"),
     "GLM-4.5-Air": (GLM_AIR, 106e9, 12e9, "Z.ai's GLM-4.5 model card: GLM-4.5-Air 106B total, 12B active (BF16 release)"),
     "MiniMax-M2": (MINIMAX_M2, 230e9, 10e9, "MiniMax's MiniMax-M2 model card: 230B total, 10B active (FP8 release)"),
+    "Llama-4-Scout": (LLAMA4_SCOUT, 109e9, 17e9, "Meta's Llama 4 model card: Scout 109B total, 17B active (BF16 release)"),
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -258,9 +272,43 @@ def minimax_m2_rows(c):
     return rows
 
 
+def llama4_config(c):
+    """transformers' Llama4Config for a manifest config (the legacy rope keys as rope_parameters)."""
+    text = {k: v for k, v in c["text_config"].items() if k not in ("model_type", "rope_scaling", "rope_theta", "torch_dtype")}
+    if "rope_scaling" in c["text_config"]:
+        text["rope_parameters"] = dict(c["text_config"]["rope_scaling"], rope_theta=c["text_config"]["rope_theta"])
+    vision = {k: v for k, v in c["vision_config"].items() if k != "model_type"}
+    return transformers.Llama4Config(text_config=text, vision_config=vision, tie_word_embeddings=c["tie_word_embeddings"])
+
+
+def module_rows(model_class, config, dtype="BF16"):
+    """Every tensor of the model as transformers builds it (on the meta device: no memory), in BF16, the per-layer
+    names folded into {L} patterns over contiguous layer ranges. tiny_check shows save_pretrained writes these names."""
+    with torch.device("meta"):
+        model = model_class(config)
+    grouped = {}
+    for name, t in model.state_dict().items():
+        m = re.search(r"\.layers\.(\d+)\.", name)
+        key = (re.sub(r"\.layers\.\d+\.", ".layers.{L}.", name, count=1), tuple(t.shape))
+        grouped.setdefault(key, []).append(int(m.group(1)) if m else None)
+    rows = []
+    for (pattern, shape), layers in grouped.items():
+        if layers == [None]:
+            rows.append([pattern, dtype, list(shape), {}])
+            continue
+        layers.sort()
+        start = layers[0]
+        for i, layer in enumerate(layers):   # a row per contiguous run of layers
+            if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+                rows.append([pattern, dtype, list(shape), {"L": [start, layer + 1]}])
+                start = layers[i + 1] if i + 1 < len(layers) else None
+    return rows
+
+
 RULES = {"gpt-oss-120b": gpt_oss_rows, "gpt-oss-20b": gpt_oss_rows,
          "Kimi-K2-Thinking": lambda c: deepseek_rows(c, int4_group32), "Qwen3-30B-A3B-NVFP4": qwen3_moe_rows,
-         "GLM-4.5-Air": glm4_moe_rows, "MiniMax-M2": minimax_m2_rows}
+         "GLM-4.5-Air": glm4_moe_rows, "MiniMax-M2": minimax_m2_rows,
+         "Llama-4-Scout": lambda c: module_rows(transformers.Llama4ForConditionalGeneration, llama4_config(c))}
 
 
 def expand(rows):
@@ -294,19 +342,22 @@ def logical(name, dtype, shape):
 
 def counts(config, tensors):
     total = sum(logical(*t) for t in tensors)
-    experts = config.get("n_routed_experts") or config.get("num_experts") or config.get("num_local_experts")
+    text = config.get("text_config", config)
+    experts = text.get("n_routed_experts") or text.get("num_experts") or text.get("num_local_experts")
+    # Vision towers and their projectors: parameters of the model, not of a text token's pass.
+    multimodal = sum(logical(*t) for t in tensors if re.match(r"(vision_model|vision_tower|multi_modal_projector|visual)\.", t[0]))
     routed = sum(logical(*t) for t in tensors if re.search(r"\.experts\.", t[0]) and not t[0].endswith("_bias"))
     routed_bias = sum(logical(*t) for t in tensors if re.search(r"\.experts\..*_bias$", t[0]))
     # Active per token: everything but the routed experts not chosen (all of a fused stack's bias included pro rata)
-    k = config["num_experts_per_tok"]
+    k = text["num_experts_per_tok"]
     # MTP layers (model.layers.N from num_hidden_layers on) are parameters of the checkpoint, not of a token's pass.
-    layers = config["num_hidden_layers"]
+    layers = text["num_hidden_layers"]
     mtp = sum(logical(*t) for t in tensors if (m := re.match(r"model\.layers\.(\d+)\.", t[0])) and int(m.group(1)) >= layers)
     routed_mtp = sum(logical(*t) for t in tensors if re.search(r"\.experts\.", t[0])
                      and (m := re.match(r"model\.layers\.(\d+)\.", t[0])) and int(m.group(1)) >= layers)
     routed, mtp_rest = routed - routed_mtp, mtp - routed_mtp
-    active = total - routed_mtp - mtp_rest - (routed + routed_bias) * (experts - k) // experts
-    embedding = config["vocab_size"] * config["hidden_size"]
+    active = total - multimodal - routed_mtp - mtp_rest - (routed + routed_bias) * (experts - k) // experts
+    embedding = text["vocab_size"] * text["hidden_size"]
     return total, active, embedding, mtp
 
 
@@ -374,6 +425,21 @@ def tiny_check():
         transformers.MiniMaxM2ForCausalLM(transformers.MiniMaxM2Config(**keys)).to(torch.bfloat16).save_pretrained(d)
         saved = load_file(os.path.join(d, "model.safetensors"))
         ours = {n: s for n, _, s in expand(minimax_m2_rows(c)) if not n.endswith("_scale_inv")}
+        assert set(ours) == set(saved), sorted(set(ours) ^ set(saved))
+        for n, shape in ours.items():
+            assert list(saved[n].shape) == shape, n
+
+    with tempfile.TemporaryDirectory() as d:
+        c = dict(LLAMA4_SCOUT, text_config=dict(LLAMA4_SCOUT["text_config"], vocab_size=128, hidden_size=64,
+                                                intermediate_size=32, intermediate_size_mlp=96, num_hidden_layers=4,
+                                                num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                                num_local_experts=4, interleave_moe_layer_step=2),
+                 vision_config=dict(LLAMA4_SCOUT["vision_config"], hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=64, vision_output_dim=32, image_size=28,
+                                    patch_size=14, projector_input_dim=32, projector_output_dim=64))
+        transformers.Llama4ForConditionalGeneration(llama4_config(c)).to(torch.bfloat16).save_pretrained(d)
+        saved = load_file(os.path.join(d, "model.safetensors"))
+        ours = {n: s for n, _, s in expand(module_rows(transformers.Llama4ForConditionalGeneration, llama4_config(c)))}
         assert set(ours) == set(saved), sorted(set(ours) ^ set(saved))
         for n, shape in ours.items():
             assert list(saved[n].shape) == shape, n
