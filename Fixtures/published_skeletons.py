@@ -101,6 +101,16 @@ LLAMA4_SCOUT = dict(model_type="llama4", architectures=["Llama4ForConditionalGen
                                        image_size=336, patch_size=14, projector_input_dim=4096,
                                        projector_output_dim=4096, pixel_shuffle_ratio=0.5))
 
+DEEPSEEK_V32 = dict(model_type="deepseek_v32", architectures=["DeepseekV32ForCausalLM"], hidden_size=7168,
+                    intermediate_size=18432, moe_intermediate_size=2048, num_hidden_layers=61, num_attention_heads=128,
+                    num_key_value_heads=128, first_k_dense_replace=3, moe_layer_freq=1, n_routed_experts=256,
+                    n_shared_experts=1, num_experts_per_tok=8, n_group=8, topk_group=4, q_lora_rank=1536,
+                    kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, vocab_size=129280,
+                    num_nextn_predict_layers=1, index_n_heads=64, index_head_dim=128, index_topk=2048,
+                    tie_word_embeddings=False, torch_dtype="bfloat16",
+                    quantization_config={"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                         "scale_fmt": "ue8m0", "weight_block_size": [128, 128]})
+
 MODELS = {
     # name: (config, published total, published active, where the figures are published)
     "gpt-oss-120b": (dict(GPT_OSS, num_hidden_layers=36, num_local_experts=128), 116.8e9, 5.1e9,
@@ -112,6 +122,7 @@ MODELS = {
                             "Qwen3-30B-A3B's model card (30.5B total, 3.3B activated); NVFP4 by compressed-tensors, as RedHatAI publishes it"),
     "GLM-4.5-Air": (GLM_AIR, 106e9, 12e9, "Z.ai's GLM-4.5 model card: GLM-4.5-Air 106B total, 12B active (BF16 release)"),
     "MiniMax-M2": (MINIMAX_M2, 230e9, 10e9, "MiniMax's MiniMax-M2 model card: 230B total, 10B active (FP8 release)"),
+    "DeepSeek-V3.2": (DEEPSEEK_V32, 671e9, 37e9, "DeepSeek's V3.2 model card and paper: 671B total, 37B activated (FP8 release; 685B with its MTP layer)"),
     "Llama-4-Scout": (LLAMA4_SCOUT, 109e9, 17e9, "Meta's Llama 4 model card: Scout 109B total, 17B active (BF16 release)"),
 }
 
@@ -272,6 +283,42 @@ def minimax_m2_rows(c):
     return rows
 
 
+def fp8_release(rows):
+    """DeepSeek's FP8 storage of BF16 rows: every projection (`*_proj.weight`, the indexer's wq_b and wk) as E4M3
+    codes with F32 `weight_scale_inv` per 128x128 block; embeddings, heads, norms, routers and the indexer's
+    weights_proj stay BF16."""
+    out = []
+    for pattern, dtype, shape, ranges in rows:
+        if re.search(r"(_proj|indexer\.wq_b|indexer\.wk)\.weight$", pattern) and "weights_proj" not in pattern \
+                and "eh_proj" not in pattern:
+            out += [[name, dt, sh, ranges] for name, dt, sh in fp8_block(pattern[: -len(".weight")], *shape)]
+        else:
+            out.append([pattern, dtype, shape, ranges])
+    return out
+
+
+def deepseek_v32_rows(c):
+    """DeepSeek-V3's names and FP8 storage, plus each layer's lightning indexer (wq_b from the query latent, wk,
+    k_norm a LayerNorm with bias, weights_proj), plus the MTP layer the release ships at index num_hidden_layers: a
+    whole MoE decoder layer with enorm, hnorm, eh_proj [H, 2H], shared_head.norm and its own copies of the embedding
+    and head, as DeepSeek-V3's checkpoint has them."""
+    n, h, v = c["num_hidden_layers"], c["hidden_size"], c["vocab_size"]
+    mtp = c["num_nextn_predict_layers"]
+    main = deepseek_rows(dict(c, num_hidden_layers=n + mtp), lambda p, o, i: [(p + ".weight", "BF16", [o, i])])
+    p = "model.layers.{L}."
+    every = {"L": [0, n + mtp]}
+    main += [[p + "self_attn.indexer.wq_b.weight", "BF16", [c["index_n_heads"] * c["index_head_dim"], c["q_lora_rank"]], every],
+             [p + "self_attn.indexer.wk.weight", "BF16", [c["index_head_dim"], h], every],
+             [p + "self_attn.indexer.k_norm.weight", "BF16", [c["index_head_dim"]], every],
+             [p + "self_attn.indexer.k_norm.bias", "BF16", [c["index_head_dim"]], every],
+             [p + "self_attn.indexer.weights_proj.weight", "BF16", [c["index_n_heads"], h], every]]
+    at = {"L": [n, n + mtp]}
+    main += [[p + name, "BF16", shape, at] for name, shape in (
+        ("enorm.weight", [h]), ("hnorm.weight", [h]), ("eh_proj.weight", [h, 2 * h]), ("shared_head.norm.weight", [h]),
+        ("shared_head.head.weight", [v, h]), ("embed_tokens.weight", [v, h]))]
+    return fp8_release(main)
+
+
 def llama4_config(c):
     """transformers' Llama4Config for a manifest config (the legacy rope keys as rope_parameters)."""
     text = {k: v for k, v in c["text_config"].items() if k not in ("model_type", "rope_scaling", "rope_theta", "torch_dtype")}
@@ -308,6 +355,7 @@ def module_rows(model_class, config, dtype="BF16"):
 RULES = {"gpt-oss-120b": gpt_oss_rows, "gpt-oss-20b": gpt_oss_rows,
          "Kimi-K2-Thinking": lambda c: deepseek_rows(c, int4_group32), "Qwen3-30B-A3B-NVFP4": qwen3_moe_rows,
          "GLM-4.5-Air": glm4_moe_rows, "MiniMax-M2": minimax_m2_rows,
+         "DeepSeek-V3.2": deepseek_v32_rows,
          "Llama-4-Scout": lambda c: module_rows(transformers.Llama4ForConditionalGeneration, llama4_config(c))}
 
 
@@ -440,6 +488,25 @@ def tiny_check():
         transformers.Llama4ForConditionalGeneration(llama4_config(c)).to(torch.bfloat16).save_pretrained(d)
         saved = load_file(os.path.join(d, "model.safetensors"))
         ours = {n: s for n, _, s in expand(module_rows(transformers.Llama4ForConditionalGeneration, llama4_config(c)))}
+        assert set(ours) == set(saved), sorted(set(ours) ^ set(saved))
+        for n, shape in ours.items():
+            assert list(saved[n].shape) == shape, n
+
+    with tempfile.TemporaryDirectory() as d:
+        c = dict(DEEPSEEK_V32, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=4,
+                 first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, n_group=2,
+                 topk_group=1, num_experts_per_tok=2, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=16,
+                 qk_rope_head_dim=8, v_head_dim=16, vocab_size=128, index_n_heads=2, index_head_dim=16, index_topk=4)
+        keys = {k: v for k, v in c.items() if k not in ("model_type", "architectures", "quantization_config", "torch_dtype",
+                                                       "num_nextn_predict_layers", "moe_layer_freq")}
+        transformers.DeepseekV32ForCausalLM(transformers.DeepseekV32Config(**keys)).to(torch.bfloat16).save_pretrained(d)
+        saved = load_file(os.path.join(d, "model.safetensors"))
+        mtp = f"model.layers.{c['num_hidden_layers']}."
+        ours = {}
+        for n, _, shape in expand(deepseek_v32_rows(c)):
+            if not n.startswith(mtp) and not n.endswith("_scale_inv"):
+                ours[n] = shape
+        # transformers holds each layer's experts fused; saved, they are per expert as DeepSeek names them
         assert set(ours) == set(saved), sorted(set(ours) ^ set(saved))
         for n, shape in ours.items():
             assert list(saved[n].shape) == shape, n
