@@ -48,7 +48,7 @@ public struct ForwardError: Error, Sendable, CustomStringConvertible {
 
     /// What to do, for the kinds whose messages cannot say it themselves.
     static let defaultHints: [Kind: String] = [
-        .unsupportedModel: "verify runs \(Transformer.modelTypes.joined(separator: ", ")) (and Kimi-K2, as deepseek_v3); see Docs/verify.md",
+        .unsupportedModel: "model types that reuse one of these architectures are read as it (\(ModelConfig.architectureAliases.sorted { $0.key < $1.key }.map { "\($0.key) as \($0.value)" }.joined(separator: ", "))); see Docs/verify.md",
         .shapeMismatch: "the checkpoint does not match its config.json: check that they belong together",
     ]
 
