@@ -82,7 +82,8 @@ public struct MoELayer {
         let type = config.modelType ?? ""
         let base = config.textWeightPrefix + "model.layers.\(layer)."
         guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
-            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
+            let names = Self.routerWeightNames(layer: layer, config: config)
+            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(type == "llama4" ? names.last! : names[0])): not an MoE layer")
         }
         let prefix = base + block
         self.prefix = prefix

@@ -234,7 +234,10 @@ public struct Transformer {
             for i in h.indices { h[i] += a[i] }
             let y = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps, name: p + "post_attention_layernorm.weight")
             let m: [Float]
-            if MoELayer.routerWeightNames(layer: l, config: config).contains(where: reader.has) {
+            // Llama 4's config.json says which layers are MoE (moe_layers): one without its router is refused, not run dense.
+            let moe = type == "llama4" ? config.isMoELayer(l) == true
+                : MoELayer.routerWeightNames(layer: l, config: config).contains(where: reader.has)
+            if moe {
                 let block = try MoELayer(reader, config: config, layer: l)
                 let r = try block.forward(y, tokens: t)
                 m = r.output
