@@ -491,6 +491,15 @@ extension VerifyCoverage {
                      "vision_model.vision_adapter.mlp.fc1.weight", "multi_modal_projector.linear_1.weight"] {
             #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")
         }
+        // What transformers' FP8 loader must not convert: the kept experts modules among the Linears left alone.
+        let written = try JSONParser.parse(String(decoding: Fixtures.readBytes(fp8 + "/config.json"), as: UTF8.self))
+        let config = try #require(written.objectValue?["quantization_config"]?.objectValue)
+        let kept = Set(config["modules_to_not_convert"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        for module in [text + "1.feed_forward.experts", text + "3.feed_forward.experts", text + "1.feed_forward.router",
+                       "vision_model.model.layers.0.self_attn.q_proj", "language_model.lm_head"] {
+            #expect(kept.contains(module), "\(module): \(kept.sorted())")
+        }
+        #expect(!kept.contains(text + "1.feed_forward.shared_expert.down_proj"))
 
         let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
         #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
