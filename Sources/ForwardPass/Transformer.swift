@@ -405,7 +405,9 @@ public struct Transformer {
             } else {
                 chunk = nil
             }
-            if !rotary && (c.field("attn_temperature_tuning")?.boolValue ?? true) {
+            // The released config.json says `"attn_temperature_tuning": 4`: a number counts as on unless it is 0.
+            let tuning = c.field("attn_temperature_tuning")
+            if !rotary && (tuning?.boolValue ?? tuning?.doubleValue.map { $0 != 0 } ?? true) {
                 let floor = c.field("floor_scale")?.doubleValue ?? 8192, scale = c.field("attn_scale")?.doubleValue ?? 0.1
                 guard floor > 0 else { throw ForwardError(.configInvalid, "config.json: floor_scale must be positive") }
                 temperature = (Float(floor), Float(scale))

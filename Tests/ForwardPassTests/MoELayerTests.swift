@@ -204,6 +204,53 @@ extension TransformerAgainstTransformers {
     }
 }
 
+extension TransformerAgainstTransformers {
+    /// Llama 4's released config.json spells things its own way: `"attn_temperature_tuning": 4`, the llama3 scaling
+    /// under `rope_scaling` with `rope_theta` beside it, and (in older exports) no `no_rope_layers` or `layer_types`
+    /// lists. Each runs the fixture bit for bit as transformers' own form does; turning the temperature tuning off, or
+    /// leaving out the rope scaling, moves the logits.
+    @Test func llama4ReleasedConfigForms() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/llama4"))
+        let raw = try #require(checkpoint.config?.raw)
+        let text = try #require(raw["text_config"]?.objectValue)
+        let rope = try #require(text["rope_parameters"]?.objectValue)
+        func config(_ edit: (inout JSONObject) -> Void) -> ModelConfig {
+            var t = text
+            edit(&t)
+            var c = raw
+            c.members.removeAll { $0.key == "text_config" }
+            c.append("text_config", .object(t))
+            return ModelConfig(c)
+        }
+        func set(_ t: inout JSONObject, _ key: String, _ value: JSONValue?) {
+            t.members.removeAll { $0.key == key }
+            if let value { t.append(key, value) }
+        }
+        let ids = Array(0..<20).map { ($0 * 37 + 5) % 128 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let released = config { t in
+            set(&t, "attn_temperature_tuning", .int(4))
+            var scaling = rope
+            scaling.members.removeAll { $0.key == "rope_theta" }
+            set(&t, "rope_parameters", nil)
+            set(&t, "rope_scaling", .object(scaling))
+            set(&t, "rope_theta", .double(10000))
+            set(&t, "no_rope_layers", nil)  // every 4th layer NoPE (no_rope_layer_interval 4): layer 3
+            set(&t, "layer_types", nil)  // the rotary layers chunked
+        }
+        #expect(try Transformer(checkpoint, config: released).forward(ids).logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        let untuned = config { set(&$0, "attn_temperature_tuning", .bool(false)) }
+        #expect(maxAbsDifference(try Transformer(checkpoint, config: untuned).forward(ids).logits, reference) > 1e-2)
+        let unscaled = config { t in
+            var plain = rope
+            plain.members.removeAll { $0.key == "rope_type" }
+            plain.append("rope_type", .string("default"))
+            set(&t, "rope_parameters", .object(plain))
+        }
+        #expect(maxAbsDifference(try Transformer(checkpoint, config: unscaled).forward(ids).logits, reference) > 1e-2)
+    }
+}
+
 /// The largest elementwise difference, or infinity when the lengths differ (a short output must fail).
 func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B) -> Float {
     guard a.count == b.count, !a.isEmpty else { return .infinity }

@@ -246,8 +246,8 @@ import Support
 
 /// Llama 4's published sizes from its config.json alone: the text model's tensors as ExpectedTensors lists them
 /// (fused expert stacks) for Scout (48 layers, all MoE with interleave_moe_layer_step 1, 16 experts) and Maverick
-/// (step 2: the odd layers MoE, 128 experts), both top-1 with a shared expert. Meta publishes 109B total (the
-/// vision tower's ~0.8B included) / 17B active and 400B / 17B.
+/// (step 2: the odd layers MoE, 128 experts), both top-1 with a shared expert. Meta publishes 109B total (its
+/// vision tower included) / 17B active and 400B / 17B.
 @Suite struct Llama4PublishedSizes {
     func config(experts: Int, step: Int) throws -> ModelConfig {
         let text = """
