@@ -446,6 +446,27 @@ def llama4():
                 p.copy_(torch.randn(p.shape, generator=g) * next(v for k, v in scales.items() if k in name))
     out_model = os.path.join(HERE, "verify", "llama4")
     model.save_pretrained(out_model, safe_serialization=True)
+    # The same text model with one Linear per expert, as Meta's FP8 releases store Llama 4's experts
+    # (experts.<e>.gate_proj/up_proj/down_proj.weight, [out, in]); no vision tower.
+    per_expert = {}
+    for name, t in load_file(os.path.join(out_model, "model.safetensors")).items():
+        if not name.startswith("language_model."):
+            continue
+        if name.endswith("experts.gate_up_proj"):
+            half = t.shape[2] // 2
+            for e in range(t.shape[0]):
+                per_expert[name[:-len("gate_up_proj")] + f"{e}.gate_proj.weight"] = t[e, :, :half].T.contiguous()
+                per_expert[name[:-len("gate_up_proj")] + f"{e}.up_proj.weight"] = t[e, :, half:].T.contiguous()
+        elif name.endswith("experts.down_proj"):
+            for e in range(t.shape[0]):
+                per_expert[name[:-len("down_proj")] + f"{e}.down_proj.weight"] = t[e].T.contiguous()
+        else:
+            per_expert[name] = t
+    per_expert_dir = os.path.join(HERE, "verify", "llama4-per-expert")
+    os.makedirs(per_expert_dir, exist_ok=True)
+    save_file(per_expert, os.path.join(per_expert_dir, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out_model, "config.json")) as src, open(os.path.join(per_expert_dir, "config.json"), "w") as dst:
+        dst.write(src.read())
 
     def load(text_changes=None):
         altered = Llama4Config.from_pretrained(out_model)

@@ -132,10 +132,15 @@ public struct MoELayer {
         if type == "gpt_oss" {
             naming = try Self.gptOssExperts(reader, config: config, prefix: prefix, experts: experts)
         } else if type == "llama4" {
-            guard reader.has(prefix + "experts.gate_up_proj"), reader.has(prefix + "experts.down_proj") else {
-                throw ForwardError(.notAnMoELayer, "layer \(layer): \(prefix)experts.gate_up_proj and \(prefix)experts.down_proj are missing")
+            // Fused as transformers holds them, or one Linear per expert as the FP8 releases store them.
+            if reader.has(prefix + "experts.0.gate_proj.weight") {
+                naming = .perExpert(gate: "gate_proj", up: "up_proj", down: "down_proj")
+            } else {
+                guard reader.has(prefix + "experts.gate_up_proj"), reader.has(prefix + "experts.down_proj") else {
+                    throw ForwardError(.notAnMoELayer, "layer \(layer): \(prefix)experts.gate_up_proj and \(prefix)experts.down_proj are missing")
+                }
+                naming = .fusedInputMajor
             }
-            naming = .fusedInputMajor
         } else if reader.has(prefix + "experts.gate_up_proj") {
             naming = .fused
         } else if reader.has(prefix + "experts.0.w1.weight") {

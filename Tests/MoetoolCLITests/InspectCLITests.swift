@@ -524,6 +524,14 @@ struct CLI {
         // A token goes through neither the vision tower nor the 3 of 4 routed experts (16 x 16 + 8 x 16 each) it does not use.
         #expect(moe["active_parameters"] == .uint(total - vision - 2 * 3 * (16 * 16 + 8 * 16)), "\(moe)")
 
+        // One Linear per expert, as the FP8 releases store them (and no vision tower): complete too.
+        let split = try CLI.run(["inspect", "--json", "--strict", Fixtures.path("verify/llama4-per-expert")])
+        #expect(split.status == 0, "\(split.stderr)")
+        let so = try #require(try JSONParser.parse(split.stdout).objectValue)
+        #expect(so["completeness"]?.objectValue?["expected_tensors"] == .int(3 + 4 * 6 + 2 * 3 + 2 * (4 + 4 * 3)))
+        #expect(so["moe"]?.objectValue?["expert_layout"] == .string("per_expert"))
+        #expect(so["moe"]?.objectValue?["active_parameters"] == .uint(total - vision - 2 * 3 * (16 * 16 + 8 * 16)))
+
         let name = "language_model.model.layers.1.feed_forward.router.weight"
         let dir = try Severity.rewritten("verify/llama4") { $0 != name }
         defer { Fixtures.removeTemporary(dir) }

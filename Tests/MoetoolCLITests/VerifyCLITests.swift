@@ -526,6 +526,32 @@ extension VerifyCoverage {
                                      naming: ["FAILED layer 1 expert 0:", "FAILED layer 1 expert 2:"])
     }
 
+    /// Llama 4 with one Linear per expert (verify/llama4-per-expert, as the FP8 releases store them): the same model as
+    /// the fused stacks (verify passes with no difference at all), and its FP8 conversion quantizes the experts too,
+    /// passes, and fails with two experts swapped.
+    @Test func perExpertLayoutConvertsAndVerifies() throws {
+        let split = Fixtures.path("verify/llama4-per-expert")
+        let same = try CLI.run(["verify", Self.original, split, "--json"])
+        #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+        let o = try #require(try JSONParser.parse(same.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", split, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        #expect(file.tensor(named: "language_model.model.layers.1.feed_forward.experts.2.down_proj.weight")?.dtype == .F8_E4M3)
+        let r = try CLI.run(["verify", split, fp8])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let swapped = try ShardSurgery.swapped(Fixtures.readBytes(shard), file, prefix: "language_model.model.layers.3.feed_forward.experts.", 0, 1,
+                                               suffixes: ["gate_proj.weight", "up_proj.weight", "down_proj.weight", "gate_proj.weight_scale_inv",
+                                                          "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: split, converted: fp8, modes: [["--layers", "3"], []],
+                                     naming: ["FAILED layer 3 expert 0:", "FAILED layer 3 expert 1:"])
+    }
+
     /// Every Llama 4 MoE block has its shared expert: a checkpoint without one of its projections is refused, naming it;
     /// so is one without the router of a layer config.json makes MoE (rather than run as a dense layer).
     @Test func aMissingSharedExpertOrRouterIsRefused() throws {
