@@ -217,5 +217,4 @@ public enum ExpectedTensors {
         guard name.hasPrefix(layers) else { return nil }
         return Int(name.dropFirst(layers.count).prefix { $0.isNumber })
     }
-
 }
