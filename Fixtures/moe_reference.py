@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
@@ -492,6 +492,163 @@ def kimi_k2():
         json.dump(dict(sorted(published.items())), f, indent=2)
         f.write("\n")
     print("kimi_k2 written")
+def llama4():
+    """A tiny Llama 4 (Llama4ForConditionalGeneration, as meta-llama/Llama-4-Scout-17B-16E-Instruct is published: the
+    text model under language_model.model.*, the vision tower and projector beside it). Text: vocab 128, hidden 16,
+    4 layers; MoE every second layer (interleave_moe_layer_step 2: layers 1 and 3) with 4 fused experts
+    (experts.gate_up_proj [E, hidden, 2 x 8], gate columns first; experts.down_proj [E, 8, hidden]), top-1 sigmoid
+    router and a shared expert; dense layers 0 and 2 of intermediate_size_mlp 32; attention of 4 heads / 2 KV heads of
+    8; layer 3 NoPE (no_rope_layer_interval 4) with attention temperature tuning (floor_scale 4, attn_scale 0.5: the
+    query scale grows from position 3 on), layers 0-2 rotary (interleaved pairs, llama3 scaling with
+    original_max_position_embeddings 64 so that its three frequency bands all occur at head_dim 8), L2 q/k norm and
+    chunked attention of 6 tokens. Vision: one layer of hidden 16, images of 28 / patches of 14. Random float32
+    weights (seed 53) saved by save_pretrained to verify/llama4/. Then, with eager attention, the text model on
+    verify/llama4.model.safetensors (16 tokens i * 7919 + 13 mod vocab) and verify/llama4-seq2.model.safetensors (24
+    seeded random tokens): logits, every hidden state and each MoE layer's router choice (the top logit's expert and
+    its sigmoid); verify/llama4.safetensors: the MoE blocks on seeded hidden states."""
+    from transformers import Llama4Config, Llama4ForConditionalGeneration
+    text = dict(vocab_size=128, hidden_size=16, intermediate_size=8, intermediate_size_mlp=32, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=4, num_experts_per_tok=1,
+                interleave_moe_layer_step=2, attention_chunk_size=6, floor_scale=4, attn_scale=0.5,
+                rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+                tie_word_embeddings=False, pad_token_id=0)
+    vision = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  vision_output_dim=16, image_size=28, patch_size=14, projector_input_dim=16, projector_output_dim=16)
+    config = Llama4Config(text_config=text, vision_config=vision)
+    assert config.text_config.moe_layers == [1, 3] and config.text_config.no_rope_layers == [1, 1, 1, 0]
+    torch.manual_seed(53)
+    model = Llama4ForConditionalGeneration(config)
+    g = torch.Generator().manual_seed(530)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.4, "router": 0.6, "shared_expert": 0.2,
+              "feed_forward": 0.2, "self_attn": 0.25}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("language_model."):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            elif "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * next(v for k, v in scales.items() if k in name))
+    out_model = os.path.join(HERE, "verify", "llama4")
+    model.save_pretrained(out_model, safe_serialization=True)
+    # The same text model with one Linear per expert, as Meta's FP8 releases store Llama 4's experts
+    # (experts.<e>.gate_proj/up_proj/down_proj.weight, [out, in]); no vision tower.
+    per_expert = {}
+    for name, t in load_file(os.path.join(out_model, "model.safetensors")).items():
+        if not name.startswith("language_model."):
+            continue
+        if name.endswith("experts.gate_up_proj"):
+            half = t.shape[2] // 2
+            for e in range(t.shape[0]):
+                per_expert[name[:-len("gate_up_proj")] + f"{e}.gate_proj.weight"] = t[e, :, :half].T.contiguous()
+                per_expert[name[:-len("gate_up_proj")] + f"{e}.up_proj.weight"] = t[e, :, half:].T.contiguous()
+        elif name.endswith("experts.down_proj"):
+            for e in range(t.shape[0]):
+                per_expert[name[:-len("down_proj")] + f"{e}.down_proj.weight"] = t[e].T.contiguous()
+        else:
+            per_expert[name] = t
+    per_expert_dir = os.path.join(HERE, "verify", "llama4-per-expert")
+    os.makedirs(per_expert_dir, exist_ok=True)
+    save_file(per_expert, os.path.join(per_expert_dir, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out_model, "config.json")) as src, open(os.path.join(per_expert_dir, "config.json"), "w") as dst:
+        dst.write(src.read())
+
+    def load(text_changes=None):
+        altered = Llama4Config.from_pretrained(out_model)
+        for k, v in (text_changes or {}).items():
+            setattr(altered.text_config, k, v)
+        m = Llama4ForConditionalGeneration.from_pretrained(out_model, config=altered, dtype=torch.float32,
+                                                           attn_implementation="eager")
+        m.eval()
+        return m
+    torch.set_grad_enabled(False)
+    model = load()
+    text_model = model.language_model
+    vocab = text["vocab_size"]
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(54))
+    layers = text_model.model.layers
+    for ids, name in [(first, "llama4"), (second, "llama4-seq2")]:
+        captured = {}
+        hooks = [l.feed_forward.router.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
+                 for i, l in enumerate(layers) if l.is_moe_layer]
+        out = text_model(input_ids=ids, output_hidden_states=True)
+        for h in hooks:
+            h.remove()
+        tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+        for i, h in enumerate(out.hidden_states):
+            tensors[f"hidden.{i}"] = h[0].contiguous()
+        for i, (scores, logits) in sorted(captured.items()):
+            chosen = torch.topk(logits, 1, dim=-1).indices
+            tensors[f"router.{i}.experts"] = chosen.to(torch.int64).contiguous()
+            tensors[f"router.{i}.weights"] = torch.gather(scores, 1, chosen).contiguous()
+        assert sorted(k for k in tensors if k.endswith(".experts")) == ["router.1.experts", "router.3.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = {}
+    for i, layer in enumerate(layers):
+        if not layer.is_moe_layer:
+            continue
+        x = torch.randn(1, TOKENS, text["hidden_size"], generator=torch.Generator().manual_seed(1000 + i))
+        y, logits = layer.feed_forward(x)
+        top = torch.topk(logits, 1, dim=-1)
+        blocks[f"layer.{i}.input"] = x[0].contiguous()
+        blocks[f"layer.{i}.output"] = y.reshape(TOKENS, -1).contiguous()
+        blocks[f"layer.{i}.experts"] = top.indices.to(torch.int64).contiguous()
+        blocks[f"layer.{i}.weights"] = torch.sigmoid(top.values).contiguous()
+    save_file(blocks, os.path.join(HERE, "verify", "llama4.safetensors"), metadata={"tokens": str(TOKENS)})
+
+    # What the fixture must be able to tell apart: each feature turned off (or done the other way) moves the logits.
+    reference = load_file(os.path.join(HERE, "verify", "llama4.model.safetensors"))["logits"]
+    import transformers.models.llama4.modeling_llama4 as modeling
+
+    def half_split_rotary(xq, xk, freqs_cis):
+        def rotate(x):
+            half = x.shape[-1] // 2
+            c, s = freqs_cis.real[:, :, None, :], freqs_cis.imag[:, :, None, :]
+            a, b = x[..., :half], x[..., half:]
+            return torch.cat([a * c - b * s, b * c + a * s], dim=-1)
+        return rotate(xq), rotate(xk)
+
+    def router_weights_on_output(m):
+        def forward(block, hidden_states):
+            hidden_states = hidden_states.reshape(-1, block.hidden_dim)
+            scores, logits = block.router(hidden_states)
+            ones = (scores > 0).to(scores.dtype)
+            routed = block.experts(hidden_states.repeat(scores.shape[1], 1) * ones.transpose(0, 1).reshape(-1, 1))
+            routed = routed.reshape(scores.shape[1], -1, hidden_states.shape[-1]) * scores.transpose(0, 1)[..., None]
+            return block.shared_expert(hidden_states) + routed.sum(dim=0), logits
+        for l in m.language_model.model.layers:
+            if l.is_moe_layer:
+                l.feed_forward.forward = lambda x, b=l.feed_forward: forward(b, x)
+
+    def default_rope(m):
+        rotary = m.language_model.model.rotary_emb
+        dim = 8
+        rotary.inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+
+    for what, changes, patch in [
+            ("no chunked attention", {"attention_chunk_size": 1000}, None),
+            ("no NoPE layer", {"no_rope_layers": [1, 1, 1, 1]}, None),
+            ("no temperature tuning", {"attn_temperature_tuning": False}, None),
+            ("no q/k norm", {"use_qk_norm": False}, None),
+            ("no llama3 rope scaling", {}, default_rope),
+            ("router weights on the output", {}, router_weights_on_output)]:
+        altered = load(changes)
+        if patch:
+            patch(altered)
+        moved = (altered.language_model(input_ids=first).logits[0] - reference).abs().max().item()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-2, what
+    original = modeling.apply_rotary_emb
+    modeling.apply_rotary_emb = half_split_rotary
+    try:
+        moved = (load().language_model(input_ids=first).logits[0] - reference).abs().max().item()
+    finally:
+        modeling.apply_rotary_emb = original
+    print(f"half-split rotary pairs: logits move by {moved:.3g}")
+    assert moved > 1e-2
+    print("llama4 written")
 
 
 if __name__ == "__main__":
@@ -504,6 +661,8 @@ if __name__ == "__main__":
         minimax_m2()
     elif sys.argv[1:] == ["kimi_k2"]:
         kimi_k2()
+    elif sys.argv[1:] == ["llama4"]:
+        llama4()
     else:
         main()
         whole_models()
@@ -513,3 +672,4 @@ if __name__ == "__main__":
         glm4_moe()
         minimax_m2()
         kimi_k2()
+        llama4()

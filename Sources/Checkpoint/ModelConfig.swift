@@ -2,7 +2,7 @@ import SafetensorsFormat
 import StrictJSON
 
 /// The fields of config.json that describe a model's shape and its mixture of
-/// experts, across DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE and Mixtral. Every field
+/// experts, across DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral and Llama 4 (whose text_config holds them). Every field
 /// is optional: configs name things differently and omit defaults.
 public struct ModelConfig: Sendable {
     public let raw: JSONObject
@@ -65,10 +65,23 @@ public struct ModelConfig: Sendable {
 
     public func string(_ key: String) -> String? { field(key)?.stringValue }
 
+    /// Where the text model's weight names start: Llama 4 is published as Llama4ForConditionalGeneration, its text
+    /// model under "language_model." (language_model.model.layers.N..., language_model.lm_head.weight) beside the
+    /// vision tower; the other architectures moetool runs or checks are causal LMs at the top level ("").
+    public var textWeightPrefix: String { architecture == "llama4" ? "language_model." : "" }
+
+    /// Llama 4's MoE layers: `moe_layers` when config.json lists them, else every interleave_moe_layer_step-th
+    /// layer (step - 1, 2 x step - 1, ...: transformers' Llama4TextConfig; Scout's step 1 makes all 48 MoE,
+    /// Maverick's step 2 the odd ones); nil when config.json gives neither.
+    public var moeLayerList: [Int]? { field("moe_layers")?.arrayValue?.compactMap { $0.uint64Value.map(Int.init) } }
+    public var interleaveMoELayerStep: Int? { int("interleave_moe_layer_step") }
+
     /// Whether decoder layer `layer` has a routed-expert MLP according to the config,
     /// or nil when the config does not describe a MoE model.
     public func isMoELayer(_ layer: Int) -> Bool? {
         guard let experts = routedExperts, experts > 0 else { return nil }
+        if let list = moeLayerList { return list.contains(layer) }
+        if let step = interleaveMoELayerStep { return step >= 1 && (layer + 1) % step == 0 }
         if mlpOnlyLayers.contains(layer) { return false }
         if let k = firstKDenseReplace, layer < k { return false }
         if let freq = moeLayerFreq, freq > 1, layer % freq != 0 { return false }

@@ -261,19 +261,26 @@ public enum CheckpointConversion {
     }
 
     /// The modules whose 2-D weight this run leaves unquantized: kept as they are, or decoded to BF16 (an
-    /// encoded weight the target cannot take, its codes tensor named `<module>.weight_packed`).
+    /// encoded weight the target cannot take, its codes tensor named `<module>.weight_packed`); and the experts
+    /// modules whose fused 3-D stacks are kept (transformers' FP8 loader otherwise builds FP8 experts for every
+    /// `.experts` module and expects FP8 stacks with scales there).
     static func unquantizedModules(_ plan: ConversionPlan) -> [String] {
-        plan.decisions.compactMap { d in
+        var seen = Set<String>()
+        return plan.decisions.compactMap { d -> String? in
             switch d.action.kind {
             case .passThrough where d.name.hasSuffix(".weight") && d.shape.count == 2:
                 return String(d.name.dropLast(".weight".count))
+            case .passThrough where d.shape.count == 3:
+                let parts = d.name.split(separator: ".", omittingEmptySubsequences: false)
+                guard let i = parts.lastIndex(of: "experts") else { return nil }
+                return parts[...i].joined(separator: ".")
             case .dequantize:
                 let weight = d.name.hasSuffix("_packed") ? String(d.name.dropLast("_packed".count)) : d.name
                 return weight.hasSuffix(".weight") ? String(weight.dropLast(".weight".count)) : nil
             default:
                 return nil
             }
-        }
+        }.filter { seen.insert($0).inserted }
     }
 
     static func writeIndex(weightMap: [(String, String)], totalSize: UInt64, to path: String) throws(ConversionError) {

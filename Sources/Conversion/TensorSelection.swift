@@ -36,8 +36,8 @@ public struct TensorAction: Sendable, Equatable {
 }
 
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
-/// attention and MLP/expert linear projections. Never embeddings, `lm_head`, MTP
-/// `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`,
+/// attention and MLP/expert linear projections of the text model. Never vision or audio towers (MultimodalTower),
+/// embeddings, `lm_head`, MTP `shared_head.head` and `eh_proj`, routers (`mlp.gate`, `feed_forward.router`), `shared_expert_gate`,
 /// norms, biases or 1-D tensors. `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
@@ -50,10 +50,14 @@ public struct TensorSelection: Sendable {
 
     /// Why `tensor` would or would not be quantized by the default rule (nil reason: it would).
     public static func defaultRule(_ t: TensorInfo) -> String? {
+        // gpt-oss's and Llama 4's experts.gate_up_proj / down_proj: block scales are written for 2-D Linear weights, and
+        // no loader reads a stack of them.
+        if t.shape.count == 3 && t.name.split(separator: ".").contains("experts") { return "3-D fused expert stack, kept as it is" }
         guard t.name.hasSuffix(".weight") else { return "not a .weight tensor" }
         guard t.shape.count == 2 else { return "\(t.shape.count)-D, only 2-D weights are quantized" }
         let parts = t.name.split(separator: ".")
         let module = parts.count >= 2 ? parts[parts.count - 2] : ""
+        if MultimodalTower.contains(t.name) { return "vision or audio tower" }
         if parts.contains("embed_tokens") { return "embedding" }
         if parts.contains("lm_head") || parts.contains("shared_head") { return "output head" }
         if module == "eh_proj" { return "MTP eh_proj" }

@@ -89,7 +89,7 @@ public struct OutputDifference: Sendable {
 public enum MoELayers {
     public static func of(_ checkpoint: Checkpoint) -> [Int] {
         guard let n = checkpoint.config?.numHiddenLayers else { return [] }
-        return (0..<n).filter { i in MoELayer.routerWeightNames(layer: i).contains { checkpoint.locate($0) != nil } }
+        return (0..<n).filter { i in MoELayer.routerWeightNames(layer: i, config: checkpoint.config).contains { checkpoint.locate($0) != nil } }
     }
 }
 

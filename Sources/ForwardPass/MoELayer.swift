@@ -15,6 +15,12 @@ public enum Router: Sendable, Equatable {
     case softmaxTopK(normalize: Bool)
     /// gpt-oss: the k largest logits (the router's bias added), their softmax as the weights.
     case topKSoftmax
+    /// Llama 4: the k largest logits, each weight the sigmoid of its logit (not normalised); a weight scales what
+    /// goes into its expert, not what comes out (the expert is not linear, so the two differ).
+    case sigmoidTopKOnInput
+
+    /// Whether the routing weights multiply the experts' inputs rather than their outputs.
+    public var weighsInputs: Bool { self == .sigmoidTopKOnInput }
 }
 
 /// What a router chose for one token: experts ascending, with their weights.
@@ -53,15 +59,20 @@ public struct MoELayer {
         /// stored as transformers holds them ([E, in, out]) or as MXFP4 blocks ([E, out, in/32, 16]); each with a
         /// bias ([E, out]); the clamped SwiGLU (Math.clampedSwiGLU).
         case gptOss(gateUpBias: Matrix, downBias: Matrix, alpha: Float, limit: Float)
+        /// Llama 4: experts.gate_up_proj [E, H, 2I] (gate outputs are columns 0..<I, up outputs I..<2I) and
+        /// experts.down_proj [E, I, H], stored as transformers holds them ([E, in, out]), without biases.
+        case fusedInputMajor
     }
 
     /// Where an MoE layer keeps its router, after "model.layers.N.": the block's prefix and the router's module
-    /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, everyone else's mlp.gate).
-    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router")]
+    /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, Llama 4's feed_forward.router, everyone else's mlp.gate).
+    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router"), ("feed_forward.", "router")]
 
-    /// The names layer `layer`'s router weight may have, one per architecture's naming.
-    public static func routerWeightNames(layer: Int) -> [String] {
-        routerLocations.map { "model.layers.\(layer).\($0.0)\($0.1).weight" }
+    /// The names layer `layer`'s router weight may have, one per architecture's naming, under the text model's
+    /// prefix for `config` (ModelConfig.textWeightPrefix).
+    public static func routerWeightNames(layer: Int, config: ModelConfig?) -> [String] {
+        let base = (config?.textWeightPrefix ?? "") + "model.layers.\(layer)."
+        return routerLocations.map { base + $0.0 + $0.1 + ".weight" }
     }
 
     /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
@@ -69,9 +80,10 @@ public struct MoELayer {
         self.layer = layer
         self.reader = reader
         let type = config.architecture ?? ""
-        let base = "model.layers.\(layer)."
+        let base = config.textWeightPrefix + "model.layers.\(layer)."
         guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
-            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
+            let names = Self.routerWeightNames(layer: layer, config: config)
+            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(type == "llama4" ? names.last! : names[0])): not an MoE layer")
         }
         let prefix = base + block
         self.prefix = prefix
@@ -111,11 +123,24 @@ public struct MoELayer {
         case "gpt_oss":
             router = .topKSoftmax
             bias = nil
+        case "llama4":
+            router = .sigmoidTopKOnInput
+            bias = nil
         default:
             throw Transformer.unsupported(type)
         }
         if type == "gpt_oss" {
             naming = try Self.gptOssExperts(reader, config: config, prefix: prefix, experts: experts)
+        } else if type == "llama4" {
+            // Fused as transformers holds them, or one Linear per expert as the FP8 releases store them.
+            if reader.has(prefix + "experts.0.gate_proj.weight") {
+                naming = .perExpert(gate: "gate_proj", up: "up_proj", down: "down_proj")
+            } else {
+                guard reader.has(prefix + "experts.gate_up_proj"), reader.has(prefix + "experts.down_proj") else {
+                    throw ForwardError(.notAnMoELayer, "layer \(layer): \(prefix)experts.gate_up_proj and \(prefix)experts.down_proj are missing")
+                }
+                naming = .fusedInputMajor
+            }
         } else if reader.has(prefix + "experts.gate_up_proj") {
             naming = .fused
         } else if reader.has(prefix + "experts.0.w1.weight") {
@@ -125,7 +150,9 @@ public struct MoELayer {
         } else {
             throw ForwardError(.notAnMoELayer, "layer \(layer): no expert weights under \(prefix)experts.")
         }
-        let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
+        // Llama 4's MoE block always has its shared expert: looked for by name, so that a missing one is refused.
+        let sharedPrefix = type == "llama4" ? prefix + "shared_expert."
+            : [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
         if let sp = sharedPrefix {
             shared = (try reader.weight(sp + "gate_proj.weight"), try reader.weight(sp + "up_proj.weight"), try reader.weight(sp + "down_proj.weight"))
         } else {
@@ -169,6 +196,15 @@ public struct MoELayer {
         switch naming {
         case .gptOss:
             preconditionFailure("gpt-oss experts are run by runExpert")
+        case .fusedInputMajor:
+            // Each expert's stacks as Linear weights ([out, in]), the gate rows first, then the up rows.
+            let gateUp = try reader.expertRows(prefix + "experts.gate_up_proj", expert: e)
+            let down = try reader.expertRows(prefix + "experts.down_proj", expert: e)
+            let i = gateUp.rows / 2
+            guard gateUp.rows % 2 == 0, gateUp.cols == hidden, down.rows == hidden, down.cols == i else {
+                throw ForwardError(.shapeMismatch, "\(prefix)experts: expert \(e)'s gate_up_proj is [in \(gateUp.cols), out \(gateUp.rows)] and down_proj [in \(down.cols), out \(down.rows)]; with hidden \(hidden) they should be [\(hidden), 2 x intermediate] and [intermediate, \(hidden)]")
+            }
+            return (gateUp.rows(0..<i), gateUp.rows(i..<(2 * i)), down)
         case .perExpert(let g, let u, let d):
             let p = prefix + "experts.\(e)."
             return (try reader.weight(p + g + ".weight"), try reader.weight(p + u + ".weight"), try reader.weight(p + d + ".weight"))
@@ -223,6 +259,9 @@ public struct MoELayer {
                 let z = e.reduce(0, +)
                 let pairs = zip(top, e.map { $0 / z }).sorted { $0.0 < $1.0 }
                 return Routing(experts: pairs.map(\.0), weights: pairs.map(\.1))
+            case .sigmoidTopKOnInput:
+                let chosen = topIndices(row, topK).sorted()
+                return Routing(experts: chosen, weights: chosen.map { Math.sigmoid(row[$0]) })
             }
         }
     }
@@ -248,11 +287,13 @@ public struct MoELayer {
         for (t, r) in routing.enumerated() {
             for (e, w) in zip(r.experts, r.weights) { users[e].append((t, w)) }
         }
+        let onInput = router.weighsInputs
         for e in 0..<experts where !users[e].isEmpty && (only?.contains(e) ?? true) {
-            let sub = users[e].flatMap { x[($0.token * h)..<(($0.token + 1) * h)] }
+            let sub = users[e].flatMap { u in x[(u.token * h)..<((u.token + 1) * h)].map { onInput ? $0 * u.weight : $0 } }
             let y = try runExpert(e, sub, tokens: users[e].count)
             for (j, u) in users[e].enumerated() {
-                for i in 0..<h { out[u.token * h + i] += u.weight * y[j * h + i] }
+                let w = onInput ? 1 : u.weight
+                for i in 0..<h { out[u.token * h + i] += w * y[j * h + i] }
             }
         }
         if let shared {

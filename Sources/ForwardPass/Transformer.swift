@@ -7,12 +7,12 @@ import StrictJSON
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
 /// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
 /// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms per head, MiniMax-M2's over the whole projection, gpt-oss's
-/// biases on every projection, sinks and sliding window) with rotary position embeddings (on part of each head for
-/// GLM-4.5 and MiniMax-M2), RMSNorm, a dense or MoE feed-forward
-/// block, then the final norm and the LM head.
+/// biases on every projection, sinks and sliding window, Llama 4's NoPE layers, L2 q/k norm, temperature tuning and
+/// chunked attention) with rotary position embeddings (on part of each head for GLM-4.5 and MiniMax-M2), RMSNorm, a
+/// dense or MoE feed-forward block, then the final norm and the LM head.
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "llama4", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -31,6 +31,8 @@ public struct Transformer {
     let headDim: Int
     let ropeTheta: Double
     let type: String
+    /// Where the text model's weights are: "" (model.*, lm_head), or Llama 4's "language_model." (ModelConfig.textWeightPrefix).
+    let names: String
 
     /// `config` overrides the checkpoint's config.json.
     public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
@@ -39,6 +41,7 @@ public struct Transformer {
         reader = try WeightReader(checkpoint)
         type = config.architecture ?? ""
         guard Self.modelTypes.contains(type) else { throw Self.unsupported(type) }
+        names = config.textWeightPrefix
         guard let h = config.hiddenSize, let v = config.vocabSize, let n = config.numHiddenLayers,
               let heads = config.int("num_attention_heads") else {
             throw ForwardError(.configInvalid, "config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
@@ -79,6 +82,10 @@ public struct Transformer {
             invFreq = (0..<(rotaryDim / 2)).map { i in Float(1.0 / pow(theta, Double(Float(2 * i) / Float(rotaryDim)))) }
             attentionFactor = 1
             mlaScale = 1
+        case "llama3":
+            invFreq = try Self.llama3Frequencies(rope!, base: theta, dim: rotaryDim)
+            attentionFactor = 1
+            mlaScale = 1
         case "yarn":
             let yarn = try Yarn(rope!, base: theta, dim: rotaryDim,
                                 maxPositions: config.int("max_position_embeddings"))
@@ -86,7 +93,7 @@ public struct Transformer {
             attentionFactor = yarn.attentionFactor
             mlaScale = yarn.mlaScale
         default:
-            throw ForwardError(.unsupportedModel, "config.json: rope type \"\(kind)\" is not supported by whole-model verify (default and yarn are; use --layers)")
+            throw ForwardError(.unsupportedModel, "config.json: rope type \"\(kind)\" is not supported by whole-model verify (default, llama3 and yarn are; use --layers)")
         }
     }
 
@@ -124,6 +131,27 @@ public struct Transformer {
     let invFreq: [Float]
     let attentionFactor: Float
     let mlaScale: Float
+
+    /// Llama 3.1's rope scaling (Llama 4's too), in float32 as transformers computes it: a frequency whose wavelength
+    /// 2 pi / f is longer than original_max_position_embeddings / low_freq_factor is divided by `factor`, one shorter
+    /// than original / high_freq_factor is kept, and between the two it is blended,
+    /// (1 - s) f / factor + s f with s = (original / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor).
+    static func llama3Frequencies(_ p: JSONObject, base: Double, dim: Int) throws(ForwardError) -> [Float] {
+        guard let factor = p["factor"]?.doubleValue, let low = p["low_freq_factor"]?.doubleValue,
+              let high = p["high_freq_factor"]?.doubleValue, let original = p["original_max_position_embeddings"]?.doubleValue,
+              factor > 0, low > 0, high > 0, original > 0 else {
+            throw ForwardError(.configInvalid, "config.json: llama3 rope needs positive factor, low_freq_factor, high_freq_factor and original_max_position_embeddings")
+        }
+        let (lowWavelength, highWavelength) = (Float(original / low), Float(original / high))
+        return (0..<(dim / 2)).map { i in
+            let f = 1 / powf(Float(base), Float(2 * i) / Float(dim))
+            let wavelength = 2 * Float.pi / f
+            if wavelength < highWavelength { return f }
+            if wavelength > lowWavelength { return f / Float(factor) }
+            let s = (Float(original) / wavelength - Float(low)) / Float(high - low)
+            return (1 - s) * f / Float(factor) + s * f
+        }
+    }
 
     /// YaRN as transformers computes it: frequencies blended between interpolated (divided by
     /// `factor`) and extrapolated along a linear ramp over the correction range of
@@ -187,9 +215,9 @@ public struct Transformer {
 
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
         let t = ids.count
-        let embed = try reader.weight("model.embed_tokens.weight")
+        let embed = try reader.weight(names + "model.embed_tokens.weight")
         guard embed.rows == vocab, embed.cols == hidden else {
-            throw ForwardError(.configInvalid, "model.embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
+            throw ForwardError(.configInvalid, "\(names)model.embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
         }
         var h = [Float](repeating: 0, count: t * hidden)
         for (i, id) in ids.enumerated() {
@@ -200,29 +228,33 @@ public struct Transformer {
         var routing: [Int: [Routing]] = [:]
         var topK: [Int: Int] = [:]
         for l in 0..<layers {
-            let p = "model.layers.\(l)."
+            let p = names + "model.layers.\(l)."
             let x = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps, name: p + "input_layernorm.weight")
             let a = try type == "deepseek_v3" ? mla(x, tokens: t, layer: l) : gqa(x, tokens: t, layer: l)
             for i in h.indices { h[i] += a[i] }
             let y = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps, name: p + "post_attention_layernorm.weight")
             let m: [Float]
-            if MoELayer.routerWeightNames(layer: l).contains(where: reader.has) {
+            // Llama 4's config.json says which layers are MoE (moe_layers): one without its router is refused, not run dense.
+            let moe = type == "llama4" ? config.isMoELayer(l) == true
+                : MoELayer.routerWeightNames(layer: l, config: config).contains(where: reader.has)
+            if moe {
                 let block = try MoELayer(reader, config: config, layer: l)
                 let r = try block.forward(y, tokens: t)
                 m = r.output
                 routing[l] = r.routing
                 topK[l] = block.topK
             } else {
-                m = try Math.swiglu(y, tokens: t, gate: try reader.weight(p + "mlp.gate_proj.weight"),
-                                up: try reader.weight(p + "mlp.up_proj.weight"), down: try reader.weight(p + "mlp.down_proj.weight"))
+                let mlp = p + (type == "llama4" ? "feed_forward." : "mlp.")
+                m = try Math.swiglu(y, tokens: t, gate: try reader.weight(mlp + "gate_proj.weight"),
+                                up: try reader.weight(mlp + "up_proj.weight"), down: try reader.weight(mlp + "down_proj.weight"))
             }
             for i in h.indices { h[i] += m[i] }
             states.append(h)
         }
-        h = try Math.rmsNorm(h, tokens: t, weight: try reader.vector("model.norm.weight"), eps: eps, name: "model.norm.weight")
+        h = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(names + "model.norm.weight"), eps: eps, name: names + "model.norm.weight")
         states[states.count - 1] = h
         // Tied embeddings are the output head whatever lm_head.weight the file also holds, as transformers ties them.
-        let head = !tied && reader.has("lm_head.weight") ? try reader.weight("lm_head.weight") : embed
+        let head = !tied && reader.has(names + "lm_head.weight") ? try reader.weight(names + "lm_head.weight") : embed
         return Output(logits: try Math.linear(h, tokens: t, head, rows: vocab), hidden: states, routing: routing, topK: topK)
     }
 
@@ -250,16 +282,18 @@ public struct Transformer {
     /// Causal attention of `q` (tokens x heads x dq) over `k` (tokens x kvHeads x dq) and `v`
     /// (tokens x kvHeads x dv), softmax in float32; returns tokens x heads x dv.
     /// `window`: token i sees only tokens j > i - window (a sliding-window layer).
+    /// `chunk`: token i sees only the tokens of its own chunk of that many, j >= i - i mod chunk (Llama 4's local
+    /// attention).
     /// `sinks` (gpt-oss, one per head): a logit joining each softmax whose probability is then dropped, so
     /// that a token may attend to nothing much: w_j = exp(s_j) / (sum_j' exp(s_j') + exp(sink)).
     func attend(q: [Float], k: [Float], v: [Float], tokens: Int, heads: Int, kvHeads: Int, dq: Int, dv: Int, scale: Float,
-                window: Int? = nil, sinks: [Float]? = nil) -> [Float] {
+                window: Int? = nil, chunk: Int? = nil, sinks: [Float]? = nil) -> [Float] {
         var out = [Float](repeating: 0, count: tokens * heads * dv)
         let group = heads / kvHeads
         for hd in 0..<heads {
             let kh = hd / group
             for i in 0..<tokens {
-                let first = window.map { max(0, i - $0 + 1) } ?? 0
+                let first = max(window.map { max(0, i - $0 + 1) } ?? 0, chunk.map { i - i % $0 } ?? 0)
                 var scores = [Float](repeating: 0, count: i + 1)
                 for j in first...i {
                     var s: Float = 0
@@ -290,7 +324,7 @@ public struct Transformer {
     }
 
     func gqa(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
-        let p = "model.layers.\(l).self_attn."
+        let p = names + "model.layers.\(l).self_attn."
         // attention_bias: q/k/v have biases (GLM-4.5's o_proj has none; gpt-oss's has one, found by name).
         let qkvBias = config.field("attention_bias")?.boolValue == true
         func project(_ x: [Float], _ name: String, rows: Int) throws(ForwardError) -> [Float] {
@@ -307,23 +341,95 @@ public struct Transformer {
         if type == "minimax_m2" {  // RMSNorm over each token's whole projection (weights [heads x head_dim]), then the split into heads
             q = try Math.rmsNorm(q, tokens: t, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
-        } else if reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
+        } else if type != "llama4", reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
             q = try Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
         }
-        q.withUnsafeMutableBufferPointer { qb in
-            for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * headDim, rotaryDim, position: i, interleaved: false) } }
+        let llama4 = type == "llama4" ? try Llama4Attention(config, layer: l) : nil
+        if llama4?.rotary ?? true {
+            // Llama 4 rotates (2i, 2i + 1) pairs as complex numbers; they come back de-interleaved, a permutation of
+            // each head's dimensions that q and k share, so no q.k (nor their L2 norms) changes.
+            let pairs = llama4 != nil
+            q.withUnsafeMutableBufferPointer { qb in
+                for i in 0..<t { for hd in 0..<heads { rope(qb.baseAddress! + (i * heads + hd) * headDim, rotaryDim, position: i, interleaved: pairs) } }
+            }
+            k.withUnsafeMutableBufferPointer { kb in
+                for i in 0..<t { for hd in 0..<kvHeads { rope(kb.baseAddress! + (i * kvHeads + hd) * headDim, rotaryDim, position: i, interleaved: pairs) } }
+            }
         }
-        k.withUnsafeMutableBufferPointer { kb in
-            for i in 0..<t { for hd in 0..<kvHeads { rope(kb.baseAddress! + (i * kvHeads + hd) * headDim, rotaryDim, position: i, interleaved: false) } }
+        if let llama4 {
+            try llama4.normalizeAndTune(q: &q, k: &k, tokens: t, heads: heads, kvHeads: kvHeads, headDim: headDim, eps: eps)
         }
         let sinks = reader.has(p + "sinks") ? try reader.vector(p + "sinks") : nil
         if let sinks, sinks.count != heads {
             throw ForwardError(.shapeMismatch, "\(p)sinks has \(sinks.count) values for \(heads) heads")
         }
         let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: kvHeads, dq: headDim, dv: headDim,
-                       scale: 1 / Float(headDim).squareRoot(), window: try slidingWindow(layer: l), sinks: sinks)
+                       scale: 1 / Float(headDim).squareRoot(), window: try slidingWindow(layer: l), chunk: llama4?.chunk, sinks: sinks)
         return try project(o, "o_proj", rows: hidden)
+    }
+
+    /// What Llama 4's attention does in layer `layer` besides grouped-query attention (Llama4TextAttention): rotary
+    /// layers (no_rope_layers[l] = 1; without the list every no_rope_layer_interval-th layer, default 4, is NoPE) L2-normalise
+    /// each query and key head after the rotation when use_qk_norm, and attend within chunks of attention_chunk_size
+    /// when layer_types says "chunked_attention" (the rotary layers, when layer_types is absent); NoPE layers see
+    /// the whole sequence and, with attn_temperature_tuning, scale the query at position p by
+    /// log1p(floor((p + 1) / floor_scale)) x attn_scale + 1.
+    struct Llama4Attention {
+        let rotary: Bool
+        let qkNorm: Bool
+        let chunk: Int?
+        /// floor_scale and attn_scale, when the layer's queries are scaled.
+        let temperature: (floor: Float, scale: Float)?
+
+        init(_ c: ModelConfig, layer l: Int) throws(ForwardError) {
+            let list = c.field("no_rope_layers")?.arrayValue ?? []
+            if list.isEmpty {
+                let interval = c.int("no_rope_layer_interval") ?? 4
+                guard interval >= 1 else { throw ForwardError(.configInvalid, "config.json: no_rope_layer_interval must be positive") }
+                rotary = (l + 1) % interval != 0
+            } else {
+                guard l < list.count, let flag = list[l].uint64Value, flag <= 1 else {
+                    throw ForwardError(.configInvalid, "config.json: no_rope_layers has no 0 or 1 for layer \(l)")
+                }
+                rotary = flag == 1
+            }
+            qkNorm = rotary && (c.field("use_qk_norm")?.boolValue ?? true)
+            let types = c.field("layer_types")?.arrayValue
+            let chunked = types.map { l < $0.count && $0[l].stringValue == "chunked_attention" } ?? rotary
+            if chunked {
+                guard let size = c.int("attention_chunk_size"), size >= 1 else {
+                    throw ForwardError(.configInvalid, "config.json: layer \(l) is a chunked_attention layer, but attention_chunk_size is not a positive integer")
+                }
+                chunk = size
+            } else {
+                chunk = nil
+            }
+            // The released config.json says `"attn_temperature_tuning": 4`: a number counts as on unless it is 0.
+            let tuning = c.field("attn_temperature_tuning")
+            if !rotary && (tuning?.boolValue ?? tuning?.doubleValue.map { $0 != 0 } ?? true) {
+                let floor = c.field("floor_scale")?.doubleValue ?? 8192, scale = c.field("attn_scale")?.doubleValue ?? 0.1
+                guard floor > 0 else { throw ForwardError(.configInvalid, "config.json: floor_scale must be positive") }
+                temperature = (Float(floor), Float(scale))
+            } else {
+                temperature = nil
+            }
+        }
+
+        /// The L2 norm (x / sqrt(mean(x^2) + eps), no weight) of each head, then the temperature of each query.
+        func normalizeAndTune(q: inout [Float], k: inout [Float], tokens t: Int, heads: Int, kvHeads: Int, headDim: Int,
+                              eps: Float) throws(ForwardError) {
+            if qkNorm {
+                let ones = [Float](repeating: 1, count: headDim)
+                q = try Math.rmsNorm(q, tokens: t * heads, weight: ones, eps: eps)
+                k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: ones, eps: eps)
+            }
+            guard let temperature else { return }
+            for i in 0..<t {
+                let s = log1pf(((Float(i) + 1) / temperature.floor).rounded(.down)) * temperature.scale + 1
+                for j in (i * heads * headDim)..<((i + 1) * heads * headDim) { q[j] *= s }
+            }
+        }
     }
 
     /// DeepSeek's multi-head latent attention.

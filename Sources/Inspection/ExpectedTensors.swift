@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, MiniMax-M2): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, MiniMax-M2, Llama 4's text model): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.architecture, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2"].contains(type),
+        guard let type = config.architecture, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2", "llama4"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }
@@ -32,11 +32,13 @@ public enum ExpectedTensors {
         guard experts >= 0, experts <= 1 << 16, estimate <= maximumTensors else { return nil }
         var out: [(String, [UInt64])] = []
         func add(_ name: String, _ shape: [Int]) { out.append((name, shape.map { UInt64($0) })) }
-        add("model.embed_tokens.weight", [v, h])
-        add("model.norm.weight", [h])
-        if !(config.tieWordEmbeddings ?? false) { add("lm_head.weight", [v, h]) }
+        // Llama 4's text model sits under language_model. beside its vision tower (whose tensors are not checked).
+        let text = config.textWeightPrefix
+        add(text + "model.embed_tokens.weight", [v, h])
+        add(text + "model.norm.weight", [h])
+        if !(config.tieWordEmbeddings ?? false) { add(text + "lm_head.weight", [v, h]) }
         for l in 0..<layers {
-            let p = "model.layers.\(l)."
+            let p = text + "model.layers.\(l)."
             add(p + "input_layernorm.weight", [h])
             add(p + "post_attention_layernorm.weight", [h])
             guard attention(config, type: type, prefix: p + "self_attn.", hidden: h, heads: heads, add: add) else { return nil }
@@ -97,8 +99,28 @@ public enum ExpectedTensors {
             add(q + names.2 + ".weight", [h, size])
         }
         guard c.isMoELayer(layer) == true, let experts = c.routedExperts, experts > 0 else {
+            if type == "llama4" {  // Llama 4's dense layers: feed_forward of intermediate_size_mlp
+                guard let size = c.int("intermediate_size_mlp") else { return false }
+                mlp(p + "feed_forward.", size)
+                return true
+            }
             guard let size = c.intermediateSize else { return false }
             mlp(p + "mlp.", size)
+            return true
+        }
+        if type == "llama4" {
+            // The router (no bias), a shared expert and the routed experts of intermediate_size: fused as transformers
+            // holds them ([E, in, out], gate columns then up columns), or one Linear each as the FP8 releases store them.
+            guard let size = c.intermediateSize else { return false }
+            let moe = p + "feed_forward."
+            add(moe + "router.weight", [experts, h])
+            mlp(moe + "shared_expert.", size)
+            if has(moe + "experts.gate_up_proj") || !has(moe + "experts.0.gate_proj.weight") {
+                add(moe + "experts.gate_up_proj", [experts, h, 2 * size])
+                add(moe + "experts.down_proj", [experts, size, h])
+            } else {
+                for e in 0..<experts { mlp(moe + "experts.\(e).", size) }
+            }
             return true
         }
         // Mixtral's and MiniMax-M2's names: block_sparse_moe, experts w1 (gate), w3 (up), w2 (down) of intermediate_size.
@@ -181,7 +203,8 @@ public enum ExpectedTensors {
             if Checkpoint.isScaleName(name) || counting.kind(located.tensor) == .overhead { continue }
             if let base = ["_packed", "_blocks"].first(where: { name.hasSuffix($0) }).map({ String(name.dropLast($0.count)) }),
                expectedNames.contains(base) { continue }
-            if let l = layerIndex(name), l >= layers { continue }  // MTP layers
+            if let l = layerIndex(name, config: config), l >= layers { continue }  // MTP layers
+            if TensorRole.classify(name).kind == .multimodal { continue }  // vision and audio towers: not checked
             // Rotary caches some exporters keep are no weights.
             if name.hasSuffix("rotary_emb.inv_freq") { continue }
             report.unexpected.append(name)
@@ -189,8 +212,9 @@ public enum ExpectedTensors {
         return report
     }
 
-    static func layerIndex(_ name: String) -> Int? {
-        guard name.hasPrefix("model.layers.") else { return nil }
-        return Int(name.dropFirst("model.layers.".count).prefix { $0.isNumber })
+    static func layerIndex(_ name: String, config: ModelConfig) -> Int? {
+        let layers = config.textWeightPrefix + "model.layers."
+        guard name.hasPrefix(layers) else { return nil }
+        return Int(name.dropFirst(layers.count).prefix { $0.isNumber })
     }
 }

@@ -379,9 +379,12 @@ public struct InspectReport: Sendable {
             }
             row("  routed experts", experts)
             row("  shared experts", "\(s.sharedExperts)")
-            row("  expert layout", s.expertLayout == .perExpert ? "per expert (experts.E.*)"
-                : checkpoint.config?.modelType == "gpt_oss" ? "fused (experts.gate_up_proj [E,H,2I], gate/up interleaved)"
-                : "fused (experts.gate_up_proj [E,2I,H])")
+            let fused = switch checkpoint.config?.modelType {
+            case "gpt_oss": "fused (experts.gate_up_proj [E,H,2I], gate/up interleaved)"
+            case "llama4": "fused (experts.gate_up_proj [E,H,2I], gate then up)"
+            default: "fused (experts.gate_up_proj [E,2I,H])"
+            }
+            row("  expert layout", s.expertLayout == .perExpert ? "per expert (experts.E.*)" : fused)
             row("  routers", "\(s.routers)")
             if let active = s.activeParameters {
                 let share = s.totalParameters > 0 ? Double(active) / Double(s.totalParameters) * 100 : 0

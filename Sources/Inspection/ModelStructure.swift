@@ -33,15 +33,8 @@ public struct TensorRole: Sendable, Equatable {
         }
     }
 
-    /// Name parts that put a tensor in a vision or audio tower or its projector (Llama 4, Qwen2/3-VL, Kimi-VL,
-    /// LLaVA-style models); their own `layers.N` are not the text model's.
-    static let multimodalParts: [StaticString] = [
-        "vision_tower", "vision_model", "visual", "vision_encoder", "multi_modal_projector", "mm_projector",
-        "audio_tower", "audio_model",
-    ]
-
     private static func classify(_ n: NameParts) -> TensorRole {
-        if multimodalParts.contains(where: { n.contains($0) }) {
+        if MultimodalTower.nameParts.contains(where: { n.contains($0) }) {
             return TensorRole(kind: .multimodal, layer: nil, expert: nil, fused: false)
         }
         var layer: Int? = nil

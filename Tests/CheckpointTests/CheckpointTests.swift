@@ -68,6 +68,22 @@ import Foundation
         #expect(mixtral.isMoELayer(0) == true)
     }
 
+    /// Llama 4 (verify/llama4, Llama4ForConditionalGeneration): the text model's fields from text_config, its MoE
+    /// layers from moe_layers ([1, 3], as transformers writes them for interleave_moe_layer_step 2), and its weights
+    /// under language_model.
+    @Test func readsLlama4Config() throws {
+        let c = try #require(try Checkpoint(path: Fixtures.path("verify/llama4")).config)
+        #expect(c.modelType == "llama4")
+        #expect(c.hiddenSize == 16 && c.numHiddenLayers == 4)
+        #expect(c.routedExperts == 4)  // num_local_experts
+        #expect(c.expertsPerToken == 1)
+        #expect(c.moeLayerList == [1, 3] && c.interleaveMoELayerStep == 2)
+        #expect((0..<4).map { c.isMoELayer($0) } == [false, true, false, true])
+        #expect(c.textWeightPrefix == "language_model.")
+        let mixtral = try #require(try Checkpoint(path: Fixtures.path("models/mixtral-bf16")).config)
+        #expect(mixtral.textWeightPrefix == "")
+    }
+
     @Test func singleFilePathFindsConfigBesideIt() throws {
         let c = try Checkpoint(path: Fixtures.path("models/mixtral-bf16/model.safetensors"))
         #expect(c.layout == .singleFile)

@@ -26,9 +26,11 @@ import Testing
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
     /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, gpt-oss, and GLM-4.5
     /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias), and MiniMax-M2 (8
-    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block).
+    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), and Llama 4 (4 fused experts
+    /// stored [E, in, out], top-1 sigmoid router whose weight scales the expert's input, a shared expert).
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
-                                                                     ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2")]
+                                                                     ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2"),
+                                                                     ("llama4", "verify/llama4")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -76,6 +78,24 @@ import Testing
         }
     }
 
+    /// Llama 4's experts one Linear each (verify/llama4-per-expert, as its FP8 releases store them, split from the
+    /// fused [E, in, out] stacks by moe_reference.py) run the model bit for bit as the fused stacks do.
+    @Test func llama4PerExpertEqualsFused() throws {
+        let fused = try Checkpoint(path: Fixtures.path("verify/llama4"))
+        let split = try Checkpoint(path: Fixtures.path("verify/llama4-per-expert"))
+        let ids = Array(0..<16).map { ($0 * 7919 + 13) % 128 }
+        let a = try Transformer(fused).forward(ids), b = try Transformer(split).forward(ids)
+        #expect(a.logits.map(\.bitPattern) == b.logits.map(\.bitPattern))
+        #expect(a.routing == b.routing && a.routing.count == 2)
+        let x: [Float] = (0..<(8 * 16)).map { i in Float((i * 37) % 101) / 50 - 1 }
+        let la = try MoELayer(WeightReader(fused), config: fused.config!, layer: 3)
+        let lb = try MoELayer(WeightReader(split), config: split.config!, layer: 3)
+        for e in 0..<4 {
+            let ya: [Float] = try la.runExpert(e, x, tokens: 8), yb: [Float] = try lb.runExpert(e, x, tokens: 8)
+            #expect(ya.map { $0.bitPattern } == yb.map { $0.bitPattern }, "expert \(e)")
+        }
+    }
+
     /// The fused expert layout (experts.gate_up_proj / down_proj) reads the same experts as the
     /// per-expert one: the BF16 fused and per-expert DeepSeek fixtures give identical outputs.
     @Test func fusedLayoutMatchesPerExpert() throws {
@@ -98,10 +118,12 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24 too;
-    /// Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
+    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5, MiniMax-M2 and Llama 4 on a second sequence of
+    /// 24 too (Llama 4's text model inside Llama4ForConditionalGeneration: 16 and 24 tokens both span several attention
+    /// chunks of 6, and its NoPE layer's query temperature changes from position 3 on); Kimi-K2 (its config.json's own
+    /// model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
-                                                                        ("minimax_m2-seq2", "verify/minimax_m2"),
+                                                                        ("minimax_m2-seq2", "verify/minimax_m2"), ("llama4-seq2", "verify/llama4"),
                                                                         ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
@@ -134,7 +156,7 @@ import Testing
             let dw = maxAbsDifference(routing.flatMap(\.weights), floats(reference, "router.\(layer).weights"))
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
-        #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "kimi_k2"].contains { model.hasPrefix($0) } || routed.count == 2)
+        #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "llama4", "kimi_k2"].contains(where: model.hasPrefix) || routed.count == 2)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
@@ -199,6 +221,53 @@ extension TransformerAgainstTransformers {
         #expect(legacy.logits.map(\.bitPattern) == reference.map(\.bitPattern))
         let whole = try Transformer(checkpoint, config: config(rotaryDim: nil)).forward(ids)
         #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// Llama 4's released config.json spells things its own way: `"attn_temperature_tuning": 4`, the llama3 scaling
+    /// under `rope_scaling` with `rope_theta` beside it, and (in older exports) no `no_rope_layers` or `layer_types`
+    /// lists. Each runs the fixture bit for bit as transformers' own form does; turning the temperature tuning off, or
+    /// leaving out the rope scaling, moves the logits.
+    @Test func llama4ReleasedConfigForms() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/llama4"))
+        let raw = try #require(checkpoint.config?.raw)
+        let text = try #require(raw["text_config"]?.objectValue)
+        let rope = try #require(text["rope_parameters"]?.objectValue)
+        func config(_ edit: (inout JSONObject) -> Void) -> ModelConfig {
+            var t = text
+            edit(&t)
+            var c = raw
+            c.members.removeAll { $0.key == "text_config" }
+            c.append("text_config", .object(t))
+            return ModelConfig(c)
+        }
+        func set(_ t: inout JSONObject, _ key: String, _ value: JSONValue?) {
+            t.members.removeAll { $0.key == key }
+            if let value { t.append(key, value) }
+        }
+        let ids = Array(0..<20).map { ($0 * 37 + 5) % 128 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let released = config { t in
+            set(&t, "attn_temperature_tuning", .int(4))
+            var scaling = rope
+            scaling.members.removeAll { $0.key == "rope_theta" }
+            set(&t, "rope_parameters", nil)
+            set(&t, "rope_scaling", .object(scaling))
+            set(&t, "rope_theta", .double(10000))
+            set(&t, "no_rope_layers", nil)  // every 4th layer NoPE (no_rope_layer_interval 4): layer 3
+            set(&t, "layer_types", nil)  // the rotary layers chunked
+        }
+        #expect(try Transformer(checkpoint, config: released).forward(ids).logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        let untuned = config { set(&$0, "attn_temperature_tuning", .bool(false)) }
+        #expect(maxAbsDifference(try Transformer(checkpoint, config: untuned).forward(ids).logits, reference) > 1e-2)
+        let unscaled = config { t in
+            var plain = rope
+            plain.members.removeAll { $0.key == "rope_type" }
+            plain.append("rope_type", .string("default"))
+            set(&t, "rope_parameters", .object(plain))
+        }
+        #expect(maxAbsDifference(try Transformer(checkpoint, config: unscaled).forward(ids).logits, reference) > 1e-2)
     }
 }
 

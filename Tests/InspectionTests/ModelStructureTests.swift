@@ -243,3 +243,54 @@ import Support
         #expect(expert.kind == .routedExpert && expert.layer == 4 && expert.expert == 2)
     }
 }
+
+/// Llama 4's published sizes from its config.json alone: the text model's tensors as ExpectedTensors lists them
+/// (fused expert stacks) for Scout (48 layers, all MoE with interleave_moe_layer_step 1, 16 experts) and Maverick
+/// (step 2: the odd layers MoE, 128 experts), both top-1 with a shared expert. Meta publishes 109B total (its
+/// vision tower included) / 17B active and 400B / 17B.
+@Suite struct Llama4PublishedSizes {
+    func config(experts: Int, step: Int) throws -> ModelConfig {
+        let text = """
+            {"model_type": "llama4", "architectures": ["Llama4ForConditionalGeneration"], "tie_word_embeddings": false,
+             "text_config": {"model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192,
+              "intermediate_size_mlp": 16384, "num_hidden_layers": 48, "num_attention_heads": 40, "num_key_value_heads": 8,
+              "head_dim": 128, "vocab_size": 202048, "num_local_experts": \(experts), "num_experts_per_tok": 1,
+              "interleave_moe_layer_step": \(step)}}
+            """
+        return ModelConfig(try #require(try JSONParser.parse(text).objectValue))
+    }
+
+    func structure(_ c: ModelConfig) throws -> ModelStructure {
+        let expected = try #require(ExpectedTensors.expected(c, has: { _ in false }))
+        let tensors = expected.map { TensorInfo(name: $0.name, dtype: .BF16, shape: $0.shape, begin: 0, end: 0) }
+        return ModelStructure(tensors: tensors, config: c, source: "x")
+    }
+
+    @Test func scout() throws {
+        let s = try structure(try config(experts: 16, step: 1))
+        #expect(s.moeLayers == 48 && s.denseLayers == 0 && s.routedExperts == 16 && s.sharedExperts == 1)
+        #expect(s.expertLayout == .fused)
+        // Per layer: attention 62.9M, norms, router, shared expert 125.8M and 16 routed experts of 125.8M; embeddings and head 2.07B.
+        #expect(s.totalParameters == 107_769_861_120)
+        #expect(s.activeParameters == 17_172_894_720)
+        #expect(s.problems.isEmpty)
+    }
+
+    @Test func maverick() throws {
+        let c = try config(experts: 128, step: 2)
+        #expect((0..<4).map { c.isMoELayer($0) } == [false, true, false, true])
+        let s = try structure(c)
+        #expect(s.moeLayers == 24 && s.denseLayers == 24 && s.routedExperts == 128)
+        #expect(s.totalParameters == 400_711_848_960)
+        #expect(s.activeParameters == 17_184_691_200)
+        #expect(s.problems.isEmpty)
+        // moe_layers, when config.json lists them, decides instead of the step.
+        var raw = c.raw
+        var text = try #require(raw["text_config"]?.objectValue)
+        text.append("moe_layers", .array([.int(0), .int(47)]))
+        raw.members.removeAll { $0.key == "text_config" }
+        raw.append("text_config", .object(text))
+        let listed = ModelConfig(raw)
+        #expect((0..<48).filter { listed.isMoELayer($0) == true } == [0, 47])
+    }
+}

@@ -497,6 +497,50 @@ struct CLI {
         #expect(m["missing"] == .array([.string("model.layers.1.block_sparse_moe.e_score_correction_bias")]), "\(m)")
     }
 
+    /// Llama 4 as transformers writes Llama4ForConditionalGeneration (verify/llama4): the text model's tensors under
+    /// language_model. (dense layers of intermediate_size_mlp, MoE layers with feed_forward.router, the shared expert
+    /// and the fused [E, in, out] stacks) are all there at their shapes; the vision tower is counted apart and never
+    /// active; a missing router is named.
+    @Test func llama4IsComplete() throws {
+        let path = Fixtures.path("verify/llama4")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; per layer 2 norms and q/k/v/o; 2 dense MLPs of 3; 2 MoE blocks of router,
+        // shared expert (3) and 2 stacks.
+        #expect(c["expected_tensors"] == .int(3 + 4 * 6 + 2 * 3 + 2 * 6))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["layers"] == .int(4) && moe["dense_layers"] == .int(2) && moe["moe_layers"] == .int(2), "\(moe)")
+        #expect(moe["routed_experts"] == .int(4) && moe["experts_per_token"] == .int(1) && moe["shared_experts"] == .int(1), "\(moe)")
+        let kinds = moe["layer_details"]?.arrayValue?.compactMap { $0.objectValue?["kind"]?.stringValue }
+        #expect(kinds == ["dense", "moe", "dense", "moe"])
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        let vision = file.tensors.filter { !$0.name.hasPrefix("language_model.") }.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(vision > 0 && moe["multimodal_parameters"] == .uint(vision), "\(moe)")
+        #expect(moe["total_parameters"] == .uint(total))
+        // A token goes through neither the vision tower nor the 3 of 4 routed experts (16 x 16 + 8 x 16 each) it does not use.
+        #expect(moe["active_parameters"] == .uint(total - vision - 2 * 3 * (16 * 16 + 8 * 16)), "\(moe)")
+
+        // One Linear per expert, as the FP8 releases store them (and no vision tower): complete too.
+        let split = try CLI.run(["inspect", "--json", "--strict", Fixtures.path("verify/llama4-per-expert")])
+        #expect(split.status == 0, "\(split.stderr)")
+        let so = try #require(try JSONParser.parse(split.stdout).objectValue)
+        #expect(so["completeness"]?.objectValue?["expected_tensors"] == .int(3 + 4 * 6 + 2 * 3 + 2 * (4 + 4 * 3)))
+        #expect(so["moe"]?.objectValue?["expert_layout"] == .string("per_expert"))
+        #expect(so["moe"]?.objectValue?["active_parameters"] == .uint(total - vision - 2 * 3 * (16 * 16 + 8 * 16)))
+
+        let name = "language_model.model.layers.1.feed_forward.router.weight"
+        let dir = try Severity.rewritten("verify/llama4") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string(name)]), "\(m)")
+    }
+
     /// Kimi-K2 (verify/kimi_k2: config.json's model_type kimi_k2, DeepSeek-V3's names): the completeness check knows
     /// it as DeepSeek-V3 with 384 experts, and the MoE view counts them.
     @Test func kimiK2IsComplete() throws {

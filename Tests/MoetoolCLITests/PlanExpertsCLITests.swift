@@ -82,6 +82,31 @@ import Testing
         #expect(o["metrics"]?.objectValue?["moved_slots"]?.uint64Value == 0)
     }
 
+    /// Llama 4's config.json (verify/llama4: 4 layers, MoE every second one, 4 experts, top-1, all in text_config):
+    /// experts, top-k and one group read from it, and SGLang's file has a row per decoder layer, the dense layers 0 and
+    /// 2 holding the trivial row and the profile's two layers going to layers 1 and 3.
+    @Test func llama4Config() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = dir + "/loads.json"
+        #expect(FileManager.default.createFile(atPath: profile, contents: Data(#"{"layers":[[90,10,40,60],[5,70,20,30]]}"#.utf8)))
+        let args = [profile, "--config", Fixtures.path("verify/llama4"), "--gpus", "2", "--ep-num-redundant-experts", "2"]
+        let r = try CLI.run(["plan-experts"] + args + ["--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["topk"] == .int(1) && o["experts"] == .int(4) && o["groups"] == .int(1) && o["layers"] == .int(2), "\(o)")
+        let sglang = try CLI.run(["plan-experts"] + args + ["--format", "sglang", "-o", dir + "/sglang.json"])
+        #expect(sglang.status == 0, "\(sglang.stderr)")
+        let doc = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(dir + "/sglang.json"), as: UTF8.self)).objectValue)
+        let map = ints(doc["physical_to_logical_map"])
+        #expect(map.count == 4)
+        #expect(map[0] == [0, 1, 2, 3, 0, 1] && map[2] == map[0])
+        let own = try CLI.run(["plan-experts"] + args + ["-o", dir + "/moetool.json"])
+        #expect(own.status == 0, "\(own.stderr)")
+        let plan = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(dir + "/moetool.json"), as: UTF8.self)).objectValue)
+        #expect([map[1], map[3]] == ints(plan["phy2log"]))
+    }
+
     /// What SGLang's loader would refuse is refused here first, naming the flag or the file name to use.
     @Test func sglangExpectationsChecked() throws {
         let dir = Fixtures.temporaryDirectory()

@@ -297,21 +297,10 @@ extension VerifyCoverage {
         try ShardSurgery.expectFails(scaled, shard: shard, original: Self.original, converted: fp8, modes: [[]], naming: ["FAILED logits"])
 
         // Experts 0 and 2 of layer 1 swapped: their slices of the four stacks.
-        var swapped = intact
-        for name in ["gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"] {
-            let r = try ShardSurgery.range(file, "model.layers.1.mlp.experts." + name)
-            let per = r.count / 4
-            let a = Array(swapped[(r.lowerBound)..<(r.lowerBound + per)])
-            let b = Array(swapped[(r.lowerBound + 2 * per)..<(r.lowerBound + 3 * per)])
-            swapped.replaceSubrange(r.lowerBound..<(r.lowerBound + per), with: b)
-            swapped.replaceSubrange((r.lowerBound + 2 * per)..<(r.lowerBound + 3 * per), with: a)
-        }
-        #expect(FileManager.default.createFile(atPath: shard, contents: Data(swapped)))
-        for mode in [["--layers", "1"], []] {
-            let r = try CLI.run(["verify", Self.original, fp8] + mode)
-            #expect(r.status == 1, "\(mode): passed\n\(r.stdout)")
-            #expect(r.stdout.contains("FAILED layer 1 expert 0:") && r.stdout.contains("FAILED layer 1 expert 2:"), "\(mode): \(r.stdout)")
-        }
+        let swapped = try ShardSurgery.swappedInStacks(intact, file, prefix: "model.layers.1.mlp.experts.", experts: 4, 0, 2,
+                                                       stacks: ["gate_up_proj", "gate_up_proj_bias", "down_proj", "down_proj_bias"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "1"], []],
+                                     naming: ["FAILED layer 1 expert 0:", "FAILED layer 1 expert 2:"])
     }
 
     /// The MXFP4 fixture (quant_formats.py) runs whole and equals its `convert --to bf16` output exactly (the
@@ -476,6 +465,113 @@ extension VerifyCoverage {
     }
 }
 
+/// Llama 4 through the command line (Fixtures/verify/llama4: Llama4ForConditionalGeneration, the text model under
+/// language_model. beside a vision tower; dense layers 0 and 2, MoE layers 1 and 3 of 4 fused experts [E, in, out]
+/// with a top-1 sigmoid router and a shared expert): its FP8 conversion quantizes the text model's 2-D projections
+/// (the shared expert's too) and leaves the expert stacks, routers and the vision tower as they are, and passes; a
+/// corrupted scale block and two swapped experts fail; a missing shared expert is refused by name.
+@Suite struct VerifyLlama4 {
+    static let original = Fixtures.path("verify/llama4")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        let text = "language_model.model.layers."
+        for name in [text + "0.self_attn.q_proj.weight", text + "2.feed_forward.down_proj.weight",
+                     text + "3.feed_forward.shared_expert.gate_proj.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        for name in [text + "1.feed_forward.experts.gate_up_proj", text + "1.feed_forward.experts.down_proj",  // 3-D
+                     text + "1.feed_forward.router.weight", "vision_model.model.layers.0.self_attn.q_proj.weight",
+                     "vision_model.vision_adapter.mlp.fc1.weight", "multi_modal_projector.linear_1.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")
+        }
+        // What transformers' FP8 loader must not convert: the kept experts modules among the Linears left alone.
+        let written = try JSONParser.parse(String(decoding: Fixtures.readBytes(fp8 + "/config.json"), as: UTF8.self))
+        let config = try #require(written.objectValue?["quantization_config"]?.objectValue)
+        let kept = Set(config["modules_to_not_convert"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        for module in [text + "1.feed_forward.experts", text + "3.feed_forward.experts", text + "1.feed_forward.router",
+                       "vision_model.model.layers.0.self_attn.q_proj", "language_model.lm_head"] {
+            #expect(kept.contains(module), "\(module): \(kept.sorted())")
+        }
+        #expect(!kept.contains(text + "1.feed_forward.shared_expert.down_proj"))
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        #expect(model["hidden_states"]?.arrayValue?.count == 5)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(3)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // The shared expert's scale block 16 times too large: the MoE block's output and the logits move.
+        let damaged = try ShardSurgery.scaled(intact, file, text + "3.feed_forward.shared_expert.down_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"]],
+                                     naming: ["FAILED layer 3: relative error"])
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [[]],
+                                     naming: ["FAILED logits"])
+
+        // Experts 0 and 2 of layer 1 swapped: their slices of both stacks.
+        let swapped = try ShardSurgery.swappedInStacks(intact, file, prefix: text + "1.feed_forward.experts.", experts: 4, 0, 2,
+                                                       stacks: ["gate_up_proj", "down_proj"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "1"], []],
+                                     naming: ["FAILED layer 1 expert 0:", "FAILED layer 1 expert 2:"])
+    }
+
+    /// Llama 4 with one Linear per expert (verify/llama4-per-expert, as the FP8 releases store them): the same model as
+    /// the fused stacks (verify passes with no difference at all), and its FP8 conversion quantizes the experts too,
+    /// passes, and fails with two experts swapped.
+    @Test func perExpertLayoutConvertsAndVerifies() throws {
+        let split = Fixtures.path("verify/llama4-per-expert")
+        let same = try CLI.run(["verify", Self.original, split, "--json"])
+        #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+        let o = try #require(try JSONParser.parse(same.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", split, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        #expect(file.tensor(named: "language_model.model.layers.1.feed_forward.experts.2.down_proj.weight")?.dtype == .F8_E4M3)
+        let r = try CLI.run(["verify", split, fp8])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let swapped = try ShardSurgery.swapped(Fixtures.readBytes(shard), file, prefix: "language_model.model.layers.3.feed_forward.experts.", 0, 1,
+                                               suffixes: ["gate_proj.weight", "up_proj.weight", "down_proj.weight", "gate_proj.weight_scale_inv",
+                                                          "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: split, converted: fp8, modes: [["--layers", "3"], []],
+                                     naming: ["FAILED layer 3 expert 0:", "FAILED layer 3 expert 1:"])
+    }
+
+    /// Every Llama 4 MoE block has its shared expert: a checkpoint without one of its projections is refused, naming it;
+    /// so is one without the router of a layer config.json makes MoE (rather than run as a dense layer).
+    @Test func aMissingSharedExpertOrRouterIsRefused() throws {
+        let name = "language_model.model.layers.3.feed_forward.shared_expert.up_proj.weight"
+        let dir = try Severity.rewritten("verify/llama4") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        for mode in [[], ["--layers", "3"]] {
+            let r = try CLI.run(["verify", dir] + mode)
+            #expect(r.status == 1, "\(mode): \(r.stdout)")
+            #expect(r.stderr.contains(name), "\(mode): \(r.stderr)")
+        }
+        let router = "language_model.model.layers.1.feed_forward.router.weight"
+        let noRouter = try Severity.rewritten("verify/llama4") { $0 != router }
+        defer { Fixtures.removeTemporary(noRouter) }
+        let r = try CLI.run(["verify", noRouter])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(router), "\(r.stderr)")
+    }
+}
+
 /// Kimi-K2 through the command line (Fixtures/verify/kimi_k2: config.json as Moonshot publishes it, model_type
 /// kimi_k2 on DeepSeek-V3's architecture; a dense first layer, two MoE layers of 384 experts in one group, top-8,
 /// routed scaling 2.827): verify runs it as DeepSeek-V3, its FP8 conversion passes, damage to one of 384 experts fails.
@@ -539,6 +635,21 @@ enum ShardSurgery {
             let x = try range(file, "\(prefix)\(a).\(suffix)"), y = try range(file, "\(prefix)\(b).\(suffix)")
             let first = Array(out[x]), second = Array(out[y])
             out.replaceSubrange(x, with: second)
+            out.replaceSubrange(y, with: first)
+        }
+        return out
+    }
+
+    /// `bytes` with experts `a` and `b` exchanged in each stack `prefix + stack` of `experts` equal slices.
+    static func swappedInStacks(_ bytes: [UInt8], _ file: SafetensorsFile, prefix: String, experts: Int, _ a: Int, _ b: Int,
+                                stacks: [String]) throws -> [UInt8] {
+        var out = bytes
+        for stack in stacks {
+            let r = try range(file, prefix + stack)
+            let per = r.count / experts
+            let x = (r.lowerBound + a * per)..<(r.lowerBound + (a + 1) * per), y = (r.lowerBound + b * per)..<(r.lowerBound + (b + 1) * per)
+            let first = Array(out[x])
+            out.replaceSubrange(x, with: out[y])
             out.replaceSubrange(y, with: first)
         }
         return out
