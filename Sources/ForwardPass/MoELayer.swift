@@ -87,7 +87,7 @@ public struct MoELayer {
         }
         topK = k
         switch type {
-        case "deepseek_v3", "glm4_moe":
+        case "deepseek_v3", "deepseek_v32", "glm4_moe":
             let groups = config.nGroup ?? 1
             // Left out of config.json: every group for DeepSeek (as before), Glm4MoeConfig's default (1) for GLM-4.5.
             let topkGroup = config.topkGroup ?? (type == "glm4_moe" ? 1 : groups)
