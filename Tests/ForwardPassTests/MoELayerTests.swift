@@ -27,7 +27,7 @@ import Testing
     /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, gpt-oss, and GLM-4.5
     /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias), and MiniMax-M2 (8
     /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), and DeepSeek-V3.2 (8 experts
-    /// in 2 groups keeping 1, top-2, a shared expert).
+    /// in 4 groups keeping 2, top-3, a shared expert).
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
                                                                      ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2"),
                                                                      ("deepseek_v32", "verify/deepseek_v32")]
@@ -165,7 +165,7 @@ import Testing
         let ids = ints(reference, "token_ids")
         let dense = try Transformer(checkpoint, config: ModelConfig(raw)).forward(ids)
         #expect(dense.keys[1] == (0..<ids.count).map { Array(0...$0) })
-        #expect(maxAbsDifference(dense.logits, floats(reference, "logits")) > 1)
+        #expect(maxAbsDifference(dense.logits, floats(reference, "logits")) > 0.1)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
