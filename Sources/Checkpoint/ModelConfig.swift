@@ -25,6 +25,8 @@ public struct ModelConfig: Sendable {
     public var moeLayerFreq: Int? { int("moe_layer_freq") }
     public var decoderSparseStep: Int? { int("decoder_sparse_step") }
     public var mlpOnlyLayers: [Int] { field("mlp_only_layers")?.arrayValue?.compactMap { $0.uint64Value.map(Int.init) } ?? [] }
+    /// Each layer's feed-forward, "dense" or "sparse" (written by recent transformers, e.g. for DeepSeek-V3.2).
+    public var mlpLayerTypes: [String]? { field("mlp_layer_types")?.arrayValue?.map { $0.stringValue ?? "" } }
     public var normTopkProb: Bool? { field("norm_topk_prob")?.boolValue }
     public var numNextnPredictLayers: Int? { int("num_nextn_predict_layers") }
     public var tieWordEmbeddings: Bool? { field("tie_word_embeddings")?.boolValue }
@@ -63,6 +65,8 @@ public struct ModelConfig: Sendable {
     /// or nil when the config does not describe a MoE model.
     public func isMoELayer(_ layer: Int) -> Bool? {
         guard let experts = routedExperts, experts > 0 else { return nil }
+        // transformers builds each layer as mlp_layer_types says, when config.json lists it.
+        if let types = mlpLayerTypes, layer < types.count { return types[layer] == "sparse" }
         if mlpOnlyLayers.contains(layer) { return false }
         if let k = firstKDenseReplace, layer < k { return false }
         if let freq = moeLayerFreq, freq > 1, layer % freq != 0 { return false }

@@ -54,6 +54,21 @@ import Foundation
         #expect(c.isMoELayer(1) == true)
     }
 
+    /// DeepSeek-V3.2's config as transformers 5.23 writes it lists mlp_layer_types; transformers builds the layers
+    /// from that list when given (not from first_k_dense_replace), and so does isMoELayer.
+    @Test func readsDeepSeekV32Config() throws {
+        let c = try #require(try Checkpoint(path: Fixtures.path("verify/deepseek_v32")).config)
+        #expect(c.modelType == "deepseek_v32")
+        #expect(c.mlpLayerTypes == ["dense", "sparse", "sparse"])
+        #expect((0..<3).map { c.isMoELayer($0) } == [false, true, true])
+        var raw = c.raw
+        raw.members.removeAll { $0.key == "mlp_layer_types" }
+        raw.append("mlp_layer_types", .array([.string("sparse"), .string("dense"), .string("sparse")]))
+        let listed = ModelConfig(raw)
+        #expect(listed.firstKDenseReplace == 1)
+        #expect((0..<3).map { listed.isMoELayer($0) } == [true, false, true])
+    }
+
     @Test func readsQwenAndMixtralConfigs() throws {
         let qwen3 = try #require(try Checkpoint(path: Fixtures.path("models/qwen3_moe-bf16")).config)
         #expect(qwen3.modelType == "qwen3_moe")
