@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|deepseek_v32]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|deepseek_v32|glm_moe_dsa]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import importlib
 import os
@@ -414,7 +414,8 @@ def _dsa_selections(model, ids):
     the formula (q from wq_b on the query latent, k = LayerNorm(wk x), rotary on the first qk_rope_head_dim dims,
     sum over heads of weights_proj(x) / sqrt(heads) x relu(q.k / sqrt(index_head_dim))): they must select the same
     keys, and the smallest gap between the last kept and the first dropped score (over the queries that drop keys)
-    is returned per layer, so that a fixture whose selection hangs on a rounding difference is refused."""
+    is returned per layer, so that a fixture whose selection hangs on a rounding difference is refused. A layer
+    sharing an earlier layer's selection (GLM's "shared") records the keys it reused."""
     captured, margins = {}, {}
 
     def capture(module, args, out, l):
@@ -450,6 +451,9 @@ def _dsa_selections(model, ids):
 
     hooks = [layer.self_attn.indexer.register_forward_hook(lambda m, a, out, l=l: capture(m, a, out, l))
              for l, layer in enumerate(model.model.layers) if getattr(layer.self_attn, "indexer", None) is not None]
+    # GLM's "shared" layers have no indexer: their attention returns the top-k it reused as its third output.
+    hooks += [layer.self_attn.register_forward_hook(lambda m, a, out, l=l: captured.update({l: out[2][0].long()}))
+              for l, layer in enumerate(model.model.layers) if getattr(layer.self_attn, "indexer", 0) is None]
     tensors = _router_choices(model, ids)
     for h in hooks:
         h.remove()
@@ -486,11 +490,59 @@ def deepseek_v32():
                                                 "original_max_position_embeddings": 64, "beta_fast": 32.0,
                                                 "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0},
                                tie_word_embeddings=False)
-    _dsa_fixture(config, DeepseekV32ForCausalLM, "deepseek_v32", seed=50)
+    def interleaved_indexer_rotary(m):  # the main attention's layout in the indexer (module global, indexer only)
+        module = importlib.import_module(type(m.model.layers[0].self_attn.indexer).__module__)
+        saved = module.apply_rotary_pos_emb
+        module.apply_rotary_pos_emb = module.apply_rotary_pos_emb_interleave
+        return lambda: setattr(module, "apply_rotary_pos_emb", saved)
+    _dsa_fixture(config, DeepseekV32ForCausalLM, "deepseek_v32", seed=50,
+                 changes=[("interleaved indexer rotary", interleaved_indexer_rotary)])
 
 
-def _dsa_fixture(config, model_class, name, seed):
-    """Writes the model (random weights), its references on two sequences and its MoE blocks (see deepseek_v32)."""
+def glm_moe_dsa():
+    """A tiny GLM-5 (GlmMoeDsaForCausalLM, model_type glm_moe_dsa): DeepSeek-V3.2's structure (see deepseek_v32) with
+    GLM's two differences, the indexer's rotary in interleaved pairs (as the main attention's; transformers 5.23 always
+    so, whatever config.json's indexer_rope_interleave says) and GLM-5.2's cross-layer sharing: indexer_types full,
+    shared, full, so that layer 1 has no indexer and attends to the keys layer 0 chose. vocab 128, hidden 32, 3 layers
+    of which the first is dense (first_k_dense_replace 1, intermediate 48), two MoE of 8 experts of intermediate 8 in
+    one group (GLM-5's n_group 1), top-3, one shared expert, routed scaling 2.5; MLA of 2 heads (q_lora_rank 16,
+    kv_lora_rank 16, qk_nope 8, qk_rope 8, v 8), default rotary with theta 1e6 (GLM-5's), rms_norm_eps 1e-5; the
+    indexer 8 heads of 16 keeping index_topk 5. Random float32 weights (seed 54), files as for deepseek_v32:
+    verify/glm_moe_dsa/, verify/glm_moe_dsa.model.safetensors (16 tokens), verify/glm_moe_dsa-seq2.model.safetensors
+    (24 tokens) with indexer.<l>.keys for the shared layer too, verify/glm_moe_dsa.safetensors."""
+    from transformers import GlmMoeDsaConfig, GlmMoeDsaForCausalLM
+    from transformers.models.deepseek_v32.modeling_deepseek_v32 import DeepseekV32Indexer
+    config = GlmMoeDsaConfig(vocab_size=128, hidden_size=32, intermediate_size=48, moe_intermediate_size=8,
+                             num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=2,
+                             num_key_value_heads=2, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
+                             qk_rope_head_dim=8, v_head_dim=8, n_routed_experts=8, num_experts_per_tok=3, n_group=1,
+                             topk_group=1, n_shared_experts=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                             index_topk=5, index_head_dim=16, index_n_heads=8, indexer_types=["full", "shared", "full"],
+                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                             tie_word_embeddings=False)
+    assert config.rms_norm_eps == 1e-5
+    def half_split_indexer_rotary(m):  # DeepSeek-V3.2's indexer (half-split rotary) in GLM's place
+        indexer_class = type(m.model.layers[0].self_attn.indexer)
+        saved = indexer_class.forward
+        indexer_class.forward = DeepseekV32Indexer.forward
+        return lambda: setattr(indexer_class, "forward", saved)
+    def dense_shared_layer(m):  # layer 1 attending to all its keys instead of reusing layer 0's choice
+        attention = m.model.layers[1].self_attn
+        saved = attention.forward
+        def forward(*args, prev_topk_indices=None, **kwargs):
+            s = prev_topk_indices.shape[1]
+            everything = torch.arange(s, dtype=prev_topk_indices.dtype).expand(1, s, s)
+            return saved(*args, prev_topk_indices=everything, **kwargs)
+        attention.forward = forward
+        return lambda: None
+    _dsa_fixture(config, GlmMoeDsaForCausalLM, "glm_moe_dsa", seed=54,
+                 changes=[("half-split indexer rotary", half_split_indexer_rotary),
+                          ("shared layer attending densely", dense_shared_layer)])
+
+
+def _dsa_fixture(config, model_class, name, seed, changes):
+    """Writes the model (random weights), its references on two sequences and its MoE blocks (see deepseek_v32), then
+    checks that each of `changes` (name, function altering a loaded model and returning its undo) moves the logits."""
     torch.manual_seed(seed)
     model = model_class(config)
     g = torch.Generator().manual_seed(seed * 10)
@@ -533,24 +585,18 @@ def _dsa_fixture(config, model_class, name, seed):
         c.index_topk = 4096
     def no_k_norm_bias(m):
         for l in m.model.layers:
-            l.self_attn.indexer.k_norm.bias.zero_()
-    def other_rope(m):  # interleaved rotary in DeepSeek-V3.2's indexer (the main attention's layout)
-        module = importlib.import_module(type(m.model.layers[0].self_attn.indexer).__module__)
-        module.apply_rotary_pos_emb, module._saved = module.apply_rotary_pos_emb_interleave, module.apply_rotary_pos_emb
-    def restore_rope(m):
-        module = importlib.import_module(type(m.model.layers[0].self_attn.indexer).__module__)
-        module.apply_rotary_pos_emb = module._saved
-    for what, config_change, change, undo in [
-            ("dense attention (no selection)", dense, lambda m: None, lambda m: None),
-            ("no k_norm bias", None, no_k_norm_bias, lambda m: None),
-            ("interleaved indexer rotary", None, other_rope, restore_rope)]:
+            if l.self_attn.indexer is not None:
+                l.self_attn.indexer.k_norm.bias.zero_()
+        return lambda: None
+    for what, config_change, change in [("dense attention (no selection)", dense, lambda m: (lambda: None)),
+                                        ("no k_norm bias", None, no_k_norm_bias)] + [(w, None, c) for w, c in changes]:
         altered_config = type(config).from_pretrained(out_model)
         if config_change:
             config_change(altered_config)
         altered = load(altered_config)
-        change(altered)
+        undo = change(altered)
         moved = (altered(input_ids=first).logits[0] - reference).abs().max().item()
-        undo(altered)
+        undo()
         print(f"{what}: logits move by {moved:.3g}")
         assert moved > 1e-2, what
     print(name + " written")
@@ -566,6 +612,8 @@ if __name__ == "__main__":
         minimax_m2()
     elif sys.argv[1:] == ["deepseek_v32"]:
         deepseek_v32()
+    elif sys.argv[1:] == ["glm_moe_dsa"]:
+        glm_moe_dsa()
     else:
         main()
         whole_models()
@@ -575,3 +623,4 @@ if __name__ == "__main__":
         glm4_moe()
         minimax_m2()
         deepseek_v32()
+        glm_moe_dsa()

@@ -28,6 +28,18 @@ public struct ModelConfig: Sendable {
     /// Each layer's feed-forward, "dense" or "sparse" (written by recent transformers, e.g. for DeepSeek-V3.2).
     public var mlpLayerTypes: [String]? { field("mlp_layer_types")?.arrayValue?.map { $0.stringValue ?? "" } }
     public var normTopkProb: Bool? { field("norm_topk_prob")?.boolValue }
+    /// GLM-5's DSA schedule, a kind per layer: "full" (the layer has its own indexer) or "shared" (it reuses the
+    /// last full layer's selection). As GlmMoeDsaConfig derives it: indexer_types, else index_topk_pattern ("F"/"S"
+    /// or the names), else layer l is full when max(l - index_skip_topk_offset + 1, 0) is a multiple of
+    /// index_topk_freq (defaults 2 and 1: every layer full). Nil for other architectures (every layer full).
+    public var indexerTypes: [String]? {
+        guard modelType == "glm_moe_dsa" else { return nil }
+        if let given = field("indexer_types")?.arrayValue { return given.map { $0.stringValue ?? "" } }
+        if let pattern = string("index_topk_pattern") { return pattern.map { $0 == "F" ? "full" : $0 == "S" ? "shared" : String($0) } }
+        if let pattern = field("index_topk_pattern")?.arrayValue { return pattern.map { $0.stringValue ?? "" } }
+        let freq = max(int("index_topk_freq") ?? 1, 1), offset = int("index_skip_topk_offset") ?? 2
+        return (0..<(numHiddenLayers ?? 0)).map { max($0 - offset + 1, 0) % freq == 0 ? "full" : "shared" }
+    }
     public var numNextnPredictLayers: Int? { int("num_nextn_predict_layers") }
     public var tieWordEmbeddings: Bool? { field("tie_word_embeddings")?.boolValue }
     public var quantizationConfig: JSONObject? { field("quantization_config")?.objectValue }

@@ -24,8 +24,7 @@ struct SparseAttention {
     let sharedLayers: Set<Int>
 
     /// The DSA fields of config.json: index_n_heads, index_head_dim (at least the rotary dims) and index_topk; for
-    /// glm_moe_dsa also which layers share a selection (indexer_types, or transformers' defaults from
-    /// index_topk_pattern / index_topk_freq and index_skip_topk_offset).
+    /// glm_moe_dsa also which layers share a selection (ModelConfig.indexerTypes).
     init(_ config: ModelConfig, type: String, layers: Int, rotaryDim: Int) throws(ForwardError) {
         guard let heads = config.int("index_n_heads"), let headDim = config.int("index_head_dim"),
               let topK = config.int("index_topk"), heads >= 1, topK >= 1, headDim >= rotaryDim else {
@@ -35,30 +34,14 @@ struct SparseAttention {
         self.headDim = headDim
         self.topK = topK
         interleavedRotary = type == "glm_moe_dsa"
-        sharedLayers = type == "glm_moe_dsa" ? try Self.glmSharedLayers(config, layers: layers) : []
-        if sharedLayers.contains(0) {
-            throw ForwardError(.configInvalid, "config.json: layer 0 shares the indexer selection of an earlier layer, and there is none")
-        }
-    }
-
-    /// GlmMoeDsaConfig's indexer_types: given, or from index_topk_pattern ("F" full, "S" shared), or layer l is full
-    /// when max(l - offset + 1, 0) is a multiple of index_topk_freq (defaults 1 and 2: every layer full).
-    static func glmSharedLayers(_ config: ModelConfig, layers: Int) throws(ForwardError) -> Set<Int> {
-        var kinds: [String]
-        if let given = config.field("indexer_types")?.arrayValue {
-            kinds = given.compactMap(\.stringValue)
-        } else if let pattern = config.string("index_topk_pattern") {
-            kinds = pattern.map { $0 == "S" ? "shared" : $0 == "F" ? "full" : String($0) }
-        } else if let pattern = config.field("index_topk_pattern")?.arrayValue {
-            kinds = pattern.compactMap(\.stringValue)
-        } else {
-            let freq = max(config.int("index_topk_freq") ?? 1, 1), offset = config.int("index_skip_topk_offset") ?? 2
-            kinds = (0..<layers).map { max($0 - offset + 1, 0) % freq == 0 ? "full" : "shared" }
-        }
+        let kinds = config.indexerTypes ?? Array(repeating: "full", count: layers)
         guard kinds.count >= layers, kinds.allSatisfy({ $0 == "full" || $0 == "shared" }) else {
             throw ForwardError(.configInvalid, "config.json: indexer_types must name each of the \(layers) layers \"full\" or \"shared\"")
         }
-        return Set((0..<layers).filter { kinds[$0] == "shared" })
+        guard kinds.first != "shared" else {
+            throw ForwardError(.configInvalid, "config.json: indexer_types makes layer 0 share the selection of an earlier layer, and there is none")
+        }
+        sharedLayers = Set((0..<layers).filter { kinds[$0] == "shared" })
     }
 
     /// The keys each query may attend to (ascending, all <= the query): every key while a query has at most

@@ -5,7 +5,7 @@ import Checkpoint
 import StrictJSON
 
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
-/// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, with DeepSeek-V3.2's sparse selection of keys, or
+/// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, with DeepSeek-V3.2's and GLM-5's sparse selection of keys, or
 /// grouped-query attention with
 /// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms per head, MiniMax-M2's over the whole projection, gpt-oss's
 /// biases on every projection, sinks and sliding window) with rotary position embeddings (on part of each head for
@@ -13,9 +13,11 @@ import StrictJSON
 /// block, then the final norm and the LM head.
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "glm4_moe", "gpt_oss", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa", "gpt_oss", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
     /// The architectures whose attention is DeepSeek's multi-head latent attention.
-    static let latentAttentionTypes: Set<String> = ["deepseek_v3", "deepseek_v32"]
+    static let latentAttentionTypes: Set<String> = ["deepseek_v3", "deepseek_v32", "glm_moe_dsa"]
+    /// The architectures with DeepSeek Sparse Attention (MLA over the keys an indexer selects).
+    static let sparseAttentionTypes: Set<String> = ["deepseek_v32", "glm_moe_dsa"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -34,7 +36,7 @@ public struct Transformer {
     let headDim: Int
     let ropeTheta: Double
     let type: String
-    /// DeepSeek-V3.2's sparse attention (DSA): the indexer that picks each query's keys.
+    /// DeepSeek-V3.2's and GLM-5's sparse attention (DSA): the indexer that picks each query's keys.
     let sparse: SparseAttention?
 
     /// `config` overrides the checkpoint's config.json.
@@ -79,7 +81,7 @@ public struct Transformer {
         let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue ?? "default"
         let rotaryDim = try Self.rotaryDim(config, type: type, rope: rope, headDim: headDim)
         self.rotaryDim = rotaryDim
-        sparse = type == "deepseek_v32" ? try SparseAttention(config, type: type, layers: n, rotaryDim: rotaryDim) : nil
+        sparse = Self.sparseAttentionTypes.contains(type) ? try SparseAttention(config, type: type, layers: n, rotaryDim: rotaryDim) : nil
         switch kind {
         case "default":
             invFreq = (0..<(rotaryDim / 2)).map { i in Float(1.0 / pow(theta, Double(Float(2 * i) / Float(rotaryDim)))) }
@@ -103,7 +105,7 @@ public struct Transformer {
     /// the whole head for the others.
     static func rotaryDim(_ config: ModelConfig, type: String, rope: JSONObject?, headDim: Int) throws(ForwardError) -> Int {
         switch type {
-        case "deepseek_v3", "deepseek_v32":
+        case "deepseek_v3", "deepseek_v32", "glm_moe_dsa":
             return config.int("qk_rope_head_dim") ?? 0
         case "glm4_moe", "minimax_m2":
             let legacy = type == "minimax_m2" ? config.int("rotary_dim").map { Double($0) / Double(headDim) } : nil
@@ -353,7 +355,7 @@ public struct Transformer {
             throw ForwardError(.configInvalid, "config.json: MLA needs qk_nope_head_dim, qk_rope_head_dim, v_head_dim and kv_lora_rank")
         }
         let qkDim = nope + ropeDim
-        // DeepSeek-V3.2's MLA is always interleaved (its config has no rope_interleave).
+        // DSA models' MLA rotary is always interleaved (transformers ignores any rope_interleave for them).
         let interleaved = sparse != nil || (config.field("rope_interleave")?.boolValue ?? true)
         var q: [Float]
         var keys: [[Int]]? = nil

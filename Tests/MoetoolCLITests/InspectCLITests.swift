@@ -532,6 +532,22 @@ struct CLI {
         #expect(m["missing"] == .array([.string(name)]), "\(m)")
     }
 
+    /// GLM-5 (verify/glm_moe_dsa): the indexer is expected in the "full" layers 0 and 2 only (indexer_types), not in
+    /// the "shared" layer 1; the indexers count as attention, active.
+    @Test func glmMoeDsaIsComplete() throws {
+        let path = Fixtures.path("verify/glm_moe_dsa")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        #expect(c["expected_tensors"] == .int(3 + 3 * (2 + 7) + 2 * 5 + 3 + 2 * (2 + 8 * 3 + 3)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 32), "\(moe)")
+    }
+
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
     /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
     @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {

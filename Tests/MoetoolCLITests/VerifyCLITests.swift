@@ -538,6 +538,57 @@ extension VerifyCoverage {
     }
 }
 
+/// GLM-5 through the command line (Fixtures/verify/glm_moe_dsa: DeepSeek-V3.2's structure with the indexer's rotary
+/// interleaved and layer 1 sharing layer 0's selection, so without an indexer of its own): its FP8 conversion passes,
+/// a corrupted scale block and two swapped experts fail, a full layer without its indexer is refused by name.
+@Suite struct VerifyGlmMoeDsa {
+    static let original = Fixtures.path("verify/glm_moe_dsa")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["model.layers.2.self_attn.indexer.wq_b.weight", "model.layers.1.self_attn.kv_b_proj.weight",
+                     "model.layers.1.mlp.experts.3.up_proj.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        #expect(file.tensor(named: "model.layers.1.self_attn.indexer.wq_b.weight") == nil)  // a shared layer
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        let damaged = try ShardSurgery.scaled(intact, file, "model.layers.1.mlp.experts.5.gate_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 1 expert 5:"])
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "model.layers.2.mlp.experts.", 0, 4, suffixes: [
+            "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+            "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 0:", "FAILED layer 2 expert 4:"])
+    }
+
+    /// Layer 2 is a "full" layer: without its indexer's wk it is refused, naming the tensor.
+    @Test func aFullLayerWithoutItsIndexerIsRefused() throws {
+        let name = "model.layers.2.self_attn.indexer.wk.weight"
+        let dir = try Severity.rewritten("verify/glm_moe_dsa") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
+
 /// Byte surgery on a converted shard, for the architecture suites: a tensor's bytes in the file, a float32 scale
 /// multiplied, two experts' tensors exchanged, and the verdict that must follow.
 enum ShardSurgery {
