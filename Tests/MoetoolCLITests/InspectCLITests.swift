@@ -514,14 +514,14 @@ struct CLI {
         let moe = try #require(o["moe"]?.objectValue)
         #expect(moe["dense_layers"] == .int(1) && moe["moe_layers"] == .int(2), "\(moe)")
         #expect(moe["expert_groups"] == .int(4) && moe["topk_groups"] == .int(2) && moe["experts_per_token"] == .int(3), "\(moe)")
-        // A token goes through everything (the indexers' 3 x 2,832 parameters included) but the 8 - 3 routed experts
-        // (3 x 8 x 32 each) it does not use in each MoE layer.
+        // A token goes through everything (the indexers' 3 x 2,464 parameters included) but the 8 - 3 routed experts
+        // (3 x 8 x 16 each) it does not use in each MoE layer.
         let file = try SafetensorsFile(path: path + "/model.safetensors")
         let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
         let indexer = file.tensors.filter { $0.name.contains(".indexer.") }.reduce(UInt64(0)) { $0 + $1.elementCount }
-        #expect(indexer == 3 * (128 * 16 + 16 * 32 + 16 + 16 + 8 * 32))
+        #expect(indexer == 3 * (128 * 16 + 16 * 16 + 16 + 16 + 8 * 16))
         #expect(moe["total_parameters"] == .uint(total))
-        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 32), "\(moe)")
+        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 16), "\(moe)")
 
         let name = "model.layers.1.self_attn.indexer.k_norm.bias"
         let dir = try Severity.rewritten("verify/deepseek_v32") { $0 != name }
@@ -545,7 +545,7 @@ struct CLI {
         let moe = try #require(o["moe"]?.objectValue)
         let file = try SafetensorsFile(path: path + "/model.safetensors")
         let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
-        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 32), "\(moe)")
+        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 16), "\(moe)")
     }
 
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
