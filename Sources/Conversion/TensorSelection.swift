@@ -38,7 +38,8 @@ public struct TensorAction: Sendable, Equatable {
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
 /// attention and MLP/expert linear projections. Never embeddings, `lm_head`, MTP
 /// `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`,
-/// norms, biases or 1-D tensors. A DSA indexer's `wq_b` and `wk` are quantized, its `weights_proj` not. `--include` / `--exclude` patterns override it.
+/// norms, biases or 1-D tensors. A DSA indexer's `wq_b` and `wk` are quantized, its
+/// `weights_proj` not. `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
     public let exclude: NameFilter?
