@@ -8,8 +8,9 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4|deepseek_v32|glm_moe_dsa]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
+import importlib
 import os
 
 import torch
@@ -649,6 +650,199 @@ def llama4():
     print(f"half-split rotary pairs: logits move by {moved:.3g}")
     assert moved > 1e-2
     print("llama4 written")
+def _dsa_selections(model, ids):
+    """_router_choices plus, for every layer with a DSA indexer, the keys it let each query attend to:
+    `indexer.<l>.keys` [S, S] I64, 1 where key j <= i was among query i's top index_topk (keys after the query are
+    masked causally whatever the indexer returns). The index scores are recomputed here from the indexer's inputs by
+    the formula (q from wq_b on the query latent, k = LayerNorm(wk x), rotary on the first qk_rope_head_dim dims,
+    sum over heads of weights_proj(x) / sqrt(heads) x relu(q.k / sqrt(index_head_dim))): they must select the same
+    keys, and the smallest gap between the last kept and the first dropped score (over the queries that drop keys)
+    is returned per layer, so that a fixture whose selection hangs on a rounding difference is refused. A layer
+    sharing an earlier layer's selection (GLM's "shared") records the keys it reused."""
+    captured, margins = {}, {}
+
+    def capture(module, args, out, l):
+        hidden, q_resid, (cos, sin), mask = args[:4]
+        captured[l] = out[0].long()
+        s, heads, dim, rope = hidden.shape[1], module.n_heads, module.head_dim, module.qk_rope_head_dim
+        q = module.wq_b(q_resid)[0].view(s, heads, dim)
+        k = module.k_norm(module.wk(hidden))[0]
+        interleaved = getattr(model.config, "model_type", "") == "glm_moe_dsa"
+        def rotate(x, c, si):  # x [..., rope] at positions along dim 0
+            if interleaved:
+                a, b = x[..., 0::2], x[..., 1::2]
+                c, si = c[..., : rope // 2], si[..., : rope // 2]
+                return torch.cat([a * c - b * si, b * c + a * si], dim=-1)
+            a, b = x[..., : rope // 2], x[..., rope // 2:]
+            return x * c + torch.cat([-b, a], dim=-1) * si
+        c, si = cos[0], sin[0]
+        q = torch.cat([rotate(q[..., :rope], c[:, None, :], si[:, None, :]), q[..., rope:]], dim=-1)
+        k = torch.cat([rotate(k[..., :rope], c, si), k[..., rope:]], dim=-1)
+        w = module.weights_proj(hidden)[0] * heads ** -0.5                      # [S, H]
+        per_head = torch.relu(torch.einsum("shd,td->sht", q, k) * dim ** -0.5)  # [S, H, T]
+        scores = torch.einsum("sh,sht->st", w, per_head)
+        topk, gap = module.index_topk, float("inf")
+        for i in range(s):
+            if i + 1 <= topk:
+                continue
+            ranked = torch.sort(scores[i, : i + 1], descending=True)
+            mine = set(ranked.indices[:topk].tolist())
+            theirs = set(j for j in out[0, i].tolist() if j <= i)
+            assert mine == theirs, (l, i, sorted(mine), sorted(theirs))
+            gap = min(gap, (ranked.values[topk - 1] - ranked.values[topk]).item())
+        margins[l] = gap
+
+    hooks = [layer.self_attn.indexer.register_forward_hook(lambda m, a, out, l=l: capture(m, a, out, l))
+             for l, layer in enumerate(model.model.layers) if getattr(layer.self_attn, "indexer", None) is not None]
+    # GLM's "shared" layers have no indexer: their attention returns the top-k it reused as its third output.
+    hooks += [layer.self_attn.register_forward_hook(lambda m, a, out, l=l: captured.update({l: out[2][0].long()}))
+              for l, layer in enumerate(model.model.layers) if getattr(layer.self_attn, "indexer", 0) is None]
+    tensors = _router_choices(model, ids)
+    for h in hooks:
+        h.remove()
+    s = ids.shape[1]
+    causal = torch.tril(torch.ones(s, s, dtype=torch.int64))
+    for l, chosen in sorted(captured.items()):
+        tensors[f"indexer.{l}.keys"] = (torch.zeros(s, s, dtype=torch.int64).scatter(1, chosen, 1) * causal).contiguous()
+    return tensors, margins
+
+
+def deepseek_v32():
+    """A tiny DeepSeek-V3.2 (DeepseekV32ForCausalLM): vocab 64, hidden 16, 3 layers of which the first is dense
+    (first_k_dense_replace 1, intermediate 32) and two MoE: 8 routed experts of intermediate 8 in 4 groups keeping 2,
+    top-3, one shared expert, routed scaling 2.5, a random e_score_correction_bias; MLA of 2 heads (q_lora_rank 16,
+    kv_lora_rank 16, qk_nope 8, qk_rope 8, v 8) with DeepSeek-V3's YaRN (factor 40, mscale and mscale_all_dim 1,
+    original context 64); and in every layer the lightning indexer of DSA: 8 heads of 16 (wq_b on the query latent,
+    wk + LayerNorm k_norm, weights_proj), index_topk 5, so that on 16 and 24 tokens every query from the sixth on
+    attends to 5 of its keys only. Random float32 weights (seed 56; o_proj small, 0.06, so that the queries whose
+    selection FP8 rounding flips move the model no more than FP8 moves the other fixtures: the FP8 conversion must
+    pass verify's default limits), saved by save_pretrained to verify/deepseek_v32/
+    (the released checkpoint's names: self_attn.indexer.wq_b/wk/k_norm/weights_proj, experts.<e>.gate_proj...).
+    Then, with eager attention and experts: verify/deepseek_v32.model.safetensors (16 tokens i * 7919 + 13 mod vocab)
+    and verify/deepseek_v32-seq2.model.safetensors (24 seeded random tokens): logits, every hidden state, each MoE
+    layer's router choice and each layer's indexer selection (indexer.<l>.keys); verify/deepseek_v32.safetensors:
+    the MoE blocks on seeded hidden states."""
+    from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
+    config = DeepseekV32Config(vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=8,
+                               num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=2,
+                               num_key_value_heads=2, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
+                               qk_rope_head_dim=8, v_head_dim=8, n_routed_experts=8, num_experts_per_tok=3, n_group=4,
+                               topk_group=2, n_shared_experts=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                               index_topk=5, index_head_dim=16, index_n_heads=8, max_position_embeddings=2560,
+                               rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
+                                                "original_max_position_embeddings": 64, "beta_fast": 32.0,
+                                                "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0},
+                               tie_word_embeddings=False)
+    def interleaved_indexer_rotary(m):  # the main attention's layout in the indexer (module global, indexer only)
+        module = importlib.import_module(type(m.model.layers[0].self_attn.indexer).__module__)
+        saved = module.apply_rotary_pos_emb
+        module.apply_rotary_pos_emb = module.apply_rotary_pos_emb_interleave
+        return lambda: setattr(module, "apply_rotary_pos_emb", saved)
+    _dsa_fixture(config, DeepseekV32ForCausalLM, "deepseek_v32", seed=56,
+                 changes=[("interleaved indexer rotary", interleaved_indexer_rotary)])
+
+
+def glm_moe_dsa():
+    """A tiny GLM-5 (GlmMoeDsaForCausalLM, model_type glm_moe_dsa): DeepSeek-V3.2's structure (see deepseek_v32) with
+    GLM's two differences, the indexer's rotary in interleaved pairs (as the main attention's; transformers 5.23 always
+    so, whatever config.json's indexer_rope_interleave says) and GLM-5.2's cross-layer sharing: indexer_types full,
+    shared, full, so that layer 1 has no indexer and attends to the keys layer 0 chose. vocab 64, hidden 16, 3 layers
+    of which the first is dense (first_k_dense_replace 1, intermediate 32), two MoE of 8 experts of intermediate 8 in
+    one group (GLM-5's n_group 1), top-3, one shared expert, routed scaling 2.5; MLA of 2 heads (q_lora_rank 16,
+    kv_lora_rank 16, qk_nope 8, qk_rope 8, v 8), default rotary with theta 1e6 (GLM-5's), rms_norm_eps 1e-5; the
+    indexer 8 heads of 16 keeping index_topk 5. Random float32 weights (seed 60), files as for deepseek_v32:
+    verify/glm_moe_dsa/, verify/glm_moe_dsa.model.safetensors (16 tokens), verify/glm_moe_dsa-seq2.model.safetensors
+    (24 tokens) with indexer.<l>.keys for the shared layer too, verify/glm_moe_dsa.safetensors."""
+    from transformers import GlmMoeDsaConfig, GlmMoeDsaForCausalLM
+    from transformers.models.deepseek_v32.modeling_deepseek_v32 import DeepseekV32Indexer
+    config = GlmMoeDsaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, moe_intermediate_size=8,
+                             num_hidden_layers=3, first_k_dense_replace=1, num_attention_heads=2,
+                             num_key_value_heads=2, q_lora_rank=16, kv_lora_rank=16, qk_nope_head_dim=8,
+                             qk_rope_head_dim=8, v_head_dim=8, n_routed_experts=8, num_experts_per_tok=3, n_group=1,
+                             topk_group=1, n_shared_experts=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                             index_topk=5, index_head_dim=16, index_n_heads=8, indexer_types=["full", "shared", "full"],
+                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                             tie_word_embeddings=False)
+    assert config.rms_norm_eps == 1e-5
+    def half_split_indexer_rotary(m):  # DeepSeek-V3.2's indexer (half-split rotary) in GLM's place
+        indexer_class = type(m.model.layers[0].self_attn.indexer)
+        saved = indexer_class.forward
+        indexer_class.forward = DeepseekV32Indexer.forward
+        return lambda: setattr(indexer_class, "forward", saved)
+    def dense_shared_layer(m):  # layer 1 attending to all its keys instead of reusing layer 0's choice
+        attention = m.model.layers[1].self_attn
+        saved = attention.forward
+        def forward(*args, prev_topk_indices=None, **kwargs):
+            s = prev_topk_indices.shape[1]
+            everything = torch.arange(s, dtype=prev_topk_indices.dtype).expand(1, s, s)
+            return saved(*args, prev_topk_indices=everything, **kwargs)
+        attention.forward = forward
+        return lambda: None
+    _dsa_fixture(config, GlmMoeDsaForCausalLM, "glm_moe_dsa", seed=60,
+                 changes=[("half-split indexer rotary", half_split_indexer_rotary),
+                          ("shared layer attending densely", dense_shared_layer)])
+
+
+def _dsa_fixture(config, model_class, name, seed, changes):
+    """Writes the model (random weights), its references on two sequences and its MoE blocks (see deepseek_v32), then
+    checks that each of `changes` (name, function altering a loaded model and returning its undo) moves the logits."""
+    torch.manual_seed(seed)
+    model = model_class(config)
+    g = torch.Generator().manual_seed(seed * 10)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.2, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "indexer": 0.4, "o_proj": 0.06, "self_attn": 0.15, "mlp.": 0.2}
+    with torch.no_grad():
+        for n, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if "norm" in n:
+                centre = 1.0 if n.endswith("weight") else 0.0  # the indexer's LayerNorm has a bias too
+                p.copy_(centre + 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in n), None)
+            if scale is None:
+                continue  # rotary caches
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", name)
+    model.save_pretrained(out_model, safe_serialization=True)
+    def load(config=None):
+        m = model_class.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                        experts_implementation="eager", **({"config": config} if config else {}))
+        m.eval()
+        return m
+    model = load()
+    torch.set_grad_enabled(False)
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(seed + 1))
+    for ids, file in [(first, name), (second, name + "-seq2")]:
+        tensors, margins = _dsa_selections(model, ids)
+        print(f"{file}: smallest gap between kept and dropped index scores per layer:",
+              {l: round(m, 4) for l, m in margins.items()})
+        assert all(m > 1e-3 for m in margins.values()), margins
+        save_file(tensors, os.path.join(HERE, "verify", file + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = run_blocks(model)
+    save_file(blocks, os.path.join(HERE, "verify", name + ".safetensors"), metadata={"tokens": str(TOKENS)})
+    # What the fixture must be able to tell apart: the sparse selection itself (dense attention: index_topk at
+    # least the sequence), and the parts of the indexer that decide it, each moves the logits.
+    reference = load_file(os.path.join(HERE, "verify", name + ".model.safetensors"))["logits"]
+    def dense(c):
+        c.index_topk = 4096
+    def no_k_norm_bias(m):
+        for l in m.model.layers:
+            if l.self_attn.indexer is not None:
+                l.self_attn.indexer.k_norm.bias.zero_()
+        return lambda: None
+    for what, config_change, change in [("dense attention (no selection)", dense, lambda m: (lambda: None)),
+                                        ("no k_norm bias", None, no_k_norm_bias)] + [(w, None, c) for w, c in changes]:
+        altered_config = type(config).from_pretrained(out_model)
+        if config_change:
+            config_change(altered_config)
+        altered = load(altered_config)
+        undo = change(altered)
+        moved = (altered(input_ids=first).logits[0] - reference).abs().max().item()
+        undo()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-2, what
+    print(name + " written")
 
 
 if __name__ == "__main__":
@@ -663,6 +857,10 @@ if __name__ == "__main__":
         kimi_k2()
     elif sys.argv[1:] == ["llama4"]:
         llama4()
+    elif sys.argv[1:] == ["deepseek_v32"]:
+        deepseek_v32()
+    elif sys.argv[1:] == ["glm_moe_dsa"]:
+        glm_moe_dsa()
     else:
         main()
         whole_models()
@@ -673,3 +871,5 @@ if __name__ == "__main__":
         minimax_m2()
         kimi_k2()
         llama4()
+        deepseek_v32()
+        glm_moe_dsa()

@@ -31,7 +31,21 @@ public struct ModelConfig: Sendable {
     public var moeLayerFreq: Int? { int("moe_layer_freq") }
     public var decoderSparseStep: Int? { int("decoder_sparse_step") }
     public var mlpOnlyLayers: [Int] { field("mlp_only_layers")?.arrayValue?.compactMap { $0.uint64Value.map(Int.init) } ?? [] }
+    /// Each layer's feed-forward, "dense" or "sparse" (written by recent transformers, e.g. for DeepSeek-V3.2).
+    public var mlpLayerTypes: [String]? { field("mlp_layer_types")?.arrayValue?.map { $0.stringValue ?? "" } }
     public var normTopkProb: Bool? { field("norm_topk_prob")?.boolValue }
+    /// GLM-5's DSA schedule, a kind per layer: "full" (the layer has its own indexer) or "shared" (it reuses the
+    /// last full layer's selection). As GlmMoeDsaConfig derives it: indexer_types, else index_topk_pattern ("F"/"S"
+    /// or the names), else layer l is full when max(l - index_skip_topk_offset + 1, 0) is a multiple of
+    /// index_topk_freq (defaults 2 and 1: every layer full). Nil for other architectures (every layer full).
+    public var indexerTypes: [String]? {
+        guard modelType == "glm_moe_dsa" else { return nil }
+        if let given = field("indexer_types")?.arrayValue { return given.map { $0.stringValue ?? "" } }
+        if let pattern = string("index_topk_pattern") { return pattern.map { $0 == "F" ? "full" : $0 == "S" ? "shared" : String($0) } }
+        if let pattern = field("index_topk_pattern")?.arrayValue { return pattern.map { $0.stringValue ?? "" } }
+        let freq = max(int("index_topk_freq") ?? 1, 1), offset = int("index_skip_topk_offset") ?? 2
+        return (0..<(numHiddenLayers ?? 0)).map { max($0 - offset + 1, 0) % freq == 0 ? "full" : "shared" }
+    }
     public var numNextnPredictLayers: Int? { int("num_nextn_predict_layers") }
     public var tieWordEmbeddings: Bool? { field("tie_word_embeddings")?.boolValue }
     public var quantizationConfig: JSONObject? { field("quantization_config")?.objectValue }
@@ -82,6 +96,8 @@ public struct ModelConfig: Sendable {
         guard let experts = routedExperts, experts > 0 else { return nil }
         if let list = moeLayerList { return list.contains(layer) }
         if let step = interleaveMoELayerStep { return step >= 1 && (layer + 1) % step == 0 }
+        // transformers builds each layer as mlp_layer_types says, when config.json lists it.
+        if let types = mlpLayerTypes, layer < types.count { return types[layer] == "sparse" }
         if mlpOnlyLayers.contains(layer) { return false }
         if let k = firstKDenseReplace, layer < k { return false }
         if let freq = moeLayerFreq, freq > 1, layer % freq != 0 { return false }

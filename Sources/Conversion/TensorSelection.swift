@@ -38,7 +38,8 @@ public struct TensorAction: Sendable, Equatable {
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
 /// attention and MLP/expert linear projections of the text model. Never vision or audio towers (MultimodalTower),
 /// embeddings, `lm_head`, MTP `shared_head.head` and `eh_proj`, routers (`mlp.gate`, `feed_forward.router`), `shared_expert_gate`,
-/// norms, biases or 1-D tensors. `--include` / `--exclude` patterns override it.
+/// norms, biases or 1-D tensors. A DSA indexer's `wq_b` and `wk` are quantized, its `weights_proj` not.
+/// `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
     public let exclude: NameFilter?
@@ -63,6 +64,8 @@ public struct TensorSelection: Sendable {
         if module == "eh_proj" { return "MTP eh_proj" }
         if module == "gate" || module == "router" || module == "shared_expert_gate" { return "router" }
         if module.hasSuffix("norm") { return "norm" }
+        // DeepSeek-V3.2's DSA indexer ships its q and k projections in FP8 and its per-head weights unquantized.
+        if parts.contains("indexer") { return module == "wq_b" || module == "wk" ? nil : "indexer head weights" }
         let linear = module.contains("proj") || module == "w1" || module == "w2" || module == "w3"
         guard linear else { return "not an attention or MLP projection" }
         return nil

@@ -99,10 +99,10 @@ public struct MoELayer {
         }
         topK = k
         switch type {
-        case "deepseek_v3", "glm4_moe":
+        case "deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa":
             let groups = config.nGroup ?? 1
-            // Left out of config.json: every group for DeepSeek (as before), Glm4MoeConfig's default (1) for GLM-4.5.
-            let topkGroup = config.topkGroup ?? (type == "glm4_moe" ? 1 : groups)
+            // Left out of config.json: every group for DeepSeek (as before), the GLM configs' default (1) for GLM.
+            let topkGroup = config.topkGroup ?? (type.hasPrefix("glm") ? 1 : groups)
             guard groups >= 1, experts % groups == 0, topkGroup >= 1, topkGroup <= groups else {
                 throw ForwardError(.configInvalid, "config.json: n_group \(groups) / topk_group \(topkGroup) do not fit \(experts) experts")
             }

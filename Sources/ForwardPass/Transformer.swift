@@ -5,14 +5,19 @@ import Checkpoint
 import StrictJSON
 
 /// A whole decoder-only MoE model in float32 (for small models: every weight is read once): token
-/// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, or grouped-query attention with
+/// embeddings, per layer RMSNorm, attention (DeepSeek's MLA, with DeepSeek-V3.2's and GLM-5's sparse selection of keys, or
+/// grouped-query attention with
 /// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms per head, MiniMax-M2's over the whole projection, gpt-oss's
 /// biases on every projection, sinks and sliding window, Llama 4's NoPE layers, L2 q/k norm, temperature tuning and
 /// chunked attention) with rotary position embeddings (on part of each head for GLM-4.5 and MiniMax-M2), RMSNorm, a
 /// dense or MoE feed-forward block, then the final norm and the LM head.
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "llama4", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa", "gpt_oss", "llama4", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
+    /// The architectures whose attention is DeepSeek's multi-head latent attention.
+    static let latentAttentionTypes: Set<String> = ["deepseek_v3", "deepseek_v32", "glm_moe_dsa"]
+    /// The architectures with DeepSeek Sparse Attention (MLA over the keys an indexer selects).
+    static let sparseAttentionTypes: Set<String> = ["deepseek_v32", "glm_moe_dsa"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -33,6 +38,8 @@ public struct Transformer {
     let type: String
     /// Where the text model's weights are: "" (model.*, lm_head), or Llama 4's "language_model." (ModelConfig.textWeightPrefix).
     let names: String
+    /// DeepSeek-V3.2's and GLM-5's sparse attention (DSA): the indexer that picks each query's keys.
+    let sparse: SparseAttention?
 
     /// `config` overrides the checkpoint's config.json.
     public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
@@ -63,7 +70,7 @@ public struct Transformer {
         kvHeads = kv
         headDim = config.int("head_dim") ?? h / heads
         guard headDim >= 2, headDim % 2 == 0 else { throw ForwardError(.configInvalid, "config.json: head_dim \(headDim) must be a positive even number (rotary pairs)") }
-        if type == "deepseek_v3" {
+        if Self.latentAttentionTypes.contains(type) {
             let dims = ["qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "kv_lora_rank"].map { config.int($0) ?? 0 }
             guard dims.allSatisfy({ $0 >= 1 }), dims[1] % 2 == 0 else {
                 throw ForwardError(.configInvalid, "config.json: qk_nope_head_dim, qk_rope_head_dim (even), v_head_dim and kv_lora_rank must be positive for MLA")
@@ -77,6 +84,7 @@ public struct Transformer {
         let kind = rope?["rope_type"]?.stringValue ?? rope?["type"]?.stringValue ?? "default"
         let rotaryDim = try Self.rotaryDim(config, type: type, rope: rope, headDim: headDim)
         self.rotaryDim = rotaryDim
+        sparse = Self.sparseAttentionTypes.contains(type) ? try SparseAttention(config, type: type, layers: n, rotaryDim: rotaryDim) : nil
         switch kind {
         case "default":
             invFreq = (0..<(rotaryDim / 2)).map { i in Float(1.0 / pow(theta, Double(Float(2 * i) / Float(rotaryDim)))) }
@@ -104,7 +112,7 @@ public struct Transformer {
     /// the whole head for the others.
     static func rotaryDim(_ config: ModelConfig, type: String, rope: JSONObject?, headDim: Int) throws(ForwardError) -> Int {
         switch type {
-        case "deepseek_v3":
+        case "deepseek_v3", "deepseek_v32", "glm_moe_dsa":
             return config.int("qk_rope_head_dim") ?? 0
         case "glm4_moe", "minimax_m2":
             let legacy = type == "minimax_m2" ? config.int("rotary_dim").map { Double($0) / Double(headDim) } : nil
@@ -211,6 +219,9 @@ public struct Transformer {
         public var routing: [Int: [Routing]]
         /// Each MoE layer's experts per token.
         public var topK: [Int: Int] = [:]
+        /// DSA: each layer's keys per query (ascending), as its indexer chose them (or, for a layer sharing
+        /// another's choice, as it reused them).
+        public var keys: [Int: [[Int]]] = [:]
     }
 
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
@@ -227,10 +238,17 @@ public struct Transformer {
         var states = [h]
         var routing: [Int: [Routing]] = [:]
         var topK: [Int: Int] = [:]
+        var keys: [Int: [[Int]]] = [:]
         for l in 0..<layers {
             let p = names + "model.layers.\(l)."
             let x = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps, name: p + "input_layernorm.weight")
-            let a = try type == "deepseek_v3" ? mla(x, tokens: t, layer: l) : gqa(x, tokens: t, layer: l)
+            let a: [Float]
+            if Self.latentAttentionTypes.contains(type) {
+                let previous = l > 0 ? keys[l - 1] : nil
+                (a, keys[l]) = try mla(x, tokens: t, layer: l, previousKeys: previous)
+            } else {
+                a = try gqa(x, tokens: t, layer: l)
+            }
             for i in h.indices { h[i] += a[i] }
             let y = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps, name: p + "post_attention_layernorm.weight")
             let m: [Float]
@@ -255,7 +273,7 @@ public struct Transformer {
         states[states.count - 1] = h
         // Tied embeddings are the output head whatever lm_head.weight the file also holds, as transformers ties them.
         let head = !tied && reader.has(names + "lm_head.weight") ? try reader.weight(names + "lm_head.weight") : embed
-        return Output(logits: try Math.linear(h, tokens: t, head, rows: vocab), hidden: states, routing: routing, topK: topK)
+        return Output(logits: try Math.linear(h, tokens: t, head, rows: vocab), hidden: states, routing: routing, topK: topK, keys: keys)
     }
 
     /// cos and sin of position p for rotary frequency i (times the attention factor).
@@ -284,27 +302,29 @@ public struct Transformer {
     /// `window`: token i sees only tokens j > i - window (a sliding-window layer).
     /// `chunk`: token i sees only the tokens of its own chunk of that many, j >= i - i mod chunk (Llama 4's local
     /// attention).
+    /// `keys` (DSA): keys[i] are the keys token i attends to (ascending, each <= i), instead of all of them.
     /// `sinks` (gpt-oss, one per head): a logit joining each softmax whose probability is then dropped, so
     /// that a token may attend to nothing much: w_j = exp(s_j) / (sum_j' exp(s_j') + exp(sink)).
     func attend(q: [Float], k: [Float], v: [Float], tokens: Int, heads: Int, kvHeads: Int, dq: Int, dv: Int, scale: Float,
-                window: Int? = nil, chunk: Int? = nil, sinks: [Float]? = nil) -> [Float] {
+                window: Int? = nil, chunk: Int? = nil, keys: [[Int]]? = nil, sinks: [Float]? = nil) -> [Float] {
         var out = [Float](repeating: 0, count: tokens * heads * dv)
         let group = heads / kvHeads
         for hd in 0..<heads {
             let kh = hd / group
             for i in 0..<tokens {
                 let first = max(window.map { max(0, i - $0 + 1) } ?? 0, chunk.map { i - i % $0 } ?? 0)
+                let visible = keys?[i] ?? Array(first...i)
                 var scores = [Float](repeating: 0, count: i + 1)
-                for j in first...i {
+                for j in visible {
                     var s: Float = 0
                     for d in 0..<dq { s += q[(i * heads + hd) * dq + d] * k[(j * kvHeads + kh) * dq + d] }
                     scores[j] = s * scale
                 }
                 let sink = sinks?[hd]
-                let m = max(scores[first...i].max()!, sink ?? -.infinity)
+                let m = max(visible.map { scores[$0] }.max()!, sink ?? -.infinity)
                 var z: Float = sink.map { expf($0 - m) } ?? 0
-                for j in first...i { scores[j] = expf(scores[j] - m); z += scores[j] }
-                for j in first...i {
+                for j in visible { scores[j] = expf(scores[j] - m); z += scores[j] }
+                for j in visible {
                     let w = scores[j] / z
                     for d in 0..<dv { out[(i * heads + hd) * dv + d] += w * v[(j * kvHeads + kh) * dv + d] }
                 }
@@ -432,20 +452,27 @@ public struct Transformer {
         }
     }
 
-    /// DeepSeek's multi-head latent attention.
-    func mla(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
+    /// DeepSeek's multi-head latent attention; with DSA, over the keys the layer's indexer selects (or, on a layer
+    /// without one, the `previousKeys` of the layer before). Returns the output and, with DSA, the keys per query.
+    func mla(_ x: [Float], tokens t: Int, layer l: Int, previousKeys: [[Int]]?) throws(ForwardError) -> ([Float], [[Int]]?) {
         let p = "model.layers.\(l).self_attn."
         guard let nope = config.int("qk_nope_head_dim"), let ropeDim = config.int("qk_rope_head_dim"),
               let vDim = config.int("v_head_dim"), let kvRank = config.int("kv_lora_rank") else {
             throw ForwardError(.configInvalid, "config.json: MLA needs qk_nope_head_dim, qk_rope_head_dim, v_head_dim and kv_lora_rank")
         }
         let qkDim = nope + ropeDim
-        let interleaved = config.field("rope_interleave")?.boolValue ?? true
+        // DSA models' MLA rotary is always interleaved (transformers ignores any rope_interleave for them).
+        let interleaved = sparse != nil || (config.field("rope_interleave")?.boolValue ?? true)
         var q: [Float]
-        if reader.has(p + "q_a_proj.weight") {
+        var keys: [[Int]]? = nil
+        if reader.has(p + "q_a_proj.weight") || sparse != nil {  // the indexer reads the query latent
             let qa = try Math.linear(x, tokens: t, try reader.weight(p + "q_a_proj.weight"))
             let qn = try Math.rmsNorm(qa, tokens: t, weight: try reader.vector(p + "q_a_layernorm.weight"), eps: 1e-6, name: p + "q_a_layernorm.weight")
             q = try Math.linear(qn, tokens: t, try reader.weight(p + "q_b_proj.weight"), rows: heads * qkDim)
+            if let sparse {
+                keys = sparse.sharedLayers.contains(l) ? previousKeys
+                    : try sparseSelection(sparse, x: x, queryLatent: qn, tokens: t, layer: l)
+            }
         } else {
             q = try Math.linear(x, tokens: t, try reader.weight(p + "q_proj.weight"), rows: heads * qkDim)
         }
@@ -476,7 +503,7 @@ public struct Transformer {
             }
         }
         let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: heads, dq: qkDim, dv: vDim,
-                       scale: 1 / Float(qkDim).squareRoot() * mlaScale)
-        return try Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"), rows: hidden)
+                       scale: 1 / Float(qkDim).squareRoot() * mlaScale, keys: keys)
+        return (try Math.linear(o, tokens: t, try reader.weight(p + "o_proj.weight"), rows: hidden), keys)
     }
 }

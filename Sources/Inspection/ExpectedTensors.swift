@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, MiniMax-M2, Llama 4's text model): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3/V3.2, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, GLM-5, MiniMax-M2, Llama 4's text model): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.architecture, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2", "llama4"].contains(type),
+        guard let type = config.architecture, ["deepseek_v3", "deepseek_v32", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "glm_moe_dsa", "minimax_m2", "llama4"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }
@@ -41,7 +41,9 @@ public enum ExpectedTensors {
             let p = text + "model.layers.\(l)."
             add(p + "input_layernorm.weight", [h])
             add(p + "post_attention_layernorm.weight", [h])
-            guard attention(config, type: type, prefix: p + "self_attn.", hidden: h, heads: heads, add: add) else { return nil }
+            guard attention(config, type: type, prefix: p + "self_attn.", hidden: h, heads: heads, add: add),
+                  sparseAttentionIndexer(config, type: type, layer: l, prefix: p + "self_attn.indexer.", hidden: h, add: add)
+            else { return nil }
             guard feedForward(config, type: type, layer: l, prefix: p, hidden: h, has: has, add: add) else { return nil }
         }
         return out
@@ -49,7 +51,7 @@ public enum ExpectedTensors {
 
     static func attention(_ c: ModelConfig, type: String, prefix p: String, hidden h: Int, heads: Int,
                           add: (String, [Int]) -> Void) -> Bool {
-        if type.hasPrefix("deepseek") {
+        if type.hasPrefix("deepseek") || type == "glm_moe_dsa" {
             guard let nope = c.int("qk_nope_head_dim"), let rope = c.int("qk_rope_head_dim"), let vDim = c.int("v_head_dim"),
                   let kvRank = c.int("kv_lora_rank") else { return false }
             if let qRank = c.int("q_lora_rank") {
@@ -88,6 +90,22 @@ public enum ExpectedTensors {
             if c.field("attention_bias")?.boolValue ?? true { add(p + "o_proj.bias", [h]) }
             add(p + "sinks", [heads])
         }
+        return true
+    }
+
+    /// The DSA indexer of DeepSeek-V3.2 (every layer) and GLM-5 (the layers indexer_types calls "full"; all when it
+    /// is left out): wq_b [index_n_heads x index_head_dim, q_lora_rank], wk [index_head_dim, hidden], the LayerNorm
+    /// k_norm (weight and bias) and weights_proj [index_n_heads, hidden].
+    static func sparseAttentionIndexer(_ c: ModelConfig, type: String, layer: Int, prefix p: String, hidden h: Int,
+                                       add: (String, [Int]) -> Void) -> Bool {
+        guard type == "deepseek_v32" || type == "glm_moe_dsa" else { return true }
+        if let kinds = c.indexerTypes, layer < kinds.count, kinds[layer] == "shared" { return true }
+        guard let heads = c.int("index_n_heads"), let dim = c.int("index_head_dim"), let qRank = c.int("q_lora_rank") else { return false }
+        add(p + "wq_b.weight", [heads * dim, qRank])
+        add(p + "wk.weight", [dim, h])
+        add(p + "k_norm.weight", [dim])
+        add(p + "k_norm.bias", [dim])
+        add(p + "weights_proj.weight", [heads, h])
         return true
     }
 
@@ -148,7 +166,7 @@ public enum ExpectedTensors {
             for e in 0..<experts { mlp(moe + "experts.\(e).", size, names: names) }
         }
         switch type {
-        case "deepseek_v3", "glm4_moe":
+        case "deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa":
             add(moe + "gate.e_score_correction_bias", [experts])
             if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
         case "minimax_m2":

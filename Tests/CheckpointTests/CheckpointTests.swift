@@ -54,6 +54,40 @@ import Foundation
         #expect(c.isMoELayer(1) == true)
     }
 
+    /// DeepSeek-V3.2's config as transformers 5.23 writes it lists mlp_layer_types; transformers builds the layers
+    /// from that list when given (not from first_k_dense_replace), and so does isMoELayer.
+    @Test func readsDeepSeekV32Config() throws {
+        let c = try #require(try Checkpoint(path: Fixtures.path("verify/deepseek_v32")).config)
+        #expect(c.modelType == "deepseek_v32")
+        #expect(c.mlpLayerTypes == ["dense", "sparse", "sparse"])
+        #expect((0..<3).map { c.isMoELayer($0) } == [false, true, true])
+        var raw = c.raw
+        raw.members.removeAll { $0.key == "mlp_layer_types" }
+        raw.append("mlp_layer_types", .array([.string("sparse"), .string("dense"), .string("sparse")]))
+        let listed = ModelConfig(raw)
+        #expect(listed.firstKDenseReplace == 1)
+        #expect((0..<3).map { listed.isMoELayer($0) } == [true, false, true])
+    }
+
+    /// GLM-5's indexer schedule when config.json gives only its parameters, as GlmMoeDsaConfig (transformers 5.23)
+    /// derives it: index_topk_freq 2 -> full, full, shared, full, shared, full; freq 3 with offset 1 -> full, shared,
+    /// shared, full, shared, shared; the pattern "FSSF". indexer_types itself wins; other architectures have none.
+    @Test func derivesGlmIndexerTypes() throws {
+        func config(_ members: [(String, JSONValue)]) -> ModelConfig {
+            var raw = JSONObject([("model_type", .string("glm_moe_dsa")), ("num_hidden_layers", .int(6))])
+            for (k, v) in members { raw.append(k, v) }
+            return ModelConfig(raw)
+        }
+        let (f, s) = ("full", "shared")
+        #expect(config([("index_topk_freq", .int(2))]).indexerTypes == [f, f, s, f, s, f])
+        #expect(config([("index_topk_freq", .int(3)), ("index_skip_topk_offset", .int(1))]).indexerTypes == [f, s, s, f, s, s])
+        #expect(config([("index_topk_pattern", .string("FSSF"))]).indexerTypes == [f, s, s, f])
+        #expect(config([]).indexerTypes == Array(repeating: f, count: 6))
+        #expect(config([("indexer_types", .array([.string(f), .string(s)])), ("index_topk_freq", .int(3))]).indexerTypes == [f, s])
+        let dsv32 = try #require(try Checkpoint(path: Fixtures.path("verify/deepseek_v32")).config)
+        #expect(dsv32.indexerTypes == nil)
+    }
+
     @Test func readsQwenAndMixtralConfigs() throws {
         let qwen3 = try #require(try Checkpoint(path: Fixtures.path("models/qwen3_moe-bf16")).config)
         #expect(qwen3.modelType == "qwen3_moe")

@@ -26,11 +26,14 @@ import Testing
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
     /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, gpt-oss, and GLM-4.5
     /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias), and MiniMax-M2 (8
-    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), and Llama 4 (4 fused experts
-    /// stored [E, in, out], top-1 sigmoid router whose weight scales the expert's input, a shared expert).
+    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), Llama 4 (4 fused experts
+    /// stored [E, in, out], top-1 sigmoid router whose weight scales the expert's input, a shared expert), and
+    /// DeepSeek-V3.2 (8 experts in 4 groups keeping 2, top-3, a shared expert) and GLM-5 (8 experts in one group,
+    /// top-3, a shared expert).
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
                                                                      ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2"),
-                                                                     ("llama4", "verify/llama4")]
+                                                                     ("llama4", "verify/llama4"),
+                                                                     ("deepseek_v32", "verify/deepseek_v32"), ("glm_moe_dsa", "verify/glm_moe_dsa")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -118,12 +121,14 @@ import Testing
         return (0..<Int(t.elementCount)).map { Float(bitPattern: d.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self)) }
     }
 
-    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5, MiniMax-M2 and Llama 4 on a second sequence of
-    /// 24 too (Llama 4's text model inside Llama4ForConditionalGeneration: 16 and 24 tokens both span several attention
-    /// chunks of 6, and its NoPE layer's query temperature changes from position 3 on); Kimi-K2 (its config.json's own
-    /// model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
+    /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5, MiniMax-M2, Llama 4, DeepSeek-V3.2 and
+    /// GLM-5 on a second sequence of 24 too (Llama 4's text model inside Llama4ForConditionalGeneration: 16 and 24
+    /// tokens both span several attention chunks of 6, and its NoPE layer's query temperature changes from position 3
+    /// on); Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
                                                                         ("minimax_m2-seq2", "verify/minimax_m2"), ("llama4-seq2", "verify/llama4"),
+                                                                        ("deepseek_v32-seq2", "verify/deepseek_v32"),
+                                                                        ("glm_moe_dsa-seq2", "verify/glm_moe_dsa"),
                                                                         ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
@@ -157,6 +162,37 @@ import Testing
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
         #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "llama4", "kimi_k2"].contains(where: model.hasPrefix) || routed.count == 2)
+        // DSA (DeepSeek-V3.2, GLM-5): each layer's indexer let each query attend to the same keys, and some queries
+        // did drop keys (more earlier tokens than index_topk), so the selection is what is being tested. GLM-5's
+        // layer 1 ("shared") attends to the keys layer 0 chose.
+        let indexed = reference.tensors.filter { $0.name.hasPrefix("indexer.") }
+        #expect(!(model.hasPrefix("deepseek_v32") || model.hasPrefix("glm_moe_dsa")) || indexed.count == 3)
+        #expect(!model.hasPrefix("glm_moe_dsa") || (out.keys[1] != nil && out.keys[1] == out.keys[0]))
+        for t in indexed {
+            let layer = Int(t.name.split(separator: ".")[1])!
+            let keys = try #require(out.keys[layer], "\(model): layer \(layer) selected no keys")
+            let n = ids.count
+            let expected = ints(reference, t.name)
+            let chosen = (0..<n).map { i in (0..<n).filter { expected[i * n + $0] == 1 } }
+            #expect(keys == chosen, "\(model) layer \(layer): the indexer chose other keys")
+            #expect(chosen.enumerated().contains { $0.element.count < $0.offset + 1 }, "\(model) layer \(layer) dropped no key")
+        }
+    }
+
+    /// DeepSeek-V3.2 with the sparse selection left out (index_topk at least the sequence: every query attends to
+    /// all its keys) is another model: the logits move far beyond the tolerance, so the test above could not pass
+    /// with the indexer skipped.
+    @Test func sparseSelectionMatters() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/deepseek_v32"))
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/deepseek_v32.model.safetensors"))
+        var raw = try #require(checkpoint.config?.raw)
+        #expect(raw["index_topk"]?.doubleValue == 5)
+        raw.members.removeAll { $0.key == "index_topk" }
+        raw.append("index_topk", .double(2048))
+        let ids = ints(reference, "token_ids")
+        let dense = try Transformer(checkpoint, config: ModelConfig(raw)).forward(ids)
+        #expect(dense.keys[1] == (0..<ids.count).map { Array(0...$0) })
+        #expect(maxAbsDifference(dense.logits, floats(reference, "logits")) > 0.1)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).

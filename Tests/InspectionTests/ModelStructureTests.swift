@@ -49,6 +49,10 @@ import Support
             ("model.layers.0.block_sparse_moe.gate.weight", .router, 0, nil),
             ("model.layers.0.mlp.gate_proj.weight", .denseMLP, 0, nil),
             ("model.layers.0.self_attn.kv_a_proj_with_mqa.weight", .attention, 0, nil),
+            // DeepSeek-V3.2's DSA indexer runs for every token: attention, active.
+            ("model.layers.4.self_attn.indexer.wq_b.weight_scale_inv", .attention, 4, nil),
+            ("model.layers.4.self_attn.indexer.k_norm.bias", .attention, 4, nil),
+            ("model.layers.4.self_attn.indexer.weights_proj.weight", .attention, 4, nil),
             ("model.layers.61.eh_proj.weight", .mtp, 61, nil),
             ("model.layers.61.shared_head.head.weight", .mtp, 61, nil),
             ("model.layers.5.input_layernorm.weight", .norm, 5, nil),

@@ -561,6 +561,57 @@ struct CLI {
         #expect(moe["active_parameters"] == .uint(total - 2 * (384 - 8) * 3 * 4 * 16), "\(moe)")
     }
 
+    /// DeepSeek-V3.2 as transformers writes it (verify/deepseek_v32, the released checkpoint's names): every tensor
+    /// config.json implies, the DSA indexer's five in every layer (wq_b [index_n_heads x index_head_dim, q_lora_rank],
+    /// wk, the LayerNorm k_norm's weight and bias, weights_proj) among them, at their shapes; the indexer counted as
+    /// attention, so active for every token; a missing indexer tensor or one of another shape is named.
+    @Test func deepseekV32IsComplete() throws {
+        let path = Fixtures.path("verify/deepseek_v32")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; per layer 2 norms, 7 MLA tensors and 5 of the indexer; the dense MLP's 3; per MoE
+        // layer the router, its bias, 8 x 3 experts and the shared expert's 3.
+        #expect(c["expected_tensors"] == .int(3 + 3 * (2 + 7 + 5) + 3 + 2 * (2 + 8 * 3 + 3)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["dense_layers"] == .int(1) && moe["moe_layers"] == .int(2), "\(moe)")
+        #expect(moe["expert_groups"] == .int(4) && moe["topk_groups"] == .int(2) && moe["experts_per_token"] == .int(3), "\(moe)")
+        // A token goes through everything (the indexers' 3 x 2,464 parameters included) but the 8 - 3 routed experts
+        // (3 x 8 x 16 each) it does not use in each MoE layer.
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        let indexer = file.tensors.filter { $0.name.contains(".indexer.") }.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(indexer == 3 * (128 * 16 + 16 * 16 + 16 + 16 + 8 * 16))
+        #expect(moe["total_parameters"] == .uint(total))
+        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 16), "\(moe)")
+
+        let name = "model.layers.1.self_attn.indexer.k_norm.bias"
+        let dir = try Severity.rewritten("verify/deepseek_v32") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string(name)]), "\(m)")
+    }
+
+    /// GLM-5 (verify/glm_moe_dsa): the indexer is expected in the "full" layers 0 and 2 only (indexer_types), not in
+    /// the "shared" layer 1; the indexers count as attention, active.
+    @Test func glmMoeDsaIsComplete() throws {
+        let path = Fixtures.path("verify/glm_moe_dsa")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        #expect(c["expected_tensors"] == .int(3 + 3 * (2 + 7) + 2 * 5 + 3 + 2 * (2 + 8 * 3 + 3)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 16), "\(moe)")
+    }
+
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
     /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
     @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {

@@ -57,6 +57,28 @@ import Testing
         #expect(m["layers"]?.arrayValue?.count == 2)
     }
 
+    /// DeepSeek-V3.2's config.json (verify/deepseek_v32: mlp_layer_types dense, sparse, sparse; 8 experts in 4 groups
+    /// keeping 2, top-3): the routing recorded with the metrics, and SGLang's map a row per decoder layer with the
+    /// dense layer 0's trivial row.
+    @Test func deepseekV32Config() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let profile = dir + "/loads.json"
+        let loads = (0..<2).map { l in "[" + (0..<8).map { String(100 + 37 * (($0 * 5 + l * 3) % 8)) }.joined(separator: ",") + "]" }
+        #expect(FileManager.default.createFile(atPath: profile, contents: Data("{\"layers\":[\(loads.joined(separator: ","))]}".utf8)))
+        let config = Fixtures.path("verify/deepseek_v32")
+        let r = try CLI.run(["plan-experts", profile, "--config", config, "--gpus", "4", "--slots", "12", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["groups"]?.uint64Value == 4 && o["topk"]?.uint64Value == 3 && o["topk_group"]?.uint64Value == 2, "\(o)")
+        let out = dir + "/sglang.json"
+        let s = try CLI.run(["plan-experts", profile, "--config", config, "--gpus", "4", "--ep-num-redundant-experts", "4", "--format", "sglang", "-o", out])
+        #expect(s.status == 0, "\(s.stderr)")
+        let map = ints(try JSONParser.parse(String(decoding: Fixtures.readBytes(out), as: UTF8.self)).objectValue?["physical_to_logical_map"])
+        #expect(map.count == 3 && map.allSatisfy { $0.count == 12 })
+        #expect(map[0] == (0..<12).map { $0 % 8 })
+    }
+
     /// SGLang's format out, then back in as --previous: a row per decoder layer (the dense layer 0 holds
     /// SGLang's trivial row), experts + --ep-num-redundant-experts slots, and the same loads need no moves.
     @Test func sglangRoundTrip() throws {

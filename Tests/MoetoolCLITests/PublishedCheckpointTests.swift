@@ -18,12 +18,15 @@ import Glibc
     /// name, how close the published total is given (the main model's: MTP layers apart, as GLM's 106B leaves its
     /// MTP layer out), the conventions the published active count may follow and how close it is given.
     /// Kimi publishes "1T" and "32B" (1.026T; 31.7B without the embedding, 32.9B with it); MiniMax "230B" and "10B"
-    /// (228.7B; 10.42B without the embedding, 9.80B without the head too).
+    /// (228.7B; 10.42B without the embedding, 9.80B without the head too); Meta "109B" and "17B" for Llama 4 Scout
+    /// (108.64B with the vision tower; 17.17B with the embedding); DeepSeek "671B" and "37B" for V3.2 (671.88B without
+    /// its MTP layer, 685.36B with it; 37.48B without the embedding).
     static let models: [(String, Double, [ActiveConvention], Double)] = [
         ("gpt-oss-120b", 0.0005, [.withoutEmbedding], 0.02), ("gpt-oss-20b", 0.001, [.withoutEmbedding], 0.02),
         ("Kimi-K2-Thinking", 0.05, [.withEmbedding, .withoutEmbedding], 0.02), ("Qwen3-30B-A3B-NVFP4", 0.002, [.withEmbedding], 0.02),
         ("GLM-4.5-Air", 0.01, [.withoutEmbeddingOrHead], 0.02),
-        ("MiniMax-M2", 0.01, [.withoutEmbedding, .withoutEmbeddingOrHead], 0.05),
+        ("MiniMax-M2", 0.01, [.withoutEmbedding, .withoutEmbeddingOrHead], 0.05), ("Llama-4-Scout", 0.005, [.withEmbedding], 0.02),
+        ("DeepSeek-V3.2", 0.005, [.withoutEmbedding], 0.02),
     ]
 
     struct Manifest {

@@ -611,6 +611,119 @@ extension VerifyCoverage {
     }
 }
 
+/// DeepSeek-V3.2 through the command line (Fixtures/verify/deepseek_v32: a dense layer then two MoE layers of 8
+/// experts in 4 groups, MLA with the DSA indexer keeping 5 keys per query): its FP8 conversion (the indexer's wq_b and
+/// wk in FP8, as the release ships them) passes, a corrupted scale block and two swapped experts fail, a checkpoint
+/// without an indexer tensor is refused by name.
+@Suite struct VerifyDeepseekV32 {
+    static let original = Fixtures.path("verify/deepseek_v32")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["model.layers.0.mlp.gate_proj.weight", "model.layers.1.self_attn.q_b_proj.weight", "model.layers.2.mlp.experts.5.down_proj.weight",
+                     "model.layers.1.self_attn.indexer.wq_b.weight", "model.layers.1.self_attn.indexer.wk.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        for name in ["model.layers.1.mlp.gate.weight", "model.layers.1.self_attn.indexer.weights_proj.weight",
+                     "model.layers.1.self_attn.indexer.k_norm.bias"] {
+            #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")  // the router, the indexer's head weights and norm stay
+        }
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        #expect(model["hidden_states"]?.arrayValue?.count == 4)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all", "--json"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+        let report = try #require(try JSONParser.parse(layers.stdout).objectValue)
+        #expect(report["layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+
+        let intact = Fixtures.readBytes(shard)
+        // One scale block of a routed expert 16 times too large.
+        let damaged = try ShardSurgery.scaled(intact, file, "model.layers.2.mlp.experts.6.down_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 2 expert 6:"])
+
+        // Experts 2 and 7 of layer 1 swapped (all three projections and their scales).
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "model.layers.1.mlp.experts.", 2, 7, suffixes: [
+            "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+            "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "1"], []],
+                                     naming: ["FAILED layer 1 expert 2:", "FAILED layer 1 expert 7:"])
+    }
+
+    /// Each layer's indexer needs all of its tensors (the k_norm's bias too): a checkpoint without one is refused,
+    /// naming it, rather than run with dense attention.
+    @Test(arguments: ["model.layers.2.self_attn.indexer.k_norm.bias", "model.layers.0.self_attn.indexer.weights_proj.weight"])
+    func aMissingIndexerTensorIsRefused(_ name: String) throws {
+        let dir = try Severity.rewritten("verify/deepseek_v32") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
+
+/// GLM-5 through the command line (Fixtures/verify/glm_moe_dsa: DeepSeek-V3.2's structure with the indexer's rotary
+/// interleaved and layer 1 sharing layer 0's selection, so without an indexer of its own): its FP8 conversion passes,
+/// a corrupted scale block and two swapped experts fail, a full layer without its indexer is refused by name.
+@Suite struct VerifyGlmMoeDsa {
+    static let original = Fixtures.path("verify/glm_moe_dsa")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["model.layers.2.self_attn.indexer.wq_b.weight", "model.layers.1.self_attn.kv_b_proj.weight",
+                     "model.layers.1.mlp.experts.3.up_proj.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        #expect(file.tensor(named: "model.layers.1.self_attn.indexer.wq_b.weight") == nil)  // a shared layer
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(1), .int(2)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        let damaged = try ShardSurgery.scaled(intact, file, "model.layers.1.mlp.experts.5.gate_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 1 expert 5:"])
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "model.layers.2.mlp.experts.", 0, 4, suffixes: [
+            "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+            "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 0:", "FAILED layer 2 expert 4:"])
+    }
+
+    /// Layer 2 is a "full" layer: without its indexer's wk it is refused, naming the tensor.
+    @Test func aFullLayerWithoutItsIndexerIsRefused() throws {
+        let name = "model.layers.2.self_attn.indexer.wk.weight"
+        let dir = try Severity.rewritten("verify/glm_moe_dsa") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
+
 /// Byte surgery on a converted shard, for the architecture suites: a tensor's bytes in the file, a float32 scale
 /// multiplied, two experts' tensors exchanged, and the verdict that must follow.
 enum ShardSurgery {
