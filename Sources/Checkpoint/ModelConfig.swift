@@ -59,6 +59,22 @@ public struct ModelConfig: Sendable {
 
     public func string(_ key: String) -> String? { field(key)?.stringValue }
 
+    /// Where the decoder's tensors are named: "model." (model.embed_tokens, model.layers.N, model.norm), or
+    /// "model.language_model." for Qwen3.5-MoE, whose released checkpoints are the multimodal model's
+    /// (Qwen3_5MoeForConditionalGeneration: the vision tower beside it under model.visual).
+    public var decoderPrefix: String { modelType == "qwen3_5_moe" ? "model.language_model." : "model." }
+
+    /// Whether decoder layer `layer` mixes tokens with linear attention (Qwen3-Next's and Qwen3.5's Gated
+    /// DeltaNet) rather than softmax attention: its layer_types entry is "linear_attention", or, when config.json
+    /// gives no layer_types (Qwen3-Next's released one), every layer but each full_attention_interval-th is.
+    public func isLinearAttentionLayer(_ layer: Int) -> Bool {
+        if let types = field("layer_types")?.arrayValue {
+            return layer < types.count && types[layer].stringValue == "linear_attention"
+        }
+        guard let interval = int("full_attention_interval"), interval >= 1 else { return false }
+        return (layer + 1) % interval != 0
+    }
+
     /// Whether decoder layer `layer` has a routed-expert MLP according to the config,
     /// or nil when the config does not describe a MoE model.
     public func isMoELayer(_ layer: Int) -> Bool? {

@@ -59,9 +59,10 @@ public struct MoELayer {
     /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, everyone else's mlp.gate).
     static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router")]
 
-    /// The names layer `layer`'s router weight may have, one per architecture's naming.
-    public static func routerWeightNames(layer: Int) -> [String] {
-        routerLocations.map { "model.layers.\(layer).\($0.0)\($0.1).weight" }
+    /// The names layer `layer`'s router weight may have, one per architecture's naming; `prefix` is the
+    /// decoder's (ModelConfig.decoderPrefix).
+    public static func routerWeightNames(layer: Int, prefix: String = "model.") -> [String] {
+        routerLocations.map { "\(prefix)layers.\(layer).\($0.0)\($0.1).weight" }
     }
 
     /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
@@ -69,7 +70,7 @@ public struct MoELayer {
         self.layer = layer
         self.reader = reader
         let type = config.modelType ?? ""
-        let base = "model.layers.\(layer)."
+        let base = config.decoderPrefix + "layers.\(layer)."
         guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
             throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
         }
@@ -108,6 +109,12 @@ public struct MoELayer {
         case "qwen2_moe", "qwen3_moe":
             router = .softmaxTopK(normalize: config.normTopkProb ?? false)
             bias = nil
+        case "qwen3_next":  // Qwen3NextTopKRouter: norm_topk_prob defaults to true
+            router = .softmaxTopK(normalize: config.normTopkProb ?? true)
+            bias = nil
+        case "qwen3_5_moe":  // Qwen3VLMoeTextTopKRouter: always renormalised
+            router = .softmaxTopK(normalize: true)
+            bias = nil
         case "gpt_oss":
             router = .topKSoftmax
             bias = nil
@@ -132,7 +139,10 @@ public struct MoELayer {
             shared = nil
         }
         sharedGate = reader.has(prefix + "shared_expert_gate.weight") ? try reader.matrix(prefix + "shared_expert_gate.weight") : nil
-        inputNorm = reader.has(base + "post_attention_layernorm.weight") ? try reader.vector(base + "post_attention_layernorm.weight") : nil
+        // The weights the norm multiplies by: Qwen3-Next's and Qwen3.5's scale by 1 + weight.
+        let zeroCentred = Transformer.hybridTypes.contains(type)
+        inputNorm = reader.has(base + "post_attention_layernorm.weight")
+            ? try reader.vector(base + "post_attention_layernorm.weight").map { zeroCentred ? 1 + $0 : $0 } : nil
         normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
     }
 
