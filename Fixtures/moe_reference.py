@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|qwen3_next]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|qwen3_next|qwen3_5_moe]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
@@ -500,7 +500,7 @@ def _hybrid_checks(name, load, first, second, reference, reference2, module):
 
 
 def qwen3_next():
-    """A tiny Qwen3-Next (Qwen3NextForCausalLM): vocab 128, hidden 16, 3 layers: Gated DeltaNet, Gated DeltaNet, gated
+    """A tiny Qwen3-Next (Qwen3NextForCausalLM): vocab 64, hidden 16, 3 layers: Gated DeltaNet, Gated DeltaNet, gated
     full attention (full_attention_interval 3, written by transformers as layer_types); the DeltaNet of 2 key heads /
     4 value heads of 8 (value heads grouped over key heads as in the release, 16/32), causal depthwise conv1d of kernel
     4; the full attention of 4 heads / 2 KV heads of 16, q_proj twice as wide (query and output gate per head),
@@ -513,12 +513,12 @@ def qwen3_next():
     mtp.norm), random; transformers' loader ignores mtp.*. Then, eager attention and experts, and the torch paths of
     the DeltaNet (no flash-linear-attention or causal-conv1d installed: a whole prompt goes through
     torch_chunk_gated_delta_rule, chunks of 64): verify/qwen3_next.model.safetensors (16 tokens i * 7919 + 13 mod
-    vocab) and verify/qwen3_next-seq2.model.safetensors (80 seeded random tokens: two chunks, so the state carried
+    vocab) and verify/qwen3_next-seq2.model.safetensors (72 seeded random tokens: two chunks, so the state carried
     from the first chunk into the second matters): logits, every hidden state and each MoE layer's router choice;
     verify/qwen3_next.safetensors: the MoE blocks on seeded hidden states."""
     from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
     from transformers.models.qwen3_next import modeling_qwen3_next as mq
-    config = Qwen3NextConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+    config = Qwen3NextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, linear_conv_kernel_dim=4,
                              linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
                              linear_num_value_heads=4, full_attention_interval=3, moe_intermediate_size=8,
@@ -555,7 +555,7 @@ def qwen3_next():
     torch.set_grad_enabled(False)
     vocab = config.vocab_size
     first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    second = torch.randint(0, vocab, (1, 80), generator=torch.Generator().manual_seed(54))
+    second = torch.randint(0, vocab, (1, 72), generator=torch.Generator().manual_seed(54))
     for ids, name in [(first, "qwen3_next"), (second, "qwen3_next-seq2")]:
         tensors = _router_choices(model, ids)
         assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
@@ -569,17 +569,78 @@ def qwen3_next():
     print("qwen3_next written")
 
 
+def qwen3_5_moe():
+    """A tiny Qwen3.5-MoE as released (Qwen3_5MoeForConditionalGeneration: the text decoder under
+    model.language_model., a vision tower under model.visual., lm_head at the top; config.json nests the decoder's
+    fields in text_config): vocab 64, hidden 16, 3 layers (DeltaNet, DeltaNet, gated full attention:
+    full_attention_interval 3), every layer MoE (Qwen3.5 has no dense layers or norm_topk_prob: the router always
+    renormalises), 6 experts of intermediate 8, top-2, written one by one (experts.<e>.gate_proj: transformers
+    fuses them on loading and splits them again on saving, as the release stores them), a shared expert of 16 behind its sigmoid gate; the DeltaNet with
+    Qwen3.5's four projections (in_proj_qkv, in_proj_z, in_proj_b, in_proj_a) of 2 key / 4 value heads of 8; the
+    full attention as Qwen3-Next's, rotary on half of each head of 16 (partial_rotary_factor 0.5) with
+    mrope_section [2, 1, 1] (text-only positions are the same on all three axes, so it is plain rotary); a vision
+    tower of depth 1, hidden 16; weights from _qwen3_next_weights (seed 55) (no MTP block: the Qwen3-Next fixture
+    has one, under the same names). Then verify/qwen3_5_moe.model.safetensors (16 tokens) and
+    verify/qwen3_5_moe-seq2.model.safetensors (72 seeded random tokens, two chunks): logits, hidden states, router
+    choices of the text model run on token ids alone; verify/qwen3_5_moe.safetensors: the MoE blocks."""
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+    from transformers.models.qwen3_5_moe import modeling_qwen3_5_moe as mq
+    text = dict(vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                linear_num_key_heads=2, linear_num_value_heads=4, full_attention_interval=3, moe_intermediate_size=8,
+                shared_expert_intermediate_size=16, num_experts=6, num_experts_per_tok=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                 "mrope_section": [2, 1, 1], "mrope_interleaved": True})
+    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, temporal_patch_size=2,
+                  spatial_merge_size=1, out_hidden_size=16, num_position_embeddings=16)
+    config = Qwen3_5MoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    assert config.text_config.layer_types == ["linear_attention", "linear_attention", "full_attention"]
+    torch.manual_seed(55)
+    model = Qwen3_5MoeForConditionalGeneration(config)
+    _qwen3_next_weights(model, 550)
+    out_model = os.path.join(HERE, "verify", "qwen3_5_moe")
+    model.save_pretrained(out_model, safe_serialization=True)
+    def load():
+        m = Qwen3_5MoeForConditionalGeneration.from_pretrained(out_model, dtype=torch.float32,
+                                                               attn_implementation="eager", experts_implementation="eager")
+        m.eval()
+        return m
+    model = load()
+    torch.set_grad_enabled(False)
+    first = torch.tensor([[(i * 7919 + 13) % 64 for i in range(TOKENS)]])
+    second = torch.randint(0, 64, (1, 72), generator=torch.Generator().manual_seed(56))
+    text_model = _TextView(model)
+    for ids, name in [(first, "qwen3_5_moe"), (second, "qwen3_5_moe-seq2")]:
+        tensors = _router_choices(text_model, ids)
+        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
+            ["router.0.experts", "router.1.experts", "router.2.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = run_blocks(text_model)
+    save_file(blocks, os.path.join(HERE, "verify", "qwen3_5_moe.safetensors"), metadata={"tokens": str(TOKENS)})
+    reference = load_file(os.path.join(HERE, "verify", "qwen3_5_moe.model.safetensors"))["logits"]
+    reference2 = load_file(os.path.join(HERE, "verify", "qwen3_5_moe-seq2.model.safetensors"))["logits"]
+    _hybrid_checks("qwen3_5_moe", load, first, second, reference, reference2, mq)
+    print("qwen3_5_moe written")
+
+
+class _TextView:
+    """A multimodal Qwen3.5 model seen as the helpers above expect a causal LM: model.model.layers, the config's
+    hidden_size, a call on input_ids."""
+    def __init__(self, model):
+        self.full = model
+        self.model = model.model.language_model
+        self.config = model.config.text_config
+
+    def __call__(self, **kw):
+        return self.full(**kw)
+
+
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:] == ["gpt_oss"]:
-        gpt_oss()
-    elif sys.argv[1:] == ["glm4_moe"]:
-        glm4_moe()
-    elif sys.argv[1:] == ["minimax_m2"]:
-        minimax_m2()
-        qwen3_next()
-    elif sys.argv[1:] == ["qwen3_next"]:
-        qwen3_next()
+    only = {"gpt_oss": gpt_oss, "glm4_moe": glm4_moe, "minimax_m2": minimax_m2, "qwen3_next": qwen3_next,
+            "qwen3_5_moe": qwen3_5_moe}
+    if len(sys.argv) == 2 and sys.argv[1] in only:
+        only[sys.argv[1]]()
     else:
         main()
         whole_models()
@@ -589,3 +650,4 @@ if __name__ == "__main__":
         glm4_moe()
         minimax_m2()
         qwen3_next()
+        qwen3_5_moe()

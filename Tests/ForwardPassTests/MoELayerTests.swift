@@ -26,11 +26,12 @@ import Testing
     /// Every MoE layer: the same experts for every token, weights and outputs within 1e-5 / 1e-4.
     /// The four tiny models, DeepSeek-V3 with 32 experts in 8 groups keeping 4, top-8, YaRN, gpt-oss, and GLM-4.5
     /// (12 experts in 4 groups keeping 2, top-3, a shared expert, a random e_score_correction_bias), and MiniMax-M2 (8
-    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), and Qwen3-Next (8 experts,
-    /// top-3, a shared expert behind its sigmoid gate, a dense layer between).
+    /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), Qwen3-Next (8 experts,
+    /// top-3, a shared expert behind its sigmoid gate, a dense layer between) and Qwen3.5-MoE (6 experts, top-2, its
+    /// decoder under model.language_model.).
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
                                                                      ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2"),
-                                                                     ("qwen3_next", "verify/qwen3_next")]
+                                                                     ("qwen3_next", "verify/qwen3_next"), ("qwen3_5_moe", "verify/qwen3_5_moe")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -101,9 +102,10 @@ import Testing
     }
 
     /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24
-    /// too, Qwen3-Next on one of 80 (two chunks of its DeltaNet's chunked recurrence).
+    /// too, Qwen3-Next and Qwen3.5-MoE on one of 72 (two chunks of their DeltaNet's chunked recurrence).
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
-                                                                        ("minimax_m2-seq2", "verify/minimax_m2"), ("qwen3_next-seq2", "verify/qwen3_next")]
+                                                                        ("minimax_m2-seq2", "verify/minimax_m2"), ("qwen3_next-seq2", "verify/qwen3_next"),
+                                                                        ("qwen3_5_moe-seq2", "verify/qwen3_5_moe")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
@@ -136,6 +138,7 @@ import Testing
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
         #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "qwen3_next"].contains(where: model.hasPrefix) || routed.count == 2)
+        #expect(!model.hasPrefix("qwen3_5_moe") || routed.count == 3)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
