@@ -409,11 +409,14 @@ def minimax_m2():
 def _qwen3_next_weights(model, seed):
     """Random float32 weights for a tiny Qwen3-Next or Qwen3.5-MoE, large enough that every part matters: the
     (1 + weight) RMSNorms around 0 (so 1 + w is near 1), the gated output norm (plain weight) around 1, A_log from
-    log U(0.02, 0.15) so the DeltaNet's decay keeps some state across a 64-token chunk, dt_bias small."""
+    log U(0.02, 0.15) so the DeltaNet's decay keeps some state across a 64-token chunk, dt_bias small. The q/k/v/z
+    projections, the attention and the LM head are smaller than the rest: with them at 0.3 this 16-wide model moved
+    by FP8 (blocks of 128 x 128, so one scale per matrix) fails verify's default limits (logits relative error 0.35),
+    a property of the tiny random model rather than of the format (Fixtures/README.md)."""
     g = torch.Generator().manual_seed(seed)
-    scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.3, "shared_expert.": 0.3, "shared_expert_gate": 0.5,
-              "mlp.gate.weight": 0.5, "self_attn": 0.25, "conv1d": 0.5, "in_proj": 0.3, "out_proj": 0.3,
-              "dt_bias": 0.3, "mlp.": 0.3, "visual": 0.1}
+    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "shared_expert.": 0.3, "shared_expert_gate": 0.5,
+              "mlp.gate.weight": 0.5, "self_attn": 0.15, "conv1d": 0.75, "in_proj_qkv": 0.09, "in_proj_z": 0.09,
+              "in_proj": 0.3, "out_proj": 0.3, "dt_bias": 0.3, "mlp.": 0.3, "visual": 0.1}
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("linear_attn.norm.weight"):
@@ -579,7 +582,7 @@ def qwen3_5_moe():
     Qwen3.5's four projections (in_proj_qkv, in_proj_z, in_proj_b, in_proj_a) of 2 key / 4 value heads of 8; the
     full attention as Qwen3-Next's, rotary on half of each head of 16 (partial_rotary_factor 0.5) with
     mrope_section [2, 1, 1] (text-only positions are the same on all three axes, so it is plain rotary); a vision
-    tower of depth 1, hidden 16; weights from _qwen3_next_weights (seed 55) (no MTP block: the Qwen3-Next fixture
+    tower of depth 1, hidden 16; weights from _qwen3_next_weights (seed 58) (no MTP block: the Qwen3-Next fixture
     has one, under the same names). Then verify/qwen3_5_moe.model.safetensors (16 tokens) and
     verify/qwen3_5_moe-seq2.model.safetensors (72 seeded random tokens, two chunks): logits, hidden states, router
     choices of the text model run on token ids alone; verify/qwen3_5_moe.safetensors: the MoE blocks."""
@@ -595,9 +598,9 @@ def qwen3_5_moe():
                   spatial_merge_size=1, out_hidden_size=16, num_position_embeddings=16)
     config = Qwen3_5MoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
     assert config.text_config.layer_types == ["linear_attention", "linear_attention", "full_attention"]
-    torch.manual_seed(55)
+    torch.manual_seed(58)
     model = Qwen3_5MoeForConditionalGeneration(config)
-    _qwen3_next_weights(model, 550)
+    _qwen3_next_weights(model, 580)
     out_model = os.path.join(HERE, "verify", "qwen3_5_moe")
     model.save_pretrained(out_model, safe_serialization=True)
     def load():

@@ -37,8 +37,9 @@ public struct TensorAction: Sendable, Equatable {
 
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
 /// attention and MLP/expert linear projections. Never embeddings, `lm_head`, MTP
-/// `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`,
-/// norms, biases or 1-D tensors. `--include` / `--exclude` patterns override it.
+/// `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`, the Gated DeltaNet's
+/// beta and decay projections (Qwen3-Next's `in_proj_ba`, Qwen3.5's `in_proj_b` and `in_proj_a`), norms, biases or
+/// 1-D tensors (its conv1d, A_log and dt_bias among them). `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
     public let exclude: NameFilter?
@@ -58,6 +59,7 @@ public struct TensorSelection: Sendable {
         if parts.contains("lm_head") || parts.contains("shared_head") { return "output head" }
         if module == "eh_proj" { return "MTP eh_proj" }
         if module == "gate" || module == "router" || module == "shared_expert_gate" { return "router" }
+        if ["in_proj_ba", "in_proj_b", "in_proj_a"].contains(module) { return "linear-attention gate (beta and decay)" }
         if module.hasSuffix("norm") { return "norm" }
         let linear = module.contains("proj") || module == "w1" || module == "w2" || module == "w3"
         guard linear else { return "not an attention or MLP projection" }
