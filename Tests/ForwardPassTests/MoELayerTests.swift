@@ -3,6 +3,7 @@ import FixtureSupport
 import Foundation
 import SafetensorsFormat
 import StrictJSON
+import Support
 import Testing
 
 @testable import ForwardPass
@@ -264,5 +265,77 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
         let expected: [Float] = [(-2 + 1) * 2 / (1 + expf(-3)), (0.5 + 1) * -1 / (1 + expf(1.5))]
         #expect(y.count == 2)
         #expect(maxAbsDifference(y, expected) < 1e-6, "\(y)")
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// Qwen3-Next's released config.json gives no layer_types but full_attention_interval, and its rotary settings at
+    /// the top level (partial_rotary_factor, rope_theta): those alone run the model the fixture's layer_types and
+    /// rope_parameters do, bit for bit; another interval (a different layer linear) or the whole head rotated (no
+    /// partial_rotary_factor anywhere gives transformers' default for qwen3_next, 0.25, the fixture's) moves the logits.
+    @Test func qwen3NextReleasedConfigForm() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/qwen3_next"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["layer_types"]?.arrayValue?.compactMap(\.stringValue) == ["linear_attention", "linear_attention", "full_attention"])
+        func config(interval: Int, rotary: Double?) -> ModelConfig {
+            var c = raw
+            c.members.removeAll { $0.key == "rope_parameters" || $0.key == "layer_types" }
+            c.append("rope_theta", .double(10000))
+            c.append("full_attention_interval", .double(Double(interval)))
+            if let rotary { c.append("partial_rotary_factor", .double(rotary)) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<12).map { ($0 * 37 + 5) % 64 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        for rotary in [0.25, nil] {
+            let released = try Transformer(checkpoint, config: config(interval: 3, rotary: rotary)).forward(ids)
+            #expect(released.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        }
+        let whole = try Transformer(checkpoint, config: config(interval: 3, rotary: 1)).forward(ids)
+        #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
+        // Interval 2: layer 1 would be full attention, whose tensors the checkpoint does not have.
+        #expect(throws: ForwardError.self) { try Transformer(checkpoint, config: config(interval: 2, rotary: 0.25)).forward(ids) }
+    }
+
+    /// The chunked delta rule equals the token-by-token recurrence (the same mathematics in another order, here in Double) on
+    /// seeded random heads of 150 tokens (three chunks, the last partial), to float32 rounding; and the state carried between chunks
+    /// matters: starting each chunk from zero changes the later outputs.
+    @Test func chunkedDeltaRuleIsTheRecurrence() {
+        var rng = SplitMix64(seed: 150)
+        let (t, dk, dv) = (150, 8, 6)
+        func uniform() -> Float { Float(rng.unit()) }
+        func normal() -> Float { 2 * uniform() - 1 }
+        var q = (0..<(t * dk)).map { _ in normal() }, k = (0..<(t * dk)).map { _ in normal() }
+        GatedDeltaNet.l2Normalize(&q, width: dk, scale: 1 / Float(dk).squareRoot())
+        GatedDeltaNet.l2Normalize(&k, width: dk, scale: 1)
+        let v = (0..<(t * dv)).map { _ in normal() }
+        let g = (0..<t).map { _ in -0.05 * uniform() }
+        let beta = (0..<t).map { _ in uniform() }
+        // S_t = exp(g_t) S_{t-1} + k_t (beta_t (v_t - exp(g_t) S_{t-1}^T k_t))^T, o_t = S_t^T q_t, in Double.
+        var state = [Double](repeating: 0, count: dk * dv), expected = [Float](repeating: 0, count: t * dv)
+        for i in 0..<t {
+            let decay = exp(Double(g[i]))
+            for j in state.indices { state[j] *= decay }
+            for e in 0..<dv {
+                var memory = 0.0
+                for d in 0..<dk { memory += state[d * dv + e] * Double(k[i * dk + d]) }
+                let delta = (Double(v[i * dv + e]) - memory) * Double(beta[i])
+                for d in 0..<dk { state[d * dv + e] += Double(k[i * dk + d]) * delta }
+            }
+            for e in 0..<dv {
+                var o = 0.0
+                for d in 0..<dk { o += state[d * dv + e] * Double(q[i * dk + d]) }
+                expected[i * dv + e] = Float(o)
+            }
+        }
+        let chunked = GatedDeltaNet.chunkedDeltaRule(q: q, k: k, v: v, g: g, beta: beta, tokens: t, dk: dk, dv: dv)
+        #expect(maxAbsDifference(chunked, expected) < 1e-4)
+        let firstChunk = GatedDeltaNet.chunkSize * dv
+        #expect(Array(chunked[..<firstChunk]) == GatedDeltaNet.chunkedDeltaRule(q: Array(q[..<(64 * dk)]), k: Array(k[..<(64 * dk)]),
+                                                                               v: Array(v[..<firstChunk]), g: Array(g[..<64]),
+                                                                               beta: Array(beta[..<64]), tokens: 64, dk: dk, dv: dv))
+        let restarted = GatedDeltaNet.chunkedDeltaRule(q: Array(q[(64 * dk)...]), k: Array(k[(64 * dk)...]), v: Array(v[firstChunk...]),
+                                                       g: Array(g[64...]), beta: Array(beta[64...]), tokens: t - 64, dk: dk, dv: dv)
+        #expect(maxAbsDifference(restarted, chunked[firstChunk...]) > 1e-2)
     }
 }
