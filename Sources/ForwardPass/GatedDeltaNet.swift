@@ -165,72 +165,101 @@ struct GatedDeltaNet {
     ///   L = I + strictly-lower((beta k) k^T * D): U = L^-1 (beta v), W = L^-1 (beta k * exp(c))
     ///   v'_i = U_i - W_i S;   o_i = (q_i exp(c_i)) S + sum_{j <= i} (q_i . k_j) D[i][j] v'_j
     ///   S <- S exp(c_last) + sum_i (k_i exp(c_last - c_i)) v'_i^T       (S: dk x dv, zero at the start)
+    /// Returns tokens x dv.
     static func chunkedDeltaRule(q: [Float], k: [Float], v: [Float], g: [Float], beta: [Float],
                                  tokens: Int, dk: Int, dv: Int) -> [Float] {
         var out = [Float](repeating: 0, count: tokens * dv)
         var state = [Float](repeating: 0, count: dk * dv)
-        var start = 0
-        while start < tokens {
-            let n = min(chunkSize, tokens - start)
-            func dot(_ a: [Float], _ i: Int, _ b: [Float], _ j: Int) -> Float {
-                var s: Float = 0
-                for d in 0..<dk { s += a[(start + i) * dk + d] * b[(start + j) * dk + d] }
-                return s
-            }
-            var c = [Float](repeating: 0, count: n)
-            var running: Float = 0
-            for i in 0..<n { running += g[start + i]; c[i] = running }
-            var decay = [Float](repeating: 0, count: n * n)
-            for i in 0..<n { for j in 0...i { decay[i * n + j] = expf(c[i] - c[j]) } }
-            // Forward substitution of the unit lower-triangular system for both right-hand sides.
-            var u = [Float](repeating: 0, count: n * dv), w = [Float](repeating: 0, count: n * dk)
-            for i in 0..<n {
-                let bi = beta[start + i]
-                for d in 0..<dv { u[i * dv + d] = v[(start + i) * dv + d] * bi }
-                for d in 0..<dk { w[i * dk + d] = k[(start + i) * dk + d] * bi * expf(c[i]) }
-                for j in 0..<i {
-                    let l = (dotScaled(k, start + i, bi, k, start + j, dk)) * decay[i * n + j]
-                    for d in 0..<dv { u[i * dv + d] -= l * u[j * dv + d] }
-                    for d in 0..<dk { w[i * dk + d] -= l * w[j * dk + d] }
-                }
-            }
-            // v' = U - W S
-            var vNew = u
-            for i in 0..<n {
-                for e in 0..<dv {
-                    var s: Float = 0
-                    for d in 0..<dk { s += w[i * dk + d] * state[d * dv + e] }
-                    vNew[i * dv + e] -= s
-                }
-            }
-            for i in 0..<n {
-                let qi = (0..<dk).map { q[(start + i) * dk + $0] * expf(c[i]) }
-                let attention = (0...i).map { j in dot(q, i, k, j) * decay[i * n + j] }
-                for e in 0..<dv {
-                    var inter: Float = 0
-                    for d in 0..<dk { inter += qi[d] * state[d * dv + e] }
-                    var intra: Float = 0
-                    for j in 0...i { intra += attention[j] * vNew[j * dv + e] }
-                    out[(start + i) * dv + e] = inter + intra
-                }
-            }
-            let last = c[n - 1], chunkDecay = expf(last)
-            for d in 0..<dk {
-                for e in 0..<dv {
-                    var s: Float = 0
-                    for i in 0..<n { s += k[(start + i) * dk + d] * expf(last - c[i]) * vNew[i * dv + e] }
-                    state[d * dv + e] = state[d * dv + e] * chunkDecay + s
-                }
-            }
-            start += n
+        for start in stride(from: 0, to: tokens, by: chunkSize) {
+            let chunk = Chunk(q: q, k: k, v: v, g: g, beta: beta, tokens: start..<min(tokens, start + chunkSize), dk: dk, dv: dv)
+            let corrected = chunk.corrected(state)
+            chunk.read(state, corrected, into: &out)
+            chunk.advance(&state, corrected)
         }
         return out
     }
 
-    /// (beta_i k_i) . k_j, beta applied to the first vector's elements first as transformers' k_beta is.
-    static func dotScaled(_ a: [Float], _ i: Int, _ scale: Float, _ b: [Float], _ j: Int, _ width: Int) -> Float {
-        var s: Float = 0
-        for d in 0..<width { s += (a[i * width + d] * scale) * b[j * width + d] }
-        return s
+    /// One chunk of the chunked delta rule: what does not depend on the state carried in (the cumulative decay,
+    /// the pairwise decays and the solved system U, W), then the three steps that do.
+    struct Chunk {
+        let q: [Float], k: [Float]
+        let tokens: Range<Int>
+        let dk: Int, dv: Int
+        /// c: the cumulative log decay from the chunk's start; decay: D, n x n, row-major.
+        let c: [Float], decay: [Float]
+        /// U (n x dv) and W (n x dk): L^-1 (beta v) and L^-1 (beta k exp(c)).
+        let u: [Float], w: [Float]
+
+        init(q: [Float], k: [Float], v: [Float], g: [Float], beta: [Float], tokens: Range<Int>, dk: Int, dv: Int) {
+            (self.q, self.k, self.tokens, self.dk, self.dv) = (q, k, tokens, dk, dv)
+            let n = tokens.count, first = tokens.lowerBound
+            var c = [Float](repeating: 0, count: n), running: Float = 0
+            for i in 0..<n { running += g[first + i]; c[i] = running }
+            var decay = [Float](repeating: 0, count: n * n)
+            for i in 0..<n { for j in 0...i { decay[i * n + j] = expf(c[i] - c[j]) } }
+            // Forward substitution of the unit lower-triangular system, both right-hand sides at once.
+            var u = [Float](repeating: 0, count: n * dv), w = [Float](repeating: 0, count: n * dk)
+            for i in 0..<n {
+                let b = beta[first + i], row = (first + i) * dk
+                for d in 0..<dv { u[i * dv + d] = v[(first + i) * dv + d] * b }
+                for d in 0..<dk { w[i * dk + d] = k[row + d] * b * expf(c[i]) }
+                for j in 0..<i {
+                    var kk: Float = 0  // (beta_i k_i) . k_j: beta on k first, as transformers' k_beta
+                    for d in 0..<dk { kk += (k[row + d] * b) * k[(first + j) * dk + d] }
+                    let l = kk * decay[i * n + j]
+                    for d in 0..<dv { u[i * dv + d] -= l * u[j * dv + d] }
+                    for d in 0..<dk { w[i * dk + d] -= l * w[j * dk + d] }
+                }
+            }
+            (self.c, self.decay, self.u, self.w) = (c, decay, u, w)
+        }
+
+        /// v' = U - W S: the new values, less what the carried state already predicts.
+        func corrected(_ state: [Float]) -> [Float] {
+            var values = u
+            for i in 0..<tokens.count {
+                for e in 0..<dv {
+                    var s: Float = 0
+                    for d in 0..<dk { s += w[i * dk + d] * state[d * dv + e] }
+                    values[i * dv + e] -= s
+                }
+            }
+            return values
+        }
+
+        /// Each token's output: the carried state read by its decayed query, plus the chunk's own causal attention.
+        func read(_ state: [Float], _ values: [Float], into out: inout [Float]) {
+            let n = tokens.count, first = tokens.lowerBound
+            for i in 0..<n {
+                let query = (0..<dk).map { q[(first + i) * dk + $0] * expf(c[i]) }
+                let attention = (0...i).map { j -> Float in
+                    var s: Float = 0
+                    for d in 0..<dk { s += q[(first + i) * dk + d] * k[(first + j) * dk + d] }
+                    return s * decay[i * n + j]
+                }
+                for e in 0..<dv {
+                    var inter: Float = 0
+                    for d in 0..<dk { inter += query[d] * state[d * dv + e] }
+                    var intra: Float = 0
+                    for j in 0...i { intra += attention[j] * values[j * dv + e] }
+                    out[(first + i) * dv + e] = inter + intra
+                }
+            }
+        }
+
+        /// The state after the chunk: decayed over the whole chunk, plus each token's key (decayed to the chunk's
+        /// end) times its corrected value.
+        func advance(_ state: inout [Float], _ values: [Float]) {
+            let n = tokens.count, first = tokens.lowerBound
+            let last = c[n - 1], chunkDecay = expf(last)
+            let toEnd = (0..<n).map { expf(last - c[$0]) }
+            for d in 0..<dk {
+                for e in 0..<dv {
+                    var s: Float = 0
+                    for i in 0..<n { s += k[(first + i) * dk + d] * toEnd[i] * values[i * dv + e] }
+                    state[d * dv + e] = state[d * dv + e] * chunkDecay + s
+                }
+            }
+        }
     }
 }
