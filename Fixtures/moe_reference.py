@@ -503,7 +503,7 @@ def _hybrid_checks(name, load, first, second, reference, reference2, module):
 
 
 def qwen3_next():
-    """A tiny Qwen3-Next (Qwen3NextForCausalLM): vocab 64, hidden 16, 3 layers: Gated DeltaNet, Gated DeltaNet, gated
+    """A tiny Qwen3-Next (Qwen3NextForCausalLM): vocab 32, hidden 16, 3 layers: Gated DeltaNet, Gated DeltaNet, gated
     full attention (full_attention_interval 3, written by transformers as layer_types); the DeltaNet of 2 key heads /
     4 value heads of 8 (value heads grouped over key heads as in the release, 16/32), causal depthwise conv1d of kernel
     4; the full attention of 4 heads / 2 KV heads of 16, q_proj twice as wide (query and output gate per head),
@@ -521,7 +521,7 @@ def qwen3_next():
     verify/qwen3_next.safetensors: the MoE blocks on seeded hidden states."""
     from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
     from transformers.models.qwen3_next import modeling_qwen3_next as mq
-    config = Qwen3NextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+    config = Qwen3NextConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, linear_conv_kernel_dim=4,
                              linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
                              linear_num_value_heads=4, full_attention_interval=3, moe_intermediate_size=8,
@@ -575,26 +575,26 @@ def qwen3_next():
 def qwen3_5_moe():
     """A tiny Qwen3.5-MoE as released (Qwen3_5MoeForConditionalGeneration: the text decoder under
     model.language_model., a vision tower under model.visual., lm_head at the top; config.json nests the decoder's
-    fields in text_config): vocab 64, hidden 16, 3 layers (DeltaNet, DeltaNet, gated full attention:
+    fields in text_config): vocab 32, hidden 16, 3 layers (DeltaNet, DeltaNet, gated full attention:
     full_attention_interval 3), every layer MoE (Qwen3.5 has no dense layers or norm_topk_prob: the router always
     renormalises), 6 experts of intermediate 8, top-2, written one by one (experts.<e>.gate_proj: transformers
     fuses them on loading and splits them again on saving, as the release stores them), a shared expert of 16 behind its sigmoid gate; the DeltaNet with
     Qwen3.5's four projections (in_proj_qkv, in_proj_z, in_proj_b, in_proj_a) of 2 key / 4 value heads of 8; the
     full attention as Qwen3-Next's, rotary on half of each head of 16 (partial_rotary_factor 0.5) with
     mrope_section [2, 1, 1] (text-only positions are the same on all three axes, so it is plain rotary); a vision
-    tower of depth 1, hidden 16; weights from _qwen3_next_weights (seed 58) (no MTP block: the Qwen3-Next fixture
+    tower of depth 1, hidden 8; weights from _qwen3_next_weights (seed 58) (no MTP block: the Qwen3-Next fixture
     has one, under the same names). Then verify/qwen3_5_moe.model.safetensors (16 tokens) and
     verify/qwen3_5_moe-seq2.model.safetensors (72 seeded random tokens, two chunks): logits, hidden states, router
     choices of the text model run on token ids alone; verify/qwen3_5_moe.safetensors: the MoE blocks."""
     from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
     from transformers.models.qwen3_5_moe import modeling_qwen3_5_moe as mq
-    text = dict(vocab_size=64, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+    text = dict(vocab_size=32, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                 head_dim=16, linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8,
                 linear_num_key_heads=2, linear_num_value_heads=4, full_attention_interval=3, moe_intermediate_size=8,
                 shared_expert_intermediate_size=16, num_experts=6, num_experts_per_tok=2,
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
                                  "mrope_section": [2, 1, 1], "mrope_interleaved": True})
-    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=4, temporal_patch_size=2,
+    vision = dict(depth=1, hidden_size=8, intermediate_size=16, num_heads=1, patch_size=4, temporal_patch_size=2,
                   spatial_merge_size=1, out_hidden_size=16, num_position_embeddings=16)
     config = Qwen3_5MoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
     assert config.text_config.layer_types == ["linear_attention", "linear_attention", "full_attention"]
@@ -610,8 +610,8 @@ def qwen3_5_moe():
         return m
     model = load()
     torch.set_grad_enabled(False)
-    first = torch.tensor([[(i * 7919 + 13) % 64 for i in range(TOKENS)]])
-    second = torch.randint(0, 64, (1, 72), generator=torch.Generator().manual_seed(56))
+    first = torch.tensor([[(i * 7919 + 13) % 32 for i in range(TOKENS)]])
+    second = torch.randint(0, 32, (1, 72), generator=torch.Generator().manual_seed(56))
     text_model = _TextView(model)
     for ids, name in [(first, "qwen3_5_moe"), (second, "qwen3_5_moe-seq2")]:
         tensors = _router_choices(text_model, ids)

@@ -285,7 +285,7 @@ extension TransformerAgainstTransformers {
             if let rotary { c.append("partial_rotary_factor", .double(rotary)) }
             return ModelConfig(c)
         }
-        let ids = Array(0..<12).map { ($0 * 37 + 5) % 64 }
+        let ids = Array(0..<12).map { ($0 * 37 + 5) % 32 }
         let reference = try Transformer(checkpoint).forward(ids).logits
         for rotary in [0.25, nil] {
             let released = try Transformer(checkpoint, config: config(interval: 3, rotary: rotary)).forward(ids)
