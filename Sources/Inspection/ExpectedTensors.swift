@@ -218,7 +218,7 @@ public enum ExpectedTensors {
                expectedNames.contains(base) { continue }
             if let l = layerIndex(name), l >= layers { continue }  // MTP layers
             // Qwen3-Next's MTP block and a multimodal model's towers: counted apart by the structure, not the decoder's.
-            if TensorRole.classify(name).kind == .mtp || TensorRole.classify(name).kind == .multimodal { continue }
+            if [.mtp, .multimodal].contains(TensorRole.classify(name).kind) { continue }
             // Rotary caches some exporters keep are no weights.
             if name.hasSuffix("rotary_emb.inv_freq") { continue }
             report.unexpected.append(name)
