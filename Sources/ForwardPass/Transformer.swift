@@ -338,7 +338,8 @@ public struct Transformer {
         if type == "minimax_m2" {  // RMSNorm over each token's whole projection (weights [heads x head_dim]), then the split into heads
             q = try Math.rmsNorm(q, tokens: t, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
-        } else if reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
+        } else if reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true || Self.hybridTypes.contains(type) {
+            // Qwen3, GLM-4.5, Qwen3-Next (always): RMSNorm of each head
             q = try norm(q, tokens: t * heads, p + "q_norm.weight")
             k = try norm(k, tokens: t * kvHeads, p + "k_norm.weight")
         }
