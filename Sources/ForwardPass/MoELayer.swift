@@ -132,13 +132,18 @@ public struct MoELayer {
         } else {
             throw ForwardError(.notAnMoELayer, "layer \(layer): no expert weights under \(prefix)experts.")
         }
+        // Qwen3-Next and Qwen3.5 always have a gated shared expert when config.json sizes one: a checkpoint without
+        // it is refused by name rather than run without it.
+        let sharedRequired = Transformer.hybridTypes.contains(type) && (config.sharedExpertIntermediateSize ?? 0) > 0
         let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
+            ?? (sharedRequired ? prefix + "shared_expert." : nil)
         if let sp = sharedPrefix {
             shared = (try reader.weight(sp + "gate_proj.weight"), try reader.weight(sp + "up_proj.weight"), try reader.weight(sp + "down_proj.weight"))
         } else {
             shared = nil
         }
-        sharedGate = reader.has(prefix + "shared_expert_gate.weight") ? try reader.matrix(prefix + "shared_expert_gate.weight") : nil
+        let gateName = prefix + "shared_expert_gate.weight"
+        sharedGate = reader.has(gateName) || sharedRequired ? try reader.matrix(gateName) : nil
         // The weights the norm multiplies by: Qwen3-Next's and Qwen3.5's scale by 1 + weight.
         let zeroCentred = Transformer.hybridTypes.contains(type)
         inputNorm = reader.has(base + "post_attention_layernorm.weight")

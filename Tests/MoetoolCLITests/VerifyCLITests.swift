@@ -572,12 +572,12 @@ enum ShardSurgery {
                                      naming: ["FAILED layer \(moe) expert 1:", "FAILED layer \(moe) expert 5:"])
     }
 
-    /// A checkpoint without one of the DeltaNet's tensors, or without a q/k norm of the gated attention (always
-    /// applied), is refused, naming it.
+    /// A checkpoint without one of the DeltaNet's tensors, a q/k norm of the gated attention or the shared expert's
+    /// gate (both always applied) is refused, naming it.
     @Test(arguments: models)
     func aMissingTensorIsRefused(_ fixture: String, _ prefix: String, _ moe: Int, _ linear: Int, _ gates: [String]) throws {
         for name in ["\(prefix)layers.\(linear).linear_attn.A_log", "\(prefix)layers.\(linear).linear_attn.\(gates[0]).weight",
-                     "\(prefix)layers.2.self_attn.q_norm.weight"] {
+                     "\(prefix)layers.2.self_attn.q_norm.weight", "\(prefix)layers.\(moe).mlp.shared_expert_gate.weight"] {
             let dir = try Severity.rewritten("verify/" + fixture) { $0 != name }
             defer { Fixtures.removeTemporary(dir) }
             let r = try CLI.run(["verify", dir])
