@@ -115,7 +115,7 @@ let package = Package(
         .testTarget(name: "PlacementFilesTests", dependencies: ["PlacementFiles", "ExpertPlacement", "StrictJSON", "FixtureSupport", "Support", "CZlib"]),
         .testTarget(name: "ShardCompressionTests", dependencies: ["Support", "ShardCompression", "SafetensorsFormat", "Checkpoint", "CKernels", "FixtureSupport"]),
         .testTarget(name: "WeightReadingTests", dependencies: ["WeightReading", "Checkpoint", "SafetensorsFormat", "ShardCompression", "NumberFormats", "StrictJSON", "FixtureSupport"]),
-        .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport"]),
+        .testTarget(name: "ForwardPassTests", dependencies: ["ForwardPass", "Checkpoint", "SafetensorsFormat", "StrictJSON", "FixtureSupport", "Support"]),
         .testTarget(name: "MoetoolCLITests", dependencies: ["moetool", "StrictJSON", "SafetensorsFormat", "FixtureSupport"]),
     ]
 )

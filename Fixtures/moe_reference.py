@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4|deepseek_v32|glm_moe_dsa]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4|deepseek_v32|glm_moe_dsa|qwen3_next|qwen3_5_moe]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import importlib
 import os
@@ -843,24 +843,246 @@ def _dsa_fixture(config, model_class, name, seed, changes):
         print(f"{what}: logits move by {moved:.3g}")
         assert moved > 1e-2, what
     print(name + " written")
+def _qwen3_next_weights(model, seed):
+    """Random float32 weights for a tiny Qwen3-Next or Qwen3.5-MoE, large enough that every part matters: the
+    (1 + weight) RMSNorms around 0 (so 1 + w is near 1), the gated output norm (plain weight) around 1, A_log from
+    log U(0.02, 0.15) so the DeltaNet's decay keeps some state across a 64-token chunk, dt_bias small. The q/k/v/z
+    projections, the attention and the LM head are smaller than the rest: with them at 0.3 this 16-wide model moved
+    by FP8 (blocks of 128 x 128, so one scale per matrix) fails verify's default limits (logits relative error 0.35),
+    a property of the tiny random model rather than of the format (Fixtures/README.md)."""
+    g = torch.Generator().manual_seed(seed)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "shared_expert.": 0.3, "shared_expert_gate": 0.5,
+              "mlp.gate.weight": 0.5, "self_attn": 0.15, "conv1d": 0.75, "in_proj_qkv": 0.09, "in_proj_z": 0.09,
+              "in_proj": 0.3, "out_proj": 0.3, "dt_bias": 0.3, "mlp.": 0.3, "visual": 0.1}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("linear_attn.norm.weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            elif "norm" in name and "visual" not in name:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+            elif name.endswith("A_log"):
+                p.copy_((0.02 + 0.13 * torch.rand(p.shape, generator=g)).log())
+            else:
+                scale = next(v for k, v in scales.items() if k in name)
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
+def _decoder_layers(model):
+    inner = model.model
+    return inner.language_model.layers if hasattr(inner, "language_model") else inner.layers
+
+
+def _hybrid_checks(name, load, first, second, reference, reference2, module):
+    """What a Qwen3-Next-style fixture must tell apart, each measured on the logits: the recurrent order against the
+    chunked one (printed: it must be far below verify's 1e-4), and changes that must move the logits. `module` is the
+    modeling module whose torch_chunk_gated_delta_rule the DeltaNet layers call."""
+    chunked = module.torch_chunk_gated_delta_rule
+
+    def run_with(rule, ids):
+        module.torch_chunk_gated_delta_rule = rule
+        try:
+            return load()(input_ids=ids).logits[0]
+        finally:
+            module.torch_chunk_gated_delta_rule = chunked
+
+    def recurrent(q, k, v, g, beta, chunk_size=64, **kw):
+        return module.torch_recurrent_gated_delta_rule(q, k, v, g=g, beta=beta, **kw)
+    for ids, ref, label in [(first, reference, "16 tokens"), (second, reference2, f"{second.shape[1]} tokens")]:
+        moved = (run_with(recurrent, ids) - ref).abs().max().item()
+        print(f"{name} ({label}): the recurrent form instead of the chunked: logits move by {moved:.3g}")
+        assert 0 < moved < 1e-4, moved
+
+    def no_l2norm(q, k, v, g, beta, **kw):
+        return chunked(q, k, v, g=g, beta=beta, **{**kw, "use_qk_l2norm_in_kernel": False})
+
+    def state_reset_per_chunk(q, k, v, g, beta, **kw):  # each 64-token chunk starting from a zero state
+        outs = [chunked(q[:, s:s + 64], k[:, s:s + 64], v[:, s:s + 64], g=g[:, s:s + 64], beta=beta[:, s:s + 64], **kw)
+                for s in range(0, q.shape[1], 64)]
+        return torch.cat([o for o, _ in outs], dim=1), outs[-1][1]
+    for what, rule, ids, ref in [("no q/k l2norm in the DeltaNet", no_l2norm, first, reference),
+                                 ("DeltaNet state reset at each chunk", state_reset_per_chunk, second, reference2)]:
+        moved = (run_with(rule, ids) - ref).abs().max().item()
+        print(f"{name}: {what}: logits move by {moved:.3g}")
+        assert moved > 1e-2, what
+
+    def plain_norms(m):  # RMSNorm times weight instead of (1 + weight)
+        for mod in m.modules():
+            if type(mod).__name__.endswith("RMSNorm"):
+                mod.weight.sub_(1)
+
+    def no_output_gate(m):  # the gate half of q_proj zeroed: sigmoid(0) = 1/2 everywhere, o_proj doubled
+        for layer in _decoder_layers(m):
+            if hasattr(layer, "self_attn"):
+                attn = layer.self_attn
+                attn.q_proj.weight.view(m.config.get_text_config().num_attention_heads, 2, attn.head_dim, -1)[:, 1].zero_()
+                attn.o_proj.weight.mul_(2)
+
+    def no_conv(m):  # the depthwise conv1d replaced by the identity (then silu)
+        for layer in _decoder_layers(m):
+            if hasattr(layer, "linear_attn"):
+                w = layer.linear_attn.conv1d.weight
+                w.zero_()
+                w[..., -1] = 1
+
+    def shared_ungated(m):
+        for layer in _decoder_layers(m):
+            if hasattr(layer.mlp, "shared_expert_gate"):
+                layer.mlp.shared_expert_gate.weight.fill_(1e3)
+
+    for what, change in [("plain-weight RMSNorms", plain_norms), ("no attention output gate", no_output_gate),
+                         ("no causal conv1d", no_conv), ("shared expert ungated", shared_ungated)]:
+        altered = load()
+        with torch.no_grad():
+            change(altered)
+            moved = (altered(input_ids=first).logits[0] - reference).abs().max().item()
+        print(f"{name}: {what}: logits move by {moved:.3g}")
+        assert moved > 1e-2, what
+
+
+def qwen3_next():
+    """A tiny Qwen3-Next (Qwen3NextForCausalLM): vocab 32, hidden 16, 3 layers: Gated DeltaNet, Gated DeltaNet, gated
+    full attention (full_attention_interval 3, written by transformers as layer_types); the DeltaNet of 2 key heads /
+    4 value heads of 8 (value heads grouped over key heads as in the release, 16/32), causal depthwise conv1d of kernel
+    4; the full attention of 4 heads / 2 KV heads of 16, q_proj twice as wide (query and output gate per head),
+    (1 + weight) q/k norms per head, rotary on the first 4 dims (partial_rotary_factor 0.25); layers 0 and 2 MoE (8
+    experts of intermediate 8, top-3, norm_topk_prob, a shared expert of intermediate 16 behind a sigmoid
+    shared_expert_gate), layer 1 dense (mlp_only_layers [1], intermediate 32); weights from _qwen3_next_weights (seed
+    53); saved by save_pretrained to verify/qwen3_next/ (transformers writes the experts one by one,
+    experts.<e>.gate_proj, as the release stores them). An MTP block is added to the saved file by hand under the
+    release's names (mtp.fc, mtp.pre_fc_norm_embedding/hidden, mtp.layers.0.* a full-attention MoE layer,
+    mtp.norm), random; transformers' loader ignores mtp.*. Then, eager attention and experts, and the torch paths of
+    the DeltaNet (no flash-linear-attention or causal-conv1d installed: a whole prompt goes through
+    torch_chunk_gated_delta_rule, chunks of 64): verify/qwen3_next.model.safetensors (16 tokens i * 7919 + 13 mod
+    vocab) and verify/qwen3_next-seq2.model.safetensors (72 seeded random tokens: two chunks, so the state carried
+    from the first chunk into the second matters): logits, every hidden state and each MoE layer's router choice;
+    verify/qwen3_next.safetensors: the MoE blocks on seeded hidden states."""
+    from transformers import Qwen3NextConfig, Qwen3NextForCausalLM
+    from transformers.models.qwen3_next import modeling_qwen3_next as mq
+    config = Qwen3NextConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=3,
+                             num_attention_heads=4, num_key_value_heads=2, head_dim=16, linear_conv_kernel_dim=4,
+                             linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
+                             linear_num_value_heads=4, full_attention_interval=3, moe_intermediate_size=8,
+                             shared_expert_intermediate_size=16, num_experts=8, num_experts_per_tok=3,
+                             norm_topk_prob=True, mlp_only_layers=[1], tie_word_embeddings=False)
+    assert config.layer_types == ["linear_attention", "linear_attention", "full_attention"]
+    assert config.rope_parameters["partial_rotary_factor"] == 0.25
+    # The torch paths are the ones that run here: the kernels' packages are absent.
+    import importlib.util
+    assert all(importlib.util.find_spec(p) is None for p in ("fla", "causal_conv1d", "kernels"))
+    torch.manual_seed(53)
+    model = Qwen3NextForCausalLM(config)
+    _qwen3_next_weights(model, 530)
+    out_model = os.path.join(HERE, "verify", "qwen3_next")
+    model.save_pretrained(out_model, safe_serialization=True)
+    shard = os.path.join(out_model, "model.safetensors")
+    saved = load_file(shard)
+    g = torch.Generator().manual_seed(531)
+
+    def rnd(shape, norm=False):
+        return 0.2 * torch.randn(shape, generator=g) if norm else 0.3 * torch.randn(shape, generator=g)
+    last, h = "model.layers.2.", config.hidden_size
+    mtp = {"mtp.layers.0." + n[len(last):]: rnd(t.shape, norm="norm" in n) for n, t in saved.items() if n.startswith(last)}
+    mtp.update({"mtp.fc.weight": rnd([h, 2 * h]), "mtp.pre_fc_norm_embedding.weight": rnd([h], True),
+                "mtp.pre_fc_norm_hidden.weight": rnd([h], True), "mtp.norm.weight": rnd([h], True)})
+    save_file({**saved, **mtp}, shard, metadata={"format": "pt"})
+
+    def load():
+        m = Qwen3NextForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                 experts_implementation="eager")
+        m.eval()
+        return m
+    model = load()
+    torch.set_grad_enabled(False)
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 72), generator=torch.Generator().manual_seed(54))
+    for ids, name in [(first, "qwen3_next"), (second, "qwen3_next-seq2")]:
+        tensors = _router_choices(model, ids)
+        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
+            ["router.0.experts", "router.2.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = run_blocks(model)
+    save_file(blocks, os.path.join(HERE, "verify", "qwen3_next.safetensors"), metadata={"tokens": str(TOKENS)})
+    reference = load_file(os.path.join(HERE, "verify", "qwen3_next.model.safetensors"))["logits"]
+    reference2 = load_file(os.path.join(HERE, "verify", "qwen3_next-seq2.model.safetensors"))["logits"]
+    _hybrid_checks("qwen3_next", load, first, second, reference, reference2, mq)
+    print("qwen3_next written")
+
+
+def qwen3_5_moe():
+    """A tiny Qwen3.5-MoE as released (Qwen3_5MoeForConditionalGeneration: the text decoder under
+    model.language_model., a vision tower under model.visual., lm_head at the top; config.json nests the decoder's
+    fields in text_config): vocab 32, hidden 16, 3 layers (DeltaNet, DeltaNet, gated full attention:
+    full_attention_interval 3), every layer MoE (Qwen3.5 has no dense layers or norm_topk_prob: the router always
+    renormalises), 6 experts of intermediate 8, top-2, written one by one (experts.<e>.gate_proj: transformers
+    fuses them on loading and splits them again on saving, as the release stores them), a shared expert of 16 behind its sigmoid gate; the DeltaNet with
+    Qwen3.5's four projections (in_proj_qkv, in_proj_z, in_proj_b, in_proj_a) of 2 key / 4 value heads of 8; the
+    full attention as Qwen3-Next's, rotary on half of each head of 16 (partial_rotary_factor 0.5) with
+    mrope_section [2, 1, 1] (text-only positions are the same on all three axes, so it is plain rotary); a vision
+    tower of depth 1, hidden 8; weights from _qwen3_next_weights (seed 58) (no MTP block: the Qwen3-Next fixture
+    has one, under the same names). Then verify/qwen3_5_moe.model.safetensors (16 tokens) and
+    verify/qwen3_5_moe-seq2.model.safetensors (72 seeded random tokens, two chunks): logits, hidden states, router
+    choices of the text model run on token ids alone; verify/qwen3_5_moe.safetensors: the MoE blocks."""
+    from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
+    from transformers.models.qwen3_5_moe import modeling_qwen3_5_moe as mq
+    text = dict(vocab_size=32, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, linear_conv_kernel_dim=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                linear_num_key_heads=2, linear_num_value_heads=4, full_attention_interval=3, moe_intermediate_size=8,
+                shared_expert_intermediate_size=16, num_experts=6, num_experts_per_tok=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                 "mrope_section": [2, 1, 1], "mrope_interleaved": True})
+    vision = dict(depth=1, hidden_size=8, intermediate_size=16, num_heads=1, patch_size=4, temporal_patch_size=2,
+                  spatial_merge_size=1, out_hidden_size=16, num_position_embeddings=16)
+    config = Qwen3_5MoeConfig(text_config=text, vision_config=vision, tie_word_embeddings=False)
+    assert config.text_config.layer_types == ["linear_attention", "linear_attention", "full_attention"]
+    torch.manual_seed(58)
+    model = Qwen3_5MoeForConditionalGeneration(config)
+    _qwen3_next_weights(model, 580)
+    out_model = os.path.join(HERE, "verify", "qwen3_5_moe")
+    model.save_pretrained(out_model, safe_serialization=True)
+    def load():
+        m = Qwen3_5MoeForConditionalGeneration.from_pretrained(out_model, dtype=torch.float32,
+                                                               attn_implementation="eager", experts_implementation="eager")
+        m.eval()
+        return m
+    model = load()
+    torch.set_grad_enabled(False)
+    first = torch.tensor([[(i * 7919 + 13) % 32 for i in range(TOKENS)]])
+    second = torch.randint(0, 32, (1, 72), generator=torch.Generator().manual_seed(56))
+    text_model = _TextView(model)
+    for ids, name in [(first, "qwen3_5_moe"), (second, "qwen3_5_moe-seq2")]:
+        tensors = _router_choices(text_model, ids)
+        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
+            ["router.0.experts", "router.1.experts", "router.2.experts"]
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    blocks = run_blocks(text_model)
+    save_file(blocks, os.path.join(HERE, "verify", "qwen3_5_moe.safetensors"), metadata={"tokens": str(TOKENS)})
+    reference = load_file(os.path.join(HERE, "verify", "qwen3_5_moe.model.safetensors"))["logits"]
+    reference2 = load_file(os.path.join(HERE, "verify", "qwen3_5_moe-seq2.model.safetensors"))["logits"]
+    _hybrid_checks("qwen3_5_moe", load, first, second, reference, reference2, mq)
+    print("qwen3_5_moe written")
+
+
+class _TextView:
+    """A multimodal Qwen3.5 model seen as the helpers above expect a causal LM: model.model.layers, the config's
+    hidden_size, a call on input_ids."""
+    def __init__(self, model):
+        self.full = model
+        self.model = model.model.language_model
+        self.config = model.config.text_config
+
+    def __call__(self, **kw):
+        return self.full(**kw)
 
 
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:] == ["gpt_oss"]:
-        gpt_oss()
-    elif sys.argv[1:] == ["glm4_moe"]:
-        glm4_moe()
-    elif sys.argv[1:] == ["minimax_m2"]:
-        minimax_m2()
-    elif sys.argv[1:] == ["kimi_k2"]:
-        kimi_k2()
-    elif sys.argv[1:] == ["llama4"]:
-        llama4()
-    elif sys.argv[1:] == ["deepseek_v32"]:
-        deepseek_v32()
-    elif sys.argv[1:] == ["glm_moe_dsa"]:
-        glm_moe_dsa()
+    only = {"gpt_oss": gpt_oss, "glm4_moe": glm4_moe, "minimax_m2": minimax_m2, "kimi_k2": kimi_k2, "llama4": llama4,
+            "deepseek_v32": deepseek_v32, "glm_moe_dsa": glm_moe_dsa, "qwen3_next": qwen3_next, "qwen3_5_moe": qwen3_5_moe}
+    if len(sys.argv) == 2 and sys.argv[1] in only:
+        only[sys.argv[1]]()
+    elif len(sys.argv) > 1:
+        sys.exit(f"usage: moe_reference.py [{'|'.join(only)}]  (no argument: every fixture)")
     else:
         main()
         whole_models()
@@ -873,3 +1095,5 @@ if __name__ == "__main__":
         llama4()
         deepseek_v32()
         glm_moe_dsa()
+        qwen3_next()
+        qwen3_5_moe()

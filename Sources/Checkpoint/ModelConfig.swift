@@ -90,6 +90,24 @@ public struct ModelConfig: Sendable {
     public var moeLayerList: [Int]? { field("moe_layers")?.arrayValue?.compactMap { $0.uint64Value.map(Int.init) } }
     public var interleaveMoELayerStep: Int? { int("interleave_moe_layer_step") }
 
+    /// Where the decoder's tensors are named: "model." (model.embed_tokens, model.layers.N, model.norm), Llama 4's
+    /// "language_model.model.", or "model.language_model." for Qwen3.5-MoE, whose released checkpoints are the
+    /// multimodal model's (Qwen3_5MoeForConditionalGeneration: the vision tower beside it under model.visual).
+    public var decoderPrefix: String { architecture == "qwen3_5_moe" ? "model.language_model." : textWeightPrefix + "model." }
+    /// The output head's name: the text model's lm_head (Qwen3.5-MoE's at the top level).
+    public var headName: String { textWeightPrefix + "lm_head.weight" }
+
+    /// Whether decoder layer `layer` mixes tokens with linear attention (Qwen3-Next's and Qwen3.5's Gated
+    /// DeltaNet) rather than softmax attention: its layer_types entry is "linear_attention", or, when config.json
+    /// gives no layer_types (Qwen3-Next's released one), every layer but each full_attention_interval-th is.
+    public func isLinearAttentionLayer(_ layer: Int) -> Bool {
+        if let types = field("layer_types")?.arrayValue {
+            return layer < types.count && types[layer].stringValue == "linear_attention"
+        }
+        guard let interval = int("full_attention_interval"), interval >= 1 else { return false }
+        return (layer + 1) % interval != 0
+    }
+
     /// Whether decoder layer `layer` has a routed-expert MLP according to the config,
     /// or nil when the config does not describe a MoE model.
     public func isMoELayer(_ layer: Int) -> Bool? {

@@ -38,8 +38,9 @@ public struct TensorAction: Sendable, Equatable {
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
 /// attention and MLP/expert linear projections of the text model. Never vision or audio towers (MultimodalTower),
 /// embeddings, `lm_head`, MTP `shared_head.head` and `eh_proj`, routers (`mlp.gate`, `feed_forward.router`), `shared_expert_gate`,
-/// norms, biases or 1-D tensors. A DSA indexer's `wq_b` and `wk` are quantized, its `weights_proj` not.
-/// `--include` / `--exclude` patterns override it.
+/// the Gated DeltaNet's beta and decay projections (Qwen3-Next's `in_proj_ba`, Qwen3.5's `in_proj_b` and `in_proj_a`),
+/// norms, biases or 1-D tensors (its conv1d, A_log and dt_bias among them). A DSA indexer's `wq_b` and `wk` are
+/// quantized, its `weights_proj` not. `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
     public let exclude: NameFilter?
@@ -63,6 +64,7 @@ public struct TensorSelection: Sendable {
         if parts.contains("lm_head") || parts.contains("shared_head") { return "output head" }
         if module == "eh_proj" { return "MTP eh_proj" }
         if module == "gate" || module == "router" || module == "shared_expert_gate" { return "router" }
+        if ["in_proj_ba", "in_proj_b", "in_proj_a"].contains(module) { return "linear-attention gate (beta and decay)" }
         if module.hasSuffix("norm") { return "norm" }
         // DeepSeek-V3.2's DSA indexer ships its q and k projections in FP8 and its per-head weights unquantized.
         if parts.contains("indexer") { return module == "wq_b" || module == "wk" ? nil : "indexer head weights" }

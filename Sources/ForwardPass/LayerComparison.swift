@@ -88,8 +88,8 @@ public struct OutputDifference: Sendable {
 /// decoder_sparse_step) and its tensors (a router under the layer).
 public enum MoELayers {
     public static func of(_ checkpoint: Checkpoint) -> [Int] {
-        guard let n = checkpoint.config?.numHiddenLayers else { return [] }
-        return (0..<n).filter { i in MoELayer.routerWeightNames(layer: i, config: checkpoint.config).contains { checkpoint.locate($0) != nil } }
+        guard let config = checkpoint.config, let n = config.numHiddenLayers else { return [] }
+        return (0..<n).filter { i in MoELayer.routerWeightNames(layer: i, prefix: config.decoderPrefix).contains { checkpoint.locate($0) != nil } }
     }
 }
 

@@ -68,11 +68,10 @@ public struct MoELayer {
     /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, Llama 4's feed_forward.router, everyone else's mlp.gate).
     static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router"), ("feed_forward.", "router")]
 
-    /// The names layer `layer`'s router weight may have, one per architecture's naming, under the text model's
-    /// prefix for `config` (ModelConfig.textWeightPrefix).
-    public static func routerWeightNames(layer: Int, config: ModelConfig?) -> [String] {
-        let base = (config?.textWeightPrefix ?? "") + "model.layers.\(layer)."
-        return routerLocations.map { base + $0.0 + $0.1 + ".weight" }
+    /// The names layer `layer`'s router weight may have, one per architecture's naming; `prefix` is the
+    /// decoder's (ModelConfig.decoderPrefix).
+    public static func routerWeightNames(layer: Int, prefix: String = "model.") -> [String] {
+        routerLocations.map { "\(prefix)layers.\(layer).\($0.0)\($0.1).weight" }
     }
 
     /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
@@ -80,9 +79,9 @@ public struct MoELayer {
         self.layer = layer
         self.reader = reader
         let type = config.architecture ?? ""
-        let base = config.textWeightPrefix + "model.layers.\(layer)."
+        let base = config.decoderPrefix + "layers.\(layer)."
         guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
-            let names = Self.routerWeightNames(layer: layer, config: config)
+            let names = Self.routerWeightNames(layer: layer, prefix: config.decoderPrefix)
             throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(type == "llama4" ? names.last! : names[0])): not an MoE layer")
         }
         let prefix = base + block
@@ -120,6 +119,12 @@ public struct MoELayer {
         case "qwen2_moe", "qwen3_moe":
             router = .softmaxTopK(normalize: config.normTopkProb ?? false)
             bias = nil
+        case "qwen3_next":  // Qwen3NextTopKRouter: norm_topk_prob defaults to true
+            router = .softmaxTopK(normalize: config.normTopkProb ?? true)
+            bias = nil
+        case "qwen3_5_moe":  // Qwen3VLMoeTextTopKRouter: always renormalised
+            router = .softmaxTopK(normalize: true)
+            bias = nil
         case "gpt_oss":
             router = .topKSoftmax
             bias = nil
@@ -150,16 +155,23 @@ public struct MoELayer {
         } else {
             throw ForwardError(.notAnMoELayer, "layer \(layer): no expert weights under \(prefix)experts.")
         }
-        // Llama 4's MoE block always has its shared expert: looked for by name, so that a missing one is refused.
-        let sharedPrefix = type == "llama4" ? prefix + "shared_expert."
-            : [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
+        // Llama 4's MoE block always has its shared expert, and Qwen3-Next's and Qwen3.5's a gated one when config.json
+        // sizes one: looked for by name, so that a checkpoint without it is refused rather than run without it.
+        let gatedSharedRequired = Transformer.hybridTypes.contains(type) && (config.sharedExpertIntermediateSize ?? 0) > 0
+        let sharedRequired = type == "llama4" || gatedSharedRequired
+        let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
+            ?? (sharedRequired ? prefix + "shared_expert." : nil)
         if let sp = sharedPrefix {
             shared = (try reader.weight(sp + "gate_proj.weight"), try reader.weight(sp + "up_proj.weight"), try reader.weight(sp + "down_proj.weight"))
         } else {
             shared = nil
         }
-        sharedGate = reader.has(prefix + "shared_expert_gate.weight") ? try reader.matrix(prefix + "shared_expert_gate.weight") : nil
-        inputNorm = reader.has(base + "post_attention_layernorm.weight") ? try reader.vector(base + "post_attention_layernorm.weight") : nil
+        let gateName = prefix + "shared_expert_gate.weight"
+        sharedGate = reader.has(gateName) || gatedSharedRequired ? try reader.matrix(gateName) : nil
+        // The weights the norm multiplies by: Qwen3-Next's and Qwen3.5's scale by 1 + weight.
+        let zeroCentred = Transformer.hybridTypes.contains(type)
+        inputNorm = reader.has(base + "post_attention_layernorm.weight")
+            ? try reader.vector(base + "post_attention_layernorm.weight").map { zeroCentred ? 1 + $0 : $0 } : nil
         normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
     }
 

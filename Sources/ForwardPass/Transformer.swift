@@ -10,14 +10,19 @@ import StrictJSON
 /// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms per head, MiniMax-M2's over the whole projection, gpt-oss's
 /// biases on every projection, sinks and sliding window, Llama 4's NoPE layers, L2 q/k norm, temperature tuning and
 /// chunked attention) with rotary position embeddings (on part of each head for GLM-4.5 and MiniMax-M2), RMSNorm, a
-/// dense or MoE feed-forward block, then the final norm and the LM head.
+/// dense or MoE feed-forward block, then the final norm and the LM head. Qwen3-Next and Qwen3.5-MoE interleave Gated
+/// DeltaNet layers (GatedDeltaNet) with gated attention (an output gate from q_proj), and their RMSNorms scale by
+/// 1 + weight.
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa", "gpt_oss", "llama4", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa", "gpt_oss", "llama4", "minimax_m2", "mixtral",
+                                    "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "qwen3_next"]
     /// The architectures whose attention is DeepSeek's multi-head latent attention.
     static let latentAttentionTypes: Set<String> = ["deepseek_v3", "deepseek_v32", "glm_moe_dsa"]
     /// The architectures with DeepSeek Sparse Attention (MLA over the keys an indexer selects).
     static let sparseAttentionTypes: Set<String> = ["deepseek_v32", "glm_moe_dsa"]
+    /// The hybrid architectures: linear-attention layers, gated attention, (1 + weight) RMSNorms.
+    static let hybridTypes: Set<String> = ["qwen3_next", "qwen3_5_moe"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -36,10 +41,16 @@ public struct Transformer {
     let headDim: Int
     let ropeTheta: Double
     let type: String
-    /// Where the text model's weights are: "" (model.*, lm_head), or Llama 4's "language_model." (ModelConfig.textWeightPrefix).
-    let names: String
+    /// config.decoderPrefix: "model.", Llama 4's "language_model.model." or Qwen3.5-MoE's "model.language_model.".
+    let prefix: String
+    /// The output head's name (ModelConfig.headName): "lm_head.weight", or Llama 4's "language_model.lm_head.weight".
+    let headName: String
     /// DeepSeek-V3.2's and GLM-5's sparse attention (DSA): the indexer that picks each query's keys.
     let sparse: SparseAttention?
+    /// Qwen3-Next's and Qwen3.5's RMSNorms (Qwen3NextRMSNorm) scale by 1 + weight (weights stored around 0).
+    let zeroCentredNorms: Bool
+    /// The linear-attention mixer, for a model that has such layers.
+    let deltaNet: GatedDeltaNet?
 
     /// `config` overrides the checkpoint's config.json.
     public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
@@ -48,7 +59,9 @@ public struct Transformer {
         reader = try WeightReader(checkpoint)
         type = config.architecture ?? ""
         guard Self.modelTypes.contains(type) else { throw Self.unsupported(type) }
-        names = config.textWeightPrefix
+        prefix = config.decoderPrefix
+        headName = config.headName
+        zeroCentredNorms = Self.hybridTypes.contains(type)
         guard let h = config.hiddenSize, let v = config.vocabSize, let n = config.numHiddenLayers,
               let heads = config.int("num_attention_heads") else {
             throw ForwardError(.configInvalid, "config.json: hidden_size, vocab_size, num_hidden_layers and num_attention_heads are needed")
@@ -77,6 +90,7 @@ public struct Transformer {
             }
         }
         eps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
+        deltaNet = (0..<n).contains(where: config.isLinearAttentionLayer) ? try GatedDeltaNet(config) : nil
         let rope = config.field("rope_parameters")?.objectValue ?? config.field("rope_scaling")?.objectValue
             ?? (type == "gpt_oss" ? Self.gptOssRope : nil)
         let theta = rope?["rope_theta"]?.doubleValue ?? config.field("rope_theta")?.doubleValue ?? (type == "gpt_oss" ? 150000 : 10000)
@@ -107,17 +121,18 @@ public struct Transformer {
 
     /// How many leading dimensions of each query and key head are rotated: DeepSeek's qk_rope_head_dim; GLM-4.5's
     /// int(head_dim x partial_rotary_factor) (in rope_parameters, or at the top level as older config.json files
-    /// have it; transformers' default for glm4_moe is 0.5); MiniMax-M2's the same, or its released config.json's
+    /// have it; transformers' default for glm4_moe is 0.5, for qwen3_next and qwen3_5_moe 0.25); MiniMax-M2's the same, or its released config.json's
     /// legacy rotary_dim (transformers turns it into rotary_dim / head_dim), the whole head when neither is given;
     /// the whole head for the others.
     static func rotaryDim(_ config: ModelConfig, type: String, rope: JSONObject?, headDim: Int) throws(ForwardError) -> Int {
         switch type {
         case "deepseek_v3", "deepseek_v32", "glm_moe_dsa":
             return config.int("qk_rope_head_dim") ?? 0
-        case "glm4_moe", "minimax_m2":
+        case "glm4_moe", "minimax_m2", "qwen3_next", "qwen3_5_moe":
             let legacy = type == "minimax_m2" ? config.int("rotary_dim").map { Double($0) / Double(headDim) } : nil
+            let fallback: Double = ["glm4_moe": 0.5, "qwen3_next": 0.25, "qwen3_5_moe": 0.25][type] ?? 1
             let factor = rope?["partial_rotary_factor"]?.doubleValue ?? config.field("partial_rotary_factor")?.doubleValue
-                ?? legacy ?? (type == "glm4_moe" ? 0.5 : 1)
+                ?? legacy ?? fallback
             let dim = factor > 0 && factor <= 1 ? Int(Double(headDim) * factor) : 0
             guard dim >= 2, dim % 2 == 0 else {
                 throw ForwardError(.configInvalid, "config.json: partial_rotary_factor \(factor) of head_dim \(headDim) must leave a positive even number of rotary dimensions")
@@ -226,9 +241,9 @@ public struct Transformer {
 
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
         let t = ids.count
-        let embed = try reader.weight(names + "model.embed_tokens.weight")
+        let embed = try reader.weight(prefix + "embed_tokens.weight")
         guard embed.rows == vocab, embed.cols == hidden else {
-            throw ForwardError(.configInvalid, "\(names)model.embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
+            throw ForwardError(.configInvalid, "\(prefix)embed_tokens.weight is [\(embed.rows), \(embed.cols)]; config.json says [\(vocab), \(hidden)]")
         }
         var h = [Float](repeating: 0, count: t * hidden)
         for (i, id) in ids.enumerated() {
@@ -240,21 +255,23 @@ public struct Transformer {
         var topK: [Int: Int] = [:]
         var keys: [Int: [[Int]]] = [:]
         for l in 0..<layers {
-            let p = names + "model.layers.\(l)."
-            let x = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "input_layernorm.weight"), eps: eps, name: p + "input_layernorm.weight")
+            let p = prefix + "layers.\(l)."
+            let x = try norm(h, tokens: t, p + "input_layernorm.weight")
             let a: [Float]
-            if Self.latentAttentionTypes.contains(type) {
+            if let deltaNet, config.isLinearAttentionLayer(l) {
+                a = try deltaNet.forward(x, tokens: t, reader: reader, prefix: p + "linear_attn.", hidden: hidden, eps: eps)
+            } else if Self.latentAttentionTypes.contains(type) {
                 let previous = l > 0 ? keys[l - 1] : nil
                 (a, keys[l]) = try mla(x, tokens: t, layer: l, previousKeys: previous)
             } else {
                 a = try gqa(x, tokens: t, layer: l)
             }
             for i in h.indices { h[i] += a[i] }
-            let y = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(p + "post_attention_layernorm.weight"), eps: eps, name: p + "post_attention_layernorm.weight")
+            let y = try norm(h, tokens: t, p + "post_attention_layernorm.weight")
             let m: [Float]
             // Llama 4's config.json says which layers are MoE (moe_layers): one without its router is refused, not run dense.
             let moe = type == "llama4" ? config.isMoELayer(l) == true
-                : MoELayer.routerWeightNames(layer: l, config: config).contains(where: reader.has)
+                : MoELayer.routerWeightNames(layer: l, prefix: prefix).contains(where: reader.has)
             if moe {
                 let block = try MoELayer(reader, config: config, layer: l)
                 let r = try block.forward(y, tokens: t)
@@ -269,11 +286,17 @@ public struct Transformer {
             for i in h.indices { h[i] += m[i] }
             states.append(h)
         }
-        h = try Math.rmsNorm(h, tokens: t, weight: try reader.vector(names + "model.norm.weight"), eps: eps, name: names + "model.norm.weight")
+        h = try norm(h, tokens: t, prefix + "norm.weight")
         states[states.count - 1] = h
         // Tied embeddings are the output head whatever lm_head.weight the file also holds, as transformers ties them.
-        let head = !tied && reader.has(names + "lm_head.weight") ? try reader.weight(names + "lm_head.weight") : embed
+        let head = !tied && reader.has(headName) ? try reader.weight(headName) : embed
         return Output(logits: try Math.linear(h, tokens: t, head, rows: vocab), hidden: states, routing: routing, topK: topK, keys: keys)
+    }
+
+    /// RMSNorm of each token of `x` with the weight `name` (plus one for the zero-centred norms).
+    func norm(_ x: [Float], tokens: Int, _ name: String) throws(ForwardError) -> [Float] {
+        let weight = try reader.vector(name)
+        return try Math.rmsNorm(x, tokens: tokens, weight: zeroCentredNorms ? weight.map { 1 + $0 } : weight, eps: eps, name: name)
     }
 
     /// cos and sin of position p for rotary frequency i (times the attention factor).
@@ -344,7 +367,7 @@ public struct Transformer {
     }
 
     func gqa(_ x: [Float], tokens t: Int, layer l: Int) throws(ForwardError) -> [Float] {
-        let p = names + "model.layers.\(l).self_attn."
+        let p = prefix + "layers.\(l).self_attn."
         // attention_bias: q/k/v have biases (GLM-4.5's o_proj has none; gpt-oss's has one, found by name).
         let qkvBias = config.field("attention_bias")?.boolValue == true
         func project(_ x: [Float], _ name: String, rows: Int) throws(ForwardError) -> [Float] {
@@ -356,14 +379,21 @@ public struct Transformer {
             }
             return y
         }
-        var q = try project(x, "q_proj", rows: heads * headDim), k = try project(x, "k_proj", rows: kvHeads * headDim)
+        var q: [Float], gate: [Float]?
+        if Self.hybridTypes.contains(type) {  // q_proj gives each head's query, then its output gate
+            (q, gate) = Self.splitHalves(try project(x, "q_proj", rows: 2 * heads * headDim), rows: t * heads, width: headDim)
+        } else {
+            (q, gate) = (try project(x, "q_proj", rows: heads * headDim), nil)
+        }
+        var k = try project(x, "k_proj", rows: kvHeads * headDim)
         let v = try project(x, "v_proj", rows: kvHeads * headDim)
         if type == "minimax_m2" {  // RMSNorm over each token's whole projection (weights [heads x head_dim]), then the split into heads
             q = try Math.rmsNorm(q, tokens: t, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
             k = try Math.rmsNorm(k, tokens: t, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
-        } else if type != "llama4", reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true {  // Qwen3, GLM-4.5: RMSNorm of each head
-            q = try Math.rmsNorm(q, tokens: t * heads, weight: try reader.vector(p + "q_norm.weight"), eps: eps, name: p + "q_norm.weight")
-            k = try Math.rmsNorm(k, tokens: t * kvHeads, weight: try reader.vector(p + "k_norm.weight"), eps: eps, name: p + "k_norm.weight")
+        } else if type != "llama4", reader.has(p + "q_norm.weight") || config.field("use_qk_norm")?.boolValue == true || Self.hybridTypes.contains(type) {
+            // Qwen3, GLM-4.5, Qwen3-Next (always): RMSNorm of each head
+            q = try norm(q, tokens: t * heads, p + "q_norm.weight")
+            k = try norm(k, tokens: t * kvHeads, p + "k_norm.weight")
         }
         let llama4 = type == "llama4" ? try Llama4Attention(config, layer: l) : nil
         if llama4?.rotary ?? true {
@@ -384,9 +414,22 @@ public struct Transformer {
         if let sinks, sinks.count != heads {
             throw ForwardError(.shapeMismatch, "\(p)sinks has \(sinks.count) values for \(heads) heads")
         }
-        let o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: kvHeads, dq: headDim, dv: headDim,
+        var o = attend(q: q, k: k, v: v, tokens: t, heads: heads, kvHeads: kvHeads, dq: headDim, dv: headDim,
                        scale: 1 / Float(headDim).squareRoot(), window: try slidingWindow(layer: l), chunk: llama4?.chunk, sinks: sinks)
+        if let gate { for i in o.indices { o[i] *= Math.sigmoid(gate[i]) } }
         return try project(o, "o_proj", rows: hidden)
+    }
+
+    /// Rows of 2 x `width` values split into their first halves and their second halves (rows x width each).
+    static func splitHalves(_ x: [Float], rows: Int, width: Int) -> ([Float], [Float]) {
+        var first = [Float](repeating: 0, count: rows * width), second = first
+        for r in 0..<rows {
+            for d in 0..<width {
+                first[r * width + d] = x[r * 2 * width + d]
+                second[r * width + d] = x[r * 2 * width + width + d]
+            }
+        }
+        return (first, second)
     }
 
     /// What Llama 4's attention does in layer `layer` besides grouped-query attention (Llama4TextAttention): rotary
@@ -455,7 +498,7 @@ public struct Transformer {
     /// DeepSeek's multi-head latent attention; with DSA, over the keys the layer's indexer selects (or, on a layer
     /// without one, the `previousKeys` of the layer before). Returns the output and, with DSA, the keys per query.
     func mla(_ x: [Float], tokens t: Int, layer l: Int, previousKeys: [[Int]]?) throws(ForwardError) -> ([Float], [[Int]]?) {
-        let p = "model.layers.\(l).self_attn."
+        let p = prefix + "layers.\(l).self_attn."
         guard let nope = config.int("qk_nope_head_dim"), let ropeDim = config.int("qk_rope_head_dim"),
               let vDim = config.int("v_head_dim"), let kvRank = config.int("kv_lora_rank") else {
             throw ForwardError(.configInvalid, "config.json: MLA needs qk_nope_head_dim, qk_rope_head_dim, v_head_dim and kv_lora_rank")

@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3/V3.2, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, GLM-5, MiniMax-M2, Llama 4's text model): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3/V3.2, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, GLM-5, MiniMax-M2, Llama 4's text model, Qwen3-Next, Qwen3.5-MoE): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -16,14 +16,16 @@ public enum ExpectedTensors {
         public var missing: [String] = []
         /// (name, shape found, shape expected).
         public var wrongShape: [(name: String, found: [UInt64], expected: [UInt64])] = []
-        /// Names the checkpoint holds that config.json does not imply (other than scales and MTP layers).
+        /// Names the checkpoint holds that config.json does not imply (other than scales, MTP layers and blocks, and
+        /// vision or audio towers).
         public var unexpected: [String] = []
     }
 
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        guard let type = config.architecture, ["deepseek_v3", "deepseek_v32", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "glm_moe_dsa", "minimax_m2", "llama4"].contains(type),
+        guard let type = config.architecture, ["deepseek_v3", "deepseek_v32", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe",
+                                               "glm_moe_dsa", "minimax_m2", "llama4", "qwen3_next", "qwen3_5_moe"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
         else { return nil }
@@ -32,18 +34,23 @@ public enum ExpectedTensors {
         guard experts >= 0, experts <= 1 << 16, estimate <= maximumTensors else { return nil }
         var out: [(String, [UInt64])] = []
         func add(_ name: String, _ shape: [Int]) { out.append((name, shape.map { UInt64($0) })) }
-        // Llama 4's text model sits under language_model. beside its vision tower (whose tensors are not checked).
-        let text = config.textWeightPrefix
-        add(text + "model.embed_tokens.weight", [v, h])
-        add(text + "model.norm.weight", [h])
-        if !(config.tieWordEmbeddings ?? false) { add(text + "lm_head.weight", [v, h]) }
+        // The decoder's names start at config.decoderPrefix (Llama 4's and Qwen3.5-MoE's sit beside a vision tower, whose
+        // tensors are not checked).
+        let model = config.decoderPrefix
+        add(model + "embed_tokens.weight", [v, h])
+        add(model + "norm.weight", [h])
+        if !(config.tieWordEmbeddings ?? false) { add(config.headName, [v, h]) }
         for l in 0..<layers {
-            let p = text + "model.layers.\(l)."
+            let p = model + "layers.\(l)."
             add(p + "input_layernorm.weight", [h])
             add(p + "post_attention_layernorm.weight", [h])
-            guard attention(config, type: type, prefix: p + "self_attn.", hidden: h, heads: heads, add: add),
-                  sparseAttentionIndexer(config, type: type, layer: l, prefix: p + "self_attn.indexer.", hidden: h, add: add)
-            else { return nil }
+            if config.isLinearAttentionLayer(l) {
+                guard linearAttention(config, prefix: p + "linear_attn.", hidden: h, has: has, add: add) else { return nil }
+            } else {
+                guard attention(config, type: type, prefix: p + "self_attn.", hidden: h, heads: heads, add: add),
+                      sparseAttentionIndexer(config, type: type, layer: l, prefix: p + "self_attn.indexer.", hidden: h, add: add)
+                else { return nil }
+            }
             guard feedForward(config, type: type, layer: l, prefix: p, hidden: h, has: has, add: add) else { return nil }
         }
         return out
@@ -69,7 +76,9 @@ public enum ExpectedTensors {
         }
         let kv = c.int("num_key_value_heads") ?? heads
         let d = c.int("head_dim") ?? h / heads
-        add(p + "q_proj.weight", [heads * d, h])
+        // Qwen3-Next's and Qwen3.5's gated attention: q_proj gives each head's query and its output gate.
+        let gated = type == "qwen3_next" || type == "qwen3_5_moe"
+        add(p + "q_proj.weight", [(gated ? 2 : 1) * heads * d, h])
         add(p + "k_proj.weight", [kv * d, h])
         add(p + "v_proj.weight", [kv * d, h])
         add(p + "o_proj.weight", [h, heads * d])
@@ -78,7 +87,7 @@ public enum ExpectedTensors {
             add(p + "k_proj.bias", [kv * d])
             add(p + "v_proj.bias", [kv * d])
         }
-        if type == "qwen3_moe" || (type == "glm4_moe" && c.field("use_qk_norm")?.boolValue == true) {
+        if type == "qwen3_moe" || gated || (type == "glm4_moe" && c.field("use_qk_norm")?.boolValue == true) {
             add(p + "q_norm.weight", [d])
             add(p + "k_norm.weight", [d])
         }
@@ -106,6 +115,32 @@ public enum ExpectedTensors {
         add(p + "k_norm.weight", [dim])
         add(p + "k_norm.bias", [dim])
         add(p + "weights_proj.weight", [heads, h])
+        return true
+    }
+
+    /// A Gated DeltaNet layer's tensors: Qwen3-Next's fused projections (in_proj_qkvz, in_proj_ba) or, when the
+    /// checkpoint has in_proj_qkv, Qwen3.5's four; the depthwise conv1d over [q | k | v]; A_log and dt_bias per
+    /// value head; the gated norm over a value head; out_proj.
+    static func linearAttention(_ c: ModelConfig, prefix p: String, hidden h: Int, has: (String) -> Bool,
+                                add: (String, [Int]) -> Void) -> Bool {
+        guard let nk = c.int("linear_num_key_heads"), let nv = c.int("linear_num_value_heads"), let dk = c.int("linear_key_head_dim"),
+              let dv = c.int("linear_value_head_dim"), let kernel = c.int("linear_conv_kernel_dim"),
+              [nk, nv, dk, dv, kernel].allSatisfy({ $0 > 0 && $0 <= 1 << 16 }) else { return false }
+        let qkv = 2 * nk * dk + nv * dv
+        if has(p + "in_proj_qkv.weight") {
+            add(p + "in_proj_qkv.weight", [qkv, h])
+            add(p + "in_proj_z.weight", [nv * dv, h])
+            add(p + "in_proj_b.weight", [nv, h])
+            add(p + "in_proj_a.weight", [nv, h])
+        } else {
+            add(p + "in_proj_qkvz.weight", [qkv + nv * dv, h])
+            add(p + "in_proj_ba.weight", [2 * nv, h])
+        }
+        add(p + "conv1d.weight", [qkv, 1, kernel])
+        add(p + "A_log", [nv])
+        add(p + "dt_bias", [nv])
+        add(p + "norm.weight", [dv])
+        add(p + "out_proj.weight", [h, nv * dv])
         return true
     }
 
@@ -173,7 +208,7 @@ public enum ExpectedTensors {
             add(moe + "e_score_correction_bias", [experts])
         case "deepseek_v2":
             if let n = c.nSharedExperts, n > 0 { mlp(moe + "shared_experts.", size * n) }
-        case "qwen2_moe":
+        case "qwen2_moe", "qwen3_next", "qwen3_5_moe":
             if let shared = c.sharedExpertIntermediateSize, shared > 0 {
                 mlp(moe + "shared_expert.", shared)
                 add(moe + "shared_expert_gate.weight", [1, h])
@@ -222,7 +257,8 @@ public enum ExpectedTensors {
             if let base = ["_packed", "_blocks"].first(where: { name.hasSuffix($0) }).map({ String(name.dropLast($0.count)) }),
                expectedNames.contains(base) { continue }
             if let l = layerIndex(name, config: config), l >= layers { continue }  // MTP layers
-            if TensorRole.classify(name).kind == .multimodal { continue }  // vision and audio towers: not checked
+            // Qwen3-Next's MTP block and a multimodal model's towers: counted apart by the structure, not the decoder's.
+            if [.mtp, .multimodal].contains(TensorRole.classify(name).kind) { continue }
             // Rotary caches some exporters keep are no weights.
             if name.hasSuffix("rotary_emb.inv_freq") { continue }
             report.unexpected.append(name)
@@ -231,7 +267,7 @@ public enum ExpectedTensors {
     }
 
     static func layerIndex(_ name: String, config: ModelConfig) -> Int? {
-        let layers = config.textWeightPrefix + "model.layers."
+        let layers = config.decoderPrefix + "layers."
         guard name.hasPrefix(layers) else { return nil }
         return Int(name.dropFirst(layers.count).prefix { $0.isNumber })
     }

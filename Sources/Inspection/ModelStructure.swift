@@ -33,7 +33,18 @@ public struct TensorRole: Sendable, Equatable {
         }
     }
 
+    /// The index N of a Qwen3-Next-style MTP block's `mtp.layers.N.` tensor.
+    static func mtpBlockLayer(_ name: String) -> Int? {
+        guard name.hasPrefix("mtp.layers.") else { return nil }
+        return Int(name.dropFirst("mtp.layers.".count).prefix { $0.isNumber })
+    }
+
     private static func classify(_ n: NameParts) -> TensorRole {
+        // Qwen3-Next's and Qwen3.5's multi-token-prediction block lives apart from the decoder (mtp.fc,
+        // mtp.layers.N.*, mtp.norm): never part of the main model, whatever its own layer numbers say.
+        if n.count > 1 && n.equals(0, "mtp") {
+            return TensorRole(kind: .mtp, layer: nil, expert: nil, fused: false)
+        }
         if MultimodalTower.nameParts.contains(where: { n.contains($0) }) {
             return TensorRole(kind: .multimodal, layer: nil, expert: nil, fused: false)
         }
@@ -164,6 +175,9 @@ private struct Tally {
     var layers: [Int: LayerTally] = [:]
     var total: UInt64 = 0
     var multimodal: UInt64 = 0
+    /// Parameters of an MTP block kept apart from the decoder (mtp.*), and its layers (mtp.layers.N).
+    var separateMTP: UInt64 = 0
+    var separateMTPLayers = Set<Int>()
     /// Elements and bytes of quantization bookkeeping (scales, zero points, shapes), not parameters.
     var overheadElements: UInt64 = 0
     var overheadBytes: UInt64 = 0
@@ -184,6 +198,10 @@ private struct Tally {
             total += n
             let role = TensorRole.classify(t.name)
             if role.kind == .multimodal { multimodal += n }
+            if role.kind == .mtp && role.layer == nil {
+                separateMTP += n
+                if let l = TensorRole.mtpBlockLayer(t.name) { separateMTPLayers.insert(l) }
+            }
             guard let l = role.layer else { continue }
             let slot = layerSlots.id(l)
             if slot == accs.count { accs.append(LayerTally()) }
@@ -214,6 +232,8 @@ private struct Tally {
         for (l, t) in o.layers { layers[l, default: LayerTally()].merge(t) }
         total += o.total
         multimodal += o.multimodal
+        separateMTP += o.separateMTP
+        separateMTPLayers.formUnion(o.separateMTPLayers)
         overheadElements += o.overheadElements
         overheadBytes += o.overheadBytes
         sawPerExpert = sawPerExpert || o.sawPerExpert
@@ -303,7 +323,7 @@ public struct ModelStructure: Sendable {
         decoderLayers = configLayers ?? main.count
         moeLayers = moe.count
         denseLayers = decoderLayers - moeLayers
-        mtpLayers = summaries.filter(\.isMTP).count
+        mtpLayers = summaries.filter(\.isMTP).count + tally.separateMTPLayers.count
         let foundExperts = moe.map(\.routedExperts).max() ?? 0
         routedExperts = config?.routedExperts ?? foundExperts
         expertsPerToken = config?.expertsPerToken
@@ -312,7 +332,7 @@ public struct ModelStructure: Sendable {
         routers = summaries.filter(\.hasRouter).count
         expertLayout = sawFused ? .fused : (sawPerExpert ? .perExpert : .none)
         totalParameters = total
-        mtpParameters = summaries.filter(\.isMTP).reduce(0) { $0 + $1.parameters }
+        mtpParameters = summaries.filter(\.isMTP).reduce(0) { $0 + $1.parameters } + tally.separateMTP
         multimodalParameters = tally.multimodal
         overheadElements = tally.overheadElements
         overheadBytes = tally.overheadBytes

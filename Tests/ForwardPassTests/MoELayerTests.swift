@@ -3,6 +3,7 @@ import FixtureSupport
 import Foundation
 import SafetensorsFormat
 import StrictJSON
+import Support
 import Testing
 
 @testable import ForwardPass
@@ -29,11 +30,13 @@ import Testing
     /// experts, top-3, sigmoid router with a random e_score_correction_bias on the block), Llama 4 (4 fused experts
     /// stored [E, in, out], top-1 sigmoid router whose weight scales the expert's input, a shared expert), and
     /// DeepSeek-V3.2 (8 experts in 4 groups keeping 2, top-3, a shared expert) and GLM-5 (8 experts in one group,
-    /// top-3, a shared expert).
+    /// top-3, a shared expert), Qwen3-Next (8 experts, top-3, a shared expert behind its sigmoid gate, a dense layer
+    /// between) and Qwen3.5-MoE (6 experts, top-2, its decoder under model.language_model.).
     static let checkpoints = models.map { ($0, "models/" + $0) } + [("deepseek_v3-32e", "verify/deepseek_v3-32e"), ("gpt_oss", "verify/gpt_oss"),
                                                                      ("glm4_moe", "verify/glm4_moe"), ("minimax_m2", "verify/minimax_m2"),
                                                                      ("llama4", "verify/llama4"),
-                                                                     ("deepseek_v32", "verify/deepseek_v32"), ("glm_moe_dsa", "verify/glm_moe_dsa")]
+                                                                     ("deepseek_v32", "verify/deepseek_v32"), ("glm_moe_dsa", "verify/glm_moe_dsa"),
+                                                                     ("qwen3_next", "verify/qwen3_next"), ("qwen3_5_moe", "verify/qwen3_5_moe")]
 
     /// The fused expert layout ([E, 2I, H] gate_up_proj, written by Fixtures/generate.py from the same
     /// in-memory model as the per-expert one) gives the same bits, its halves read in place.
@@ -124,11 +127,13 @@ import Testing
     /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5, MiniMax-M2, Llama 4, DeepSeek-V3.2 and
     /// GLM-5 on a second sequence of 24 too (Llama 4's text model inside Llama4ForConditionalGeneration: 16 and 24
     /// tokens both span several attention chunks of 6, and its NoPE layer's query temperature changes from position 3
-    /// on); Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
+    /// on); Qwen3-Next and Qwen3.5-MoE on one of 72 (two chunks of their DeltaNet's chunked recurrence); Kimi-K2 (its
+    /// config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
                                                                         ("minimax_m2-seq2", "verify/minimax_m2"), ("llama4-seq2", "verify/llama4"),
                                                                         ("deepseek_v32-seq2", "verify/deepseek_v32"),
                                                                         ("glm_moe_dsa-seq2", "verify/glm_moe_dsa"),
+                                                                        ("qwen3_next-seq2", "verify/qwen3_next"), ("qwen3_5_moe-seq2", "verify/qwen3_5_moe"),
                                                                         ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
@@ -161,7 +166,8 @@ import Testing
             let dw = maxAbsDifference(routing.flatMap(\.weights), floats(reference, "router.\(layer).weights"))
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
-        #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "llama4", "kimi_k2"].contains(where: model.hasPrefix) || routed.count == 2)
+        #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "llama4", "kimi_k2", "qwen3_next"].contains(where: model.hasPrefix) || routed.count == 2)
+        #expect(!model.hasPrefix("qwen3_5_moe") || routed.count == 3)
         // DSA (DeepSeek-V3.2, GLM-5): each layer's indexer let each query attend to the same keys, and some queries
         // did drop keys (more earlier tokens than index_topk), so the selection is what is being tested. GLM-5's
         // layer 1 ("shared") attends to the keys layer 0 chose.
@@ -365,5 +371,77 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
         let expected: [Float] = [(-2 + 1) * 2 / (1 + expf(-3)), (0.5 + 1) * -1 / (1 + expf(1.5))]
         #expect(y.count == 2)
         #expect(maxAbsDifference(y, expected) < 1e-6, "\(y)")
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// Qwen3-Next's released config.json gives no layer_types but full_attention_interval, and its rotary settings at
+    /// the top level (partial_rotary_factor, rope_theta): those alone run the model the fixture's layer_types and
+    /// rope_parameters do, bit for bit; another interval (a different layer linear) or the whole head rotated (no
+    /// partial_rotary_factor anywhere gives transformers' default for qwen3_next, 0.25, the fixture's) moves the logits.
+    @Test func qwen3NextReleasedConfigForm() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/qwen3_next"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["layer_types"]?.arrayValue?.compactMap(\.stringValue) == ["linear_attention", "linear_attention", "full_attention"])
+        func config(interval: Int, rotary: Double?) -> ModelConfig {
+            var c = raw
+            c.members.removeAll { $0.key == "rope_parameters" || $0.key == "layer_types" }
+            c.append("rope_theta", .double(10000))
+            c.append("full_attention_interval", .double(Double(interval)))
+            if let rotary { c.append("partial_rotary_factor", .double(rotary)) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<12).map { ($0 * 37 + 5) % 32 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        for rotary in [0.25, nil] {
+            let released = try Transformer(checkpoint, config: config(interval: 3, rotary: rotary)).forward(ids)
+            #expect(released.logits.map(\.bitPattern) == reference.map(\.bitPattern))
+        }
+        let whole = try Transformer(checkpoint, config: config(interval: 3, rotary: 1)).forward(ids)
+        #expect(maxAbsDifference(whole.logits, reference) > 1e-2)
+        // Interval 2: layer 1 would be full attention, whose tensors the checkpoint does not have.
+        #expect(throws: ForwardError.self) { try Transformer(checkpoint, config: config(interval: 2, rotary: 0.25)).forward(ids) }
+    }
+
+    /// The chunked delta rule equals the token-by-token recurrence (the same mathematics in another order, here in Double) on
+    /// seeded random heads of 150 tokens (three chunks, the last partial), to float32 rounding; and the state carried between chunks
+    /// matters: starting each chunk from zero changes the later outputs.
+    @Test func chunkedDeltaRuleIsTheRecurrence() {
+        var rng = SplitMix64(seed: 150)
+        let (t, dk, dv) = (150, 8, 6)
+        func uniform() -> Float { Float(rng.unit()) }
+        func normal() -> Float { 2 * uniform() - 1 }
+        var q = (0..<(t * dk)).map { _ in normal() }, k = (0..<(t * dk)).map { _ in normal() }
+        GatedDeltaNet.l2Normalize(&q, width: dk, scale: 1 / Float(dk).squareRoot())
+        GatedDeltaNet.l2Normalize(&k, width: dk, scale: 1)
+        let v = (0..<(t * dv)).map { _ in normal() }
+        let g = (0..<t).map { _ in -0.05 * uniform() }
+        let beta = (0..<t).map { _ in uniform() }
+        // S_t = exp(g_t) S_{t-1} + k_t (beta_t (v_t - exp(g_t) S_{t-1}^T k_t))^T, o_t = S_t^T q_t, in Double.
+        var state = [Double](repeating: 0, count: dk * dv), expected = [Float](repeating: 0, count: t * dv)
+        for i in 0..<t {
+            let decay = exp(Double(g[i]))
+            for j in state.indices { state[j] *= decay }
+            for e in 0..<dv {
+                var memory = 0.0
+                for d in 0..<dk { memory += state[d * dv + e] * Double(k[i * dk + d]) }
+                let delta = (Double(v[i * dv + e]) - memory) * Double(beta[i])
+                for d in 0..<dk { state[d * dv + e] += Double(k[i * dk + d]) * delta }
+            }
+            for e in 0..<dv {
+                var o = 0.0
+                for d in 0..<dk { o += state[d * dv + e] * Double(q[i * dk + d]) }
+                expected[i * dv + e] = Float(o)
+            }
+        }
+        let chunked = GatedDeltaNet.chunkedDeltaRule(q: q, k: k, v: v, g: g, beta: beta, tokens: t, dk: dk, dv: dv)
+        #expect(maxAbsDifference(chunked, expected) < 1e-4)
+        let firstChunk = GatedDeltaNet.chunkSize * dv
+        #expect(Array(chunked[..<firstChunk]) == GatedDeltaNet.chunkedDeltaRule(q: Array(q[..<(64 * dk)]), k: Array(k[..<(64 * dk)]),
+                                                                               v: Array(v[..<firstChunk]), g: Array(g[..<64]),
+                                                                               beta: Array(beta[..<64]), tokens: 64, dk: dk, dv: dv))
+        let restarted = GatedDeltaNet.chunkedDeltaRule(q: Array(q[(64 * dk)...]), k: Array(k[(64 * dk)...]), v: Array(v[firstChunk...]),
+                                                       g: Array(g[64...]), beta: Array(beta[64...]), tokens: t - 64, dk: dk, dv: dv)
+        #expect(maxAbsDifference(restarted, chunked[firstChunk...]) > 1e-2)
     }
 }

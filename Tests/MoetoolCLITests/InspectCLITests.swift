@@ -612,6 +612,73 @@ struct CLI {
         #expect(moe["active_parameters"] == .uint(total - 2 * 5 * 3 * 8 * 16), "\(moe)")
     }
 
+    /// Qwen3-Next as transformers writes it (verify/qwen3_next): every tensor config.json implies at its shape (layers 0
+    /// and 1 Gated DeltaNet by layer_types: in_proj_qkvz, in_proj_ba, conv1d [64, 1, 4], A_log, dt_bias, the gated
+    /// norm, out_proj; layer 2 gated attention, q_proj twice as wide, per-head q/k norms; layer 1 dense by
+    /// mlp_only_layers; MoE layers with per-expert experts, shared expert and its gate); the MTP block (mtp.*) counted
+    /// apart, neither unexpected nor active; a missing A_log or in_proj_ba is named.
+    @Test func qwen3NextIsComplete() throws {
+        let path = Fixtures.path("verify/qwen3_next")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; 2 norms per layer; 7 DeltaNet tensors twice, 6 attention tensors once; two MoE
+        // blocks of router, 8 x 3 experts, 3 shared-expert projections and its gate; one dense MLP of 3.
+        #expect(c["expected_tensors"] == .int(3 + 3 * 2 + 2 * 7 + 6 + 2 * (1 + 8 * 3 + 3 + 1) + 3))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["layers"] == .int(3) && moe["dense_layers"] == .int(1) && moe["moe_layers"] == .int(2), "\(moe)")
+        #expect(moe["routed_experts"] == .int(8) && moe["experts_per_token"] == .int(3) && moe["routers"] == .int(2), "\(moe)")
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let mtp = file.tensors.filter { $0.name.hasPrefix("mtp.") }.reduce(UInt64(0)) { $0 + $1.elementCount }
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(mtp > 0 && moe["mtp_layers"] == .int(1) && moe["mtp_parameters"] == .uint(mtp), "\(moe)")
+        #expect(moe["total_parameters"] == .uint(total))
+        // A token skips the MTP block and the 8 - 3 routed experts (3 x 8 x 16 each) it does not use in each MoE layer.
+        #expect(moe["active_parameters"] == .uint(total - mtp - 2 * 5 * 3 * 8 * 16), "\(moe)")
+
+        for name in ["model.layers.1.linear_attn.A_log", "model.layers.0.linear_attn.in_proj_ba.weight"] {
+            let dir = try Severity.rewritten("verify/qwen3_next") { $0 != name }
+            defer { Fixtures.removeTemporary(dir) }
+            let missing = try CLI.run(["inspect", dir, "--json"])
+            #expect(missing.status == 1)
+            let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+            #expect(m["missing"] == .array([.string(name)]), "\(m)")
+        }
+    }
+
+    /// Qwen3.5-MoE as released (verify/qwen3_5_moe): the decoder under model.language_model. with Qwen3.5's four
+    /// DeltaNet projections, every layer MoE, config.json's fields read from text_config; the vision tower counted
+    /// apart, neither unexpected nor active.
+    @Test func qwen35MoeIsComplete() throws {
+        let path = Fixtures.path("verify/qwen3_5_moe")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embeddings, norm, lm_head; 2 norms per layer; 9 DeltaNet tensors twice, 6 attention tensors once; three MoE
+        // blocks of router, 6 x 3 experts, 3 shared-expert projections and its gate.
+        #expect(c["expected_tensors"] == .int(3 + 3 * 2 + 2 * 9 + 6 + 3 * (1 + 6 * 3 + 3 + 1)))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["layers"] == .int(3) && moe["dense_layers"] == .int(0) && moe["moe_layers"] == .int(3), "\(moe)")
+        #expect(moe["routed_experts"] == .int(6) && moe["experts_per_token"] == .int(2), "\(moe)")
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let visual = file.tensors.filter { $0.name.hasPrefix("model.visual.") }.reduce(UInt64(0)) { $0 + $1.elementCount }
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(visual > 0 && moe["multimodal_parameters"] == .uint(visual), "\(moe)")
+        #expect(moe["active_parameters"] == .uint(total - visual - 3 * 4 * 3 * 8 * 16), "\(moe)")
+
+        let name = "model.language_model.layers.1.linear_attn.in_proj_z.weight"
+        let dir = try Severity.rewritten("verify/qwen3_5_moe") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string(name)]), "\(m)")
+    }
+
     /// MXFP4 blocks are checked at the shape their parameter implies: a config.json with a larger
     /// intermediate_size makes the gate_up blocks [4, 256, 2, 16] and the down blocks [4, 64, 4, 16].
     @Test func gptOssBlocksOfTheWrongShapeAreNamed() throws {

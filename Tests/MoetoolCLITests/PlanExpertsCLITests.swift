@@ -129,6 +129,31 @@ import Testing
         #expect([map[1], map[3]] == ints(plan["phy2log"]))
     }
 
+    /// Qwen3-Next's config.json (num_experts 8, top-3, mlp_only_layers [1]) and Qwen3.5-MoE's (its fields in
+    /// text_config: 6 experts, top-2, every layer MoE) give the plan its experts, top-k and MoE layers: SGLang's file
+    /// has a row per decoder layer, the dense layer's the trivial one.
+    @Test(arguments: [("qwen3_next", 8, 3, [0, 2]), ("qwen3_5_moe", 6, 2, [0, 1, 2])])
+    func hybridConfigs(_ fixture: String, _ experts: Int, _ topk: Int, _ moeLayers: [Int]) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let loads = moeLayers.indices.map { l in (0..<experts).map { e in String((e * 37 + l * 11) % 23 + 1) }.joined(separator: ",") }
+        let profile = dir + "/loads.json"
+        #expect(FileManager.default.createFile(atPath: profile, contents: Data("{\"layers\":[[\(loads.joined(separator: "],["))]]}".utf8)))
+        let args = [profile, "--config", Fixtures.path("verify/" + fixture), "--gpus", "2", "--ep-num-redundant-experts", "2"]
+        let r = try CLI.run(["plan-experts"] + args + ["--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["topk"]?.uint64Value == UInt64(topk) && o["slots"]?.uint64Value == UInt64(experts + 2), "\(o)")
+        #expect(o["metrics"]?.objectValue?["layers"]?.arrayValue?.count == moeLayers.count)
+        let out = try CLI.run(["plan-experts"] + args + ["--format", "sglang", "-o", dir + "/sglang.json"])
+        #expect(out.status == 0, "\(out.stderr)")
+        let doc = try #require(try JSONParser.parse(String(decoding: Fixtures.readBytes(dir + "/sglang.json"), as: UTF8.self)).objectValue)
+        let map = ints(doc["physical_to_logical_map"])
+        #expect(map.count == 3)
+        for l in 0..<3 where !moeLayers.contains(l) { #expect(map[l] == (0..<(experts + 2)).map { $0 % experts }) }
+        #expect(moeLayers.allSatisfy { Set(map[$0]) == Set(0..<experts) })
+    }
+
     /// What SGLang's loader would refuse is refused here first, naming the flag or the file name to use.
     @Test func sglangExpectationsChecked() throws {
         let dir = Fixtures.temporaryDirectory()

@@ -778,3 +778,93 @@ enum ShardSurgery {
         }
     }
 }
+
+/// Qwen3-Next and Qwen3.5-MoE through the command line (Fixtures/verify/qwen3_next: DeltaNet, DeltaNet (a dense
+/// layer), gated attention, per-expert experts and an MTP block; Fixtures/verify/qwen3_5_moe: the same kinds of layer
+/// under model.language_model., every layer MoE, a vision tower): the FP8 conversion leaves the DeltaNet's conv1d,
+/// A_log, dt_bias, beta/decay projections, norms, routers and shared-expert gates as they are and verifies, whole
+/// and layer by layer; a corrupted scale block and two swapped experts fail; a missing tensor is refused by name.
+@Suite struct VerifyQwen3Next {
+    /// fixture, its decoder's prefix, an MoE layer, a linear-attention layer and its beta/decay projections.
+    static let models = [("qwen3_next", "model.", 2, 0, ["in_proj_ba"]),
+                         ("qwen3_5_moe", "model.language_model.", 1, 1, ["in_proj_b", "in_proj_a"])]
+
+    @Test(arguments: models)
+    func fp8ConversionPassesDamageFails(_ fixture: String, _ prefix: String, _ moe: Int, _ linear: Int, _ gates: [String]) throws {
+        let original = Fixtures.path("verify/" + fixture)
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        let l = "\(prefix)layers.\(linear).linear_attn.", m = "\(prefix)layers.\(moe).mlp."
+        for name in [l + "out_proj.weight", "\(prefix)layers.2.self_attn.q_proj.weight", m + "experts.3.down_proj.weight",
+                     m + "shared_expert.up_proj.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        let kept = ["conv1d.weight", "A_log", "dt_bias", "norm.weight"].map { l + $0 } + gates.map { l + $0 + ".weight" }
+            + [m + "gate.weight", m + "shared_expert_gate.weight", "\(prefix)layers.2.self_attn.q_norm.weight"]
+        for name in kept {
+            #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")
+        }
+
+        let whole = try CLI.run(["verify", original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        #expect(model["hidden_states"]?.arrayValue?.count == 4)
+        let moeLayers: [JSONValue] = fixture == "qwen3_next" ? [.int(0), .int(2)] : [.int(0), .int(1), .int(2)]
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == moeLayers)
+        let layers = try CLI.run(["verify", original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // One scale block of a routed expert 16 times too large.
+        let damaged = try ShardSurgery.scaled(intact, file, m + "experts.4.down_proj.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer \(moe) expert 4:"])
+
+        // Experts 1 and 5 of the MoE layer swapped (all three projections and their scales).
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: m + "experts.", 1, 5, suffixes: [
+            "gate_proj.weight", "up_proj.weight", "down_proj.weight",
+            "gate_proj.weight_scale_inv", "up_proj.weight_scale_inv", "down_proj.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: original, converted: fp8, modes: [["--layers", "\(moe)"], []],
+                                     naming: ["FAILED layer \(moe) expert 1:", "FAILED layer \(moe) expert 5:"])
+    }
+
+    /// A checkpoint without one of the DeltaNet's tensors, a q/k norm of the gated attention or the shared expert's
+    /// gate (both always applied) is refused, naming it.
+    @Test(arguments: models)
+    func aMissingTensorIsRefused(_ fixture: String, _ prefix: String, _ moe: Int, _ linear: Int, _ gates: [String]) throws {
+        for name in ["\(prefix)layers.\(linear).linear_attn.A_log", "\(prefix)layers.\(linear).linear_attn.\(gates[0]).weight",
+                     "\(prefix)layers.2.self_attn.q_norm.weight", "\(prefix)layers.\(moe).mlp.shared_expert_gate.weight"] {
+            let dir = try Severity.rewritten("verify/" + fixture) { $0 != name }
+            defer { Fixtures.removeTemporary(dir) }
+            let r = try CLI.run(["verify", dir])
+            #expect(r.status == 1, "\(r.stdout)")
+            #expect(r.stderr.contains(name), "\(r.stderr)")
+        }
+    }
+
+    /// The MTP block (mtp.*) is not part of the forward pass: zeroing it changes no output bit.
+    @Test func theMTPBlockIsNotRun() throws {
+        let source = Fixtures.path("verify/qwen3_next")
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: source, toPath: dir + "/ck")
+        let shard = dir + "/ck/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        var bytes = Fixtures.readBytes(shard)
+        let mtp = file.tensors.filter { $0.name.hasPrefix("mtp.") }
+        #expect(mtp.count > 10)
+        for t in mtp { bytes.replaceSubrange(try ShardSurgery.range(file, t.name), with: [UInt8](repeating: 0, count: Int(t.byteCount))) }
+        #expect(FileManager.default.createFile(atPath: shard, contents: Data(bytes)))
+        let r = try CLI.run(["verify", source, dir + "/ck", "--json"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let model = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(model["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+    }
+}
