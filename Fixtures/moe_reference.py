@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|deepseek_v4]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import os
 
@@ -493,6 +493,144 @@ def kimi_k2():
         f.write("\n")
     print("kimi_k2 written")
 
+DEEPSEEK_V4_PUBLISHED = [("model.embed_tokens.weight", "embed.weight"), ("model.hc_head.hc_fn", "hc_head_fn"),
+                         ("model.hc_head.hc_base", "hc_head_base"), ("model.hc_head.hc_scale", "hc_head_scale"),
+                         ("model.norm.weight", "norm.weight")]
+
+
+def deepseek_v4():
+    """A tiny DeepSeek-V4 (DeepseekV4ForCausalLM): vocab 64, hidden 16, 3 layers, one of each attention kind --
+    layer 0 sliding-window only (window 4), layer 1 compressed sparse attention (CSA: windows of 4 tokens, the
+    overlapping Ca/Cb series, a lightning indexer of 4 heads of 8 keeping the top 2 compressed entries), layer 2
+    heavily compressed attention (HCA: windows of 8); 2 query heads of 16 sharing one key=value head, rotary on the
+    last 8 dims (interleaved pairs; theta 10000 on the sliding layer, the compress rope -- theta 160000, YaRN factor
+    16 over 8 positions -- on the others), q_lora_rank 8, grouped output projection of 2 groups of rank 4, sinks;
+    hyper-connections of 4 streams (20 Sinkhorn iterations) and the hyper head; layer 0 hash-routed (tid2eid),
+    layers 1-2 top-2 of 8 experts (sqrtsoftplus scores, the correction bias for the choice, renormalised, times
+    1.5), a shared expert, SwiGLU clamped at swiglu_limit 1 (10 in the release: 1 makes the clamp bite here);
+    random float32 weights (seed 49). save_pretrained writes the release's own names under "model."; the file is
+    then renamed to the release's names as published (no "model." prefix, embed.weight, hc_head_fn, norm.weight,
+    head.weight) and loaded back by transformers, which must give the same parameters. Then with eager attention
+    and experts, no cache: verify/deepseek_v4.model.safetensors (16 tokens i * 7919 + 13 mod vocab) and
+    verify/deepseek_v4-seq2.model.safetensors (24 seeded random tokens): logits, every hidden state (the 4 streams
+    of each layer's output, [tokens, 4, hidden]; the last after the hyper head and the norm) and each layer's
+    router choice (hash and top-k)."""
+    from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+    config = DeepseekV4Config(
+        vocab_size=64, hidden_size=16, moe_intermediate_size=8, num_hidden_layers=3, num_attention_heads=2,
+        head_dim=16, q_lora_rank=8, o_groups=2, o_lora_rank=4, hc_mult=4, n_routed_experts=8, num_experts_per_tok=2,
+        sliding_window=4, swiglu_limit=1.0, index_n_heads=4, index_head_dim=8, index_topk=2,
+        partial_rotary_factor=0.5, max_position_embeddings=128, tie_word_embeddings=False,
+        layer_types=["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"],
+        mlp_layer_types=["hash_moe", "moe", "moe"],
+        compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": 8},
+        rope_parameters={"rope_type": "yarn", "factor": 16, "original_max_position_embeddings": 8,
+                         "beta_fast": 32, "beta_slow": 1})
+    torch.manual_seed(49)
+    model = DeepseekV4ForCausalLM(config)
+    g = torch.Generator().manual_seed(490)
+    scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.5, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "position_bias": 0.5, "sinks": 0.5, "attn_hc": 0.3, "ffn_hc": 0.3,
+              "hc_head": 0.3, "self_attn": 0.3}
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if name.endswith("tid2eid"):
+                p.copy_(torch.stack([torch.randperm(8, generator=g)[:2] for _ in range(p.shape[0])]))
+                continue
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in name), None)
+            if scale is None:
+                continue  # rotary caches
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", "deepseek_v4")
+    model.save_pretrained(out_model, safe_serialization=True)
+    # The release's names: no "model." prefix, the embeddings, hyper head and final norm named as it names them.
+    shard = os.path.join(out_model, "model.safetensors")
+    renames = dict(DEEPSEEK_V4_PUBLISHED)
+    saved = load_file(shard)
+    published = {renames.get(n, n[len("model."):] if n.startswith("model.") else n): t for n, t in saved.items()}
+    assert "head.weight" in published and all(not n.startswith("model.") for n in published)
+    save_file(published, shard, metadata={"format": "pt"})
+    original = dict(model.state_dict())
+    model = DeepseekV4ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                  experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    loaded = model.state_dict()
+    for n, t in original.items():
+        assert torch.equal(loaded[n], t), f"{n} not loaded back from the release's names"
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(50))
+    # The indexer's choice must not rest on a tie (equal scores would let any order pick).
+    indexer = model.model.layers[1].self_attn.compressor.indexer
+    scored = {}
+    hook = indexer.scorer.register_forward_hook(lambda m, a, out: scored.update(out=out))
+    for ids, name in [(first, "deepseek_v4"), (second, "deepseek_v4-seq2")]:
+        captured = {}
+        hooks = [l.mlp.gate.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
+                 for i, l in enumerate(model.model.layers)]
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+        for h in hooks:
+            h.remove()
+        scores = scored["out"][0]
+        for t in range(ids.shape[1]):
+            valid = scores[t, : (t + 1) // 4].sort(descending=True).values
+            if valid.numel() > 2:
+                assert valid[1] - valid[2] > 1e-4, f"indexer tie at token {t}: {valid}"
+        tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+        for i, h in enumerate(out.hidden_states):
+            tensors[f"hidden.{i}"] = h[0].contiguous()
+        for i, (_, weights, indices) in sorted(captured.items()):
+            order = torch.argsort(indices, dim=-1)
+            tensors[f"router.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+            tensors[f"router.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    hook.remove()
+    # What the fixture must be able to tell apart: each mechanism, switched off, moves the logits.
+    reference = load_file(os.path.join(HERE, "verify", "deepseek_v4.model.safetensors"))["logits"]
+    def no_compressor(m, layer):
+        attn = m.model.layers[layer].self_attn
+        attn.compressor = None
+    def no_overlap(m):
+        # CSA without the previous window's Ca series: window w pools only its own Cb.
+        compressor = m.model.layers[1].self_attn.compressor
+        with torch.no_grad():
+            compressor.position_bias[:, :16] = -1e9
+    def no_hash(m):
+        from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4TopKRouter
+        block = m.model.layers[0].mlp
+        router = DeepseekV4TopKRouter(m.config)
+        router.weight.data.copy_(block.gate.weight.data)
+        block.gate, block.is_hash = router, False
+    def compress_rope_default(c):
+        c.rope_parameters = {"main": c.rope_parameters["main"],
+                             "compress": {"rope_type": "default", "rope_theta": 160000.0, "partial_rotary_factor": 0.5}}
+    for what, config_change, change in [
+            ("whole window", lambda c: setattr(c, "sliding_window", 64), lambda m: None),
+            ("no CSA compressor", None, lambda m: no_compressor(m, 1)),
+            ("no HCA compressor", None, lambda m: no_compressor(m, 2)),
+            ("indexer keeps everything", None, lambda m: setattr(m.model.layers[1].self_attn.compressor.indexer, "index_topk", 64)),
+            ("no CSA overlap", None, no_overlap),
+            ("no sinks", None, lambda m: [l.self_attn.sinks.data.fill_(-1e9) for l in m.model.layers]),
+            ("top-k instead of hash routing", None, no_hash),
+            ("no correction bias", None, lambda m: [l.mlp.gate.e_score_correction_bias.zero_() for l in m.model.layers[1:]]),
+            ("swiglu_limit 100", lambda c: setattr(c, "swiglu_limit", 100.0), lambda m: None),
+            ("compress rope without YaRN", compress_rope_default, lambda m: None),
+            ("one Sinkhorn iteration", lambda c: setattr(c, "hc_sinkhorn_iters", 1), lambda m: None)]:
+        altered_config = DeepseekV4Config.from_pretrained(out_model)
+        if config_change:
+            config_change(altered_config)
+        altered = DeepseekV4ForCausalLM.from_pretrained(out_model, config=altered_config, dtype=torch.float32,
+                                                        attn_implementation="eager", experts_implementation="eager")
+        change(altered)
+        moved = (altered(input_ids=first, use_cache=False).logits[0] - reference).abs().max().item()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-3, what
+    print("deepseek_v4 written")
+
 
 if __name__ == "__main__":
     import sys
@@ -504,6 +642,8 @@ if __name__ == "__main__":
         minimax_m2()
     elif sys.argv[1:] == ["kimi_k2"]:
         kimi_k2()
+    elif sys.argv[1:] == ["deepseek_v4"]:
+        deepseek_v4()
     else:
         main()
         whole_models()
@@ -513,3 +653,4 @@ if __name__ == "__main__":
         glm4_moe()
         minimax_m2()
         kimi_k2()
+        deepseek_v4()

@@ -15,6 +15,10 @@ public enum Router: Sendable, Equatable {
     case softmaxTopK(normalize: Bool)
     /// gpt-oss: the k largest logits (the router's bias added), their softmax as the weights.
     case topKSoftmax
+    /// DeepSeek-V4: scores sqrt(softplus(logit)); the experts the k best of score + e_score_correction_bias, or,
+    /// on a hash layer, the token id's row of the frozen table `hash` (tid2eid, [vocab][k]); weights the chosen
+    /// scores renormalised, times `scaling`.
+    case sqrtSoftplus(scaling: Float, hash: [[Int]]?)
 }
 
 /// What a router chose for one token: experts ascending, with their weights.
@@ -45,6 +49,8 @@ public struct MoELayer {
     /// The layer's post-attention RMSNorm weight (what feeds the MoE block), when present.
     public let inputNorm: [Float]?
     public let normEps: Float
+    /// DeepSeek-V4's swiglu_limit: every expert's gate clamped above and its up projection to [-limit, limit].
+    let swigluLimit: Float?
 
     enum ExpertNaming {
         case perExpert(gate: String, up: String, down: String)  // "{prefix}experts.{e}.<name>.weight"
@@ -55,13 +61,17 @@ public struct MoELayer {
         case gptOss(gateUpBias: Matrix, downBias: Matrix, alpha: Float, limit: Float)
     }
 
-    /// Where an MoE layer keeps its router, after "model.layers.N.": the block's prefix and the router's module
-    /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, everyone else's mlp.gate).
-    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router")]
+    /// Where an MoE layer keeps its router, after "model.layers.N." (DeepSeek-V4's release: "layers.N."): the
+    /// block's prefix and the router's module (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router,
+    /// DeepSeek-V4's ffn.gate, everyone else's mlp.gate).
+    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router"), ("ffn.", "gate")]
+
+    /// Where layer `layer`'s weights start: transformers' "model.layers.N.", DeepSeek-V4's release "layers.N.".
+    public static func layerPrefixes(_ layer: Int) -> [String] { ["model.layers.\(layer).", "layers.\(layer)."] }
 
     /// The names layer `layer`'s router weight may have, one per architecture's naming.
     public static func routerWeightNames(layer: Int) -> [String] {
-        routerLocations.map { "model.layers.\(layer).\($0.0)\($0.1).weight" }
+        layerPrefixes(layer).flatMap { base in routerLocations.map { base + $0.0 + $0.1 + ".weight" } }
     }
 
     /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
@@ -69,16 +79,18 @@ public struct MoELayer {
         self.layer = layer
         self.reader = reader
         let type = config.architecture ?? ""
-        let base = "model.layers.\(layer)."
-        guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
-            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(base)mlp.gate.weight): not an MoE layer")
+        let located = Self.layerPrefixes(layer).lazy.flatMap { base in Self.routerLocations.map { (base, $0.0, $0.1) } }
+            .first { reader.has($0.0 + $0.1 + $0.2 + ".weight") }
+        guard let (base, block, module) = located else {
+            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (model.layers.\(layer).mlp.gate.weight): not an MoE layer")
         }
         let prefix = base + block
         self.prefix = prefix
         routerName = prefix + module
         routerWeight = try reader.matrix(routerName + ".weight")
         experts = routerWeight.rows
-        logitBias = reader.has(routerName + ".bias") ? try reader.vector(routerName + ".bias") : nil
+        // DeepSeek-V4's gate.bias is its e_score_correction_bias (for the choice only), not a bias of the logits.
+        logitBias = type != "deepseek_v4" && reader.has(routerName + ".bias") ? try reader.vector(routerName + ".bias") : nil
         if let logitBias, logitBias.count != experts {
             throw ForwardError(.shapeMismatch, "\(routerName).bias has \(logitBias.count) values for \(experts) experts")
         }
@@ -111,6 +123,11 @@ public struct MoELayer {
         case "gpt_oss":
             router = .topKSoftmax
             bias = nil
+        case "deepseek_v4":
+            let scaling = Float(config.field("routed_scaling_factor")?.doubleValue ?? 1.5)
+            let hash = try Self.hashTable(reader, name: routerName + ".tid2eid", layer: layer, config: config, experts: experts, k: k)
+            router = .sqrtSoftplus(scaling: scaling, hash: hash)
+            bias = hash == nil ? try Self.correctionBias(reader, routerName + ".bias", experts: experts) : nil
         default:
             throw Transformer.unsupported(type)
         }
@@ -128,12 +145,32 @@ public struct MoELayer {
         let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
         if let sp = sharedPrefix {
             shared = (try reader.weight(sp + "gate_proj.weight"), try reader.weight(sp + "up_proj.weight"), try reader.weight(sp + "down_proj.weight"))
+        } else if reader.has(prefix + "shared_experts.w1.weight") {  // DeepSeek-V4's release: w1 gate, w3 up, w2 down
+            let sp = prefix + "shared_experts."
+            shared = (try reader.weight(sp + "w1.weight"), try reader.weight(sp + "w3.weight"), try reader.weight(sp + "w2.weight"))
         } else {
             shared = nil
         }
         sharedGate = reader.has(prefix + "shared_expert_gate.weight") ? try reader.matrix(prefix + "shared_expert_gate.weight") : nil
-        inputNorm = reader.has(base + "post_attention_layernorm.weight") ? try reader.vector(base + "post_attention_layernorm.weight") : nil
         normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
+        if type == "deepseek_v4" {
+            inputNorm = reader.has(base + "ffn_norm.weight") ? try reader.vector(base + "ffn_norm.weight") : nil
+            swigluLimit = Float(config.field("swiglu_limit")?.doubleValue ?? 10)
+        } else {
+            inputNorm = reader.has(base + "post_attention_layernorm.weight") ? try reader.vector(base + "post_attention_layernorm.weight") : nil
+            swigluLimit = nil
+        }
+    }
+
+    /// DeepSeek-V4's hash routing table at `name` ([vocab, k] integers, each an expert), when config.json makes
+    /// layer `layer` a hash_moe layer (mlp_layer_types, or the release's num_hash_layers: the first ones).
+    static func hashTable(_ reader: WeightReader, name: String, layer: Int, config: ModelConfig, experts: Int, k: Int) throws(ForwardError) -> [[Int]]? {
+        guard config.isDeepSeekV4HashLayer(layer) else { return nil }
+        let (rows, cols, values) = try reader.integers(name)
+        guard cols == k, rows >= 1, values.allSatisfy({ $0 >= 0 && $0 < experts }) else {
+            throw ForwardError(.shapeMismatch, "\(name) is [\(rows), \(cols)] with experts \(values.min() ?? 0)...\(values.max() ?? 0); a hash layer needs [vocab, num_experts_per_tok \(k)] of experts below \(experts)")
+        }
+        return (0..<rows).map { Array(values[($0 * cols)..<(($0 + 1) * cols)]) }
     }
 
     /// The e_score_correction_bias at `name`, if the checkpoint has one: a value per expert.
@@ -180,9 +217,31 @@ public struct MoELayer {
         }
     }
 
-    /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden).
-    public func route(_ x: [Float], tokens: Int) throws(ForwardError) -> [Routing] {
+    /// Whether the router chooses by token id (a DeepSeek-V4 hash layer) rather than by the hidden state.
+    public var routesByTokenID: Bool {
+        if case .sqrtSoftplus(_, let hash?) = router { return !hash.isEmpty }
+        return false
+    }
+
+    /// The token ids a hash layer is routed by when the caller has none (layer mode's made-up hidden states):
+    /// those of whole-model mode's default prompt, i * 7919 + 13 modulo the table's rows.
+    func defaultTokenIDs(_ tokens: Int) -> [Int] {
+        guard case .sqrtSoftplus(_, let hash?) = router else { return [] }
+        return (0..<tokens).map { ($0 * 7919 + 13) % hash.count }
+    }
+
+    /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden). `ids`: the tokens' ids, which
+    /// a hash layer routes by (defaultTokenIDs when nil).
+    public func route(_ x: [Float], tokens: Int, ids: [Int]? = nil) throws(ForwardError) -> [Routing] {
         let logits = try Math.linear(x, tokens: tokens, routerWeight, name: routerName + ".weight")
+        var hashed: [[Int]]? = nil
+        if case .sqrtSoftplus(_, let hash?) = router {
+            let ids = ids ?? defaultTokenIDs(tokens)
+            guard ids.count == tokens, ids.allSatisfy({ $0 >= 0 && $0 < hash.count }) else {
+                throw ForwardError(.inputOutOfRange, "\(routerName).tid2eid has \(hash.count) rows; the token ids must be below that")
+            }
+            hashed = ids.map { hash[$0] }
+        }
         return (0..<tokens).map { t in
             var row = Array(logits[(t * experts)..<((t + 1) * experts)])
             if let logitBias { for e in 0..<experts { row[e] += logitBias[e] } }
@@ -223,6 +282,12 @@ public struct MoELayer {
                 let z = e.reduce(0, +)
                 let pairs = zip(top, e.map { $0 / z }).sorted { $0.0 < $1.0 }
                 return Routing(experts: pairs.map(\.0), weights: pairs.map(\.1))
+            case .sqrtSoftplus(let scaling, _):
+                // softplus as torch computes it (linear above 20), then the square root.
+                let scores = row.map { ($0 > 20 ? $0 : log1pf(expf($0))).squareRoot() }
+                let chosen = hashed?[t].sorted() ?? topIndices(scores.indices.map { scores[$0] + (bias?[$0] ?? 0) }, topK).sorted()
+                let sum = chosen.reduce(Float(0)) { $0 + scores[$1] } + 1e-20
+                return Routing(experts: chosen, weights: chosen.map { scores[$0] / sum * scaling })
             }
         }
     }
@@ -237,12 +302,13 @@ public struct MoELayer {
     /// `only`: run just these routed experts (the others' contributions are left out), to sample a
     /// layer of hundreds of experts; nil runs every expert some token chose.
     /// `routing`: this block's routing of `x` when the caller already has it (it is not computed again).
+    /// `ids`: the tokens' ids, for a hash layer's routing.
     public func forward(_ x: [Float], tokens: Int, only: Set<Int>? = nil,
-                        routing known: [Routing]? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
+                        routing known: [Routing]? = nil, ids: [Int]? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
         let h = hidden
         precondition(x.count == tokens * h)
         let routing: [Routing]
-        if let known { routing = known } else { routing = try route(x, tokens: tokens) }
+        if let known { routing = known } else { routing = try route(x, tokens: tokens, ids: ids) }
         var out = [Float](repeating: 0, count: tokens * h)
         var users = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for (t, r) in routing.enumerated() {
@@ -256,7 +322,7 @@ public struct MoELayer {
             }
         }
         if let shared {
-            let y = try Math.swiglu(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down)
+            let y = try Math.swiglu(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down, limit: swigluLimit)
             let gates = try sharedGate.map { m throws(ForwardError) in
                 try Math.linear(x, tokens: tokens, m, name: prefix + "shared_expert_gate.weight", rows: 1).map(Math.sigmoid)
             }

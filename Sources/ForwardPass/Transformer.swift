@@ -9,10 +9,11 @@ import StrictJSON
 /// Qwen2's q/k/v biases, Qwen3's and GLM-4.5's q/k norms per head, MiniMax-M2's over the whole projection, gpt-oss's
 /// biases on every projection, sinks and sliding window) with rotary position embeddings (on part of each head for
 /// GLM-4.5 and MiniMax-M2), RMSNorm, a dense or MoE feed-forward
-/// block, then the final norm and the LM head.
+/// block, then the final norm and the LM head. DeepSeek-V4, whose residual and attention differ throughout,
+/// has its own forward pass (DeepSeekV4).
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "glm4_moe", "gpt_oss", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
+    public static let modelTypes = ["deepseek_v3", "deepseek_v4", "glm4_moe", "gpt_oss", "minimax_m2", "mixtral", "qwen2_moe", "qwen3_moe"]
 
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
@@ -186,6 +187,7 @@ public struct Transformer {
     }
 
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
+        if type == "deepseek_v4" { return try DeepSeekV4(self).forward(ids) }
         let t = ids.count
         let embed = try reader.weight("model.embed_tokens.weight")
         guard embed.rows == vocab, embed.cols == hidden else {

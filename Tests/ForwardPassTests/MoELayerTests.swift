@@ -99,10 +99,12 @@ import Testing
     }
 
     /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24 too;
-    /// Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
+    /// Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both; DeepSeek-V4
+    /// (hyper-connections: its hidden states are the 4 streams of each layer) on both, every layer routed (hash, then top-k).
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
                                                                         ("minimax_m2-seq2", "verify/minimax_m2"),
-                                                                        ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2")]
+                                                                        ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2"),
+                                                                        ("deepseek_v4", "verify/deepseek_v4"), ("deepseek_v4-seq2", "verify/deepseek_v4")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
@@ -135,6 +137,7 @@ import Testing
             #expect(dw < 1e-5, "\(model) layer \(layer): routing weights differ by \(dw)")
         }
         #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "kimi_k2"].contains { model.hasPrefix($0) } || routed.count == 2)
+        #expect(!model.hasPrefix("deepseek_v4") || routed.count == 3)
     }
 
     /// DeepSeek-V3 with YaRN rope scaling (and its mscale on the softmax scale).
@@ -260,5 +263,44 @@ func maxAbsDifference<A: Collection<Float>, B: Collection<Float>>(_ a: A, _ b: B
         let expected: [Float] = [(-2 + 1) * 2 / (1 + expf(-3)), (0.5 + 1) * -1 / (1 + expf(1.5))]
         #expect(y.count == 2)
         #expect(maxAbsDifference(y, expected) < 1e-6, "\(y)")
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// DeepSeek-V4's config.json as the release writes it (compress_ratios 0/4/128 with compress_rate_csa / _hca,
+    /// num_hash_layers, qk_rope_head_dim, a flat rope_scaling with compress_rope_theta) runs the model the fixture's
+    /// transformers 5.23 config does, bit for bit (YaRN's attention factor left at 1, as the release has it); without
+    /// rope_scaling the compressed layers' rotary differs; an HCA rate or hash layer count the weights do not fit is
+    /// refused, naming the tensor.
+    @Test func deepSeekV4ReleaseConfigForm() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/deepseek_v4"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["layer_types"] != nil && raw["rope_parameters"]?.objectValue?["compress"] != nil)
+        func config(hashLayers: Int = 1, hcaRate: Int = 8, yarn scaled: Bool = true) -> ModelConfig {
+            var c = raw
+            let modern = ["layer_types", "mlp_layer_types", "compress_rates", "rope_parameters", "partial_rotary_factor", "qk_rope_head_dim"]
+            c.members.removeAll { modern.contains($0.key) }
+            let yarn = JSONObject([("type", .string("yarn")), ("factor", .int(16)), ("original_max_position_embeddings", .int(8)),
+                                   ("beta_fast", .int(32)), ("beta_slow", .int(1))])
+            for (k, v): (String, JSONValue) in [("compress_ratios", .array([.int(0), .int(4), .int(128)])),
+                                                ("compress_rate_csa", .int(4)), ("compress_rate_hca", .int(hcaRate)),
+                                                ("num_hash_layers", .int(hashLayers)), ("qk_rope_head_dim", .int(8)),
+                                                ("compress_rope_theta", .int(160000))] {
+                c.append(k, v)
+            }
+            if scaled { c.append("rope_scaling", .object(yarn)) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<20).map { ($0 * 37 + 5) % 64 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let release = try Transformer(checkpoint, config: config()).forward(ids).logits
+        #expect(release.map(\.bitPattern) == reference.map(\.bitPattern))
+        #expect(maxAbsDifference(try Transformer(checkpoint, config: config(yarn: false)).forward(ids).logits, reference) > 1e-3)
+        func refusal(_ c: ModelConfig) -> String {
+            do { _ = try Transformer(checkpoint, config: c).forward(ids); return "" } catch { return error.message }
+        }
+        #expect(refusal(config(hcaRate: 4)).contains("layers.2.attn.compressor.ape is [8, 16]"))
+        // A hash layer 1 needs a tid2eid the checkpoint does not have.
+        #expect(refusal(config(hashLayers: 2)).contains("layers.1.ffn.gate.tid2eid"))
     }
 }
