@@ -270,7 +270,7 @@ def glm4_moe():
     torch.manual_seed(45)
     model = Glm4MoeForCausalLM(config)
     g = torch.Generator().manual_seed(450)
-    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
+    scales = {"indexer": 0.5, "embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
               "e_score_correction_bias": 0.05, "self_attn": 0.15, "mlp.": 0.3}
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
@@ -448,7 +448,7 @@ def kimi_k2():
     torch.manual_seed(38)
     model = DeepseekV3ForCausalLM(config)
     g = torch.Generator().manual_seed(380)
-    scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.25, "mlp.gate.weight": 1.0,
+    scales = {"indexer": 0.5, "embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.25, "mlp.gate.weight": 1.0,
               "e_score_correction_bias": 0.05, "self_attn": 0.2, "mlp.": 0.3}
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
@@ -501,7 +501,7 @@ DEEPSEEK_V4_PUBLISHED = [("model.embed_tokens.weight", "embed.weight"), ("model.
 def deepseek_v4():
     """A tiny DeepSeek-V4 (DeepseekV4ForCausalLM): vocab 64, hidden 16, 3 layers, one of each attention kind --
     layer 0 sliding-window only (window 4), layer 1 compressed sparse attention (CSA: windows of 4 tokens, the
-    overlapping Ca/Cb series, a lightning indexer of 4 heads of 8 keeping the top 2 compressed entries), layer 2
+    overlapping Ca/Cb series, a lightning indexer of 8 heads of 8 keeping the top 2 compressed entries), layer 2
     heavily compressed attention (HCA: windows of 8); 2 query heads of 16 sharing one key=value head, rotary on the
     last 8 dims (interleaved pairs; theta 10000 on the sliding layer, the compress rope -- theta 160000, YaRN factor
     16 over 8 positions -- on the others), q_lora_rank 8, grouped output projection of 2 groups of rank 4, sinks;
@@ -519,7 +519,7 @@ def deepseek_v4():
     config = DeepseekV4Config(
         vocab_size=64, hidden_size=16, moe_intermediate_size=8, num_hidden_layers=3, num_attention_heads=2,
         head_dim=16, q_lora_rank=8, o_groups=2, o_lora_rank=4, hc_mult=4, n_routed_experts=8, num_experts_per_tok=2,
-        sliding_window=4, swiglu_limit=1.0, index_n_heads=4, index_head_dim=8, index_topk=2,
+        sliding_window=4, swiglu_limit=1.0, index_n_heads=8, index_head_dim=8, index_topk=2,
         partial_rotary_factor=0.5, max_position_embeddings=128, tie_word_embeddings=False,
         layer_types=["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"],
         mlp_layer_types=["hash_moe", "moe", "moe"],
@@ -529,9 +529,9 @@ def deepseek_v4():
     torch.manual_seed(49)
     model = DeepseekV4ForCausalLM(config)
     g = torch.Generator().manual_seed(490)
-    scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.5, "mlp.gate.weight": 0.5,
-              "e_score_correction_bias": 0.05, "position_bias": 0.5, "sinks": 0.5, "attn_hc": 0.3, "ffn_hc": 0.3,
-              "hc_head": 0.3, "self_attn": 0.3}
+    scales = {"indexer": 0.5, "embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "position_bias": 0.5, "sinks": 0.5, "attn_hc": 0.2, "ffn_hc": 0.2,
+              "hc_head": 0.2, "self_attn": 0.15}
     with torch.no_grad():
         for name, p in list(model.named_parameters()) + list(model.named_buffers()):
             if name.endswith("tid2eid"):

@@ -36,9 +36,9 @@ public struct TensorAction: Sendable, Equatable {
 }
 
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
-/// attention and MLP/expert linear projections. Never embeddings, `lm_head`, MTP
-/// `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`,
-/// norms, biases or 1-D tensors. `--include` / `--exclude` patterns override it.
+/// attention and MLP/expert linear projections (DeepSeek-V4's wq_a, wq_b, wkv, wo_a, wo_b too). Never
+/// embeddings, `lm_head`, MTP `shared_head.head` and `eh_proj`, routers (`mlp.gate`), `shared_expert_gate`,
+/// norms, biases, 1-D tensors, or DeepSeek-V4's compressor and indexer weights_proj (BF16 in its release). `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
     public let exclude: NameFilter?
@@ -47,6 +47,9 @@ public struct TensorSelection: Sendable {
         self.include = include
         self.exclude = exclude
     }
+
+    /// DeepSeek-V4's attention projections, named as its release names them.
+    static let deepSeekV4Attention: Set<Substring> = ["wq_a", "wq_b", "wkv", "wo_a", "wo_b"]
 
     /// Why `tensor` would or would not be quantized by the default rule (nil reason: it would).
     public static func defaultRule(_ t: TensorInfo) -> String? {
@@ -59,7 +62,11 @@ public struct TensorSelection: Sendable {
         if module == "eh_proj" { return "MTP eh_proj" }
         if module == "gate" || module == "router" || module == "shared_expert_gate" { return "router" }
         if module.hasSuffix("norm") { return "norm" }
-        let linear = module.contains("proj") || module == "w1" || module == "w2" || module == "w3"
+        // DeepSeek-V4's release keeps its compressors' wkv / wgate and the indexer's weights_proj in BF16.
+        if parts.contains("compressor") || (parts.contains("indexer") && module == "weights_proj") {
+            return "DeepSeek-V4 compressor or indexer weights (BF16 in the release)"
+        }
+        let linear = module.contains("proj") || ["w1", "w2", "w3"].contains(module) || Self.deepSeekV4Attention.contains(module)
         guard linear else { return "not an attention or MLP projection" }
         return nil
     }

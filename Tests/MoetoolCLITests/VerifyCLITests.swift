@@ -476,6 +476,66 @@ extension VerifyCoverage {
     }
 }
 
+/// DeepSeek-V4 through the command line (Fixtures/verify/deepseek_v4, in the release's names: a sliding, a CSA and an
+/// HCA layer, hyper-connections, a hash-routed first layer then top-2 of 8 experts, shared experts): its FP8 conversion
+/// passes (the attention's wq_a, wq_b, wkv, wo_a, wo_b and the experts in FP8; the compressors, the indexer's
+/// weights_proj, the routers and tid2eid as they were), a corrupted scale block and two swapped experts fail.
+@Suite struct VerifyDeepSeekV4 {
+    static let original = Fixtures.path("verify/deepseek_v4")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["layers.0.attn.wq_a.weight", "layers.1.attn.wo_a.weight", "layers.2.attn.wkv.weight", "layers.1.attn.indexer.wq_b.weight",
+                     "layers.1.ffn.experts.6.w2.weight", "layers.2.ffn.shared_experts.w3.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        for name in ["layers.1.attn.compressor.wkv.weight", "layers.1.attn.indexer.compressor.wgate.weight", "layers.1.attn.indexer.weights_proj.weight",
+                     "layers.1.ffn.gate.weight", "layers.1.ffn.gate.bias", "layers.0.hc_attn_fn", "embed.weight", "head.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")  // as the release keeps them: not quantized
+        }
+        #expect(file.tensor(named: "layers.0.ffn.gate.tid2eid")?.dtype == .I64)
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        #expect(model["hidden_states"]?.arrayValue?.count == 4)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(0), .int(1), .int(2)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // One scale block of a routed expert of the hash layer 16 times too large.
+        let damaged = try ShardSurgery.scaled(intact, file, "layers.0.ffn.experts.4.w2.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 0 expert 4:"])
+
+        // Experts 1 and 6 of layer 2 swapped (all three projections and their scales).
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "layers.2.ffn.experts.", 1, 6, suffixes: [
+            "w1.weight", "w2.weight", "w3.weight", "w1.weight_scale_inv", "w2.weight_scale_inv", "w3.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 1:", "FAILED layer 2 expert 6:"])
+    }
+
+    /// A tensor the forward pass needs (the hash table, the indexer's queries, a compressor's position bias, the hyper
+    /// head) missing: refused, naming it.
+    @Test(arguments: ["layers.0.ffn.gate.tid2eid", "layers.1.attn.indexer.wq_b.weight", "layers.2.attn.compressor.ape", "hc_head_fn"])
+    func aMissingTensorIsRefused(_ name: String) throws {
+        let dir = try Severity.rewritten("verify/deepseek_v4") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
+
 /// Kimi-K2 through the command line (Fixtures/verify/kimi_k2: config.json as Moonshot publishes it, model_type
 /// kimi_k2 on DeepSeek-V3's architecture; a dense first layer, two MoE layers of 384 experts in one group, top-8,
 /// routed scaling 2.827): verify runs it as DeepSeek-V3, its FP8 conversion passes, damage to one of 384 experts fails.
