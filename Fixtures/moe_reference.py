@@ -631,6 +631,96 @@ def deepseek_v4():
         assert moved > 1e-3, what
     print("deepseek_v4 written")
 
+def deepseek_v4_release():
+    """verify/deepseek_v4-release/: the tiny DeepSeek-V4 (verify/deepseek_v4) stored as the release stores its weights:
+    the attention projections (wq_a, wq_b, wkv, wo_a, wo_b, the indexer's wq_b) and the shared experts in FP8 E4M3 with
+    a `<module>.scale` of UE8M0 block scales (F8_E8M0, 128x128 blocks: one here), each power of two the smallest that
+    keeps the block within 448; the routed experts in FP4 E2M1, two codes a byte (the first in the low nibble) in an I8
+    `.weight` of [rows, cols / 2], with a `.scale` of E8M0 exponents per group of 32 along the rows (one group here:
+    16 or 8 columns), each the smallest power of two that keeps the group within 6, codes the nearest E2M1 value; the
+    rest (embeddings, head, norms, routers, tid2eid, hyper-connections, compressors, the indexer's weights_proj) as
+    they were. config.json gains the release's quantization_config (fp8, e4m3, ue8m0, [128, 128]) and expert_dtype
+    fp4; an MTP layer `mtp.0.*` (a copy of layer 2's norms and experts, and an e_proj) is added as the release has
+    one. transformers loads it on the CPU by dequantizing (its Fp8Dequantize: `.scale` read as weight_scale_inv, FP4
+    unpacked), leaving mtp.* aside; its float32 forward on the fixture's first 16 tokens is
+    verify/deepseek_v4-release.model.safetensors (logits, hidden states, router choices)."""
+    import json
+    import shutil
+    from transformers import DeepseekV4ForCausalLM
+    source = os.path.join(HERE, "verify", "deepseek_v4")
+    out_model = os.path.join(HERE, "verify", "deepseek_v4-release")
+    shutil.rmtree(out_model, ignore_errors=True)
+    os.makedirs(out_model)
+    weights = load_file(os.path.join(source, "model.safetensors"))
+    fp8_modules = ("attn.wq_a", "attn.wq_b", "attn.wkv", "attn.wo_a", "attn.wo_b", "attn.indexer.wq_b", "ffn.shared_experts.")
+    e2m1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+    def power_of_two_at_least(x):
+        return torch.exp2(torch.ceil(torch.log2(x.clamp(min=2.0 ** -126))))
+
+    def fp8(w):
+        scale = power_of_two_at_least(w.abs().max() / 448.0).reshape(1, 1)
+        return (w / scale).to(torch.float8_e4m3fn), scale.to(torch.float8_e8m0fnu)
+
+    def fp4(w):
+        rows, cols = w.shape
+        groups = (cols + 31) // 32
+        scale = torch.stack([power_of_two_at_least(w[:, g * 32:(g + 1) * 32].abs().amax(dim=1) / 6.0) for g in range(groups)], dim=1)
+        q = w / scale.repeat_interleave(32, dim=1)[:, :cols]
+        codes = (q.unsqueeze(-1) - e2m1).abs().argmin(dim=-1).to(torch.uint8)
+        packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).view(torch.int8)
+        return packed.contiguous(), scale.to(torch.float8_e8m0fnu)
+
+    stored = {}
+    for name, w in weights.items():
+        module = name[: -len(".weight")] if name.endswith(".weight") else None
+        if module and ".ffn.experts." in name:
+            stored[name], stored[module + ".scale"] = fp4(w)
+        elif module and any(m in name for m in fp8_modules) and w.dim() == 2:
+            stored[name], stored[module + ".scale"] = fp8(w)
+        else:
+            stored[name] = w
+    # The MTP layer the release ships (not part of the main model).
+    for name in [n for n in stored if n.startswith("layers.2.ffn.experts.") or n.startswith("layers.2.ffn_norm")]:
+        stored["mtp.0." + name[len("layers.2."):]] = stored[name].clone()
+    stored["mtp.0.e_proj.weight"] = torch.randn(16, 16, generator=torch.Generator().manual_seed(51))
+    save_file(stored, os.path.join(out_model, "model.safetensors"), metadata={"format": "pt"})
+    config = json.load(open(os.path.join(source, "config.json")))
+    config["expert_dtype"] = "fp4"
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                     "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}
+    with open(os.path.join(out_model, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    model = DeepseekV4ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                  experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    # Dequantized as the release's format says: the FP4 expert rows are E2M1 values times their group's power of two.
+    gate_up = model.model.layers[1].mlp.experts.gate_up_proj[3]
+    w1 = stored["layers.1.ffn.experts.3.w1.weight"].view(torch.uint8)
+    first = e2m1[(w1[0, 0] & 0xF).long()] * stored["layers.1.ffn.experts.3.w1.scale"][0, 0].float()
+    assert gate_up.dtype == torch.float32 and gate_up[0, 0].item() == first.item(), (gate_up[0, 0], first)
+    original = DeepseekV4ForCausalLM.from_pretrained(source, dtype=torch.float32)
+    moved = (original.model.layers[1].mlp.experts.gate_up_proj - model.model.layers[1].mlp.experts.gate_up_proj).abs().max().item()
+    assert 0 < moved < 0.5, moved
+    ids = torch.tensor([[(i * 7919 + 13) % config["vocab_size"] for i in range(TOKENS)]])
+    captured = {}
+    hooks = [l.mlp.gate.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
+             for i, l in enumerate(model.model.layers)]
+    out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    for h in hooks:
+        h.remove()
+    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden.{i}"] = h[0].contiguous()
+    for i, (_, weights, indices) in sorted(captured.items()):
+        order = torch.argsort(indices, dim=-1)
+        tensors[f"router.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+        tensors[f"router.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    save_file(tensors, os.path.join(HERE, "verify", "deepseek_v4-release.model.safetensors"), metadata={"tokens": str(TOKENS)})
+    print("deepseek_v4-release written")
+
 
 if __name__ == "__main__":
     import sys
@@ -644,6 +734,7 @@ if __name__ == "__main__":
         kimi_k2()
     elif sys.argv[1:] == ["deepseek_v4"]:
         deepseek_v4()
+        deepseek_v4_release()
     else:
         main()
         whole_models()
@@ -654,3 +745,4 @@ if __name__ == "__main__":
         minimax_m2()
         kimi_k2()
         deepseek_v4()
+        deepseek_v4_release()

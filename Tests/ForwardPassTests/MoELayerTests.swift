@@ -100,11 +100,14 @@ import Testing
 
     /// Every model of the MoE-block tests on its 16 tokens; gpt-oss, GLM-4.5 and MiniMax-M2 on a second sequence of 24 too;
     /// Kimi-K2 (its config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both; DeepSeek-V4
-    /// (hyper-connections: its hidden states are the 4 streams of each layer) on both, every layer routed (hash, then top-k).
+    /// (hyper-connections: its hidden states are the 4 streams of each layer) on both, every layer routed (hash, then top-k),
+    /// and stored as the release stores it (FP8 with UE8M0 `.scale` blocks, FP4 I8 experts with E8M0 `.scale` groups,
+    /// an MTP layer), as transformers dequantizes it.
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
                                                                         ("minimax_m2-seq2", "verify/minimax_m2"),
                                                                         ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2"),
-                                                                        ("deepseek_v4", "verify/deepseek_v4"), ("deepseek_v4-seq2", "verify/deepseek_v4")]
+                                                                        ("deepseek_v4", "verify/deepseek_v4"), ("deepseek_v4-seq2", "verify/deepseek_v4"),
+                                                                        ("deepseek_v4-release", "verify/deepseek_v4-release")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
