@@ -524,6 +524,45 @@ extension VerifyCoverage {
                                      naming: ["FAILED layer 2 expert 1:", "FAILED layer 2 expert 6:"])
     }
 
+    /// The release's storage (verify/deepseek_v4-release: FP8 with UE8M0 `.scale` blocks, FP4 experts as I8 with
+    /// E8M0 `.scale` per 32) is read as FP8 blocks and MXFP4 (inspect lists both), converts to BF16 (every encoded
+    /// weight dequantized, the scales dropped) and runs identically (max abs error 0); one expert row's exponent
+    /// four steps up (x16) fails.
+    @Test func releaseStorageEqualsItsBF16ConversionDamageFails() throws {
+        let release = Fixtures.path("verify/deepseek_v4-release")
+        let inspect = try CLI.run(["inspect", release, "--json"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let layouts = try #require(try JSONParser.parse(inspect.stdout).objectValue?["quantization"]?.objectValue?["layouts"]?.arrayValue)
+        let counts = layouts.compactMap { $0.objectValue }.map { ($0["encoding"]?.stringValue ?? "", $0["weights"]) }
+        // 5 attention projections x 3 layers, the indexer's wq_b, 3 shared experts x 3 layers; 8 x 3 experts x 3 layers
+        // and the MTP layer's 8 x 3.
+        #expect(counts.contains { $0 == ("fp8-block", .int(25)) } && counts.contains { $0 == ("mxfp4", .int(96)) }, "\(layouts)")
+
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bf16 = dir + "/bf16"
+        let c = try CLI.run(["convert", release, bf16, "--to", "bf16", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let converted = try SafetensorsFile(path: bf16 + "/model.safetensors")
+        #expect(converted.tensor(named: "layers.1.ffn.experts.3.w1.weight")?.shape == [8, 16])
+        #expect(converted.tensors.allSatisfy { !$0.name.hasSuffix(".scale") })
+        let r = try CLI.run(["verify", release, bf16, "--json"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+
+        let copy = dir + "/release"
+        try FileManager.default.copyItem(atPath: release, toPath: copy)
+        let shard = copy + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        var bytes = Fixtures.readBytes(shard)
+        // layers.2.ffn.experts.5.w2.scale: F8_E8M0 [16, 1], one exponent a row; row 3's four up.
+        let s = try ShardSurgery.range(file, "layers.2.ffn.experts.5.w2.scale")
+        bytes[s.lowerBound + 3] += 4
+        try ShardSurgery.expectFails(bytes, shard: shard, original: bf16, converted: copy, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 5:"])
+    }
+
     /// A tensor the forward pass needs (the hash table, the indexer's queries, a compressor's position bias, the hyper
     /// head) missing: refused, naming it.
     @Test(arguments: ["layers.0.ffn.gate.tid2eid", "layers.1.attn.indexer.wq_b.weight", "layers.2.attn.compressor.ape", "hc_head_fn"])
