@@ -107,9 +107,11 @@ extension Checkpoint {
     /// of its FP8 weights, E8M0 groups of 32 of its FP4 experts).
     static let moduleScaleEnding = ".scale"
 
-    /// Whether `name` is the block scale of a weight (by name alone).
+    /// Whether `name` is the block scale of a weight (by name alone). DeepSeek-V4's `<module>.scale` is not told by
+    /// its name (other models have parameters so named): its E8M0 dtype makes it overhead (ParameterCounting), and
+    /// the weight it belongs to folds it in (CheckpointReader.encodedWeights).
     public static func isScaleName(_ name: String) -> Bool {
-        scaleNameEndings.contains { name.hasSuffix($0) } || name.hasSuffix(moduleScaleEnding)
+        scaleNameEndings.contains { name.hasSuffix($0) }
     }
 
     /// The scale tensor stored beside an FP8 `.weight` (or DeepSeek-V4's packed FP4 I8 `.weight`), wherever it is
