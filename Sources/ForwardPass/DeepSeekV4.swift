@@ -16,7 +16,7 @@ import StrictJSON
 ///   the others, a shared expert, SwiGLU clamped at swiglu_limit.
 /// Names are the release's (`layers.N.attn.wq_a.weight`, `embed.weight`, `hc_head_fn`, `head.weight`), or
 /// what transformers' save_pretrained writes (the same under `model.`, with `model.embed_tokens.weight`,
-/// `model.hc_head.hc_fn`, `model.norm.weight`).
+/// `model.hc_head.hc_fn`, `model.norm.weight`, and `head.weight` or `lm_head.weight`).
 struct DeepSeekV4 {
     let model: Transformer
     var reader: WeightReader { model.reader }
@@ -50,8 +50,10 @@ struct DeepSeekV4 {
         attention = try CompressedAttention.Sizes(config, heads: model.heads, headDim: model.headDim)
         let release = model.reader.has("layers.0.attn_norm.weight")
         layerRoot = release ? "layers." : "model.layers."
-        names = release ? ("embed.weight", "norm.weight", "head.weight", "hc_head_")
-                        : ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.hc_head.hc_")
+        // transformers' save_pretrained writes the release's head.weight beside its own other names.
+        let head = model.reader.has("head.weight") ? "head.weight" : "lm_head.weight"
+        names = release ? ("embed.weight", "norm.weight", head, "hc_head_")
+                        : ("model.embed_tokens.weight", "model.norm.weight", head, "model.hc_head.hc_")
     }
 
     func forward(_ ids: [Int]) throws(ForwardError) -> Transformer.Output {

@@ -217,12 +217,6 @@ public struct MoELayer {
         }
     }
 
-    /// Whether the router chooses by token id (a DeepSeek-V4 hash layer) rather than by the hidden state.
-    public var routesByTokenID: Bool {
-        if case .sqrtSoftplus(_, let hash?) = router { return !hash.isEmpty }
-        return false
-    }
-
     /// The token ids a hash layer is routed by when the caller has none (layer mode's made-up hidden states):
     /// those of whole-model mode's default prompt, i * 7919 + 13 modulo the table's rows.
     func defaultTokenIDs(_ tokens: Int) -> [Int] {

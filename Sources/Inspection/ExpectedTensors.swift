@@ -23,7 +23,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
-        if config.architecture == "deepseek_v4" { return deepSeekV4(config) }
+        if config.architecture == "deepseek_v4" { return deepSeekV4(config, has: has) }
         guard let type = config.architecture, ["deepseek_v3", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe", "minimax_m2"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
               let heads = config.int("num_attention_heads"), h > 0, v > 0, heads > 0, layers > 0, layers <= 1 << 16
@@ -150,8 +150,10 @@ public enum ExpectedTensors {
     /// hidden], base, scale [3]), the attention (wq_a, q_norm, wq_b, wkv, norm, wo_a, wo_b, attn_sink), on CSA and HCA
     /// layers the compressor (wkv and wgate of 2 x head_dim on CSA, head_dim on HCA; ape [rate, that]; norm), on CSA
     /// layers the indexer (its own compressor at index_head_dim, wq_b, weights_proj); the router with tid2eid on hash
-    /// layers or its correction bias (gate.bias) on the others, w1/w2/w3 experts and shared experts.
-    static func deepSeekV4(_ c: ModelConfig) -> [(name: String, shape: [UInt64])]? {
+    /// layers or its correction bias (gate.bias) on the others, w1/w2/w3 experts and shared experts. A checkpoint
+    /// written by transformers' save_pretrained has the same names under `model.`, and `model.embed_tokens.weight`,
+    /// `model.norm.weight`, `model.hc_head.hc_fn` / `_base` / `_scale` (`head.weight` as the release).
+    static func deepSeekV4(_ c: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
         guard let h = c.hiddenSize, let v = c.vocabSize, let layers = c.numHiddenLayers, let heads = c.int("num_attention_heads"),
               let d = c.int("head_dim"), let qRank = c.int("q_lora_rank"), let groups = c.int("o_groups"), let oRank = c.int("o_lora_rank"),
               let experts = c.routedExperts, let k = c.expertsPerToken, let size = c.moeIntermediateSize, let kinds = c.deepSeekV4Attention,
@@ -162,7 +164,13 @@ public enum ExpectedTensors {
         let (nI, dI) = (c.int("index_n_heads") ?? 64, c.int("index_head_dim") ?? 128)
         let rates = c.deepSeekV4CompressRates
         var out: [(String, [UInt64])] = []
-        func add(_ name: String, _ shape: [Int]) { out.append((name, shape.map { UInt64($0) })) }
+        let saved = !has("layers.0.attn_norm.weight") && has("model.layers.0.attn_norm.weight")
+        let savedTop = ["embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "hc_head_fn": "model.hc_head.hc_fn",
+                        "hc_head_base": "model.hc_head.hc_base", "hc_head_scale": "model.hc_head.hc_scale"]
+        func add(_ name: String, _ shape: [Int]) {
+            let stored = !saved ? name : savedTop[name] ?? (name.hasPrefix("layers.") ? "model." + name : name)
+            out.append((stored, shape.map { UInt64($0) }))
+        }
         func hyper(_ p: String, _ rows: Int, _ scales: Int) {
             add(p + "fn", [rows, n * h])
             add(p + "base", [rows])

@@ -563,6 +563,35 @@ extension VerifyCoverage {
                                      naming: ["FAILED layer 2 expert 5:"])
     }
 
+    /// The names transformers' save_pretrained writes (the release's under `model.`, with `model.embed_tokens.weight`,
+    /// `model.hc_head.hc_fn` ..., `model.norm.weight`, and the release's `head.weight`) run the same model bit for bit,
+    /// and are complete for inspect.
+    @Test func transformersSavedNamesRunIdentically() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: Self.original + "/config.json", toPath: dir + "/config.json")
+        let f = try SafetensorsFile(path: Self.original + "/model.safetensors")
+        let saved = ["embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "hc_head_fn": "model.hc_head.hc_fn",
+                     "hc_head_base": "model.hc_head.hc_base", "hc_head_scale": "model.hc_head.hc_scale"]
+        func rename(_ name: String) -> String { saved[name] ?? (name.hasPrefix("layers.") ? "model." + name : name) }
+        let specs = f.tensors.map { TensorSpec(name: rename($0.name), dtype: $0.dtype, shape: $0.shape) }
+        #expect(specs.contains { $0.name == "model.layers.1.attn.indexer.wq_b.weight" } && specs.contains { $0.name == "head.weight" })
+        let byNewName = Dictionary(uniqueKeysWithValues: f.tensors.map { (rename($0.name), $0) })
+        _ = try SafetensorsWriter.write(to: dir + "/model.safetensors", tensors: specs, metadata: [(key: "format", value: "pt")]) { info, sink in
+            try sink.write(f.data(byNewName[info.name]!))
+        }
+        let r = try CLI.run(["verify", Self.original, dir, "--json"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+        #expect(o["moe_layers"]?.arrayValue?.count == 3)
+        // inspect's completeness knows these names too.
+        let inspect = try CLI.run(["inspect", dir, "--json", "--strict"])
+        #expect(inspect.status == 0, "\(inspect.stdout)\(inspect.stderr)")
+        let c = try #require(try JSONParser.parse(inspect.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(c["expected_tensors"] == .int(155) && c["missing"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+    }
+
     /// A tensor the forward pass needs (the hash table, the indexer's queries, a compressor's position bias, the hyper
     /// head) missing: refused, naming it.
     @Test(arguments: ["layers.0.ffn.gate.tid2eid", "layers.1.attn.indexer.wq_b.weight", "layers.2.attn.compressor.ape", "hc_head_fn"])
