@@ -8,7 +8,7 @@ whole_models). For every MoE layer i of each model: `layer.<i>.input` (16 tokens
 choice as its gate returned it: `layer.<i>.experts` (top-k expert ids per token, ascending, I64) and
 `layer.<i>.weights` (their routing weights in the same order, F32).
 
-usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4|deepseek_v32|glm_moe_dsa|qwen3_next|qwen3_5_moe]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
+usage: python Fixtures/moe_reference.py [gpt_oss|glm4_moe|minimax_m2|kimi_k2|llama4|deepseek_v32|glm_moe_dsa|qwen3_next|qwen3_5_moe|deepseek_v4]      (only that model; torch, transformers, safetensors: Fixtures/requirements.txt)
 """
 import importlib
 import os
@@ -1075,10 +1075,240 @@ class _TextView:
         return self.full(**kw)
 
 
+DEEPSEEK_V4_PUBLISHED = [("model.embed_tokens.weight", "embed.weight"), ("model.hc_head.hc_fn", "hc_head_fn"),
+                         ("model.hc_head.hc_base", "hc_head_base"), ("model.hc_head.hc_scale", "hc_head_scale"),
+                         ("model.norm.weight", "norm.weight")]
+
+
+def deepseek_v4():
+    """A tiny DeepSeek-V4 (DeepseekV4ForCausalLM): vocab 64, hidden 16, 3 layers, one of each attention kind --
+    layer 0 sliding-window only (window 4), layer 1 compressed sparse attention (CSA: windows of 4 tokens, the
+    overlapping Ca/Cb series, a lightning indexer of 8 heads of 8 keeping the top 2 compressed entries), layer 2
+    heavily compressed attention (HCA: windows of 8); 2 query heads of 16 sharing one key=value head, rotary on the
+    last 8 dims (interleaved pairs; theta 10000 on the sliding layer, the compress rope -- theta 160000, YaRN factor
+    16 over 8 positions -- on the others), q_lora_rank 8, grouped output projection of 2 groups of rank 4, sinks;
+    hyper-connections of 4 streams (20 Sinkhorn iterations) and the hyper head; layer 0 hash-routed (tid2eid),
+    layers 1-2 top-2 of 8 experts (sqrtsoftplus scores, the correction bias for the choice, renormalised, times
+    1.5), a shared expert, SwiGLU clamped at swiglu_limit 1 (10 in the release: 1 makes the clamp bite here);
+    random float32 weights (seed 49). save_pretrained writes the release's own names under "model."; the file is
+    then renamed to the release's names as published (no "model." prefix, embed.weight, hc_head_fn, norm.weight,
+    head.weight) and loaded back by transformers, which must give the same parameters. Then with eager attention
+    and experts, no cache: verify/deepseek_v4.model.safetensors (16 tokens i * 7919 + 13 mod vocab) and
+    verify/deepseek_v4-seq2.model.safetensors (24 seeded random tokens): logits, every hidden state (the 4 streams
+    of each layer's output, [tokens, 4, hidden]; the last after the hyper head and the norm) and each layer's
+    router choice (hash and top-k)."""
+    from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+    config = DeepseekV4Config(
+        vocab_size=64, hidden_size=16, moe_intermediate_size=8, num_hidden_layers=3, num_attention_heads=2,
+        head_dim=16, q_lora_rank=8, o_groups=2, o_lora_rank=4, hc_mult=4, n_routed_experts=8, num_experts_per_tok=2,
+        sliding_window=4, swiglu_limit=1.0, index_n_heads=8, index_head_dim=8, index_topk=2,
+        partial_rotary_factor=0.5, max_position_embeddings=128, tie_word_embeddings=False,
+        layer_types=["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"],
+        mlp_layer_types=["hash_moe", "moe", "moe"],
+        compress_rates={"compressed_sparse_attention": 4, "heavily_compressed_attention": 8},
+        rope_parameters={"rope_type": "yarn", "factor": 16, "original_max_position_embeddings": 8,
+                         "beta_fast": 32, "beta_slow": 1})
+    torch.manual_seed(49)
+    model = DeepseekV4ForCausalLM(config)
+    g = torch.Generator().manual_seed(490)
+    scales = {"indexer": 0.5, "embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
+              "e_score_correction_bias": 0.05, "position_bias": 0.5, "sinks": 0.5, "attn_hc": 0.2, "ffn_hc": 0.2,
+              "hc_head": 0.2, "self_attn": 0.15}
+    with torch.no_grad():
+        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+            if name.endswith("tid2eid"):
+                p.copy_(torch.stack([torch.randperm(8, generator=g)[:2] for _ in range(p.shape[0])]))
+                continue
+            if "norm" in name:
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in name), None)
+            if scale is None:
+                continue  # rotary caches
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    out_model = os.path.join(HERE, "verify", "deepseek_v4")
+    model.save_pretrained(out_model, safe_serialization=True)
+    # The release's names: no "model." prefix, the embeddings, hyper head and final norm named as it names them.
+    shard = os.path.join(out_model, "model.safetensors")
+    renames = dict(DEEPSEEK_V4_PUBLISHED)
+    saved = load_file(shard)
+    published = {renames.get(n, n[len("model."):] if n.startswith("model.") else n): t for n, t in saved.items()}
+    assert "head.weight" in published and all(not n.startswith("model.") for n in published)
+    save_file(published, shard, metadata={"format": "pt"})
+    original = dict(model.state_dict())
+    model = DeepseekV4ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                  experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    loaded = model.state_dict()
+    for n, t in original.items():
+        assert torch.equal(loaded[n], t), f"{n} not loaded back from the release's names"
+    vocab = config.vocab_size
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(50))
+    # The indexer's choice must not rest on a tie (equal scores would let any order pick).
+    indexer = model.model.layers[1].self_attn.compressor.indexer
+    scored = {}
+    hook = indexer.scorer.register_forward_hook(lambda m, a, out: scored.update(out=out))
+    for ids, name in [(first, "deepseek_v4"), (second, "deepseek_v4-seq2")]:
+        captured = {}
+        hooks = [l.mlp.gate.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
+                 for i, l in enumerate(model.model.layers)]
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+        for h in hooks:
+            h.remove()
+        scores = scored["out"][0]
+        for t in range(ids.shape[1]):
+            valid = scores[t, : (t + 1) // 4].sort(descending=True).values
+            if valid.numel() > 2:
+                assert valid[1] - valid[2] > 1e-4, f"indexer tie at token {t}: {valid}"
+        tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+        for i, h in enumerate(out.hidden_states):
+            tensors[f"hidden.{i}"] = h[0].contiguous()
+        for i, (_, weights, indices) in sorted(captured.items()):
+            order = torch.argsort(indices, dim=-1)
+            tensors[f"router.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+            tensors[f"router.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    hook.remove()
+    # What the fixture must be able to tell apart: each mechanism, switched off, moves the logits.
+    reference = load_file(os.path.join(HERE, "verify", "deepseek_v4.model.safetensors"))["logits"]
+    def no_compressor(m, layer):
+        attn = m.model.layers[layer].self_attn
+        attn.compressor = None
+    def no_overlap(m):
+        # CSA without the previous window's Ca series: window w pools only its own Cb.
+        compressor = m.model.layers[1].self_attn.compressor
+        with torch.no_grad():
+            compressor.position_bias[:, :16] = -1e9
+    def no_hash(m):
+        from transformers.models.deepseek_v4.modeling_deepseek_v4 import DeepseekV4TopKRouter
+        block = m.model.layers[0].mlp
+        router = DeepseekV4TopKRouter(m.config)
+        router.weight.data.copy_(block.gate.weight.data)
+        block.gate, block.is_hash = router, False
+    def compress_rope_default(c):
+        c.rope_parameters = {"main": c.rope_parameters["main"],
+                             "compress": {"rope_type": "default", "rope_theta": 160000.0, "partial_rotary_factor": 0.5}}
+    for what, config_change, change in [
+            ("whole window", lambda c: setattr(c, "sliding_window", 64), lambda m: None),
+            ("no CSA compressor", None, lambda m: no_compressor(m, 1)),
+            ("no HCA compressor", None, lambda m: no_compressor(m, 2)),
+            ("indexer keeps everything", None, lambda m: setattr(m.model.layers[1].self_attn.compressor.indexer, "index_topk", 64)),
+            ("no CSA overlap", None, no_overlap),
+            ("no sinks", None, lambda m: [l.self_attn.sinks.data.fill_(-1e9) for l in m.model.layers]),
+            ("top-k instead of hash routing", None, no_hash),
+            ("no correction bias", None, lambda m: [l.mlp.gate.e_score_correction_bias.zero_() for l in m.model.layers[1:]]),
+            ("swiglu_limit 100", lambda c: setattr(c, "swiglu_limit", 100.0), lambda m: None),
+            ("compress rope without YaRN", compress_rope_default, lambda m: None),
+            ("one Sinkhorn iteration", lambda c: setattr(c, "hc_sinkhorn_iters", 1), lambda m: None)]:
+        altered_config = DeepseekV4Config.from_pretrained(out_model)
+        if config_change:
+            config_change(altered_config)
+        altered = DeepseekV4ForCausalLM.from_pretrained(out_model, config=altered_config, dtype=torch.float32,
+                                                        attn_implementation="eager", experts_implementation="eager")
+        change(altered)
+        moved = (altered(input_ids=first, use_cache=False).logits[0] - reference).abs().max().item()
+        print(f"{what}: logits move by {moved:.3g}")
+        assert moved > 1e-3, what
+    print("deepseek_v4 written")
+
+def deepseek_v4_release():
+    """verify/deepseek_v4-release/: the tiny DeepSeek-V4 (verify/deepseek_v4) stored as the release stores its weights:
+    the attention projections (wq_a, wq_b, wkv, wo_a, wo_b, the indexer's wq_b) and the shared experts in FP8 E4M3 with
+    a `<module>.scale` of UE8M0 block scales (F8_E8M0, 128x128 blocks: one here), each power of two the smallest that
+    keeps the block within 448; the routed experts in FP4 E2M1, two codes a byte (the first in the low nibble) in an I8
+    `.weight` of [rows, cols / 2], with a `.scale` of E8M0 exponents per group of 32 along the rows (one group here:
+    16 or 8 columns), each the smallest power of two that keeps the group within 6, codes the nearest E2M1 value; the
+    rest (embeddings, head, norms, routers, tid2eid, hyper-connections, compressors, the indexer's weights_proj) as
+    they were. config.json gains the release's quantization_config (fp8, e4m3, ue8m0, [128, 128]) and expert_dtype
+    fp4; an MTP layer `mtp.0.*` (a copy of layer 2's norms and experts, and an e_proj) is added as the release has
+    one. transformers loads it on the CPU by dequantizing (its Fp8Dequantize: `.scale` read as weight_scale_inv, FP4
+    unpacked), leaving mtp.* aside; its float32 forward on the fixture's first 16 tokens is
+    verify/deepseek_v4-release.model.safetensors (logits, hidden states, router choices)."""
+    import json
+    import shutil
+    from transformers import DeepseekV4ForCausalLM
+    source = os.path.join(HERE, "verify", "deepseek_v4")
+    out_model = os.path.join(HERE, "verify", "deepseek_v4-release")
+    shutil.rmtree(out_model, ignore_errors=True)
+    os.makedirs(out_model)
+    weights = load_file(os.path.join(source, "model.safetensors"))
+    fp8_modules = ("attn.wq_a", "attn.wq_b", "attn.wkv", "attn.wo_a", "attn.wo_b", "attn.indexer.wq_b", "ffn.shared_experts.")
+    e2m1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+    def power_of_two_at_least(x):
+        return torch.exp2(torch.ceil(torch.log2(x.clamp(min=2.0 ** -126))))
+
+    def fp8(w):
+        scale = power_of_two_at_least(w.abs().max() / 448.0).reshape(1, 1)
+        return (w / scale).to(torch.float8_e4m3fn), scale.to(torch.float8_e8m0fnu)
+
+    def fp4(w):
+        rows, cols = w.shape
+        groups = (cols + 31) // 32
+        scale = torch.stack([power_of_two_at_least(w[:, g * 32:(g + 1) * 32].abs().amax(dim=1) / 6.0) for g in range(groups)], dim=1)
+        q = w / scale.repeat_interleave(32, dim=1)[:, :cols]
+        codes = (q.unsqueeze(-1) - e2m1).abs().argmin(dim=-1).to(torch.uint8)
+        packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).view(torch.int8)
+        return packed.contiguous(), scale.to(torch.float8_e8m0fnu)
+
+    stored = {}
+    for name, w in weights.items():
+        module = name[: -len(".weight")] if name.endswith(".weight") else None
+        if module and ".ffn.experts." in name:
+            stored[name], stored[module + ".scale"] = fp4(w)
+        elif module and any(m in name for m in fp8_modules) and w.dim() == 2:
+            stored[name], stored[module + ".scale"] = fp8(w)
+        else:
+            stored[name] = w
+    # The MTP layer the release ships (not part of the main model).
+    for name in [n for n in stored if n.startswith("layers.2.ffn.experts.") or n.startswith("layers.2.ffn_norm")]:
+        stored["mtp.0." + name[len("layers.2."):]] = stored[name].clone()
+    stored["mtp.0.e_proj.weight"] = torch.randn(16, 16, generator=torch.Generator().manual_seed(51))
+    save_file(stored, os.path.join(out_model, "model.safetensors"), metadata={"format": "pt"})
+    config = json.load(open(os.path.join(source, "config.json")))
+    config["expert_dtype"] = "fp4"
+    config["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                     "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}
+    with open(os.path.join(out_model, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    model = DeepseekV4ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
+                                                  experts_implementation="eager")
+    model.eval()
+    torch.set_grad_enabled(False)
+    # Dequantized as the release's format says: the FP4 expert rows are E2M1 values times their group's power of two.
+    gate_up = model.model.layers[1].mlp.experts.gate_up_proj[3]
+    w1 = stored["layers.1.ffn.experts.3.w1.weight"].view(torch.uint8)
+    first = e2m1[(w1[0, 0] & 0xF).long()] * stored["layers.1.ffn.experts.3.w1.scale"][0, 0].float()
+    assert gate_up.dtype == torch.float32 and gate_up[0, 0].item() == first.item(), (gate_up[0, 0], first)
+    original = DeepseekV4ForCausalLM.from_pretrained(source, dtype=torch.float32)
+    moved = (original.model.layers[1].mlp.experts.gate_up_proj - model.model.layers[1].mlp.experts.gate_up_proj).abs().max().item()
+    assert 0 < moved < 0.5, moved
+    ids = torch.tensor([[(i * 7919 + 13) % config["vocab_size"] for i in range(TOKENS)]])
+    captured = {}
+    hooks = [l.mlp.gate.register_forward_hook(lambda m, a, out, i=i: captured.update({i: out}))
+             for i, l in enumerate(model.model.layers)]
+    out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    for h in hooks:
+        h.remove()
+    tensors = {"token_ids": ids[0].to(torch.int64).contiguous(), "logits": out.logits[0].contiguous()}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden.{i}"] = h[0].contiguous()
+    for i, (_, weights, indices) in sorted(captured.items()):
+        order = torch.argsort(indices, dim=-1)
+        tensors[f"router.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
+        tensors[f"router.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
+    save_file(tensors, os.path.join(HERE, "verify", "deepseek_v4-release.model.safetensors"), metadata={"tokens": str(TOKENS)})
+    print("deepseek_v4-release written")
+
+
 if __name__ == "__main__":
     import sys
     only = {"gpt_oss": gpt_oss, "glm4_moe": glm4_moe, "minimax_m2": minimax_m2, "kimi_k2": kimi_k2, "llama4": llama4,
-            "deepseek_v32": deepseek_v32, "glm_moe_dsa": glm_moe_dsa, "qwen3_next": qwen3_next, "qwen3_5_moe": qwen3_5_moe}
+            "deepseek_v32": deepseek_v32, "glm_moe_dsa": glm_moe_dsa, "qwen3_next": qwen3_next, "qwen3_5_moe": qwen3_5_moe,
+            "deepseek_v4": lambda: (deepseek_v4(), deepseek_v4_release())}
     if len(sys.argv) == 2 and sys.argv[1] in only:
         only[sys.argv[1]]()
     elif len(sys.argv) > 1:
@@ -1097,3 +1327,5 @@ if __name__ == "__main__":
         glm_moe_dsa()
         qwen3_next()
         qwen3_5_moe()
+        deepseek_v4()
+        deepseek_v4_release()

@@ -115,7 +115,8 @@ public struct ModelConfig: Sendable {
         if let list = moeLayerList { return list.contains(layer) }
         if let step = interleaveMoELayerStep { return step >= 1 && (layer + 1) % step == 0 }
         // transformers builds each layer as mlp_layer_types says, when config.json lists it.
-        if let types = mlpLayerTypes, layer < types.count { return types[layer] == "sparse" }
+        // ("dense" or "sparse" for DeepSeek-V3.2 and GLM-5; "hash_moe" or "moe" for DeepSeek-V4, every layer routed.)
+        if let types = mlpLayerTypes, layer < types.count { return types[layer] != "dense" }
         if mlpOnlyLayers.contains(layer) { return false }
         if let k = firstKDenseReplace, layer < k { return false }
         if let freq = moeLayerFreq, freq > 1, layer % freq != 0 { return false }

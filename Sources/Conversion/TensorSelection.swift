@@ -36,11 +36,12 @@ public struct TensorAction: Sendable, Equatable {
 }
 
 /// The rule deciding which tensors are quantized: only 2-D `.weight` tensors of
-/// attention and MLP/expert linear projections of the text model. Never vision or audio towers (MultimodalTower),
-/// embeddings, `lm_head`, MTP `shared_head.head` and `eh_proj`, routers (`mlp.gate`, `feed_forward.router`), `shared_expert_gate`,
-/// the Gated DeltaNet's beta and decay projections (Qwen3-Next's `in_proj_ba`, Qwen3.5's `in_proj_b` and `in_proj_a`),
-/// norms, biases or 1-D tensors (its conv1d, A_log and dt_bias among them). A DSA indexer's `wq_b` and `wk` are
-/// quantized, its `weights_proj` not. `--include` / `--exclude` patterns override it.
+/// attention and MLP/expert linear projections of the text model (DeepSeek-V4's wq_a, wq_b, wkv, wo_a, wo_b too). Never
+/// vision or audio towers (MultimodalTower), embeddings, `lm_head`, MTP `shared_head.head` and `eh_proj`, routers
+/// (`mlp.gate`, `feed_forward.router`), `shared_expert_gate`, the Gated DeltaNet's beta and decay projections
+/// (Qwen3-Next's `in_proj_ba`, Qwen3.5's `in_proj_b` and `in_proj_a`), norms, biases or 1-D tensors (its conv1d, A_log
+/// and dt_bias among them), or DeepSeek-V4's compressors (BF16 in its release). A sparse-attention indexer's `wq_b`
+/// and `wk` are quantized, its `weights_proj` not. `--include` / `--exclude` patterns override it.
 public struct TensorSelection: Sendable {
     public let include: NameFilter?
     public let exclude: NameFilter?
@@ -49,6 +50,9 @@ public struct TensorSelection: Sendable {
         self.include = include
         self.exclude = exclude
     }
+
+    /// DeepSeek-V4's attention projections, named as its release names them.
+    static let deepSeekV4Attention: Set<Substring> = ["wq_a", "wq_b", "wkv", "wo_a", "wo_b"]
 
     /// Why `tensor` would or would not be quantized by the default rule (nil reason: it would).
     public static func defaultRule(_ t: TensorInfo) -> String? {
@@ -66,9 +70,11 @@ public struct TensorSelection: Sendable {
         if module == "gate" || module == "router" || module == "shared_expert_gate" { return "router" }
         if ["in_proj_ba", "in_proj_b", "in_proj_a"].contains(module) { return "linear-attention gate (beta and decay)" }
         if module.hasSuffix("norm") { return "norm" }
-        // DeepSeek-V3.2's DSA indexer ships its q and k projections in FP8 and its per-head weights unquantized.
+        // DeepSeek-V3.2's and V4's indexers ship their q and k projections in FP8 and their per-head weights
+        // unquantized; DeepSeek-V4's release keeps its compressors' wkv / wgate in BF16.
+        if parts.contains("compressor") { return "DeepSeek-V4 compressor weights (BF16 in the release)" }
         if parts.contains("indexer") { return module == "wq_b" || module == "wk" ? nil : "indexer head weights" }
-        let linear = module.contains("proj") || module == "w1" || module == "w2" || module == "w3"
+        let linear = module.contains("proj") || ["w1", "w2", "w3"].contains(module) || Self.deepSeekV4Attention.contains(module)
         guard linear else { return "not an attention or MLP projection" }
         return nil
     }

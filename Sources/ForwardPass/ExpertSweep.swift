@@ -49,7 +49,7 @@ extension MoELayer {
         }
         let w = try expert(e)
         defer { [w.gate, w.up, w.down].forEach { $0.release() } }
-        return try Math.swiglu(x, tokens: tokens, gate: w.gate, up: w.up, down: w.down)
+        return try Math.swiglu(x, tokens: tokens, gate: w.gate, up: w.up, down: w.down, limit: swigluLimit)
     }
 }
 

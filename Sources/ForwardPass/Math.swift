@@ -47,10 +47,15 @@ public enum Math {
         return try linear(x, tokens: tokens, weight, rows: rows, threads: threads)
     }
 
-    /// SwiGLU: down(silu(gate(x)) * up(x)).
-    public static func swiglu(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight) throws(ForwardError) -> [Float] {
-        let g = try linear(x, tokens: tokens, gate)
-        let u = try linear(x, tokens: tokens, up, rows: gate.rows)
+    /// SwiGLU: down(silu(gate(x)) * up(x)); with a `limit` (DeepSeek-V4's swiglu_limit), gate(x) clamped
+    /// above at it and up(x) to [-limit, limit] first.
+    public static func swiglu(_ x: [Float], tokens: Int, gate: Weight, up: Weight, down: Weight, limit: Float? = nil) throws(ForwardError) -> [Float] {
+        var g = try linear(x, tokens: tokens, gate)
+        var u = try linear(x, tokens: tokens, up, rows: gate.rows)
+        if let limit {
+            g = g.map { min($0, limit) }
+            u = u.map { max(min($0, limit), -limit) }
+        }
         return try linear(zip(g, u).map { silu($0) * $1 }, tokens: tokens, down, rows: x.count / tokens)
     }
 

@@ -21,6 +21,11 @@ public enum Router: Sendable, Equatable {
 
     /// Whether the routing weights multiply the experts' inputs rather than their outputs.
     public var weighsInputs: Bool { self == .sigmoidTopKOnInput }
+
+    /// DeepSeek-V4: scores sqrt(softplus(logit)); the experts the k best of score + e_score_correction_bias, or,
+    /// on a hash layer, the token id's row of the frozen table `hash` (tid2eid, [vocab][k]); weights the chosen
+    /// scores renormalised, times `scaling`.
+    case sqrtSoftplus(scaling: Float, hash: [[Int]]?)
 }
 
 /// What a router chose for one token: experts ascending, with their weights.
@@ -51,6 +56,8 @@ public struct MoELayer {
     /// The layer's post-attention RMSNorm weight (what feeds the MoE block), when present.
     public let inputNorm: [Float]?
     public let normEps: Float
+    /// DeepSeek-V4's swiglu_limit: every expert's gate clamped above and its up projection to [-limit, limit].
+    let swigluLimit: Float?
 
     enum ExpertNaming {
         case perExpert(gate: String, up: String, down: String)  // "{prefix}experts.{e}.<name>.weight"
@@ -64,14 +71,20 @@ public struct MoELayer {
         case fusedInputMajor
     }
 
-    /// Where an MoE layer keeps its router, after "model.layers.N.": the block's prefix and the router's module
-    /// (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, Llama 4's feed_forward.router, everyone else's mlp.gate).
-    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router"), ("feed_forward.", "router")]
+    /// Where an MoE layer keeps its router, after "model.layers.N." (DeepSeek-V4's release: "layers.N."): the
+    /// block's prefix and the router's module (Mixtral's block_sparse_moe.gate, gpt-oss's mlp.router, Llama 4's
+    /// feed_forward.router, DeepSeek-V4's ffn.gate, everyone else's mlp.gate).
+    static let routerLocations = [("mlp.", "gate"), ("block_sparse_moe.", "gate"), ("mlp.", "router"), ("feed_forward.", "router"), ("ffn.", "gate")]
 
-    /// The names layer `layer`'s router weight may have, one per architecture's naming; `prefix` is the
-    /// decoder's (ModelConfig.decoderPrefix).
+    /// Where layer `layer`'s weights may start: under the decoder's prefix (ModelConfig.decoderPrefix: "model.",
+    /// Llama 4's "language_model.model.", Qwen3.5's "model.language_model."), or DeepSeek-V4's release "layers.N.".
+    public static func layerPrefixes(_ layer: Int, prefix: String = "model.") -> [String] {
+        ["\(prefix)layers.\(layer).", "layers.\(layer)."]
+    }
+
+    /// The names layer `layer`'s router weight may have, one per architecture's naming.
     public static func routerWeightNames(layer: Int, prefix: String = "model.") -> [String] {
-        routerLocations.map { "\(prefix)layers.\(layer).\($0.0)\($0.1).weight" }
+        layerPrefixes(layer, prefix: prefix).flatMap { base in routerLocations.map { base + $0.0 + $0.1 + ".weight" } }
     }
 
     /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
@@ -79,17 +92,20 @@ public struct MoELayer {
         self.layer = layer
         self.reader = reader
         let type = config.architecture ?? ""
-        let base = config.decoderPrefix + "layers.\(layer)."
-        guard let (block, module) = Self.routerLocations.first(where: { reader.has(base + $0.0 + $0.1 + ".weight") }) else {
-            let names = Self.routerWeightNames(layer: layer, prefix: config.decoderPrefix)
-            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(type == "llama4" ? names.last! : names[0])): not an MoE layer")
+        let located = Self.layerPrefixes(layer, prefix: config.decoderPrefix).lazy
+            .flatMap { base in Self.routerLocations.map { (base, $0.0, $0.1) } }
+            .first { reader.has($0.0 + $0.1 + $0.2 + ".weight") }
+        guard let (base, block, module) = located else {
+            let expected = config.decoderPrefix + "layers.\(layer)." + (type == "llama4" ? "feed_forward.router" : "mlp.gate") + ".weight"
+            throw ForwardError(.notAnMoELayer, "layer \(layer) has no router (\(expected)): not an MoE layer")
         }
         let prefix = base + block
         self.prefix = prefix
         routerName = prefix + module
         routerWeight = try reader.matrix(routerName + ".weight")
         experts = routerWeight.rows
-        logitBias = reader.has(routerName + ".bias") ? try reader.vector(routerName + ".bias") : nil
+        // DeepSeek-V4's gate.bias is its e_score_correction_bias (for the choice only), not a bias of the logits.
+        logitBias = type != "deepseek_v4" && reader.has(routerName + ".bias") ? try reader.vector(routerName + ".bias") : nil
         if let logitBias, logitBias.count != experts {
             throw ForwardError(.shapeMismatch, "\(routerName).bias has \(logitBias.count) values for \(experts) experts")
         }
@@ -131,6 +147,11 @@ public struct MoELayer {
         case "llama4":
             router = .sigmoidTopKOnInput
             bias = nil
+        case "deepseek_v4":
+            let scaling = Float(config.field("routed_scaling_factor")?.doubleValue ?? 1.5)
+            let hash = try Self.hashTable(reader, name: routerName + ".tid2eid", layer: layer, config: config, experts: experts, k: k)
+            router = .sqrtSoftplus(scaling: scaling, hash: hash)
+            bias = hash == nil ? try Self.correctionBias(reader, routerName + ".bias", experts: experts) : nil
         default:
             throw Transformer.unsupported(type)
         }
@@ -163,16 +184,32 @@ public struct MoELayer {
             ?? (sharedRequired ? prefix + "shared_expert." : nil)
         if let sp = sharedPrefix {
             shared = (try reader.weight(sp + "gate_proj.weight"), try reader.weight(sp + "up_proj.weight"), try reader.weight(sp + "down_proj.weight"))
+        } else if reader.has(prefix + "shared_experts.w1.weight") {  // DeepSeek-V4's release: w1 gate, w3 up, w2 down
+            let sp = prefix + "shared_experts."
+            shared = (try reader.weight(sp + "w1.weight"), try reader.weight(sp + "w3.weight"), try reader.weight(sp + "w2.weight"))
         } else {
             shared = nil
         }
         let gateName = prefix + "shared_expert_gate.weight"
         sharedGate = reader.has(gateName) || gatedSharedRequired ? try reader.matrix(gateName) : nil
-        // The weights the norm multiplies by: Qwen3-Next's and Qwen3.5's scale by 1 + weight.
-        let zeroCentred = Transformer.hybridTypes.contains(type)
-        inputNorm = reader.has(base + "post_attention_layernorm.weight")
-            ? try reader.vector(base + "post_attention_layernorm.weight").map { zeroCentred ? 1 + $0 : $0 } : nil
         normEps = Float(config.field("rms_norm_eps")?.doubleValue ?? 1e-6)
+        // The norm before the block (DeepSeek-V4's release calls it ffn_norm), and the weights it multiplies by:
+        // Qwen3-Next's and Qwen3.5's scale by 1 + weight.
+        let normName = base + (type == "deepseek_v4" && reader.has(base + "ffn_norm.weight") ? "ffn_norm.weight" : "post_attention_layernorm.weight")
+        let zeroCentred = Transformer.hybridTypes.contains(type)
+        inputNorm = reader.has(normName) ? try reader.vector(normName).map { zeroCentred ? 1 + $0 : $0 } : nil
+        swigluLimit = type == "deepseek_v4" ? Float(config.field("swiglu_limit")?.doubleValue ?? 10) : nil
+    }
+
+    /// DeepSeek-V4's hash routing table at `name` ([vocab, k] integers, each an expert), when config.json makes
+    /// layer `layer` a hash_moe layer (mlp_layer_types, or the release's num_hash_layers: the first ones).
+    static func hashTable(_ reader: WeightReader, name: String, layer: Int, config: ModelConfig, experts: Int, k: Int) throws(ForwardError) -> [[Int]]? {
+        guard config.isDeepSeekV4HashLayer(layer) else { return nil }
+        let (rows, cols, values) = try reader.integers(name)
+        guard cols == k, rows >= 1, values.allSatisfy({ $0 >= 0 && $0 < experts }) else {
+            throw ForwardError(.shapeMismatch, "\(name) is [\(rows), \(cols)] with experts \(values.min() ?? 0)...\(values.max() ?? 0); a hash layer needs [vocab, num_experts_per_tok \(k)] of experts below \(experts)")
+        }
+        return (0..<rows).map { Array(values[($0 * cols)..<(($0 + 1) * cols)]) }
     }
 
     /// The e_score_correction_bias at `name`, if the checkpoint has one: a value per expert.
@@ -228,9 +265,25 @@ public struct MoELayer {
         }
     }
 
-    /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden).
-    public func route(_ x: [Float], tokens: Int) throws(ForwardError) -> [Routing] {
+    /// The token ids a hash layer is routed by when the caller has none (layer mode's made-up hidden states):
+    /// those of whole-model mode's default prompt, i * 7919 + 13 modulo the table's rows.
+    func defaultTokenIDs(_ tokens: Int) -> [Int] {
+        guard case .sqrtSoftplus(_, let hash?) = router else { return [] }
+        return (0..<tokens).map { ($0 * 7919 + 13) % hash.count }
+    }
+
+    /// The router's choice for each of `tokens` tokens of `x` (tokens x hidden). `ids`: the tokens' ids, which
+    /// a hash layer routes by (defaultTokenIDs when nil).
+    public func route(_ x: [Float], tokens: Int, ids: [Int]? = nil) throws(ForwardError) -> [Routing] {
         let logits = try Math.linear(x, tokens: tokens, routerWeight, name: routerName + ".weight")
+        var hashed: [[Int]]? = nil
+        if case .sqrtSoftplus(_, let hash?) = router {
+            let ids = ids ?? defaultTokenIDs(tokens)
+            guard ids.count == tokens, ids.allSatisfy({ $0 >= 0 && $0 < hash.count }) else {
+                throw ForwardError(.inputOutOfRange, "\(routerName).tid2eid has \(hash.count) rows; the token ids must be below that")
+            }
+            hashed = ids.map { hash[$0] }
+        }
         return (0..<tokens).map { t in
             var row = Array(logits[(t * experts)..<((t + 1) * experts)])
             if let logitBias { for e in 0..<experts { row[e] += logitBias[e] } }
@@ -274,6 +327,12 @@ public struct MoELayer {
             case .sigmoidTopKOnInput:
                 let chosen = topIndices(row, topK).sorted()
                 return Routing(experts: chosen, weights: chosen.map { Math.sigmoid(row[$0]) })
+            case .sqrtSoftplus(let scaling, _):
+                // softplus as torch computes it (linear above 20), then the square root.
+                let scores = row.map { ($0 > 20 ? $0 : log1pf(expf($0))).squareRoot() }
+                let chosen = hashed?[t].sorted() ?? topIndices(scores.indices.map { scores[$0] + (bias?[$0] ?? 0) }, topK).sorted()
+                let sum = chosen.reduce(Float(0)) { $0 + scores[$1] } + 1e-20
+                return Routing(experts: chosen, weights: chosen.map { scores[$0] / sum * scaling })
             }
         }
     }
@@ -288,12 +347,13 @@ public struct MoELayer {
     /// `only`: run just these routed experts (the others' contributions are left out), to sample a
     /// layer of hundreds of experts; nil runs every expert some token chose.
     /// `routing`: this block's routing of `x` when the caller already has it (it is not computed again).
+    /// `ids`: the tokens' ids, for a hash layer's routing.
     public func forward(_ x: [Float], tokens: Int, only: Set<Int>? = nil,
-                        routing known: [Routing]? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
+                        routing known: [Routing]? = nil, ids: [Int]? = nil) throws(ForwardError) -> (output: [Float], routing: [Routing]) {
         let h = hidden
         precondition(x.count == tokens * h)
         let routing: [Routing]
-        if let known { routing = known } else { routing = try route(x, tokens: tokens) }
+        if let known { routing = known } else { routing = try route(x, tokens: tokens, ids: ids) }
         var out = [Float](repeating: 0, count: tokens * h)
         var users = [[(token: Int, weight: Float)]](repeating: [], count: experts)
         for (t, r) in routing.enumerated() {
@@ -309,7 +369,7 @@ public struct MoELayer {
             }
         }
         if let shared {
-            let y = try Math.swiglu(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down)
+            let y = try Math.swiglu(x, tokens: tokens, gate: shared.gate, up: shared.up, down: shared.down, limit: swigluLimit)
             let gates = try sharedGate.map { m throws(ForwardError) in
                 try Math.linear(x, tokens: tokens, m, name: prefix + "shared_expert_gate.weight", rows: 1).map(Math.sigmoid)
             }

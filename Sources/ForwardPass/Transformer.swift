@@ -12,11 +12,11 @@ import StrictJSON
 /// chunked attention) with rotary position embeddings (on part of each head for GLM-4.5 and MiniMax-M2), RMSNorm, a
 /// dense or MoE feed-forward block, then the final norm and the LM head. Qwen3-Next and Qwen3.5-MoE interleave Gated
 /// DeltaNet layers (GatedDeltaNet) with gated attention (an output gate from q_proj), and their RMSNorms scale by
-/// 1 + weight.
+/// 1 + weight. DeepSeek-V4, whose residual and attention differ throughout, has its own forward pass (DeepSeekV4).
 public struct Transformer {
     /// The architectures (config.json's model_type) verify runs.
-    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "glm4_moe", "glm_moe_dsa", "gpt_oss", "llama4", "minimax_m2", "mixtral",
-                                    "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "qwen3_next"]
+    public static let modelTypes = ["deepseek_v3", "deepseek_v32", "deepseek_v4", "glm4_moe", "glm_moe_dsa", "gpt_oss", "llama4", "minimax_m2",
+                                    "mixtral", "qwen2_moe", "qwen3_5_moe", "qwen3_moe", "qwen3_next"]
     /// The architectures whose attention is DeepSeek's multi-head latent attention.
     static let latentAttentionTypes: Set<String> = ["deepseek_v3", "deepseek_v32", "glm_moe_dsa"]
     /// The architectures with DeepSeek Sparse Attention (MLA over the keys an indexer selects).
@@ -240,6 +240,7 @@ public struct Transformer {
     }
 
     public func forward(_ ids: [Int]) throws(ForwardError) -> Output {
+        if type == "deepseek_v4" { return try DeepSeekV4(self).forward(ids) }
         let t = ids.count
         let embed = try reader.weight(prefix + "embed_tokens.weight")
         guard embed.rows == vocab, embed.cols == hidden else {

@@ -222,7 +222,10 @@ public enum Verification {
             for (prefix, r) in cb == nil ? [("", ra)] : [("a.", ra), ("b.", rb)] {
                 out.floats(prefix + "logits", r.logits, shape: [ids.count, ma.vocab])
                 for (i, h) in r.hidden.enumerated() {
-                    out.floats(prefix + (i == 0 ? "hidden.embeddings" : "hidden.layer.\(i - 1)"), h, shape: [ids.count, ma.hidden])
+                    // DeepSeek-V4's layers hand on hc_mult streams per token: [tokens, streams, hidden].
+                    let streams = h.count / (ids.count * ma.hidden)
+                    out.floats(prefix + (i == 0 ? "hidden.embeddings" : "hidden.layer.\(i - 1)"), h,
+                               shape: streams == 1 ? [ids.count, ma.hidden] : [ids.count, streams, ma.hidden])
                 }
                 for (l, routing) in r.routing.sorted(by: { $0.key < $1.key }) { out.routing(prefix + "router.layer.\(l)", routing) }
             }

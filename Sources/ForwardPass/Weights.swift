@@ -182,6 +182,41 @@ public struct WeightReader: Sendable {
         }
     }
 
+    /// A 1-D or 2-D tensor of integers (I64, I32 or their unsigned forms; DeepSeek-V4's tid2eid) as [rows, cols]
+    /// and its values, row-major.
+    public func integers(_ name: String) throws(ForwardError) -> (rows: Int, cols: Int, values: [Int]) {
+        guard let located = reader.checkpoint.locate(name) else {
+            throw ForwardError(WeightReadError(.notFound, file: reader.checkpoint.path, tensor: name, "no tensor of that name in the checkpoint",
+                                               hint: "the checkpoint is incomplete or not this model"))
+        }
+        let t = located.tensor
+        let width: Int
+        switch t.dtype {
+        case .I64, .U64: width = 8
+        case .I32, .U32: width = 4
+        default:
+            throw ForwardError(.shapeMismatch, "\(name) is \(t.dtype.rawValue); integers (I64 or I32) are expected")
+        }
+        guard t.shape.count == 1 || t.shape.count == 2 else {
+            throw ForwardError(.shapeMismatch, "\(name) is \(t.shape.count)-D; a table [rows, cols] is expected")
+        }
+        let rows = t.shape.count == 2 ? Int(t.shape[0]) : 1, cols = Int(t.shape.last!)
+        do throws(WeightReadError) {
+            let bytes = try reader.bytes(located)
+            defer { bytes.release() }
+            let values = bytes.withUnsafeBytes { raw in
+                (0..<(rows * cols)).map { i in
+                    width == 8 ? Int(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: i * 8, as: Int64.self))
+                        : t.dtype == .I32 ? Int(raw.loadUnaligned(fromByteOffset: i * 4, as: Int32.self))
+                        : Int(raw.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))
+                }
+            }
+            return (rows, cols, values)
+        } catch {
+            throw ForwardError(error)
+        }
+    }
+
     /// A Linear weight (or a 1-D tensor as one row) read row by row, or one expert's slice of a fused stack.
     public func weight(_ name: String, index: Int? = nil) throws(ForwardError) -> Weight {
         do throws(WeightReadError) {

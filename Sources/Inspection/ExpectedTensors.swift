@@ -3,7 +3,7 @@ import SafetensorsFormat
 import WeightReading
 
 /// The tensors a model's config.json says a checkpoint holds, with their shapes, for the architectures moetool
-/// knows (DeepSeek-V2/V3/V3.2, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, GLM-5, MiniMax-M2, Llama 4's text model, Qwen3-Next, Qwen3.5-MoE): what a loader would look for, so that a tensor it
+/// knows (DeepSeek-V2/V3/V3.2/V4, Qwen2-MoE, Qwen3-MoE, Mixtral, gpt-oss, GLM-4.5, GLM-5, MiniMax-M2, Llama 4's text model, Qwen3-Next, Qwen3.5-MoE): what a loader would look for, so that a tensor it
 /// would not find ("some weights were not initialized") is caught before anyone loads the checkpoint.
 public enum ExpectedTensors {
     /// Largest config this check expands (a hostile config could describe billions of tensors).
@@ -24,6 +24,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
+        if config.architecture == "deepseek_v4" { return deepSeekV4(config, has: has) }
         guard let type = config.architecture, ["deepseek_v3", "deepseek_v32", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe",
                                                "glm_moe_dsa", "minimax_m2", "llama4", "qwen3_next", "qwen3_5_moe"].contains(type),
               let h = config.hiddenSize, let v = config.vocabSize, let layers = config.numHiddenLayers,
@@ -219,8 +220,90 @@ public enum ExpectedTensors {
         return true
     }
 
+    /// DeepSeek-V4 in its release's names (`layers.N.` without `model.`, `embed.weight`, `head.weight`, the hyper
+    /// head's `hc_head_fn` / `_base` / `_scale`): per layer the two norms and hyper-connections (fn [(2 + n) n, n x
+    /// hidden], base, scale [3]), the attention (wq_a, q_norm, wq_b, wkv, norm, wo_a, wo_b, attn_sink), on CSA and HCA
+    /// layers the compressor (wkv and wgate of 2 x head_dim on CSA, head_dim on HCA; ape [rate, that]; norm), on CSA
+    /// layers the indexer (its own compressor at index_head_dim, wq_b, weights_proj); the router with tid2eid on hash
+    /// layers or its correction bias (gate.bias) on the others, w1/w2/w3 experts and shared experts. A checkpoint
+    /// written by transformers' save_pretrained has the same names under `model.`, and `model.embed_tokens.weight`,
+    /// `model.norm.weight`, `model.hc_head.hc_fn` / `_base` / `_scale` (`head.weight` as the release).
+    static func deepSeekV4(_ c: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
+        guard let h = c.hiddenSize, let v = c.vocabSize, let layers = c.numHiddenLayers, let heads = c.int("num_attention_heads"),
+              let d = c.int("head_dim"), let qRank = c.int("q_lora_rank"), let groups = c.int("o_groups"), let oRank = c.int("o_lora_rank"),
+              let experts = c.routedExperts, let k = c.expertsPerToken, let size = c.moeIntermediateSize, let kinds = c.deepSeekV4Attention,
+              h > 0, layers > 0, layers <= 1 << 16, heads > 0, groups > 0, (heads * d) % groups == 0, experts >= 0, experts <= 1 << 16,
+              layers * (40 + 3 * experts) <= maximumTensors
+        else { return nil }
+        let n = c.int("hc_mult") ?? 4
+        let (nI, dI) = (c.int("index_n_heads") ?? 64, c.int("index_head_dim") ?? 128)
+        let rates = c.deepSeekV4CompressRates
+        var out: [(String, [UInt64])] = []
+        let saved = !has("layers.0.attn_norm.weight") && has("model.layers.0.attn_norm.weight")
+        let savedTop = ["embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "hc_head_fn": "model.hc_head.hc_fn",
+                        "hc_head_base": "model.hc_head.hc_base", "hc_head_scale": "model.hc_head.hc_scale"]
+        func add(_ name: String, _ shape: [Int]) {
+            let stored = !saved ? name : savedTop[name] ?? (name.hasPrefix("layers.") ? "model." + name : name)
+            out.append((stored, shape.map { UInt64($0) }))
+        }
+        func hyper(_ p: String, _ rows: Int, _ scales: Int) {
+            add(p + "fn", [rows, n * h])
+            add(p + "base", [rows])
+            add(p + "scale", [scales])
+        }
+        func compressor(_ p: String, width: Int, rate: Int, dim: Int) {
+            add(p + "wkv.weight", [width, h])
+            add(p + "wgate.weight", [width, h])
+            add(p + "ape", [rate, width])
+            add(p + "norm.weight", [dim])
+        }
+        func mlp(_ p: String, _ size: Int) {
+            add(p + "w1.weight", [size, h])
+            add(p + "w3.weight", [size, h])
+            add(p + "w2.weight", [h, size])
+        }
+        add("embed.weight", [v, h])
+        add("norm.weight", [h])
+        add("head.weight", [v, h])
+        hyper("hc_head_", n, 1)
+        for l in 0..<layers {
+            let p = "layers.\(l)."
+            add(p + "attn_norm.weight", [h])
+            add(p + "ffn_norm.weight", [h])
+            hyper(p + "hc_attn_", (2 + n) * n, 3)
+            hyper(p + "hc_ffn_", (2 + n) * n, 3)
+            let a = p + "attn."
+            add(a + "wq_a.weight", [qRank, h])
+            add(a + "q_norm.weight", [qRank])
+            add(a + "wq_b.weight", [heads * d, qRank])
+            add(a + "wkv.weight", [d, h])
+            add(a + "norm.weight", [d])
+            add(a + "wo_a.weight", [groups * oRank, heads * d / groups])
+            add(a + "wo_b.weight", [h, groups * oRank])
+            add(a + "attn_sink", [heads])
+            switch kinds[l] {
+            case .sliding:
+                break
+            case .heavilyCompressed:
+                compressor(a + "compressor.", width: d, rate: rates.hca, dim: d)
+            case .compressedSparse:
+                compressor(a + "compressor.", width: 2 * d, rate: rates.csa, dim: d)
+                compressor(a + "indexer.compressor.", width: 2 * dI, rate: rates.csa, dim: dI)
+                add(a + "indexer.wq_b.weight", [nI * dI, qRank])
+                add(a + "indexer.weights_proj.weight", [nI, h])
+            }
+            let f = p + "ffn."
+            add(f + "gate.weight", [experts, h])
+            if c.isDeepSeekV4HashLayer(l) { add(f + "gate.tid2eid", [v, k]) } else { add(f + "gate.bias", [experts]) }
+            for e in 0..<experts { mlp(f + "experts.\(e).", size) }
+            if let shared = c.nSharedExperts, shared > 0 { mlp(f + "shared_experts.", size * shared) }
+        }
+        return out
+    }
+
     /// Compares what config.json implies with what the checkpoint holds. Names of quantization companions
-    /// (`*_scale_inv`, `*_scale`) and of MTP layers (`model.layers.N+` beyond `num_hidden_layers`) are not
+    /// (`*_scale_inv`, `*_scale`, DeepSeek-V4's `<module>.scale`) and of MTP layers (`model.layers.N+` beyond
+    /// `num_hidden_layers`, DeepSeek-V4's `mtp.N.`) are not
     /// counted as unexpected: other checks own them.
     public static func check(_ checkpoint: Checkpoint) -> Report? {
         guard let config = checkpoint.config,
@@ -242,9 +325,10 @@ public enum ExpectedTensors {
                 }
                 continue
             }
-            // ModelOpt NVFP4 keeps its codes under the weight's own name, two to a byte.
-            let modelOptCodes = shape.count == 2 ? [shape[0], (shape[1] + 1) / 2] : shape
-            if found.tensor.shape != shape && !(found.tensor.shape == modelOptCodes && checkpoint.modelOptNVFP4(found.tensor) != nil) {
+            // ModelOpt NVFP4 and DeepSeek-V4's FP4 experts keep their codes under the weight's own name, two to a byte.
+            let fp4Codes = shape.count == 2 ? [shape[0], (shape[1] + 1) / 2] : shape
+            let packed = checkpoint.modelOptNVFP4(found.tensor) != nil || (found.tensor.dtype == .I8 && checkpoint.blockScale(of: found.tensor) != nil)
+            if found.tensor.shape != shape && !(found.tensor.shape == fp4Codes && packed) {
                 report.wrongShape.append((name, found.tensor.shape, shape))
             }
         }
@@ -267,8 +351,8 @@ public enum ExpectedTensors {
     }
 
     static func layerIndex(_ name: String, config: ModelConfig) -> Int? {
-        let layers = config.decoderPrefix + "layers."
-        guard name.hasPrefix(layers) else { return nil }
-        return Int(name.dropFirst(layers.count).prefix { $0.isNumber })
+        // Under the decoder's prefix, or at the top level as DeepSeek-V4's release names its layers.
+        guard let root = [config.decoderPrefix + "layers.", "layers."].first(where: name.hasPrefix) else { return nil }
+        return Int(name.dropFirst(root.count).prefix { $0.isNumber })
     }
 }

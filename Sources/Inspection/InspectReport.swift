@@ -60,6 +60,12 @@ public struct QuantizationSummary: Sendable {
                     p.encodings[encoding.name, default: 0] += 1
                     p.layouts[encoding.name + "\u{0}" + encoding.layout(codes: t), default: 0] += 1
                 }
+                // DeepSeek-V4's FP4 experts: I8 codes under the weight's own name, their E8M0 exponents in `.scale`.
+                if t.dtype == .I8, t.name.hasSuffix(".weight"), checkpoint.blockScale(of: t) != nil,
+                   let encoding = try? checkpoint.encoding(of: t, inFile: fileIndex) {
+                    p.encodings[encoding.name, default: 0] += 1
+                    p.layouts[encoding.name + "\u{0}" + encoding.layout(codes: t), default: 0] += 1
+                }
                 if t.shape.count == 2, t.dtype == .BF16 || t.dtype == .F16 || t.dtype == .F32, t.name.hasSuffix(".weight") {
                     p.plain2D.append(t.name)
                 }

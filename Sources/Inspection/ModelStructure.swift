@@ -39,7 +39,15 @@ public struct TensorRole: Sendable, Equatable {
         return Int(name.dropFirst("mtp.layers.".count).prefix { $0.isNumber })
     }
 
+    /// Where DeepSeek-V4's MTP layers (`mtp.K.`, outside `layers.`) are tallied: far past any decoder layer, then
+    /// reported after the main model's layers.
+    static let mtpLayerBase = 1 << 24
+
     private static func classify(_ n: NameParts) -> TensorRole {
+        // DeepSeek-V4's MTP layers (`mtp.K.`): counted apart, as layer mtpLayerBase + K.
+        if n.equals(0, "mtp"), n.count > 2, let k = n.number(1) {
+            return TensorRole(kind: .mtp, layer: mtpLayerBase + k, expert: nil, fused: false)
+        }
         // Qwen3-Next's and Qwen3.5's multi-token-prediction block lives apart from the decoder (mtp.fc,
         // mtp.layers.N.*, mtp.norm): never part of the main model, whatever its own layer numbers say.
         if n.count > 1 && n.equals(0, "mtp") {
@@ -55,6 +63,9 @@ public struct TensorRole: Sendable, Equatable {
             restStart = i + 2
         }
         guard let layer else {
+            // DeepSeek-V4's release: `embed.weight`, `head.weight`.
+            if n.equals(0, "embed") { return TensorRole(kind: .embedding, layer: nil, expert: nil, fused: false) }
+            if n.equals(0, "head") { return TensorRole(kind: .lmHead, layer: nil, expert: nil, fused: false) }
             if n.contains("embed_tokens") || n.contains("wte") || n.contains("tok_embeddings") {
                 return TensorRole(kind: .embedding, layer: nil, expert: nil, fused: false)
             }
@@ -313,8 +324,9 @@ public struct ModelStructure: Sendable {
         for l in tally.layers.keys.sorted() {
             let a = tally.layers[l]!
             let isMTP = configLayers.map { l >= $0 } ?? a.mtpMarker
+            let index = l >= TensorRole.mtpLayerBase ? (configLayers ?? 0) + l - TensorRole.mtpLayerBase : l
             summaries.append(LayerSummary(
-                index: l, isMTP: isMTP, routedExperts: max(a.experts.count, a.fusedExperts),
+                index: index, isMTP: isMTP, routedExperts: max(a.experts.count, a.fusedExperts),
                 hasRouter: a.router, hasSharedExperts: a.shared, parameters: a.params, routedParameters: a.routed))
         }
         let main = summaries.filter { !$0.isMTP }

@@ -394,6 +394,8 @@ extension CheckpointReader {
                 logical = LogicalWeight(name: t.name, codes: located, encoding: encoding)
             } else if t.dtype.isFP8, case let encoding = try checkpoint.encoding(of: t, inFile: located.file), case .fp8Block = encoding {
                 logical = LogicalWeight(name: t.name, codes: located, encoding: encoding)
+            } else if t.dtype == .I8, case let encoding = try checkpoint.encoding(of: t, inFile: located.file), case .mxfp4 = encoding {
+                logical = LogicalWeight(name: t.name, codes: located, encoding: encoding)  // DeepSeek-V4's FP4 experts
             } else {
                 logical = nil
             }

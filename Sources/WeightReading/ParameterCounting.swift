@@ -7,9 +7,13 @@ import SafetensorsFormat
 public struct ParameterCounting: Sendable {
     /// Values held by each I32 element of a compressed-tensors `weight_packed` (32 / num_bits).
     public let valuesPerPackedInt32: UInt64
+    /// DeepSeek-V4's FP4 experts (config.json's expert_dtype "fp4", at the top or in quantization_config): their I8
+    /// `.weight` tensors hold two values a byte.
+    public let fp4ByteWeights: Bool
 
     public init(config: ModelConfig?) {
         valuesPerPackedInt32 = UInt64(32 / ParameterCounting.packedBits(config))
+        fp4ByteWeights = (config?.string("expert_dtype") ?? config?.quantizationConfig?["expert_dtype"]?.stringValue) == "fp4"
     }
 
     /// The bits of pack-quantized integer weights: quantization_config's config_groups agree on one num_bits
@@ -37,6 +41,7 @@ public struct ParameterCounting: Sendable {
     ].map { Array($0.utf8) }
     static let weightPart = Array("weight".utf8)
     static let packedPart = Array("weight_packed".utf8)
+    static let scalePart = Array("scale".utf8)
 
     public func kind(_ t: TensorInfo) -> Kind {
         let n = t.elementCount
@@ -48,8 +53,8 @@ public struct ParameterCounting: Sendable {
             guard dot > 0 else { return nil }
             let last = UnsafeBufferPointer(rebasing: bytes[dot...])
             if last.elementsEqual(ParameterCounting.weightPart) {
-                // ModelOpt NVFP4 keeps two FP4 codes per byte under the weight's own name.
-                return .parameters(t.dtype == .U8 ? n &* 2 : n)
+                // ModelOpt NVFP4 (and DeepSeek-V4's FP4 experts, I8) keep two FP4 codes per byte under the weight's own name.
+                return .parameters(t.dtype == .U8 || (t.dtype == .I8 && fp4ByteWeights) ? n &* 2 : n)
             }
             if last.elementsEqual(ParameterCounting.packedPart) {
                 // I32: integers packed 32 / num_bits to an element; U8: two FP4 (NVFP4, MXFP4) to a byte.
@@ -57,6 +62,8 @@ public struct ParameterCounting: Sendable {
                 if t.dtype == .U8 { return .parameters(n &* 2) }
             }
             if ParameterCounting.overheadParts.contains(where: { last.elementsEqual($0) }) { return .overhead }
+            // DeepSeek-V4's `<module>.scale`: UE8M0 block scales (FP8) and E8M0 group exponents (FP4).
+            if t.dtype == .F8_E8M0 && last.elementsEqual(ParameterCounting.scalePart) { return .overhead }
             return nil
         }
         if let verdict { return verdict }

@@ -103,18 +103,27 @@ extension Checkpoint {
     /// `.weight_scale_inv`, `.weight_scale`: what a scale's name ends with.
     static let scaleNameEndings = scaleSuffixes.map { ".weight" + String(describing: $0) }
 
-    /// Whether `name` is the block scale of a weight (by name alone).
+    /// What DeepSeek-V4's release names a weight's scale: `<module>.scale` beside `<module>.weight` (UE8M0 blocks
+    /// of its FP8 weights, E8M0 groups of 32 of its FP4 experts).
+    static let moduleScaleEnding = ".scale"
+
+    /// Whether `name` is the block scale of a weight (by name alone). DeepSeek-V4's `<module>.scale` is not told by
+    /// its name (other models have parameters so named): its E8M0 dtype makes it overhead (ParameterCounting), and
+    /// the weight it belongs to folds it in (CheckpointReader.encodedWeights).
     public static func isScaleName(_ name: String) -> Bool {
         scaleNameEndings.contains { name.hasSuffix($0) }
     }
 
-    /// The scale tensor stored beside an FP8 `.weight`, wherever it is (DeepSeek keeps some in another shard).
+    /// The scale tensor stored beside an FP8 `.weight` (or DeepSeek-V4's packed FP4 I8 `.weight`), wherever it is
+    /// (DeepSeek keeps some in another shard): `.weight_scale_inv`, `.weight_scale`, or the release's `.scale`.
     public func blockScale(of t: TensorInfo) -> Located? {
-        guard t.dtype.isFP8, t.name.hasSuffix(".weight") else { return nil }
-        for suffix in Checkpoint.scaleSuffixes {
-            if let s = locate(t.name, suffix: suffix) { return s }
+        guard t.dtype.isFP8 || t.dtype == .I8, t.name.hasSuffix(".weight") else { return nil }
+        if t.dtype.isFP8 {
+            for suffix in Checkpoint.scaleSuffixes {
+                if let s = locate(t.name, suffix: suffix) { return s }
+            }
         }
-        return nil
+        return locate(String(t.name.dropLast(".weight".count)) + Checkpoint.moduleScaleEnding)
     }
 
     /// ModelOpt's NVFP4: `<module>.weight` U8 codes beside an F8_E4M3 `weight_scale` and an F32 `weight_scale_2`.
@@ -131,6 +140,16 @@ extension Checkpoint {
         if let modelOpt = modelOptNVFP4(t) { return modelOpt }
         guard let scale = blockScale(of: t) else { return .plain }
         let path = files[fileIndex].path
+        // DeepSeek-V4's FP4 experts: two E2M1 codes a byte (the first in the low nibble) in an I8 tensor, an E8M0
+        // scale per 32 along each row: MXFP4.
+        if t.dtype == .I8 {
+            guard scale.tensor.dtype == .F8_E8M0 || scale.tensor.dtype == .U8 else {
+                throw WeightReadError(.unsupportedLayout, file: files[scale.file].path, tensor: scale.tensor.name,
+                    "scale of the packed FP4 weight \(t.name) is \(scale.tensor.dtype.rawValue); E8M0 exponents are read",
+                    hint: "report the checkpoint's quantization_config")
+            }
+            return .mxfp4(scale: scale)
+        }
         guard t.shape.count == 2 else {
             throw WeightReadError(.unsupportedLayout, file: path, tensor: t.name,
                 "FP8 weight is \(t.shape.count)-D; only 2-D block-scaled weights are read",

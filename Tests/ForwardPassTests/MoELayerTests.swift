@@ -128,13 +128,18 @@ import Testing
     /// GLM-5 on a second sequence of 24 too (Llama 4's text model inside Llama4ForConditionalGeneration: 16 and 24
     /// tokens both span several attention chunks of 6, and its NoPE layer's query temperature changes from position 3
     /// on); Qwen3-Next and Qwen3.5-MoE on one of 72 (two chunks of their DeltaNet's chunked recurrence); Kimi-K2 (its
-    /// config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both.
+    /// config.json's own model_type on DeepSeek-V3's architecture, 384 experts in one group) on both; DeepSeek-V4
+    /// (hyper-connections: its hidden states are the 4 streams of each layer) on both, every layer routed (hash, then
+    /// top-k), and stored as the release stores it (FP8 with UE8M0 `.scale` blocks, FP4 I8 experts with E8M0 `.scale`
+    /// groups, an MTP layer), as transformers dequantizes it.
     static let wholeModels = MoELayerAgainstTransformers.checkpoints + [("gpt_oss-seq2", "verify/gpt_oss"), ("glm4_moe-seq2", "verify/glm4_moe"),
                                                                         ("minimax_m2-seq2", "verify/minimax_m2"), ("llama4-seq2", "verify/llama4"),
                                                                         ("deepseek_v32-seq2", "verify/deepseek_v32"),
                                                                         ("glm_moe_dsa-seq2", "verify/glm_moe_dsa"),
                                                                         ("qwen3_next-seq2", "verify/qwen3_next"), ("qwen3_5_moe-seq2", "verify/qwen3_5_moe"),
-                                                                        ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2")]
+                                                                        ("kimi_k2", "verify/kimi_k2"), ("kimi_k2-seq2", "verify/kimi_k2"),
+                                                                        ("deepseek_v4", "verify/deepseek_v4"), ("deepseek_v4-seq2", "verify/deepseek_v4"),
+                                                                        ("deepseek_v4-release", "verify/deepseek_v4-release")]
 
     func ints(_ f: SafetensorsFile, _ name: String) -> [Int] {
         let t = f.tensor(named: name)!
@@ -168,6 +173,7 @@ import Testing
         }
         #expect(!["gpt_oss", "glm4_moe", "minimax_m2", "llama4", "kimi_k2", "qwen3_next"].contains(where: model.hasPrefix) || routed.count == 2)
         #expect(!model.hasPrefix("qwen3_5_moe") || routed.count == 3)
+        #expect(!model.hasPrefix("deepseek_v4") || routed.count == 3)
         // DSA (DeepSeek-V3.2, GLM-5): each layer's indexer let each query attend to the same keys, and some queries
         // did drop keys (more earlier tokens than index_topk), so the selection is what is being tested. GLM-5's
         // layer 1 ("shared") attends to the keys layer 0 chose.
@@ -443,5 +449,44 @@ extension TransformerAgainstTransformers {
         let restarted = GatedDeltaNet.chunkedDeltaRule(q: Array(q[(64 * dk)...]), k: Array(k[(64 * dk)...]), v: Array(v[firstChunk...]),
                                                        g: Array(g[64...]), beta: Array(beta[64...]), tokens: t - 64, dk: dk, dv: dv)
         #expect(maxAbsDifference(restarted, chunked[firstChunk...]) > 1e-2)
+    }
+}
+
+extension TransformerAgainstTransformers {
+    /// DeepSeek-V4's config.json as the release writes it (compress_ratios 0/4/128 with compress_rate_csa / _hca,
+    /// num_hash_layers, qk_rope_head_dim, a flat rope_scaling with compress_rope_theta) runs the model the fixture's
+    /// transformers 5.23 config does, bit for bit (YaRN's attention factor left at 1, as the release has it); without
+    /// rope_scaling the compressed layers' rotary differs; an HCA rate or hash layer count the weights do not fit is
+    /// refused, naming the tensor.
+    @Test func deepSeekV4ReleaseConfigForm() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/deepseek_v4"))
+        let raw = try #require(checkpoint.config?.raw)
+        #expect(raw["layer_types"] != nil && raw["rope_parameters"]?.objectValue?["compress"] != nil)
+        func config(hashLayers: Int = 1, hcaRate: Int = 8, yarn scaled: Bool = true) -> ModelConfig {
+            var c = raw
+            let modern = ["layer_types", "mlp_layer_types", "compress_rates", "rope_parameters", "partial_rotary_factor", "qk_rope_head_dim"]
+            c.members.removeAll { modern.contains($0.key) }
+            let yarn = JSONObject([("type", .string("yarn")), ("factor", .int(16)), ("original_max_position_embeddings", .int(8)),
+                                   ("beta_fast", .int(32)), ("beta_slow", .int(1))])
+            for (k, v): (String, JSONValue) in [("compress_ratios", .array([.int(0), .int(4), .int(128)])),
+                                                ("compress_rate_csa", .int(4)), ("compress_rate_hca", .int(hcaRate)),
+                                                ("num_hash_layers", .int(hashLayers)), ("qk_rope_head_dim", .int(8)),
+                                                ("compress_rope_theta", .int(160000))] {
+                c.append(k, v)
+            }
+            if scaled { c.append("rope_scaling", .object(yarn)) }
+            return ModelConfig(c)
+        }
+        let ids = Array(0..<20).map { ($0 * 37 + 5) % 64 }
+        let reference = try Transformer(checkpoint).forward(ids).logits
+        let release = try Transformer(checkpoint, config: config()).forward(ids).logits
+        #expect(release.map(\.bitPattern) == reference.map(\.bitPattern))
+        #expect(maxAbsDifference(try Transformer(checkpoint, config: config(yarn: false)).forward(ids).logits, reference) > 1e-3)
+        func refusal(_ c: ModelConfig) -> String {
+            do { _ = try Transformer(checkpoint, config: c).forward(ids); return "" } catch { return error.message }
+        }
+        #expect(refusal(config(hcaRate: 4)).contains("layers.2.attn.compressor.ape is [8, 16]"))
+        // A hash layer 1 needs a tid2eid the checkpoint does not have.
+        #expect(refusal(config(hashLayers: 2)).contains("layers.1.ffn.gate.tid2eid"))
     }
 }

@@ -541,6 +541,53 @@ struct CLI {
         #expect(m["missing"] == .array([.string(name)]), "\(m)")
     }
 
+    /// DeepSeek-V4 in the release's names (verify/deepseek_v4): every tensor config.json implies at its shape (per layer
+    /// 2 norms, 2 hyper-connections of 3, the attention's 8; the CSA layer's compressor (4) and indexer (4 + 2), the
+    /// HCA layer's compressor (4); the router with tid2eid on the hash layer, its gate.bias on the others; 8 x 3
+    /// experts and 3 shared), all three layers MoE; a missing indexer weight is named. The release's storage
+    /// (verify/deepseek_v4-release: FP8 with `.scale`, FP4 experts two to an I8 byte, an MTP layer `mtp.0.`) is as
+    /// complete, its FP4 experts counted as the values they hold and the MTP layer apart.
+    @Test func deepSeekV4IsComplete() throws {
+        let path = Fixtures.path("verify/deepseek_v4")
+        let r = try CLI.run(["inspect", "--json", "--strict", path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        let c = try #require(o["completeness"]?.objectValue, "not checked")
+        // embed, norm, head, the hyper head's 3; per layer 2 norms, 2 x 3 hyper-connection tensors, 8 attention
+        // tensors, the router and its table or bias (2), 8 x 3 experts and 3 shared; CSA 4 + 4 + 2, HCA 4.
+        let perLayer = 2 + 6 + 8 + 2 + 8 * 3 + 3
+        #expect(c["expected_tensors"] == .int(6 + 3 * perLayer + 10 + 4))
+        #expect(c["missing"] == .array([]) && c["wrong_shape"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+        let moe = try #require(o["moe"]?.objectValue)
+        #expect(moe["layers"] == .int(3) && moe["dense_layers"] == .int(0) && moe["moe_layers"] == .int(3), "\(moe)")
+        #expect(moe["routed_experts"] == .int(8) && moe["experts_per_token"] == .int(2) && moe["shared_experts"] == .int(1), "\(moe)")
+        // A token goes through everything but the 8 - 2 routed experts (3 x 8 x 16 each) it does not use in each layer.
+        let file = try SafetensorsFile(path: path + "/model.safetensors")
+        let total = file.tensors.reduce(UInt64(0)) { $0 + $1.elementCount }
+        #expect(moe["total_parameters"] == .uint(total))
+        let unused: UInt64 = 3 * 6 * 3 * 8 * 16
+        #expect(moe["active_parameters"] == .uint(total - unused), "\(moe)")
+
+        let dir = try Severity.rewritten("verify/deepseek_v4") { $0 != "layers.1.attn.indexer.weights_proj.weight" }
+        defer { Fixtures.removeTemporary(dir) }
+        let missing = try CLI.run(["inspect", dir, "--json"])
+        #expect(missing.status == 1)
+        let m = try #require(try JSONParser.parse(missing.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(m["missing"] == .array([.string("layers.1.attn.indexer.weights_proj.weight")]), "\(m)")
+
+        let release = try CLI.run(["inspect", "--json", "--strict", Fixtures.path("verify/deepseek_v4-release")])
+        #expect(release.status == 0, "\(release.stderr)")
+        let ro = try #require(try JSONParser.parse(release.stdout).objectValue)
+        let rc = try #require(ro["completeness"]?.objectValue, "not checked")
+        #expect(rc["expected_tensors"] == c["expected_tensors"])
+        #expect(rc["missing"] == .array([]) && rc["wrong_shape"] == .array([]) && rc["unexpected"] == .array([]), "\(rc)")
+        let rm = try #require(ro["moe"]?.objectValue)
+        // The same model, plus the MTP layer's norm, 8 x 3 experts and e_proj (16 x 16) counted apart.
+        let mtp: UInt64 = 16 + 8 * 3 * 8 * 16 + 16 * 16
+        #expect(rm["mtp_layers"] == .int(1) && rm["mtp_parameters"] == .uint(mtp), "\(rm)")
+        #expect(rm["total_parameters"] == .uint(total + mtp) && rm["active_parameters"] == moe["active_parameters"], "\(rm)")
+    }
+
     /// Kimi-K2 (verify/kimi_k2: config.json's model_type kimi_k2, DeepSeek-V3's names): the completeness check knows
     /// it as DeepSeek-V3 with 384 experts, and the MoE view counts them.
     @Test func kimiK2IsComplete() throws {

@@ -432,6 +432,8 @@ func errorID(_ text: String) -> String? {
     static let architectures: [(String, Int, [Int], Int)] = [
         ("verify/glm4_moe", 12, [1, 2], 3), ("verify/minimax_m2", 8, [0, 1], 2), ("verify/gpt_oss", 4, [0, 1], 2),
         ("verify/kimi_k2", 384, [1, 2], 3),
+        // DeepSeek-V4: every layer MoE, the hash-routed first one too (tid2eid fixes its choice, not its load).
+        ("verify/deepseek_v4", 8, [0, 1, 2], 3),
     ]
 
     @Test(arguments: architectures)

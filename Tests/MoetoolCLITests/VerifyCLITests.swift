@@ -572,6 +572,134 @@ extension VerifyCoverage {
     }
 }
 
+/// DeepSeek-V4 through the command line (Fixtures/verify/deepseek_v4, in the release's names: a sliding, a CSA and an
+/// HCA layer, hyper-connections, a hash-routed first layer then top-2 of 8 experts, shared experts): its FP8 conversion
+/// passes (the attention's wq_a, wq_b, wkv, wo_a, wo_b and the experts in FP8; the compressors, the indexer's
+/// weights_proj, the routers and tid2eid as they were), a corrupted scale block and two swapped experts fail.
+@Suite struct VerifyDeepSeekV4 {
+    static let original = Fixtures.path("verify/deepseek_v4")
+
+    @Test func fp8ConversionPassesDamageFails() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fp8 = dir + "/fp8"
+        let c = try CLI.run(["convert", Self.original, fp8, "--to", "fp8", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let shard = fp8 + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        for name in ["layers.0.attn.wq_a.weight", "layers.1.attn.wo_a.weight", "layers.2.attn.wkv.weight", "layers.1.attn.indexer.wq_b.weight",
+                     "layers.1.ffn.experts.6.w2.weight", "layers.2.ffn.shared_experts.w3.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F8_E4M3, "\(name)")
+        }
+        for name in ["layers.1.attn.compressor.wkv.weight", "layers.1.attn.indexer.compressor.wgate.weight", "layers.1.attn.indexer.weights_proj.weight",
+                     "layers.1.ffn.gate.weight", "layers.1.ffn.gate.bias", "layers.0.hc_attn_fn", "embed.weight", "head.weight"] {
+            #expect(file.tensor(named: name)?.dtype == .F32, "\(name)")  // as the release keeps them: not quantized
+        }
+        #expect(file.tensor(named: "layers.0.ffn.gate.tid2eid")?.dtype == .I64)
+
+        let whole = try CLI.run(["verify", Self.original, fp8, "--json"])
+        #expect(whole.status == 0, "\(whole.stdout)\(whole.stderr)")
+        let model = try #require(try JSONParser.parse(whole.stdout).objectValue)
+        let kl = try #require(model["logits"]?.objectValue?["kl_divergence"]?.doubleValue)
+        #expect(kl > 0 && kl < 0.01)  // FP8 does change the model
+        #expect(model["hidden_states"]?.arrayValue?.count == 4)
+        #expect(model["moe_layers"]?.arrayValue?.compactMap { $0.objectValue?["layer"] } == [.int(0), .int(1), .int(2)])
+        let layers = try CLI.run(["verify", Self.original, fp8, "--layers", "all"])
+        #expect(layers.status == 0, "\(layers.stdout)\(layers.stderr)")
+
+        let intact = Fixtures.readBytes(shard)
+        // One scale block of a routed expert of the hash layer 16 times too large.
+        let damaged = try ShardSurgery.scaled(intact, file, "layers.0.ffn.experts.4.w2.weight_scale_inv", by: 16)
+        try ShardSurgery.expectFails(damaged, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "all"], []],
+                                     naming: ["FAILED layer 0 expert 4:"])
+
+        // Experts 1 and 6 of layer 2 swapped (all three projections and their scales).
+        let swapped = try ShardSurgery.swapped(intact, file, prefix: "layers.2.ffn.experts.", 1, 6, suffixes: [
+            "w1.weight", "w2.weight", "w3.weight", "w1.weight_scale_inv", "w2.weight_scale_inv", "w3.weight_scale_inv"])
+        try ShardSurgery.expectFails(swapped, shard: shard, original: Self.original, converted: fp8, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 1:", "FAILED layer 2 expert 6:"])
+    }
+
+    /// The release's storage (verify/deepseek_v4-release: FP8 with UE8M0 `.scale` blocks, FP4 experts as I8 with
+    /// E8M0 `.scale` per 32) is read as FP8 blocks and MXFP4 (inspect lists both), converts to BF16 (every encoded
+    /// weight dequantized, the scales dropped) and runs identically (max abs error 0); one expert row's exponent
+    /// four steps up (x16) fails.
+    @Test func releaseStorageEqualsItsBF16ConversionDamageFails() throws {
+        let release = Fixtures.path("verify/deepseek_v4-release")
+        let inspect = try CLI.run(["inspect", release, "--json"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let layouts = try #require(try JSONParser.parse(inspect.stdout).objectValue?["quantization"]?.objectValue?["layouts"]?.arrayValue)
+        let counts = layouts.compactMap { $0.objectValue }.map { ($0["encoding"]?.stringValue ?? "", $0["weights"]) }
+        // 5 attention projections x 3 layers, the indexer's wq_b, 3 shared experts x 3 layers; 8 x 3 experts x 3 layers
+        // and the MTP layer's 8 x 3.
+        #expect(counts.contains { $0 == ("fp8-block", .int(25)) } && counts.contains { $0 == ("mxfp4", .int(96)) }, "\(layouts)")
+
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bf16 = dir + "/bf16"
+        let c = try CLI.run(["convert", release, bf16, "--to", "bf16", "-q"])
+        #expect(c.status == 0, "\(c.stderr)")
+        let converted = try SafetensorsFile(path: bf16 + "/model.safetensors")
+        #expect(converted.tensor(named: "layers.1.ffn.experts.3.w1.weight")?.shape == [8, 16])
+        #expect(converted.tensors.allSatisfy { !$0.name.hasSuffix(".scale") })
+        let r = try CLI.run(["verify", release, bf16, "--json"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+
+        let copy = dir + "/release"
+        try FileManager.default.copyItem(atPath: release, toPath: copy)
+        let shard = copy + "/model.safetensors"
+        let file = try SafetensorsFile(path: shard)
+        var bytes = Fixtures.readBytes(shard)
+        // layers.2.ffn.experts.5.w2.scale: F8_E8M0 [16, 1], one exponent a row; row 3's four up.
+        let s = try ShardSurgery.range(file, "layers.2.ffn.experts.5.w2.scale")
+        bytes[s.lowerBound + 3] += 4
+        try ShardSurgery.expectFails(bytes, shard: shard, original: bf16, converted: copy, modes: [["--layers", "2"], []],
+                                     naming: ["FAILED layer 2 expert 5:"])
+    }
+
+    /// The names transformers' save_pretrained writes (the release's under `model.`, with `model.embed_tokens.weight`,
+    /// `model.hc_head.hc_fn` ..., `model.norm.weight`, and the release's `head.weight`) run the same model bit for bit,
+    /// and are complete for inspect.
+    @Test func transformersSavedNamesRunIdentically() throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.copyItem(atPath: Self.original + "/config.json", toPath: dir + "/config.json")
+        let f = try SafetensorsFile(path: Self.original + "/model.safetensors")
+        let saved = ["embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "hc_head_fn": "model.hc_head.hc_fn",
+                     "hc_head_base": "model.hc_head.hc_base", "hc_head_scale": "model.hc_head.hc_scale"]
+        func rename(_ name: String) -> String { saved[name] ?? (name.hasPrefix("layers.") ? "model." + name : name) }
+        let specs = f.tensors.map { TensorSpec(name: rename($0.name), dtype: $0.dtype, shape: $0.shape) }
+        #expect(specs.contains { $0.name == "model.layers.1.attn.indexer.wq_b.weight" } && specs.contains { $0.name == "head.weight" })
+        let byNewName = Dictionary(uniqueKeysWithValues: f.tensors.map { (rename($0.name), $0) })
+        _ = try SafetensorsWriter.write(to: dir + "/model.safetensors", tensors: specs, metadata: [(key: "format", value: "pt")]) { info, sink in
+            try sink.write(f.data(byNewName[info.name]!))
+        }
+        let r = try CLI.run(["verify", Self.original, dir, "--json"])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        let o = try #require(try JSONParser.parse(r.stdout).objectValue)
+        #expect(o["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
+        #expect(o["moe_layers"]?.arrayValue?.count == 3)
+        // inspect's completeness knows these names too.
+        let inspect = try CLI.run(["inspect", dir, "--json", "--strict"])
+        #expect(inspect.status == 0, "\(inspect.stdout)\(inspect.stderr)")
+        let c = try #require(try JSONParser.parse(inspect.stdout).objectValue?["completeness"]?.objectValue)
+        #expect(c["expected_tensors"] == .int(155) && c["missing"] == .array([]) && c["unexpected"] == .array([]), "\(c)")
+    }
+
+    /// A tensor the forward pass needs (the hash table, the indexer's queries, a compressor's position bias, the hyper
+    /// head) missing: refused, naming it.
+    @Test(arguments: ["layers.0.ffn.gate.tid2eid", "layers.1.attn.indexer.wq_b.weight", "layers.2.attn.compressor.ape", "hc_head_fn"])
+    func aMissingTensorIsRefused(_ name: String) throws {
+        let dir = try Severity.rewritten("verify/deepseek_v4") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        let r = try CLI.run(["verify", dir])
+        #expect(r.status == 1, "\(r.stdout)")
+        #expect(r.stderr.contains(name), "\(r.stderr)")
+    }
+}
+
 /// Kimi-K2 through the command line (Fixtures/verify/kimi_k2: config.json as Moonshot publishes it, model_type
 /// kimi_k2 on DeepSeek-V3's architecture; a dense first layer, two MoE layers of 384 experts in one group, top-8,
 /// routed scaling 2.827): verify runs it as DeepSeek-V3, its FP8 conversion passes, damage to one of 384 experts fails.
