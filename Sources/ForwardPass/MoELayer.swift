@@ -176,9 +176,9 @@ public struct MoELayer {
         } else {
             throw ForwardError(.notAnMoELayer, "layer \(layer): no expert weights under \(prefix)experts.")
         }
-        // Llama 4's MoE block always has its shared expert, and Qwen3-Next's and Qwen3.5's a gated one when config.json
+        // Llama 4's MoE block always has its shared expert, and Qwen2-MoE's, Qwen3-Next's and Qwen3.5's a gated one when config.json
         // sizes one: looked for by name, so that a checkpoint without it is refused rather than run without it.
-        let gatedSharedRequired = Transformer.hybridTypes.contains(type) && (config.sharedExpertIntermediateSize ?? 0) > 0
+        let gatedSharedRequired = (Transformer.hybridTypes.contains(type) || type == "qwen2_moe") && (config.sharedExpertIntermediateSize ?? 0) > 0
         let sharedRequired = type == "llama4" || gatedSharedRequired
         let sharedPrefix = [prefix + "shared_experts.", prefix + "shared_expert."].first { reader.has($0 + "gate_proj.weight") }
             ?? (sharedRequired ? prefix + "shared_expert." : nil)

@@ -996,3 +996,18 @@ enum ShardSurgery {
         #expect(model["logits"]?.objectValue?["max_abs_error"]?.doubleValue == 0)
     }
 }
+
+/// Qwen2-MoE's shared expert is always gated by sigmoid(shared_expert_gate): a checkpoint whose gate is missing is
+/// refused by name rather than run with the shared expert ungated (which would be another model).
+@Suite struct VerifyQwen2MoeSharedGate {
+    @Test func aMissingSharedExpertGateIsRefused() throws {
+        let name = "model.layers.1.mlp.shared_expert_gate.weight"
+        let dir = try Severity.rewritten("models/qwen2_moe-f32-sharded") { $0 != name }
+        defer { Fixtures.removeTemporary(dir) }
+        for mode in [[], ["--layers", "1"]] {
+            let r = try CLI.run(["verify", dir] + mode)
+            #expect(r.status == 1, "\(mode): \(r.stdout)")
+            #expect(r.stderr.contains(name), "\(mode): \(r.stderr)")
+        }
+    }
+}
