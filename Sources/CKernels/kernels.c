@@ -285,18 +285,37 @@ void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t r
 }
 
 MOE_CLONES
-void moe_transpose_u16(const uint16_t *src, size_t rows, size_t cols, uint16_t *dst) {
-    /* dst[c][r] = src[r][c] in tiles of TR rows x TC columns: TR rows of src are TR pages at most (the first
-       level of the TLB holds them all) and stay in L1 while each row of the dst tile is written in one run. */
+void moe_transpose_band_f32(const float *src, size_t rows, size_t cols, float *dst, size_t dst_stride) {
+    /* dst[c * dst_stride + r] = src[r * cols + c] for a band of at most a few dozen rows: the band's rows are as
+       many pages (the first level of the TLB holds them), and each dst row receives `rows` consecutive floats. */
+    enum { TC = 64 };
+    for (size_t c0 = 0; c0 < cols; c0 += TC) {
+        size_t c1 = c0 + TC < cols ? c0 + TC : cols;
+        for (size_t c = c0; c < c1; c++) {
+            float *d = dst + c * dst_stride;
+            for (size_t r = 0; r < rows; r++) d[r] = src[r * cols + c];
+        }
+    }
+}
+
+MOE_CLONES
+void moe_transpose_u16_into(const uint16_t *src, size_t rows, size_t cols, uint16_t *dst, size_t dst_stride) {
+    /* dst[c * dst_stride + r] = src[r * cols + c] in tiles of TR rows x TC columns: TR rows of src are TR pages at
+       most (the first level of the TLB holds them all) and stay in L1 while each row of the dst tile is written in
+       one run. */
     enum { TR = 16, TC = 256 };
     for (size_t r0 = 0; r0 < rows; r0 += TR) {
         size_t r1 = r0 + TR < rows ? r0 + TR : rows;
         for (size_t c0 = 0; c0 < cols; c0 += TC) {
             size_t c1 = c0 + TC < cols ? c0 + TC : cols;
             for (size_t c = c0; c < c1; c++) {
-                uint16_t *d = dst + c * rows;
+                uint16_t *d = dst + c * dst_stride;
                 for (size_t r = r0; r < r1; r++) d[r] = src[r * cols + c];
             }
         }
     }
+}
+
+void moe_transpose_u16(const uint16_t *src, size_t rows, size_t cols, uint16_t *dst) {
+    moe_transpose_u16_into(src, rows, cols, dst, rows);
 }

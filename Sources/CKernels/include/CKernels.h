@@ -86,8 +86,14 @@ size_t moe_count_nonfinite_bf16(const uint16_t *v, size_t n);
 /// (row, group of `group_size` elements), [rows][groups] (offsets may be NULL: 0). Into `out_bf16` (rows x cols,
 /// each value rounded to nearest even) and/or `out_f32` (the float32 value, or its BF16 rounding when
 /// `round_to_bf16`). compressed-tensors' INT4 (levels q - 8), NVFP4 and MX FP4 (levels E2M1) all decode so.
+/// dst[c * dst_stride + r] = src[r * cols + c]: a band of `rows` float32 rows (cols each) transposed into columns
+/// of a wider matrix whose rows are dst_stride apart.
+void moe_transpose_band_f32(const float *src, size_t rows, size_t cols, float *dst, size_t dst_stride);
 /// dst (cols x rows) = the transpose of src (rows x cols), 16-bit elements.
 void moe_transpose_u16(const uint16_t *src, size_t rows, size_t cols, uint16_t *dst);
+/// dst[c * dst_stride + r] = src[r * cols + c]: rows of src transposed into columns of a wider matrix (a band of
+/// a transpose shared over threads).
+void moe_transpose_u16_into(const uint16_t *src, size_t rows, size_t cols, uint16_t *dst, size_t dst_stride);
 
 void moe_decode_nibbles(const uint8_t *codes, size_t rows, size_t cols, size_t row_bytes, const float *levels,
                         const float *offsets, const float *multipliers, size_t groups, size_t group_size,
