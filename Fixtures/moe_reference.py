@@ -152,6 +152,22 @@ def deepseek_32_experts():
     print("deepseek_v3-32e written")
 
 
+def _redraw(model, g, scales, norm_spread=0.2, buffers=True):
+    """Draws every parameter of `model` (and buffer, with `buffers`) again from generator `g`, in the model's own
+    order: a norm's weight 1 + N(0, norm_spread) (a norm's bias N(0, norm_spread)), anything else N(0, s) with s the
+    value of the first key of `scales` its name contains; a name matching no key keeps its value (rotary caches)."""
+    with torch.no_grad():
+        tensors = list(model.named_parameters()) + (list(model.named_buffers()) if buffers else [])
+        for name, p in tensors:
+            if "norm" in name:
+                centre = 0.0 if name.endswith("bias") else 1.0
+                p.copy_(centre + norm_spread * torch.randn(p.shape, generator=g))
+                continue
+            scale = next((v for k, v in scales.items() if k in name), None)
+            if scale is not None:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+
 def _router_choices(model, ids):
     """Logits, hidden states and each MoE layer's router choice (ascending experts, their weights) on `ids`.
     The router is the MoE block's `router` (gpt-oss) or `gate` (glm4_moe); dense layers have neither."""
@@ -191,13 +207,7 @@ def gpt_oss():
     model = GptOssForCausalLM(config)
     g = torch.Generator().manual_seed(160)
     scales = {"embed_tokens": 1.0, "lm_head": 0.1, "experts": 0.3, "router": 0.4, "sinks": 1.0, "self_attn": 0.08}
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
-                continue
-            scale = next(v for k, v in scales.items() if k in name)
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    _redraw(model, g, scales, norm_spread=0.1, buffers=False)
     out_model = os.path.join(HERE, "verify", "gpt_oss")
     model.save_pretrained(out_model, safe_serialization=True)
     model = GptOssForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
@@ -273,15 +283,7 @@ def glm4_moe():
     g = torch.Generator().manual_seed(450)
     scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.3, "mlp.gate.weight": 0.5,
               "e_score_correction_bias": 0.05, "self_attn": 0.15, "mlp.": 0.3}
-    with torch.no_grad():
-        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-            if "norm" in name:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-                continue
-            scale = next((v for k, v in scales.items() if k in name), None)
-            if scale is None:
-                continue  # rotary caches
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    _redraw(model, g, scales)
     out_model = os.path.join(HERE, "verify", "glm4_moe")
     model.save_pretrained(out_model, safe_serialization=True)
     # The MTP layer, GLM-4.5's names at index num_hidden_layers: a copy of the last layer's shapes, new values.
@@ -355,15 +357,7 @@ def minimax_m2():
     g = torch.Generator().manual_seed(470)
     scales = {"embed_tokens": 1.0, "lm_head": 0.3, "experts": 0.3, "mlp.gate.weight": 0.5,
               "e_score_correction_bias": 0.05, "self_attn": 0.25}
-    with torch.no_grad():
-        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-            if "norm" in name:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-                continue
-            scale = next((v for k, v in scales.items() if k in name), None)
-            if scale is None:
-                continue  # rotary caches
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    _redraw(model, g, scales)
     out_model = os.path.join(HERE, "verify", "minimax_m2")
     model.save_pretrained(out_model, safe_serialization=True)
     model = MiniMaxM2ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
@@ -451,14 +445,7 @@ def kimi_k2():
     g = torch.Generator().manual_seed(380)
     scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.25, "mlp.gate.weight": 1.0,
               "e_score_correction_bias": 0.05, "self_attn": 0.2, "mlp.": 0.3}
-    with torch.no_grad():
-        for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-            if "norm" in name:
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-                continue
-            scale = next((v for k, v in scales.items() if k in name), None)
-            if scale is not None:
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    _redraw(model, g, scales)
     out_model = os.path.join(HERE, "verify", "kimi_k2")
     model.save_pretrained(out_model, safe_serialization=True)
     model = DeepseekV3ForCausalLM.from_pretrained(out_model, dtype=torch.float32, attn_implementation="eager",
@@ -791,16 +778,7 @@ def _dsa_fixture(config, model_class, name, seed, changes):
     g = torch.Generator().manual_seed(seed * 10)
     scales = {"embed_tokens": 1.0, "lm_head": 0.15, "experts": 0.2, "mlp.gate.weight": 0.5,
               "e_score_correction_bias": 0.05, "indexer": 0.4, "o_proj": 0.06, "self_attn": 0.15, "mlp.": 0.2}
-    with torch.no_grad():
-        for n, p in list(model.named_parameters()) + list(model.named_buffers()):
-            if "norm" in n:
-                centre = 1.0 if n.endswith("weight") else 0.0  # the indexer's LayerNorm has a bias too
-                p.copy_(centre + 0.2 * torch.randn(p.shape, generator=g))
-                continue
-            scale = next((v for k, v in scales.items() if k in n), None)
-            if scale is None:
-                continue  # rotary caches
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    _redraw(model, g, scales)  # the indexer's LayerNorm has a bias too: centred on 0
     out_model = os.path.join(HERE, "verify", name)
     model.save_pretrained(out_model, safe_serialization=True)
     def load(config=None):
