@@ -188,6 +188,23 @@ def _router_choices(model, ids):
     return tensors
 
 
+def _save_references(model, name, vocab, seed, routed, length=24, blocks=True):
+    """The whole model on two sequences, the TOKENS ids i * 7919 + 13 mod vocab and `length` ids from torch.randint
+    (generator seed `seed`), into verify/<name>.model.safetensors and verify/<name>-seq2.model.safetensors: logits,
+    every hidden state and the router choices, which must be those of the layers `routed`; with `blocks`, the MoE
+    blocks on seeded hidden states into verify/<name>.safetensors. Returns both sequences' ids."""
+    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
+    second = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(seed))
+    for ids, file in [(first, name), (second, name + "-seq2")]:
+        tensors = _router_choices(model, ids)
+        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
+            sorted(f"router.{layer}.experts" for layer in routed)
+        save_file(tensors, os.path.join(HERE, "verify", file + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    if blocks:
+        save_file(run_blocks(model), os.path.join(HERE, "verify", name + ".safetensors"), metadata={"tokens": str(TOKENS)})
+    return first, second
+
+
 def gpt_oss():
     """A tiny gpt-oss (GptOssForCausalLM): hidden 32, 2 layers (sliding window 4, then full attention), 4 heads /
     2 KV heads of 16, 4 experts top-2 of intermediate 32, vocab 128, gpt-oss's own YaRN rope (its config's
@@ -226,11 +243,7 @@ def gpt_oss():
             return original(gate_up)
         experts._apply_gate = watched
     vocab = config.vocab_size
-    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(17))
-    for ids, name in [(first, "gpt_oss"), (second, "gpt_oss-seq2")]:
-        tensors = _router_choices(model, ids)
-        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    first, second = _save_references(model, "gpt_oss", vocab, seed=17, routed=[0, 1], blocks=False)
     assert clamped["gate"] and clamped["up"], clamped
     blocks = {}
     for i, layer in enumerate(model.model.layers):
@@ -304,15 +317,7 @@ def glm4_moe():
                                                experts_implementation="eager")
     model.eval()
     torch.set_grad_enabled(False)
-    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(46))
-    for ids, name in [(first, "glm4_moe"), (second, "glm4_moe-seq2")]:
-        tensors = _router_choices(model, ids)
-        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
-            ["router.1.experts", "router.2.experts"]
-        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
-    blocks = run_blocks(model)
-    save_file(blocks, os.path.join(HERE, "verify", "glm4_moe.safetensors"), metadata={"tokens": str(TOKENS)})
+    first, second = _save_references(model, "glm4_moe", vocab, seed=46, routed=[1, 2])
     # What the fixture must be able to tell apart: rotating whole heads, or leaving out the q/k norms, the
     # attention biases or the correction bias, each moves the logits.
     reference = load_file(os.path.join(HERE, "verify", "glm4_moe.model.safetensors"))["logits"]
@@ -365,15 +370,7 @@ def minimax_m2():
     model.eval()
     torch.set_grad_enabled(False)
     vocab = config.vocab_size
-    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(48))
-    for ids, name in [(first, "minimax_m2"), (second, "minimax_m2-seq2")]:
-        tensors = _router_choices(model, ids)
-        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
-            ["router.0.experts", "router.1.experts"]
-        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
-    blocks = run_blocks(model)
-    save_file(blocks, os.path.join(HERE, "verify", "minimax_m2.safetensors"), metadata={"tokens": str(TOKENS)})
+    first, second = _save_references(model, "minimax_m2", vocab, seed=48, routed=[0, 1])
     # What the fixture must be able to tell apart: rotating whole heads, q/k norms per head instead of over the
     # whole projection, or leaving out the correction bias, each moves the logits.
     reference = load_file(os.path.join(HERE, "verify", "minimax_m2.model.safetensors"))["logits"]
@@ -453,12 +450,7 @@ def kimi_k2():
     model.eval()
     torch.set_grad_enabled(False)
     vocab = config.vocab_size
-    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    second = torch.randint(0, vocab, (1, 24), generator=torch.Generator().manual_seed(39))
-    for ids, name in [(first, "kimi_k2"), (second, "kimi_k2-seq2")]:
-        tensors = _router_choices(model, ids)
-        assert sorted(k for k in tensors if k.endswith(".experts")) == ["router.1.experts", "router.2.experts"]
-        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
+    first, second = _save_references(model, "kimi_k2", vocab, seed=39, routed=[1, 2], blocks=False)
     # The routing must use the experts' whole range, and the scaling and correction bias must matter.
     chosen = torch.cat([load_file(os.path.join(HERE, "verify", n + ".model.safetensors"))[f"router.{l}.experts"].flatten()
                         for n in ("kimi_k2", "kimi_k2-seq2") for l in (1, 2)])
@@ -972,15 +964,7 @@ def qwen3_next():
     model = load()
     torch.set_grad_enabled(False)
     vocab = config.vocab_size
-    first = torch.tensor([[(i * 7919 + 13) % vocab for i in range(TOKENS)]])
-    second = torch.randint(0, vocab, (1, 72), generator=torch.Generator().manual_seed(54))
-    for ids, name in [(first, "qwen3_next"), (second, "qwen3_next-seq2")]:
-        tensors = _router_choices(model, ids)
-        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
-            ["router.0.experts", "router.2.experts"]
-        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
-    blocks = run_blocks(model)
-    save_file(blocks, os.path.join(HERE, "verify", "qwen3_next.safetensors"), metadata={"tokens": str(TOKENS)})
+    first, second = _save_references(model, "qwen3_next", vocab, seed=54, routed=[0, 2], length=72)
     reference = load_file(os.path.join(HERE, "verify", "qwen3_next.model.safetensors"))["logits"]
     reference2 = load_file(os.path.join(HERE, "verify", "qwen3_next-seq2.model.safetensors"))["logits"]
     _hybrid_checks("qwen3_next", load, first, second, reference, reference2, mq)
@@ -1025,16 +1009,8 @@ def qwen3_5_moe():
         return m
     model = load()
     torch.set_grad_enabled(False)
-    first = torch.tensor([[(i * 7919 + 13) % 32 for i in range(TOKENS)]])
-    second = torch.randint(0, 32, (1, 72), generator=torch.Generator().manual_seed(56))
     text_model = _TextView(model)
-    for ids, name in [(first, "qwen3_5_moe"), (second, "qwen3_5_moe-seq2")]:
-        tensors = _router_choices(text_model, ids)
-        assert sorted(k for k in tensors if k.startswith("router.") and k.endswith(".experts")) == \
-            ["router.0.experts", "router.1.experts", "router.2.experts"]
-        save_file(tensors, os.path.join(HERE, "verify", name + ".model.safetensors"), metadata={"tokens": str(ids.shape[1])})
-    blocks = run_blocks(text_model)
-    save_file(blocks, os.path.join(HERE, "verify", "qwen3_5_moe.safetensors"), metadata={"tokens": str(TOKENS)})
+    first, second = _save_references(text_model, "qwen3_5_moe", 32, seed=56, routed=[0, 1, 2], length=72)
     reference = load_file(os.path.join(HERE, "verify", "qwen3_5_moe.model.safetensors"))["logits"]
     reference2 = load_file(os.path.join(HERE, "verify", "qwen3_5_moe-seq2.model.safetensors"))["logits"]
     _hybrid_checks("qwen3_5_moe", load, first, second, reference, reference2, mq)
