@@ -14,8 +14,13 @@ struct Verify: ReportsErrorsAsJSON {
             token ids in both checkpoints; logits, hidden states and routers are compared. Layer mode \
             (--layers, the default for larger checkpoints): each chosen MoE layer (router, routed and shared \
             experts) runs on the same deterministic hidden states. All in float32, weights read in any format \
-            inspect recognises (FP8 blocks, compressed-tensors INT4/NVFP4/MXFP4/FP8), from plain or compressed shards. With B, exit 0 when everything is within the thresholds, 1 otherwise; \
-            with A alone, a smoke test (every output finite). See Docs/verify.md.
+            inspect recognises (FP8 blocks, compressed-tensors INT4/NVFP4/MXFP4/FP8, gpt-oss's and DeepSeek-V4's \
+            FP4 experts), from plain or compressed shards. With B, exit 0 when everything is within the thresholds, \
+            1 otherwise; \
+            with A alone, a smoke test (every output finite). Architectures (config.json's model_type): \
+            \(Transformer.modelTypes.joined(separator: ", ")), and \
+            \(ModelConfig.architectureAliases.sorted { $0.key < $1.key }.map { "\($0.key) as \($0.value)" }.joined(separator: ", ")). \
+            See Docs/verify.md.
             """)
 
     @Argument(help: "The reference checkpoint (e.g. the original BF16).") var a: String

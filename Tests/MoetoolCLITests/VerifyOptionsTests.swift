@@ -1,5 +1,6 @@
 import FixtureSupport
 import Foundation
+import StrictJSON
 import Testing
 
 /// No verify option is silently ignored: an option of the other mode is refused with exit 2, naming it and
@@ -18,6 +19,19 @@ import Testing
         #expect(r.stdout.isEmpty)
         #expect(r.stderr.hasPrefix("error: " + message), "\(r.stderr)")
         #expect(r.stderr.contains("'moetool verify --help'"), "\(r.stderr)")
+    }
+
+    /// verify's help names every architecture it runs, each fixture's model_type among them, and the aliases.
+    @Test func helpNamesTheArchitectures() throws {
+        let r = try CLI.run(["verify", "--help"])
+        #expect(r.status == 0)
+        let help = r.stdout.replacingOccurrences(of: "\n", with: " ")
+        for fixture in ["deepseek_v32", "deepseek_v4", "glm4_moe", "glm_moe_dsa", "gpt_oss", "llama4", "minimax_m2", "qwen3_5_moe", "qwen3_next"] {
+            let config = try JSONParser.parse(Fixtures.readBytes(Fixtures.path("verify/\(fixture)/config.json")))
+            let type = try #require(config.objectValue?["model_type"]?.stringValue)
+            #expect(help.contains(" \(type),") || help.contains(" \(type) "), "\(type) not in: \(help)")
+        }
+        #expect(help.contains("kimi_k2 as deepseek_v3"), "\(help)")
     }
 
     /// The whole-model limits apply when given in whole-model mode.
