@@ -14,6 +14,10 @@ dtypes, names and bytes to read are.
                                 a shared expert of 8192, top-1; 4.4 GB.
   --arch qwen3_next             Qwen3-Next-80B-A3B's BF16: 512 experts of 512x2048, a shared expert of 512 with its
                                 sigmoid gate, top-10; 3.2 GB.
+  --arch deepseek_v4            DeepSeek-V4's release storage at transformers' default sizes (DeepseekV4Config: hidden
+                                4096, 256 experts of 2048, top-6): FP4 experts w1/w3/w2 two codes to an I8 byte with an
+                                E8M0 scale per 32, the shared expert in FP8 with E8M0 128x128 block scales, the router
+                                and its bias, under the release's names (layers.0.ffn.*, ffn_norm); 3.4 GB.
 
 Each layer comes with its post-attention RMSNorm and a config.json with one decoder layer.
 
@@ -27,7 +31,7 @@ import struct
 import numpy as np
 
 FP8 = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
-SIZE = {"BF16": 2, "F32": 4, "F8_E4M3": 1}
+SIZE = {"BF16": 2, "F32": 4, "F8_E4M3": 1, "I8": 1, "F8_E8M0": 1}
 
 
 def fp8(name, shape):
@@ -106,8 +110,26 @@ def qwen3_next(e):
                    "num_key_value_heads": 2, "head_dim": 256, "torch_dtype": "bfloat16"}
 
 
+def deepseek_v4(e):
+    h, i, e = 4096, 2048, e or 256
+    p = "layers.0.ffn."
+    specs = [(p + "gate.weight", "BF16", [e, h]), (p + "gate.bias", "F32", [e])]
+    for x in range(e):
+        for name, (out, inputs) in (("w1", (i, h)), ("w3", (i, h)), ("w2", (h, i))):
+            specs += [(p + f"experts.{x}.{name}.weight", "I8", [out, inputs // 2]),
+                      (p + f"experts.{x}.{name}.scale", "F8_E8M0", [out, inputs // 32])]
+    for name, (out, inputs) in (("w1", (i, h)), ("w3", (i, h)), ("w2", (h, i))):
+        specs += [(p + f"shared_experts.{name}.weight", "F8_E4M3", [out, inputs]),
+                  (p + f"shared_experts.{name}.scale", "F8_E8M0", [(out + 127) // 128, (inputs + 127) // 128])]
+    return specs, {"architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4", "hidden_size": h,
+                   "moe_intermediate_size": i, "n_routed_experts": e, "num_experts_per_tok": 6, "n_shared_experts": 1,
+                   "mlp_layer_types": ["moe"], "routed_scaling_factor": 1.5, "scoring_func": "sqrtsoftplus",
+                   "swiglu_limit": 10.0, "expert_dtype": "fp4",
+                   "quantization_config": dict(FP8, scale_fmt="ue8m0")}
+
+
 ARCHS = {"deepseek_v3": deepseek_v3, "glm4_moe": glm4_moe, "minimax_m2": minimax_m2, "llama4": llama4,
-         "qwen3_next": qwen3_next}
+         "qwen3_next": qwen3_next, "deepseek_v4": deepseek_v4}
 
 
 def write(path, specs):
@@ -128,7 +150,11 @@ def write(path, specs):
             total = int(np.prod(shape))
             for start in range(0, total, chunk):
                 n = min(chunk, total - start)
-                if dtype == "F8_E4M3":   # finite E4M3 codes of either sign
+                if dtype == "I8":   # every byte is two E2M1 codes
+                    f.write(rng.integers(0, 256, size=n, dtype=np.uint8).tobytes())
+                elif dtype == "F8_E8M0":   # exponents 2^-8 to 2^-1
+                    f.write(rng.integers(119, 127, size=n, dtype=np.uint8).tobytes())
+                elif dtype == "F8_E4M3":   # finite E4M3 codes of either sign
                     codes = rng.integers(0, 0x7F, size=n, dtype=np.uint8) | (rng.integers(0, 2, size=n, dtype=np.uint8) << 7)
                     f.write(codes.tobytes())
                 elif dtype == "F32":
@@ -150,8 +176,9 @@ def main():
     ap.add_argument("--experts", type=int)
     args = ap.parse_args()
     specs, config = ARCHS[args.arch](args.experts)
-    prefix = "language_model.model.layers.0." if args.arch == "llama4" else "model.layers.0."
-    specs = [(prefix + "post_attention_layernorm.weight", "BF16", [config.get("hidden_size") or config["text_config"]["hidden_size"]])] + specs
+    norm = {"llama4": "language_model.model.layers.0.post_attention_layernorm.weight",
+            "deepseek_v4": "layers.0.ffn_norm.weight"}.get(args.arch, "model.layers.0.post_attention_layernorm.weight")
+    specs = [(norm, "BF16", [config.get("hidden_size") or config["text_config"]["hidden_size"]])] + specs
     if "text_config" not in config:
         config.update(num_hidden_layers=1, rms_norm_eps=1e-6, hidden_act="silu")
     os.makedirs(args.out, exist_ok=True)
