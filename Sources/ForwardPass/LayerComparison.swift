@@ -109,6 +109,9 @@ public struct ModelDifference: Sendable {
     public var hiddenRelativeError: [Double]
     /// Per MoE layer: router agreement and mean weight change.
     public var routers: [(layer: Int, agreement: Double, weightChange: Double)]
+    /// Per layer with sparse attention (DeepSeek-V3.2, GLM-5): how many queries attend to the same keys in both, and
+    /// how many of A's queries attend to fewer keys than they could see (only those can differ).
+    public var keySelections: [(layer: Int, same: Int, sparse: Int, queries: Int)] = []
 
     public static func between(_ a: Transformer.Output, _ b: Transformer.Output, vocab: Int, topK: [Int: Int]) -> ModelDifference {
         let tokens = a.logits.count / vocab
@@ -135,7 +138,14 @@ public struct ModelDifference: Sendable {
             let d = LayerDifference.between(([], a.routing[l]!), ([], b.routing[l] ?? []), layer: l, tokens: tokens, topK: topK[l] ?? 1)
             return (l, d.routerAgreement, d.meanWeightChange)
         }
+        let keySelections = a.keys.keys.sorted().map { l -> (layer: Int, same: Int, sparse: Int, queries: Int) in
+            let ka = a.keys[l]!, kb = b.keys[l] ?? []
+            let same = ka.indices.filter { $0 < kb.count && ka[$0] == kb[$0] }.count
+            let sparse = ka.enumerated().filter { $0.element.count < $0.offset + 1 }.count
+            return (l, same, sparse, ka.count)
+        }
         return ModelDifference(logits: logits, top1Agreement: tokens > 0 ? Double(top1) / Double(tokens) : 1,
-                               klDivergence: tokens > 0 ? kl / Double(tokens) : 0, hiddenRelativeError: hidden, routers: routers)
+                               klDivergence: tokens > 0 ? kl / Double(tokens) : 0, hiddenRelativeError: hidden, routers: routers,
+                               keySelections: keySelections)
     }
 }

@@ -313,6 +313,12 @@ extension Verification {
             .object(JSONObject([("layer", .number(JSONNumber(r.layer))), ("router_agreement", num(r.agreement)),
                                 ("mean_weight_change", num(r.weightChange))]))
         }))
+        if !d.keySelections.isEmpty {
+            o.append("key_selections", .array(d.keySelections.map { k in
+                .object(JSONObject([("layer", .int(k.layer)), ("queries", .int(k.queries)), ("same_keys", .int(k.same)),
+                                    ("queries_dropping_keys", .int(k.sparse))]))
+            }))
+        }
         o.append("expert_coverage", coverageJSON(coverage))
         return .object(o)
     }
@@ -331,6 +337,9 @@ extension Verification {
         for r in d.routers {
             let same = Int((r.agreement * Double(ids.count)).rounded())
             s += "layer \(r.layer) routers: same experts for \(same) of \(ids.count) token\(ids.count == 1 ? "" : "s"), mean weight change \(fmt(r.weightChange))\n"
+        }
+        for k in d.keySelections {
+            s += "layer \(k.layer) sparse attention: same keys for \(k.same) of \(k.queries) queries; \(k.sparse) attend to only some of the keys before them\n"
         }
         return s + coverageText(coverage, compared: request.b != nil) + verdictText(failures)
     }

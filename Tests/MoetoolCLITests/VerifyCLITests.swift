@@ -667,6 +667,17 @@ extension VerifyCoverage {
                                                 "model.layers.1.self_attn.indexer.k_norm.bias"], hiddenStates: 4, moeLayers: [1, 2])
         defer { converted.remove() }
         let (fp8, shard, file) = (converted.fp8, converted.shard, converted.file)
+        // The indexers' choices are compared too: FP8 flips a few queries' keys (of those that drop keys at all).
+        let report = try #require(try JSONParser.parse(converted.wholeReport).objectValue)
+        let list = try #require(report["key_selections"]?.arrayValue)
+        let selections = list.compactMap(\.objectValue)
+        #expect(selections.map { $0["layer"] } == [.int(0), .int(1), .int(2)])
+        #expect(selections.allSatisfy { $0["queries"] == .int(32) && ($0["queries_dropping_keys"]?.uint64Value ?? 0) > 0 })
+        let same = selections.compactMap { $0["same_keys"]?.uint64Value }
+        #expect(same.count == 3 && same.contains { $0 < 32 } && same.allSatisfy { $0 >= 16 }, "\(selections)")
+        let itself = try CLI.run(["verify", Self.original, Self.original])
+        #expect(itself.stdout.contains("layer 2 sparse attention: same keys for 32 of 32 queries; 27 attend to only some of the keys before them"),
+                "\(itself.stdout)")
 
         let intact = Fixtures.readBytes(shard)
         // One scale block of a routed expert 16 times too large.
