@@ -76,10 +76,11 @@ public struct Matrix: Sendable {
 public struct Weight: Sendable {
     public let rows: Int
     public let cols: Int
+    /// Values held in memory start at row `firstRow` of their array, so that a range of rows shares it.
     enum Storage: Sendable {
-        case dense([Float])
+        case dense([Float], firstRow: Int)
         /// BF16 values, row-major (a transposed BF16 stack: half the bytes of float32, the same values).
-        case bf16([UInt16])
+        case bf16([UInt16], firstRow: Int)
         case stored(StoredRows)
     }
     let storage: Storage
@@ -89,14 +90,21 @@ public struct Weight: Sendable {
     public init(_ m: Matrix) {
         rows = m.rows
         cols = m.cols
-        storage = .dense(m.values)
+        storage = .dense(m.values, firstRow: 0)
     }
 
     init(bf16 values: [UInt16], rows: Int, cols: Int) {
         precondition(values.count == rows * cols)
         self.rows = rows
         self.cols = cols
-        storage = .bf16(values)
+        storage = .bf16(values, firstRow: 0)
+    }
+
+    private init(rows: Int, cols: Int, storage: Storage, name: String) {
+        self.rows = rows
+        self.cols = cols
+        self.storage = storage
+        self.name = name
     }
 
     init(_ stored: StoredRows) {
@@ -111,14 +119,12 @@ public struct Weight: Sendable {
     public func rows(_ range: Range<Int>) -> Weight {
         precondition(range.lowerBound >= 0 && range.upperBound <= rows, "rows \(range) of \(rows)")
         switch storage {
-        case .dense(let v):
-            var part = Weight(Matrix(rows: range.count, cols: cols, values: Array(v[(range.lowerBound * cols)..<(range.upperBound * cols)])))
-            part.name = "\(name)[rows \(range.lowerBound)..<\(range.upperBound)]"
-            return part
-        case .bf16(let v):
-            var part = Weight(bf16: Array(v[(range.lowerBound * cols)..<(range.upperBound * cols)]), rows: range.count, cols: cols)
-            part.name = "\(name)[rows \(range.lowerBound)..<\(range.upperBound)]"
-            return part
+        case .dense(let v, let first):
+            return Weight(rows: range.count, cols: cols, storage: .dense(v, firstRow: first + range.lowerBound),
+                          name: "\(name)[rows \(range.lowerBound)..<\(range.upperBound)]")
+        case .bf16(let v, let first):
+            return Weight(rows: range.count, cols: cols, storage: .bf16(v, firstRow: first + range.lowerBound),
+                          name: "\(name)[rows \(range.lowerBound)..<\(range.upperBound)]")
         case .stored(let s):
             return Weight(s.rows(range))
         }
@@ -133,10 +139,10 @@ public struct Weight: Sendable {
     /// Row `r` as float32 into `out` (cols floats).
     func decodeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
         switch storage {
-        case .dense(let v):
-            v.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + r * cols, count: cols) }
-        case .bf16(let v):
-            v.withUnsafeBufferPointer { moe_bf16_to_f32($0.baseAddress! + r * cols, out, cols) }
+        case .dense(let v, let first):
+            v.withUnsafeBufferPointer { out.update(from: $0.baseAddress! + (first + r) * cols, count: cols) }
+        case .bf16(let v, let first):
+            v.withUnsafeBufferPointer { moe_bf16_to_f32($0.baseAddress! + (first + r) * cols, out, cols) }
         case .stored(let s):
             s.decodeRow(r, into: out)
         }
