@@ -1255,6 +1255,20 @@ def deepseek_v4_release():
         tensors[f"router.{i}.experts"] = torch.gather(indices, 1, order).to(torch.int64).contiguous()
         tensors[f"router.{i}.weights"] = torch.gather(weights.float(), 1, order).contiguous()
     save_file(tensors, os.path.join(HERE, "verify", "deepseek_v4-release.model.safetensors"), metadata={"tokens": str(TOKENS)})
+    # What transformers' dequantization made of each stored FP4 expert and FP8 shared expert, under the release's
+    # names (its fused gate_up_proj rows are w1 then w3), for the bit-for-bit test of moetool's decoders.
+    dequantized = {}
+    for l in range(config["num_hidden_layers"]):
+        mlp = model.model.layers[l].mlp
+        half = mlp.experts.gate_up_proj.shape[1] // 2
+        for e in range(mlp.experts.gate_up_proj.shape[0]):
+            p = f"layers.{l}.ffn.experts.{e}."
+            dequantized[p + "w1.weight"] = mlp.experts.gate_up_proj[e, :half].contiguous()
+            dequantized[p + "w3.weight"] = mlp.experts.gate_up_proj[e, half:].contiguous()
+            dequantized[p + "w2.weight"] = mlp.experts.down_proj[e].contiguous()
+        for ours, theirs in (("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")):
+            dequantized[f"layers.{l}.ffn.shared_experts.{ours}.weight"] = getattr(mlp.shared_experts, theirs).weight.contiguous()
+    save_file(dequantized, os.path.join(HERE, "verify", "deepseek_v4-release.dequantized.safetensors"))
     print("deepseek_v4-release written")
 
 

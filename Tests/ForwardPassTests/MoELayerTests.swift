@@ -490,3 +490,26 @@ extension TransformerAgainstTransformers {
         #expect(refusal(config(hashLayers: 2)).contains("layers.1.ffn.gate.tid2eid"))
     }
 }
+
+/// DeepSeek-V4's release storage decoded bit for bit as transformers dequantizes it: every FP4 routed expert (two
+/// E2M1 codes an I8 byte, E8M0 scale per 32) and FP8 shared expert (E4M3 codes, UE8M0 block scale) of
+/// verify/deepseek_v4-release equals transformers' float32 weight (verify/deepseek_v4-release.dequantized.safetensors,
+/// Fixtures/moe_reference.py deepseek_v4).
+@Suite struct DeepSeekV4ReleaseDecoding {
+    @Test func everyQuantizedExpertEqualsTransformers() throws {
+        let checkpoint = try Checkpoint(path: Fixtures.path("verify/deepseek_v4-release"))
+        let reader = try WeightReader(checkpoint)
+        let reference = try SafetensorsFile(path: Fixtures.path("verify/deepseek_v4-release.dequantized.safetensors"))
+        #expect(reference.tensors.count == 3 * (8 * 3 + 3))
+        var nonzero = 0
+        for t in reference.tensors {
+            let ours = try reader.matrix(t.name)
+            #expect([UInt64(ours.rows), UInt64(ours.cols)] == t.shape, "\(t.name)")
+            let data = reference.data(t)
+            let theirs = (0..<Int(t.elementCount)).map { data.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self) }
+            #expect(ours.values.map(\.bitPattern) == theirs, "\(t.name)")
+            nonzero += theirs.filter { $0 & 0x7FFF_FFFF != 0 }.count
+        }
+        #expect(nonzero > 1000)
+    }
+}
