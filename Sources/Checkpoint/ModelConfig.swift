@@ -79,6 +79,29 @@ public struct ModelConfig: Sendable {
 
     public func string(_ key: String) -> String? { field(key)?.stringValue }
 
+    /// The largest a size field may be (2^24: every released model's widths, vocabularies and expert counts are far
+    /// below it), so that products of a few of them cannot overflow and no allocation follows from a hostile value.
+    public static let maximumSize = 1 << 24
+
+    /// The config.json fields that size tensors, for every architecture moetool runs or checks.
+    public static let sizeFields = [
+        "hidden_size", "vocab_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+        "moe_intermediate_size", "shared_expert_intermediate_size", "intermediate_size_mlp", "q_lora_rank", "kv_lora_rank",
+        "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "rotary_dim", "index_n_heads", "index_head_dim",
+        "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+        "linear_conv_kernel_dim", "hc_mult", "o_groups", "o_lora_rank", "n_routed_experts", "num_experts",
+        "num_local_experts", "num_experts_per_tok", "n_shared_experts", "num_hidden_layers",
+    ]
+
+    /// The first size field (sizeFields) above maximumSize, with its value: a config no tensor of which can be
+    /// computed or checked safely.
+    public var oversizedField: (key: String, value: Int)? {
+        for key in Self.sizeFields {
+            if let v = int(key), v > Self.maximumSize { return (key, v) }
+        }
+        return nil
+    }
+
     /// Where the text model's weight names start: Llama 4 is published as Llama4ForConditionalGeneration, its text
     /// model under "language_model." (language_model.model.layers.N..., language_model.lm_head.weight) beside the
     /// vision tower; the other architectures moetool runs or checks are causal LMs at the top level ("").

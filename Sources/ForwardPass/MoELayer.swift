@@ -89,6 +89,7 @@ public struct MoELayer {
 
     /// Reads layer `layer` of a checkpoint of one of Transformer.modelTypes.
     public init(_ reader: WeightReader, config: ModelConfig, layer: Int) throws(ForwardError) {
+        try Transformer.checkSizes(config)
         self.layer = layer
         self.reader = reader
         let type = config.architecture ?? ""

@@ -24,6 +24,13 @@ public struct Transformer {
     /// The hybrid architectures: linear-attention layers, gated attention, (1 + weight) RMSNorms.
     static let hybridTypes: Set<String> = ["qwen3_next", "qwen3_5_moe"]
 
+    /// Refuses a config.json whose sizes no model has (ModelConfig.maximumSize), before any is multiplied or allocated.
+    static func checkSizes(_ config: ModelConfig) throws(ForwardError) {
+        if let (key, value) = config.oversizedField {
+            throw ForwardError(.configInvalid, "config.json: \(key) is \(value); moetool runs sizes up to \(ModelConfig.maximumSize)")
+        }
+    }
+
     static func unsupported(_ type: String) -> ForwardError {
         ForwardError(.unsupportedModel, "config.json: model_type \"\(type)\" is not one verify runs (\(modelTypes.joined(separator: ", ")))")
     }
@@ -55,6 +62,7 @@ public struct Transformer {
     /// `config` overrides the checkpoint's config.json.
     public init(_ checkpoint: Checkpoint, config override: ModelConfig? = nil) throws(ForwardError) {
         guard let config = override ?? checkpoint.config else { throw ForwardError(.configInvalid, "\(checkpoint.path): no config.json") }
+        try Self.checkSizes(config)
         self.config = config
         reader = try WeightReader(checkpoint)
         type = config.architecture ?? ""

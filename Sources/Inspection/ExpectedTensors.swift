@@ -24,6 +24,7 @@ public enum ExpectedTensors {
     /// What config.json implies, or nil when the architecture is not one moetool knows or the config lacks a
     /// size it needs. `has`: whether the checkpoint holds a name (to tell fused experts from per-expert ones).
     public static func expected(_ config: ModelConfig, has: (String) -> Bool) -> [(name: String, shape: [UInt64])]? {
+        guard config.oversizedField == nil else { return nil }
         if config.architecture == "deepseek_v4" { return deepSeekV4(config, has: has) }
         guard let type = config.architecture, ["deepseek_v3", "deepseek_v32", "deepseek_v2", "qwen2_moe", "qwen3_moe", "mixtral", "gpt_oss", "glm4_moe",
                                                "glm_moe_dsa", "minimax_m2", "llama4", "qwen3_next", "qwen3_5_moe"].contains(type),

@@ -182,7 +182,11 @@ public struct InspectReport: Sendable {
         let warnings = checkpoint.warnings + structure.warnings + unexpected.map {
             Warning(file: path, kind: .unexpectedTensor, "\(counted($0)): not described by config.json; a loader ignores it")
         }
-        let problems = structure.problems
+        let oversized = checkpoint.config?.oversizedField.map { field in
+            [Problem(file: path, rule: .configInvalid,
+                     "config.json: \(field.key) is \(field.value), larger than any model's (at most \(ModelConfig.maximumSize)): no tensor is checked against it")]
+        } ?? []
+        let problems = structure.problems + oversized
             + missing.map { Problem(file: path, rule: .tensorMissing, "\(counted($0)): config.json implies it, the checkpoint lacks it") }
             + (completeness?.wrongShape ?? []).map {
                 Problem(file: path, tensor: $0.name, rule: .tensorWrongShape,

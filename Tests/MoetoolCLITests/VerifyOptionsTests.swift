@@ -63,3 +63,32 @@ import Testing
         #expect(r.stderr.hasPrefix("error: "), "\(r.stderr)")
     }
 }
+
+/// A config.json size no model has (10^18 heads, head dimensions, indexer heads, streams) is refused by verify, in both
+/// modes, and made a problem by inspect, naming the field: before, products of such sizes overflowed (a trap) or
+/// were allocated (an abort).
+@Suite struct OversizedConfigSizes {
+    @Test(arguments: [("glm4_moe", "num_attention_heads"), ("glm4_moe", "head_dim"), ("llama4", "head_dim"),
+                      ("qwen3_next", "linear_num_value_heads"), ("deepseek_v32", "index_n_heads"), ("deepseek_v4", "hc_mult")])
+    func refusedByName(_ fixture: String, _ key: String) throws {
+        let dir = Fixtures.temporaryDirectory()
+        defer { Fixtures.removeTemporary(dir) }
+        let source = Fixtures.path("verify/" + fixture)
+        for name in try FileManager.default.contentsOfDirectory(atPath: source) {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: dir + "/" + name)
+        }
+        let text = String(decoding: Fixtures.readBytes(dir + "/config.json"), as: UTF8.self)
+        let edited = text.replacing(try Regex("\"\(key)\": *[0-9]+"), with: "\"\(key)\": 1000000000000000000")
+        #expect(edited != text, "\(key) is in \(fixture)'s config.json")
+        try FileManager.default.removeItem(atPath: dir + "/config.json")
+        try edited.write(toFile: dir + "/config.json", atomically: false, encoding: .utf8)
+        let message = "\(key) is 1000000000000000000"
+        for mode in [[], ["--layers", "all"]] {
+            let r = try CLI.run(["verify", dir] + mode)
+            #expect(r.status == 1, "\(mode): \(r.stderr)")
+            #expect(r.stderr.contains(message), "\(mode): \(r.stderr)")
+        }
+        let inspect = try CLI.run(["inspect", dir])
+        #expect(inspect.status == 1 && inspect.stderr.contains(message) && inspect.stderr.contains("[config_invalid]"), "\(inspect.stderr)")
+    }
+}
