@@ -93,14 +93,19 @@ public struct ModelConfig: Sendable {
         "num_local_experts", "num_experts_per_tok", "n_shared_experts", "num_hidden_layers",
     ]
 
-    /// The first size field (sizeFields) above maximumSize, with its value: a config no tensor of which can be
-    /// computed or checked safely.
-    public var oversizedField: (key: String, value: Int)? {
+    /// The first size field (sizeFields) above its limit (maximumSize, or maximumLayers for num_hidden_layers), with
+    /// its value: a config no tensor of which can be computed or checked safely.
+    public var oversizedField: (key: String, value: Int, limit: Int)? {
         for key in Self.sizeFields {
-            if let v = int(key), v > Self.maximumSize { return (key, v) }
+            let limit = key == "num_hidden_layers" ? Self.maximumLayers : Self.maximumSize
+            if let v = int(key), v > limit { return (key, v, limit) }
         }
         return nil
     }
+
+    /// The most decoder layers a config may have (released models have at most a few hundred): each is looked for by
+    /// name, so a config of 10^18 layers would keep the tools busy for ever.
+    public static let maximumLayers = 1 << 16
 
     /// Where the text model's weight names start: Llama 4 is published as Llama4ForConditionalGeneration, its text
     /// model under "language_model." (language_model.model.layers.N..., language_model.lm_head.weight) beside the

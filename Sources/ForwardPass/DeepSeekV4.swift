@@ -40,8 +40,9 @@ struct DeepSeekV4 {
         streams = config.int("hc_mult") ?? 4
         sinkhornIterations = config.int("hc_sinkhorn_iters") ?? 20
         hcEps = Float(config.field("hc_eps")?.doubleValue ?? 1e-6)
-        guard streams >= 1, streams <= 64, sinkhornIterations >= 1 else {
-            throw ForwardError(.configInvalid, "config.json: hc_mult \(streams) and hc_sinkhorn_iters \(sinkhornIterations) must be positive")
+        // The release uses 4 streams and 20 Sinkhorn rounds; far more rounds change nothing but the time taken.
+        guard streams >= 1, streams <= 64, sinkhornIterations >= 1, sinkhornIterations <= 10_000 else {
+            throw ForwardError(.configInvalid, "config.json: hc_mult \(streams) must be 1 to 64 and hc_sinkhorn_iters \(sinkhornIterations) 1 to 10000")
         }
         guard let kinds = config.deepSeekV4Attention else {
             throw ForwardError(.configInvalid, "config.json: layer_types (or compress_ratios) must give one of \(DeepSeekV4Attention.allCases.map(\.rawValue).joined(separator: ", ")) (compress ratio 0, 4 or 128) for each of the \(model.layers) layers")

@@ -88,7 +88,7 @@ public struct OutputDifference: Sendable {
 /// decoder_sparse_step) and its tensors (a router under the layer).
 public enum MoELayers {
     public static func of(_ checkpoint: Checkpoint) -> [Int] {
-        guard let config = checkpoint.config, let n = config.numHiddenLayers else { return [] }
+        guard let config = checkpoint.config, let n = config.numHiddenLayers, n <= ModelConfig.maximumLayers else { return [] }
         return (0..<n).filter { i in MoELayer.routerWeightNames(layer: i, prefix: config.decoderPrefix).contains { checkpoint.locate($0) != nil } }
     }
 }

@@ -26,8 +26,8 @@ public struct Transformer {
 
     /// Refuses a config.json whose sizes no model has (ModelConfig.maximumSize), before any is multiplied or allocated.
     static func checkSizes(_ config: ModelConfig) throws(ForwardError) {
-        if let (key, value) = config.oversizedField {
-            throw ForwardError(.configInvalid, "config.json: \(key) is \(value); moetool runs sizes up to \(ModelConfig.maximumSize)")
+        if let (key, value, limit) = config.oversizedField {
+            throw ForwardError(.configInvalid, "config.json: \(key) is \(value); moetool runs sizes up to \(limit)")
         }
     }
 

@@ -110,6 +110,7 @@ public enum Verification {
 
     static func runLayers(_ ca: Checkpoint, _ cb: Checkpoint?, layers chosen: [Int]?, request: VerifyRequest) throws(ForwardError) -> VerifyReport {
         try checkSameModel(ca, cb)
+        if let config = ca.config { try Transformer.checkSizes(config) }
         let available = MoELayers.of(ca)
         let chosen = chosen ?? available
         if let missing = chosen.first(where: { !available.contains($0) }) {

@@ -184,7 +184,7 @@ public struct InspectReport: Sendable {
         }
         let oversized = checkpoint.config?.oversizedField.map { field in
             [Problem(file: path, rule: .configInvalid,
-                     "config.json: \(field.key) is \(field.value), larger than any model's (at most \(ModelConfig.maximumSize)): no tensor is checked against it")]
+                     "config.json: \(field.key) is \(field.value), larger than any model's (at most \(field.limit)): no tensor is checked against it")]
         } ?? []
         let problems = structure.problems + oversized
             + missing.map { Problem(file: path, rule: .tensorMissing, "\(counted($0)): config.json implies it, the checkpoint lacks it") }

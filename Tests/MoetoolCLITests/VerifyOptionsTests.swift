@@ -64,12 +64,13 @@ import Testing
     }
 }
 
-/// A config.json size no model has (10^18 heads, head dimensions, indexer heads, streams) is refused by verify, in both
-/// modes, and made a problem by inspect, naming the field: before, products of such sizes overflowed (a trap) or
-/// were allocated (an abort).
+/// A config.json size no model has (10^18 heads, head dimensions, indexer heads, streams, layers) is refused by verify,
+/// in both modes, and made a problem by inspect, naming the field: before, products of such sizes overflowed (a trap),
+/// were allocated (an abort) or were looped over (10^18 layers looked for by name).
 @Suite struct OversizedConfigSizes {
     @Test(arguments: [("glm4_moe", "num_attention_heads"), ("glm4_moe", "head_dim"), ("llama4", "head_dim"),
-                      ("qwen3_next", "linear_num_value_heads"), ("deepseek_v32", "index_n_heads"), ("deepseek_v4", "hc_mult")])
+                      ("qwen3_next", "linear_num_value_heads"), ("deepseek_v32", "index_n_heads"), ("deepseek_v4", "hc_mult"),
+                      ("qwen3_next", "num_hidden_layers")])
     func refusedByName(_ fixture: String, _ key: String) throws {
         let dir = Fixtures.temporaryDirectory()
         defer { Fixtures.removeTemporary(dir) }
